@@ -1,0 +1,48 @@
+//! Types shared by both resources.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Broker image used when a spec names none: the RabbitMQ version the project is tested with.
+pub const DEFAULT_IMAGE: &str = "rabbitmq:3.10-management";
+
+/// Persistent storage of one broker node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each node's volume.
+    #[serde(default = "crate::instance::default_storage_size")]
+    pub size: Quantity,
+    /// StorageClass of the volume claims; empty uses the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: crate::instance::default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+/// Which kind of broker cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ClusterKind {
+    /// A `SharedCluster` hosting many tenants.
+    Shared,
+    /// An instance's own cluster.
+    Dedicated,
+}
+
+/// A broker cluster that serves (or served) an instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRef {
+    pub kind: ClusterKind,
+    /// For `Shared`: the SharedCluster's name. For `Dedicated`: the StatefulSet's name.
+    pub name: String,
+    pub namespace: String,
+}

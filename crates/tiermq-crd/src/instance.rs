@@ -1,0 +1,491 @@
+//! `RabbitMQInstance`: one tenant's RabbitMQ, on the shared or the dedicated tier.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ClusterKind, ClusterRef, DEFAULT_IMAGE, StorageSpec};
+
+/// The message users see when they try to change `spec.series`; it says what to do instead.
+pub const SERIES_IMMUTABLE_MESSAGE: &str = "spec.series is immutable: tier conversion only works \
+within one series; to move to another series create a new RabbitMQInstance and move clients to it";
+
+/// Desired state of a tenant's RabbitMQ. Flip `tier` to convert between shared and dedicated.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tiermq.io",
+    version = "v1alpha1",
+    kind = "RabbitMQInstance",
+    plural = "rabbitmqinstances",
+    singular = "rabbitmqinstance",
+    shortname = "rmqi",
+    category = "tiermq",
+    namespaced,
+    status = "RabbitMQInstanceStatus",
+    derive = "PartialEq",
+    doc = "A tenant's RabbitMQ, served by a shared cluster (vhost + user) or a dedicated cluster, convertible between the two without message loss.",
+    printcolumn(
+        name = "Tier",
+        type_ = "string",
+        description = "Effective tier",
+        json_path = ".status.tier"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        description = "Instance phase",
+        json_path = ".status.phase"
+    ),
+    printcolumn(
+        name = "Migration",
+        type_ = "string",
+        description = "Tier conversion phase",
+        json_path = ".status.migrationPhase"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.series == oldSelf.series").message(SERIES_IMMUTABLE_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitMQInstanceSpec {
+    /// Product series. Conversion happens only within one series, so this never changes.
+    pub series: Series,
+    /// Desired tier. Changing it starts a conversion (upgrade to dedicated, downgrade to shared).
+    pub tier: Tier,
+    /// Settings used while the instance is (or becomes) dedicated.
+    #[serde(default)]
+    pub dedicated: DedicatedSpec,
+    /// Settings used while the instance is (or becomes) shared.
+    #[serde(default)]
+    pub shared: SharedSpec,
+    /// Per-tenant limits, enforced as vhost limits on whichever cluster serves the instance.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How clients reach the instance. The endpoint never changes across tiers.
+    #[serde(default)]
+    pub access: AccessSpec,
+    /// How a tier conversion is carried out.
+    #[serde(default)]
+    pub migration: MigrationSpec,
+}
+
+/// Product series (after the reference service: subscription and serverless).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Series {
+    Subscription,
+    Serverless,
+}
+
+/// Deployment tier.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Tier {
+    /// A vhost and user on a multi-tenant `SharedCluster`.
+    Shared,
+    /// A RabbitMQ StatefulSet of the instance's own.
+    Dedicated,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Shared => "Shared",
+            Tier::Dedicated => "Dedicated",
+        }
+    }
+    /// The cluster kind that serves this tier.
+    pub fn cluster_kind(self) -> ClusterKind {
+        match self {
+            Tier::Shared => ClusterKind::Shared,
+            Tier::Dedicated => ClusterKind::Dedicated,
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The instance's own broker cluster, used on the dedicated tier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DedicatedSpec {
+    /// Number of broker nodes (1 to 7; odd numbers suit quorum queues).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 7))]
+    pub replicas: i32,
+    /// Broker image.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// CPU and memory for each broker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Persistent storage for each broker node.
+    #[serde(default)]
+    pub storage: StorageSpec,
+}
+
+impl Default for DedicatedSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            image: default_image(),
+            resources: None,
+            storage: StorageSpec::default(),
+        }
+    }
+}
+
+/// Placement on a shared cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedSpec {
+    /// The `SharedCluster` to place the instance on. Empty: the operator's configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ref: Option<SharedClusterRef>,
+}
+
+/// Reference to a `SharedCluster`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedClusterRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the SharedCluster; defaults to the operator's shared-cluster namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Tenant limits, applied as RabbitMQ vhost limits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Maximum concurrent client connections to the vhost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_connections: Option<i32>,
+    /// Maximum number of queues in the vhost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_queues: Option<i32>,
+}
+
+/// How the client Service is exposed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessSpec {
+    #[serde(default)]
+    pub service_type: ServiceType,
+}
+
+/// Kubernetes Service type of the instance endpoint.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    LoadBalancer,
+    NodePort,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::NodePort => "NodePort",
+        }
+    }
+}
+
+/// How a tier conversion runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationSpec {
+    /// `Consume`: wait for clients to consume the source backlog (the reference behaviour).
+    /// `Shovel`: move the backlog to the destination with dynamic shovels.
+    #[serde(default)]
+    pub drain_strategy: DrainStrategy,
+    /// How long to wait for the source to drain before raising `DrainTimedOut`. Nothing is deleted
+    /// on timeout; the migration keeps waiting.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub drain_timeout_seconds: i64,
+    /// What happens to client connections still open on the source. Empty: the direction's
+    /// default (upgrade keeps them, downgrade closes them, as the reference service does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_policy: Option<ConnectionPolicy>,
+    /// How long the source tenant is kept (without any permission) after the cutover before it is deleted.
+    #[serde(default = "default_grace_period")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub grace_period_seconds: i64,
+    /// Federate the queues between the clusters during the dual phases so consumers on either
+    /// cluster see all messages.
+    #[serde(default)]
+    pub federation: bool,
+}
+
+impl Default for MigrationSpec {
+    fn default() -> Self {
+        Self {
+            drain_strategy: DrainStrategy::default(),
+            drain_timeout_seconds: default_drain_timeout(),
+            connection_policy: None,
+            grace_period_seconds: default_grace_period(),
+            federation: false,
+        }
+    }
+}
+
+/// How the source backlog reaches consumers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DrainStrategy {
+    #[default]
+    Consume,
+    Shovel,
+}
+
+/// What happens to client connections on the source cluster after the write cutover.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConnectionPolicy {
+    /// Leave open connections alone; they end when clients close them or the source is retired.
+    Keep,
+    /// Close them with a reason, so auto-reconnecting clients land on the destination.
+    Close,
+}
+
+impl ConnectionPolicy {
+    /// The reference service's behaviour: upgrades keep source connections, downgrades close them.
+    pub fn default_for(to: Tier) -> Self {
+        match to {
+            Tier::Dedicated => ConnectionPolicy::Keep,
+            Tier::Shared => ConnectionPolicy::Close,
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_string()
+}
+fn default_drain_timeout() -> i64 {
+    3600
+}
+fn default_grace_period() -> i64 {
+    300
+}
+
+/// Observed state of a `RabbitMQInstance`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitMQInstanceStatus {
+    /// The tier that serves the instance now (during a conversion: the source tier until cutover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<InstancePhase>,
+    /// Where a running (or the last) tier conversion is. `Stable` when none runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_phase: Option<MigrationPhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
+    /// Completed and aborted conversions, newest last (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<MigrationRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointStatus>,
+    /// The cluster currently serving the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ClusterRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Coarse lifecycle of the instance.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum InstancePhase {
+    /// Cluster and tenant are being created.
+    Provisioning,
+    /// In service.
+    Ready,
+    /// In service and converting tiers.
+    Migrating,
+    /// Cannot proceed until something outside the operator changes (see conditions).
+    Blocked,
+    /// Being deleted; broker state is cleaned up first.
+    Deleting,
+}
+
+/// The phases of a tier conversion, after the reference service's four phases plus the operator's
+/// own bookkeeping phases.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum MigrationPhase {
+    /// No conversion runs.
+    Stable,
+    /// A tier flip is held (instance not in service, no capacity); see `ConversionBlocked`.
+    Blocked,
+    /// Destination cluster, tenant and topology are being made ready.
+    PreparingDestination,
+    /// Phase 1: both clusters readable and writable; the Service routes new connections to both.
+    DualWriteDualRead,
+    /// Phase 2: the source leaves the Service and loses write permission; it stays readable.
+    SingleWriteDualRead,
+    /// Phase 3: waiting until every source queue is empty (or shovels moved the backlog).
+    DrainingSource,
+    /// Phase 4: the destination alone serves; the source has no permissions and is retired after
+    /// the grace period.
+    DestinationOnly,
+    /// The conversion finished; the next reconcile records it in history and returns to `Stable`.
+    Completed,
+    /// A flip back before the write cutover: the source is restored as the sole cluster.
+    Aborting,
+}
+
+impl MigrationPhase {
+    pub const ALL: [MigrationPhase; 9] = [
+        MigrationPhase::Stable,
+        MigrationPhase::Blocked,
+        MigrationPhase::PreparingDestination,
+        MigrationPhase::DualWriteDualRead,
+        MigrationPhase::SingleWriteDualRead,
+        MigrationPhase::DrainingSource,
+        MigrationPhase::DestinationOnly,
+        MigrationPhase::Completed,
+        MigrationPhase::Aborting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationPhase::Stable => "Stable",
+            MigrationPhase::Blocked => "Blocked",
+            MigrationPhase::PreparingDestination => "PreparingDestination",
+            MigrationPhase::DualWriteDualRead => "DualWriteDualRead",
+            MigrationPhase::SingleWriteDualRead => "SingleWriteDualRead",
+            MigrationPhase::DrainingSource => "DrainingSource",
+            MigrationPhase::DestinationOnly => "DestinationOnly",
+            MigrationPhase::Completed => "Completed",
+            MigrationPhase::Aborting => "Aborting",
+        }
+    }
+
+    /// True once writes have moved to the destination: from here a flip back cannot abort.
+    pub fn past_write_cutover(self) -> bool {
+        matches!(
+            self,
+            MigrationPhase::SingleWriteDualRead
+                | MigrationPhase::DrainingSource
+                | MigrationPhase::DestinationOnly
+                | MigrationPhase::Completed
+        )
+    }
+}
+
+impl std::fmt::Display for MigrationPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The running (or last) conversion.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    pub from: Tier,
+    pub to: Tier,
+    pub source: ClusterRef,
+    pub destination: ClusterRef,
+    pub drain_strategy: DrainStrategy,
+    /// The effective policy (the spec's, or the direction's default).
+    pub connection_policy: ConnectionPolicy,
+    pub started: Time,
+    /// When each phase was entered, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseTiming>,
+    /// Messages still on the source (ready + unacked + delayed), from the last fresh sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_messages: Option<i64>,
+    /// Messages per second leaving the source, from the last samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_rate: Option<f64>,
+    /// Estimated seconds until the source is drained (absent when nothing drains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
+    /// Consecutive fresh samples that found the source empty; drained at 2.
+    #[serde(default)]
+    pub empty_samples: u32,
+    /// Timestamp of the last broker statistics sample that was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sample: Option<Time>,
+    /// When the source tenant was left without permissions (grace period starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revoked_at: Option<Time>,
+    /// Set when a flip back arrived after the write cutover: the conversion completes first and a
+    /// new conversion back starts right after.
+    #[serde(default)]
+    pub reverse_requested: bool,
+}
+
+/// When a phase was entered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTiming {
+    pub phase: MigrationPhase,
+    pub started: Time,
+}
+
+/// A finished conversion.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationRecord {
+    pub from: Tier,
+    pub to: Tier,
+    pub started: Time,
+    pub finished: Time,
+    pub outcome: MigrationOutcome,
+    /// Seconds spent in each phase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phase_seconds: Vec<PhaseDuration>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseDuration {
+    pub phase: MigrationPhase,
+    pub seconds: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MigrationOutcome {
+    Completed,
+    Aborted,
+}
+
+/// Where clients connect. Stable across tiers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// The client Service's DNS name.
+    pub host: String,
+    pub port: i32,
+    pub vhost: String,
+    /// The Secret with host, port, vhost, username, password and uri (service-binding shape).
+    pub secret_name: String,
+}
+
+/// Default storage size for a broker node.
+pub fn default_storage_size() -> Quantity {
+    Quantity("1Gi".to_string())
+}

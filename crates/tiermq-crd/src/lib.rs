@@ -1,0 +1,151 @@
+//! tiermq's API types: `RabbitMQInstance` and `SharedCluster` (group `tiermq.io`, `v1alpha1`).
+//!
+//! Types only: no client, no IO. The CRD YAML in `crd/` and the chart is generated from these types
+//! (`tiermq-operator crd`, `make generate`).
+
+pub mod common;
+pub mod conditions;
+pub mod instance;
+pub mod shared_cluster;
+
+pub use common::*;
+pub use instance::*;
+pub use shared_cluster::*;
+
+use kube::CustomResourceExt;
+
+/// Both CRDs as one multi-document YAML stream, in a stable order.
+pub fn crds_yaml() -> String {
+    let docs = [RabbitMQInstance::crd(), SharedCluster::crd()];
+    docs.iter()
+        .map(|crd| {
+            // serde_json then YAML keeps field order as the types declare it.
+            let value = serde_json::to_value(crd).expect("CRD serializes");
+            format!("---\n{}", yaml_of(&value))
+        })
+        .collect()
+}
+
+fn yaml_of(v: &serde_json::Value) -> String {
+    serde_yaml::to_string(v).expect("CRD renders as YAML")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn instance_crd() -> Value {
+        serde_json::to_value(RabbitMQInstance::crd()).unwrap()
+    }
+
+    #[test]
+    fn series_is_immutable_through_a_transition_rule_with_guidance() {
+        let crd = instance_crd();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let rules = spec["x-kubernetes-validations"]
+            .as_array()
+            .expect("rules on spec");
+        let rule = rules
+            .iter()
+            .find(|r| r["rule"] == "self.series == oldSelf.series")
+            .expect("series transition rule");
+        let msg = rule["message"].as_str().unwrap();
+        assert!(
+            msg.contains("immutable") && msg.contains("create a new RabbitMQInstance"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn names_columns_and_subresources() {
+        let crd = instance_crd();
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "rmqi");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        let v = &crd["spec"]["versions"][0];
+        assert_eq!(v["name"], "v1alpha1");
+        assert!(v["subresources"]["status"].is_object());
+        let cols: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(cols, ["Tier", "Phase", "Migration", "Age"]);
+    }
+
+    #[test]
+    fn enums_ranges_and_defaults_are_in_the_schema() {
+        let crd = instance_crd();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let props = &spec["properties"];
+        assert_eq!(
+            props["series"]["enum"],
+            serde_json::json!(["Subscription", "Serverless"])
+        );
+        assert_eq!(
+            props["tier"]["enum"],
+            serde_json::json!(["Shared", "Dedicated"])
+        );
+        let mig = &props["migration"]["properties"];
+        assert_eq!(
+            mig["drainStrategy"]["enum"],
+            serde_json::json!(["Consume", "Shovel"])
+        );
+        assert_eq!(mig["drainTimeoutSeconds"]["minimum"].as_f64(), Some(60.0));
+        assert_eq!(mig["drainTimeoutSeconds"]["default"], 3600);
+        let conn = &mig["connectionPolicy"];
+        assert!(
+            conn.to_string().contains("Keep") && conn.to_string().contains("Close"),
+            "{conn}"
+        );
+        let ded = &props["dedicated"]["properties"];
+        assert_eq!(ded["replicas"]["minimum"].as_f64(), Some(1.0));
+        assert_eq!(ded["replicas"]["maximum"].as_f64(), Some(7.0));
+        assert_eq!(ded["replicas"]["default"], 1);
+        assert_eq!(
+            props["limits"]["properties"]["maxConnections"]["minimum"].as_f64(),
+            Some(1.0)
+        );
+        let required: Vec<&str> = spec["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(required.contains(&"series") && required.contains(&"tier"));
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_defaults() {
+        let spec: RabbitMQInstanceSpec =
+            serde_json::from_value(serde_json::json!({"series": "Subscription", "tier": "Shared"}))
+                .unwrap();
+        assert_eq!(spec.dedicated.replicas, 1);
+        assert_eq!(spec.dedicated.image, DEFAULT_IMAGE);
+        assert_eq!(spec.migration.drain_strategy, DrainStrategy::Consume);
+        assert_eq!(spec.migration.grace_period_seconds, 300);
+        assert_eq!(spec.access.service_type, ServiceType::ClusterIP);
+    }
+
+    #[test]
+    fn connection_policy_defaults_follow_the_reference_service() {
+        assert_eq!(
+            ConnectionPolicy::default_for(Tier::Dedicated),
+            ConnectionPolicy::Keep
+        );
+        assert_eq!(
+            ConnectionPolicy::default_for(Tier::Shared),
+            ConnectionPolicy::Close
+        );
+    }
+
+    #[test]
+    fn yaml_stream_holds_both_crds_in_order() {
+        let y = crds_yaml();
+        let docs: Vec<&str> = y.split("---\n").filter(|d| !d.is_empty()).collect();
+        assert_eq!(docs.len(), 2);
+        assert!(docs[0].contains("name: rabbitmqinstances.tiermq.io"));
+        assert!(docs[1].contains("name: sharedclusters.tiermq.io"));
+    }
+}

@@ -1,0 +1,102 @@
+//! `SharedCluster`: a multi-tenant broker cluster the operator runs and places instances on.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{DEFAULT_IMAGE, StorageSpec};
+
+/// Desired state of a shared broker cluster.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tiermq.io",
+    version = "v1alpha1",
+    kind = "SharedCluster",
+    plural = "sharedclusters",
+    singular = "sharedcluster",
+    shortname = "rmqsc",
+    category = "tiermq",
+    namespaced,
+    status = "SharedClusterStatus",
+    derive = "PartialEq",
+    doc = "A multi-tenant RabbitMQ cluster on which shared-tier instances get a vhost and user.",
+    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready"),
+    printcolumn(
+        name = "Instances",
+        type_ = "integer",
+        json_path = ".status.instanceCount"
+    ),
+    printcolumn(
+        name = "Capacity",
+        type_ = "integer",
+        json_path = ".spec.capacity.maxInstances"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedClusterSpec {
+    /// Number of broker nodes (1 to 7).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 7))]
+    pub replicas: i32,
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default)]
+    pub storage: StorageSpec,
+    #[serde(default)]
+    pub capacity: Capacity,
+}
+
+/// How many tenants the cluster accepts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Capacity {
+    /// Placement (and downgrades onto this cluster) is refused beyond this many instances.
+    #[serde(default = "default_max_instances")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_instances: i32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            max_instances: default_max_instances(),
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_string()
+}
+fn default_max_instances() -> i32 {
+    50
+}
+
+/// Observed state of a shared cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedClusterStatus {
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Instances placed here (including ones migrating onto or off it).
+    #[serde(default)]
+    pub instance_count: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
