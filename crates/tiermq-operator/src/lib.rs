@@ -1,0 +1,1 @@
+//! tiermq operator library
