@@ -14,16 +14,23 @@ pub use shared_cluster::*;
 
 use kube::CustomResourceExt;
 
-/// Both CRDs as one multi-document YAML stream, in a stable order.
-pub fn crds_yaml() -> String {
-    let docs = [RabbitMQInstance::crd(), SharedCluster::crd()];
-    docs.iter()
+/// Each CRD as `(file name, YAML document)`, in a stable order. The file names are the ones in `crd/`
+/// and in the chart's `crds/` folder.
+pub fn crd_files() -> Vec<(String, String)> {
+    [RabbitMQInstance::crd(), SharedCluster::crd()]
+        .iter()
         .map(|crd| {
-            // serde_json then YAML keeps field order as the types declare it.
+            let name = crd.metadata.name.clone().expect("CRDs are named");
+            // serde_json first: the YAML then keeps the field order the types declare.
             let value = serde_json::to_value(crd).expect("CRD serializes");
-            format!("---\n{}", yaml_of(&value))
+            (format!("{name}.yaml"), format!("---\n{}", yaml_of(&value)))
         })
         .collect()
+}
+
+/// Both CRDs as one multi-document YAML stream (what `tiermq-operator crd` prints).
+pub fn crds_yaml() -> String {
+    crd_files().into_iter().map(|(_, yaml)| yaml).collect()
 }
 
 fn yaml_of(v: &serde_json::Value) -> String {

@@ -1,1 +1,43 @@
-fn main() {}
+//! `tiermq-operator`: the operator binary.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tiermq-operator",
+    version,
+    about = "Runs RabbitMQ instances and converts them between shared and dedicated tiers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (RabbitMQInstance, SharedCluster) as YAML.
+    Crd {
+        /// Write one file per CRD into these folders instead of printing (e.g. `crd/`).
+        #[arg(long = "out-dir")]
+        out_dirs: Vec<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd { out_dirs } if out_dirs.is_empty() => print!("{}", tiermq_crd::crds_yaml()),
+        Command::Crd { out_dirs } => {
+            for dir in out_dirs {
+                std::fs::create_dir_all(&dir)?;
+                for (name, yaml) in tiermq_crd::crd_files() {
+                    let path = dir.join(name);
+                    std::fs::write(&path, yaml)?;
+                    eprintln!("wrote {}", path.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Pure builders, one per child object.

@@ -1,0 +1,3 @@
+//! Reconcile concerns, one module each.
+
+pub mod plan;

@@ -1,0 +1,1 @@
+//! The tier-conversion state machine (pure).
