@@ -1,1 +1,43 @@
-//! tiermq-testkit
+//! Real `rabbitmq-server` nodes on loopback, for the broker integration tests, kubesim's simulated
+//! kubelet and the demo.
+//!
+//! Two levels:
+//!
+//! - **Pod-friendly, low level**: [`RabbitNode::start`] takes a [`NodeConfig`] that names everything
+//!   (node name, loopback IP, ports, cookie, data folder, `rabbitmq.conf` body, plugins, admin user)
+//!   and starts one node as a child process in its own process group. kubesim's kubelet builds the
+//!   config from a Pod (ConfigMap → `config`, Secret → `erlang_cookie`/`admin`, a folder standing in
+//!   for the PVC → `base_dir`, the pod IP → `ip`).
+//! - **Test convenience**: [`start_nodes`] starts N throw-away nodes in parallel, each on its own
+//!   leased loopback IP from `127.3.0.0/16` (see [`IpLease`]) with the standard ports, a temporary
+//!   folder, a 500 ms statistics interval and the plugins the migration steps need.
+//!
+//! Every node is always stopped: [`Drop`] kills the node's whole process group (so a panicking test
+//! leaves nothing behind), and each start first sweeps nodes whose owning process died without
+//! running its destructors (for example a test binary killed by a timeout).
+//!
+//! How nodes coexist on one machine: each node has its own `RABBITMQ_NODENAME` (the part before `@`
+//! must be unique on the machine, since one epmd serves every node), long names with the IP as the
+//! host part, its own data/log folders, and a distribution listener bound to its IP on a port no
+//! other node on the machine uses (RabbitMQ refuses to start otherwise, also across IPs). When the
+//! process runs as root, the node runs as the `rabbitmq` user and its folders are handed to it.
+
+mod config;
+mod error;
+mod ip;
+mod node;
+mod sweep;
+
+pub use config::{Credentials, NodeConfig, TEST_PLUGINS};
+pub use error::TestkitError;
+pub use ip::IpLease;
+pub use node::{READY_TIMEOUT, RabbitNode, start_nodes, start_test_node};
+
+/// The standard AMQP port; every node listens on it on its own IP.
+pub const AMQP_PORT: u16 = 5672;
+/// The standard management HTTP port.
+pub const MANAGEMENT_PORT: u16 = 15672;
+/// The standard Erlang distribution port of a RabbitMQ node. Two nodes on one machine need
+/// different distribution ports even on different IPs: RabbitMQ's start-up check asks the
+/// machine's one epmd whether any node already uses the port.
+pub const DIST_PORT: u16 = 25672;

@@ -1,0 +1,431 @@
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::{Credentials, NodeConfig};
+use crate::error::TestkitError;
+use crate::ip::IpLease;
+use crate::sweep::{self, set_mode, testkit_root};
+
+const DEFAULT_SERVER_SCRIPT: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+const CTL: &str = "rabbitmqctl";
+/// How long a node gets to become ready; a cold node answers in 5–10 s on two busy cores.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One running `rabbitmq-server`. Dropping it kills the node's whole process group.
+#[derive(Debug)]
+pub struct RabbitNode {
+    config: NodeConfig,
+    pid: u32,
+    child: Mutex<Child>,
+    marker: PathBuf,
+    // Held only for nodes made by `start_nodes`; released after the process is gone
+    // (fields drop after `Drop::drop`).
+    _lease: Option<IpLease>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl RabbitNode {
+    /// Starts the node as a child process in its own process group and returns at once; call
+    /// [`RabbitNode::wait_ready`] before using it. Writes `rabbitmq.conf`, `enabled_plugins`,
+    /// `advanced.config` and the cookie into `base_dir`, keeping any data already there.
+    pub fn start(config: NodeConfig) -> Result<Self, TestkitError> {
+        config.validate()?;
+        sweep::sweep_orphans();
+        let script = std::env::var("TIERMQ_RABBITMQ_SERVER")
+            .unwrap_or_else(|_| DEFAULT_SERVER_SCRIPT.into());
+        if !Path::new(&script).exists() {
+            return Err(TestkitError::ServerNotFound(script));
+        }
+        let base = &config.base_dir;
+        let (mnesia, logs) = (base.join("mnesia"), base.join("log"));
+        for dir in [base, &mnesia, &logs] {
+            fs::create_dir_all(dir).map_err(TestkitError::io("create node folder", dir))?;
+        }
+        let write = |name: &str, text: &str| -> Result<PathBuf, TestkitError> {
+            let path = base.join(name);
+            fs::write(&path, text).map_err(TestkitError::io("write node file", &path))?;
+            Ok(path)
+        };
+        let conf = write("rabbitmq.conf", &config.rendered_config())?;
+        let plugins = write("enabled_plugins", &config.rendered_plugins())?;
+        let advanced = write(
+            "advanced.config",
+            config.advanced_config.as_deref().unwrap_or("[].\n"),
+        )?;
+        let cookie = base.join(".erlang.cookie");
+        // The cookie file must be private to the node's user, or Erlang refuses to start.
+        let _ = fs::remove_file(&cookie);
+        fs::write(&cookie, &config.erlang_cookie)
+            .map_err(TestkitError::io("write cookie", &cookie))?;
+        set_mode(&cookie, 0o400)?;
+        set_mode(base, 0o750)?;
+
+        let run_as = if is_root() {
+            Some(rabbitmq_ids()?)
+        } else {
+            None
+        };
+        if let Some((uid, gid)) = run_as {
+            chown_tree(base, uid, gid)?;
+        }
+
+        let stdout = fs::File::create(logs.join("stdout.log"))
+            .map_err(TestkitError::io("create log", &logs))?;
+        let stderr = stdout
+            .try_clone()
+            .map_err(TestkitError::io("create log", &logs))?;
+        let ip = config.ip.octets();
+        let mut cmd = Command::new(&script);
+        cmd.env_clear()
+            .env("PATH", "/usr/lib/rabbitmq/bin:/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .env("HOME", base)
+            .env("RABBITMQ_NODENAME", config.full_node_name())
+            .env("RABBITMQ_USE_LONGNAME", "true")
+            .env("RABBITMQ_MNESIA_BASE", &mnesia)
+            .env("RABBITMQ_LOG_BASE", &logs)
+            .env("RABBITMQ_CONFIG_FILE", &conf)
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", &advanced)
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
+            .env("RABBITMQ_PID_FILE", base.join("rabbitmq.pid"))
+            .env("RABBITMQ_DIST_PORT", config.dist_port.to_string())
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                format!(
+                    "-kernel inet_dist_use_interface {{{},{},{},{}}}",
+                    ip[0], ip[1], ip[2], ip[3]
+                ),
+            )
+            // Makes the start script exec the Erlang VM instead of keeping a shell in between,
+            // so the child we hold is the node itself.
+            .env("RUNNING_UNDER_SYSTEMD", "true")
+            .current_dir(base)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
+        if let Some((uid, gid)) = run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(TestkitError::io("spawn rabbitmq-server", &script))?;
+        let pid = child.id();
+        let marker = sweep::write_marker(pid, base)?;
+        tracing::info!(node = %config.full_node_name(), pid, base = %base.display(), "started rabbitmq-server");
+        Ok(RabbitNode {
+            config,
+            pid,
+            child: Mutex::new(child),
+            marker,
+            _lease: None,
+            _dir: None,
+        })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// `rabbit-0@127.3.0.1`.
+    pub fn node_name(&self) -> String {
+        self.config.full_node_name()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn admin(&self) -> &Credentials {
+        &self.config.admin
+    }
+
+    /// `http://127.3.0.1:15672`, without a trailing slash.
+    pub fn management_url(&self) -> String {
+        format!("http://{}:{}", self.config.ip, self.config.management_port)
+    }
+
+    /// `host:port` of the AMQP listener.
+    pub fn amqp_address(&self) -> String {
+        format!("{}:{}", self.config.ip, self.config.amqp_port)
+    }
+
+    /// An AMQP URI for `vhost` (percent-encoded) with the given credentials.
+    pub fn amqp_url(&self, creds: &Credentials, vhost: &str) -> String {
+        format!(
+            "amqp://{}:{}@{}/{}",
+            encode(&creds.username),
+            encode(&creds.password),
+            self.amqp_address(),
+            encode(vhost)
+        )
+    }
+
+    /// `true` while the node's process has not exited.
+    pub fn is_running(&self) -> bool {
+        matches!(self.child.lock().expect("child lock").try_wait(), Ok(None))
+    }
+
+    /// One readiness probe: the management API answers an authenticated request.
+    pub async fn probe(&self) -> Result<(), String> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .get(format!("{}/api/overview", self.management_url()))
+            .basic_auth(
+                &self.config.admin.username,
+                Some(&self.config.admin.password),
+            )
+            .send()
+            .await
+            .map_err(|e| format!("management API unreachable: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("management API answered HTTP {}", resp.status()))
+        }
+    }
+
+    /// Waits until [`RabbitNode::probe`] succeeds; fails early, with the log's tail, if the node
+    /// exits.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self
+                .child
+                .lock()
+                .expect("child lock")
+                .try_wait()
+                .ok()
+                .flatten()
+            {
+                return Err(TestkitError::Exited {
+                    node: self.node_name(),
+                    status: status.to_string(),
+                    log_tail: self.log_tail(40),
+                });
+            }
+            let last_probe = match self.probe().await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(TestkitError::NotReady {
+                    node: self.node_name(),
+                    timeout,
+                    last_probe,
+                    log_tail: self.log_tail(40),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The last `lines` lines of the node's log and of its console output.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let logs = self.config.base_dir.join("log");
+        let mut out = String::new();
+        for file in [
+            logs.join(format!("{}.log", self.node_name())),
+            logs.join("stdout.log"),
+        ] {
+            if let Ok(text) = fs::read_to_string(&file) {
+                let all: Vec<&str> = text.lines().collect();
+                let start = all.len().saturating_sub(lines);
+                out.push_str(&format!(
+                    "--- {}\n{}\n",
+                    file.display(),
+                    all[start..].join("\n")
+                ));
+            }
+        }
+        out
+    }
+
+    /// Runs `rabbitmqctl` against this node with its cookie and long names.
+    pub async fn rabbitmqctl(&self, args: &[&str]) -> Result<String, TestkitError> {
+        let output = tokio::process::Command::new(CTL)
+            .args([
+                "--longnames",
+                "--erlang-cookie",
+                &self.config.erlang_cookie,
+                "-n",
+                &self.node_name(),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(TestkitError::io("run rabbitmqctl", CTL))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() {
+            Ok(text)
+        } else {
+            Err(TestkitError::Ctl {
+                node: self.node_name(),
+                args: args.join(" "),
+                status: output.status.to_string(),
+                output: text.replace(&self.config.erlang_cookie, "<cookie>"),
+            })
+        }
+    }
+
+    /// Makes this node a member of `other`'s cluster (both must share the Erlang cookie). This
+    /// node's own data is reset, as `rabbitmqctl join_cluster` requires.
+    pub async fn join_cluster(&self, other: &RabbitNode) -> Result<(), TestkitError> {
+        if self.config.erlang_cookie != other.config.erlang_cookie {
+            return Err(TestkitError::Config(format!(
+                "{} and {} have different Erlang cookies and cannot cluster",
+                self.node_name(),
+                other.node_name()
+            )));
+        }
+        self.rabbitmqctl(&["stop_app"]).await?;
+        self.rabbitmqctl(&["reset"]).await?;
+        self.rabbitmqctl(&["join_cluster", &other.node_name()])
+            .await?;
+        self.rabbitmqctl(&["start_app"]).await?;
+        Ok(())
+    }
+
+    /// Graceful stop: SIGTERM, then SIGKILL to the whole group after `grace`.
+    pub async fn stop(&self, grace: Duration) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.kill();
+    }
+
+    /// Kills the node's whole process group at once and reaps it (a crash, as far as RabbitMQ is
+    /// concerned).
+    pub fn kill(&self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.lock().expect("child lock").wait();
+        let _ = fs::remove_file(&self.marker);
+    }
+
+    fn signal(&self, sig: i32) {
+        let mut child = self.child.lock().expect("child lock");
+        if matches!(child.try_wait(), Ok(None)) {
+            // SAFETY: plain syscall. The node leads its own process group (process_group(0)),
+            // so the negative pid reaches the VM and its helpers (erl_child_setup, inet_gethost).
+            unsafe {
+                libc::kill(-(self.pid as i32), sig);
+            }
+        }
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+static NEXT_NODE: AtomicU32 = AtomicU32::new(0);
+
+/// Starts `n` throw-away test nodes in parallel, each on its own leased loopback IP with the
+/// standard ports and a temporary folder, and waits until all are ready. Node names are unique on
+/// the machine (`tk<pid>-<n>`). Nodes do not form a cluster; see [`RabbitNode::join_cluster`].
+pub async fn start_nodes(n: usize) -> Result<Vec<RabbitNode>, TestkitError> {
+    let nodes_dir = testkit_root()?.join("nodes");
+    fs::create_dir_all(&nodes_dir).map_err(TestkitError::io("create nodes folder", &nodes_dir))?;
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let lease = IpLease::acquire()?;
+        let dir = tempfile::Builder::new()
+            .prefix("node-")
+            .tempdir_in(&nodes_dir)
+            .map_err(TestkitError::io("create node temp folder", &nodes_dir))?;
+        let name = format!(
+            "tk{}-{}",
+            std::process::id(),
+            NEXT_NODE.fetch_add(1, Ordering::Relaxed)
+        );
+        let config = NodeConfig::for_test(name, lease.ip(), dir.path().to_path_buf());
+        let mut node = RabbitNode::start(config)?;
+        node._lease = Some(lease);
+        node._dir = Some(dir);
+        nodes.push(node);
+    }
+    futures::future::try_join_all(nodes.iter().map(|n| n.wait_ready(READY_TIMEOUT))).await?;
+    Ok(nodes)
+}
+
+/// One ready test node.
+pub async fn start_test_node() -> Result<RabbitNode, TestkitError> {
+    Ok(start_nodes(1).await?.pop().expect("one node"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// uid and gid of the `rabbitmq` user that Debian's package creates.
+fn rabbitmq_ids() -> Result<(u32, u32), TestkitError> {
+    let passwd =
+        fs::read_to_string("/etc/passwd").map_err(TestkitError::io("read", "/etc/passwd"))?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == "rabbitmq")
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .ok_or_else(|| {
+            TestkitError::Config(
+                "running as root but there is no `rabbitmq` user; install rabbitmq-server".into(),
+            )
+        })
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), TestkitError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(TestkitError::io("chown", path))?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in fs::read_dir(path).map_err(TestkitError::io("read folder", path))? {
+            let entry = entry.map_err(TestkitError::io("read folder", path))?;
+            chown_tree(&entry.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encode_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(super::encode("/"), "%2F");
+        assert_eq!(super::encode("a b~c"), "a%20b~c");
+        assert_eq!(super::encode("é"), "%C3%A9");
+    }
+}
