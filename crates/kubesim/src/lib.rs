@@ -1,1 +1,2 @@
 //! kubesim
+pub mod sim;

@@ -1,0 +1,281 @@
+//! "kube-proxy": makes every Service ClusterIP reachable on the host.
+//!
+//! For each Service with a ClusterIP (not headless, not ExternalName) it listens on
+//! `clusterIP:port` for every TCP service port. A new connection goes to the next ready endpoint in
+//! round-robin order; the endpoints are taken from the Service's EndpointSlices (label
+//! `kubernetes.io/service-name`, whoever wrote them: the EndpointSlice controller for Services with
+//! a selector, the tiermq operator for its selector-less Services). The endpoint port is the slice
+//! port whose name equals the service port's name. `conditions.ready` absent counts as ready, as
+//! the API documents.
+//!
+//! Established connections are independent tasks: when the endpoints change they stay where they
+//! are; only new connections follow. A connection arriving while there is no ready endpoint is
+//! closed at once (a real kube-proxy rejects it). Listeners go away with their Service; connections
+//! already forwarded stay until either side closes them or the cluster shuts down.
+//!
+//! The operator runs as a host process against kubesim and reaches brokers exactly as it would
+//! from inside a real cluster: through the Service's ClusterIP (`spec.clusterIP:port`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::{LABEL_SERVICE_NAME, Result, SimConfig, SimError, spawn_trigger, wait_next};
+
+/// The ready backends of one service port, shared between the reconciler and the accept loop.
+#[derive(Default)]
+struct Backends {
+    list: RwLock<Vec<SocketAddr>>,
+    next: AtomicUsize,
+}
+
+impl Backends {
+    fn pick(&self) -> Option<SocketAddr> {
+        let list = self.list.read().unwrap_or_else(|e| e.into_inner());
+        if list.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
+        Some(list[i])
+    }
+}
+
+struct Forwarder {
+    backends: Arc<Backends>,
+    task: JoinHandle<()>,
+}
+
+pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receiver<bool>) {
+    let notify = Arc::new(Notify::new());
+    let triggers = [
+        spawn_trigger::<Service>(client.clone(), notify.clone(), stop.clone()),
+        spawn_trigger::<EndpointSlice>(client.clone(), notify.clone(), stop.clone()),
+    ];
+    let mut forwarders: BTreeMap<SocketAddr, Forwarder> = BTreeMap::new();
+    loop {
+        if let Err(e) = reconcile(&client, &mut forwarders, &stop).await {
+            tracing::warn!(error = %e, "kube-proxy pass failed");
+        }
+        if !wait_next(&notify, &mut stop, cfg.resync).await {
+            break;
+        }
+    }
+    for (_, f) in forwarders {
+        f.task.abort();
+    }
+    for t in triggers {
+        t.abort();
+    }
+}
+
+/// `clusterIP:port` → ready backends, from Services and EndpointSlices (pure).
+pub fn desired_routes(services: &[Service], slices: &[EndpointSlice]) -> BTreeMap<SocketAddr, Vec<SocketAddr>> {
+    let mut out = BTreeMap::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        else {
+            continue; // headless ("None") or not yet allocated
+        };
+        let ns = svc.namespace();
+        let name = svc.name_any();
+        let own: Vec<&EndpointSlice> = slices
+            .iter()
+            .filter(|s| s.namespace() == ns && s.labels().get(LABEL_SERVICE_NAME) == Some(&name))
+            .collect();
+        for sp in spec.ports.iter().flatten() {
+            if sp.protocol.as_deref().is_some_and(|p| p != "TCP") {
+                continue;
+            }
+            let Ok(port) = u16::try_from(sp.port) else { continue };
+            let mut backends = BTreeSet::new();
+            for slice in &own {
+                let Some(ep_port) = slice
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref().unwrap_or("") == sp.name.as_deref().unwrap_or(""))
+                    .and_then(|p| p.port)
+                    .and_then(|p| u16::try_from(p).ok())
+                else {
+                    continue;
+                };
+                for ep in &slice.endpoints {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    if !ready {
+                        continue;
+                    }
+                    for a in &ep.addresses {
+                        if let Ok(ip) = a.parse::<IpAddr>() {
+                            backends.insert(SocketAddr::new(ip, ep_port));
+                        }
+                    }
+                }
+            }
+            out.insert(SocketAddr::new(ip, port), backends.into_iter().collect());
+        }
+    }
+    out
+}
+
+async fn reconcile(
+    client: &Client,
+    forwarders: &mut BTreeMap<SocketAddr, Forwarder>,
+    stop: &watch::Receiver<bool>,
+) -> Result<()> {
+    let services = Api::<Service>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| SimError::kube("list", "Service", "all namespaces", e))?;
+    let slices = Api::<EndpointSlice>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| SimError::kube("list", "EndpointSlice", "all namespaces", e))?;
+    let routes = desired_routes(&services.items, &slices.items);
+    forwarders.retain(|addr, f| {
+        let keep = routes.contains_key(addr) && !f.task.is_finished();
+        if !keep {
+            f.task.abort();
+        }
+        keep
+    });
+    for (addr, backends) in routes {
+        if let Some(f) = forwarders.get(&addr) {
+            let mut list = f.backends.list.write().unwrap_or_else(|e| e.into_inner());
+            if *list != backends {
+                tracing::debug!(%addr, ?backends, "kube-proxy endpoints changed");
+                *list = backends;
+            }
+            continue;
+        }
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "ClusterIP outside 127.0.0.0/8; kubesim forwards only loopback addresses");
+            continue;
+        }
+        let listener = match bind_reuse(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "kube-proxy cannot listen on ClusterIP; retrying");
+                continue;
+            }
+        };
+        let b = Arc::new(Backends::default());
+        *b.list.write().unwrap_or_else(|e| e.into_inner()) = backends;
+        let task = tokio::spawn(accept_loop(listener, b.clone(), stop.clone()));
+        tracing::info!(%addr, "kube-proxy forwarding ClusterIP");
+        forwarders.insert(addr, Forwarder { backends: b, task });
+    }
+    Ok(())
+}
+
+fn bind_reuse(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
+
+async fn accept_loop(listener: TcpListener, backends: Arc<Backends>, stop: watch::Receiver<bool>) {
+    loop {
+        let Ok((inbound, _peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(target) = backends.pick() else {
+            drop(inbound); // no ready endpoint: close
+            continue;
+        };
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let outbound =
+                match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(target)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%target, error = %e, "kube-proxy: endpoint refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let (mut a, mut b) = (inbound, outbound);
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn routes_use_ready_endpoints_by_port_name() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "inst", "namespace": "t"},
+            "spec": {"clusterIP": "127.20.3.7", "ports": [
+                {"name": "amqp", "port": 5672}, {"name": "http", "port": 15672}]}
+        }))
+        .unwrap();
+        let headless: Service = serde_json::from_value(json!({
+            "metadata": {"name": "nodes", "namespace": "t"},
+            "spec": {"clusterIP": "None", "ports": [{"name": "amqp", "port": 5672}]}
+        }))
+        .unwrap();
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "inst-a", "namespace": "t", "labels": {"kubernetes.io/service-name": "inst"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "amqp", "port": 5673}],
+            "endpoints": [
+                {"addresses": ["127.30.3.1"], "conditions": {"ready": true}},
+                {"addresses": ["127.30.3.2"], "conditions": {"ready": false}},
+                {"addresses": ["127.30.3.3"]}
+            ]
+        }))
+        .unwrap();
+        let other_ns: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "inst-b", "namespace": "x", "labels": {"kubernetes.io/service-name": "inst"}},
+            "addressType": "IPv4", "ports": [{"name": "amqp", "port": 1}],
+            "endpoints": [{"addresses": ["127.30.9.9"]}]
+        }))
+        .unwrap();
+        let routes = desired_routes(&[svc, headless], &[slice, other_ns]);
+        assert_eq!(routes.len(), 2);
+        let amqp: SocketAddr = "127.20.3.7:5672".parse().unwrap();
+        assert_eq!(
+            routes[&amqp],
+            vec!["127.30.3.1:5673".parse().unwrap(), "127.30.3.3:5673".parse().unwrap()]
+        );
+        assert!(routes[&"127.20.3.7:15672".parse().unwrap()].is_empty());
+    }
+
+    #[test]
+    fn round_robin_over_backends() {
+        let b = Backends::default();
+        assert_eq!(b.pick(), None);
+        let a1: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let a2: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        *b.list.write().unwrap() = vec![a1, a2];
+        let picks: Vec<_> = (0..4).map(|_| b.pick().unwrap()).collect();
+        assert_eq!(picks, vec![a1, a2, a1, a2]);
+    }
+}

@@ -1,0 +1,260 @@
+//! The simulated cluster: controllers that make a bare API server behave like a small Kubernetes
+//! cluster on one machine.
+//!
+//! Every controller here is an ordinary kube-rs client of the API server over HTTP, exactly like
+//! kube-controller-manager, kubelet and kube-proxy are clients of a real kube-apiserver. None of
+//! them reaches into the API server's storage. Each controller is level-triggered: it lists what
+//! it cares about, compares with what should exist, and writes the difference. Watches only wake it
+//! early; a periodic resync (`SimConfig::resync`) makes it correct even when a watch is lost.
+//!
+//! - [`statefulset`]: StatefulSet → ordered Pods and PersistentVolumeClaims, status, rolling update.
+//! - [`endpointslice`]: Service with a selector → EndpointSlices of its matching Pods.
+//! - [`kubelet`]: Pod → pod IP, status and conditions; RabbitMQ images run as real
+//!   `rabbitmq-server` processes ([`rabbit`]), other images are "running" without a process.
+//! - [`kubeproxy`]: Service ClusterIP:port → TCP forwarders to the ready endpoints.
+
+pub mod endpointslice;
+pub mod error;
+pub mod ipam;
+pub mod kubelet;
+pub mod kubeproxy;
+pub mod rabbit;
+pub mod statefulset;
+pub mod volumes;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::Resource;
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use error::{Result, SimError};
+
+/// Labels and values real Kubernetes uses; the operator and kubectl users rely on them.
+pub const LABEL_POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
+pub const LABEL_POD_INDEX: &str = "apps.kubernetes.io/pod-index";
+pub const LABEL_REVISION_HASH: &str = "controller-revision-hash";
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+pub const ENDPOINTSLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
+/// The node name every pod of the simulated cluster runs on.
+pub const NODE_NAME: &str = "kubesim-node";
+
+/// What the simulated controllers need to know about the cluster they run.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// State folder: pod folders (materialised volumes, broker logs) and PVC folders live here.
+    pub dir: PathBuf,
+    /// Pod IPs are `prefix.1..=254` (a /24 in 127.0.0.0/8 of its own per cluster).
+    pub pod_ip_prefix: [u8; 3],
+    /// At most this many `rabbitmq-server` processes run at once; further broker pods stay
+    /// Pending with a message saying so.
+    pub max_brokers: usize,
+    /// Full relist interval of every controller (watch events wake them earlier).
+    pub resync: Duration,
+}
+
+impl SimConfig {
+    pub fn new(dir: impl Into<PathBuf>, pod_ip_prefix: [u8; 3]) -> Self {
+        SimConfig {
+            dir: dir.into(),
+            pod_ip_prefix,
+            max_brokers: 3,
+            resync: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The running controllers. [`Sim::shutdown`] stops them and every broker process they started;
+/// dropping it kills the brokers at once.
+pub struct Sim {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    kubelet: Arc<kubelet::Kubelet>,
+}
+
+/// Starts the StatefulSet, EndpointSlice, kubelet and kube-proxy controllers against `client`.
+pub async fn start(client: kube::Client, cfg: SimConfig) -> Result<Sim> {
+    std::fs::create_dir_all(&cfg.dir).map_err(|e| SimError::io("create", &cfg.dir, e))?;
+    let (stop, stop_rx) = watch::channel(false);
+    let kubelet = Arc::new(kubelet::Kubelet::new(client.clone(), cfg.clone(), stop_rx.clone()));
+    let tasks = vec![
+        tokio::spawn(statefulset::run(client.clone(), cfg.clone(), stop_rx.clone())),
+        tokio::spawn(endpointslice::run(client.clone(), cfg.clone(), stop_rx.clone())),
+        tokio::spawn(kubelet::run(kubelet.clone(), stop_rx.clone())),
+        tokio::spawn(kubeproxy::run(client.clone(), cfg.clone(), stop_rx.clone())),
+    ];
+    Ok(Sim {
+        stop,
+        tasks,
+        kubelet,
+    })
+}
+
+impl Sim {
+    /// Stops every controller, stops broker processes (gracefully, then by force) and closes every
+    /// forwarded connection.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.kubelet.stop_all().await;
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+
+    /// Number of `rabbitmq-server` processes currently running for this cluster.
+    pub fn running_brokers(&self) -> usize {
+        self.kubelet.running_brokers()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.kubelet.kill_all_now();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Wakes `notify` on every change of `K` anywhere in the cluster; retries with a pause on errors
+/// (the periodic resync keeps the controller correct meanwhile).
+pub(crate) fn spawn_trigger<K>(
+    client: kube::Client,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        let api: kube::Api<K> = kube::Api::all(client);
+        let stream = watcher(api, watcher::Config::default());
+        futures::pin_mut!(stream);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                ev = stream.next() => match ev {
+                    Some(Ok(_)) => notify.notify_one(),
+                    Some(Err(e)) => {
+                        tracing::debug!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    None => return,
+                },
+            }
+        }
+    })
+}
+
+/// Waits until a trigger fires or `resync` passes; returns false when the controller must stop.
+pub(crate) async fn wait_next(
+    notify: &Notify,
+    stop: &mut watch::Receiver<bool>,
+    resync: Duration,
+) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = stop.changed() => false,
+        _ = notify.notified() => {
+            // Coalesce bursts of events into one pass.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            !*stop.borrow()
+        }
+        _ = tokio::time::sleep(resync) => !*stop.borrow(),
+    }
+}
+
+/// Does a Kubernetes label selector match these labels? (`matchLabels` and `matchExpressions`;
+/// an empty selector matches everything, like in Kubernetes.)
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    if let Some(ml) = &sel.match_labels
+        && !map_selector_matches(ml, labels)
+    {
+        return false;
+    }
+    for expr in sel.match_expressions.iter().flatten() {
+        let value = labels.get(&expr.key);
+        let values = expr.values.as_deref().unwrap_or_default();
+        let ok = match expr.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Equality-based selector (Service `spec.selector`).
+pub fn map_selector_matches(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+pub(crate) fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// `namespace/name` of an object, for logs, errors and map keys.
+pub(crate) fn key_of<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn label_selector_semantics() {
+        let l = labels(&[("app", "rmq"), ("tier", "dedicated")]);
+        assert!(selector_matches(&LabelSelector::default(), &l));
+        let sel = LabelSelector {
+            match_labels: Some(labels(&[("app", "rmq")])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["dedicated".into(), "shared".into()]),
+            }]),
+        };
+        assert!(selector_matches(&sel, &l));
+        let l2 = labels(&[("app", "rmq"), ("tier", "other")]);
+        assert!(!selector_matches(&sel, &l2));
+        let sel = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "gone".into(),
+                operator: "DoesNotExist".into(),
+                values: None,
+            }]),
+        };
+        assert!(selector_matches(&sel, &l));
+        assert!(!map_selector_matches(&labels(&[("app", "x")]), &l));
+    }
+}

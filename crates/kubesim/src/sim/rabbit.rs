@@ -1,0 +1,372 @@
+//! How the kubelet turns a RabbitMQ pod into a `tiermq_testkit::NodeConfig`.
+//!
+//! A container whose image contains `rabbitmq` runs as a real `rabbitmq-server` process:
+//!
+//! - **Configuration**: `rabbitmq.conf` is read from the container's filesystem as mounted from its
+//!   volumes: `$RABBITMQ_CONFIG_FILE`, else `/etc/rabbitmq/rabbitmq.conf`, else any mounted
+//!   ConfigMap/projected volume that has a `rabbitmq.conf` key; files under
+//!   `/etc/rabbitmq/conf.d/*.conf` are appended. `enabled_plugins` likewise
+//!   (`$RABBITMQ_ENABLED_PLUGINS_FILE`, `/etc/rabbitmq/enabled_plugins`, any mounted key
+//!   `enabled_plugins`). The kubelet removes listener lines (`listeners.tcp.*`,
+//!   `management.tcp.*`) and `cluster_formation.*` lines and lets the launcher bind AMQP and
+//!   management to the pod IP (ports from those lines, else from the container ports named `amqp`
+//!   and `management`, else 5672/15672).
+//! - **Erlang cookie**: env `RABBITMQ_ERLANG_COOKIE` (usually `valueFrom.secretKeyRef`), else a
+//!   mounted `/var/lib/rabbitmq/.erlang.cookie`, else any mounted Secret key `.erlang.cookie`,
+//!   else one random cookie per owning StatefulSet (kept by the kubelet).
+//! - **Default user**: env `RABBITMQ_DEFAULT_USER`/`RABBITMQ_DEFAULT_PASS` become `default_user`,
+//!   `default_pass`, administrator tag and full permissions on `/`, as the official image does,
+//!   unless the configuration sets `default_user` itself. That user is what the readiness probe
+//!   logs in with.
+//! - **Node name**: `rabbit-<ip with dashes>@<pod IP>` with long names. A real cluster uses the
+//!   pod's stable DNS name; kubesim has no DNS, so the pod IP stands in and is kept stable per
+//!   pod name (see `ipam`). The part before `@` must be unique on the machine (one epmd).
+//! - **Data**: the PVC mounted at `/var/lib/rabbitmq` or below (`mnesia`) is the node's base dir,
+//!   so data survives pod deletion; without a PVC a per-pod folder is used (like an emptyDir).
+//! - **Readiness**: whatever probe the pod declares (`rabbitmq-diagnostics check_port_connectivity`
+//!   or a tcpSocket probe in practice) is approximated by: the management API answers an
+//!   authenticated `GET /api/overview` when the management plugin is enabled, else the AMQP port
+//!   accepts a TCP connection.
+//! - **Peer discovery**: simulated. A pod with ordinal > 0 of a StatefulSet that starts with an
+//!   empty data dir joins `<sts>-0` (`stop_app`, `reset`, `join_cluster`, `start_app`) before it
+//!   is reported Ready; a pod that restarts with its data rejoins its cluster by itself, as
+//!   RabbitMQ does. (Real clusters use the classic-config or k8s peer discovery backend; the
+//!   StatefulSet's OrderedReady policy guarantees pod-0 is up first either way.)
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::ResourceExt;
+use tiermq_testkit::{Credentials, NodeConfig};
+
+use super::volumes::{VolumePaths, host_path};
+use super::{Result, SimError, key_of};
+
+pub const DEFAULT_AMQP_PORT: u16 = 5672;
+pub const DEFAULT_MANAGEMENT_PORT: u16 = 15672;
+pub const DEFAULT_DIST_PORT: u16 = 25672;
+
+/// Does this container run RabbitMQ (and so a real broker process)?
+pub fn is_rabbit_container(c: &Container) -> bool {
+    c.image.as_deref().is_some_and(|i| i.contains("rabbitmq"))
+}
+
+/// The broker container of a pod, if any.
+pub fn rabbit_container(pod: &Pod) -> Option<&Container> {
+    pod.spec.as_ref()?.containers.iter().find(|c| is_rabbit_container(c))
+}
+
+/// `rabbit-127-30-4-1`: unique on the machine because pod IPs are.
+pub fn node_short_name(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("rabbit-{}-{}-{}-{}", o[0], o[1], o[2], o[3])
+}
+
+/// The pieces of a pod's broker setup that come from its files and env (pure; tested).
+#[derive(Clone)]
+pub struct BrokerInputs {
+    pub config_text: String,
+    pub plugins_text: Option<String>,
+    pub advanced_config: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub cookie_file: Option<String>,
+}
+
+/// Splits a `rabbitmq.conf` into (kept lines, amqp port, management port).
+pub fn strip_listeners(conf: &str) -> (String, Option<u16>, Option<u16>) {
+    let mut kept = String::new();
+    let (mut amqp, mut mgmt) = (None, None);
+    for line in conf.lines() {
+        let t = line.trim();
+        let key = t.split('=').next().unwrap_or("").trim();
+        let value = t.split_once('=').map(|(_, v)| v.trim()).unwrap_or("");
+        let port_of = |v: &str| v.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+        if key.starts_with("listeners.tcp.") {
+            if amqp.is_none() {
+                amqp = port_of(value);
+            }
+            continue;
+        }
+        if key == "management.tcp.port" {
+            mgmt = port_of(value);
+            continue;
+        }
+        if key.starts_with("management.tcp.") || key.starts_with("cluster_formation.") {
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    (kept, amqp, mgmt)
+}
+
+/// `[rabbitmq_management,rabbitmq_shovel].` → names.
+pub fn parse_plugins(text: &str) -> Vec<String> {
+    let inner = text.trim().trim_end_matches('.').trim();
+    let inner = inner.trim_start_matches('[').trim_end_matches(']');
+    inner
+        .split(',')
+        .map(|p| p.trim().trim_matches('\'').to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn conf_value<'a>(conf: &'a str, key: &str) -> Option<&'a str> {
+    conf.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim())
+    })
+}
+
+fn container_port(c: &Container, names: &[&str]) -> Option<u16> {
+    c.ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref().is_some_and(|n| names.contains(&n)))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+}
+
+/// Builds the node's configuration (pure).
+pub fn node_config(
+    pod: &Pod,
+    container: &Container,
+    inputs: &BrokerInputs,
+    ip: Ipv4Addr,
+    base_dir: PathBuf,
+    fallback_cookie: &str,
+) -> Result<NodeConfig> {
+    let (mut body, amqp, mgmt) = strip_listeners(&inputs.config_text);
+    let user = inputs.env.get("RABBITMQ_DEFAULT_USER");
+    let pass = inputs.env.get("RABBITMQ_DEFAULT_PASS");
+    let admin = match (conf_value(&body, "default_user"), conf_value(&body, "default_pass")) {
+        (Some(u), Some(p)) => Credentials::new(u, p),
+        _ => {
+            let u = user.cloned().unwrap_or_else(|| "guest".into());
+            let p = pass.cloned().unwrap_or_else(|| "guest".into());
+            if !body.is_empty() && !body.ends_with('\n') {
+                body.push('\n');
+            }
+            body.push_str(&format!(
+                "# added by the kubesim kubelet from RABBITMQ_DEFAULT_USER/PASS\n\
+                 default_user = {u}\ndefault_pass = {p}\n\
+                 default_user_tags.administrator = true\n\
+                 default_permissions.configure = .*\n\
+                 default_permissions.read = .*\n\
+                 default_permissions.write = .*\n"
+            ));
+            Credentials::new(u, p)
+        }
+    };
+    let cookie = inputs
+        .env
+        .get("RABBITMQ_ERLANG_COOKIE")
+        .cloned()
+        .or_else(|| inputs.cookie_file.clone())
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| fallback_cookie.to_string());
+    let plugins = inputs
+        .plugins_text
+        .as_deref()
+        .map(parse_plugins)
+        .unwrap_or_default();
+    if plugins.iter().any(|p| p == "rabbitmq_peer_discovery_k8s") {
+        tracing::debug!(pod = %key_of(pod), "peer discovery plugin ignored: kubesim joins nodes itself");
+    }
+    let plugins = plugins
+        .into_iter()
+        .filter(|p| p != "rabbitmq_peer_discovery_k8s")
+        .collect();
+    Ok(NodeConfig {
+        node_name: node_short_name(ip),
+        ip,
+        amqp_port: amqp
+            .or_else(|| container_port(container, &["amqp"]))
+            .unwrap_or(DEFAULT_AMQP_PORT),
+        management_port: mgmt
+            .or_else(|| container_port(container, &["management", "http"]))
+            .unwrap_or(DEFAULT_MANAGEMENT_PORT),
+        dist_port: DEFAULT_DIST_PORT,
+        erlang_cookie: cookie,
+        base_dir,
+        config: body,
+        advanced_config: inputs.advanced_config.clone(),
+        plugins,
+        admin,
+    })
+}
+
+fn read_opt(p: Option<PathBuf>) -> Option<String> {
+    p.and_then(|p| std::fs::read_to_string(p).ok())
+}
+
+/// Looks in every mounted volume folder for a file named `name` (top level).
+fn any_mounted(container: &Container, vols: &VolumePaths, name: &str) -> Option<PathBuf> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| vols.get(&m.name))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Reads the broker's files and env as the container would see them.
+pub fn gather_inputs(container: &Container, vols: &VolumePaths, env: BTreeMap<String, String>) -> BrokerInputs {
+    let conf_path = env
+        .get("RABBITMQ_CONFIG_FILE")
+        .map(|p| if p.ends_with(".conf") { p.clone() } else { format!("{p}.conf") })
+        .and_then(|p| host_path(container, vols, &p))
+        .filter(|p| p.is_file())
+        .or_else(|| host_path(container, vols, "/etc/rabbitmq/rabbitmq.conf").filter(|p| p.is_file()))
+        .or_else(|| any_mounted(container, vols, "rabbitmq.conf"));
+    let mut config_text = read_opt(conf_path).unwrap_or_default();
+    if let Some(dir) = host_path(container, vols, "/etc/rabbitmq/conf.d") {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        files.sort();
+        for f in files {
+            if let Ok(t) = std::fs::read_to_string(&f) {
+                config_text.push('\n');
+                config_text.push_str(&t);
+            }
+        }
+    }
+    let plugins_path = env
+        .get("RABBITMQ_ENABLED_PLUGINS_FILE")
+        .and_then(|p| host_path(container, vols, p))
+        .filter(|p| p.is_file())
+        .or_else(|| host_path(container, vols, "/etc/rabbitmq/enabled_plugins").filter(|p| p.is_file()))
+        .or_else(|| any_mounted(container, vols, "enabled_plugins"));
+    let advanced = host_path(container, vols, "/etc/rabbitmq/advanced.config")
+        .filter(|p| p.is_file())
+        .or_else(|| any_mounted(container, vols, "advanced.config"));
+    let cookie = host_path(container, vols, "/var/lib/rabbitmq/.erlang.cookie")
+        .filter(|p| p.is_file())
+        .or_else(|| any_mounted(container, vols, ".erlang.cookie"));
+    BrokerInputs {
+        config_text,
+        plugins_text: read_opt(plugins_path),
+        advanced_config: read_opt(advanced),
+        env,
+        cookie_file: read_opt(cookie),
+    }
+}
+
+/// The node's base dir: the PVC mounted at or below `/var/lib/rabbitmq`, else `fallback`.
+pub fn data_dir(pod: &Pod, container: &Container, vols: &VolumePaths, fallback: &Path) -> PathBuf {
+    let pvc_vols: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter(|v| v.persistent_volume_claim.is_some())
+        .map(|v| v.name.as_str())
+        .collect();
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| pvc_vols.contains(&m.name.as_str()))
+        .filter(|m| m.mount_path.starts_with("/var/lib/rabbitmq"))
+        .find_map(|m| vols.get(&m.name).cloned())
+        .or_else(|| {
+            // A PVC mounted elsewhere still beats losing data.
+            pvc_vols.first().and_then(|n| vols.get(*n).cloned())
+        })
+        .unwrap_or_else(|| fallback.to_path_buf())
+}
+
+/// Did a node already live in this base dir (then it rejoins its cluster by itself)?
+pub fn has_data(base_dir: &Path) -> bool {
+    std::fs::read_dir(base_dir.join("mnesia"))
+        .map(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+        .unwrap_or(false)
+}
+
+/// `(<sts>-0 pod name, this pod's ordinal)` when the pod belongs to a StatefulSet.
+pub fn statefulset_peer(pod: &Pod) -> Option<(String, u32)> {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "StatefulSet" && o.controller == Some(true))?;
+    let ordinal = pod
+        .name_any()
+        .strip_prefix(&owner.name)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()?;
+    Some((format!("{}-0", owner.name), ordinal))
+}
+
+pub(crate) fn broker_error(pod: &Pod, e: impl std::fmt::Display) -> SimError {
+    SimError::Broker {
+        pod: key_of(pod),
+        message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn listener_lines_are_replaced_and_ports_kept() {
+        let conf = "listeners.tcp.default = 5673\nmanagement.tcp.port = 15673\n\
+                    management.tcp.ip = 0.0.0.0\ncluster_formation.peer_discovery_backend = k8s\n\
+                    collect_statistics_interval = 500\n";
+        let (body, amqp, mgmt) = strip_listeners(conf);
+        assert_eq!((amqp, mgmt), (Some(5673), Some(15673)));
+        assert_eq!(body, "collect_statistics_interval = 500\n");
+    }
+
+    #[test]
+    fn plugins_parse_from_erlang_list() {
+        assert_eq!(
+            parse_plugins("[rabbitmq_management,rabbitmq_shovel, rabbitmq_federation].\n"),
+            vec!["rabbitmq_management", "rabbitmq_shovel", "rabbitmq_federation"]
+        );
+        assert!(parse_plugins("[].").is_empty());
+    }
+
+    #[test]
+    fn node_config_from_env_and_conf() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "rmq-1", "namespace": "t",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "rmq", "uid": "u", "controller": true}]},
+            "spec": {"containers": [{"name": "rabbitmq", "image": "rabbitmq:3.10-management",
+                "ports": [{"name": "amqp", "containerPort": 5672}]}]}
+        }))
+        .unwrap();
+        let c = rabbit_container(&pod).unwrap().clone();
+        let inputs = BrokerInputs {
+            config_text: "listeners.tcp.default = 5672\ncollect_statistics_interval = 500".into(),
+            plugins_text: Some("[rabbitmq_management,rabbitmq_peer_discovery_k8s].".into()),
+            advanced_config: None,
+            env: [
+                ("RABBITMQ_DEFAULT_USER".to_string(), "admin".to_string()),
+                ("RABBITMQ_DEFAULT_PASS".to_string(), "s3cret".to_string()),
+                ("RABBITMQ_ERLANG_COOKIE".to_string(), "COOKIE".to_string()),
+            ]
+            .into(),
+            cookie_file: None,
+        };
+        let ip = Ipv4Addr::new(127, 30, 4, 2);
+        let cfg = node_config(&pod, &c, &inputs, ip, "/d".into(), "fallback").unwrap();
+        assert_eq!(cfg.full_node_name(), "rabbit-127-30-4-2@127.30.4.2");
+        assert_eq!(cfg.erlang_cookie, "COOKIE");
+        assert_eq!(cfg.admin, Credentials::new("admin", "s3cret"));
+        assert_eq!(cfg.plugins, vec!["rabbitmq_management"]);
+        assert!(cfg.config.contains("default_user = admin\n"));
+        assert!(cfg.config.contains("collect_statistics_interval = 500\n"));
+        assert!(!cfg.config.contains("listeners.tcp"));
+        assert_eq!(statefulset_peer(&pod), Some(("rmq-0".into(), 1)));
+    }
+}

@@ -1,0 +1,259 @@
+//! Pod volumes and environment as the kubelet sees them: ConfigMap, Secret and projected volumes
+//! written as files, PVCs and emptyDirs as folders, and `env` with `valueFrom` resolved.
+//!
+//! Layout under the cluster dir: `pods/<ns>/<pod>-<uid>/volumes/<volume>/<key>` (gone with the
+//! pod) and `pvc/<ns>/<claim>/` (kept across pod restarts, like a PersistentVolume).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use kube::{Api, Client, ResourceExt};
+
+use super::{Result, SimError, key_of};
+
+/// Host folder of each volume of a pod, by volume name.
+pub type VolumePaths = BTreeMap<String, PathBuf>;
+
+pub fn pvc_dir(root: &Path, ns: &str, claim: &str) -> PathBuf {
+    root.join("pvc").join(ns).join(claim)
+}
+
+fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| SimError::io("create", parent, e))?;
+    }
+    std::fs::write(path, bytes).map_err(|e| SimError::io("write", path, e))?;
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| SimError::io("chmod", path, e))?;
+    }
+    Ok(())
+}
+
+fn write_items(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    secret: bool,
+) -> Result<()> {
+    match items {
+        Some(items) => {
+            for it in items {
+                if let Some(v) = data.get(&it.key) {
+                    write_file(&dir.join(&it.path), v, secret)?;
+                }
+            }
+        }
+        None => {
+            for (k, v) in data {
+                write_file(&dir.join(k), v, secret)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn configmap_data(client: &Client, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| SimError::kube("get", "ConfigMap", format!("{ns}/{name}"), e))?;
+    Ok(cm.map(|cm| {
+        let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (k, v) in cm.data.unwrap_or_default() {
+            out.insert(k, v.into_bytes());
+        }
+        for (k, v) in cm.binary_data.unwrap_or_default() {
+            out.insert(k, v.0);
+        }
+        out
+    }))
+}
+
+async fn secret_data(client: &Client, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| SimError::kube("get", "Secret", format!("{ns}/{name}"), e))?;
+    Ok(s.map(|s| {
+        let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (k, v) in s.data.unwrap_or_default() {
+            out.insert(k, v.0);
+        }
+        for (k, v) in s.string_data.unwrap_or_default() {
+            out.insert(k, v.into_bytes());
+        }
+        out
+    }))
+}
+
+fn missing(pod: &Pod, what: &str) -> SimError {
+    SimError::PodSpec {
+        pod: key_of(pod),
+        message: format!("{what} not found; create it (the pod starts once it exists)"),
+    }
+}
+
+/// Writes every volume of `pod` under `pod_dir` (PVCs under `root/pvc`) and returns their paths.
+/// A missing non-optional ConfigMap or Secret is an error (the pod waits, like in Kubernetes).
+pub async fn materialise(client: &Client, root: &Path, pod: &Pod, pod_dir: &Path) -> Result<VolumePaths> {
+    let ns = pod.namespace().unwrap_or_default();
+    let mut out = VolumePaths::new();
+    for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let dir = pod_dir.join("volumes").join(&vol.name);
+        if let Some(pvc) = &vol.persistent_volume_claim {
+            let d = pvc_dir(root, &ns, &pvc.claim_name);
+            std::fs::create_dir_all(&d).map_err(|e| SimError::io("create", &d, e))?;
+            out.insert(vol.name.clone(), d);
+            continue;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| SimError::io("create", &dir, e))?;
+        if let Some(cm) = &vol.config_map {
+            match configmap_data(client, &ns, &cm.name).await? {
+                Some(data) => write_items(&dir, &data, cm.items.as_ref(), false)?,
+                None if cm.optional == Some(true) => {}
+                None => return Err(missing(pod, &format!("ConfigMap {ns}/{}", cm.name))),
+            }
+        } else if let Some(sec) = &vol.secret {
+            let name = sec.secret_name.clone().unwrap_or_default();
+            match secret_data(client, &ns, &name).await? {
+                Some(data) => write_items(&dir, &data, sec.items.as_ref(), true)?,
+                None if sec.optional == Some(true) => {}
+                None => return Err(missing(pod, &format!("Secret {ns}/{name}"))),
+            }
+        } else if let Some(proj) = &vol.projected {
+            for src in proj.sources.iter().flatten() {
+                if let Some(cm) = &src.config_map {
+                    match configmap_data(client, &ns, &cm.name).await? {
+                        Some(data) => write_items(&dir, &data, cm.items.as_ref(), false)?,
+                        None if cm.optional == Some(true) => {}
+                        None => return Err(missing(pod, &format!("ConfigMap {ns}/{}", cm.name))),
+                    }
+                }
+                if let Some(sec) = &src.secret {
+                    match secret_data(client, &ns, &sec.name).await? {
+                        Some(data) => write_items(&dir, &data, sec.items.as_ref(), true)?,
+                        None if sec.optional == Some(true) => {}
+                        None => return Err(missing(pod, &format!("Secret {ns}/{}", sec.name))),
+                    }
+                }
+            }
+        }
+        // emptyDir and anything else: an empty folder that lives as long as the pod.
+        out.insert(vol.name.clone(), dir);
+    }
+    Ok(out)
+}
+
+/// Where a path inside the container lives on the host, through the container's volumeMounts
+/// (longest matching mountPath wins; `subPath` honoured).
+pub fn host_path(container: &Container, volumes: &VolumePaths, container_path: &str) -> Option<PathBuf> {
+    let mut best: Option<(usize, PathBuf)> = None;
+    for m in container.volume_mounts.iter().flatten() {
+        let mount = m.mount_path.trim_end_matches('/');
+        let rest = if container_path == mount {
+            ""
+        } else if let Some(r) = container_path.strip_prefix(mount).and_then(|r| r.strip_prefix('/')) {
+            r
+        } else {
+            continue;
+        };
+        let Some(base) = volumes.get(&m.name) else { continue };
+        let mut p = base.clone();
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            p = p.join(sub);
+        }
+        if !rest.is_empty() {
+            p = p.join(rest);
+        }
+        if best.as_ref().is_none_or(|(len, _)| mount.len() > *len) {
+            best = Some((mount.len(), p));
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
+/// A container's environment with `value` and `valueFrom` (secretKeyRef, configMapKeyRef,
+/// fieldRef for name/namespace/podIP) resolved. Values are secrets in general: never log them.
+pub async fn resolve_env(
+    client: &Client,
+    pod: &Pod,
+    container: &Container,
+    pod_ip: &str,
+) -> Result<BTreeMap<String, String>> {
+    let ns = pod.namespace().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for e in container.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            out.insert(e.name.clone(), v.clone());
+            continue;
+        }
+        let Some(from) = &e.value_from else { continue };
+        if let Some(r) = &from.secret_key_ref {
+            match secret_data(client, &ns, &r.name).await? {
+                Some(d) => match d.get(&r.key) {
+                    Some(v) => {
+                        out.insert(e.name.clone(), String::from_utf8_lossy(v).into_owned());
+                    }
+                    None if r.optional == Some(true) => {}
+                    None => return Err(missing(pod, &format!("key {} in Secret {ns}/{}", r.key, r.name))),
+                },
+                None if r.optional == Some(true) => {}
+                None => return Err(missing(pod, &format!("Secret {ns}/{}", r.name))),
+            }
+        } else if let Some(r) = &from.config_map_key_ref {
+            match configmap_data(client, &ns, &r.name).await? {
+                Some(d) => match d.get(&r.key) {
+                    Some(v) => {
+                        out.insert(e.name.clone(), String::from_utf8_lossy(v).into_owned());
+                    }
+                    None if r.optional == Some(true) => {}
+                    None => return Err(missing(pod, &format!("key {} in ConfigMap {ns}/{}", r.key, r.name))),
+                },
+                None if r.optional == Some(true) => {}
+                None => return Err(missing(pod, &format!("ConfigMap {ns}/{}", r.name))),
+            }
+        } else if let Some(f) = &from.field_ref {
+            let v = match f.field_path.as_str() {
+                "metadata.name" => pod.name_any(),
+                "metadata.namespace" => ns.clone(),
+                "status.podIP" | "status.hostIP" => pod_ip.to_string(),
+                "spec.nodeName" => super::NODE_NAME.to_string(),
+                _ => continue,
+            };
+            out.insert(e.name.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn container_paths_resolve_through_mounts() {
+        let c: Container = serde_json::from_value(json!({
+            "name": "rabbitmq",
+            "volumeMounts": [
+                {"name": "conf", "mountPath": "/etc/rabbitmq"},
+                {"name": "plugins", "mountPath": "/etc/rabbitmq/enabled_plugins", "subPath": "enabled_plugins"},
+                {"name": "data", "mountPath": "/var/lib/rabbitmq/mnesia/"}
+            ]
+        }))
+        .unwrap();
+        let vols: VolumePaths = [
+            ("conf".to_string(), PathBuf::from("/p/conf")),
+            ("plugins".to_string(), PathBuf::from("/p/plugins")),
+            ("data".to_string(), PathBuf::from("/pvc/data")),
+        ]
+        .into();
+        assert_eq!(host_path(&c, &vols, "/etc/rabbitmq/rabbitmq.conf"), Some("/p/conf/rabbitmq.conf".into()));
+        assert_eq!(host_path(&c, &vols, "/etc/rabbitmq/enabled_plugins"), Some("/p/plugins/enabled_plugins".into()));
+        assert_eq!(host_path(&c, &vols, "/var/lib/rabbitmq/mnesia"), Some("/pvc/data".into()));
+        assert_eq!(host_path(&c, &vols, "/tmp/x"), None);
+    }
+}
