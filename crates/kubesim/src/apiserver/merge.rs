@@ -1,0 +1,770 @@
+//! Strategic merge patch (the subset kubectl needs) and server-side apply field ownership.
+//!
+//! Strategic merge: maps merge recursively (null deletes), lists of objects with a known merge
+//! key (by field name: `containers`/`env`/`volumes`/... by `name`, `ports` by `containerPort` or
+//! `port`, `volumeMounts` by `mountPath`, `conditions` by `type`, `ownerReferences` by `uid`) merge
+//! element-wise, `finalizers` is a set, every other list is replaced. Directives handled:
+//! `$patch: replace|delete` (in maps and list elements), `$deleteFromPrimitiveList/<f>`,
+//! `$setElementOrder/<f>` and `$retainKeys` (ignored: order and retention follow the patch).
+//!
+//! Server-side apply: ownership is tracked per leaf field in the real `FieldsV1` format
+//! (`f:<field>`, `k:<merge key json>` for keyed list items, `v:<json>` for set items, `.` for the
+//! item itself). Limits: lists without a merge key are atomic (owned as a whole); a conflict is a
+//! leaf field (or a field under an atomic leaf) owned by another manager whose current value
+//! differs from the applied one; fields a manager stops applying are removed only if no other
+//! manager owns them; `Update` operations take ownership of the leaves they change.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+/// Merge key of a list field, by the field's name (and the first element, for `ports`).
+pub fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "volumeDevices" => Some("name"),
+        "ports" => {
+            if sample.is_some_and(|s| s.get("containerPort").is_some()) {
+                Some("containerPort")
+            } else {
+                Some("port")
+            }
+        }
+        "volumeMounts" => Some("mountPath"),
+        "conditions" => Some("type"),
+        "ownerReferences" => Some("uid"),
+        "hostAliases" => Some("ip"),
+        "topologySpreadConstraints" => Some("topologyKey"),
+        _ => None,
+    }
+}
+
+fn is_set_field(field: &str) -> bool {
+    field == "finalizers"
+}
+
+fn strip_directives(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Applies a strategic merge patch to `target` in place.
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Some(pm) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if pm.get("$patch").and_then(Value::as_str) == Some("replace") {
+        *target = strip_directives(patch);
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    for (k, v) in pm {
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(list), Some(del)) = (target[field].as_array_mut(), v.as_array()) {
+                list.retain(|x| !del.contains(x));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            continue;
+        }
+        let tm = target.as_object_mut().expect("target is an object");
+        match v {
+            Value::Null => {
+                tm.remove(k);
+            }
+            Value::Array(items) => {
+                let cur = tm.entry(k.clone()).or_insert(Value::Null);
+                merge_list(cur, items, k);
+            }
+            Value::Object(o) if o.get("$patch").and_then(Value::as_str) == Some("delete") => {
+                tm.remove(k);
+            }
+            Value::Object(_) => {
+                let cur = tm.entry(k.clone()).or_insert(Value::Null);
+                strategic_merge(cur, v);
+            }
+            _ => {
+                tm.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn merge_list(cur: &mut Value, items: &[Value], field: &str) {
+    if is_set_field(field) {
+        let mut out = cur.as_array().cloned().unwrap_or_default();
+        for i in items {
+            if !out.contains(i) {
+                out.push(i.clone());
+            }
+        }
+        *cur = Value::Array(out);
+        return;
+    }
+    let key = merge_key(field, items.first());
+    let keyed = key.is_some() && items.iter().all(|i| i.is_object());
+    if !keyed || !cur.is_array() {
+        let kept: Vec<Value> = items
+            .iter()
+            .filter(|i| i.get("$patch").and_then(Value::as_str) != Some("delete"))
+            .map(strip_directives)
+            .collect();
+        *cur = Value::Array(kept);
+        return;
+    }
+    let key = key.expect("checked above");
+    let list = cur.as_array_mut().expect("checked above");
+    for item in items {
+        let id = &item[key];
+        let pos = list.iter().position(|e| &e[key] == id);
+        if item.get("$patch").and_then(Value::as_str) == Some("delete") {
+            if let Some(p) = pos {
+                list.remove(p);
+            }
+            continue;
+        }
+        match pos {
+            Some(p) => strategic_merge(&mut list[p], item),
+            None => list.push(strip_directives(item)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-side apply
+
+/// One segment of a field path in FieldsV1 notation.
+pub type Path = Vec<String>;
+
+fn key_segment(item: &Value, key: &str) -> String {
+    let mut m = Map::new();
+    m.insert(key.to_string(), item[key].clone());
+    format!("k:{}", Value::Object(m))
+}
+
+/// The FieldsV1 tree of the fields set in `v`. `top` restricts metadata to the fields apply
+/// manages (labels, annotations, finalizers, ownerReferences).
+pub fn fields_of(v: &Value, top: bool) -> Value {
+    let Some(m) = v.as_object() else {
+        return json!({});
+    };
+    let mut out = Map::new();
+    for (k, child) in m {
+        if top && (k == "apiVersion" || k == "kind") {
+            continue;
+        }
+        if top && k == "metadata" {
+            let mut meta = Map::new();
+            for f in ["labels", "annotations", "finalizers", "ownerReferences"] {
+                if let Some(c) = child.get(f) {
+                    meta.insert(format!("f:{f}"), child_fields(f, c));
+                }
+            }
+            if !meta.is_empty() {
+                out.insert("f:metadata".into(), Value::Object(meta));
+            }
+            continue;
+        }
+        out.insert(format!("f:{k}"), child_fields(k, child));
+    }
+    Value::Object(out)
+}
+
+fn child_fields(field: &str, child: &Value) -> Value {
+    match child {
+        Value::Object(o) if !o.is_empty() => fields_of(child, false),
+        Value::Array(a) if is_set_field(field) => {
+            Value::Object(a.iter().map(|i| (format!("v:{i}"), json!({}))).collect())
+        }
+        Value::Array(a) if !a.is_empty() => match merge_key(field, a.first()) {
+            Some(key) if a.iter().all(|i| i.get(key).is_some()) => {
+                let mut m = Map::new();
+                for i in a {
+                    let mut f = fields_of(i, false);
+                    f.as_object_mut()
+                        .expect("object")
+                        .insert(".".into(), json!({}));
+                    m.insert(key_segment(i, key), f);
+                }
+                Value::Object(m)
+            }
+            _ => json!({}),
+        },
+        _ => json!({}),
+    }
+}
+
+/// Leaf paths of a FieldsV1 tree (a `.` entry makes its item a leaf too).
+pub fn leaves(tree: &Value) -> BTreeSet<Path> {
+    let mut out = BTreeSet::new();
+    fn walk(t: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
+        let Some(m) = t.as_object() else { return };
+        if m.is_empty() {
+            out.insert(prefix.clone());
+            return;
+        }
+        for (k, c) in m {
+            if k == "." {
+                out.insert(prefix.clone());
+                continue;
+            }
+            prefix.push(k.clone());
+            walk(c, prefix, out);
+            prefix.pop();
+        }
+    }
+    walk(tree, &mut vec![], &mut out);
+    out.remove(&Vec::new());
+    out
+}
+
+/// Rebuilds a FieldsV1 tree from leaf paths.
+pub fn tree_of(paths: &BTreeSet<Path>) -> Value {
+    let mut root = json!({});
+    for p in paths {
+        let mut cur = &mut root;
+        for (i, seg) in p.iter().enumerate() {
+            let m = cur.as_object_mut().expect("tree nodes are objects");
+            let entry = m.entry(seg.clone()).or_insert(json!({}));
+            if i + 1 == p.len() && seg.starts_with("k:") {
+                entry
+                    .as_object_mut()
+                    .expect("object")
+                    .insert(".".into(), json!({}));
+            }
+            cur = entry;
+        }
+    }
+    root
+}
+
+fn find_item<'a>(list: &'a [Value], seg: &str) -> Option<usize> {
+    if let Some(k) = seg.strip_prefix("k:") {
+        let want: Value = serde_json::from_str(k).ok()?;
+        let want = want.as_object()?;
+        list.iter()
+            .position(|e| want.iter().all(|(kk, vv)| &e[kk] == vv))
+    } else if let Some(v) = seg.strip_prefix("v:") {
+        let want: Value = serde_json::from_str(v).ok()?;
+        list.iter().position(|e| *e == want)
+    } else {
+        None
+    }
+}
+
+/// The value at a FieldsV1 path, if present.
+pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = obj;
+    for seg in path {
+        cur = if let Some(f) = seg.strip_prefix("f:") {
+            cur.get(f)?
+        } else {
+            let list = cur.as_array()?;
+            &list[find_item(list, seg)?]
+        };
+    }
+    Some(cur)
+}
+
+/// Removes the field or list item at a path (no-op if absent).
+pub fn remove_at(obj: &mut Value, path: &[String]) {
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
+    let mut cur = obj;
+    for seg in parent {
+        let next = if let Some(f) = seg.strip_prefix("f:") {
+            cur.get_mut(f)
+        } else {
+            match cur.as_array().and_then(|l| find_item(l, seg)) {
+                Some(i) => cur.get_mut(i),
+                None => None,
+            }
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = cur.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(i) = cur.as_array().and_then(|l| find_item(l, last))
+        && let Some(l) = cur.as_array_mut()
+    {
+        l.remove(i);
+    }
+}
+
+/// Merges an applied configuration into the live object: maps recurse, keyed lists merge by
+/// key, set lists union, other lists and scalars are replaced.
+pub fn apply_merge(target: &mut Value, applied: &Value) {
+    let Some(am) = applied.as_object() else {
+        *target = applied.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (k, v) in am {
+        let tm = target.as_object_mut().expect("object");
+        match v {
+            Value::Object(_) => apply_merge(tm.entry(k.clone()).or_insert(Value::Null), v),
+            Value::Array(items) => {
+                let key = merge_key(k, items.first());
+                let cur = tm.entry(k.clone()).or_insert(Value::Null);
+                if is_set_field(k) {
+                    merge_list(cur, items, k);
+                } else if let (Some(key), Some(list)) = (key, cur.as_array_mut())
+                    && items.iter().all(|i| i.get(key).is_some())
+                {
+                    for item in items {
+                        match list.iter().position(|e| e[key] == item[key]) {
+                            Some(p) => apply_merge(&mut list[p], item),
+                            None => list.push(item.clone()),
+                        }
+                    }
+                } else {
+                    *cur = v.clone();
+                }
+            }
+            _ => {
+                tm.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// A path in the dotted form conflicts are reported in (`.spec.replicas`,
+/// `.spec.containers[name="app"].image`).
+pub fn dotted(path: &[String]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        if let Some(f) = seg.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(f);
+        } else if let Some(k) = seg.strip_prefix("k:") {
+            let kv: Value = serde_json::from_str(k).unwrap_or(Value::Null);
+            let inner: Vec<String> = kv
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
+            s.push_str(&format!("[{}]", inner.join(",")));
+        } else if let Some(v) = seg.strip_prefix("v:") {
+            s.push_str(&format!("[{v}]"));
+        }
+    }
+    s
+}
+
+fn is_prefix(a: &[String], b: &[String]) -> bool {
+    a.len() <= b.len() && b[..a.len()] == *a
+}
+
+/// One entry of `metadata.managedFields`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedEntry {
+    pub manager: String,
+    pub operation: String,
+    pub api_version: String,
+    pub subresource: String,
+    pub time: String,
+    pub fields: BTreeSet<Path>,
+}
+
+pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| ManagedEntry {
+                    manager: e["manager"].as_str().unwrap_or_default().into(),
+                    operation: e["operation"].as_str().unwrap_or("Update").into(),
+                    api_version: e["apiVersion"].as_str().unwrap_or_default().into(),
+                    subresource: e["subresource"].as_str().unwrap_or_default().into(),
+                    time: e["time"].as_str().unwrap_or_default().into(),
+                    fields: leaves(&e["fieldsV1"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
+    let arr: Vec<Value> = entries
+        .iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(|e| {
+            let mut v = json!({
+                "manager": e.manager, "operation": e.operation, "apiVersion": e.api_version,
+                "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": tree_of(&e.fields),
+            });
+            if !e.subresource.is_empty() {
+                v["subresource"] = json!(e.subresource);
+            }
+            v
+        })
+        .collect();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        if arr.is_empty() {
+            meta.remove("managedFields");
+        } else {
+            meta.insert("managedFields".into(), Value::Array(arr));
+        }
+    }
+}
+
+/// A field another manager owns with a different value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub manager: String,
+    pub api_version: String,
+    pub field: String,
+}
+
+/// Outcome of a server-side apply: the new object (managedFields updated) or the conflicts.
+pub fn server_side_apply(
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    api_version: &str,
+    subresource: &str,
+    force: bool,
+    now: &str,
+) -> Result<Value, Vec<Conflict>> {
+    let mut applied_body = applied.clone();
+    // Only the part of the object this endpoint writes is owned: status on /status, the rest
+    // on the main resource.
+    if let Some(m) = applied_body.as_object_mut() {
+        if subresource == "status" {
+            m.retain(|k, _| k == "status" || k == "apiVersion" || k == "kind" || k == "metadata");
+        }
+    }
+    let mut new_fields = leaves(&fields_of(&applied_body, true));
+    if subresource == "status" {
+        new_fields.retain(|p| p.first().map(String::as_str) == Some("f:status"));
+    }
+    let mut entries = read_managed(live);
+    let mut conflicts = vec![];
+    let mut stolen: Vec<(usize, Path)> = vec![];
+    for (idx, e) in entries.iter().enumerate() {
+        if e.manager == manager && e.operation == "Apply" {
+            continue;
+        }
+        for owned in &e.fields {
+            for p in &new_fields {
+                if !(is_prefix(p, owned) || is_prefix(owned, p)) {
+                    continue;
+                }
+                let cmp = if owned.len() < p.len() { owned } else { p };
+                if value_at(live, cmp) != value_at(&applied_body, cmp) {
+                    conflicts.push(Conflict {
+                        manager: e.manager.clone(),
+                        api_version: e.api_version.clone(),
+                        field: dotted(cmp),
+                    });
+                    stolen.push((idx, owned.clone()));
+                }
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        conflicts.dedup();
+        return Err(conflicts);
+    }
+    for (idx, p) in stolen {
+        entries[idx].fields.remove(&p);
+    }
+    let mut obj = live.clone();
+    let previous: BTreeSet<Path> = entries
+        .iter()
+        .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
+    let others: BTreeSet<Path> = entries
+        .iter()
+        .filter(|e| {
+            !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
+        })
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
+    // Deepest first, so an item removed as a whole is not walked again.
+    let mut gone: Vec<&Path> = previous
+        .iter()
+        .filter(|p| !new_fields.contains(*p) && !others.contains(*p))
+        .collect();
+    gone.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in gone {
+        remove_at(&mut obj, p);
+    }
+    let mut body = applied_body.clone();
+    if let Some(m) = body.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.retain(|k, _| {
+                matches!(
+                    k.as_str(),
+                    "labels" | "annotations" | "finalizers" | "ownerReferences"
+                )
+            });
+        }
+    }
+    apply_merge(&mut obj, &body);
+    entries.retain(|e| {
+        !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
+    });
+    entries.push(ManagedEntry {
+        manager: manager.into(),
+        operation: "Apply".into(),
+        api_version: api_version.into(),
+        subresource: subresource.into(),
+        time: now.into(),
+        fields: new_fields,
+    });
+    write_managed(&mut obj, &entries);
+    Ok(obj)
+}
+
+/// Records an `Update` by `manager`: it takes ownership of every leaf whose value changed.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    subresource: &str,
+    now: &str,
+) {
+    let mut entries = old.map(read_managed).unwrap_or_default();
+    let mut changed: BTreeSet<Path> = leaves(&fields_of(new, true))
+        .into_iter()
+        .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
+        .collect();
+    if subresource == "status" {
+        changed.retain(|p| p.first().map(String::as_str) == Some("f:status"));
+    } else {
+        changed.retain(|p| p.first().map(String::as_str) != Some("f:status"));
+    }
+    // Fields that disappeared are no longer owned by anyone.
+    for e in entries.iter_mut() {
+        e.fields.retain(|p| value_at(new, p).is_some());
+    }
+    if !changed.is_empty() {
+        for e in entries.iter_mut() {
+            if e.manager != manager || e.operation != "Update" {
+                e.fields
+                    .retain(|p| !changed.iter().any(|c| is_prefix(c, p)));
+            }
+        }
+        match entries.iter_mut().find(|e| {
+            e.manager == manager && e.operation == "Update" && e.subresource == subresource
+        }) {
+            Some(e) => {
+                e.fields.extend(changed);
+                e.time = now.into();
+            }
+            None => entries.push(ManagedEntry {
+                manager: manager.into(),
+                operation: "Update".into(),
+                api_version: api_version.into(),
+                subresource: subresource.into(),
+                time: now.into(),
+                fields: changed,
+            }),
+        }
+    }
+    write_managed(new, &entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategic_merge_merges_containers_by_name_and_honours_directives() {
+        let mut pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "x:1", "env": [{"name": "E", "value": "1"}]},
+            {"name": "b", "image": "y:1"}]}, "metadata": {"finalizers": ["f1"]}});
+        strategic_merge(
+            &mut pod,
+            &json!({
+            "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+            "spec": {"containers": [
+                {"name": "a", "image": "x:2", "env": [{"name": "F", "value": "2"}]},
+                {"name": "b", "$patch": "delete"}]},
+            "metadata": {"finalizers": ["f2"]}}),
+        );
+        assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 1);
+        assert_eq!(pod["spec"]["containers"][0]["image"], "x:2");
+        assert_eq!(
+            pod["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(pod["metadata"]["finalizers"], json!(["f1", "f2"]));
+        strategic_merge(&mut pod, &json!({"spec": {"containers": null}}));
+        assert!(pod["spec"].get("containers").is_none());
+    }
+
+    #[test]
+    fn strategic_merge_replaces_unkeyed_lists() {
+        let mut o = json!({"spec": {"args": ["a", "b"]}});
+        strategic_merge(&mut o, &json!({"spec": {"args": ["c"]}}));
+        assert_eq!(o["spec"]["args"], json!(["c"]));
+    }
+
+    #[test]
+    fn fields_tree_round_trips_through_leaves() {
+        let o = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "args": ["x"]}});
+        let t = fields_of(&o, true);
+        assert_eq!(t["f:metadata"]["f:labels"]["f:a"], json!({}));
+        assert!(t["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["."].is_object());
+        assert_eq!(tree_of(&leaves(&t)), t);
+        let p: Path = vec![
+            "f:spec".into(),
+            "f:containers".into(),
+            "k:{\"name\":\"c\"}".into(),
+            "f:image".into(),
+        ];
+        assert_eq!(value_at(&o, &p), Some(&json!("i")));
+        assert_eq!(dotted(&p), ".spec.containers[name=\"c\"].image");
+    }
+
+    #[test]
+    fn apply_conflicts_with_another_manager_unless_forced() {
+        let now = "2026-01-01T00:00:00Z";
+        let live = server_side_apply(
+            &json!({}),
+            &json!({"spec": {"replicas": 1, "image": "a"}}),
+            "one",
+            "v1",
+            "",
+            false,
+            now,
+        )
+        .unwrap();
+        // Same value from another manager: shared ownership, no conflict.
+        let shared = server_side_apply(
+            &live,
+            &json!({"spec": {"replicas": 1}}),
+            "two",
+            "v1",
+            "",
+            false,
+            now,
+        )
+        .unwrap();
+        assert_eq!(read_managed(&shared).len(), 2);
+        let err = server_side_apply(
+            &shared,
+            &json!({"spec": {"replicas": 3}}),
+            "two",
+            "v1",
+            "",
+            false,
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(err[0].manager, "one");
+        assert_eq!(err[0].field, ".spec.replicas");
+        let forced = server_side_apply(
+            &shared,
+            &json!({"spec": {"replicas": 3}}),
+            "two",
+            "v1",
+            "",
+            true,
+            now,
+        )
+        .unwrap();
+        assert_eq!(forced["spec"]["replicas"], 3);
+        let one = read_managed(&forced)
+            .into_iter()
+            .find(|e| e.manager == "one")
+            .unwrap();
+        assert!(!one.fields.iter().any(|p| dotted(p) == ".spec.replicas"));
+    }
+
+    #[test]
+    fn apply_removes_fields_the_manager_stopped_applying() {
+        let now = "t";
+        let a = server_side_apply(
+            &json!({}),
+            &json!({"metadata": {"labels": {"x": "1", "y": "2"}}}),
+            "m",
+            "v1",
+            "",
+            false,
+            now,
+        )
+        .unwrap();
+        let b = server_side_apply(
+            &a,
+            &json!({"metadata": {"labels": {"x": "1"}}}),
+            "m",
+            "v1",
+            "",
+            false,
+            now,
+        )
+        .unwrap();
+        assert_eq!(b["metadata"]["labels"], json!({"x": "1"}));
+    }
+
+    #[test]
+    fn update_takes_ownership_of_changed_fields() {
+        let now = "t";
+        let a = server_side_apply(
+            &json!({}),
+            &json!({"spec": {"replicas": 1}}),
+            "applier",
+            "v1",
+            "",
+            false,
+            now,
+        )
+        .unwrap();
+        let mut b = a.clone();
+        b["spec"]["replicas"] = json!(5);
+        record_update(Some(&a), &mut b, "kubectl", "v1", "", now);
+        let m = read_managed(&b);
+        assert!(
+            m.iter()
+                .any(|e| e.manager == "kubectl" && e.operation == "Update")
+        );
+        // the applier no longer owns replicas, so a new apply with another value conflicts
+        let err = server_side_apply(
+            &b,
+            &json!({"spec": {"replicas": 2}}),
+            "applier",
+            "v1",
+            "",
+            false,
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(err[0].manager, "kubectl");
+    }
+}
