@@ -1,2 +1,3 @@
 //! kubesim
+pub mod apiserver;
 pub mod sim;
