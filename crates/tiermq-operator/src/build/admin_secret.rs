@@ -1,0 +1,74 @@
+//! The cluster's admin Secret: the administrator the operator uses on the management API.
+//!
+//! The pods create this user at first boot from `RABBITMQ_DEFAULT_USER`/`RABBITMQ_DEFAULT_PASS`,
+//! so the password is created once and never regenerated (apply reads it back with
+//! [`read_admin`]).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+
+use super::{BrokerCluster, SecretValue, admin_secret_name};
+
+pub const KEY_USERNAME: &str = "username";
+pub const KEY_PASSWORD: &str = "password";
+
+/// The administrator's user name on every cluster the operator runs.
+pub const ADMIN_USERNAME: &str = "tiermq-admin";
+
+/// An administrator's login as read from the Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminCredentials {
+    pub username: String,
+    pub password: SecretValue,
+}
+
+pub fn build(c: &BrokerCluster, password: &SecretValue) -> Secret {
+    Secret {
+        metadata: c.meta(admin_secret_name(&c.name)),
+        type_: Some("kubernetes.io/basic-auth".into()),
+        data: Some(BTreeMap::from([
+            (
+                KEY_USERNAME.to_string(),
+                ByteString(ADMIN_USERNAME.as_bytes().to_vec()),
+            ),
+            (KEY_PASSWORD.to_string(), password.bytes()),
+        ])),
+        ..Secret::default()
+    }
+}
+
+/// The login held by an existing admin Secret.
+pub fn read_admin(secret: &Secret) -> Option<AdminCredentials> {
+    Some(AdminCredentials {
+        username: super::read_key(secret, KEY_USERNAME)?.expose().to_string(),
+        password: super::read_key(secret, KEY_PASSWORD)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn admin_secret_is_basic_auth_and_round_trips() {
+        let pw = SecretValue::new("s3cret");
+        let s = build(&dedicated(), &pw);
+        assert_eq!(s.metadata.name.as_deref(), Some("orders-dedicated-admin"));
+        assert_owned(&s.metadata, "RabbitMQInstance", "orders");
+        assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+        let creds = read_admin(&s).unwrap();
+        assert_eq!(creds.username, ADMIN_USERNAME);
+        assert_eq!(creds.password, pw);
+        assert!(!format!("{creds:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_secret_without_password_reads_as_none() {
+        let mut s = build(&dedicated(), &SecretValue::new("x"));
+        s.data.as_mut().unwrap().remove(KEY_PASSWORD);
+        assert_eq!(read_admin(&s), None);
+    }
+}

@@ -1,0 +1,70 @@
+//! The cluster's ClusterIP Service `<cluster>`: selects the broker pods; the operator reaches the
+//! cluster's management API through it (`http://<cluster>.<ns>.svc:15672`).
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    AMQP_PORT, BrokerCluster, MANAGEMENT_PORT, PORT_NAME_AMQP, PORT_NAME_MANAGEMENT,
+    cluster_service_name,
+};
+
+pub fn build(c: &BrokerCluster) -> Service {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: c.meta(cluster_service_name(&c.name)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(c.selector_labels()),
+            ports: Some(vec![
+                port(PORT_NAME_AMQP, AMQP_PORT),
+                port(PORT_NAME_MANAGEMENT, MANAGEMENT_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn cluster_service_exposes_amqp_and_management_of_ready_pods() {
+        let c = shared();
+        let svc = build(&c);
+        assert_eq!(svc.metadata.name.as_deref(), Some("main"));
+        assert_eq!(svc.metadata.namespace.as_deref(), Some("tiermq"));
+        assert_owned(&svc.metadata, "SharedCluster", "main");
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(
+            spec.cluster_ip, None,
+            "a ClusterIP is allocated, not headless"
+        );
+        assert_eq!(spec.selector, Some(c.selector_labels()));
+        assert_eq!(spec.publish_not_ready_addresses, None);
+        let ports = spec.ports.unwrap();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            (ports[0].name.as_deref(), ports[0].port),
+            (Some("amqp"), 5672)
+        );
+        assert_eq!(
+            (ports[1].name.as_deref(), ports[1].port),
+            (Some("management"), 15672)
+        );
+        assert_eq!(
+            ports[1].target_port,
+            Some(IntOrString::String("management".into()))
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The cluster's ConfigMap: `rabbitmq.conf` and `enabled_plugins`, mounted at `/etc/rabbitmq/`.
+//!
+//! Listener addresses are left out on purpose: RabbitMQ listens on all interfaces by default in a
+//! pod, and kubesim's kubelet adds the pod-IP listener lines itself.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use super::{BrokerCluster, config_map_name};
+
+pub const KEY_RABBITMQ_CONF: &str = "rabbitmq.conf";
+pub const KEY_ENABLED_PLUGINS: &str = "enabled_plugins";
+
+/// Plugins every cluster runs: the management API the operator drives, shovels for the active
+/// drain, federation for dual reads.
+pub const PLUGINS: [&str; 5] = [
+    "rabbitmq_management",
+    "rabbitmq_shovel",
+    "rabbitmq_shovel_management",
+    "rabbitmq_federation",
+    "rabbitmq_federation_management",
+];
+
+/// `enabled_plugins` in Erlang term syntax.
+pub fn enabled_plugins() -> String {
+    format!("[{}].\n", PLUGINS.join(","))
+}
+
+/// `rabbitmq.conf` for the cluster.
+///
+/// Cluster formation uses the classic-config backend with every node's stable DNS name: no API
+/// access is needed from the pods, and the StatefulSet's ordered start makes pod 0 the seed.
+pub fn rabbitmq_conf(c: &BrokerCluster) -> String {
+    let mut s = String::from(
+        "# Written by tiermq-operator; edits are overwritten.\n\
+         cluster_formation.peer_discovery_backend = classic_config\n",
+    );
+    for (i, node) in c.node_names().iter().enumerate() {
+        s.push_str(&format!(
+            "cluster_formation.classic_config.nodes.{} = {node}\n",
+            i + 1
+        ));
+    }
+    // With fewer than three nodes there is no majority to keep, so heal instead of pausing.
+    let partition = if c.replicas >= 3 {
+        "pause_minority"
+    } else {
+        "autoheal"
+    };
+    s.push_str(&format!(
+        "cluster_partition_handling = {partition}\n\
+         # Message counts in the management API lag by this interval; the drain check relies on it.\n\
+         collect_statistics_interval = {}\n\
+         # The built-in guest user stays limited to localhost; the admin user comes from the admin Secret.\n\
+         loopback_users.guest = true\n",
+        c.stats_interval_ms
+    ));
+    s
+}
+
+pub fn build(c: &BrokerCluster) -> ConfigMap {
+    ConfigMap {
+        metadata: c.meta(config_map_name(&c.name)),
+        data: Some(BTreeMap::from([
+            (KEY_RABBITMQ_CONF.to_string(), rabbitmq_conf(c)),
+            (KEY_ENABLED_PLUGINS.to_string(), enabled_plugins()),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    fn conf_lines(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').expect("key = value");
+                (k.trim().to_string(), v.trim().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn config_map_holds_conf_and_plugins() {
+        let cm = build(&dedicated());
+        assert_eq!(cm.metadata.name.as_deref(), Some("orders-dedicated-config"));
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("team-a"));
+        assert_owned(&cm.metadata, "RabbitMQInstance", "orders");
+        let data = cm.data.unwrap();
+        assert_eq!(data.len(), 2);
+        assert_eq!(
+            data[KEY_ENABLED_PLUGINS],
+            "[rabbitmq_management,rabbitmq_shovel,rabbitmq_shovel_management,\
+             rabbitmq_federation,rabbitmq_federation_management].\n"
+        );
+    }
+
+    #[test]
+    fn conf_lists_every_node_for_classic_peer_discovery() {
+        let conf = conf_lines(&rabbitmq_conf(&dedicated()));
+        assert_eq!(
+            conf["cluster_formation.peer_discovery_backend"],
+            "classic_config"
+        );
+        for i in 0..3 {
+            assert_eq!(
+                conf[&format!("cluster_formation.classic_config.nodes.{}", i + 1)],
+                format!("rabbit@orders-dedicated-{i}.orders-dedicated-nodes.team-a.svc")
+            );
+        }
+        assert!(!conf.contains_key("cluster_formation.classic_config.nodes.4"));
+        assert_eq!(conf["cluster_partition_handling"], "pause_minority");
+        assert_eq!(conf["collect_statistics_interval"], "5000");
+    }
+
+    #[test]
+    fn conf_leaves_listeners_to_the_pod_and_keeps_guest_local() {
+        let mut c = shared();
+        c.stats_interval_ms = 500;
+        let text = rabbitmq_conf(&c);
+        let conf = conf_lines(&text);
+        assert_eq!(conf["collect_statistics_interval"], "500");
+        assert_eq!(conf["cluster_partition_handling"], "autoheal");
+        assert_eq!(conf["loopback_users.guest"], "true");
+        assert!(
+            conf.keys()
+                .all(|k| !k.starts_with("listeners.") && !k.starts_with("management.tcp")),
+            "{text}"
+        );
+        // No credentials in the ConfigMap: they come from Secrets through env.
+        assert!(!conf.contains_key("default_user") && !conf.contains_key("default_pass"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The instance's credentials Secret `<instance>-credentials`, shaped for service binding
+//! (type `servicebinding.io/rabbitmq`), and the `status.endpoint` that points at it.
+//!
+//! The tenant (vhost and user `<namespace>.<instance>`) and its password are the same on both
+//! tiers, so this Secret never changes across a conversion. The password is generated once
+//! ([`super::generate_secret_value`]) and read back afterwards ([`read_password`]).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use tiermq_crd::{EndpointStatus, RabbitMQInstance};
+
+use super::{AMQP_PORT, BuildError, InstanceTarget, SecretValue, credentials_secret_name};
+
+/// The service-binding Secret type for RabbitMQ.
+pub const SECRET_TYPE: &str = "servicebinding.io/rabbitmq";
+pub const KEY_TYPE: &str = "type";
+pub const KEY_PROVIDER: &str = "provider";
+pub const KEY_HOST: &str = "host";
+pub const KEY_PORT: &str = "port";
+pub const KEY_VHOST: &str = "vhost";
+pub const KEY_USERNAME: &str = "username";
+pub const KEY_PASSWORD: &str = "password";
+pub const KEY_URI: &str = "uri";
+
+pub fn build(instance: &RabbitMQInstance, password: &SecretValue) -> Result<Secret, BuildError> {
+    let t = InstanceTarget::of(instance)?;
+    let tenant = t.tenant();
+    let host = t.host();
+    let uri = amqp_uri(&tenant, password.expose(), &host, &tenant);
+    let text = |s: &str| ByteString(s.as_bytes().to_vec());
+    Ok(Secret {
+        metadata: t.meta(credentials_secret_name(&t.name), &[]),
+        type_: Some(SECRET_TYPE.into()),
+        data: Some(BTreeMap::from([
+            (KEY_TYPE.to_string(), text("rabbitmq")),
+            (KEY_PROVIDER.to_string(), text("tiermq")),
+            (KEY_HOST.to_string(), text(&host)),
+            (KEY_PORT.to_string(), text(&AMQP_PORT.to_string())),
+            (KEY_VHOST.to_string(), text(&tenant)),
+            (KEY_USERNAME.to_string(), text(&tenant)),
+            (KEY_PASSWORD.to_string(), password.bytes()),
+            (KEY_URI.to_string(), text(&uri)),
+        ])),
+        ..Secret::default()
+    })
+}
+
+/// The tenant password held by an existing credentials Secret.
+pub fn read_password(secret: &Secret) -> Option<SecretValue> {
+    super::read_key(secret, KEY_PASSWORD)
+}
+
+/// `status.endpoint`: where clients connect and which Secret holds the login.
+pub fn endpoint_status(instance: &RabbitMQInstance) -> Result<EndpointStatus, BuildError> {
+    let t = InstanceTarget::of(instance)?;
+    Ok(EndpointStatus {
+        host: t.host(),
+        port: AMQP_PORT,
+        vhost: t.tenant(),
+        secret_name: credentials_secret_name(&t.name),
+    })
+}
+
+/// `amqp://user:pass@host:5672/vhost` with user, password and vhost percent-encoded.
+pub fn amqp_uri(user: &str, password: &str, host: &str, vhost: &str) -> String {
+    format!(
+        "amqp://{}:{}@{host}:{AMQP_PORT}/{}",
+        percent_encode(user),
+        percent_encode(password),
+        percent_encode(vhost)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    fn text(s: &Secret, key: &str) -> String {
+        String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    }
+
+    #[test]
+    fn credentials_secret_has_the_service_binding_shape() {
+        let i = instance("orders", "team-a");
+        let pw = SecretValue::new("Pw123");
+        let s = build(&i, &pw).unwrap();
+        assert_eq!(s.metadata.name.as_deref(), Some("orders-credentials"));
+        assert_owned(&s.metadata, "RabbitMQInstance", "orders");
+        assert_eq!(s.type_.as_deref(), Some("servicebinding.io/rabbitmq"));
+        let keys: Vec<&str> = s
+            .data
+            .as_ref()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "host", "password", "port", "provider", "type", "uri", "username", "vhost"
+            ]
+        );
+        assert_eq!(text(&s, "type"), "rabbitmq");
+        assert_eq!(text(&s, "provider"), "tiermq");
+        assert_eq!(text(&s, "host"), "orders.team-a.svc");
+        assert_eq!(text(&s, "port"), "5672");
+        assert_eq!(text(&s, "vhost"), "team-a.orders");
+        assert_eq!(text(&s, "username"), "team-a.orders");
+        assert_eq!(text(&s, "password"), "Pw123");
+        assert_eq!(
+            text(&s, "uri"),
+            "amqp://team-a.orders:Pw123@orders.team-a.svc:5672/team-a.orders"
+        );
+        assert_eq!(read_password(&s), Some(pw));
+    }
+
+    #[test]
+    fn uri_escapes_reserved_characters() {
+        assert_eq!(
+            amqp_uri("u@x", "p:/w%", "h.svc", "/"),
+            "amqp://u%40x:p%3A%2Fw%25@h.svc:5672/%2F"
+        );
+    }
+
+    #[test]
+    fn endpoint_status_points_at_the_service_and_secret() {
+        let e = endpoint_status(&instance("orders", "team-a")).unwrap();
+        assert_eq!(
+            e,
+            EndpointStatus {
+                host: "orders.team-a.svc".into(),
+                port: 5672,
+                vhost: "team-a.orders".into(),
+                secret_name: "orders-credentials".into(),
+            }
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! One EndpointSlice per cluster serving an instance: `<instance>-<cluster>`, labelled with the
+//! instance's Service name so the Service routes to it. Rewiring the Service during a conversion
+//! means writing or deleting these slices.
+
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use tiermq_crd::RabbitMQInstance;
+
+use super::{
+    AMQP_PORT, BuildError, InstanceTarget, LABEL_CLUSTER, MANAGED_BY, PORT_NAME_AMQP,
+    endpoint_slice_name, instance_service_name,
+};
+
+/// The label that binds a slice to its Service.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// The label that tells the EndpointSlice controller to leave a slice alone.
+pub const LABEL_ENDPOINTSLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+
+/// A broker pod as observed: its IP and whether it is ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEndpoint {
+    pub pod_name: String,
+    /// The pod's namespace (the cluster's; a shared cluster may live elsewhere than the instance).
+    pub namespace: String,
+    pub ip: Ipv4Addr,
+    pub ready: bool,
+}
+
+/// The slice that sends the instance's clients to `cluster`'s pods. An empty `pods` gives a slice
+/// without endpoints (no new connections go there).
+pub fn build(
+    instance: &RabbitMQInstance,
+    cluster: &str,
+    pods: &[PodEndpoint],
+) -> Result<EndpointSlice, BuildError> {
+    let target = InstanceTarget::of(instance)?;
+    let service = instance_service_name(&target.name);
+    let mut sorted: Vec<&PodEndpoint> = pods.iter().collect();
+    // A stable order keeps the object unchanged between reconciles.
+    sorted.sort_by(|a, b| a.pod_name.cmp(&b.pod_name));
+    Ok(EndpointSlice {
+        metadata: target.meta(
+            endpoint_slice_name(&target.name, cluster),
+            &[
+                (LABEL_SERVICE_NAME, &service),
+                (LABEL_ENDPOINTSLICE_MANAGED_BY, MANAGED_BY),
+                (LABEL_CLUSTER, cluster),
+            ],
+        ),
+        address_type: "IPv4".into(),
+        endpoints: sorted
+            .into_iter()
+            .map(|p| Endpoint {
+                addresses: vec![p.ip.to_string()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(p.ready),
+                    serving: Some(p.ready),
+                    terminating: Some(false),
+                }),
+                target_ref: Some(ObjectReference {
+                    kind: Some("Pod".into()),
+                    name: Some(p.pod_name.clone()),
+                    namespace: Some(p.namespace.clone()),
+                    ..ObjectReference::default()
+                }),
+                ..Endpoint::default()
+            })
+            .collect(),
+        ports: Some(vec![EndpointPort {
+            name: Some(PORT_NAME_AMQP.into()),
+            port: Some(AMQP_PORT),
+            protocol: Some("TCP".into()),
+            ..EndpointPort::default()
+        }]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    fn pod(name: &str, ip: [u8; 4], ready: bool) -> PodEndpoint {
+        PodEndpoint {
+            pod_name: name.into(),
+            namespace: "tiermq".into(),
+            ip: Ipv4Addr::from(ip),
+            ready,
+        }
+    }
+
+    #[test]
+    fn slice_routes_the_instance_service_to_the_cluster_pods() {
+        let i = instance("orders", "team-a");
+        let pods = [
+            pod("main-1", [127, 30, 0, 2], false),
+            pod("main-0", [127, 30, 0, 1], true),
+        ];
+        let s = build(&i, "main", &pods).unwrap();
+        assert_eq!(s.metadata.name.as_deref(), Some("orders-main"));
+        assert_eq!(s.metadata.namespace.as_deref(), Some("team-a"));
+        assert_owned(&s.metadata, "RabbitMQInstance", "orders");
+        let labels = s.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["kubernetes.io/service-name"], "orders");
+        assert_eq!(
+            labels["endpointslice.kubernetes.io/managed-by"],
+            "tiermq-operator"
+        );
+        assert_eq!(labels["tiermq.io/cluster"], "main");
+        assert_eq!(s.address_type, "IPv4");
+        let got: Vec<(&str, Option<bool>, &str)> = s
+            .endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.addresses[0].as_str(),
+                    e.conditions.as_ref().unwrap().ready,
+                    e.target_ref.as_ref().unwrap().name.as_deref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("127.30.0.1", Some(true), "main-0"),
+                ("127.30.0.2", Some(false), "main-1")
+            ]
+        );
+        let port = &s.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.port),
+            (Some("amqp"), Some(5672))
+        );
+    }
+
+    #[test]
+    fn slice_without_pods_has_no_endpoints() {
+        let i = instance("orders", "team-a");
+        let s = build(&i, "orders-dedicated", &[]).unwrap();
+        assert_eq!(s.metadata.name.as_deref(), Some("orders-orders-dedicated"));
+        assert!(s.endpoints.is_empty());
+    }
+}

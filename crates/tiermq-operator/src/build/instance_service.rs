@@ -1,0 +1,61 @@
+//! The instance's client Service `<instance>`: the one endpoint clients use on either tier.
+//!
+//! It has no selector: the operator routes it by writing EndpointSlices (see
+//! [`super::endpoint_slice`]), to one serving cluster or, during the dual phases, to both.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tiermq_crd::RabbitMQInstance;
+
+use super::{AMQP_PORT, BuildError, InstanceTarget, PORT_NAME_AMQP, instance_service_name};
+
+pub fn build(instance: &RabbitMQInstance) -> Result<Service, BuildError> {
+    let target = InstanceTarget::of(instance)?;
+    Ok(Service {
+        metadata: target.meta(instance_service_name(&target.name), &[]),
+        spec: Some(ServiceSpec {
+            type_: Some(instance.spec.access.service_type.as_str().into()),
+            selector: None,
+            ports: Some(vec![ServicePort {
+                // The name ties this port to the EndpointSlices' port.
+                name: Some(PORT_NAME_AMQP.into()),
+                port: AMQP_PORT,
+                target_port: Some(IntOrString::Int(AMQP_PORT)),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use tiermq_crd::ServiceType;
+
+    #[test]
+    fn client_service_has_no_selector_and_the_requested_type() {
+        let mut i = instance("orders", "team-a");
+        let svc = build(&i).unwrap();
+        assert_eq!(svc.metadata.name.as_deref(), Some("orders"));
+        assert_eq!(svc.metadata.namespace.as_deref(), Some("team-a"));
+        assert_owned(&svc.metadata, "RabbitMQInstance", "orders");
+        assert_eq!(
+            svc.metadata.labels.as_ref().unwrap()["tiermq.io/instance"],
+            "orders"
+        );
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.selector, None);
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        let port = &spec.ports.unwrap()[0];
+        assert_eq!((port.name.as_deref(), port.port), (Some("amqp"), 5672));
+        assert_eq!(port.target_port, Some(IntOrString::Int(5672)));
+
+        i.spec.access.service_type = ServiceType::LoadBalancer;
+        let spec = build(&i).unwrap().spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    }
+}

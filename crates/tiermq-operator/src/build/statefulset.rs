@@ -1,0 +1,569 @@
+//! The cluster's broker StatefulSet.
+//!
+//! Pods start in order (pod 0 first, the classic peer-discovery seed), get a stable DNS name under
+//! the headless Service, read `rabbitmq.conf`/`enabled_plugins` from the ConfigMap and their
+//! secrets from env (`secretKeyRef`), keep data on a `data` volume claim, run as the image's
+//! `rabbitmq` user (uid 999) without privileges, and spread over nodes when possible.
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    ExecAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+use tiermq_crd::ClusterKind;
+
+use super::admin_secret::{KEY_PASSWORD, KEY_USERNAME};
+use super::config_map::{KEY_ENABLED_PLUGINS, KEY_RABBITMQ_CONF};
+use super::erlang_cookie::KEY_COOKIE;
+use super::{
+    AMQP_PORT, BrokerCluster, DIST_PORT, EPMD_PORT, MANAGEMENT_PORT, PORT_NAME_AMQP,
+    PORT_NAME_DIST, PORT_NAME_EPMD, PORT_NAME_MANAGEMENT, VOLUME_DATA, admin_secret_name,
+    config_map_name, erlang_cookie_secret_name, headless_service_name,
+};
+
+/// The broker container's name.
+pub const CONTAINER_NAME: &str = "rabbitmq";
+/// uid and gid of the `rabbitmq` user in the official image.
+pub const RABBITMQ_UID: i64 = 999;
+/// Where the data volume is mounted (RabbitMQ's home; `mnesia/` lives below it).
+pub const DATA_MOUNT_PATH: &str = "/var/lib/rabbitmq";
+pub const CONFIG_MOUNT_PATH: &str = "/etc/rabbitmq/";
+const VOLUME_CONFIG: &str = "config";
+/// Time a broker gets to stop cleanly (sync queues, close connections).
+pub const TERMINATION_GRACE_SECONDS: i64 = 120;
+
+pub fn build(c: &BrokerCluster) -> StatefulSet {
+    let headless = headless_service_name(&c.name);
+    StatefulSet {
+        metadata: c.meta(c.name.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(c.replicas),
+            service_name: Some(headless),
+            pod_management_policy: Some("OrderedReady".into()),
+            selector: LabelSelector {
+                match_labels: Some(c.selector_labels()),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            persistent_volume_claim_retention_policy: Some(retention(c.kind)),
+            volume_claim_templates: Some(vec![volume_claim(c)]),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(c.labels()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(c)),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// A dedicated cluster is removed only after its tenant was drained (or the instance deleted), so
+/// its volumes go with it. A shared cluster holds many tenants: its volumes outlive it, and the
+/// operator deletes them itself only on explicit retention rules.
+fn retention(kind: ClusterKind) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    let when_deleted = match kind {
+        ClusterKind::Dedicated => "Delete",
+        ClusterKind::Shared => "Retain",
+    };
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some(when_deleted.into()),
+        when_scaled: Some("Retain".into()),
+    }
+}
+
+fn volume_claim(c: &BrokerCluster) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(VOLUME_DATA.into()),
+            labels: Some(c.selector_labels()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: c.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    c.storage.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+fn pod_spec(c: &BrokerCluster) -> PodSpec {
+    PodSpec {
+        containers: vec![container(c)],
+        volumes: Some(vec![Volume {
+            name: VOLUME_CONFIG.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(&c.name),
+                items: Some(vec![
+                    KeyToPath {
+                        key: KEY_RABBITMQ_CONF.into(),
+                        path: KEY_RABBITMQ_CONF.into(),
+                        ..KeyToPath::default()
+                    },
+                    KeyToPath {
+                        key: KEY_ENABLED_PLUGINS.into(),
+                        path: KEY_ENABLED_PLUGINS.into(),
+                        ..KeyToPath::default()
+                    },
+                ]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RABBITMQ_UID),
+            run_as_group: Some(RABBITMQ_UID),
+            fs_group: Some(RABBITMQ_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        affinity: Some(anti_affinity(c)),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        automount_service_account_token: Some(false),
+        ..PodSpec::default()
+    }
+}
+
+/// Prefer one broker per node; don't refuse to schedule on small clusters.
+fn anti_affinity(c: &BrokerCluster) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(c.selector_labels()),
+                            ..LabelSelector::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn container(c: &BrokerCluster) -> Container {
+    let port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(c.image.clone()),
+        ports: Some(vec![
+            port(PORT_NAME_AMQP, AMQP_PORT),
+            port(PORT_NAME_MANAGEMENT, MANAGEMENT_PORT),
+            port(PORT_NAME_DIST, DIST_PORT),
+            port(PORT_NAME_EPMD, EPMD_PORT),
+        ]),
+        env: Some(env(c)),
+        resources: c.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: VOLUME_CONFIG.into(),
+                mount_path: CONFIG_MOUNT_PATH.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: VOLUME_DATA.into(),
+                mount_path: DATA_MOUNT_PATH.into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        // Ready once the AMQP listener accepts connections: the broker booted and joined.
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String(PORT_NAME_AMQP.into()),
+                ..TCPSocketAction::default()
+            }),
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        // Restart only a broker whose runtime stopped answering; generous, because a node that
+        // is syncing queues after a restart must not be killed.
+        liveness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "rabbitmq-diagnostics".into(),
+                    "-q".into(),
+                    "ping".into(),
+                ]),
+            }),
+            initial_delay_seconds: Some(60),
+            period_seconds: Some(60),
+            timeout_seconds: Some(30),
+            failure_threshold: Some(5),
+            ..Probe::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RABBITMQ_UID),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn env(c: &BrokerCluster) -> Vec<EnvVar> {
+    let value = |name: &str, v: String| EnvVar {
+        name: name.into(),
+        value: Some(v),
+        ..EnvVar::default()
+    };
+    let from = |name: &str, source: EnvVarSource| EnvVar {
+        name: name.into(),
+        value_from: Some(source),
+        ..EnvVar::default()
+    };
+    let secret = |secret: String, key: &str| EnvVarSource {
+        secret_key_ref: Some(SecretKeySelector {
+            name: secret,
+            key: key.into(),
+            optional: Some(false),
+        }),
+        ..EnvVarSource::default()
+    };
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.into(),
+            ..ObjectFieldSelector::default()
+        }),
+        ..EnvVarSource::default()
+    };
+    vec![
+        // POD_NAME and POD_NAMESPACE come first: RABBITMQ_NODENAME refers to them.
+        from("POD_NAME", field("metadata.name")),
+        from("POD_NAMESPACE", field("metadata.namespace")),
+        value("RABBITMQ_USE_LONGNAME", "true".into()),
+        value(
+            "RABBITMQ_NODENAME",
+            format!(
+                "rabbit@$(POD_NAME).{}.$(POD_NAMESPACE).svc",
+                headless_service_name(&c.name)
+            ),
+        ),
+        from(
+            "RABBITMQ_ERLANG_COOKIE",
+            secret(erlang_cookie_secret_name(&c.name), KEY_COOKIE),
+        ),
+        from(
+            "RABBITMQ_DEFAULT_USER",
+            secret(admin_secret_name(&c.name), KEY_USERNAME),
+        ),
+        from(
+            "RABBITMQ_DEFAULT_PASS",
+            secret(admin_secret_name(&c.name), KEY_PASSWORD),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    fn pod(sts: &StatefulSet) -> &PodSpec {
+        sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    fn broker(sts: &StatefulSet) -> &Container {
+        &pod(sts).containers[0]
+    }
+
+    fn env_of<'a>(c: &'a Container, name: &str) -> &'a EnvVar {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("env {name}"))
+    }
+
+    #[test]
+    fn statefulset_is_ordered_behind_the_headless_service() {
+        let c = dedicated();
+        let sts = build(&c);
+        assert_eq!(sts.metadata.name.as_deref(), Some("orders-dedicated"));
+        assert_eq!(sts.metadata.namespace.as_deref(), Some("team-a"));
+        assert_owned(&sts.metadata, "RabbitMQInstance", "orders");
+        let labels = sts.metadata.labels.as_ref().unwrap();
+        for (k, v) in [
+            ("app.kubernetes.io/name", "rabbitmq"),
+            ("app.kubernetes.io/instance", "orders-dedicated"),
+            ("app.kubernetes.io/managed-by", "tiermq-operator"),
+            ("app.kubernetes.io/part-of", "tiermq"),
+            ("tiermq.io/cluster", "orders-dedicated"),
+        ] {
+            assert_eq!(labels.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        let spec = sts.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("orders-dedicated-nodes"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("OrderedReady"));
+        assert_eq!(spec.selector.match_labels, Some(c.selector_labels()));
+        // The template's labels must match the selector, or the API server rejects the object.
+        let tpl = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        for (k, v) in c.selector_labels() {
+            assert_eq!(tpl.get(&k), Some(&v));
+        }
+    }
+
+    #[test]
+    fn broker_container_exposes_amqp_management_and_inter_node_ports() {
+        let sts = build(&dedicated());
+        let c = broker(&sts);
+        assert_eq!(c.image.as_deref(), Some(tiermq_crd::DEFAULT_IMAGE));
+        let ports: Vec<(&str, i32)> = c
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("amqp", 5672),
+                ("management", 15672),
+                ("dist", 25672),
+                ("epmd", 4369)
+            ]
+        );
+        let ready = c.readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            ready.tcp_socket.as_ref().unwrap().port,
+            IntOrString::String("amqp".into())
+        );
+        let live = c.liveness_probe.as_ref().unwrap();
+        assert!(live.exec.is_some());
+        assert!(live.initial_delay_seconds.unwrap() >= 60);
+    }
+
+    #[test]
+    fn data_volume_claim_uses_storage_size_and_class() {
+        let sts = build(&dedicated());
+        let spec = sts.spec.as_ref().unwrap();
+        let claims = spec.volume_claim_templates.as_ref().unwrap();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+        let cs = claims[0].spec.as_ref().unwrap();
+        assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(cs.access_modes, Some(vec!["ReadWriteOnce".into()]));
+        assert_eq!(
+            cs.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"],
+            quantity("5Gi")
+        );
+        let mounts = broker(&sts).volume_mounts.as_ref().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "data" && m.mount_path == "/var/lib/rabbitmq")
+        );
+        // Storage class absent in the spec stays absent (the cluster default applies).
+        let shared = build(&shared());
+        let claim = &shared
+            .spec
+            .as_ref()
+            .unwrap()
+            .volume_claim_templates
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(claim.spec.as_ref().unwrap().storage_class_name, None);
+    }
+
+    #[test]
+    fn dedicated_volumes_go_with_the_cluster_shared_ones_stay() {
+        let policy = |c: &BrokerCluster| {
+            build(c)
+                .spec
+                .unwrap()
+                .persistent_volume_claim_retention_policy
+                .unwrap()
+        };
+        assert_eq!(policy(&dedicated()).when_deleted.as_deref(), Some("Delete"));
+        assert_eq!(policy(&shared()).when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(policy(&shared()).when_scaled.as_deref(), Some("Retain"));
+    }
+
+    #[test]
+    fn pods_run_unprivileged_as_the_rabbitmq_user() {
+        let sts = build(&dedicated());
+        let p = pod(&sts);
+        let psc = p.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(999));
+        assert_eq!(psc.fs_group, Some(999));
+        let sc = broker(&sts).security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(p.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn pods_prefer_distinct_nodes() {
+        let c = dedicated();
+        let sts = build(&c);
+        let anti = pod(&sts)
+            .affinity
+            .as_ref()
+            .unwrap()
+            .pod_anti_affinity
+            .as_ref()
+            .unwrap();
+        assert!(
+            anti.required_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        let pref = &anti
+            .preferred_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            pref.pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            pref.pod_affinity_term
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels,
+            Some(c.selector_labels())
+        );
+    }
+
+    #[test]
+    fn secrets_reach_the_broker_through_env_refs_only() {
+        let sts = build(&dedicated());
+        let c = broker(&sts);
+        let secret_ref = |name: &str| {
+            let e = env_of(c, name);
+            assert!(e.value.is_none(), "{name} must not carry a literal value");
+            let r = e
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            (r.name.clone(), r.key.clone())
+        };
+        assert_eq!(
+            secret_ref("RABBITMQ_ERLANG_COOKIE"),
+            ("orders-dedicated-erlang-cookie".into(), "cookie".into())
+        );
+        assert_eq!(
+            secret_ref("RABBITMQ_DEFAULT_USER"),
+            ("orders-dedicated-admin".into(), "username".into())
+        );
+        assert_eq!(
+            secret_ref("RABBITMQ_DEFAULT_PASS"),
+            ("orders-dedicated-admin".into(), "password".into())
+        );
+    }
+
+    #[test]
+    fn node_name_is_the_pods_stable_long_dns_name() {
+        let sts = build(&dedicated());
+        let c = broker(&sts);
+        assert_eq!(
+            env_of(c, "RABBITMQ_USE_LONGNAME").value.as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            env_of(c, "RABBITMQ_NODENAME").value.as_deref(),
+            Some("rabbit@$(POD_NAME).orders-dedicated-nodes.$(POD_NAMESPACE).svc")
+        );
+        // $(VAR) expands only variables defined earlier in the list.
+        let names: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("POD_NAME") < pos("RABBITMQ_NODENAME"));
+        assert!(pos("POD_NAMESPACE") < pos("RABBITMQ_NODENAME"));
+        let pod_name = env_of(c, "POD_NAME").value_from.as_ref().unwrap();
+        assert_eq!(
+            pod_name.field_ref.as_ref().unwrap().field_path,
+            "metadata.name"
+        );
+    }
+
+    #[test]
+    fn config_map_is_mounted_at_etc_rabbitmq() {
+        let sts = build(&shared());
+        let p = pod(&sts);
+        let vol = &p.volumes.as_ref().unwrap()[0];
+        let cm = vol.config_map.as_ref().unwrap();
+        assert_eq!(cm.name, "main-config");
+        let keys: Vec<&str> = cm.items.iter().flatten().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["rabbitmq.conf", "enabled_plugins"]);
+        let mount = broker(&sts)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == vol.name)
+            .unwrap();
+        assert_eq!(mount.mount_path, "/etc/rabbitmq/");
+        assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
+    fn resources_are_passed_through() {
+        let mut c = dedicated();
+        assert_eq!(broker(&build(&c)).resources, None);
+        c.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".into(), quantity("1Gi"))])),
+            ..Default::default()
+        });
+        assert_eq!(broker(&build(&c)).resources, c.resources);
+    }
+}
