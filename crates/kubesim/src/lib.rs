@@ -1,3 +1,4 @@
 //! kubesim
 pub mod apiserver;
 pub mod sim;
+pub mod cluster;

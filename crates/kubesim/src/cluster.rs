@@ -1,0 +1,217 @@
+//! A whole simulated cluster in one call: API server + StatefulSet, EndpointSlice, kubelet and
+//! kube-proxy controllers, isolated from other clusters running at the same time on the machine.
+//!
+//! Addresses of cluster slot `s` (1..=250), all in 127.0.0.0/8:
+//!
+//! | what | address |
+//! |---|---|
+//! | API server | `http://127.19.s.1:6443` |
+//! | Service ClusterIPs | `127.20.s.1..254` (allocated by the API server) |
+//! | pod IPs | `127.30.s.1..254` (allocated by the kubelet) |
+//!
+//! A slot is free when its API server address and the first pod IP's AMQP port can be bound; the
+//! API server's own listener then holds the slot, so parallel test processes never share one.
+//!
+//! State lives under `ClusterConfig::dir`: `kubeconfig`, `pods/<ns>/<pod>-<uid>/` (materialised
+//! volumes; broker data and logs for pods without a PVC) and `pvc/<ns>/<claim>/` (PVC data, kept
+//! across pod restarts).
+//!
+//! [`Cluster::shutdown`] stops every broker process gracefully; dropping a `Cluster` (also while a
+//! test panics) kills them at once, by process group.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::apiserver::{self, ApiServerConfig, ApiServerHandle};
+use crate::sim::{self, Sim, SimConfig};
+
+/// First octets of the three per-cluster /24s.
+pub const API_OCTET: u8 = 19;
+pub const SERVICE_OCTET: u8 = 20;
+pub const POD_OCTET: u8 = 30;
+pub const API_PORT: u16 = 6443;
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// State folder (created if missing): kubeconfig, pod folders, PVC folders, broker logs.
+    pub dir: PathBuf,
+    /// At most this many `rabbitmq-server` processes at once (further broker pods stay Pending).
+    pub max_brokers: usize,
+    /// Controllers' full resync interval.
+    pub resync: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ClusterConfig {
+            dir: dir.into(),
+            max_brokers: 3,
+            resync: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running simulated cluster.
+pub struct Cluster {
+    slot: u8,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    client: kube::Client,
+    sim: Option<Sim>,
+    api: Option<ApiServerHandle>,
+}
+
+fn slot_looks_free(slot: u8) -> bool {
+    let api = SocketAddrV4::new(Ipv4Addr::new(127, API_OCTET, slot, 1), API_PORT);
+    // A broker left over from a killed process would still hold the first pod IP's port.
+    let pod = SocketAddrV4::new(Ipv4Addr::new(127, POD_OCTET, slot, 1), sim::rabbit::DEFAULT_AMQP_PORT);
+    TcpListener::bind(api).is_ok() && TcpListener::bind(pod).is_ok()
+}
+
+/// Starts a cluster in the first free slot and writes `<dir>/kubeconfig`.
+pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
+    std::fs::create_dir_all(&cfg.dir).with_context(|| format!("create kubesim dir {}", cfg.dir.display()))?;
+    // Broker processes run as the `rabbitmq` user and must be able to reach their folders.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.dir, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod kubesim dir {}", cfg.dir.display()))?;
+    }
+    // Spread parallel processes over the slots so they rarely race for the same one.
+    let first = (std::process::id() % 250) as u8;
+    let mut last_err = None;
+    let mut started = None;
+    for i in 0..250u16 {
+        let slot = ((u16::from(first) + i) % 250 + 1) as u8;
+        if !slot_looks_free(slot) {
+            continue;
+        }
+        let bind = SocketAddr::from((Ipv4Addr::new(127, API_OCTET, slot, 1), API_PORT));
+        match apiserver::start(ApiServerConfig {
+            bind,
+            service_ip_prefix: [127, SERVICE_OCTET, slot],
+        })
+        .await
+        {
+            Ok(h) => {
+                started = Some((slot, h));
+                break;
+            }
+            // Most likely another process took the slot between the probe and the bind.
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let (slot, api) = match (started, last_err) {
+        (Some(s), _) => s,
+        (None, Some(e)) => return Err(e.context("no kubesim slot could start an API server")),
+        (None, None) => anyhow::bail!("all 250 kubesim slots are in use on this machine; stop other clusters"),
+    };
+    let kubeconfig = cfg.dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig)
+        .with_context(|| format!("write {}", kubeconfig.display()))?;
+    let client = kube::Client::try_from(kube::Config::new(
+        api.url().parse().context("API server URL")?,
+    ))
+    .context("build kube client for the kubesim API server")?;
+    let sim = sim::start(
+        client.clone(),
+        SimConfig {
+            dir: cfg.dir.clone(),
+            pod_ip_prefix: [127, POD_OCTET, slot],
+            max_brokers: cfg.max_brokers,
+            resync: cfg.resync,
+        },
+    )
+    .await
+    .context("start the simulated controllers")?;
+    tracing::info!(slot, url = %api.url(), kubeconfig = %kubeconfig.display(), "kubesim cluster up");
+    Ok(Cluster {
+        slot,
+        dir: cfg.dir,
+        kubeconfig,
+        client,
+        sim: Some(sim),
+        api: Some(api),
+    })
+}
+
+impl Cluster {
+    /// The slot number `s` of the cluster's addresses (see the module docs).
+    pub fn slot(&self) -> u8 {
+        self.slot
+    }
+
+    /// A kube-rs client for this cluster's API server.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// `<dir>/kubeconfig`, for kubectl (`KUBECONFIG=...`) and other processes.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The API server (for its URL and fault injection).
+    pub fn api(&self) -> &ApiServerHandle {
+        self.api.as_ref().expect("API server runs until shutdown")
+    }
+
+    /// `[127, 30, s]`: pod IPs are `127.30.s.1..254`.
+    pub fn pod_ip_prefix(&self) -> [u8; 3] {
+        [127, POD_OCTET, self.slot]
+    }
+
+    /// `[127, 20, s]`: Service ClusterIPs are `127.20.s.1..254`.
+    pub fn service_ip_prefix(&self) -> [u8; 3] {
+        [127, SERVICE_OCTET, self.slot]
+    }
+
+    /// How many `rabbitmq-server` processes run for this cluster right now.
+    pub fn running_brokers(&self) -> usize {
+        self.sim.as_ref().map_or(0, |s| s.running_brokers())
+    }
+
+    /// Stops brokers gracefully, then the controllers and the API server.
+    pub async fn shutdown(mut self) {
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
+        if let Some(api) = self.api.take() {
+            api.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Sim's Drop kills every broker process group synchronously.
+        drop(self.sim.take());
+        drop(self.api.take());
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, failing after `timeout` with `what` in the
+/// message (for tests and scripts waiting on the cluster).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

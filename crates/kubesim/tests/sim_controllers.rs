@@ -1,0 +1,478 @@
+//! Simulated controllers without brokers: StatefulSet ordering, scale and rolling update,
+//! EndpointSlices, and kube-proxy forwarding to plain TCP echo servers. Each test runs its own
+//! cluster (API server + controllers) on its own loopback slot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use kubesim::cluster::{self, Cluster, ClusterConfig, wait_for};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const GATE: &str = "kubesim.test/ready";
+const T: Duration = Duration::from_secs(30);
+
+async fn start_cluster() -> (Cluster, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster::start(ClusterConfig::new(dir.path())).await.unwrap();
+    (c, dir)
+}
+
+fn gated_statefulset(name: &str, replicas: i32, image: &str, policy: &str) -> StatefulSet {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas, "serviceName": name, "podManagementPolicy": policy,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "readinessGates": [{"conditionType": GATE}],
+                    "containers": [{"name": "app", "image": image,
+                        "ports": [{"name": "http", "containerPort": 8080}]}]
+                }
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]
+        }
+    }))
+    .unwrap()
+}
+
+fn condition(pod: &Pod, t: &str) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| c.status.clone())
+}
+
+/// Sets the readiness gate of one pod to True (what an external controller would do).
+async fn open_gate(pods: &Api<Pod>, name: &str) {
+    for _ in 0..20 {
+        let Ok(pod) = pods.get(name).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if condition(&pod, GATE).as_deref() == Some("True") {
+            return;
+        }
+        let mut conds: Vec<serde_json::Value> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.type_ != GATE)
+            .map(|c| serde_json::to_value(c).unwrap())
+            .collect();
+        conds.push(json!({"type": GATE, "status": "True"}));
+        let mut patch = json!({"metadata": {"resourceVersion": pod.resource_version()},
+                               "status": {"conditions": conds}});
+        if pod.resource_version().is_none() {
+            patch["metadata"] = json!({});
+        }
+        if pods
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not set the readiness gate of {name}");
+}
+
+async fn pod_names(pods: &Api<Pod>) -> BTreeSet<String> {
+    pods.list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().map(|p| p.name_any()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_creates_pods_in_order_scales_down_from_the_top_and_rolls_updates() {
+    let (c, _dir) = start_cluster().await;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let client = c.client();
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        sets.create(&PostParams::default(), &gated_statefulset("web", 3, "example/web:1", "OrderedReady"))
+            .await
+            .unwrap();
+
+        // OrderedReady: web-1 only after web-0 is Ready, web-2 only after web-1.
+        for i in 0..3 {
+            let name = format!("web-{i}");
+            let pod = wait_for(&format!("{name} with a pod IP"), T, || async {
+                pods.get_opt(&name).await.ok().flatten().filter(|p| {
+                    p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
+                })
+            })
+            .await
+            .unwrap();
+            assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"), "gate still closed");
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let names = pod_names(&pods).await;
+            assert!(
+                !names.contains(&format!("web-{}", i + 1)),
+                "web-{} created before {name} was Ready: {names:?}",
+                i + 1
+            );
+            open_gate(&pods, &name).await;
+        }
+        let sts = wait_for("readyReplicas 3", T, || async {
+            sets.get("web").await.ok().filter(|s| {
+                let st = s.status.clone().unwrap_or_default();
+                st.ready_replicas == Some(3) && st.observed_generation == s.metadata.generation
+            })
+        })
+        .await
+        .unwrap();
+        let st = sts.status.unwrap();
+        assert_eq!((st.replicas, st.current_replicas, st.updated_replicas), (3, Some(3), Some(3)));
+
+        // Stable names, labels, owner, PVCs, distinct pod IPs in the cluster's /24.
+        let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
+        let mut ips = BTreeSet::new();
+        let prefix = c.pod_ip_prefix();
+        for p in &list.items {
+            let name = p.name_any();
+            assert_eq!(p.labels()["statefulset.kubernetes.io/pod-name"], name);
+            let owner = &p.owner_references()[0];
+            assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("StatefulSet", "web"));
+            let ip: std::net::Ipv4Addr = p.status.as_ref().unwrap().pod_ip.as_ref().unwrap().parse().unwrap();
+            assert_eq!(ip.octets()[..3], prefix, "{name} has {ip}");
+            ips.insert(ip);
+            assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+        }
+        assert_eq!(ips.len(), 3);
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+        for i in 0..3 {
+            let pvc = pvcs.get(&format!("data-web-{i}")).await.unwrap();
+            assert_eq!(pvc.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+        }
+
+        // A template change rolls pods from the highest ordinal down, one at a time.
+        let old_uids: BTreeMap<String, String> =
+            list.items.iter().map(|p| (p.name_any(), p.uid().unwrap())).collect();
+        sets.patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "image": "example/web:2", "ports": [{"name": "http", "containerPort": 8080}]}]}}}})),
+        )
+        .await
+        .unwrap();
+        let mut replaced: Vec<String> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while replaced.len() < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "rolling update stuck: {replaced:?}");
+            for p in pods.list(&ListParams::default()).await.unwrap().items {
+                let name = p.name_any();
+                if old_uids.get(&name) != p.uid().as_ref() && !replaced.contains(&name) {
+                    replaced.push(name.clone());
+                }
+                if condition(&p, GATE).as_deref() != Some("True") {
+                    open_gate(&pods, &name).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(replaced, vec!["web-2", "web-1", "web-0"]);
+        for p in pods.list(&ListParams::default()).await.unwrap().items {
+            let image = p.spec.unwrap().containers[0].image.clone();
+            assert_eq!(image.as_deref(), Some("example/web:2"));
+        }
+
+        // Scale down: web-2 goes before web-1; never the other way round.
+        wait_for("readyReplicas 3 after the update", T, || async {
+            sets.get("web").await.ok().filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(3))
+        })
+        .await
+        .unwrap();
+        sets.patch("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 1}})))
+            .await
+            .unwrap();
+        wait_for("only web-0 left", T, || async {
+            let names = pod_names(&pods).await;
+            assert!(
+                !(names.contains("web-2") && !names.contains("web-1")),
+                "web-1 removed before web-2: {names:?}"
+            );
+            (names.len() == 1 && names.contains("web-0")).then_some(())
+        })
+        .await
+        .unwrap();
+        wait_for("status.replicas 1", T, || async {
+            sets.get("web").await.ok().filter(|s| s.status.as_ref().map(|st| st.replicas) == Some(1))
+        })
+        .await
+        .unwrap();
+        // PVCs are retained on scale down.
+        assert!(pvcs.get_opt("data-web-2").await.unwrap().is_some());
+    })
+    .await
+    .expect("test took too long");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpointslices_follow_pod_readiness_and_selectorless_services_keep_their_slices() {
+    let (c, _dir) = start_cluster().await;
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let client = c.client();
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let services: Api<Service> = Api::namespaced(client.clone(), "default");
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+        sets.create(&PostParams::default(), &gated_statefulset("api", 2, "example/api:1", "Parallel"))
+            .await
+            .unwrap();
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "api"},
+            "spec": {"selector": {"app": "api"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}
+        }))
+        .unwrap();
+        services.create(&PostParams::default(), &svc).await.unwrap();
+        let selectorless: Service = serde_json::from_value(json!({
+            "metadata": {"name": "ext"},
+            "spec": {"ports": [{"name": "web", "port": 80}]}
+        }))
+        .unwrap();
+        services.create(&PostParams::default(), &selectorless).await.unwrap();
+        let manual: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "ext-manual", "labels": {"kubernetes.io/service-name": "ext",
+                         "endpointslice.kubernetes.io/managed-by": "tiermq-operator"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "web", "port": 9999}],
+            "endpoints": [{"addresses": ["127.0.0.99"], "conditions": {"ready": true}}]
+        }))
+        .unwrap();
+        let manual = slices.create(&PostParams::default(), &manual).await.unwrap();
+
+        let ready_of = |s: &EndpointSlice| -> BTreeMap<String, bool> {
+            s.endpoints
+                .iter()
+                .map(|e| {
+                    let pod = e.target_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+                    (pod, e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                })
+                .collect()
+        };
+        let managed = || async {
+            slices
+                .list(&ListParams::default().labels(
+                    "kubernetes.io/service-name=api,endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io",
+                ))
+                .await
+                .ok()
+                .and_then(|l| l.items.into_iter().next())
+        };
+        let s = wait_for("slice with two not-ready endpoints", T, || async {
+            managed().await.filter(|s| {
+                ready_of(s) == BTreeMap::from([("api-0".into(), false), ("api-1".into(), false)])
+            })
+        })
+        .await
+        .unwrap();
+        // The named targetPort resolves to the container port.
+        assert_eq!(s.ports.as_ref().unwrap()[0].port, Some(8080));
+        assert_eq!(s.ports.as_ref().unwrap()[0].name.as_deref(), Some("web"));
+        let pod0 = pods.get("api-0").await.unwrap();
+        let ip0 = pod0.status.unwrap().pod_ip.unwrap();
+        assert!(s.endpoints.iter().any(|e| e.addresses == vec![ip0.clone()]));
+
+        open_gate(&pods, "api-0").await;
+        wait_for("api-0 ready in the slice", T, || async {
+            managed().await.filter(|s| {
+                ready_of(s) == BTreeMap::from([("api-0".into(), true), ("api-1".into(), false)])
+            })
+        })
+        .await
+        .unwrap();
+
+        // A deleted pod leaves the slice (and comes back through the StatefulSet).
+        pods.delete("api-1", &Default::default()).await.unwrap();
+        wait_for("api-1 back, not ready, in the slice", T, || async {
+            let new = pods.get_opt("api-1").await.ok().flatten()?;
+            managed().await.filter(|s| {
+                s.endpoints.iter().any(|e| {
+                    e.target_ref.as_ref().and_then(|r| r.uid.clone()) == new.uid()
+                        && e.conditions.as_ref().and_then(|c| c.ready) == Some(false)
+                })
+            })
+        })
+        .await
+        .unwrap();
+
+        // The selector-less Service's slice is untouched and no managed slice appears for it.
+        let again = slices.get("ext-manual").await.unwrap();
+        assert_eq!(again.resource_version(), manual.resource_version());
+        let managed_ext = slices
+            .list(&ListParams::default().labels(
+                "kubernetes.io/service-name=ext,endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io",
+            ))
+            .await
+            .unwrap();
+        assert!(managed_ext.items.is_empty());
+
+        // Deleting the Service garbage-collects its managed slices.
+        services.delete("api", &Default::default()).await.unwrap();
+        wait_for("api slices gone", T, || async { managed().await.is_none().then_some(()) })
+            .await
+            .unwrap();
+    })
+    .await
+    .expect("test took too long");
+    c.shutdown().await;
+}
+
+/// A line echo server that prefixes every answer with its name.
+async fn echo_server(addr: SocketAddr, name: &'static str) -> tokio::task::JoinHandle<()> {
+    let l = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if w.write_all(format!("{name}:{line}\n").as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
+struct Conn {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let s = TcpStream::connect(addr).await?;
+        let (r, w) = s.into_split();
+        Ok(Conn { lines: BufReader::new(r).lines(), w })
+    }
+
+    /// Sends one line and returns the answer, None if the connection was closed.
+    async fn ask(&mut self, line: &str) -> Option<String> {
+        self.w.write_all(format!("{line}\n").as_bytes()).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
+            .await
+            .ok()?
+            .ok()?
+    }
+}
+
+async fn set_endpoints(slices: &Api<EndpointSlice>, eps: serde_json::Value) {
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "echo-1", "labels": {"kubernetes.io/service-name": "echo"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "echo", "port": 7000, "protocol": "TCP"}],
+        "endpoints": eps
+    });
+    slices
+        .patch("echo-1", &PatchParams::apply("sim-test").force(), &Patch::Apply(&slice))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_proxy_round_robins_new_connections_and_keeps_established_ones() {
+    let (c, _dir) = start_cluster().await;
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let client = c.client();
+        let services: Api<Service> = Api::namespaced(client.clone(), "default");
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+        let [a, b, p] = c.pod_ip_prefix();
+        let addr_a: SocketAddr = (std::net::Ipv4Addr::new(a, b, p, 201), 7000).into();
+        let addr_b: SocketAddr = (std::net::Ipv4Addr::new(a, b, p, 202), 7000).into();
+        let _sa = echo_server(addr_a, "A").await;
+        let _sb = echo_server(addr_b, "B").await;
+
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "echo"},
+            "spec": {"ports": [{"name": "echo", "port": 80, "targetPort": 7000}]}
+        }))
+        .unwrap();
+        let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+        let cluster_ip: std::net::Ipv4Addr = svc.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
+        assert_eq!(cluster_ip.octets()[..3], c.service_ip_prefix());
+        let vip = SocketAddr::from((cluster_ip, 80));
+
+        set_endpoints(&slices, json!([{"addresses": [addr_a.ip().to_string()], "conditions": {"ready": true}}])).await;
+        let mut c1 = wait_for("ClusterIP forwarding to A", T, || async {
+            let mut conn = Conn::open(vip).await.ok()?;
+            (conn.ask("hello").await? == "A:hello").then_some(conn)
+        })
+        .await
+        .unwrap();
+
+        // Endpoints switch to B: new connections follow, the established one stays on A.
+        set_endpoints(&slices, json!([{"addresses": [addr_b.ip().to_string()], "conditions": {"ready": true}}])).await;
+        wait_for("new connections reach B", T, || async {
+            let mut conn = Conn::open(vip).await.ok()?;
+            (conn.ask("x").await? == "B:x").then_some(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(c1.ask("still").await.as_deref(), Some("A:still"));
+
+        // Both ready: round robin over A and B.
+        set_endpoints(
+            &slices,
+            json!([{"addresses": [addr_a.ip().to_string()], "conditions": {"ready": true}},
+                   {"addresses": [addr_b.ip().to_string()]}]),
+        )
+        .await;
+        // The change reaches kube-proxy within a resync; then 4 connections alternate.
+        let seen = wait_for("both endpoints in rotation", T, || async {
+            let mut got: BTreeMap<String, usize> = BTreeMap::new();
+            for _ in 0..4 {
+                let mut conn = Conn::open(vip).await.ok()?;
+                let ans = conn.ask("rr").await?;
+                *got.entry(ans).or_insert(0) += 1;
+            }
+            (got.len() == 2).then_some(got)
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, BTreeMap::from([("A:rr".to_string(), 2), ("B:rr".to_string(), 2)]));
+
+        // No ready endpoint: a new connection is closed without an answer; c1 is unaffected.
+        set_endpoints(&slices, json!([{"addresses": [addr_a.ip().to_string()], "conditions": {"ready": false}}])).await;
+        wait_for("connections refused without ready endpoints", T, || async {
+            match Conn::open(vip).await {
+                Err(_) => Some(()),
+                Ok(mut conn) => {
+                    let mut buf = [0u8; 1];
+                    let _ = conn.w.write_all(b"q\n").await;
+                    let n = tokio::time::timeout(Duration::from_secs(2), conn.lines.get_mut().read(&mut buf)).await;
+                    matches!(n, Ok(Ok(0)) | Ok(Err(_))).then_some(())
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(c1.ask("last").await.as_deref(), Some("A:last"));
+    })
+    .await
+    .expect("test took too long");
+    c.shutdown().await;
+}
