@@ -58,6 +58,17 @@ pub fn prune(schema: &Value, v: &mut Value, top: bool) {
             if top && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                 continue;
             }
+            let field_schema = props
+                .and_then(|p| p.get(&k))
+                .or(additional.filter(|a| a.is_object()));
+            // like the real server: null in a field that is not nullable is dropped (and may
+            // then be defaulted)
+            if obj[&k].is_null()
+                && field_schema.is_some_and(|fs| fs["nullable"].as_bool() != Some(true))
+            {
+                obj.remove(&k);
+                continue;
+            }
             match props.and_then(|p| p.get(&k)) {
                 Some(ps) => prune(ps, obj.get_mut(&k).expect("key exists"), false),
                 None => match additional {

@@ -166,7 +166,19 @@ async fn route(
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    if is_write && let Some(err) = app.faults.take_write_fault(&rt.group, &rt.plural, name) {
+    // a create names its object in the body
+    let body_name: Option<String> = if *method == Method::POST {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|b| b["metadata"]["name"].as_str().map(str::to_string))
+    } else {
+        None
+    };
+    if is_write
+        && let Some(err) =
+            app.faults
+                .take_write_fault(&rt.group, &rt.plural, name.or(body_name.as_deref()))
+    {
         return Err(err);
     }
     let accept = headers
@@ -369,6 +381,15 @@ fn field_manager(params: &HashMap<String, String>, headers: &HeaderMap) -> Strin
 }
 
 fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format ({content_type}) - accepted media types include: application/json, application/yaml"
+            ),
+        ));
+    }
     if content_type.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))

@@ -424,6 +424,9 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
             v
         })
         .collect();
+    if obj.is_object() && !obj["metadata"].is_object() && !arr.is_empty() {
+        obj["metadata"] = json!({});
+    }
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         if arr.is_empty() {
             meta.remove("managedFields");
@@ -476,7 +479,12 @@ pub fn server_side_apply(
                     continue;
                 }
                 let cmp = if owned.len() < p.len() { owned } else { p };
-                if value_at(live, cmp) != value_at(&applied_body, cmp) {
+                // a keyed list item or set member is owned by existence; its fields are
+                // compared one by one as their own leaves
+                let item = cmp
+                    .last()
+                    .is_some_and(|s| s.starts_with("k:") || s.starts_with("v:"));
+                if !item && value_at(live, cmp) != value_at(&applied_body, cmp) {
                     conflicts.push(Conflict {
                         manager: e.manager.clone(),
                         api_version: e.api_version.clone(),

@@ -94,6 +94,12 @@ impl ApiServerHandle {
         self.state.lock().expect("state lock").resource_version()
     }
 
+    /// Drops the watch-event history, like etcd compaction: a watch that resumes from an
+    /// older resourceVersion gets 410 Gone and must re-list.
+    pub fn compact_watch_history(&self) {
+        self.state.lock().expect("state lock").compact_history();
+    }
+
     /// Stops accepting connections, ends open watches and waits for the server task.
     pub async fn shutdown(self) {
         self.faults.end_watches();

@@ -161,6 +161,13 @@ impl State {
         s
     }
 
+    /// Forgets the watch history: watches resuming from any version before now get 410 Gone
+    /// (what a real server does after etcd compaction).
+    pub fn compact_history(&mut self) {
+        self.history.clear();
+        self.compacted = self.rv;
+    }
+
     pub fn resource_version(&self) -> u64 {
         self.rv
     }
@@ -260,8 +267,8 @@ impl State {
         let Some(schema) = &crd_info.schema else {
             return Ok(());
         };
-        crd::apply_defaults(schema, obj);
         crd::prune(schema, obj, true);
+        crd::apply_defaults(schema, obj);
         let mut causes = crd::validate_schema(schema, obj);
         if causes.is_empty() {
             causes = crd::validate_cel(schema, obj, old);
@@ -923,6 +930,16 @@ impl State {
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
         let mut obj = self.get(rt, ns, name)?;
+        if rt.group.is_empty()
+            && rt.plural == "namespaces"
+            && matches!(name, "default" | "kube-system" | "kube-public")
+        {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            ));
+        }
         if let Some(uid) = precondition_uid
             && Some(uid) != meta_str(&obj, "uid")
         {

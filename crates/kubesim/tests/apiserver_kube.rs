@@ -1,0 +1,612 @@
+//! kube-rs 5 against the kubesim API server: watchers, a runtime Controller, optimistic
+//! concurrency, server-side apply, finalizers, garbage collection and fault injection.
+
+#[path = "fixtures/common.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{CustomResource, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use common::{client, eventually, install_crd, server};
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[kube(
+    group = "test.kubesim.io",
+    version = "v1",
+    kind = "Broker",
+    namespaced,
+    status = "BrokerStatus"
+)]
+pub struct BrokerSpec {
+    pub series: String,
+    pub tier: Option<String>,
+    pub replicas: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    pub phase: Option<String>,
+    pub observed_generation: Option<i64>,
+}
+
+fn cm(name: &str, data: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).unwrap()
+}
+
+#[tokio::test]
+async fn watcher_resumes_after_the_server_ends_its_watch() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let w = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .for_each(move |o| {
+                if let Ok(o) = o {
+                    let _ = tx.send(o.name_any());
+                }
+                futures::future::ready(())
+            }),
+    );
+    api.create(&PostParams::default(), &cm("before", json!({})))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "before");
+
+    s.faults().end_watches();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.create(&PostParams::default(), &cm("after", json!({})))
+        .await
+        .unwrap();
+    let seen = eventually(
+        15,
+        "the watcher to see an object created after its watch ended",
+        || {
+            let got = rx.try_recv().ok();
+            async move { got.filter(|n| n == "after") }
+        },
+    )
+    .await;
+    assert_eq!(seen, "after");
+    w.abort();
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_version_gets_410_gone() {
+    let s = server().await;
+    let c = client(&s);
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let first = api
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
+    let old_rv = first.resource_version().unwrap();
+    api.create(&PostParams::default(), &cm("b", json!({})))
+        .await
+        .unwrap();
+    s.compact_watch_history();
+    // a raw watch from before the compaction ends with an ERROR event carrying 410
+    let mut stream = api
+        .watch(&kube::api::WatchParams::default(), &old_rv)
+        .await
+        .unwrap()
+        .boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    match ev {
+        Ok(kube::api::WatchEvent::Error(status)) => assert_eq!(status.code, 410, "{status:?}"),
+        other => panic!("expected a 410 error event, got {other:?}"),
+    }
+
+    // a kube-runtime watcher that resumes into a compacted history re-lists and carries on
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let w = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .for_each(move |o| {
+                if let Ok(o) = o {
+                    let _ = tx.send(o.name_any());
+                }
+                futures::future::ready(())
+            }),
+    );
+    eventually(10, "the initial list", || {
+        let got = rx.try_recv().ok();
+        async move { got.filter(|n| n == "b") }
+    })
+    .await;
+    api.create(&PostParams::default(), &cm("c", json!({})))
+        .await
+        .unwrap();
+    s.compact_watch_history();
+    s.faults().end_watches();
+    api.create(&PostParams::default(), &cm("d", json!({})))
+        .await
+        .unwrap();
+    eventually(15, "the watcher to re-list after 410 and see d", || {
+        let got = rx.try_recv().ok();
+        async move { got.filter(|n| n == "d") }
+    })
+    .await;
+    w.abort();
+}
+
+#[tokio::test]
+async fn runtime_controller_reconciles_a_custom_resource() {
+    let s = server().await;
+    let c = client(&s);
+    install_crd(&c).await;
+    let brokers: Api<Broker> = Api::namespaced(c.clone(), "default");
+    let b = Broker::new(
+        "alpha",
+        BrokerSpec {
+            series: "professional".into(),
+            tier: None,
+            replicas: None,
+        },
+    );
+    brokers.create(&PostParams::default(), &b).await.unwrap();
+
+    async fn reconcile(obj: Arc<Broker>, api: Arc<Api<Broker>>) -> Result<Action, kube::Error> {
+        let status = json!({"status": {"phase": format!("Ready-{}", obj.spec.tier.clone().unwrap_or_default()),
+            "observedGeneration": obj.metadata.generation}});
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::apply("test-controller").force(),
+            &Patch::Apply(json!({
+            "apiVersion": "test.kubesim.io/v1", "kind": "Broker", "status": status["status"]})),
+        )
+        .await?;
+        Ok(Action::await_change())
+    }
+    fn on_error(_: Arc<Broker>, _: &kube::Error, _: Arc<Api<Broker>>) -> Action {
+        Action::requeue(Duration::from_millis(200))
+    }
+    let ctl = tokio::spawn(
+        Controller::new(brokers.clone(), watcher::Config::default())
+            .run(reconcile, on_error, Arc::new(brokers.clone()))
+            .for_each(|_| futures::future::ready(())),
+    );
+    // defaulting from the schema made tier "shared"; the controller reports it
+    eventually(15, "the controller to write status", || {
+        let brokers = brokers.clone();
+        async move {
+            let b = brokers.get("alpha").await.ok()?;
+            (b.status?.phase.as_deref() == Some("Ready-shared")).then_some(())
+        }
+    })
+    .await;
+    // a spec change bumps generation and is reconciled again
+    brokers
+        .patch(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tier": "dedicated"}})),
+        )
+        .await
+        .unwrap();
+    let b = eventually(15, "the controller to see the spec change", || {
+        let brokers = brokers.clone();
+        async move {
+            let b = brokers.get("alpha").await.ok()?;
+            (b.status.as_ref()?.phase.as_deref() == Some("Ready-dedicated")).then_some(b)
+        }
+    })
+    .await;
+    assert_eq!(b.metadata.generation, Some(2));
+    assert_eq!(b.status.unwrap().observed_generation, Some(2));
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn stale_update_gets_409_conflict() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    let v1 = api
+        .create(&PostParams::default(), &cm("c", json!({"k": "1"})))
+        .await
+        .unwrap();
+    let mut fresh = v1.clone();
+    fresh.data = Some([("k".to_string(), "2".to_string())].into());
+    api.replace("c", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    let mut stale = v1.clone();
+    stale.data = Some([("k".to_string(), "3".to_string())].into());
+    match api.replace("c", &PostParams::default(), &stale).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 409);
+            assert_eq!(e.reason, "Conflict");
+            assert!(
+                e.message.contains("the object has been modified"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    assert_eq!(api.get("c").await.unwrap().data.unwrap()["k"], "2");
+}
+
+#[tokio::test]
+async fn server_side_apply_conflicts_between_managers_and_force_takes_over() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    let doc = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"x": v}});
+    api.patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(doc("1")))
+        .await
+        .unwrap();
+    // the same value from another manager is shared ownership, not a conflict
+    api.patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(doc("1")))
+        .await
+        .unwrap();
+    match api
+        .patch("ssa", &PatchParams::apply("carol"), &Patch::Apply(doc("2")))
+        .await
+    {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 409);
+            assert!(
+                e.message.contains("conflict with \"alice\""),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains(".data.x"), "{}", e.message);
+        }
+        other => panic!("expected an apply conflict, got {other:?}"),
+    }
+    let forced = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("carol").force(),
+            &Patch::Apply(doc("2")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["x"], "2");
+    let managers: Vec<String> = forced
+        .metadata
+        .managed_fields
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.contains(&"carol".to_string()), "{managers:?}");
+    // dropping a field from carol's configuration removes it
+    api.patch(
+        "ssa",
+        &PatchParams::apply("carol"),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "ssa"}, "data": {"y": "new"}})),
+    )
+    .await
+    .unwrap();
+    let now = api.get("ssa").await.unwrap().data.unwrap();
+    assert!(!now.contains_key("x") && now["y"] == "new", "{now:?}");
+}
+
+#[tokio::test]
+async fn finalizer_blocks_deletion_until_removed() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    let mut o = cm("fin", json!({}));
+    o.metadata.finalizers = Some(vec!["test.kubesim.io/cleanup".into()]);
+    api.create(&PostParams::default(), &o).await.unwrap();
+    let deleted = api.delete("fin", &DeleteParams::default()).await.unwrap();
+    let pending = deleted.left().expect("deletion waits for the finalizer");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    let still = api.get("fin").await.unwrap();
+    assert!(still.metadata.deletion_timestamp.is_some());
+    api.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(
+        api.get_opt("fin").await.unwrap().is_none(),
+        "removing the last finalizer deletes the object"
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_owner_collects_its_dependents() {
+    let s = server().await;
+    let c = client(&s);
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let owner = cms
+        .create(&PostParams::default(), &cm("owner", json!({})))
+        .await
+        .unwrap();
+    let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid().unwrap(), "controller": true}]);
+    let child: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "child", "ownerReferences": oref}}))
+            .unwrap();
+    let child = cms.create(&PostParams::default(), &child).await.unwrap();
+    // a grandchild: cascading goes on through the child
+    let gref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "child", "uid": child.uid().unwrap()}]);
+    let grandchild: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "grandchild", "ownerReferences": gref}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &grandchild)
+        .await
+        .unwrap();
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(cms.get_opt("child").await.unwrap().is_none());
+    assert!(secrets.get_opt("grandchild").await.unwrap().is_none());
+
+    // foreground: the owner stays (with the foregroundDeletion finalizer) while a dependent
+    // is held by its own finalizer
+    let owner = cms
+        .create(&PostParams::default(), &cm("fg", json!({})))
+        .await
+        .unwrap();
+    let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "fg", "uid": owner.uid().unwrap(), "blockOwnerDeletion": true}]);
+    let held: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "held", "ownerReferences": oref, "finalizers": ["test/hold"]}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &held).await.unwrap();
+    cms.delete("fg", &DeleteParams::foreground()).await.unwrap();
+    let fg = cms.get("fg").await.unwrap();
+    assert!(fg.finalizers().contains(&"foregroundDeletion".to_string()));
+    assert!(
+        secrets
+            .get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    secrets
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert!(secrets.get_opt("held").await.unwrap().is_none());
+    assert!(
+        cms.get_opt("fg").await.unwrap().is_none(),
+        "the owner goes once its dependents are gone"
+    );
+
+    // orphan: the dependent stays and loses its owner reference
+    let owner = cms
+        .create(&PostParams::default(), &cm("or", json!({})))
+        .await
+        .unwrap();
+    let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "or", "uid": owner.uid().unwrap()}]);
+    let orphan: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "orphan", "ownerReferences": oref}}))
+            .unwrap();
+    secrets
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
+    cms.delete("or", &DeleteParams::orphan()).await.unwrap();
+    assert!(cms.get_opt("or").await.unwrap().is_none());
+    let kept = secrets.get("orphan").await.unwrap();
+    assert!(kept.owner_references().is_empty());
+}
+
+#[tokio::test]
+async fn status_subresource_and_generation_follow_kubernetes_rules() {
+    let s = server().await;
+    let c = client(&s);
+    install_crd(&c).await;
+    let api: Api<Broker> = Api::namespaced(c.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &Broker::new(
+            "g",
+            BrokerSpec {
+                series: "platinum".into(),
+                tier: None,
+                replicas: Some(1),
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    // status through the main resource is ignored
+    let b = api
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "x"}})),
+        )
+        .await
+        .unwrap();
+    assert!(b.status.is_none());
+    // status through /status: generation unchanged; spec in a /status write is ignored
+    let b = api
+        .patch_status(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 9}, "status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(b.spec.replicas, Some(1));
+    assert_eq!(b.metadata.generation, Some(1));
+    // metadata-only change: no generation bump; spec change: bump
+    let b = api
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.metadata.generation, Some(1));
+    let b = api
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.metadata.generation, Some(2));
+    // the scale subresource reads and writes spec.replicas
+    let scale = api.get_scale("g").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(2));
+    api.patch_scale(
+        "g",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.get("g").await.unwrap().spec.replicas, Some(4));
+    // schema validation and the CEL transition rule reject bad writes with 422
+    let err = api
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"series": "professional"}})),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 422);
+            assert!(e.message.contains("series is immutable"), "{}", e.message);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    let err = api
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": -1}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 422 && e.message.contains("spec.replicas")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn injected_faults_fail_writes_and_delay_answers() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    s.faults()
+        .fail_writes("", "configmaps", Some("flaky"), 2, 500);
+    for _ in 0..2 {
+        match api
+            .create(&PostParams::default(), &cm("flaky", json!({})))
+            .await
+        {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 500),
+            other => panic!("expected an injected 500, got {other:?}"),
+        }
+    }
+    api.create(&PostParams::default(), &cm("flaky", json!({})))
+        .await
+        .unwrap();
+    s.faults().fail_writes("", "configmaps", None, 1, 409);
+    let err = api
+        .delete("flaky", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 409),
+        "{err:?}"
+    );
+    s.faults().set_delay(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    api.get("flaky").await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    s.faults().clear();
+    let t = std::time::Instant::now();
+    api.get("flaky").await.unwrap();
+    assert!(t.elapsed() < Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn list_filters_by_label_and_field_selectors_and_services_get_cluster_ips() {
+    use k8s_openapi::api::core::v1::Service;
+    let s = server().await;
+    let c = client(&s);
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    for (n, tier) in [("a", "shared"), ("b", "dedicated"), ("c", "shared")] {
+        let o: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": n, "labels": {"tier": tier}}}))
+                .unwrap();
+        api.create(&PostParams::default(), &o).await.unwrap();
+    }
+    let names = |l: kube::api::ObjectList<ConfigMap>| {
+        l.items.iter().map(|o| o.name_any()).collect::<Vec<_>>()
+    };
+    let lp = kube::api::ListParams::default();
+    assert_eq!(
+        names(api.list(&lp.clone().labels("tier=shared")).await.unwrap()),
+        ["a", "c"]
+    );
+    assert_eq!(
+        names(
+            api.list(&lp.clone().labels("tier notin (shared)"))
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
+    assert_eq!(
+        names(
+            api.list(&lp.clone().fields("metadata.name=c"))
+                .await
+                .unwrap()
+        ),
+        ["c"]
+    );
+
+    let svcs: Api<Service> = Api::namespaced(c, "default");
+    let svc = |n: &str, ip: Option<&str>| -> Service {
+        let mut spec = json!({"ports": [{"port": 5672}]});
+        if let Some(ip) = ip {
+            spec["clusterIP"] = json!(ip);
+        }
+        serde_json::from_value(json!({"metadata": {"name": n}, "spec": spec})).unwrap()
+    };
+    let one = svcs
+        .create(&PostParams::default(), &svc("one", None))
+        .await
+        .unwrap();
+    let ip = one.spec.unwrap().cluster_ip.unwrap();
+    assert!(ip.starts_with("127.20.7."), "{ip}");
+    let headless = svcs
+        .create(&PostParams::default(), &svc("headless", Some("None")))
+        .await
+        .unwrap();
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+}
