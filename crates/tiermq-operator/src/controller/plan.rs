@@ -1,1 +1,0 @@
-//! The tier-conversion state machine (pure).

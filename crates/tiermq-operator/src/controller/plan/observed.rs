@@ -1,0 +1,249 @@
+//! What the planner sees: plain observation types the observe step fills from the Kubernetes API
+//! and from each broker's management API. No client types and no broker-crate types appear here,
+//! so the planner stays a pure function that tests can feed by hand.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstanceSpec, RabbitMQInstanceStatus};
+
+/// Everything [`plan`](super::plan) decides from, gathered by one observe pass.
+///
+/// The two clusters are described by kind, not by role: `shared` is the SharedCluster the instance
+/// is (or is to be) placed on and `dedicated` is the instance's own cluster. The observer picks
+/// them as follows: while `status.migration` is set, the refs recorded there (source and
+/// destination); otherwise `shared` is `spec.shared.clusterRef` (or the operator's default) and
+/// `dedicated` is the instance's dedicated StatefulSet name. The planner derives the roles (source,
+/// destination) itself from the recorded status, so a wrong guess by the observer cannot swap them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// `metadata.generation`; written to `status.observedGeneration` and every condition.
+    pub generation: i64,
+    /// `metadata.deletionTimestamp` is set: plan the finalizer's cleanup.
+    pub deletion_requested: bool,
+    /// The instance's spec as stored (desired tier, migration settings).
+    pub spec: RabbitMQInstanceSpec,
+    /// The status as last recorded by the executor (the phase the plan starts from).
+    pub status: RabbitMQInstanceStatus,
+    /// The instance's SharedCluster.
+    pub shared: ClusterObservation,
+    /// The instance's dedicated cluster (which usually does not exist on the shared tier).
+    pub dedicated: ClusterObservation,
+    /// Clusters the instance's client Service currently routes to (from its EndpointSlices).
+    pub service_routes: Vec<ClusterRef>,
+}
+
+impl Observed {
+    /// The observation of the cluster of `kind`.
+    pub fn cluster(&self, kind: ClusterKind) -> &ClusterObservation {
+        match kind {
+            ClusterKind::Shared => &self.shared,
+            ClusterKind::Dedicated => &self.dedicated,
+        }
+    }
+
+    /// The observation of the cluster `r` names, if the observer looked at that very cluster.
+    /// A ref of the right kind but another name (e.g. a migration recorded onto a SharedCluster the
+    /// observer did not observe) yields `None`: the planner then treats the cluster as unknown.
+    pub fn cluster_by_ref(&self, r: &ClusterRef) -> Option<&ClusterObservation> {
+        let c = self.cluster(r.kind);
+        (c.cluster == *r).then_some(c)
+    }
+
+    /// True when the Service routes to exactly the clusters in `want` (order ignored).
+    pub fn routes_exactly(&self, want: &[&ClusterRef]) -> bool {
+        let have: BTreeSet<(String, String, bool)> =
+            self.service_routes.iter().map(route_key).collect();
+        let want: BTreeSet<(String, String, bool)> = want.iter().map(|r| route_key(r)).collect();
+        have == want
+    }
+}
+
+fn route_key(r: &ClusterRef) -> (String, String, bool) {
+    (
+        r.namespace.clone(),
+        r.name.clone(),
+        r.kind == ClusterKind::Shared,
+    )
+}
+
+/// One broker cluster (a SharedCluster or an instance's dedicated StatefulSet).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterObservation {
+    pub cluster: ClusterRef,
+    /// The StatefulSet (for a SharedCluster: the SharedCluster object and its StatefulSet) exists.
+    pub exists: bool,
+    /// `spec.replicas` of the StatefulSet.
+    pub desired_replicas: i32,
+    /// `status.readyReplicas` of the StatefulSet.
+    pub ready_replicas: i32,
+    /// For a SharedCluster: its placement capacity. `None` for a dedicated cluster, or when unknown.
+    pub capacity: Option<SharedCapacity>,
+    /// What the management API said; `None` when it could not be reached (or was not asked because
+    /// the cluster does not exist). The planner never treats an unreachable broker as empty.
+    pub broker: Option<BrokerObservation>,
+}
+
+impl ClusterObservation {
+    /// A cluster that does not exist (the observer's answer for a missing StatefulSet).
+    pub fn absent(cluster: ClusterRef) -> Self {
+        Self {
+            cluster,
+            exists: false,
+            desired_replicas: 0,
+            ready_replicas: 0,
+            capacity: None,
+            broker: None,
+        }
+    }
+
+    /// Every desired replica is ready.
+    pub fn ready(&self) -> bool {
+        self.exists && self.desired_replicas > 0 && self.ready_replicas >= self.desired_replicas
+    }
+
+    /// The management API answered.
+    pub fn reachable(&self) -> bool {
+        self.exists && self.broker.is_some()
+    }
+
+    /// The instance's tenant as observed, `None` when absent *or unknown* (see [`Self::tenant_state`]).
+    pub fn tenant(&self) -> Option<&TenantObservation> {
+        self.broker.as_ref().and_then(|b| b.tenant.as_ref())
+    }
+
+    /// Whether the instance's tenant is there, distinguishing "absent" from "could not look".
+    pub fn tenant_state(&self) -> TenantState<'_> {
+        if !self.exists {
+            return TenantState::Absent;
+        }
+        match &self.broker {
+            None => TenantState::Unknown,
+            Some(BrokerObservation { tenant: None }) => TenantState::Absent,
+            Some(BrokerObservation { tenant: Some(t) }) => TenantState::Present(t),
+        }
+    }
+
+    /// Ready and serving the instance's tenant: what "in service" means for a conversion.
+    pub fn in_service(&self) -> bool {
+        self.ready() && self.tenant().is_some()
+    }
+}
+
+/// Three-valued tenant presence: the planner deletes or skips only on a definite answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TenantState<'a> {
+    Present(&'a TenantObservation),
+    Absent,
+    Unknown,
+}
+
+/// Placement capacity of a SharedCluster (from its spec and status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedCapacity {
+    /// Instances placed on the cluster (including ones migrating onto or off it).
+    pub instance_count: i32,
+    /// `spec.capacity.maxInstances`.
+    pub max_instances: i32,
+    /// `instance_count` already includes this instance (it is placed or migrating there).
+    pub counts_this_instance: bool,
+}
+
+impl SharedCapacity {
+    /// There is room for this instance.
+    pub fn has_room(&self) -> bool {
+        self.counts_this_instance || self.instance_count < self.max_instances
+    }
+}
+
+/// What one broker's management API reported about this instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BrokerObservation {
+    /// The instance's vhost + user; `None` when the vhost does not exist.
+    pub tenant: Option<TenantObservation>,
+}
+
+/// The instance's vhost and user on one broker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantObservation {
+    /// The user's permissions on the vhost.
+    pub access: Access,
+    /// Names of the vhost's exchanges, queues, bindings and policies (any stable encoding, e.g.
+    /// `queue/orders`). The destination is in sync when it holds every name the source holds.
+    pub topology: BTreeSet<String>,
+    /// Open client connections of the user on this vhost.
+    pub connections: u32,
+    /// Dynamic shovels defined on this vhost.
+    pub shovels: ShovelObservation,
+    /// Federation upstreams or policies for the instance exist on this vhost.
+    pub federated: bool,
+    /// The latest queue statistics, `None` when the broker gave none.
+    pub backlog: Option<BacklogSample>,
+}
+
+/// Permissions of the tenant's user on its vhost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Configure, write and read.
+    ReadWrite,
+    /// Writes refused (`write: "^$"`), reads allowed.
+    ReadOnly,
+    /// No permissions at all.
+    None,
+}
+
+impl Access {
+    /// Publishing is possible, so the backlog may still grow.
+    pub fn writable(self) -> bool {
+        self == Access::ReadWrite
+    }
+}
+
+/// Dynamic shovels on the vhost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShovelObservation {
+    pub running: u32,
+    /// Shovels in a failed/terminated state; reported in conditions, re-created by `StartShovels`.
+    pub failed: u32,
+}
+
+/// One statistics sample of the vhost's queues.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BacklogSample {
+    /// The broker's statistics timestamp of this sample (not the time the operator asked). Two
+    /// samples with the same timestamp are the same sample; only a later one is "fresh".
+    pub stats_at: DateTime<Utc>,
+    /// Per-queue counts; delayed messages held by a delayed-message exchange may be reported as an
+    /// extra entry named after the exchange.
+    pub queues: Vec<QueueBacklog>,
+    /// Messages per second leaving the vhost as the broker reports it (deliver/get + shovel rates);
+    /// `None` lets the planner derive a rate from consecutive samples.
+    pub drain_rate: Option<f64>,
+}
+
+impl BacklogSample {
+    /// Ready + unacked + delayed messages over all queues.
+    pub fn total(&self) -> i64 {
+        self.queues.iter().map(QueueBacklog::total).sum()
+    }
+
+    /// Every queue has 0 ready, 0 unacked and 0 delayed messages.
+    pub fn is_empty(&self) -> bool {
+        self.queues.iter().all(|q| q.total() == 0)
+    }
+}
+
+/// Message counts of one queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueBacklog {
+    pub queue: String,
+    pub ready: i64,
+    pub unacked: i64,
+    pub delayed: i64,
+}
+
+impl QueueBacklog {
+    pub fn total(&self) -> i64 {
+        self.ready.max(0) + self.unacked.max(0) + self.delayed.max(0)
+    }
+}

@@ -1,0 +1,160 @@
+//! What the planner returns: the next phase, the steps that bring the world to it, the status to
+//! record, the Events to emit and when to look again.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use tiermq_crd::{ClusterRef, MigrationPhase, MigrationRecord, RabbitMQInstanceStatus};
+
+/// The outcome of one planning pass.
+///
+/// How the executor uses it: run `steps` in order, each idempotently (a step whose effect is
+/// already there succeeds; a tenant step on an absent vhost succeeds). Stop at the first failure
+/// and record nothing (the next reconcile plans again from the same recorded state and gets the
+/// same steps). When every step succeeded, write `status` (only if it differs from the stored
+/// one), then emit `events`, then requeue after `requeue_after`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The migration phase the instance is in once `steps` succeeded (also in `status`).
+    pub phase: MigrationPhase,
+    /// Desired-state actions, in the order they must run.
+    pub steps: Vec<Step>,
+    /// The complete status to record after the steps succeeded.
+    pub status: RabbitMQInstanceStatus,
+    /// Events for transitions made by this plan (never repeated for an unchanged state).
+    pub events: Vec<PlannedEvent>,
+    /// When to reconcile again even if nothing changes.
+    pub requeue_after: Duration,
+}
+
+impl Plan {
+    /// The conditions to record (a view into `status`).
+    pub fn conditions(&self) -> &[Condition] {
+        &self.status.conditions
+    }
+
+    /// The condition of `type_`, if planned.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// One idempotent action. Every variant names the cluster it acts on, so the executor never has
+/// to guess roles. All of them describe a desired state ("the Service routes to X"), not a delta,
+/// so running one twice is harmless.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The dedicated cluster's objects (StatefulSet, headless Service, ConfigMap, Secrets, PDB)
+    /// exist as the spec says.
+    EnsureDedicatedCluster { cluster: ClusterRef },
+    /// The instance's vhost, user (with the instance's one set of credentials), full permissions
+    /// and vhost limits exist on `cluster`.
+    EnsureTenant { cluster: ClusterRef },
+    /// Every exchange, queue, binding and policy of the tenant's vhost on `from` exists on `to`.
+    CopyTopology { from: ClusterRef, to: ClusterRef },
+    /// The instance's client Service routes new connections to exactly these clusters (one
+    /// EndpointSlice each; empty slices for the others).
+    RouteService { to: Vec<ClusterRef> },
+    /// Queues of the tenant are federated both ways between the two clusters.
+    EnableFederation {
+        source: ClusterRef,
+        destination: ClusterRef,
+    },
+    /// No federation upstreams/policies of the tenant remain on either cluster.
+    DisableFederation {
+        source: ClusterRef,
+        destination: ClusterRef,
+    },
+    /// The tenant's user may read but not write on `cluster` (`write: "^$"`). Brief's
+    /// `RevokeSourceWrites` (and, during an abort, the destination's).
+    RevokeWrites { cluster: ClusterRef },
+    /// The tenant's user has full permissions on `cluster` again. Brief's `RestoreSourceWrites`.
+    RestoreWrites { cluster: ClusterRef },
+    /// The tenant's user has no permissions at all on `cluster`. Brief's `RevokeSourceAll`.
+    RevokeAll { cluster: ClusterRef },
+    /// A dynamic shovel (`src-delete-after: queue-length`, `ack-mode: on-confirm`) exists for every
+    /// non-empty queue of the tenant on `from`, moving its backlog to the same queue on `to`.
+    StartShovels { from: ClusterRef, to: ClusterRef },
+    /// No shovel of the tenant remains on `from`.
+    StopShovels { from: ClusterRef },
+    /// The tenant's client connections on `cluster` are closed with `reason` (shown to clients).
+    CloseConnections { cluster: ClusterRef, reason: String },
+    /// The tenant's vhost and user are gone from `cluster`. Brief's `DeleteSourceTenant`.
+    DeleteTenant { cluster: ClusterRef },
+    /// The dedicated cluster's objects are gone (PVCs per the documented retention choice).
+    DeleteDedicatedCluster { cluster: ClusterRef },
+    /// Publish the finished conversion to metrics/logs; `status.history` already holds it.
+    RecordHistory { record: MigrationRecord },
+    /// Remove the operator's finalizer: every cleanup step before it succeeded.
+    RemoveFinalizer,
+}
+
+impl Step {
+    /// A short stable name, for logs and metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::EnsureDedicatedCluster { .. } => "EnsureDedicatedCluster",
+            Step::EnsureTenant { .. } => "EnsureTenant",
+            Step::CopyTopology { .. } => "CopyTopology",
+            Step::RouteService { .. } => "RouteService",
+            Step::EnableFederation { .. } => "EnableFederation",
+            Step::DisableFederation { .. } => "DisableFederation",
+            Step::RevokeWrites { .. } => "RevokeWrites",
+            Step::RestoreWrites { .. } => "RestoreWrites",
+            Step::RevokeAll { .. } => "RevokeAll",
+            Step::StartShovels { .. } => "StartShovels",
+            Step::StopShovels { .. } => "StopShovels",
+            Step::CloseConnections { .. } => "CloseConnections",
+            Step::DeleteTenant { .. } => "DeleteTenant",
+            Step::DeleteDedicatedCluster { .. } => "DeleteDedicatedCluster",
+            Step::RecordHistory { .. } => "RecordHistory",
+            Step::RemoveFinalizer => "RemoveFinalizer",
+        }
+    }
+
+    /// Steps that take read access from, or delete state on, a cluster: the ones the safety rules
+    /// guard (never while that cluster may still hold messages, except on instance deletion).
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self,
+            Step::RevokeAll { .. }
+                | Step::DeleteTenant { .. }
+                | Step::DeleteDedicatedCluster { .. }
+        )
+    }
+
+    /// The cluster a destructive step acts on.
+    pub fn destroys(&self) -> Option<&ClusterRef> {
+        match self {
+            Step::RevokeAll { cluster }
+            | Step::DeleteTenant { cluster }
+            | Step::DeleteDedicatedCluster { cluster } => Some(cluster),
+            _ => None,
+        }
+    }
+}
+
+/// A Kubernetes Event to emit (on `RabbitMQInstance`), type Normal or Warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub type_: EventType,
+    /// CamelCase reason, one of [`super::event_reasons`].
+    pub reason: &'static str,
+    /// Human-readable note.
+    pub note: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}

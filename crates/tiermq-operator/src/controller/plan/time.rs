@@ -1,0 +1,26 @@
+//! Conversions between the planner's clock (`chrono`) and Kubernetes `Time` (`jiff` inside).
+
+use chrono::{DateTime, TimeZone, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+/// `t` as a Kubernetes `Time` (clamped to the range Kubernetes can represent).
+pub fn to_time(t: DateTime<Utc>) -> Time {
+    let nanos = i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos());
+    let ts = Timestamp::from_nanosecond(nanos).unwrap_or(if nanos < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    });
+    Time(ts)
+}
+
+/// A Kubernetes `Time` as a `chrono` instant.
+pub fn from_time(t: &Time) -> DateTime<Utc> {
+    let nanos = t.0.as_nanosecond();
+    let secs = nanos.div_euclid(1_000_000_000) as i64;
+    let sub = nanos.rem_euclid(1_000_000_000) as u32;
+    Utc.timestamp_opt(secs, sub)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
