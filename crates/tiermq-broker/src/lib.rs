@@ -1,1 +1,27 @@
-//! tiermq-broker
+//! The broker data plane: tiermq changes RabbitMQ brokers only through this crate, and this crate
+//! only through RabbitMQ's management HTTP API.
+//!
+//! - [`ManagementClient`]: a typed async client of one cluster's management API — health, vhosts,
+//!   users, permissions, vhost limits, per-vhost definitions, queues with counts and rates,
+//!   connections, dynamic shovels, federation upstreams, policies. Names are percent-encoded;
+//!   errors ([`BrokerError`]) name the cluster and the operation and say whether a retry may help;
+//!   transient failures are retried with bounded backoff; passwords never appear in errors, logs
+//!   or `Debug` output ([`Secret`]).
+//! - [`steps`]: each migration step as an idempotent function, safe to rerun after a crash at any
+//!   point — ensure a tenant, copy a vhost's topology, revoke/restore writes, measure the backlog
+//!   and decide "drained" from fresh readings, drain with shovels, federate queues, close
+//!   connections with a reason, retire a tenant (refused while messages remain).
+//!
+//! The data types the steps return ([`steps::Backlog`], [`steps::DrainProgress`], …) are plain and
+//! serializable so the operator's pure state machine and its status can use them directly.
+
+mod client;
+mod encode;
+mod error;
+pub mod model;
+mod secret;
+pub mod steps;
+
+pub use client::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy};
+pub use error::{BrokerError, ErrorKind, NotFoundExt};
+pub use secret::{Secret, generate_password, redact};

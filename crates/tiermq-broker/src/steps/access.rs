@@ -1,0 +1,79 @@
+use crate::client::ManagementClient;
+use crate::error::{BrokerError, ErrorKind};
+use crate::model::{ALLOW_ALL, DENY_ALL, Permissions};
+
+async fn current(
+    client: &ManagementClient,
+    vhost: &str,
+    user: &str,
+    op: &str,
+) -> Result<Permissions, BrokerError> {
+    client.get_permissions(vhost, user).await?.ok_or_else(|| {
+        client.error(
+            op,
+            ErrorKind::Refused {
+                reason: format!(
+                    "user {user:?} has no permissions on vhost {vhost:?}; ensure the tenant first"
+                ),
+            },
+        )
+    })
+}
+
+/// Single-write: the user can no longer publish on `vhost` (`write: "^$"`), but keeps reading and
+/// configuring, so consumers drain the source and may redeclare their queues. Takes effect at
+/// once on open channels: the next publish fails with 403 ACCESS_REFUSED. Returns the
+/// permissions now in place.
+pub async fn revoke_writes(
+    client: &ManagementClient,
+    vhost: &str,
+    user: &str,
+) -> Result<Permissions, BrokerError> {
+    let mut perms = current(
+        client,
+        vhost,
+        user,
+        &format!("revoke writes of user {user:?} on vhost {vhost:?}"),
+    )
+    .await?;
+    if perms.write != DENY_ALL {
+        perms.write = DENY_ALL.into();
+        client.put_permissions(vhost, user, &perms).await?;
+    }
+    Ok(perms)
+}
+
+/// Undoes [`revoke_writes`] (an aborted migration makes the source the sole cluster again).
+pub async fn restore_writes(
+    client: &ManagementClient,
+    vhost: &str,
+    user: &str,
+) -> Result<Permissions, BrokerError> {
+    let mut perms = current(
+        client,
+        vhost,
+        user,
+        &format!("restore writes of user {user:?} on vhost {vhost:?}"),
+    )
+    .await?;
+    if perms.write != ALLOW_ALL {
+        perms.write = ALLOW_ALL.into();
+        client.put_permissions(vhost, user, &perms).await?;
+    }
+    Ok(perms)
+}
+
+/// Destination only: the user can neither read, write nor configure on `vhost`. Open channels
+/// fail at their next operation; the vhost and its contents stay until retired.
+/// A user or vhost that no longer exists has nothing left to revoke.
+pub async fn revoke_all(
+    client: &ManagementClient,
+    vhost: &str,
+    user: &str,
+) -> Result<Permissions, BrokerError> {
+    let perms = Permissions::none();
+    if client.get_user(user).await?.is_some() && client.get_vhost(vhost).await?.is_some() {
+        client.put_permissions(vhost, user, &perms).await?;
+    }
+    Ok(perms)
+}

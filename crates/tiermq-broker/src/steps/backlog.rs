@@ -1,0 +1,390 @@
+//! How much the source still holds, and when it counts as drained.
+//!
+//! **Freshness.** The management API's counts come from statistics each queue emits every
+//! `collect_statistics_interval` (5 s by default; quorum queues every `quorum_tick_interval`,
+//! also 5 s), so one reading may be up to one interval old. A source counts as drained only after
+//! [`DrainCriteria::required_samples`] consecutive readings that show every queue empty, each
+//! taken at least [`DrainCriteria::min_spacing`] after the previous counted one. With the
+//! spacing above the statistics interval, the later reading reflects any message that existed
+//! when the earlier one was taken. A queue that has not emitted statistics yet has unknown counts
+//! and never reads as empty.
+//!
+//! **Delayed messages.** Messages waiting in a TTL / dead-letter "delay queue" (a queue with a
+//! message TTL and a dead-letter exchange, by argument or policy, and no consumers) are ready
+//! messages of that queue until they expire, so they count in `total_ready` like any other and
+//! keep the source from reading as drained; they are also summed in `delayed`. When one expires
+//! it is dead-lettered into its target queue, where it counts again until consumed. Messages with
+//! a per-message TTL look like ordinary ready messages.
+//!
+//! **ETA.** `remaining / drain_rate`, where the drain rate is the acknowledge and no-ack delivery
+//! rate over all queues; for delayed messages the queue's TTL is taken as the (upper bound of the)
+//! time until they become consumable, so the ETA is at least `TTL + delayed / drain_rate` for the
+//! longest TTL holding messages. Unknown (`None`) while nothing consumes. It is an estimate from
+//! current rates, not a promise.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::client::ManagementClient;
+use crate::error::BrokerError;
+use crate::model::QueueInfo;
+
+/// One queue's share of the backlog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueBacklog {
+    pub name: String,
+    pub queue_type: String,
+    /// `false` until the queue's first statistics emission: its counts are unknown.
+    pub stats_known: bool,
+    pub ready: u64,
+    pub unacked: u64,
+    pub consumers: u64,
+    /// Messages per second acknowledged or delivered without ack.
+    pub drain_rate: f64,
+    pub publish_rate: f64,
+    /// For a delay queue: its message TTL in milliseconds.
+    pub delay_ttl_ms: Option<u64>,
+}
+
+impl QueueBacklog {
+    pub fn remaining(&self) -> u64 {
+        self.ready + self.unacked
+    }
+
+    fn from_info(q: &QueueInfo) -> Self {
+        let stats = q.message_stats.clone().unwrap_or_default();
+        let rate = |r: Option<crate::model::Rate>| r.map(|r| r.rate).unwrap_or(0.0);
+        let consumers = q.consumers.unwrap_or(0);
+        let ttl = q.setting("message-ttl").and_then(Value::as_u64);
+        let dlx = q.setting("dead-letter-exchange").is_some();
+        QueueBacklog {
+            name: q.name.clone(),
+            queue_type: q.queue_type.clone().unwrap_or_else(|| "classic".into()),
+            stats_known: q.messages_ready.is_some() && q.messages_unacknowledged.is_some(),
+            ready: q.messages_ready.unwrap_or(0),
+            unacked: q.messages_unacknowledged.unwrap_or(0),
+            consumers,
+            drain_rate: rate(stats.ack_details)
+                + rate(stats.deliver_no_ack_details)
+                + rate(stats.get_no_ack_details),
+            publish_rate: rate(stats.publish_details),
+            delay_ttl_ms: if dlx && consumers == 0 { ttl } else { None },
+        }
+    }
+}
+
+/// A reading of a vhost's backlog: plain data for status, the state machine and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backlog {
+    pub cluster: String,
+    pub vhost: String,
+    /// When the reading was taken (the operator's clock).
+    pub sampled_at: DateTime<Utc>,
+    pub queues: Vec<QueueBacklog>,
+    pub total_ready: u64,
+    pub total_unacked: u64,
+    /// Of `total_ready`, the messages waiting in delay queues.
+    pub delayed: u64,
+    pub consumers: u64,
+    pub drain_rate: f64,
+    pub publish_rate: f64,
+    pub eta_seconds: Option<f64>,
+    /// Every queue had statistics; otherwise the totals are a lower bound.
+    pub complete: bool,
+}
+
+impl Backlog {
+    /// Builds a reading from the queue list (pure).
+    pub fn from_queues(
+        cluster: &str,
+        vhost: &str,
+        sampled_at: DateTime<Utc>,
+        queues: &[QueueInfo],
+    ) -> Self {
+        let queues: Vec<QueueBacklog> = queues.iter().map(QueueBacklog::from_info).collect();
+        let sum = |f: fn(&QueueBacklog) -> u64| queues.iter().map(f).sum::<u64>();
+        let mut b = Backlog {
+            cluster: cluster.to_string(),
+            vhost: vhost.to_string(),
+            sampled_at,
+            total_ready: sum(|q| q.ready),
+            total_unacked: sum(|q| q.unacked),
+            delayed: sum(|q| if q.delay_ttl_ms.is_some() { q.ready } else { 0 }),
+            consumers: sum(|q| q.consumers),
+            drain_rate: queues.iter().map(|q| q.drain_rate).sum(),
+            publish_rate: queues.iter().map(|q| q.publish_rate).sum(),
+            complete: queues.iter().all(|q| q.stats_known),
+            eta_seconds: None,
+            queues,
+        };
+        b.eta_seconds = b.estimate_eta();
+        b
+    }
+
+    /// Ready plus unacknowledged messages over all queues.
+    pub fn remaining(&self) -> u64 {
+        self.total_ready + self.total_unacked
+    }
+
+    /// This reading shows every queue, with known counts, empty.
+    pub fn is_empty(&self) -> bool {
+        self.complete && self.remaining() == 0
+    }
+
+    fn estimate_eta(&self) -> Option<f64> {
+        if self.is_empty() {
+            return Some(0.0);
+        }
+        if self.drain_rate <= 0.0 {
+            return None;
+        }
+        let by_rate = self.remaining() as f64 / self.drain_rate;
+        let longest_delay = self
+            .queues
+            .iter()
+            .filter(|q| q.ready > 0)
+            .filter_map(|q| q.delay_ttl_ms)
+            .max()
+            .map(|ms| ms as f64 / 1000.0 + self.delayed as f64 / self.drain_rate)
+            .unwrap_or(0.0);
+        Some(by_rate.max(longest_delay))
+    }
+}
+
+/// When a vhost counts as drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainCriteria {
+    /// Consecutive empty readings needed.
+    pub required_samples: u32,
+    /// Least time between two counted readings; keep it above the broker's statistics interval.
+    pub min_spacing: Duration,
+}
+
+impl DrainCriteria {
+    /// For a broker with the given statistics interval: two readings, two intervals apart.
+    pub fn for_stats_interval(interval: Duration) -> Self {
+        DrainCriteria {
+            required_samples: 2,
+            min_spacing: interval * 2,
+        }
+    }
+}
+
+impl Default for DrainCriteria {
+    /// RabbitMQ's default statistics interval and quorum tick are 5 s.
+    fn default() -> Self {
+        Self::for_stats_interval(Duration::from_secs(5))
+    }
+}
+
+/// The drain check's memory between readings; small and serializable so the operator can keep it
+/// in status across reconciles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    pub consecutive_empty: u32,
+    pub last_counted_at: Option<DateTime<Utc>>,
+}
+
+impl DrainProgress {
+    /// Folds one reading in (pure). A reading with anything in it starts over; an empty reading
+    /// too soon after the last counted one is not counted (it may be the same statistics).
+    pub fn observe(self, backlog: &Backlog, criteria: &DrainCriteria) -> DrainProgress {
+        if !backlog.is_empty() {
+            return DrainProgress::default();
+        }
+        let spacing =
+            chrono::Duration::from_std(criteria.min_spacing).unwrap_or(chrono::Duration::MAX);
+        match self.last_counted_at {
+            Some(last) if backlog.sampled_at < last + spacing => self,
+            _ => DrainProgress {
+                consecutive_empty: self.consecutive_empty + 1,
+                last_counted_at: Some(backlog.sampled_at),
+            },
+        }
+    }
+
+    pub fn drained(&self, criteria: &DrainCriteria) -> bool {
+        self.consecutive_empty >= criteria.required_samples
+    }
+}
+
+/// Reads the backlog of `vhost` now.
+pub async fn measure_backlog(
+    client: &ManagementClient,
+    vhost: &str,
+) -> Result<Backlog, BrokerError> {
+    let queues = client.list_queues(vhost).await?;
+    Ok(Backlog::from_queues(
+        client.cluster(),
+        vhost,
+        Utc::now(),
+        &queues,
+    ))
+}
+
+/// How [`wait_until_drained`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DrainOutcome {
+    Drained(Backlog),
+    /// The timeout passed first; nothing was deleted. The last reading is attached.
+    TimedOut(Backlog),
+}
+
+/// Polls the backlog every `poll` until the criteria hold or `timeout` passes, reporting each
+/// reading to `on_reading` (for progress, status, metrics).
+pub async fn wait_until_drained(
+    client: &ManagementClient,
+    vhost: &str,
+    criteria: &DrainCriteria,
+    poll: Duration,
+    timeout: Duration,
+    mut on_reading: impl FnMut(&Backlog, &DrainProgress),
+) -> Result<DrainOutcome, BrokerError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut progress = DrainProgress::default();
+    loop {
+        let backlog = measure_backlog(client, vhost).await?;
+        progress = progress.observe(&backlog, criteria);
+        on_reading(&backlog, &progress);
+        if progress.drained(criteria) {
+            return Ok(DrainOutcome::Drained(backlog));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(DrainOutcome::TimedOut(backlog));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn queue(v: Value) -> QueueInfo {
+        let mut base = json!({"name": "q", "vhost": "v", "type": "classic"});
+        base.as_object_mut()
+            .unwrap()
+            .extend(v.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn reading(secs: i64, queues: &[QueueInfo]) -> Backlog {
+        Backlog::from_queues("c", "v", at(secs), queues)
+    }
+
+    fn empty() -> QueueInfo {
+        queue(json!({"messages": 0, "messages_ready": 0, "messages_unacknowledged": 0}))
+    }
+
+    #[test]
+    fn counts_rates_and_eta() {
+        let q = queue(json!({
+            "messages": 150, "messages_ready": 100, "messages_unacknowledged": 50, "consumers": 2,
+            "message_stats": {"ack_details": {"rate": 25.0}, "publish_details": {"rate": 0.0}}
+        }));
+        let b = reading(0, &[q, empty()]);
+        assert_eq!(
+            (b.total_ready, b.total_unacked, b.remaining(), b.consumers),
+            (100, 50, 150, 2)
+        );
+        assert!(b.complete && !b.is_empty());
+        assert_eq!(b.eta_seconds, Some(6.0));
+    }
+
+    #[test]
+    fn a_queue_without_statistics_is_never_empty() {
+        let fresh = queue(json!({"consumers": 0}));
+        let b = reading(0, &[fresh, empty()]);
+        assert!(!b.complete);
+        assert!(!b.is_empty());
+    }
+
+    #[test]
+    fn delay_queue_messages_count_and_stretch_the_eta() {
+        let delay = queue(json!({
+            "name": "delay", "messages": 10, "messages_ready": 10, "messages_unacknowledged": 0, "consumers": 0,
+            "arguments": {"x-message-ttl": 30000, "x-dead-letter-exchange": ""}
+        }));
+        let target = queue(json!({
+            "name": "work", "messages": 0, "messages_ready": 0, "messages_unacknowledged": 0, "consumers": 1,
+            "message_stats": {"ack_details": {"rate": 10.0}}
+        }));
+        let b = reading(0, &[delay, target]);
+        assert_eq!((b.total_ready, b.delayed), (10, 10));
+        assert!(!b.is_empty());
+        // 30 s until they can be consumed, then 10 messages at 10/s.
+        assert_eq!(b.eta_seconds, Some(31.0));
+    }
+
+    #[test]
+    fn ttl_by_policy_counts_as_a_delay_queue_too() {
+        let q = queue(json!({
+            "messages": 3, "messages_ready": 3, "messages_unacknowledged": 0, "consumers": 0,
+            "effective_policy_definition": {"message-ttl": 1000, "dead-letter-exchange": "dlx"}
+        }));
+        assert_eq!(reading(0, &[q]).delayed, 3);
+    }
+
+    #[test]
+    fn nothing_consuming_means_no_eta() {
+        let q = queue(json!({"messages": 5, "messages_ready": 5, "messages_unacknowledged": 0}));
+        assert_eq!(reading(0, &[q]).eta_seconds, None);
+        assert_eq!(reading(0, &[empty()]).eta_seconds, Some(0.0));
+    }
+
+    #[test]
+    fn drained_needs_spaced_consecutive_empty_readings() {
+        let c = DrainCriteria::for_stats_interval(Duration::from_secs(1));
+        let busy = queue(json!({"messages": 1, "messages_ready": 0, "messages_unacknowledged": 1}));
+        let mut p = DrainProgress::default();
+        p = p.observe(&reading(0, &[empty()]), &c);
+        assert_eq!(p.consecutive_empty, 1);
+        // Too soon: the same statistics may be read twice.
+        p = p.observe(&reading(1, &[empty()]), &c);
+        assert_eq!(p.consecutive_empty, 1);
+        assert!(!p.drained(&c));
+        // An unacked message resets the count.
+        p = p.observe(&reading(2, &[busy]), &c);
+        assert_eq!(p, DrainProgress::default());
+        p = p.observe(&reading(3, &[empty()]), &c);
+        p = p.observe(&reading(5, &[empty()]), &c);
+        assert!(p.drained(&c));
+    }
+
+    proptest::proptest! {
+        /// Whatever the sequence, "drained" only follows readings that were all empty, the last
+        /// `required` of them counted and spaced.
+        #[test]
+        fn never_drained_right_after_a_non_empty_reading(steps in proptest::collection::vec((0u8..3, 0i64..4), 1..40)) {
+            let c = DrainCriteria::for_stats_interval(Duration::from_secs(1));
+            let mut p = DrainProgress::default();
+            let mut t = 0;
+            let mut since_non_empty: Vec<i64> = Vec::new();
+            for (kind, dt) in steps {
+                t += dt;
+                let q = match kind {
+                    0 => empty(),
+                    1 => queue(json!({"messages": 1, "messages_ready": 1, "messages_unacknowledged": 0})),
+                    _ => queue(json!({})),
+                };
+                let b = reading(t, &[q]);
+                if b.is_empty() { since_non_empty.push(t) } else { since_non_empty.clear() }
+                p = p.observe(&b, &c);
+                if p.drained(&c) {
+                    proptest::prop_assert!(b.is_empty());
+                    proptest::prop_assert!(since_non_empty.len() >= 2);
+                    let first = since_non_empty[0];
+                    proptest::prop_assert!(t - first >= 2, "counted readings {first}..{t} too close");
+                }
+            }
+        }
+    }
+}

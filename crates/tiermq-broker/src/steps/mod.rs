@@ -1,0 +1,35 @@
+//! The migration steps. Each is an idempotent async function: running it again after a crash at
+//! any point — before, during or after its effect — converges on the same end state, and a step
+//! that would lose messages refuses instead ([`crate::ErrorKind::Refused`]).
+//!
+//! Objects tiermq creates on a broker for its own use (drain shovels, federation upstreams and
+//! policies) are named with [`MANAGED_PREFIX`] and are never copied between clusters.
+
+mod access;
+mod backlog;
+mod connections;
+mod federation;
+mod retire;
+mod shovel;
+mod tenant;
+mod topology;
+
+pub use access::{restore_writes, revoke_all, revoke_writes};
+pub use backlog::{
+    Backlog, DrainCriteria, DrainOutcome, DrainProgress, QueueBacklog, measure_backlog,
+    wait_until_drained,
+};
+pub use connections::close_connections;
+pub use federation::{
+    FEDERATION_POLICY_PREFIX, FEDERATION_UPSTREAM, FederationSetup, ensure_queue_federation,
+    remove_queue_federation,
+};
+pub use retire::{RetireOutcome, retire_tenant};
+pub use shovel::{
+    DRAIN_SHOVEL_PREFIX, ShovelDrain, drain_shovel_name, ensure_drain_shovels, remove_drain_shovels,
+};
+pub use tenant::{Tenant, ensure_tenant};
+pub use topology::{TopologyCopy, copy_topology, missing_objects, tenant_topology};
+
+/// Prefix of every broker object tiermq itself manages.
+pub const MANAGED_PREFIX: &str = "tiermq-";

@@ -1,0 +1,89 @@
+use super::backlog::{DrainCriteria, DrainProgress, measure_backlog};
+use crate::client::ManagementClient;
+use crate::error::{BrokerError, ErrorKind};
+use crate::model::DENY_ALL;
+
+/// How [`retire_tenant`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireOutcome {
+    /// The vhost and user were deleted now.
+    Retired,
+    /// Nothing was left to delete (a rerun after a crash, or never created).
+    AlreadyGone,
+}
+
+/// Deletes the tenant's vhost (with its queues) and user from a source cluster — only when that
+/// cannot lose a message. Refuses, changing nothing, while:
+/// - the user may still publish on the vhost (revoke writes first, so nothing arrives between
+///   the check and the delete), or
+/// - the vhost is not drained by `criteria` (consecutive spaced empty readings; this waits for
+///   them, about `min_spacing × (required_samples − 1)`).
+pub async fn retire_tenant(
+    client: &ManagementClient,
+    vhost: &str,
+    user: &str,
+    criteria: &DrainCriteria,
+) -> Result<RetireOutcome, BrokerError> {
+    let op = format!("retire tenant vhost {vhost:?} user {user:?}");
+    if client.get_vhost(vhost).await?.is_none() {
+        let deleted_user = client.delete_user(user).await?;
+        return Ok(if deleted_user {
+            RetireOutcome::Retired
+        } else {
+            RetireOutcome::AlreadyGone
+        });
+    }
+    if let Some(perms) = client.get_permissions(vhost, user).await?
+        && perms.write != DENY_ALL
+    {
+        return Err(client.error(
+            op,
+            ErrorKind::Refused {
+                reason: format!(
+                    "user {user:?} can still publish on the vhost; revoke its writes first"
+                ),
+            },
+        ));
+    }
+    let mut progress = DrainProgress::default();
+    for reading in 0..criteria.required_samples {
+        if reading > 0 {
+            tokio::time::sleep(criteria.min_spacing).await;
+        }
+        let backlog = measure_backlog(client, vhost).await?;
+        progress = progress.observe(&backlog, criteria);
+        if !backlog.is_empty() {
+            let holding: Vec<String> = backlog
+                .queues
+                .iter()
+                .filter(|q| q.remaining() > 0 || !q.stats_known)
+                .take(5)
+                .map(|q| {
+                    if q.stats_known {
+                        format!("{} ({})", q.name, q.remaining())
+                    } else {
+                        format!("{} (no statistics yet)", q.name)
+                    }
+                })
+                .collect();
+            return Err(client.error(
+                op,
+                ErrorKind::Refused {
+                    reason: format!(
+                        "the vhost still holds {} messages ({} ready, {} unacknowledged, {} delayed) in: {}",
+                        backlog.remaining(),
+                        backlog.total_ready,
+                        backlog.total_unacked,
+                        backlog.delayed,
+                        holding.join(", ")
+                    ),
+                },
+            ));
+        }
+    }
+    debug_assert!(progress.drained(criteria));
+    client.delete_vhost(vhost).await?;
+    client.delete_user(user).await?;
+    tracing::info!(cluster = client.cluster(), vhost, user, "tenant retired");
+    Ok(RetireOutcome::Retired)
+}

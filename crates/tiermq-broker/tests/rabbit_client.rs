@@ -1,0 +1,331 @@
+//! The management-API client against a real node: unusual names, limits, tenant isolation, and
+//! bad input — each failure a clear typed error that changed nothing on the broker.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tiermq_broker::model::{Definitions, Permissions, ShovelSpec, VhostLimits};
+use tiermq_broker::steps::ensure_tenant;
+use tiermq_broker::{
+    ClientOptions, ClusterEndpoint, ErrorKind, ManagementClient, RetryPolicy, Secret,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusual_names_limits_and_health_round_trip() {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node, "test/one");
+
+    let health = c.health().await.unwrap();
+    assert!(health.healthy(), "{health:?}");
+    assert_eq!(health.version, "3.10.8");
+    assert_eq!(health.nodes, 1);
+
+    // The default "/" vhost, a space, unicode with a slash, and URL metacharacters.
+    for vhost in ["/", "my vhost", "ünïcødé/ümlaut", "100% ?#&+ odd"] {
+        let mut t = tenant(vhost, &format!("user {vhost}"));
+        t.limits = VhostLimits {
+            max_connections: Some(7),
+            max_queues: Some(3),
+        };
+        ensure_tenant(&c, &t)
+            .await
+            .unwrap_or_else(|e| panic!("{vhost:?}: {e}"));
+        assert_eq!(c.get_vhost(vhost).await.unwrap().unwrap().name, vhost);
+        assert_eq!(c.get_user(&t.user).await.unwrap().unwrap().name, t.user);
+        assert_eq!(
+            c.get_permissions(vhost, &t.user).await.unwrap(),
+            Some(Permissions::full())
+        );
+        assert_eq!(c.get_vhost_limits(vhost).await.unwrap(), t.limits);
+
+        // The tenant's credentials work over AMQP on exactly that vhost.
+        let conn = connect(&tenant_uri(&node, &t), "names").await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare("q é/x".into(), Default::default(), Default::default())
+            .await
+            .unwrap();
+        let q = c
+            .get_queue(vhost, "q é/x")
+            .await
+            .unwrap()
+            .expect("queue visible through the API");
+        assert_eq!(q.vhost, vhost);
+        conn.close(200, "bye".into()).await.unwrap();
+
+        // Removing a limit (None) deletes it; doing it twice is fine.
+        t.limits = VhostLimits {
+            max_connections: None,
+            max_queues: Some(3),
+        };
+        ensure_tenant(&c, &t).await.unwrap();
+        ensure_tenant(&c, &t).await.unwrap();
+        assert_eq!(c.get_vhost_limits(vhost).await.unwrap(), t.limits);
+
+        if vhost != "/" {
+            assert!(c.delete_vhost(vhost).await.unwrap());
+            assert!(
+                !c.delete_vhost(vhost).await.unwrap(),
+                "second delete finds nothing"
+            );
+            assert_eq!(c.get_vhost(vhost).await.unwrap(), None);
+        }
+        assert!(c.delete_user(&t.user).await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_credentials_are_refused_on_another_tenants_vhost() {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node, "test/iso");
+    let a = tenant("tenant-a", "user-a");
+    let b = tenant("tenant-b", "user-b");
+    ensure_tenant(&c, &a).await.unwrap();
+    ensure_tenant(&c, &b).await.unwrap();
+
+    let own = connect(&tenant_uri(&node, &a), "a-on-a").await;
+    own.close(200, "ok".into()).await.unwrap();
+
+    let mut a_on_b = a.clone();
+    a_on_b.vhost = b.vhost.clone();
+    let err = lapin::Connection::connect(&tenant_uri(&node, &a_on_b), Default::default())
+        .await
+        .expect_err("user-a must not open tenant-b");
+    let text = err.to_string();
+    assert!(
+        text.contains("access") || text.contains("ACCESS") || text.contains("not allowed"),
+        "{text}"
+    );
+
+    // And B's password does not log A in.
+    let mut wrong = a.clone();
+    wrong.password = b.password.clone();
+    assert!(
+        lapin::Connection::connect(&tenant_uri(&node, &wrong), Default::default())
+            .await
+            .is_err()
+    );
+
+    // Tenant users are not management users: the HTTP API refuses them.
+    let as_tenant = ManagementClient::with_options(
+        ClusterEndpoint {
+            cluster: "test/iso".into(),
+            url: node.management_url(),
+            username: a.user.clone(),
+            password: a.password.clone(),
+        },
+        quick_retry(),
+    )
+    .unwrap();
+    let err = as_tenant.list_queues(&a.vhost).await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unauthorized { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_typed_error_and_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node, "test/bad");
+    let t = tenant("orders", "orders-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    let before_vhosts = c.list_vhosts().await.unwrap();
+
+    // Wrong admin password: Unauthorized at once (not retried), nothing created.
+    let wrong = ManagementClient::with_options(
+        ClusterEndpoint {
+            cluster: "test/bad".into(),
+            url: node.management_url(),
+            username: node.admin().username.clone(),
+            password: Secret::new("definitely-not-the-password"),
+        },
+        ClientOptions {
+            retry: RetryPolicy {
+                max_attempts: 5,
+                initial_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(1),
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = wrong.put_vhost("should-not-exist").await.unwrap_err();
+    assert!(
+        matches!(err.kind, ErrorKind::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a permanent error must not be retried"
+    );
+    assert!(
+        err.to_string()
+            .contains("cluster test/bad: create vhost \"should-not-exist\""),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("definitely-not-the-password"),
+        "{err}"
+    );
+
+    // Unreachable: a loopback IP of our own with nothing listening. Retried, then typed.
+    let lease = tiermq_testkit::IpLease::acquire().unwrap();
+    let down = ManagementClient::with_options(
+        ClusterEndpoint {
+            cluster: "test/down".into(),
+            url: format!("http://{}:15672", lease.ip()),
+            username: "admin".into(),
+            password: Secret::new("irrelevant-pw"),
+        },
+        ClientOptions {
+            retry: RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(200),
+                max_backoff: Duration::from_millis(200),
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = down.list_vhosts().await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unreachable { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "two pauses between three attempts"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("cluster test/down: list vhosts: management API at http://127.3."),
+        "{err}"
+    );
+
+    // Names that cannot be addressed: refused before sending.
+    for name in [".", "..", "", "line\nbreak"] {
+        let err = c.put_vhost(name).await.unwrap_err();
+        assert!(
+            matches!(err.kind, ErrorKind::InvalidInput { .. }),
+            "{name:?}: {err}"
+        );
+    }
+    // A vhost that does not exist: NotFound, as data where absence is an answer.
+    assert_eq!(c.get_vhost("no-such-vhost").await.unwrap(), None);
+    let err = c.export_definitions("no-such-vhost").await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+
+    // A definitions document over the size limit: refused before sending.
+    let mut big = Definitions::default();
+    for i in 0..40_000 {
+        big.queues.push(json!({"name": format!("bulk-queue-{i:06}-{}", "x".repeat(200)), "durable": true, "auto_delete": false, "arguments": {}}));
+    }
+    let err = c.import_definitions(&t.vhost, &big).await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::InvalidInput { .. }), "{err}");
+    assert!(err.to_string().contains("over the limit"), "{err}");
+    // A malformed one (a queue without a name): refused before sending.
+    let mut nameless = Definitions::default();
+    nameless
+        .queues
+        .push(json!({"name": "fine", "durable": true, "auto_delete": false, "arguments": {}}));
+    nameless.queues.push(json!({"durable": true}));
+    let err = c.import_definitions(&t.vhost, &nameless).await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::InvalidInput { .. }), "{err}");
+    assert!(
+        c.list_queues(&t.vhost).await.unwrap().is_empty(),
+        "nothing imported"
+    );
+
+    // The broker's own refusal comes through typed: a policy with a malformed definition.
+    let bad_policy = tiermq_broker::model::Policy {
+        name: "ttl".into(),
+        vhost: t.vhost.clone(),
+        pattern: ".*".into(),
+        apply_to: "queues".into(),
+        definition: json!({"message-ttl": "soon"}).as_object().unwrap().clone(),
+        priority: 0,
+    };
+    let err = c.put_policy(&t.vhost, &bad_policy).await.unwrap_err();
+    assert!(
+        matches!(err.kind, ErrorKind::Client { status: 400, .. }),
+        "{err}"
+    );
+    assert!(c.list_policies(&t.vhost).await.unwrap().is_empty());
+
+    // A topology copy onto a queue that exists with other arguments: RabbitMQ's import keeps the
+    // existing queue without complaint; the copy's read-back reports the conflict.
+    let copy = tenant("orders-copy", "orders-copy-user");
+    ensure_tenant(&c, &copy).await.unwrap();
+    for (tn, max_len) in [(&t, 99), (&copy, 10)] {
+        let conn = connect(&tenant_uri(&node, tn), "clash").await;
+        let ch = conn.create_channel().await.unwrap();
+        let mut args = lapin::types::FieldTable::default();
+        args.insert(
+            "x-max-length".into(),
+            lapin::types::AMQPValue::LongInt(max_len),
+        );
+        ch.queue_declare(
+            "jobs".into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+        conn.close(200, "ok".into()).await.unwrap();
+    }
+    let err = tiermq_broker::steps::copy_topology(&c, &t.vhost, &c, &copy.vhost)
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("queue \"jobs\""), "{err}");
+    let jobs = c.get_queue(&copy.vhost, "jobs").await.unwrap().unwrap();
+    assert_eq!(
+        jobs.arguments["x-max-length"], 10,
+        "the existing queue is unchanged"
+    );
+    c.delete_vhost(&copy.vhost).await.unwrap();
+    c.delete_user(&copy.user).await.unwrap();
+
+    // A refused shovel whose URI holds a password: the password is not in the error text.
+    let spec = ShovelSpec {
+        src_uri: Secret::new(format!(
+            "amqp://{}:{}@127.0.0.1/orders",
+            t.user,
+            t.password.expose()
+        )),
+        src_queue: "jobs".into(),
+        dest_uri: Secret::new(format!(
+            "amqp://{}:{}@127.0.0.1/orders",
+            t.user,
+            t.password.expose()
+        )),
+        dest_queue: "jobs".into(),
+        ack_mode: "not-a-mode".into(),
+        src_delete_after: None,
+        prefetch: None,
+    };
+    let err = c
+        .put_shovel(&t.vhost, "bad-shovel", &spec)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind, ErrorKind::Client { status: 400, .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(t.password.expose()), "{err}");
+    assert!(!format!("{err:?}").contains(t.password.expose()), "{err:?}");
+    assert!(c.list_shovels(&t.vhost).await.unwrap().is_empty());
+
+    assert_eq!(
+        c.list_vhosts().await.unwrap(),
+        before_vhosts,
+        "no vhost appeared or vanished"
+    );
+}
