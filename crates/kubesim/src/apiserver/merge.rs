@@ -562,7 +562,15 @@ pub fn record_update(
     subresource: &str,
     now: &str,
 ) {
-    let mut entries = old.map(read_managed).unwrap_or_default();
+    // A client that rewrites managedFields (kubectl does when it moves client-side apply
+    // ownership over to server-side apply) sets the starting point, as on the real server.
+    let client_set = !new["metadata"]["managedFields"].is_null()
+        && old.is_some_and(|o| o["metadata"]["managedFields"] != new["metadata"]["managedFields"]);
+    let mut entries = if client_set {
+        read_managed(new)
+    } else {
+        old.map(read_managed).unwrap_or_default()
+    };
     let mut changed: BTreeSet<Path> = leaves(&fields_of(new, true))
         .into_iter()
         .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
