@@ -541,3 +541,64 @@ fn crd_schema_rejects_what_the_api_server_would() {
     let r = std::panic::catch_unwind(|| typed::<RabbitMQInstance>(&doc, "typo"));
     assert!(r.is_err(), "unknown field went unnoticed");
 }
+
+// ---- operator configuration ----------------------------------------------------------------
+
+/// Environment variables the operator reads: every `env = "NAME"` of its clap arguments.
+fn operator_env_names() -> BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, _) in text.match_indices("env = \"") {
+                    let rest = &text[i + "env = \"".len()..];
+                    out.insert(rest[..rest.find('"').unwrap()].to_string());
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+    // Read by the tracing subscriber's filter, not by a flag.
+    out.insert("RUST_LOG".into());
+    out
+}
+
+/// `- name: X` entries under `env:` in a Deployment manifest or template.
+fn env_names_in(rel: &str) -> BTreeSet<String> {
+    read(rel)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- name: "))
+        .map(|n| n.trim().to_string())
+        .filter(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect()
+}
+
+#[test]
+fn chart_and_kustomize_set_only_environment_the_operator_reads() {
+    let known = operator_env_names();
+    assert!(
+        known.contains("TIERMQ_METRICS_ADDR"),
+        "operator flags not found: {known:?}"
+    );
+    for rel in [
+        "charts/tiermq/templates/deployment.yaml",
+        "deploy/deployment.yaml",
+    ] {
+        let set = env_names_in(rel);
+        assert!(set.len() >= 8, "{rel}: {set:?}");
+        let unknown: Vec<&String> = set.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "{rel} sets {unknown:?}, which the operator does not read (see src/config.rs)"
+        );
+    }
+    assert_eq!(
+        env_names_in("charts/tiermq/templates/deployment.yaml"),
+        env_names_in("deploy/deployment.yaml"),
+        "the chart and deploy/ configure the operator differently"
+    );
+}
