@@ -221,7 +221,7 @@ async fn route(
             if wants_table && sub.is_none() {
                 let t = table::render(
                     &rt.columns,
-                    &[obj.clone()],
+                    std::slice::from_ref(&obj),
                     params
                         .get("includeObject")
                         .map(String::as_str)

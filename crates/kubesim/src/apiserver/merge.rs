@@ -256,7 +256,7 @@ pub fn tree_of(paths: &BTreeSet<Path>) -> Value {
     root
 }
 
-fn find_item<'a>(list: &'a [Value], seg: &str) -> Option<usize> {
+fn find_item(list: &[Value], seg: &str) -> Option<usize> {
     if let Some(k) = seg.strip_prefix("k:") {
         let want: Value = serde_json::from_str(k).ok()?;
         let want = want.as_object()?;
@@ -457,10 +457,10 @@ pub fn server_side_apply(
     let mut applied_body = applied.clone();
     // Only the part of the object this endpoint writes is owned: status on /status, the rest
     // on the main resource.
-    if let Some(m) = applied_body.as_object_mut() {
-        if subresource == "status" {
-            m.retain(|k, _| k == "status" || k == "apiVersion" || k == "kind" || k == "metadata");
-        }
+    if let Some(m) = applied_body.as_object_mut()
+        && subresource == "status"
+    {
+        m.retain(|k, _| k == "status" || k == "apiVersion" || k == "kind" || k == "metadata");
     }
     let mut new_fields = leaves(&fields_of(&applied_body, true));
     if subresource == "status" {

@@ -30,6 +30,9 @@ pub struct WatchEvent {
 
 type Key = (String, String, String, String);
 
+/// Past events after a resourceVersion and a receiver for the ones to come.
+pub type Subscription = (Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>);
+
 #[derive(Debug, Clone, Default)]
 pub struct WriteOpts {
     pub field_manager: String,
@@ -192,10 +195,7 @@ impl State {
 
     /// Events after `since` (for a watch resuming there) and a receiver for later ones, taken
     /// under the same lock so nothing falls between them.
-    pub fn subscribe(
-        &self,
-        since: u64,
-    ) -> ApiResult<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>)> {
+    pub fn subscribe(&self, since: u64) -> ApiResult<Subscription> {
         if since < self.compacted {
             return Err(ApiError::gone(format!(
                 "too old resource version: {since} ({})",
@@ -333,8 +333,10 @@ impl State {
                         Some("None") => spec["clusterIPs"] = json!(["None"]),
                         Some(ip) if !ip.is_empty() => {
                             let ip = ip.to_string();
-                            if let Some(n) = self.ip_octet(&ip) {
-                                if !self.used_ips.insert(n) {
+                            if let Some(n) = self.ip_octet(&ip)
+                                && !self.used_ips.insert(n)
+                            {
+                                {
                                     return Err(ApiError::invalid(
                                         "Service",
                                         meta_str(obj, "name").unwrap_or(""),
@@ -383,15 +385,9 @@ impl State {
                     obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
                 }
             }
-            ("", "secrets") => {
-                if obj["type"].is_null() {
-                    obj["type"] = json!("Opaque");
-                }
-            }
-            ("", "persistentvolumeclaims") => {
-                if obj["status"]["phase"].is_null() {
-                    obj["status"] = json!({"phase": "Pending"});
-                }
+            ("", "secrets") if obj["type"].is_null() => obj["type"] = json!("Opaque"),
+            ("", "persistentvolumeclaims") if obj["status"]["phase"].is_null() => {
+                obj["status"] = json!({"phase": "Pending"})
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 let types = registry::from_crd(obj).map_err(|why| {
@@ -514,10 +510,11 @@ impl State {
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
-        if rt.status_subresource && rt.crd.is_some() {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if rt.status_subresource
+            && rt.crd.is_some()
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
         obj = Self::shown(rt, obj);
         self.admit_crd(rt, &mut obj, None)?;
@@ -720,10 +717,10 @@ impl State {
             }
         }
         // a patch may carry a resourceVersion precondition; otherwise it applies to the latest
-        if meta_str(&new, "resourceVersion") == meta_str(&old, "resourceVersion") {
-            if let Some(m) = new["metadata"].as_object_mut() {
-                m.remove("resourceVersion");
-            }
+        if meta_str(&new, "resourceVersion") == meta_str(&old, "resourceVersion")
+            && let Some(m) = new["metadata"].as_object_mut()
+        {
+            m.remove("resourceVersion");
         }
         if let Some(rv) = meta_str(&new, "resourceVersion")
             && Some(rv) != meta_str(&old, "resourceVersion")
@@ -815,26 +812,22 @@ impl State {
             self.admit_crd(rt, &mut new, Some(&old))?;
         }
         match (rt.group.as_str(), rt.plural.as_str()) {
-            ("", "services") => {
-                if new["spec"]["type"] != "ExternalName" {
-                    let old_ip = &old["spec"]["clusterIP"];
-                    let new_ip = &new["spec"]["clusterIP"];
-                    if new_ip.is_null() || new_ip == "" {
-                        new["spec"]["clusterIP"] = old_ip.clone();
-                        new["spec"]["clusterIPs"] = old["spec"]["clusterIPs"].clone();
-                    } else if new_ip != old_ip {
-                        return Err(ApiError::invalid(
-                            "Service",
-                            name,
-                            "",
-                            vec![(
-                                "spec.clusterIPs[0]".into(),
-                                format!(
-                                    "Invalid value: []string{{{new_ip}}}: may not change once set"
-                                ),
-                            )],
-                        ));
-                    }
+            ("", "services") if new["spec"]["type"] != "ExternalName" => {
+                let old_ip = &old["spec"]["clusterIP"];
+                let new_ip = &new["spec"]["clusterIP"];
+                if new_ip.is_null() || new_ip == "" {
+                    new["spec"]["clusterIP"] = old_ip.clone();
+                    new["spec"]["clusterIPs"] = old["spec"]["clusterIPs"].clone();
+                } else if new_ip != old_ip {
+                    return Err(ApiError::invalid(
+                        "Service",
+                        name,
+                        "",
+                        vec![(
+                            "spec.clusterIPs[0]".into(),
+                            format!("Invalid value: []string{{{new_ip}}}: may not change once set"),
+                        )],
+                    ));
                 }
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {

@@ -127,7 +127,7 @@ pub fn json_path(obj: &Value, path: &str) -> Option<Value> {
                     let got = &e[k.trim()];
                     got.as_str()
                         .map(|s| s == want)
-                        .unwrap_or_else(|| got.to_string() == want)
+                        .unwrap_or_else(|| serde_json::to_string(got).ok().as_deref() == Some(want))
                 })?;
                 cur = found.clone();
             } else if inner == "*" {
@@ -166,7 +166,7 @@ pub fn age(ts: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Value {
 }
 
 fn count(v: &Value) -> usize {
-    v.as_object().map(|m| m.len()).unwrap_or(0) + 0
+    v.as_object().map(|m| m.len()).unwrap_or(0)
 }
 
 fn ready_of(obj: &Value) -> Value {
