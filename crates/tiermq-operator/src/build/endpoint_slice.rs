@@ -4,8 +4,9 @@
 
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use kube::ResourceExt;
 use tiermq_crd::RabbitMQInstance;
 
 use super::{
@@ -26,6 +27,29 @@ pub struct PodEndpoint {
     pub namespace: String,
     pub ip: Ipv4Addr,
     pub ready: bool,
+}
+
+/// The endpoints of a cluster's pods as observed: pods with an IPv4 address that are not being
+/// deleted, ready when their `Ready` condition is `True`.
+pub fn pod_endpoints(pods: &[Pod]) -> Vec<PodEndpoint> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let status = p.status.as_ref()?;
+            let ip: Ipv4Addr = status.pod_ip.as_deref()?.parse().ok()?;
+            let ready = status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            Some(PodEndpoint {
+                pod_name: p.name_any(),
+                namespace: p.namespace().unwrap_or_default(),
+                ip,
+                ready,
+            })
+        })
+        .collect()
 }
 
 /// The slice that sends the instance's clients to `cluster`'s pods. An empty `pods` gives a slice
@@ -132,6 +156,37 @@ mod tests {
         assert_eq!(
             (port.name.as_deref(), port.port),
             (Some("amqp"), Some(5672))
+        );
+    }
+
+    fn observed_pod(name: &str, ip: Option<&str>, ready: &str, deleting: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name, "namespace": "tiermq",
+                "deletionTimestamp": if deleting { Some("2026-01-01T00:00:00Z") } else { None },
+            },
+            "status": {
+                "podIP": ip,
+                "conditions": [{"type": "Ready", "status": ready}],
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pod_endpoints_take_ip_and_readiness_and_skip_pods_without_either() {
+        let pods = [
+            observed_pod("main-0", Some("127.30.0.1"), "True", false),
+            observed_pod("main-1", Some("127.30.0.2"), "False", false),
+            observed_pod("main-2", None, "False", false),
+            observed_pod("main-3", Some("127.30.0.4"), "True", true),
+        ];
+        assert_eq!(
+            pod_endpoints(&pods),
+            [
+                pod("main-0", [127, 30, 0, 1], true),
+                pod("main-1", [127, 30, 0, 2], false)
+            ]
         );
     }
 

@@ -420,10 +420,32 @@ impl BrokerCluster {
             .collect()
     }
 
+    /// Every object of the cluster except its two Secrets (whose values are inputs, see
+    /// [`erlang_cookie::build`] and [`admin_secret::build`]), in the order to apply them.
+    pub fn objects(&self) -> ClusterObjects {
+        ClusterObjects {
+            config_map: config_map::build(self),
+            headless_service: headless_service::build(self),
+            service: cluster_service::build(self),
+            statefulset: statefulset::build(self),
+            pdb: pdb::build(self),
+        }
+    }
+
     /// Where the operator reaches this cluster's management API.
     pub fn management_url(&self) -> String {
         management_url(&self.name, &self.namespace)
     }
+}
+
+/// A cluster's non-secret objects (see [`BrokerCluster::objects`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterObjects {
+    pub config_map: k8s_openapi::api::core::v1::ConfigMap,
+    pub headless_service: k8s_openapi::api::core::v1::Service,
+    pub service: k8s_openapi::api::core::v1::Service,
+    pub statefulset: k8s_openapi::api::apps::v1::StatefulSet,
+    pub pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget,
 }
 
 // ---- instances ------------------------------------------------------------------------------
@@ -610,6 +632,38 @@ mod tests {
         // The longest allowed instance still gives a StatefulSet name that fits.
         let name = dedicated_cluster_name(&"a".repeat(MAX_INSTANCE_NAME));
         assert!(validate_cluster_name("x", &name).is_ok());
+    }
+
+    #[test]
+    fn cluster_objects_share_namespace_owner_and_cluster_label() {
+        let c = dedicated();
+        let o = c.objects();
+        let metas = [
+            &o.config_map.metadata,
+            &o.headless_service.metadata,
+            &o.service.metadata,
+            &o.statefulset.metadata,
+            &o.pdb.metadata,
+        ];
+        let names: Vec<&str> = metas.iter().map(|m| m.name.as_deref().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "orders-dedicated-config",
+                "orders-dedicated-nodes",
+                "orders-dedicated",
+                "orders-dedicated",
+                "orders-dedicated"
+            ]
+        );
+        for m in metas {
+            assert_eq!(m.namespace.as_deref(), Some("team-a"));
+            assert_owned(m, "RabbitMQInstance", "orders");
+            assert_eq!(
+                m.labels.as_ref().unwrap()[LABEL_CLUSTER],
+                "orders-dedicated"
+            );
+        }
     }
 
     #[test]
