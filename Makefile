@@ -1,0 +1,43 @@
+# tiermq — every developer and CI entry point. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup: ## Install what the tests need on a fresh Debian machine (rabbitmq-server); needs root
+	bash .ci/setup
+
+.PHONY: build
+build: ## Build every crate
+	$(CARGO) build --workspace --all-targets
+
+.PHONY: generate
+generate: ## Write the CRD YAML (crd/ and the chart's crds/) from the Rust types
+	$(CARGO) run -q -p tiermq-operator -- crd --out-dir crd --out-dir charts/tiermq/crds
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: test
+test: lint ## fmt check, clippy, then every test (unit, real-broker, kubesim, end-to-end)
+	$(CARGO) nextest run --workspace --profile $(if $(CI),ci,default)
+
+.PHONY: test-unit
+test-unit: ## Only the tests that start no broker (fast)
+	$(CARGO) nextest run --workspace -E 'not binary(/^rabbit_/)'
+
+.PHONY: clean
+clean: ## Remove build output and demo state
+	$(CARGO) clean
+	rm -rf .tiermq
