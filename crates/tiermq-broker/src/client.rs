@@ -574,6 +574,17 @@ impl ManagementClient {
         .await
     }
 
+    pub async fn list_channels(&self, vhost: &str) -> Result<Vec<ChannelInfo>, BrokerError> {
+        let op = format!("list channels of vhost {vhost:?}");
+        self.check(&op, "vhost", vhost)?;
+        self.get_json(Call::new(
+            Method::GET,
+            op,
+            format!("vhosts/{}/channels", segment(vhost)),
+        ))
+        .await
+    }
+
     /// Closes a connection; the client receives `CONNECTION_FORCED - <reason>`. `false` if it was
     /// already gone.
     pub async fn close_connection(&self, name: &str, reason: &str) -> Result<bool, BrokerError> {

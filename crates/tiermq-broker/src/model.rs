@@ -242,6 +242,30 @@ impl ConnectionInfo {
     }
 }
 
+/// A channel as the management API lists it (from statistics: it appears after the channel's
+/// first emission).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ChannelInfo {
+    pub name: String,
+    #[serde(default)]
+    pub connection_details: Option<ConnectionDetails>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub vhost: Option<String>,
+    /// Set once the channel went idle (hibernated). An idle channel has dropped its cached
+    /// permission checks, so a revocation reaches its next operation.
+    #[serde(default)]
+    pub idle_since: Option<String>,
+    #[serde(default)]
+    pub message_stats: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ConnectionDetails {
+    pub name: String,
+}
+
 /// A dynamic shovel, AMQP 0-9-1 to AMQP 0-9-1, from a queue to a queue. URIs carry credentials,
 /// hence [`crate::Secret`].
 #[derive(Debug, Clone, PartialEq)]

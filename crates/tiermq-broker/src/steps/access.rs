@@ -21,9 +21,15 @@ async fn current(
 }
 
 /// Single-write: the user can no longer publish on `vhost` (`write: "^$"`), but keeps reading and
-/// configuring, so consumers drain the source and may redeclare their queues. Takes effect at
-/// once on open channels: the next publish fails with 403 ACCESS_REFUSED. Returns the
+/// configuring, so consumers drain the source and may redeclare their queues. Returns the
 /// permissions now in place.
+///
+/// When it takes effect (RabbitMQ 3.10, checked in `tests/rabbit_steps.rs`): at once for new
+/// channels and for channels that have been idle; a channel caches its permission checks until
+/// it idles (hibernates, after about 1–10 s without traffic), so a publisher that keeps
+/// publishing without pause keeps succeeding until it pauses. Its messages still land in the
+/// source and hold up the drain (nothing is lost); to cut such publishers off at once, close the
+/// user's connections ([`super::close_connections`]) as the connection policy allows.
 pub async fn revoke_writes(
     client: &ManagementClient,
     vhost: &str,

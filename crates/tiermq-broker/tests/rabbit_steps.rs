@@ -1,0 +1,673 @@
+//! Migration steps against real nodes: exact topology copy, idempotent and resumable tenant and
+//! copy steps, write revocation, connections closed with a reason, federation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeBindOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ExchangeKind};
+use serde_json::json;
+use tiermq_broker::model::{Definitions, Permissions, Policy, ShovelSpec, VhostLimits};
+use tiermq_broker::steps::{self, copy_topology, ensure_tenant, missing_objects, tenant_topology};
+use tiermq_broker::{ManagementClient, Secret};
+
+fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+fn policy(vhost: &str, name: &str, pattern: &str, def: serde_json::Value, priority: i64) -> Policy {
+    Policy {
+        name: name.into(),
+        vhost: vhost.into(),
+        pattern: pattern.into(),
+        apply_to: "queues".into(),
+        definition: def.as_object().unwrap().clone(),
+        priority,
+    }
+}
+
+/// Exchanges of several kinds and arguments, classic and quorum queues with arguments,
+/// queue and exchange-to-exchange bindings with arguments, and policies.
+async fn build_topology(
+    node: &tiermq_testkit::RabbitNode,
+    c: &ManagementClient,
+    t: &steps::Tenant,
+) {
+    let conn = connect(&tenant_uri(node, t), "topology").await;
+    let ch = conn.create_channel().await.unwrap();
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        "events".into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "audit".into(),
+        ExchangeKind::Fanout,
+        durable,
+        table(&[("alternate-exchange", AMQPValue::LongString("events".into()))]),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "by-header".into(),
+        ExchangeKind::Headers,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "inner".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            durable: true,
+            internal: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let q = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(
+        "orders".into(),
+        q,
+        table(&[
+            ("x-max-length", AMQPValue::LongInt(10_000)),
+            ("x-message-ttl", AMQPValue::LongInt(3_600_000)),
+            (
+                "x-dead-letter-exchange",
+                AMQPValue::LongString("audit".into()),
+            ),
+        ]),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        "payments".into(),
+        q,
+        table(&[
+            ("x-queue-type", AMQPValue::LongString("quorum".into())),
+            ("x-delivery-limit", AMQPValue::LongInt(5)),
+        ]),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        "lazy log".into(),
+        q,
+        table(&[("x-queue-mode", AMQPValue::LongString("lazy".into()))]),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "orders".into(),
+        "events".into(),
+        "order.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "payments".into(),
+        "events".into(),
+        "payment.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "lazy log".into(),
+        "audit".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "payments".into(),
+        "by-header".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        table(&[
+            ("x-match", AMQPValue::LongString("all".into())),
+            ("kind", AMQPValue::LongString("refund".into())),
+        ]),
+    )
+    .await
+    .unwrap();
+    ch.exchange_bind(
+        "audit".into(),
+        "events".into(),
+        "#".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    conn.close(200, "built".into()).await.unwrap();
+    c.put_policy(
+        &t.vhost,
+        &policy(
+            &t.vhost,
+            "lazy-cap",
+            "^lazy",
+            json!({"max-length-bytes": 1_000_000}),
+            3,
+        ),
+    )
+    .await
+    .unwrap();
+    c.put_policy(
+        &t.vhost,
+        &policy(
+            &t.vhost,
+            "orders-limit",
+            "^orders$",
+            json!({"overflow": "reject-publish"}),
+            1,
+        ),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_copy_is_exact_idempotent_and_resumable() {
+    let _serial = SERIAL.lock().await;
+    let nodes = tiermq_testkit::start_nodes(2).await.unwrap();
+    let (src, dst) = (
+        admin(&nodes[0], "shared/test"),
+        admin(&nodes[1], "dedicated/shop"),
+    );
+    let mut t = tenant("shop", "shop-user");
+    t.limits = VhostLimits {
+        max_connections: Some(50),
+        max_queues: Some(20),
+    };
+
+    // ensure_tenant interrupted after its first call (only the vhost exists), then rerun, then
+    // run again: the same complete end state.
+    dst.put_vhost(&t.vhost).await.unwrap();
+    ensure_tenant(&dst, &t).await.unwrap();
+    let state = |c: ManagementClient, t: steps::Tenant| async move {
+        (
+            c.get_vhost(&t.vhost).await.unwrap(),
+            c.get_user(&t.user).await.unwrap(),
+            c.get_permissions(&t.vhost, &t.user).await.unwrap(),
+            c.get_vhost_limits(&t.vhost).await.unwrap(),
+        )
+    };
+    let first = state(dst.clone(), t.clone()).await;
+    ensure_tenant(&dst, &t).await.unwrap();
+    assert_eq!(state(dst.clone(), t.clone()).await, first);
+    assert_eq!(first.2, Some(Permissions::full()));
+    assert_eq!(first.3, t.limits);
+    ensure_tenant(&src, &t).await.unwrap();
+
+    build_topology(&nodes[0], &src, &t).await;
+    // Things tiermq manages itself must not travel.
+    src.put_policy(
+        &t.vhost,
+        &policy(
+            &t.vhost,
+            "tiermq-federation",
+            "^none$",
+            json!({"max-length": 1}),
+            -5,
+        ),
+    )
+    .await
+    .unwrap();
+    let shovel = ShovelSpec {
+        src_uri: Secret::new(format!("amqp:///{}", t.vhost)),
+        src_queue: "orders".into(),
+        dest_uri: Secret::new(tenant_uri(&nodes[1], &t)),
+        dest_queue: "orders".into(),
+        ack_mode: "on-confirm".into(),
+        src_delete_after: None,
+        prefetch: None,
+    };
+    src.put_shovel(&t.vhost, "tiermq-drain-orders", &shovel)
+        .await
+        .unwrap();
+    src.delete_shovel(&t.vhost, "tiermq-drain-orders")
+        .await
+        .unwrap();
+
+    let want = tenant_topology(src.export_definitions(&t.vhost).await.unwrap());
+    assert_eq!(
+        (
+            want.exchanges.len(),
+            want.queues.len(),
+            want.bindings.len(),
+            want.policies.len()
+        ),
+        (4, 3, 5, 2)
+    );
+
+    // A copy that crashed halfway: half the queues and none of the bindings arrived.
+    let partial = Definitions {
+        exchanges: want.exchanges[..2].to_vec(),
+        queues: want.queues[..1].to_vec(),
+        ..Default::default()
+    };
+    dst.import_definitions(&t.vhost, &partial).await.unwrap();
+
+    let copied = copy_topology(&src, &t.vhost, &dst, &t.vhost).await.unwrap();
+    assert_eq!(
+        (
+            copied.exchanges,
+            copied.queues,
+            copied.bindings,
+            copied.policies
+        ),
+        (4, 3, 5, 2)
+    );
+    let have = tenant_topology(dst.export_definitions(&t.vhost).await.unwrap());
+    assert!(
+        missing_objects(&want, &have).is_empty(),
+        "{:?}",
+        missing_objects(&want, &have)
+    );
+    assert!(
+        missing_objects(&have, &want).is_empty(),
+        "extra objects on the destination: {:?}",
+        missing_objects(&have, &want)
+    );
+    assert!(
+        !have
+            .policies
+            .iter()
+            .any(|p| p["name"] == "tiermq-federation")
+    );
+
+    // Run again: nothing changes.
+    copy_topology(&src, &t.vhost, &dst, &t.vhost).await.unwrap();
+    assert_eq!(
+        tenant_topology(dst.export_definitions(&t.vhost).await.unwrap()),
+        have
+    );
+
+    // The copied queues are real: quorum stays quorum, arguments and policies apply.
+    let payments = dst.get_queue(&t.vhost, "payments").await.unwrap().unwrap();
+    assert_eq!(payments.queue_type.as_deref(), Some("quorum"));
+    let orders = dst.get_queue(&t.vhost, "orders").await.unwrap().unwrap();
+    assert_eq!(orders.arguments["x-dead-letter-exchange"], "audit");
+    // The queue's policy shows with its next statistics emission.
+    eventually(
+        "the copied policy to apply",
+        Duration::from_secs(10),
+        || async {
+            let q = dst.get_queue(&t.vhost, "orders").await.unwrap().unwrap();
+            (q.policy.as_deref() == Some("orders-limit")).then_some(())
+        },
+    )
+    .await;
+
+    // A message published on the destination is routed by the copied bindings.
+    let conn = connect(&tenant_uri(&nodes[1], &t), "route").await;
+    let ch = confirm_channel(&conn).await;
+    ch.basic_publish(
+        "events".into(),
+        "payment.card".into(),
+        BasicPublishOptions::default(),
+        b"7",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let got = consume_ids(&conn, "payments", 1, Duration::from_secs(5)).await;
+    assert_eq!(got.get(&7), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_the_reason() {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node, "shared/test");
+    let t = tenant("billing", "billing-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    let uri = tenant_uri(&node, &t);
+
+    let publisher = connect(&uri, "publisher").await;
+    let pub_ch = confirm_channel(&publisher).await;
+    pub_ch
+        .queue_declare(
+            "invoices".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publish_confirmed(&pub_ch, "invoices", 0..200).await;
+    let consumer = connect(&uri, "consumer").await;
+
+    // A second publisher that keeps publishing across the revocation (every 100 ms).
+    let busy = connect(&uri, "busy-publisher").await;
+    let busy_ch = confirm_channel(&busy).await;
+    let busy_task = tokio::spawn(async move {
+        let mut acked_after_revoke = 0;
+        for i in 0..15u64 {
+            let r = async {
+                busy_ch
+                    .basic_publish(
+                        "".into(),
+                        "invoices".into(),
+                        BasicPublishOptions::default(),
+                        (5000 + i).to_string().as_bytes(),
+                        BasicProperties::default(),
+                    )
+                    .await?
+                    .await
+            }
+            .await;
+            if i >= 5 && matches!(r, Ok(c) if c.is_ack()) {
+                acked_after_revoke += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        acked_after_revoke
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let perms = steps::revoke_writes(&c, &t.vhost, &t.user).await.unwrap();
+    assert_eq!(
+        perms,
+        Permissions {
+            configure: ".*".into(),
+            write: "^$".into(),
+            read: ".*".into()
+        }
+    );
+    assert_eq!(
+        steps::revoke_writes(&c, &t.vhost, &t.user).await.unwrap(),
+        perms,
+        "second revoke: same state"
+    );
+
+    // RabbitMQ 3.10 fact the operator must know: a channel that never pauses keeps its cached
+    // permission check, so its publishes still succeed after the revocation.
+    let acked_after = busy_task.await.unwrap();
+    assert_eq!(
+        acked_after, 10,
+        "a busy channel keeps publishing until it idles"
+    );
+
+    // The publisher channel that paused (it hibernates and drops its cache): its next publish
+    // is refused with 403 ACCESS_REFUSED.
+    let pub_conn_name = eventually(
+        "the publisher connection in the API",
+        Duration::from_secs(10),
+        || async {
+            c.list_connections(&t.vhost)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|x| x.client_name() == Some("publisher"))
+                .map(|x| x.name)
+        },
+    )
+    .await;
+    eventually(
+        "the publisher channel to go idle",
+        Duration::from_secs(30),
+        || async {
+            c.list_channels(&t.vhost)
+                .await
+                .unwrap()
+                .into_iter()
+                .any(|ch| {
+                    ch.connection_details
+                        .as_ref()
+                        .is_some_and(|d| d.name == pub_conn_name)
+                        && ch.idle_since.is_some()
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let refused = async {
+        pub_ch
+            .basic_publish(
+                "".into(),
+                "invoices".into(),
+                BasicPublishOptions::default(),
+                b"200",
+                BasicProperties::default(),
+            )
+            .await?
+            .await
+    }
+    .await;
+    let err = refused.expect_err("publish after revocation must fail");
+    let text = err.to_string();
+    assert!(text.contains("ACCESS_REFUSED"), "{text}");
+    // A new channel is refused at once too.
+    let fresh = confirm_channel(&consumer).await;
+    let err = async {
+        fresh
+            .basic_publish(
+                "".into(),
+                "invoices".into(),
+                BasicPublishOptions::default(),
+                b"201",
+                BasicProperties::default(),
+            )
+            .await?
+            .await
+    }
+    .await
+    .expect_err("a new channel cannot publish either");
+    assert!(err.to_string().contains("ACCESS_REFUSED"), "{err}");
+
+    // Consumers still drain the source: the 200 confirmed messages and the busy publisher's 15,
+    // once each.
+    let got = consume_ids(&consumer, "invoices", 215, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 215);
+    assert!(got.values().all(|n| *n == 1));
+
+    // Abort path: writes come back.
+    steps::restore_writes(&c, &t.vhost, &t.user).await.unwrap();
+    let ch = confirm_channel(&consumer).await;
+    publish_confirmed(&ch, "invoices", 1000..1001).await;
+
+    // Close every client connection of the tenant with a reason the clients receive.
+    let watchers = [connect(&uri, "app-1").await, connect(&uri, "app-2").await];
+    let mut events: Vec<_> = watchers
+        .iter()
+        .map(|w| Box::pin(w.events_listener()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // connections show up in the API with the stats
+    let reason = "tiermq: instance moved to its dedicated cluster, reconnect";
+    let mut closed = 0;
+    for _ in 0..20 {
+        closed += steps::close_connections(&c, &t.vhost, Some(&t.user), reason)
+            .await
+            .unwrap();
+        if closed >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        closed >= 5,
+        "closed {closed}: publisher, busy publisher, consumer, app-1, app-2"
+    );
+    for (i, ev) in events.iter_mut().enumerate() {
+        let text = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match ev.next().await {
+                    Some(lapin::Event::Error(e)) => return e.to_string(),
+                    Some(_) => continue,
+                    None => return String::from("<events ended without an error>"),
+                }
+            }
+        })
+        .await
+        .expect("the client hears about the close");
+        assert!(text.contains(reason), "client {i} got: {text}");
+        assert!(text.contains("CONNECTION_FORCED"), "client {i} got: {text}");
+    }
+    assert_eq!(
+        steps::close_connections(&c, &t.vhost, Some(&t.user), reason)
+            .await
+            .unwrap(),
+        0,
+        "nothing left to close"
+    );
+
+    // Destination only: no reads either.
+    steps::revoke_all(&c, &t.vhost, &t.user).await.unwrap();
+    assert_eq!(
+        c.get_permissions(&t.vhost, &t.user).await.unwrap(),
+        Some(Permissions::none())
+    );
+    let late = connect(&uri, "late").await;
+    let ch = late.create_channel().await.unwrap();
+    let err = ch
+        .basic_consume(
+            "invoices".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("reads are revoked");
+    assert!(
+        err.to_string().contains("ACCESS_REFUSED") || err.to_string().contains("access"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_lets_consumers_on_either_cluster_see_every_message() {
+    let _serial = SERIAL.lock().await;
+    let nodes = tiermq_testkit::start_nodes(2).await.unwrap();
+    let (a, b) = (
+        admin(&nodes[0], "shared/test"),
+        admin(&nodes[1], "dedicated/fed"),
+    );
+    let t = tenant("fed", "fed-user");
+    ensure_tenant(&a, &t).await.unwrap();
+    ensure_tenant(&b, &t).await.unwrap();
+    let (uri_a, uri_b) = (tenant_uri(&nodes[0], &t), tenant_uri(&nodes[1], &t));
+    let conn_a = connect(&uri_a, "fed-a").await;
+    let ch = conn_a.create_channel().await.unwrap();
+    ch.queue_declare(
+        "tasks".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    a.put_policy(
+        &t.vhost,
+        &policy(
+            &t.vhost,
+            "cap",
+            "^tasks$",
+            json!({"max-length": 100_000}),
+            2,
+        ),
+    )
+    .await
+    .unwrap();
+    copy_topology(&a, &t.vhost, &b, &t.vhost).await.unwrap();
+
+    // Each cluster federates from the other.
+    let on_b = steps::ensure_queue_federation(&b, &t.vhost, &Secret::new(uri_a.clone()))
+        .await
+        .unwrap();
+    let on_b_again = steps::ensure_queue_federation(&b, &t.vhost, &Secret::new(uri_a.clone()))
+        .await
+        .unwrap();
+    assert_eq!(on_b.policies, on_b_again.policies);
+    assert_eq!(
+        on_b.policies,
+        ["tiermq-federation", "tiermq-federation-cap"]
+    );
+    steps::ensure_queue_federation(&a, &t.vhost, &Secret::new(uri_b.clone()))
+        .await
+        .unwrap();
+
+    // The tenant's own policy still shapes the queue under federation.
+    eventually(
+        "the federated twin of the tenant policy to apply",
+        Duration::from_secs(10),
+        || async {
+            let q = b.get_queue(&t.vhost, "tasks").await.unwrap().unwrap();
+            (q.policy.as_deref() == Some("tiermq-federation-cap")).then_some(())
+        },
+    )
+    .await;
+
+    // Messages published on A reach a consumer on B, and the other way round.
+    let pub_a = confirm_channel(&conn_a).await;
+    publish_confirmed(&pub_a, "tasks", 0..300).await;
+    let conn_b = connect(&uri_b, "fed-b").await;
+    let pub_b = confirm_channel(&conn_b).await;
+    publish_confirmed(&pub_b, "tasks", 300..400).await;
+    let got_b = consume_ids(&conn_b, "tasks", 400, Duration::from_secs(15)).await;
+    assert_eq!(
+        got_b.len(),
+        400,
+        "a consumer on B sees messages published on both clusters"
+    );
+    publish_confirmed(&pub_b, "tasks", 400..450).await;
+    let got_a = consume_ids(&conn_a, "tasks", 50, Duration::from_secs(15)).await;
+    assert_eq!(
+        got_a.len(),
+        50,
+        "a consumer on A sees messages published on B"
+    );
+
+    steps::remove_queue_federation(&b, &t.vhost).await.unwrap();
+    steps::remove_queue_federation(&b, &t.vhost).await.unwrap();
+    let names: Vec<String> = b
+        .list_policies(&t.vhost)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["cap"]);
+    assert!(
+        b.list_federation_upstreams(&t.vhost)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
