@@ -2,6 +2,14 @@
 //!
 //! - [`controller::plan`]: the tier-conversion state machine, a pure function of (observed, now).
 //! - [`build`]: pure builders, one per Kubernetes object the operator owns.
+//! - [`controller::apply`]: the one place that writes Kubernetes objects.
+//! - [`config`], [`telemetry`], [`metrics`], [`http`], [`leader`]: the process around them.
 
 pub mod build;
+pub mod config;
 pub mod controller;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod telemetry;

@@ -1,3 +1,4 @@
 //! Reconcile concerns, one module each.
 
+pub mod apply;
 pub mod plan;

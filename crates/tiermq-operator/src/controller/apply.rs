@@ -1,0 +1,102 @@
+//! The one place that writes Kubernetes objects. Server-side apply with one field manager, forced
+//! because the operator owns every field it sets on its children.
+
+use std::fmt::Debug;
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Result, kube_err};
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "tiermq-operator";
+
+fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{} {}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Server-side apply `obj` (namespaced) and return what the server stored.
+pub async fn apply<K>(client: &kube::Client, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(kube_err("apply", describe(obj)))
+}
+
+/// Create `obj` unless an object of that name exists; never overwrite. Used for Secrets holding
+/// generated values (Erlang cookie, admin and tenant passwords) that must never be regenerated.
+/// Returns the stored object (the existing one if there was one).
+pub async fn create_once<K>(client: &kube::Client, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    if let Some(existing) = api
+        .get_opt(&obj.name_any())
+        .await
+        .map_err(kube_err("get", describe(obj)))?
+    {
+        return Ok(existing);
+    }
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            obj,
+        )
+        .await
+    {
+        Ok(created) => Ok(created),
+        // Lost a race with another writer (or our own earlier, crashed attempt): keep theirs.
+        Err(kube::Error::Api(s)) if s.code == 409 => api
+            .get(&obj.name_any())
+            .await
+            .map_err(kube_err("get", describe(obj))),
+        Err(e) => Err(kube_err("create", describe(obj))(e)),
+    }
+}
+
+/// Delete a namespaced object if it exists; a missing object is success (idempotent).
+pub async fn delete_if_exists<K>(client: &kube::Client, namespace: &str, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(kube_err(
+            "delete",
+            format!("{} {namespace}/{name}", K::kind(&())),
+        )(e)),
+    }
+}
