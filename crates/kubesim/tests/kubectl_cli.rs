@@ -607,3 +607,81 @@ async fn explain_reads_the_openapi_documents() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn unknown_fields_are_refused_by_default_and_warned_about_on_request() {
+    let k = Kubectl::new().await.with_crd().await;
+    let typo = std::fs::read_to_string(fixture("broker-a.yaml"))
+        .unwrap()
+        .replace("series: professional", "series: professional\n  bogus: 1");
+    let out = k.run(&["apply", "-f", "-"], Some(&typo)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(r#"strict decoding error: unknown field "spec.bogus""#),
+        "{stderr}"
+    );
+    let sts = STS.replace("replicas: 2", "replica: 2");
+    let out = k.run(&["apply", "-f", "-"], Some(&sts)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(r#"unknown field "spec.replica""#),
+        "{stderr}"
+    );
+    let out = k
+        .run(&["apply", "--validate=warn", "-f", "-"], Some(&typo))
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains(r#"Warning: unknown field "spec.bogus""#),
+        "{stderr}"
+    );
+    // the unknown field was pruned, as the real server does for custom resources
+    assert!(
+        k.json(&["get", "brk", "alpha"]).await["spec"]
+            .get("bogus")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn create_subcommands_that_send_protobuf_work_for_simple_kinds() {
+    let k = Kubectl::new().await;
+    k.ok(&["create", "namespace", "tenants"]).await;
+    k.ok(&[
+        "-n",
+        "tenants",
+        "create",
+        "configmap",
+        "conf",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "tenants",
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ])
+    .await;
+    k.ok(&["-n", "tenants", "create", "serviceaccount", "robot"])
+        .await;
+    let cm = k.json(&["-n", "tenants", "get", "cm", "conf"]).await;
+    assert_eq!(cm["data"], json!({"a": "1", "b": "2"}));
+    let secret = k.json(&["-n", "tenants", "get", "secret", "creds"]).await;
+    assert_eq!(
+        secret["data"]["password"], "czNjcmV0",
+        "base64 of the value"
+    );
+    assert_eq!(secret["type"], "Opaque");
+    k.ok(&["-n", "tenants", "get", "sa", "robot"]).await;
+    // kinds it cannot decode are refused with advice, not misread
+    let err = k
+        .fails(&["-n", "tenants", "create", "deployment", "d", "--image=x"])
+        .await;
+    assert!(err.contains("kubectl apply"), "{err}");
+}

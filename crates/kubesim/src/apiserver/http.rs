@@ -198,6 +198,94 @@ async fn route(
     } else {
         None
     };
+    let warnings = check_fields(&rt, method, sub, &content_type, &body, params)?;
+    let mut response = dispatch(
+        app,
+        method,
+        path,
+        params,
+        &rt,
+        (ns, ns_for_write, name, sub),
+        &content_type,
+        &manager,
+        dry_run,
+        wants_table,
+        body,
+    )?;
+    for w in warnings {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\"")))
+        {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    Ok(response)
+}
+
+/// `fieldValidation`: Strict refuses unknown fields, Warn (the default) answers with
+/// `Warning` headers, Ignore skips the check.
+fn check_fields(
+    rt: &ResourceType,
+    method: &Method,
+    sub: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+    params: &HashMap<String, String>,
+) -> ApiResult<Vec<String>> {
+    let mode = params
+        .get("fieldValidation")
+        .map(String::as_str)
+        .unwrap_or("Warn");
+    if mode == "Ignore"
+        || sub == Some("scale")
+        || !matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+    {
+        return Ok(vec![]);
+    }
+    if content_type.contains("json-patch") || content_type.contains("protobuf") {
+        return Ok(vec![]);
+    }
+    let parsed: Option<Value> = if content_type.contains("yaml") {
+        serde_yaml::from_slice(body).ok()
+    } else {
+        serde_json::from_slice(body).ok()
+    };
+    let Some(parsed) = parsed else {
+        return Ok(vec![]);
+    };
+    let unknown: Vec<String> = super::fields::unknown_fields(rt, &parsed)
+        .into_iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(vec![]);
+    }
+    if mode == "Strict" {
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+            unknown.join(", "),
+            kind = rt.kind,
+            v = rt.version
+        )));
+    }
+    Ok(unknown)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    app: &App,
+    method: &Method,
+    path: &str,
+    params: &HashMap<String, String>,
+    rt: &ResourceType,
+    (ns, ns_for_write, name, sub): (Option<&str>, Option<&str>, Option<&str>, Option<&str>),
+    content_type: &str,
+    manager: &str,
+    dry_run: bool,
+    wants_table: bool,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (content_type, manager) = (content_type.to_string(), manager.to_string());
+    let rt = rt.clone();
     match (method.clone(), name) {
         (Method::GET, None) => {
             let watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
@@ -381,7 +469,11 @@ fn field_manager(params: &HashMap<String, String>, headers: &HeaderMap) -> Strin
 }
 
 fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    if content_type.contains("protobuf") {
+        return super::proto::decode(body)
+            .map_err(|why| ApiError::new(415, "UnsupportedMediaType", why));
+    }
+    if content_type.contains("cbor") {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
