@@ -3,6 +3,10 @@
 //! Types only: no client, no IO. The CRD YAML in `crd/` and the chart is generated from these types
 //! (`tiermq-operator crd`, `make generate`).
 
+// kube's `printcolumn(...)` repeats `type_ = ...` once per column, which clippy mistakes for a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod common;
 pub mod conditions;
 pub mod instance;
