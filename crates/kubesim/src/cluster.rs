@@ -67,13 +67,17 @@ pub struct Cluster {
 fn slot_looks_free(slot: u8) -> bool {
     let api = SocketAddrV4::new(Ipv4Addr::new(127, API_OCTET, slot, 1), API_PORT);
     // A broker left over from a killed process would still hold the first pod IP's port.
-    let pod = SocketAddrV4::new(Ipv4Addr::new(127, POD_OCTET, slot, 1), sim::rabbit::DEFAULT_AMQP_PORT);
+    let pod = SocketAddrV4::new(
+        Ipv4Addr::new(127, POD_OCTET, slot, 1),
+        sim::rabbit::DEFAULT_AMQP_PORT,
+    );
     TcpListener::bind(api).is_ok() && TcpListener::bind(pod).is_ok()
 }
 
 /// Starts a cluster in the first free slot and writes `<dir>/kubeconfig`.
 pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
-    std::fs::create_dir_all(&cfg.dir).with_context(|| format!("create kubesim dir {}", cfg.dir.display()))?;
+    std::fs::create_dir_all(&cfg.dir)
+        .with_context(|| format!("create kubesim dir {}", cfg.dir.display()))?;
     // Broker processes run as the `rabbitmq` user and must be able to reach their folders.
     {
         use std::os::unix::fs::PermissionsExt;
@@ -107,7 +111,9 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
     let (slot, api) = match (started, last_err) {
         (Some(s), _) => s,
         (None, Some(e)) => return Err(e.context("no kubesim slot could start an API server")),
-        (None, None) => anyhow::bail!("all 250 kubesim slots are in use on this machine; stop other clusters"),
+        (None, None) => {
+            anyhow::bail!("all 250 kubesim slots are in use on this machine; stop other clusters")
+        }
     };
     let kubeconfig = cfg.dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig)
@@ -176,6 +182,14 @@ impl Cluster {
     /// How many `rabbitmq-server` processes run for this cluster right now.
     pub fn running_brokers(&self) -> usize {
         self.sim.as_ref().map_or(0, |s| s.running_brokers())
+    }
+
+    /// `namespace/pod` → pid of each running `rabbitmq-server`.
+    pub fn broker_pids(&self) -> std::collections::BTreeMap<String, u32> {
+        self.sim
+            .as_ref()
+            .map(|s| s.broker_pids())
+            .unwrap_or_default()
     }
 
     /// Stops brokers gracefully, then the controllers and the API server.

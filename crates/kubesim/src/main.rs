@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kubesim", about = "A small Kubernetes-like cluster on loopback for tiermq tests and demos")]
+#[command(
+    name = "kubesim",
+    about = "A small Kubernetes-like cluster on loopback for tiermq tests and demos"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -50,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
                 s = cluster.slot()
             );
             println!("Ctrl-C stops the cluster and every broker it started.");
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

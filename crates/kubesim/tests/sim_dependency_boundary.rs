@@ -28,10 +28,19 @@ fn kubesim_is_not_in_the_operators_dependency_tree() {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let packages: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let packages: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     // The check is only meaningful if the tree was really listed.
-    assert!(packages.contains(&"tiermq-operator"), "unexpected cargo tree output:\n{text}");
-    assert!(packages.contains(&"kube"), "the operator should depend on kube:\n{text}");
+    assert!(
+        packages.contains(&"tiermq-operator"),
+        "unexpected cargo tree output:\n{text}"
+    );
+    assert!(
+        packages.contains(&"kube"),
+        "the operator should depend on kube:\n{text}"
+    );
     assert!(
         !packages.contains(&"kubesim"),
         "kubesim is in the operator's dependency tree:\n{text}"

@@ -12,11 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
-};
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -58,7 +56,10 @@ async fn reconcile_all(client: &Client) -> Result<()> {
         .await
         .map_err(|e| SimError::kube("list", "Pod", "all namespaces", e))?;
     let slices = Api::<EndpointSlice>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}={ENDPOINTSLICE_CONTROLLER}")))
+        .list(
+            &ListParams::default()
+                .labels(&format!("{LABEL_MANAGED_BY}={ENDPOINTSLICE_CONTROLLER}")),
+        )
         .await
         .map_err(|e| SimError::kube("list", "EndpointSlice", "all namespaces", e))?;
 
@@ -91,7 +92,9 @@ async fn reconcile_all(client: &Client) -> Result<()> {
                 Some(cur) => {
                     let mut next = want.clone();
                     next.metadata.resource_version = cur.resource_version();
-                    api.replace(&name, &PostParams::default(), &next).await.map(|_| ())
+                    api.replace(&name, &PostParams::default(), &next)
+                        .await
+                        .map(|_| ())
                 }
                 None => api.create(&PostParams::default(), &want).await.map(|_| ()),
             };
@@ -112,7 +115,9 @@ async fn reconcile_all(client: &Client) -> Result<()> {
         {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => tracing::warn!(slice = %key_of(s), error = %e, "could not delete stale EndpointSlice"),
+            Err(e) => {
+                tracing::warn!(slice = %key_of(s), error = %e, "could not delete stale EndpointSlice")
+            }
         }
     }
     Ok(())
@@ -166,7 +171,11 @@ pub fn build_slices(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
         let mut ports = Vec::new();
         for sp in spec.ports.iter().flatten() {
             if let Some(p) = resolve_target(sp.target_port.as_ref(), sp.port, pod) {
-                ports.push((sp.name.clone(), p, sp.protocol.clone().unwrap_or_else(|| "TCP".into())));
+                ports.push((
+                    sp.name.clone(),
+                    p,
+                    sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                ));
             }
         }
         let ready = publish_not_ready || pod_ready(pod);
@@ -197,8 +206,16 @@ pub fn build_slices(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
             .iter()
             .flatten()
             .filter_map(|sp| match &sp.target_port {
-                None => Some((sp.name.clone(), sp.port, sp.protocol.clone().unwrap_or_else(|| "TCP".into()))),
-                Some(IntOrString::Int(p)) => Some((sp.name.clone(), *p, sp.protocol.clone().unwrap_or_else(|| "TCP".into()))),
+                None => Some((
+                    sp.name.clone(),
+                    sp.port,
+                    sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                )),
+                Some(IntOrString::Int(p)) => Some((
+                    sp.name.clone(),
+                    *p,
+                    sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                )),
                 Some(IntOrString::String(_)) => None,
             })
             .collect();
@@ -206,7 +223,10 @@ pub fn build_slices(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
     }
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_SERVICE_NAME.to_string(), name.clone());
-    labels.insert(LABEL_MANAGED_BY.to_string(), ENDPOINTSLICE_CONTROLLER.to_string());
+    labels.insert(
+        LABEL_MANAGED_BY.to_string(),
+        ENDPOINTSLICE_CONTROLLER.to_string(),
+    );
     groups
         .into_iter()
         .enumerate()
@@ -268,7 +288,10 @@ mod tests {
         let slices = build_slices(&svc, &[&a, &b]);
         assert_eq!(slices.len(), 1);
         let s = &slices[0];
-        assert_eq!(s.metadata.labels.as_ref().unwrap()[LABEL_SERVICE_NAME], "rmq");
+        assert_eq!(
+            s.metadata.labels.as_ref().unwrap()[LABEL_SERVICE_NAME],
+            "rmq"
+        );
         assert_eq!(s.ports.as_ref().unwrap()[0].port, Some(5673));
         let ready: Vec<(String, Option<bool>)> = s
             .endpoints
@@ -277,7 +300,10 @@ mod tests {
             .collect();
         assert_eq!(
             ready,
-            vec![("127.30.1.1".into(), Some(true)), ("127.30.1.2".into(), Some(false))]
+            vec![
+                ("127.30.1.1".into(), Some(true)),
+                ("127.30.1.2".into(), Some(false))
+            ]
         );
         let empty = build_slices(&svc, &[]);
         assert_eq!(empty.len(), 1);

@@ -51,7 +51,10 @@ impl PodIpAllocator {
                     }
                     None => {
                         return Err(SimError::PodIpsExhausted {
-                            prefix: format!("{}.{}.{}", self.prefix[0], self.prefix[1], self.prefix[2]),
+                            prefix: format!(
+                                "{}.{}.{}",
+                                self.prefix[0], self.prefix[1], self.prefix[2]
+                            ),
                         });
                     }
                 }

@@ -30,9 +30,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus, HostIP,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use tiermq_testkit::RabbitNode;
@@ -42,7 +43,9 @@ use tokio::task::JoinHandle;
 use super::ipam::PodIpAllocator;
 use super::rabbit::{self, broker_error};
 use super::volumes;
-use super::{Result, SimConfig, SimError, is_conflict, is_not_found, key_of, spawn_trigger, wait_next};
+use super::{
+    Result, SimConfig, SimError, is_conflict, is_not_found, key_of, spawn_trigger, wait_next,
+};
 
 const OWNED_CONDITIONS: &[&str] = &[
     "PodScheduled",
@@ -117,7 +120,10 @@ pub struct Observed {
 fn now() -> Time {
     // Whole seconds, as the API stores them, so unchanged status compares equal.
     let s = k8s_openapi::jiff::Timestamp::now().as_second();
-    Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(s)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 fn waiting(reason: &str, message: Option<String>) -> ContainerState {
@@ -139,7 +145,12 @@ fn running(since: Time) -> ContainerState {
     }
 }
 
-fn condition(existing: &[PodCondition], type_: &str, ok: bool, reason: Option<&str>) -> PodCondition {
+fn condition(
+    existing: &[PodCondition],
+    type_: &str,
+    ok: bool,
+    reason: Option<&str>,
+) -> PodCondition {
     let status = if ok { "True" } else { "False" };
     let prev = existing.iter().find(|c| c.type_ == type_);
     let last_transition_time = match prev {
@@ -166,7 +177,12 @@ pub fn compute_status(pod: &Pod, obs: &Observed) -> PodStatus {
         .map(|c: &Container| {
             let tracked = obs.main.as_deref().is_none_or(|m| m == c.name);
             let (state, ready, restarts, last) = if tracked {
-                (obs.state.clone(), obs.ready, obs.restarts, obs.last_state.clone())
+                (
+                    obs.state.clone(),
+                    obs.ready,
+                    obs.restarts,
+                    obs.last_state.clone(),
+                )
             } else {
                 (running(obs.start_time.clone()), true, 0, None)
             };
@@ -196,22 +212,39 @@ pub fn compute_status(pod: &Pod, obs: &Observed) -> PodStatus {
         .cloned()
         .collect();
     let started = obs.phase != "Pending";
-    conditions.push(condition(&existing, "PodReadyToStartContainers", true, None));
+    conditions.push(condition(
+        &existing,
+        "PodReadyToStartContainers",
+        true,
+        None,
+    ));
     conditions.push(condition(&existing, "Initialized", true, None));
-    conditions.push(condition(&existing, "ContainersReady", containers_ready, Some("ContainersNotReady")));
+    conditions.push(condition(
+        &existing,
+        "ContainersReady",
+        containers_ready,
+        Some("ContainersNotReady"),
+    ));
     let ready_reason = if !containers_ready {
         "ContainersNotReady"
     } else {
         "ReadinessGatesNotReady"
     };
-    conditions.push(condition(&existing, "Ready", containers_ready && gates_ok && started, Some(ready_reason)));
+    conditions.push(condition(
+        &existing,
+        "Ready",
+        containers_ready && gates_ok && started,
+        Some(ready_reason),
+    ));
     conditions.push(condition(&existing, "PodScheduled", true, None));
     let ip = obs.pod_ip.to_string();
     PodStatus {
         phase: Some(obs.phase.into()),
         message: obs.message.clone(),
         host_ip: Some("127.0.0.1".into()),
-        host_ips: Some(vec![HostIP { ip: "127.0.0.1".into() }]),
+        host_ips: Some(vec![HostIP {
+            ip: "127.0.0.1".into(),
+        }]),
         pod_ip: Some(ip.clone()),
         pod_ips: Some(vec![PodIP { ip }]),
         start_time: Some(obs.start_time.clone()),
@@ -223,7 +256,11 @@ pub fn compute_status(pod: &Pod, obs: &Observed) -> PodStatus {
 }
 
 /// How the worker waits: returns the control value when it is no longer `Run`.
-async fn pause(d: Duration, ctl: &mut watch::Receiver<Ctl>, pod_rx: &mut watch::Receiver<Pod>) -> Option<Ctl> {
+async fn pause(
+    d: Duration,
+    ctl: &mut watch::Receiver<Ctl>,
+    pod_rx: &mut watch::Receiver<Pod>,
+) -> Option<Ctl> {
     let sleep = tokio::time::sleep(d);
     tokio::pin!(sleep);
     loop {
@@ -256,22 +293,34 @@ impl Kubelet {
         }
     }
 
+    /// `namespace/pod` → pid of its running `rabbitmq-server`.
+    pub(crate) fn broker_pids(&self) -> BTreeMap<String, u32> {
+        self.brokers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, n)| (k.clone(), n.pid()))
+            .collect()
+    }
+
     pub(crate) fn running_brokers(&self) -> usize {
         self.brokers.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Stops every worker and waits for their brokers to stop.
     pub(crate) async fn stop_all(&self) {
-        let workers: Vec<Worker> = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()))
-            .into_values()
-            .collect();
+        let workers: Vec<Worker> =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .collect();
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         for w in workers {
             let _ = w.ctl.send(Ctl::Stop);
             handles.push(w.task);
         }
         handles.extend(
-            std::mem::take(&mut *self.stopping.lock().unwrap_or_else(|e| e.into_inner())).into_values(),
+            std::mem::take(&mut *self.stopping.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values(),
         );
         for h in handles {
             let _ = tokio::time::timeout(STOP_GRACE + Duration::from_secs(5), h).await;
@@ -281,13 +330,19 @@ impl Kubelet {
 
     /// Kills every broker process group at once (used from `Drop`, also while panicking).
     pub(crate) fn kill_all_now(&self) {
-        let nodes: Vec<Arc<RabbitNode>> = std::mem::take(&mut *self.brokers.lock().unwrap_or_else(|e| e.into_inner()))
-            .into_values()
-            .collect();
+        let nodes: Vec<Arc<RabbitNode>> =
+            std::mem::take(&mut *self.brokers.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .collect();
         for n in nodes {
             n.kill();
         }
-        for w in self.workers.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for w in self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             w.task.abort();
         }
     }
@@ -306,7 +361,11 @@ impl Kubelet {
         let mut stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
         stopping.retain(|_, h| !h.is_finished());
         // Pods that are gone.
-        let gone: Vec<String> = workers.keys().filter(|k| !live.contains(*k)).cloned().collect();
+        let gone: Vec<String> = workers
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
         for key in gone {
             if let Some(w) = workers.remove(&key) {
                 let _ = w.ctl.send(Ctl::Stop);
@@ -345,7 +404,15 @@ impl Kubelet {
             let (ctl, ctl_rx) = watch::channel(Ctl::Run);
             let k = self.clone();
             let task = tokio::spawn(async move { k.worker(pod_rx, ctl_rx, prev).await });
-            workers.insert(key, Worker { uid, pod_tx, ctl, task });
+            workers.insert(
+                key,
+                Worker {
+                    uid,
+                    pod_tx,
+                    ctl,
+                    task,
+                },
+            );
         }
         Ok(())
     }
@@ -366,7 +433,9 @@ impl Kubelet {
         {
             Ok(_) => {}
             Err(e) if is_not_found(&e) || is_conflict(&e) => {}
-            Err(e) => tracing::warn!(pod = %key_of(pod), error = %e, "could not confirm pod deletion"),
+            Err(e) => {
+                tracing::warn!(pod = %key_of(pod), error = %e, "could not confirm pod deletion")
+            }
         }
     }
 
@@ -375,13 +444,18 @@ impl Kubelet {
             .dir
             .join("pods")
             .join(pod.namespace().unwrap_or_default())
-            .join(format!("{}-{}", pod.name_any(), pod.uid().unwrap_or_default()))
+            .join(format!(
+                "{}-{}",
+                pod.name_any(),
+                pod.uid().unwrap_or_default()
+            ))
     }
 
     /// Writes the pod's status if it differs from what the API has.
     async fn publish(&self, pod_rx: &watch::Receiver<Pod>, obs: &Observed) {
         let mut pod = pod_rx.borrow().clone();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         for _ in 0..3 {
             let status = compute_status(&pod, obs);
             if pod.status.as_ref() == Some(&status) {
@@ -390,7 +464,10 @@ impl Kubelet {
             let uid = pod.uid();
             let mut next = pod.clone();
             next.status = Some(status);
-            match api.replace_status(&pod.name_any(), &PostParams::default(), &next).await {
+            match api
+                .replace_status(&pod.name_any(), &PostParams::default(), &next)
+                .await
+            {
                 Ok(_) => return,
                 Err(e) if is_conflict(&e) => match api.get_opt(&pod.name_any()).await {
                     Ok(Some(fresh)) if fresh.uid() == uid => pod = fresh,
@@ -407,7 +484,10 @@ impl Kubelet {
 
     fn assign_ip(&self, key: &str) -> Result<Ipv4Addr> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        self.ipam.lock().unwrap_or_else(|e| e.into_inner()).assign(key, &live)
+        self.ipam
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .assign(key, &live)
     }
 
     async fn worker(
@@ -482,7 +562,12 @@ impl Kubelet {
             .clone()
     }
 
-    async fn prepare_broker(&self, pod: &Pod, c: &Container, ip: Ipv4Addr) -> Result<tiermq_testkit::NodeConfig> {
+    async fn prepare_broker(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        ip: Ipv4Addr,
+    ) -> Result<tiermq_testkit::NodeConfig> {
         let pod_dir = self.pod_dir(pod);
         let vols = volumes::materialise(&self.client, &self.cfg.dir, pod, &pod_dir).await?;
         let env = volumes::resolve_env(&self.client, pod, c, &ip.to_string()).await?;
@@ -492,23 +577,59 @@ impl Kubelet {
         rabbit::node_config(pod, c, &inputs, ip, base, &self.cookie_for(pod))
     }
 
-    async fn probe(node: &RabbitNode) -> std::result::Result<(), String> {
-        if node.config().plugins.iter().any(|p| p == "rabbitmq_management") {
-            node.probe().await
-        } else {
-            let addr = node.amqp_address();
-            match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("AMQP port {addr}: {e}")),
-                Err(_) => Err(format!("AMQP port {addr}: timeout")),
-            }
+    /// The readiness probe: a declared `tcpSocket` probe is run as is (against the pod IP); any
+    /// other probe (exec `rabbitmq-diagnostics ...`, httpGet) or none is approximated by an
+    /// authenticated management API request when the management plugin is on, else by a TCP
+    /// connection to the AMQP port.
+    async fn probe(node: &RabbitNode, container: &Container) -> std::result::Result<(), String> {
+        let tcp_port = container
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.tcp_socket.as_ref())
+            .and_then(|t| match &t.port {
+                IntOrString::Int(p) => u16::try_from(*p).ok(),
+                IntOrString::String(name) => container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()))
+                    .and_then(|p| u16::try_from(p.container_port).ok()),
+            });
+        if tcp_port.is_none()
+            && node
+                .config()
+                .plugins
+                .iter()
+                .any(|p| p == "rabbitmq_management")
+        {
+            return node.probe().await;
+        }
+        let addr = format!(
+            "{}:{}",
+            node.config().ip,
+            tcp_port.unwrap_or(node.config().amqp_port)
+        );
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("tcp probe {addr}: {e}")),
+            Err(_) => Err(format!("tcp probe {addr}: timeout")),
         }
     }
 
     /// Joins `peer` (the full node name of `<sts>-0`): the adapter for testkit's `join_cluster`,
     /// which wants the peer's `RabbitNode` handle, while here only its name is known.
     async fn join(node: &RabbitNode, peer: &str) -> std::result::Result<(), String> {
-        let steps: [&[&str]; 4] = [&["stop_app"], &["reset"], &["join_cluster", peer], &["start_app"]];
+        let steps: [&[&str]; 4] = [
+            &["stop_app"],
+            &["reset"],
+            &["join_cluster", peer],
+            &["start_app"],
+        ];
         for args in steps {
             if let Err(e) = node.rabbitmqctl(args).await {
                 let _ = node.rabbitmqctl(&["start_app"]).await;
@@ -606,7 +727,7 @@ impl Kubelet {
                 if !node.is_running() {
                     break Ok(());
                 }
-                let probe = Self::probe(&node).await;
+                let probe = Self::probe(&node, &container).await;
                 let ready = match (&probe, joined) {
                     (Ok(()), true) => true,
                     (Ok(()), false) => {
@@ -629,7 +750,10 @@ impl Kubelet {
                 obs.ready = ready;
                 self.publish(pod_rx, obs).await;
             };
-            self.brokers.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            self.brokers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
             match outcome {
                 Err(c) => {
                     node.stop(STOP_GRACE).await;
@@ -665,8 +789,15 @@ impl Kubelet {
                             }
                         }
                     }
-                    let backoff = Duration::from_secs((1u64 << crashes.min(4)).min(10) / 2).max(Duration::from_secs(1));
-                    obs.state = waiting("CrashLoopBackOff", Some(format!("back-off {}s restarting failed container", backoff.as_secs())));
+                    let backoff = Duration::from_secs((1u64 << crashes.min(4)).min(10) / 2)
+                        .max(Duration::from_secs(1));
+                    obs.state = waiting(
+                        "CrashLoopBackOff",
+                        Some(format!(
+                            "back-off {}s restarting failed container",
+                            backoff.as_secs()
+                        )),
+                    );
                     self.publish(pod_rx, obs).await;
                     if let Some(c) = pause(backoff, ctl, pod_rx).await {
                         return c;
@@ -730,11 +861,22 @@ mod tests {
         let st = compute_status(&pod, &obs);
         assert_eq!(st.pod_ip.as_deref(), Some("127.30.1.5"));
         let cond = |st: &PodStatus, t: &str| {
-            st.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap().status.clone()
+            st.conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .status
+                .clone()
         };
         assert_eq!(cond(&st, "ContainersReady"), "True");
         assert_eq!(cond(&st, "Ready"), "False", "gate not yet true");
-        assert_eq!(cond(&st, "example.com/gate"), "False", "foreign condition kept");
+        assert_eq!(
+            cond(&st, "example.com/gate"),
+            "False",
+            "foreign condition kept"
+        );
         let mut pod2 = pod.clone();
         pod2.status = Some(st.clone());
         pod2.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "True".into();

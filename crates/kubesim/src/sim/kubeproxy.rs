@@ -79,7 +79,10 @@ pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receive
 }
 
 /// `clusterIP:port` → ready backends, from Services and EndpointSlices (pure).
-pub fn desired_routes(services: &[Service], slices: &[EndpointSlice]) -> BTreeMap<SocketAddr, Vec<SocketAddr>> {
+pub fn desired_routes(
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> BTreeMap<SocketAddr, Vec<SocketAddr>> {
     let mut out = BTreeMap::new();
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
@@ -103,7 +106,9 @@ pub fn desired_routes(services: &[Service], slices: &[EndpointSlice]) -> BTreeMa
             if sp.protocol.as_deref().is_some_and(|p| p != "TCP") {
                 continue;
             }
-            let Ok(port) = u16::try_from(sp.port) else { continue };
+            let Ok(port) = u16::try_from(sp.port) else {
+                continue;
+            };
             let mut backends = BTreeSet::new();
             for slice in &own {
                 let Some(ep_port) = slice
@@ -203,15 +208,19 @@ async fn accept_loop(listener: TcpListener, backends: Arc<Backends>, stop: watch
         };
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let outbound =
-                match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(target)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%target, error = %e, "kube-proxy: endpoint refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let outbound = match tokio::time::timeout(
+                Duration::from_secs(3),
+                TcpStream::connect(target),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%target, error = %e, "kube-proxy: endpoint refused");
+                    return;
+                }
+                Err(_) => return,
+            };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
             let (mut a, mut b) = (inbound, outbound);
@@ -263,7 +272,10 @@ mod tests {
         let amqp: SocketAddr = "127.20.3.7:5672".parse().unwrap();
         assert_eq!(
             routes[&amqp],
-            vec!["127.30.3.1:5673".parse().unwrap(), "127.30.3.3:5673".parse().unwrap()]
+            vec![
+                "127.30.3.1:5673".parse().unwrap(),
+                "127.30.3.3:5673".parse().unwrap()
+            ]
         );
         assert!(routes[&"127.20.3.7:15672".parse().unwrap()].is_empty());
     }

@@ -83,10 +83,22 @@ pub struct Sim {
 pub async fn start(client: kube::Client, cfg: SimConfig) -> Result<Sim> {
     std::fs::create_dir_all(&cfg.dir).map_err(|e| SimError::io("create", &cfg.dir, e))?;
     let (stop, stop_rx) = watch::channel(false);
-    let kubelet = Arc::new(kubelet::Kubelet::new(client.clone(), cfg.clone(), stop_rx.clone()));
+    let kubelet = Arc::new(kubelet::Kubelet::new(
+        client.clone(),
+        cfg.clone(),
+        stop_rx.clone(),
+    ));
     let tasks = vec![
-        tokio::spawn(statefulset::run(client.clone(), cfg.clone(), stop_rx.clone())),
-        tokio::spawn(endpointslice::run(client.clone(), cfg.clone(), stop_rx.clone())),
+        tokio::spawn(statefulset::run(
+            client.clone(),
+            cfg.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(endpointslice::run(
+            client.clone(),
+            cfg.clone(),
+            stop_rx.clone(),
+        )),
         tokio::spawn(kubelet::run(kubelet.clone(), stop_rx.clone())),
         tokio::spawn(kubeproxy::run(client.clone(), cfg.clone(), stop_rx.clone())),
     ];
@@ -106,6 +118,11 @@ impl Sim {
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+    }
+
+    /// `namespace/pod` → pid of the pod's running `rabbitmq-server` (leader of its process group).
+    pub fn broker_pids(&self) -> BTreeMap<String, u32> {
+        self.kubelet.broker_pids()
     }
 
     /// Number of `rabbitmq-server` processes currently running for this cluster.
@@ -201,7 +218,10 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
 }
 
 /// Equality-based selector (Service `spec.selector`).
-pub fn map_selector_matches(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn map_selector_matches(
+    sel: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     sel.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -228,7 +248,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! - **Node name**: `rabbit-<ip with dashes>@<pod IP>` with long names. A real cluster uses the
 //!   pod's stable DNS name; kubesim has no DNS, so the pod IP stands in and is kept stable per
 //!   pod name (see `ipam`). The part before `@` must be unique on the machine (one epmd).
+//! - **Distribution port**: one free on the whole machine (see [`pick_dist_port`]); the
+//!   container's `25672` cannot be used by two nodes on one host.
 //! - **Data**: the PVC mounted at `/var/lib/rabbitmq` or below (`mnesia`) is the node's base dir,
 //!   so data survives pod deletion; without a PVC a per-pod folder is used (like an emptyDir).
 //! - **Readiness**: whatever probe the pod declares (`rabbitmq-diagnostics check_port_connectivity`
@@ -55,13 +57,34 @@ pub fn is_rabbit_container(c: &Container) -> bool {
 
 /// The broker container of a pod, if any.
 pub fn rabbit_container(pod: &Pod) -> Option<&Container> {
-    pod.spec.as_ref()?.containers.iter().find(|c| is_rabbit_container(c))
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| is_rabbit_container(c))
 }
 
 /// `rabbit-127-30-4-1`: unique on the machine because pod IPs are.
 pub fn node_short_name(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("rabbit-{}-{}-{}-{}", o[0], o[1], o[2], o[3])
+}
+
+/// An Erlang distribution port for the node on `ip`, free on the whole machine.
+///
+/// Every node on one machine needs its own distribution port, even on distinct IPs: RabbitMQ's
+/// start-up check binds the port on all interfaces and refuses to start when that fails. The search
+/// starts at a spot derived from the IP (so parallel clusters rarely meet) in 20000..32000, below
+/// Linux's ephemeral range. Peers and `rabbitmqctl` find the port through epmd.
+pub fn pick_dist_port(ip: Ipv4Addr) -> u16 {
+    const BASE: u32 = 20000;
+    const SPAN: u32 = 12000;
+    let o = ip.octets();
+    let start = (u32::from(o[2]) * 254 + u32::from(o[3])) % SPAN;
+    (0..SPAN)
+        .map(|i| (BASE + (start + i) % SPAN) as u16)
+        .find(|p| std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, *p)).is_ok())
+        .unwrap_or(DEFAULT_DIST_PORT)
 }
 
 /// The pieces of a pod's broker setup that come from its files and env (pure; tested).
@@ -82,7 +105,11 @@ pub fn strip_listeners(conf: &str) -> (String, Option<u16>, Option<u16>) {
         let t = line.trim();
         let key = t.split('=').next().unwrap_or("").trim();
         let value = t.split_once('=').map(|(_, v)| v.trim()).unwrap_or("");
-        let port_of = |v: &str| v.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+        let port_of = |v: &str| {
+            v.rsplit(':')
+                .next()
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        };
         if key.starts_with("listeners.tcp.") {
             if amqp.is_none() {
                 amqp = port_of(value);
@@ -140,7 +167,10 @@ pub fn node_config(
     let (mut body, amqp, mgmt) = strip_listeners(&inputs.config_text);
     let user = inputs.env.get("RABBITMQ_DEFAULT_USER");
     let pass = inputs.env.get("RABBITMQ_DEFAULT_PASS");
-    let admin = match (conf_value(&body, "default_user"), conf_value(&body, "default_pass")) {
+    let admin = match (
+        conf_value(&body, "default_user"),
+        conf_value(&body, "default_pass"),
+    ) {
         (Some(u), Some(p)) => Credentials::new(u, p),
         _ => {
             let u = user.cloned().unwrap_or_else(|| "guest".into());
@@ -188,7 +218,7 @@ pub fn node_config(
         management_port: mgmt
             .or_else(|| container_port(container, &["management", "http"]))
             .unwrap_or(DEFAULT_MANAGEMENT_PORT),
-        dist_port: DEFAULT_DIST_PORT,
+        dist_port: pick_dist_port(ip),
         erlang_cookie: cookie,
         base_dir,
         config: body,
@@ -214,13 +244,25 @@ fn any_mounted(container: &Container, vols: &VolumePaths, name: &str) -> Option<
 }
 
 /// Reads the broker's files and env as the container would see them.
-pub fn gather_inputs(container: &Container, vols: &VolumePaths, env: BTreeMap<String, String>) -> BrokerInputs {
+pub fn gather_inputs(
+    container: &Container,
+    vols: &VolumePaths,
+    env: BTreeMap<String, String>,
+) -> BrokerInputs {
     let conf_path = env
         .get("RABBITMQ_CONFIG_FILE")
-        .map(|p| if p.ends_with(".conf") { p.clone() } else { format!("{p}.conf") })
+        .map(|p| {
+            if p.ends_with(".conf") {
+                p.clone()
+            } else {
+                format!("{p}.conf")
+            }
+        })
         .and_then(|p| host_path(container, vols, &p))
         .filter(|p| p.is_file())
-        .or_else(|| host_path(container, vols, "/etc/rabbitmq/rabbitmq.conf").filter(|p| p.is_file()))
+        .or_else(|| {
+            host_path(container, vols, "/etc/rabbitmq/rabbitmq.conf").filter(|p| p.is_file())
+        })
         .or_else(|| any_mounted(container, vols, "rabbitmq.conf"));
     let mut config_text = read_opt(conf_path).unwrap_or_default();
     if let Some(dir) = host_path(container, vols, "/etc/rabbitmq/conf.d") {
@@ -243,7 +285,9 @@ pub fn gather_inputs(container: &Container, vols: &VolumePaths, env: BTreeMap<St
         .get("RABBITMQ_ENABLED_PLUGINS_FILE")
         .and_then(|p| host_path(container, vols, p))
         .filter(|p| p.is_file())
-        .or_else(|| host_path(container, vols, "/etc/rabbitmq/enabled_plugins").filter(|p| p.is_file()))
+        .or_else(|| {
+            host_path(container, vols, "/etc/rabbitmq/enabled_plugins").filter(|p| p.is_file())
+        })
         .or_else(|| any_mounted(container, vols, "enabled_plugins"));
     let advanced = host_path(container, vols, "/etc/rabbitmq/advanced.config")
         .filter(|p| p.is_file())
@@ -331,7 +375,11 @@ mod tests {
     fn plugins_parse_from_erlang_list() {
         assert_eq!(
             parse_plugins("[rabbitmq_management,rabbitmq_shovel, rabbitmq_federation].\n"),
-            vec!["rabbitmq_management", "rabbitmq_shovel", "rabbitmq_federation"]
+            vec![
+                "rabbitmq_management",
+                "rabbitmq_shovel",
+                "rabbitmq_federation"
+            ]
         );
         assert!(parse_plugins("[].").is_empty());
     }

@@ -35,8 +35,8 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 
 use super::{
-    LABEL_POD_INDEX, LABEL_POD_NAME, LABEL_REVISION_HASH, Result, SimConfig, SimError, is_not_found,
-    key_of, spawn_trigger, wait_next,
+    LABEL_POD_INDEX, LABEL_POD_NAME, LABEL_REVISION_HASH, Result, SimConfig, SimError,
+    is_not_found, key_of, spawn_trigger, wait_next,
 };
 
 pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receiver<bool>) {
@@ -167,12 +167,23 @@ async fn ensure_claims(client: &Client, sts: &StatefulSet, ordinal: u32) -> Resu
     let match_labels = spec
         .and_then(|s| s.selector.match_labels.clone())
         .unwrap_or_default();
-    for claim in spec.and_then(|s| s.volume_claim_templates.as_ref()).into_iter().flatten() {
+    for claim in spec
+        .and_then(|s| s.volume_claim_templates.as_ref())
+        .into_iter()
+        .flatten()
+    {
         let claim_name = format!("{}-{name}-{ordinal}", claim.name_any());
         if api
             .get_opt(&claim_name)
             .await
-            .map_err(|e| SimError::kube("get", "PersistentVolumeClaim", format!("{ns}/{claim_name}"), e))?
+            .map_err(|e| {
+                SimError::kube(
+                    "get",
+                    "PersistentVolumeClaim",
+                    format!("{ns}/{claim_name}"),
+                    e,
+                )
+            })?
             .is_some()
         {
             continue;
@@ -194,7 +205,12 @@ async fn ensure_claims(client: &Client, sts: &StatefulSet, ordinal: u32) -> Resu
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => {
-                return Err(SimError::kube("create", "PersistentVolumeClaim", format!("{ns}/{claim_name}"), e));
+                return Err(SimError::kube(
+                    "create",
+                    "PersistentVolumeClaim",
+                    format!("{ns}/{claim_name}"),
+                    e,
+                ));
             }
         }
         // Bound at once: the kubelet provisions a folder for it when a pod mounts it.
@@ -251,7 +267,12 @@ async fn reconcile_one(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> 
         }
     }
     let terminating = |p: &Pod| p.metadata.deletion_timestamp.is_some();
-    let pod_revision = |p: &Pod| p.labels().get(LABEL_REVISION_HASH).cloned().unwrap_or_default();
+    let pod_revision = |p: &Pod| {
+        p.labels()
+            .get(LABEL_REVISION_HASH)
+            .cloned()
+            .unwrap_or_default()
+    };
 
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     'act: {
@@ -288,7 +309,12 @@ async fn reconcile_one(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> 
                         Ok(_) => tracing::info!(pod = %format!("{ns}/{name}-{ord}"), "created pod"),
                         Err(kube::Error::Api(s)) if s.code == 409 => {}
                         Err(e) => {
-                            return Err(SimError::kube("create", "Pod", format!("{ns}/{name}-{ord}"), e));
+                            return Err(SimError::kube(
+                                "create",
+                                "Pod",
+                                format!("{ns}/{name}-{ord}"),
+                                e,
+                            ));
                         }
                     }
                     all_ready = false;
@@ -338,7 +364,10 @@ async fn reconcile_one(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> 
     let current_revision = if updated == replicas as i32 && live.len() == replicas as usize {
         revision.clone()
     } else {
-        old_status.current_revision.clone().unwrap_or_else(|| revision.clone())
+        old_status
+            .current_revision
+            .clone()
+            .unwrap_or_else(|| revision.clone())
     };
     let current = live
         .iter()
@@ -409,13 +438,19 @@ mod tests {
         assert_eq!(labels[LABEL_POD_NAME], "rmq-1");
         assert_eq!(labels[LABEL_REVISION_HASH], rev);
         let owner = &pod.metadata.owner_references.unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("StatefulSet", "u-1", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("StatefulSet", "u-1", Some(true))
+        );
         let spec = pod.spec.unwrap();
         assert_eq!(spec.hostname.as_deref(), Some("rmq-1"));
         assert_eq!(spec.subdomain.as_deref(), Some("rmq-nodes"));
         let vols = spec.volumes.unwrap();
         let claim = vols.iter().find(|v| v.name == "persistence").unwrap();
-        assert_eq!(claim.persistent_volume_claim.as_ref().unwrap().claim_name, "persistence-rmq-1");
+        assert_eq!(
+            claim.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "persistence-rmq-1"
+        );
         assert!(vols.iter().any(|v| v.name == "conf"));
     }
 
@@ -425,7 +460,15 @@ mod tests {
         let mut b = sts();
         b.spec.as_mut().unwrap().replicas = Some(5);
         assert_eq!(template_revision("rmq", &a), template_revision("rmq", &b));
-        b.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some("rabbitmq:3.11".into());
+        b.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("rabbitmq:3.11".into());
         assert_ne!(template_revision("rmq", &a), template_revision("rmq", &b));
         assert_eq!(ordinal_of("rmq", "rmq-12"), Some(12));
         assert_eq!(ordinal_of("rmq", "rmq-x"), None);

@@ -55,7 +55,11 @@ fn write_items(
     Ok(())
 }
 
-async fn configmap_data(client: &Client, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+async fn configmap_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
@@ -72,7 +76,11 @@ async fn configmap_data(client: &Client, ns: &str, name: &str) -> Result<Option<
     }))
 }
 
-async fn secret_data(client: &Client, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+async fn secret_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
     let s = Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
@@ -98,7 +106,12 @@ fn missing(pod: &Pod, what: &str) -> SimError {
 
 /// Writes every volume of `pod` under `pod_dir` (PVCs under `root/pvc`) and returns their paths.
 /// A missing non-optional ConfigMap or Secret is an error (the pod waits, like in Kubernetes).
-pub async fn materialise(client: &Client, root: &Path, pod: &Pod, pod_dir: &Path) -> Result<VolumePaths> {
+pub async fn materialise(
+    client: &Client,
+    root: &Path,
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<VolumePaths> {
     let ns = pod.namespace().unwrap_or_default();
     let mut out = VolumePaths::new();
     for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
@@ -149,18 +162,27 @@ pub async fn materialise(client: &Client, root: &Path, pod: &Pod, pod_dir: &Path
 
 /// Where a path inside the container lives on the host, through the container's volumeMounts
 /// (longest matching mountPath wins; `subPath` honoured).
-pub fn host_path(container: &Container, volumes: &VolumePaths, container_path: &str) -> Option<PathBuf> {
+pub fn host_path(
+    container: &Container,
+    volumes: &VolumePaths,
+    container_path: &str,
+) -> Option<PathBuf> {
     let mut best: Option<(usize, PathBuf)> = None;
     for m in container.volume_mounts.iter().flatten() {
         let mount = m.mount_path.trim_end_matches('/');
         let rest = if container_path == mount {
             ""
-        } else if let Some(r) = container_path.strip_prefix(mount).and_then(|r| r.strip_prefix('/')) {
+        } else if let Some(r) = container_path
+            .strip_prefix(mount)
+            .and_then(|r| r.strip_prefix('/'))
+        {
             r
         } else {
             continue;
         };
-        let Some(base) = volumes.get(&m.name) else { continue };
+        let Some(base) = volumes.get(&m.name) else {
+            continue;
+        };
         let mut p = base.clone();
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             p = p.join(sub);
@@ -198,7 +220,12 @@ pub async fn resolve_env(
                         out.insert(e.name.clone(), String::from_utf8_lossy(v).into_owned());
                     }
                     None if r.optional == Some(true) => {}
-                    None => return Err(missing(pod, &format!("key {} in Secret {ns}/{}", r.key, r.name))),
+                    None => {
+                        return Err(missing(
+                            pod,
+                            &format!("key {} in Secret {ns}/{}", r.key, r.name),
+                        ));
+                    }
                 },
                 None if r.optional == Some(true) => {}
                 None => return Err(missing(pod, &format!("Secret {ns}/{}", r.name))),
@@ -210,7 +237,12 @@ pub async fn resolve_env(
                         out.insert(e.name.clone(), String::from_utf8_lossy(v).into_owned());
                     }
                     None if r.optional == Some(true) => {}
-                    None => return Err(missing(pod, &format!("key {} in ConfigMap {ns}/{}", r.key, r.name))),
+                    None => {
+                        return Err(missing(
+                            pod,
+                            &format!("key {} in ConfigMap {ns}/{}", r.key, r.name),
+                        ));
+                    }
                 },
                 None if r.optional == Some(true) => {}
                 None => return Err(missing(pod, &format!("ConfigMap {ns}/{}", r.name))),
@@ -251,9 +283,18 @@ mod tests {
             ("data".to_string(), PathBuf::from("/pvc/data")),
         ]
         .into();
-        assert_eq!(host_path(&c, &vols, "/etc/rabbitmq/rabbitmq.conf"), Some("/p/conf/rabbitmq.conf".into()));
-        assert_eq!(host_path(&c, &vols, "/etc/rabbitmq/enabled_plugins"), Some("/p/plugins/enabled_plugins".into()));
-        assert_eq!(host_path(&c, &vols, "/var/lib/rabbitmq/mnesia"), Some("/pvc/data".into()));
+        assert_eq!(
+            host_path(&c, &vols, "/etc/rabbitmq/rabbitmq.conf"),
+            Some("/p/conf/rabbitmq.conf".into())
+        );
+        assert_eq!(
+            host_path(&c, &vols, "/etc/rabbitmq/enabled_plugins"),
+            Some("/p/plugins/enabled_plugins".into())
+        );
+        assert_eq!(
+            host_path(&c, &vols, "/var/lib/rabbitmq/mnesia"),
+            Some("/pvc/data".into())
+        );
         assert_eq!(host_path(&c, &vols, "/tmp/x"), None);
     }
 }

@@ -1,0 +1,360 @@
+//! Real brokers in the simulated cluster: a StatefulSet with a RabbitMQ image (plus the headless
+//! and ClusterIP Services, ConfigMap and Secrets shaped like the operator's) yields running
+//! `rabbitmq-server` processes reachable through the Service's ClusterIP; deleting a pod kills its
+//! broker and the StatefulSet brings it back with its data; a crashed broker is restarted; two
+//! replicas form a real RabbitMQ cluster. At most 3 brokers per test binary run at once (1 + 2).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use kubesim::cluster::{self, Cluster, ClusterConfig, wait_for};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BOOT: Duration = Duration::from_secs(150);
+
+struct Broker {
+    name: String,
+    admin_pass: String,
+}
+
+/// The objects the operator creates for a broker cluster, applied with server-side apply.
+async fn apply_broker_objects(client: &Client, name: &str, replicas: i32) -> Broker {
+    let admin_pass: String = format!("pw{}", std::process::id());
+    let cookie = format!(
+        "COOKIE{}{}",
+        name.to_uppercase().replace('-', ""),
+        std::process::id()
+    );
+    let labels = json!({"app.kubernetes.io/name": "rabbitmq", "app.kubernetes.io/instance": name});
+    let headless = format!("{name}-nodes");
+    let docs: Vec<Value> = vec![
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": format!("{name}-erlang-cookie"), "labels": labels},
+               "stringData": {"cookie": cookie}}),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": format!("{name}-admin"), "labels": labels},
+               "stringData": {"username": "admin", "password": admin_pass}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": format!("{name}-config"), "labels": labels},
+               "data": {
+                   "rabbitmq.conf": format!(
+                       "cluster_formation.peer_discovery_backend = classic_config\n\
+                        cluster_formation.classic_config.nodes.1 = rabbit@{name}-0.{headless}.default.svc\n\
+                        cluster_partition_handling = autoheal\n\
+                        collect_statistics_interval = 500\n\
+                        loopback_users.guest = true\n"),
+                   "enabled_plugins": "[rabbitmq_management].\n"}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": headless, "labels": labels},
+               "spec": {"clusterIP": "None", "publishNotReadyAddresses": true, "selector": labels,
+                        "ports": [{"name": "amqp", "port": 5672}, {"name": "epmd", "port": 4369},
+                                  {"name": "dist", "port": 25672}]}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": name, "labels": labels},
+               "spec": {"selector": labels,
+                        "ports": [{"name": "amqp", "port": 5672, "targetPort": "amqp"},
+                                  {"name": "management", "port": 15672, "targetPort": "management"}]}}),
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas, "serviceName": headless, "podManagementPolicy": "OrderedReady",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "volumes": [{"name": "config", "configMap": {"name": format!("{name}-config"),
+                        "items": [{"key": "rabbitmq.conf", "path": "rabbitmq.conf"},
+                                  {"key": "enabled_plugins", "path": "enabled_plugins"}]}}],
+                    "containers": [{
+                        "name": "rabbitmq", "image": "rabbitmq:3.10-management",
+                        "ports": [{"name": "amqp", "containerPort": 5672},
+                                  {"name": "management", "containerPort": 15672},
+                                  {"name": "dist", "containerPort": 25672},
+                                  {"name": "epmd", "containerPort": 4369}],
+                        "env": [
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "RABBITMQ_USE_LONGNAME", "value": "true"},
+                            {"name": "RABBITMQ_NODENAME", "value": format!("rabbit@$(POD_NAME).{headless}.default.svc")},
+                            {"name": "RABBITMQ_ERLANG_COOKIE", "valueFrom": {"secretKeyRef": {"name": format!("{name}-erlang-cookie"), "key": "cookie"}}},
+                            {"name": "RABBITMQ_DEFAULT_USER", "valueFrom": {"secretKeyRef": {"name": format!("{name}-admin"), "key": "username"}}},
+                            {"name": "RABBITMQ_DEFAULT_PASS", "valueFrom": {"secretKeyRef": {"name": format!("{name}-admin"), "key": "password"}}}
+                        ],
+                        "volumeMounts": [{"name": "config", "mountPath": "/etc/rabbitmq/", "readOnly": true},
+                                         {"name": "data", "mountPath": "/var/lib/rabbitmq"}],
+                        "readinessProbe": {"tcpSocket": {"port": "amqp"}, "periodSeconds": 10}
+                    }]
+                }
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]
+        }}),
+    ];
+    let pp = PatchParams::apply("rabbit-test").force();
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap().to_string();
+        let obj_name = doc["metadata"]["name"].as_str().unwrap().to_string();
+        let patch = Patch::Apply(&doc);
+        let res = match kind.as_str() {
+            "Secret" => Api::<Secret>::namespaced(client.clone(), "default")
+                .patch(&obj_name, &pp, &patch)
+                .await
+                .map(|_| ()),
+            "ConfigMap" => Api::<ConfigMap>::namespaced(client.clone(), "default")
+                .patch(&obj_name, &pp, &patch)
+                .await
+                .map(|_| ()),
+            "Service" => Api::<Service>::namespaced(client.clone(), "default")
+                .patch(&obj_name, &pp, &patch)
+                .await
+                .map(|_| ()),
+            _ => Api::<StatefulSet>::namespaced(client.clone(), "default")
+                .patch(&obj_name, &pp, &patch)
+                .await
+                .map(|_| ()),
+        };
+        res.unwrap_or_else(|e| panic!("apply {kind} {obj_name}: {e}"));
+    }
+    Broker {
+        name: name.to_string(),
+        admin_pass,
+    }
+}
+
+async fn cluster_ip(client: &Client, name: &str) -> Ipv4Addr {
+    let svc = Api::<Service>::namespaced(client.clone(), "default")
+        .get(name)
+        .await
+        .unwrap();
+    svc.spec.unwrap().cluster_ip.unwrap().parse().unwrap()
+}
+
+async fn wait_ready_replicas(client: &Client, name: &str, n: i32) {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    wait_for(&format!("{name} readyReplicas {n}"), BOOT, || async {
+        sets.get(name)
+            .await
+            .ok()
+            .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(n))
+    })
+    .await
+    .unwrap();
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// GET on the management API through the ClusterIP, retried until it answers 2xx.
+async fn mgmt_get(b: &Broker, ip: Ipv4Addr, path: &str) -> Value {
+    let url = format!("http://{ip}:15672{path}");
+    wait_for(&format!("GET {url}"), Duration::from_secs(60), || async {
+        let r = http()
+            .get(&url)
+            .basic_auth("admin", Some(&b.admin_pass))
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json::<Value>().await.ok()
+    })
+    .await
+    .unwrap()
+}
+
+/// Opens an AMQP connection through `addr` far enough to receive the broker's Connection.Start.
+async fn amqp_handshake(addr: SocketAddr) -> std::io::Result<()> {
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await??;
+    s.write_all(b"AMQP\x00\x00\x09\x01").await?;
+    let mut head = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await??;
+    // Method frame on channel 0, class 10 (connection) method 10 (start).
+    let ok = head[0] == 1 && head[1..3] == [0, 0] && head[7..11] == [0, 10, 0, 10];
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "not a Connection.Start frame: {head:?}"
+        )))
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn start_cluster() -> (Cluster, tempfile::TempDir) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "kubesim=info,tiermq_testkit=info".into()),
+        ))
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster::start(ClusterConfig::new(dir.path()))
+        .await
+        .unwrap();
+    (c, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_crash() {
+    let (c, dir) = start_cluster().await;
+    let client = c.client();
+    let result = tokio::time::timeout(Duration::from_secs(240), async {
+        let b = apply_broker_objects(&client, "solo", 1).await;
+        wait_ready_replicas(&client, &b.name, 1).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let pod = pods.get("solo-0").await.unwrap();
+        let pod_ip: Ipv4Addr = pod
+            .status
+            .as_ref()
+            .unwrap()
+            .pod_ip
+            .as_ref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let vip = cluster_ip(&client, "solo").await;
+
+        // AMQP and the management API answer through the ClusterIP, from the pod's broker.
+        wait_for(
+            "AMQP handshake via ClusterIP",
+            Duration::from_secs(30),
+            || async { amqp_handshake((vip, 5672).into()).await.ok() },
+        )
+        .await
+        .unwrap();
+        let overview = mgmt_get(&b, vip, "/api/overview").await;
+        assert_eq!(
+            overview["node"],
+            format!("rabbit-{}@{pod_ip}", pod_ip.to_string().replace('.', "-"))
+        );
+        let r = http()
+            .put(format!("http://{vip}:15672/api/vhosts/keep-me"))
+            .basic_auth("admin", Some(&b.admin_pass))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "create vhost: {}", r.status());
+
+        // Deleting the pod kills its broker; the StatefulSet brings it back with its data.
+        let old_pid = c.broker_pids()["default/solo-0"];
+        assert!(pid_alive(old_pid));
+        pods.delete("solo-0", &Default::default()).await.unwrap();
+        wait_for(
+            "old broker process gone",
+            Duration::from_secs(20),
+            || async { (!pid_alive(old_pid)).then_some(()) },
+        )
+        .await
+        .unwrap();
+        let new_pod = wait_for("solo-0 re-created and Ready", BOOT, || async {
+            pods.get_opt("solo-0").await.ok().flatten().filter(|p| {
+                p.uid() != pod.uid()
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            new_pod.status.unwrap().pod_ip,
+            Some(pod_ip.to_string()),
+            "stable pod IP"
+        );
+        let new_pid = c.broker_pids()["default/solo-0"];
+        assert_ne!(new_pid, old_pid);
+        let vhost = mgmt_get(&b, vip, "/api/vhosts/keep-me").await;
+        assert_eq!(vhost["name"], "keep-me", "data survived the pod's deletion");
+        assert!(dir.path().join("pvc/default/data-solo-0/mnesia").is_dir());
+
+        // A crashed broker is restarted (restartPolicy Always) and counted.
+        unsafe_kill(new_pid);
+        wait_for("broker restarted after a crash", BOOT, || async {
+            let p = pods.get("solo-0").await.ok()?;
+            let st = p.status?;
+            let cs = st.container_statuses?.into_iter().next()?;
+            (cs.restart_count >= 1
+                && cs.ready
+                && c.broker_pids().get("default/solo-0") != Some(&new_pid))
+            .then_some(())
+        })
+        .await
+        .unwrap();
+        mgmt_get(&b, vip, "/api/vhosts/keep-me").await;
+        assert_eq!(c.running_brokers(), 1);
+    })
+    .await;
+    let pids: Vec<u32> = c.broker_pids().into_values().collect();
+    c.shutdown().await;
+    for pid in pids {
+        assert!(!pid_alive(pid), "broker {pid} still running after shutdown");
+    }
+    result.expect("test took too long");
+}
+
+/// SIGKILL to the broker's whole process group: a crash as far as RabbitMQ is concerned.
+fn unsafe_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_form_a_rabbitmq_cluster() {
+    let (c, _dir) = start_cluster().await;
+    let client = c.client();
+    let result = tokio::time::timeout(Duration::from_secs(240), async {
+        let b = apply_broker_objects(&client, "duo", 2).await;
+        wait_ready_replicas(&client, &b.name, 2).await;
+        let vip = cluster_ip(&client, "duo").await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let mut expected: Vec<String> = Vec::new();
+        for i in 0..2 {
+            let p = pods.get(&format!("duo-{i}")).await.unwrap();
+            let ip = p.status.unwrap().pod_ip.unwrap();
+            expected.push(format!("rabbit-{}@{ip}", ip.replace('.', "-")));
+        }
+        expected.sort();
+        let nodes = wait_for(
+            "both nodes running in the cluster",
+            Duration::from_secs(60),
+            || async {
+                let nodes = mgmt_get(&b, vip, "/api/nodes").await;
+                let mut running: Vec<String> = nodes
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["running"] == true)
+                    .map(|n| n["name"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                running.sort();
+                (running == expected).then_some(nodes)
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(nodes.as_array().unwrap().len(), 2);
+        assert!(c.running_brokers() <= 3);
+    })
+    .await;
+    c.shutdown().await;
+    result.expect("test took too long");
+}
