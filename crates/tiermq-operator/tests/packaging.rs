@@ -243,6 +243,68 @@ fn every_top_level_value_is_used_by_a_template() {
     );
 }
 
+/// The template actions (`{{ ... }}`) of a chart file, without delimiters and trim markers.
+fn template_actions(text: &str, file: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .unwrap_or_else(|| panic!("{file}: `{{{{` without `}}}}`"));
+        let action = after[..end]
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
+        out.push(action.to_string());
+        rest = &after[end + 2..];
+    }
+    assert!(!rest.contains("}}"), "{file}: `}}}}` without `{{{{`");
+    out
+}
+
+#[test]
+fn chart_templates_are_balanced_and_their_includes_resolve() {
+    let dir = root().join("charts/tiermq/templates");
+    let mut defined = BTreeSet::new();
+    let mut included = BTreeSet::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        files += 1;
+        let mut depth: i32 = 0;
+        for a in template_actions(&text, &file) {
+            if a.starts_with("/*") {
+                assert!(a.ends_with("*/"), "{file}: unclosed comment {a:?}");
+                continue;
+            }
+            let word = a.split_whitespace().next().unwrap_or("");
+            match word {
+                "if" | "with" | "range" | "define" | "block" => depth += 1,
+                "end" => depth -= 1,
+                _ => {}
+            }
+            assert!(depth >= 0, "{file}: `end` without an opening action");
+            if word == "define" {
+                defined.insert(a.split('"').nth(1).expect("define name").to_string());
+            }
+            for (i, _) in a.match_indices("include \"") {
+                let name = a[i + "include \"".len()..].split('"').next().unwrap();
+                included.insert(name.to_string());
+            }
+        }
+        assert_eq!(depth, 0, "{file}: if/with/range/define without `end`");
+    }
+    assert!(files >= 8, "templates missing");
+    let unknown: Vec<&String> = included.difference(&defined).collect();
+    assert!(
+        unknown.is_empty(),
+        "include of undefined templates: {unknown:?}"
+    );
+}
+
 /// The `rules:` list of a chart template (everything after `rules:` up to the closing `end`).
 fn chart_rules(template: &str) -> Vec<PolicyRule> {
     let text = read(&format!("charts/tiermq/templates/{template}"));
