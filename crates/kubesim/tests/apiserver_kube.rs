@@ -610,3 +610,42 @@ async fn list_filters_by_label_and_field_selectors_and_services_get_cluster_ips(
         .unwrap();
     assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
 }
+
+#[tokio::test]
+async fn a_filtered_watch_sees_objects_enter_and_leave_its_selection() {
+    use kube::api::WatchEvent;
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    let o = api
+        .create(&PostParams::default(), &cm("moving", json!({})))
+        .await
+        .unwrap();
+    let wp = kube::api::WatchParams::default().labels("ready=yes");
+    let mut stream = api
+        .watch(&wp, &o.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
+    let label = |v: Option<&str>| Patch::Merge(json!({"metadata": {"labels": {"ready": v}}}));
+    api.patch("moving", &PatchParams::default(), &label(Some("yes")))
+        .await
+        .unwrap();
+    api.patch("moving", &PatchParams::default(), &label(Some("no")))
+        .await
+        .unwrap();
+    let mut seen = vec![];
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(match ev {
+            WatchEvent::Added(_) => "ADDED",
+            WatchEvent::Modified(_) => "MODIFIED",
+            WatchEvent::Deleted(_) => "DELETED",
+            _ => "OTHER",
+        });
+    }
+    assert_eq!(seen, ["ADDED", "DELETED"]);
+}

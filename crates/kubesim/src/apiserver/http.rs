@@ -648,10 +648,21 @@ fn watch_stream(
                 table::render(&rt.columns, &[o], &include, json!({}))
             } else { o }
         };
-        let matches = |ev: &WatchEvent| -> bool {
-            ev.group == rt.group && ev.plural == rt.plural
-                && ns.as_deref().is_none_or(|n| ev.namespace == n)
-                && labels.matches(&ev.object["metadata"]["labels"]) && fields.matches(&ev.object)
+        let selected = |o: &Value| labels.matches(&o["metadata"]["labels"]) && fields.matches(o);
+        // The event type this watch sees: objects entering or leaving the selection appear as
+        // ADDED or DELETED, like on the real server.
+        let view = |ev: &WatchEvent| -> Option<&'static str> {
+            if ev.group != rt.group || ev.plural != rt.plural || ns.as_deref().is_some_and(|n| ev.namespace != n) {
+                return None;
+            }
+            let now = selected(&ev.object);
+            let before = ev.old.as_ref().map(&selected).unwrap_or(now);
+            match (ev.type_, before, now) {
+                ("MODIFIED", false, true) => Some("ADDED"),
+                ("MODIFIED", true, false) => Some("DELETED"),
+                (t, _, true) => Some(t),
+                _ => None,
+            }
         };
         let subscribed = {
             let st = app.state.lock().expect("state lock");
@@ -678,7 +689,7 @@ fn watch_stream(
         }
         for ev in past {
             last_rv = ev.rv;
-            if matches(&ev) { yield Ok(event_line(ev.type_, shape(&ev.object))); }
+            if let Some(t) = view(&ev) { yield Ok(event_line(t, shape(&ev.object))); }
         }
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));
         tokio::pin!(deadline);
@@ -690,7 +701,7 @@ fn watch_stream(
                     Ok(ev) => {
                         if ev.rv <= last_rv { continue; }
                         last_rv = ev.rv;
-                        if matches(&ev) { yield Ok(event_line(ev.type_, shape(&ev.object))); }
+                        if let Some(t) = view(&ev) { yield Ok(event_line(t, shape(&ev.object))); }
                     }
                     // A lagging watcher is cut off; clients resume from their last version.
                     Err(_) => break,

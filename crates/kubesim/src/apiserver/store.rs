@@ -26,6 +26,10 @@ pub struct WatchEvent {
     pub namespace: String,
     pub type_: &'static str,
     pub object: Value,
+    /// The object before a MODIFIED event, when its labels or fields may have changed: a
+    /// filtered watch turns the event into ADDED or DELETED when the object enters or leaves
+    /// the selection.
+    pub old: Option<Value>,
 }
 
 type Key = (String, String, String, String);
@@ -176,6 +180,18 @@ impl State {
     }
 
     fn emit(&mut self, type_: &'static str, group: &str, plural: &str, ns: &str, object: Value) {
+        self.emit_change(type_, group, plural, ns, object, None);
+    }
+
+    fn emit_change(
+        &mut self,
+        type_: &'static str,
+        group: &str,
+        plural: &str,
+        ns: &str,
+        object: Value,
+        old: Option<Value>,
+    ) {
         let ev = Arc::new(WatchEvent {
             rv: self.rv,
             group: group.into(),
@@ -183,6 +199,7 @@ impl State {
             namespace: ns.into(),
             type_,
             object,
+            old,
         });
         self.history.push_back(ev.clone());
         while self.history.len() > HISTORY_LEN {
@@ -880,7 +897,14 @@ impl State {
             self.register_crd(&new);
         }
         self.objects.insert(key.clone(), new.clone());
-        self.emit("MODIFIED", &rt.group, &rt.plural, &key.2, new.clone());
+        self.emit_change(
+            "MODIFIED",
+            &rt.group,
+            &rt.plural,
+            &key.2,
+            new.clone(),
+            Some(old),
+        );
         Ok(new)
     }
 
