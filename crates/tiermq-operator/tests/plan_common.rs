@@ -199,6 +199,8 @@ pub struct SimCluster {
     /// Which sample the observer currently shows (stale views pick an older one).
     pub shown: Option<usize>,
     pub full: bool,
+    /// The truth at the last statistics emission (what a lagging sample shows).
+    pub emitted: Option<i64>,
 }
 
 impl SimCluster {
@@ -212,6 +214,7 @@ impl SimCluster {
             samples: Vec::new(),
             shown: None,
             full: false,
+            emitted: None,
         }
     }
 
@@ -337,7 +340,9 @@ impl World {
     }
 
     pub fn phase(&self) -> MigrationPhase {
-        self.status.migration_phase.unwrap_or(MigrationPhase::Stable)
+        self.status
+            .migration_phase
+            .unwrap_or(MigrationPhase::Stable)
     }
 
     pub fn stored(&self) -> i64 {
@@ -397,16 +402,33 @@ impl World {
         taken
     }
 
-    /// The broker's statistics catch up: a fresh sample of the truth, shown to the observer.
+    /// The broker's statistics catch up: a fresh sample, shown to the observer. Counts are exact
+    /// as of now; see [`World::sample_lagging`] for the management API's usual lag.
     pub fn sample(&mut self, kind: ClusterKind) {
+        self.sample_with(kind, false);
+    }
+
+    /// A fresh sample (new statistics timestamp) whose counts still show the previous emission:
+    /// what the management API does when queue stats lag by one statistics interval.
+    pub fn sample_lagging(&mut self, kind: ClusterKind) {
+        self.sample_with(kind, true);
+    }
+
+    fn sample_with(&mut self, kind: ClusterKind, lag: bool) {
         let now = self.now;
         let c = self.cluster_mut(kind);
         if let (true, Some(t)) = (c.reachable(), c.tenant.as_ref()) {
-            let n = t.messages;
+            let truth = t.messages;
+            let shown_count = if lag {
+                c.emitted.unwrap_or(truth)
+            } else {
+                truth
+            };
+            c.emitted = Some(truth);
             if c.samples.last().is_some_and(|(at, _)| *at == now) {
                 c.samples.pop();
             }
-            c.samples.push((now, n));
+            c.samples.push((now, shown_count));
             c.shown = Some(c.samples.len() - 1);
         }
     }
@@ -596,7 +618,12 @@ impl World {
                 if !src.reachable() {
                     return Err("source unreachable".into());
                 }
-                let topo = src.tenant.as_ref().ok_or("no source tenant")?.topology.clone();
+                let topo = src
+                    .tenant
+                    .as_ref()
+                    .ok_or("no source tenant")?
+                    .topology
+                    .clone();
                 let dst = self.cluster_mut(to.kind);
                 if !dst.reachable() {
                     return Err("destination unreachable".into());
@@ -706,6 +733,7 @@ impl World {
                 let n = c.tenant.take().unwrap().messages;
                 c.samples.clear();
                 c.shown = None;
+                c.emitted = None;
                 self.lose(cluster.kind, n, deleting);
                 Ok(())
             }
@@ -716,6 +744,7 @@ impl World {
                 c.ready = false;
                 c.samples.clear();
                 c.shown = None;
+                c.emitted = None;
                 self.lose(cluster.kind, n, deleting);
                 Ok(())
             }
@@ -767,7 +796,7 @@ impl World {
             }
             self.tick(20);
             for k in [ClusterKind::Shared, ClusterKind::Dedicated] {
-                self.sample(k);
+                self.sample_lagging(k);
             }
             self.reconcile();
             if !self.finalizer {

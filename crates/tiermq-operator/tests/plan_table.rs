@@ -17,8 +17,8 @@ use tiermq_crd::{
     MigrationStatus, PhaseTiming, Tier,
 };
 use tiermq_operator::controller::plan::{
-    Access, ClusterObservation, EDGES, EventType, Observed, Plan, Step, TenantState, event_reasons, is_allowed, plan,
-    to_time,
+    Access, ClusterObservation, EDGES, EventType, Observed, Plan, Step, TenantState, event_reasons,
+    is_allowed, plan, to_time,
 };
 
 use MigrationPhase::*;
@@ -31,7 +31,7 @@ enum Dir {
 
 impl Dir {
     const ALL: [Dir; 2] = [Dir::Upgrade, Dir::Downgrade];
-    fn from_to(self) -> (Tier, Tier) {
+    fn tiers(self) -> (Tier, Tier) {
         match self {
             Dir::Upgrade => (Tier::Shared, Tier::Dedicated),
             Dir::Downgrade => (Tier::Dedicated, Tier::Shared),
@@ -94,7 +94,7 @@ fn last_counted() -> DateTime<Utc> {
 }
 
 fn migration(dir: Dir, phases: &[MigrationPhase]) -> MigrationStatus {
-    let (from, to) = dir.from_to();
+    let (from, to) = dir.tiers();
     let start = now0() - Duration::seconds(600);
     MigrationStatus {
         from,
@@ -122,7 +122,11 @@ fn migration(dir: Dir, phases: &[MigrationPhase]) -> MigrationStatus {
     }
 }
 
-fn with_tenant(kind: ClusterKind, access: Access, sample_at: Option<(DateTime<Utc>, i64)>) -> ClusterObservation {
+fn with_tenant(
+    kind: ClusterKind,
+    access: Access,
+    sample_at: Option<(DateTime<Utc>, i64)>,
+) -> ClusterObservation {
     up(
         cluster_ref(kind),
         Some(tenant(access, sample_at.map(|(at, n)| sample(at, n)))),
@@ -138,7 +142,7 @@ fn put(o: &mut Observed, c: ClusterObservation) {
 
 /// The world of an instance recorded in `phase`, converting in `dir`.
 fn baseline(phase: MigrationPhase, dir: Dir) -> Observed {
-    let (from, to) = dir.from_to();
+    let (from, to) = dir.tiers();
     let (sk, dk) = (from.cluster_kind(), to.cluster_kind());
     let (s, d) = (cluster_ref(sk), cluster_ref(dk));
     let mut o = stable_observed(from);
@@ -264,7 +268,7 @@ fn baseline(phase: MigrationPhase, dir: Dir) -> Observed {
 
 /// The cluster whose samples count in `phase`: the destination while aborting, else the source.
 fn drained_kind(phase: MigrationPhase, dir: Dir) -> ClusterKind {
-    let (from, to) = dir.from_to();
+    let (from, to) = dir.tiers();
     if phase == Aborting {
         to.cluster_kind()
     } else {
@@ -275,8 +279,11 @@ fn drained_kind(phase: MigrationPhase, dir: Dir) -> ClusterKind {
 fn apply(kind: Kind, phase: MigrationPhase, dir: Dir) -> (Observed, DateTime<Utc>) {
     let mut o = baseline(phase, dir);
     let mut now = now0();
-    let (from, to) = dir.from_to();
-    let (s, d) = (cluster_ref(from.cluster_kind()), cluster_ref(to.cluster_kind()));
+    let (from, to) = dir.tiers();
+    let (s, d) = (
+        cluster_ref(from.cluster_kind()),
+        cluster_ref(to.cluster_kind()),
+    );
     let set_sample = |o: &mut Observed, at: DateTime<Utc>, n: i64| {
         let c = match drained_kind(phase, dir) {
             ClusterKind::Shared => &mut o.shared,
@@ -306,9 +313,7 @@ fn apply(kind: Kind, phase: MigrationPhase, dir: Dir) -> (Observed, DateTime<Utc
         Kind::FlipBack => o.spec.tier = if phase == Aborting { to } else { from },
         Kind::StaleSample => set_sample(&mut o, last_counted(), 0),
         Kind::FreshEmptySample => set_sample(&mut o, last_counted() + Duration::seconds(5), 0),
-        Kind::FreshNonEmptySample => {
-            set_sample(&mut o, last_counted() + Duration::seconds(5), 7)
-        }
+        Kind::FreshNonEmptySample => set_sample(&mut o, last_counted() + Duration::seconds(5), 7),
         Kind::DrainTimeout => now += Duration::seconds(3700),
         Kind::GraceElapsed => now += Duration::seconds(400),
         Kind::Deletion => o.deletion_requested = true,
@@ -323,6 +328,8 @@ struct Expect {
     has: Vec<(&'static str, Option<ClusterRef>)>,
     /// Step names that must not be there.
     lacks: Vec<&'static str>,
+    /// Steps that must not act on that cluster.
+    lacks_on: Vec<(&'static str, ClusterRef)>,
 }
 
 const DESTRUCTIVE: [&str; 3] = ["RevokeAll", "DeleteTenant", "DeleteDedicatedCluster"];
@@ -332,6 +339,7 @@ fn go(phase: MigrationPhase) -> Expect {
         phase,
         has: vec![],
         lacks: DESTRUCTIVE.to_vec(),
+        lacks_on: vec![],
     }
 }
 
@@ -345,18 +353,26 @@ impl Expect {
         self.lacks.push(name);
         self
     }
+    fn lacks_on(mut self, name: &'static str, c: &ClusterRef) -> Self {
+        self.lacks_on.push((name, c.clone()));
+        self
+    }
 }
 
 /// The table. Exhaustive in both phase and kind.
 fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
-    let (from, to) = dir.from_to();
-    let (s, d) = (&cluster_ref(from.cluster_kind()), &cluster_ref(to.cluster_kind()));
+    let (from, to) = dir.tiers();
+    let (s, d) = (
+        &cluster_ref(from.cluster_kind()),
+        &cluster_ref(to.cluster_kind()),
+    );
     let up = dir == Dir::Upgrade;
     let deletion = |keep: MigrationPhase, both: bool| {
         let mut e = Expect {
             phase: keep,
             has: vec![("RemoveFinalizer", None)],
             lacks: vec![],
+            lacks_on: vec![],
         };
         for c in if both { vec![s, d] } else { vec![s] } {
             let name = match c.kind {
@@ -367,13 +383,13 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
         }
         e
     };
+    // Write-ahead: the pass that starts a conversion records it and touches no destination.
     let start = || {
-        let e = go(PreparingDestination).has("RouteService", s);
-        if up {
-            e.has("EnsureDedicatedCluster", d)
-        } else {
-            e.has("EnsureTenant", d).has("CopyTopology", d)
-        }
+        go(PreparingDestination)
+            .has("RouteService", s)
+            .lacks_on("EnsureDedicatedCluster", d)
+            .lacks_on("EnsureTenant", d)
+            .lacks("CopyTopology")
     };
     match phase {
         Stable | Blocked => match kind {
@@ -398,7 +414,11 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             Kind::FlipBack => go(Stable)
                 .has("RouteService", s)
                 .lacks("CopyTopology")
-                .lacks(if up { "EnsureDedicatedCluster" } else { "CopyTopology" }),
+                .lacks(if up {
+                    "EnsureDedicatedCluster"
+                } else {
+                    "CopyTopology"
+                }),
             // Deleting a Stable/Blocked instance: only the serving side has state; a downgrade's
             // idle SharedCluster holds no tenant of it.
             Kind::Deletion => deletion(phase, false),
@@ -423,9 +443,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
                 .lacks("EnsureTenant")
                 .lacks("CopyTopology"),
             Kind::DestinationReady => go(DualWriteDualRead).has("RouteService", d),
-            Kind::FlipBack => go(Aborting)
-                .has("RouteService", s)
-                .has("RestoreWrites", s),
+            Kind::FlipBack => go(Aborting).has("RouteService", s).has("RestoreWrites", s),
             Kind::Deletion => deletion(PreparingDestination, true),
         },
         DualWriteDualRead => match kind {
@@ -472,7 +490,9 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
         },
         DrainingSource => match kind {
             Kind::FreshEmptySample => {
-                let e = go(DestinationOnly).has("RevokeAll", s).lacks("DeleteTenant");
+                let e = go(DestinationOnly)
+                    .has("RevokeAll", s)
+                    .lacks("DeleteTenant");
                 if up {
                     e.lacks("CloseConnections")
                 } else {
@@ -512,7 +532,9 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             | Kind::StaleSample
             | Kind::FreshEmptySample => {
                 // NotInService: the source does not answer; the plan still wants it revoked.
-                go(DestinationOnly).has("RevokeAll", s).has("RouteService", d)
+                go(DestinationOnly)
+                    .has("RevokeAll", s)
+                    .has("RouteService", d)
             }
             Kind::Deletion => deletion(DestinationOnly, true),
         },
@@ -521,7 +543,9 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
                 // The source is gone already; cleanup targets what still exists.
                 let mut e = deletion(Completed, true);
                 if !up {
-                    e.has.retain(|(n, c)| !(*n == "DeleteDedicatedCluster" && c.as_ref() == Some(s)));
+                    e.has.retain(|(n, c)| {
+                        !(*n == "DeleteDedicatedCluster" && c.as_ref() == Some(s))
+                    });
                 }
                 e
             }
@@ -615,7 +639,10 @@ fn every_phase_times_every_observation_in_both_directions() {
                     failures.push(format!("{here}: not deterministic"));
                 }
                 if !is_allowed(phase, p.phase) {
-                    failures.push(format!("{here}: edge {phase:?} -> {:?} not allowed", p.phase));
+                    failures.push(format!(
+                        "{here}: edge {phase:?} -> {:?} not allowed",
+                        p.phase
+                    ));
                 }
                 transitions.insert((phase, p.phase));
                 if p.phase != e.phase {
@@ -636,30 +663,55 @@ fn every_phase_times_every_observation_in_both_directions() {
                         ));
                     }
                 }
-                for name in &e.lacks {
-                    if has_step(&p, name, None) {
-                        failures.push(format!("{here}: unexpected {name}; steps {:?}", step_names(&p)));
+                for (name, c) in &e.lacks_on {
+                    if has_step(&p, name, Some(c)) {
+                        failures.push(format!(
+                            "{here}: unexpected {name} on {}; steps {:?}",
+                            c.name,
+                            step_names(&p)
+                        ));
                     }
                 }
-                if p.status.migration_phase != Some(p.phase) || p.status.observed_generation != Some(o.generation) {
+                for name in &e.lacks {
+                    if has_step(&p, name, None) {
+                        failures.push(format!(
+                            "{here}: unexpected {name}; steps {:?}",
+                            step_names(&p)
+                        ));
+                    }
+                }
+                if p.status.migration_phase != Some(p.phase)
+                    || p.status.observed_generation != Some(o.generation)
+                {
                     failures.push(format!("{here}: status does not record phase/generation"));
                 }
                 for c in p.conditions() {
                     if c.observed_generation != Some(o.generation) {
-                        failures.push(format!("{here}: condition {} lacks observedGeneration", c.type_));
+                        failures.push(format!(
+                            "{here}: condition {} lacks observedGeneration",
+                            c.type_
+                        ));
                     }
                 }
             }
         }
     }
     assert_eq!(rows, 2 * MigrationPhase::ALL.len() * KINDS.len());
-    assert!(failures.is_empty(), "{} of {rows} rows failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {rows} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // Every edge of the table is taken by some row.
     let untaken: Vec<_> = EDGES
         .iter()
         .filter(|(f, t, _)| !transitions.contains(&(*f, *t)))
         .collect();
-    assert!(untaken.is_empty(), "edges never taken by the table: {untaken:?}");
+    assert!(
+        untaken.is_empty(),
+        "edges never taken by the table: {untaken:?}"
+    );
 }
 
 #[test]
@@ -667,14 +719,22 @@ fn blocked_reasons_name_the_cause() {
     let cases = [
         (Kind::NotInService, Dir::Upgrade, reasons::NOT_IN_SERVICE),
         (Kind::NotInService, Dir::Downgrade, reasons::NOT_IN_SERVICE),
-        (Kind::DestinationNotReady, Dir::Downgrade, reasons::SHARED_CLUSTER_NOT_READY),
+        (
+            Kind::DestinationNotReady,
+            Dir::Downgrade,
+            reasons::SHARED_CLUSTER_NOT_READY,
+        ),
         (Kind::DestinationFull, Dir::Downgrade, reasons::NO_CAPACITY),
     ];
     for (kind, dir, reason) in cases {
         let (o, now) = apply(kind, Stable, dir);
         let p = plan(&o, now);
         let c = p.condition(conditions::CONVERSION_BLOCKED).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", reason), "{kind:?} {dir:?}");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", reason),
+            "{kind:?} {dir:?}"
+        );
         assert!(p.requeue_after.as_secs() > 0);
         assert_eq!(p.events.len(), 1, "one Warning on entering Blocked");
         assert_eq!(p.events[0].type_, EventType::Warning);
@@ -694,7 +754,11 @@ fn blocked_reasons_name_the_cause() {
     assert_eq!(p.phase, Blocked);
     assert!(p.events.is_empty(), "{:?}", p.events);
     let c = p.condition(conditions::CONVERSION_BLOCKED).unwrap();
-    assert_eq!(c.last_transition_time, to_time(t0()), "transition time kept while status unchanged");
+    assert_eq!(
+        c.last_transition_time,
+        to_time(t0()),
+        "transition time kept while status unchanged"
+    );
 }
 
 #[test]
@@ -705,12 +769,20 @@ fn draining_counts_only_fresh_samples() {
         assert_eq!(m.empty_samples, 1, "stale sample changes nothing");
         let (o, now) = apply(Kind::FreshNonEmptySample, DrainingSource, dir);
         let m = plan(&o, now).status.migration.unwrap();
-        assert_eq!((m.empty_samples, m.remaining_messages), (0, Some(7)), "non-zero resets");
+        assert_eq!(
+            (m.empty_samples, m.remaining_messages),
+            (0, Some(7)),
+            "non-zero resets"
+        );
         let (o, now) = apply(Kind::FreshEmptySample, DrainingSource, dir);
         let p = plan(&o, now);
         let m = p.status.migration.unwrap();
         assert_eq!(m.empty_samples, 2);
-        assert_eq!(m.source_revoked_at, Some(to_time(now)), "grace period starts");
+        assert_eq!(
+            m.source_revoked_at,
+            Some(to_time(now)),
+            "grace period starts"
+        );
     }
 }
 
@@ -744,22 +816,33 @@ fn an_unobserved_destination_during_abort_is_never_assumed_empty() {
         assert_eq!(o.cluster(d.kind).tenant_state(), TenantState::Unknown);
         let p = plan(&o, now + Duration::days(30));
         assert_eq!(p.phase, Aborting);
-        assert!(p.steps.iter().all(|s| !s.is_destructive()), "{:?}", step_names(&p));
+        assert!(
+            p.steps.iter().all(|s| !s.is_destructive()),
+            "{:?}",
+            step_names(&p)
+        );
     }
 }
 
 #[test]
 fn completion_records_history_and_the_new_tier() {
     for dir in Dir::ALL {
-        let (from, to) = dir.from_to();
+        let (from, to) = dir.tiers();
         let (o, now) = apply(Kind::Steady, Completed, dir);
         let p = plan(&o, now);
         assert_eq!(p.status.tier, Some(to));
         assert!(p.status.migration.is_none());
         let h = p.status.history.last().unwrap();
-        assert_eq!((h.from, h.to, h.outcome), (from, to, MigrationOutcome::Completed));
+        assert_eq!(
+            (h.from, h.to, h.outcome),
+            (from, to, MigrationOutcome::Completed)
+        );
         assert_eq!(h.phase_seconds.len(), 6);
-        assert!(p.steps.iter().any(|s| matches!(s, Step::RecordHistory { .. })));
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::RecordHistory { .. }))
+        );
         assert_eq!(p.events[0].reason, event_reasons::CONVERSION_COMPLETED);
         let mig = p.condition(conditions::MIGRATING).unwrap();
         assert_eq!(mig.status, "False");

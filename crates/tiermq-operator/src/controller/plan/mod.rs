@@ -26,6 +26,9 @@
 //!   A downgrade onto a SharedCluster that is missing / not ready / at capacity is blocked with
 //!   `SharedClusterNotFound` / `SharedClusterNotReady` / `SharedClusterFull`. Withdrawing the flip
 //!   returns to `Stable`.
+//! - **R-write-ahead** ([`idle`]): the pass that starts a conversion only records it (source
+//!   kept as is); destination state is created from the next pass on, so everything on the
+//!   destination is owned by a recorded migration and an abort or deletion finds it.
 //! - **R-prepare** ([`preparing`]): create the dedicated cluster (upgrade), wait until ready,
 //!   ensure the tenant with the *same* credentials, copy the topology; advance once the
 //!   destination is ready, has the tenant and holds every topology object of the source.
@@ -344,7 +347,10 @@ fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -> Decision 
                 "converting {from} -> {to}: preparing {}",
                 describe(&m.destination)
             );
-            let steps = preparing_steps(o, &m);
+            // Write-ahead: this pass only records the conversion (the source stays as it is);
+            // destination state is created from the next pass on, once the recorded migration
+            // owns it, so a crash plus a flip back can never leave an orphaned destination.
+            let steps = steady(o, from, Stable).steps;
             Decision::migrating(PreparingDestination, m, steps)
                 .event(
                     EventType::Normal,
