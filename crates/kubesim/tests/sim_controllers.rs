@@ -510,3 +510,76 @@ async fn kube_proxy_round_robins_new_connections_and_keeps_established_ones() {
     .expect("test took too long");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_runs_pods_without_processes_and_rolls_out_template_changes() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let (c, _dir) = start_cluster().await;
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let client = c.client();
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "op"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "op"}},
+                     "template": {"metadata": {"labels": {"app": "op"}},
+                                  "spec": {"containers": [{"name": "op", "image": "example/tiermq-operator:1"}]}}}
+        }))
+        .unwrap();
+        deployments.create(&PostParams::default(), &d).await.unwrap();
+        let available = |image: &'static str| {
+            let deployments = deployments.clone();
+            let pods = pods.clone();
+            move || {
+                let deployments = deployments.clone();
+                let pods = pods.clone();
+                async move {
+                    let d = deployments.get("op").await.ok()?;
+                    let st = d.status?;
+                    let ok = st.observed_generation == d.metadata.generation
+                        && st.ready_replicas == Some(2)
+                        && st.updated_replicas == Some(2)
+                        && st.replicas == Some(2)
+                        && st.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True");
+                    let list = pods.list(&ListParams::default().labels("app=op")).await.ok()?;
+                    let images_ok = list.items.len() == 2
+                        && list.items.iter().all(|p| {
+                            p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image)
+                                && condition(p, "Ready").as_deref() == Some("True")
+                        });
+                    (ok && images_ok).then_some(list.items)
+                }
+            }
+        };
+        let first = wait_for("deployment available", T, available("example/tiermq-operator:1")).await.unwrap();
+        for p in &first {
+            assert_eq!(p.owner_references()[0].kind, "Deployment");
+            assert!(p.status.as_ref().unwrap().pod_ip.is_some());
+        }
+        deployments
+            .patch(
+                "op",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "op", "image": "example/tiermq-operator:2"}]}}}})),
+            )
+            .await
+            .unwrap();
+        let second = wait_for("rolled out", T, available("example/tiermq-operator:2")).await.unwrap();
+        let old: BTreeSet<String> = first.iter().map(|p| p.name_any()).collect();
+        assert!(second.iter().all(|p| !old.contains(&p.name_any())));
+        deployments
+            .patch("op", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 0}})))
+            .await
+            .unwrap();
+        wait_for("no pods left", T, || async {
+            pods.list(&ListParams::default().labels("app=op")).await.ok()?.items.is_empty().then_some(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(c.running_brokers(), 0);
+    })
+    .await
+    .expect("test took too long");
+    c.shutdown().await;
+}

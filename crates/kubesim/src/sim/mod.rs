@@ -8,11 +8,14 @@
 //! early; a periodic resync (`SimConfig::resync`) makes it correct even when a watch is lost.
 //!
 //! - [`statefulset`]: StatefulSet → ordered Pods and PersistentVolumeClaims, status, rolling update.
+//! - [`deployment`]: Deployment → Pods (no ReplicaSets; enough for the chart's operator
+//!   Deployment and `kubectl rollout status`).
 //! - [`endpointslice`]: Service with a selector → EndpointSlices of its matching Pods.
 //! - [`kubelet`]: Pod → pod IP, status and conditions; RabbitMQ images run as real
 //!   `rabbitmq-server` processes ([`rabbit`]), other images are "running" without a process.
 //! - [`kubeproxy`]: Service ClusterIP:port → TCP forwarders to the ready endpoints.
 
+pub mod deployment;
 pub mod endpointslice;
 pub mod error;
 pub mod ipam;
@@ -95,6 +98,11 @@ pub async fn start(client: kube::Client, cfg: SimConfig) -> Result<Sim> {
             stop_rx.clone(),
         )),
         tokio::spawn(endpointslice::run(
+            client.clone(),
+            cfg.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(deployment::run(
             client.clone(),
             cfg.clone(),
             stop_rx.clone(),
