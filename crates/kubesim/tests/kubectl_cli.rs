@@ -468,10 +468,57 @@ async fn describe_shows_events_of_the_object() {
         .unwrap();
         events.create(&PostParams::default(), &ev).await.unwrap();
     }
+    // an operator's events go through events.k8s.io/v1 (kube-rs Recorder); describe reads
+    // core/v1 Events, which are the same objects
+    let recorder = kube::runtime::events::Recorder::new(
+        common::client(&k.server),
+        kube::runtime::events::Reporter {
+            controller: "tiermq-test".into(),
+            instance: None,
+        },
+    );
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("test.kubesim.io/v1".into()),
+        kind: Some("Broker".into()),
+        name: Some("alpha".into()),
+        namespace: Some("default".into()),
+        uid: Some(
+            k.ok(&["get", "brk", "alpha", "-o", "jsonpath={.metadata.uid}"])
+                .await,
+        ),
+        ..Default::default()
+    };
+    let ev = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "ConversionBlocked".into(),
+        note: Some("instance is not Ready".into()),
+        action: "Convert".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &reference).await.unwrap();
+    // publishing it again patches the same event into a series
+    recorder.publish(&ev, &reference).await.unwrap();
     let d = k.ok(&["describe", "brk", "alpha"]).await;
     assert!(
         d.contains("Provisioned") && d.contains("alpha provisioned by the test"),
         "{d}"
+    );
+    assert!(
+        d.contains("ConversionBlocked")
+            && d.contains("instance is not Ready")
+            && d.contains("tiermq-test"),
+        "{d}"
+    );
+    let v1 = k.json(&["get", "events.v1.events.k8s.io"]).await;
+    let notes: Vec<&str> = v1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["note"].as_str())
+        .collect();
+    assert!(
+        notes.contains(&"alpha provisioned by the test"),
+        "core events are visible through events.k8s.io: {notes:?}"
     );
     assert!(d.contains("Series:") && d.contains("professional"), "{d}");
     let d = k.ok(&["describe", "statefulset", "web"]).await;

@@ -143,6 +143,101 @@ async fn route(
             "the server could not find the requested resource",
         )
     })?;
+    // events.k8s.io/v1 Events are served from the core Events (see `events`).
+    if rt.group == "events.k8s.io" && rt.plural == "events" {
+        let core = {
+            let st = app.state.lock().expect("state lock");
+            st.registry.get("", "v1", "events").cloned()
+        }
+        .ok_or_else(|| ApiError::internal("core events are not registered"))?;
+        let body = events_body_to_core(headers, body)?;
+        let mut params = params.clone();
+        if let Some(fs) = params.get_mut("fieldSelector") {
+            *fs = fs
+                .split(',')
+                .map(|p| super::events::path_to_core(p, '.'))
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+        let watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
+        if watch && *method == Method::GET {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            return Ok(watch_response(
+                app,
+                core,
+                ns.map(str::to_string),
+                &params,
+                accept.contains("as=Table"),
+                Some(rt),
+            ));
+        }
+        let resp = serve_resource(
+            app, method, path, &params, headers, core, ns, name, sub, body,
+        )?;
+        let (parts, b) = resp.into_parts();
+        let bytes = axum::body::to_bytes(b, usize::MAX)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let converted = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => Bytes::from(super::events::response_from_core(&v).to_string()),
+            Err(_) => bytes,
+        };
+        return Ok(Response::from_parts(parts, Body::from(converted)));
+    }
+    serve_resource(app, method, path, params, headers, rt, ns, name, sub, body)
+}
+
+/// Request bodies for events.k8s.io in core form (objects and merge/apply patches have their
+/// fields renamed, JSON patches their paths).
+fn events_body_to_core(headers: &HeaderMap, body: Bytes) -> ApiResult<Bytes> {
+    if body.is_empty() {
+        return Ok(body);
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let parsed: Value = if ct.contains("yaml") {
+        serde_yaml::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let converted = if ct.contains("json-patch") {
+        let mut ops = parsed;
+        if let Some(list) = ops.as_array_mut() {
+            for op in list {
+                for k in ["path", "from"] {
+                    if let Some(p) = op[k].as_str() {
+                        op[k] = Value::String(super::events::path_to_core(p, '/'));
+                    }
+                }
+            }
+        }
+        ops
+    } else {
+        super::events::to_core(&parsed)
+    };
+    Ok(Bytes::from(converted.to_string()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_resource(
+    app: &App,
+    method: &Method,
+    path: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    rt: ResourceType,
+    ns: Option<&str>,
+    name: Option<&str>,
+    sub: Option<&str>,
+    body: Bytes,
+) -> ApiResult<Response> {
     if ns.is_some() && !rt.namespaced {
         return Err(ApiError::new(
             404,
@@ -296,6 +391,7 @@ fn dispatch(
                     ns.map(str::to_string),
                     params,
                     wants_table,
+                    None,
                 ));
             }
             list(app, &rt, ns, params, wants_table)
@@ -611,8 +707,9 @@ fn watch_response(
     ns: Option<String>,
     params: &HashMap<String, String>,
     wants_table: bool,
+    alias: Option<ResourceType>,
 ) -> Response {
-    let stream = watch_stream(app.clone(), rt, ns, params.clone(), wants_table);
+    let stream = watch_stream(app.clone(), rt, ns, params.clone(), wants_table, alias);
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
@@ -627,6 +724,7 @@ fn watch_stream(
     ns: Option<String>,
     params: HashMap<String, String>,
     wants_table: bool,
+    alias: Option<ResourceType>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     async_stream::stream! {
         let (labels, fields) = match selectors(&params) {
@@ -640,12 +738,17 @@ fn watch_stream(
         let since: Option<u64> = params.get("resourceVersion").filter(|r| !r.is_empty() && *r != "0").and_then(|r| r.parse().ok());
         let mut ender = app.faults.watch_ender();
         ender.borrow_and_update();
+        // what the client asked for: the resource itself or the view it is served through
+        let shown_as = alias.clone().unwrap_or_else(|| rt.clone());
         let shape = |o: &Value| -> Value {
             let mut o = o.clone();
-            o["apiVersion"] = json!(rt.api_version());
-            o["kind"] = json!(rt.kind);
+            o["apiVersion"] = json!(shown_as.api_version());
+            o["kind"] = json!(shown_as.kind);
+            if alias.is_some() {
+                o = super::events::from_core(&o);
+            }
             if wants_table {
-                table::render(&rt.columns, &[o], &include, json!({}))
+                table::render(&shown_as.columns, &[o], &include, json!({}))
             } else { o }
         };
         let selected = |o: &Value| labels.matches(&o["metadata"]["labels"]) && fields.matches(o);
@@ -684,7 +787,7 @@ fn watch_stream(
             yield Ok(event_line("ADDED", shape(&o)));
         }
         if send_initial {
-            yield Ok(event_line("BOOKMARK", json!({"kind": rt.kind, "apiVersion": rt.api_version(),
+            yield Ok(event_line("BOOKMARK", json!({"kind": shown_as.kind, "apiVersion": shown_as.api_version(),
                 "metadata": {"resourceVersion": start_rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}})));
         }
         for ev in past {
@@ -709,7 +812,7 @@ fn watch_stream(
                 _ = ender.changed() => break,
                 _ = &mut deadline => break,
                 _ = tick.tick(), if bookmarks => {
-                    yield Ok(event_line("BOOKMARK", json!({"kind": rt.kind, "apiVersion": rt.api_version(),
+                    yield Ok(event_line("BOOKMARK", json!({"kind": shown_as.kind, "apiVersion": shown_as.api_version(),
                         "metadata": {"resourceVersion": last_rv.to_string()}})));
                 }
             }

@@ -18,6 +18,7 @@
 pub mod crd;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod faults;
 pub mod fields;
 mod http;
