@@ -158,6 +158,11 @@ fn baseline(phase: MigrationPhase, dir: Dir) -> Observed {
             Dir::Downgrade => up(d.clone(), None),
         },
     );
+    if phase.past_write_cutover() {
+        // status.tier follows the writes.
+        o.status.tier = Some(to);
+        o.status.serving = Some(d.clone());
+    }
     let l = last_counted();
     match phase {
         Stable => {}
@@ -846,5 +851,32 @@ fn completion_records_history_and_the_new_tier() {
         assert_eq!(p.events[0].reason, event_reasons::CONVERSION_COMPLETED);
         let mig = p.condition(conditions::MIGRATING).unwrap();
         assert_eq!(mig.status, "False");
+    }
+}
+
+#[test]
+fn a_hand_edited_status_without_its_migration_block_keeps_the_roles() {
+    for dir in Dir::ALL {
+        let (from, to) = dir.tiers();
+        for phase in MigrationPhase::ALL {
+            let (mut o, now) = apply(Kind::Steady, phase, dir);
+            if o.status.migration.take().is_none() {
+                continue;
+            }
+            let p = plan(&o, now);
+            assert!(
+                is_allowed(phase, p.phase),
+                "{dir:?} {phase:?} -> {:?}",
+                p.phase
+            );
+            if let Some(m) = &p.status.migration {
+                assert_eq!((m.from, m.to), (from, to), "{dir:?} {phase:?}");
+            }
+            assert!(
+                p.steps.iter().all(|s| !s.is_destructive()),
+                "{dir:?} {phase:?}: {:?}",
+                step_names(&p)
+            );
+        }
     }
 }

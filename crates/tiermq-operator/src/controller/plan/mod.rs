@@ -33,8 +33,7 @@
 //!   ensure the tenant with the *same* credentials, copy the topology; advance once the
 //!   destination is ready, has the tenant and holds every topology object of the source.
 //! - **R-dual** ([`dual`]): the Service routes to both clusters (plus federation if asked); the
-//!   write cutover follows as soon as the dual routing is observed in place and the destination is
-//!   in service.
+//!   write cutover follows as soon as the destination is observed routed and in service.
 //! - **R-single** ([`single_write`]): the source leaves the Service, then its writes are revoked
 //!   (reads kept). Draining starts once the routing and the read-only permission are observed.
 //! - **R-drain** ([`draining`], [`drain`]): `Consume` waits for clients; `Shovel` moves the backlog
@@ -183,14 +182,16 @@ impl Decision {
     }
 
     /// A decision inside a running conversion.
+    /// `status.tier` and `status.serving` follow the writes: the source until the write
+    /// cutover, the destination from then on (as the CRD documents `status.tier`).
     fn migrating(phase: MigrationPhase, m: MigrationStatus, steps: Vec<Step>) -> Self {
-        let serving = if phase.past_write_cutover() {
-            m.destination.clone()
+        let (tier, serving) = if phase.past_write_cutover() {
+            (m.to, m.destination.clone())
         } else {
-            m.source.clone()
+            (m.from, m.source.clone())
         };
         let mut d = Self::new(phase, steps);
-        d.tier = Some(m.from);
+        d.tier = Some(tier);
         d.serving = Some(serving);
         d.migration = Some(m);
         d
@@ -253,7 +254,13 @@ fn running(o: &Observed, now: DateTime<Utc>) -> MigrationStatus {
     let mut m = match &o.status.migration {
         Some(m) => m.clone(),
         None => {
-            let from = o.status.tier.unwrap_or(other(o.spec.tier));
+            // status.tier names the destination once past the write cutover.
+            let recorded = o.status.migration_phase.unwrap_or(Stable);
+            let from = match o.status.tier {
+                Some(t) if recorded.past_write_cutover() => other(t),
+                Some(t) => t,
+                None => other(o.spec.tier),
+            };
             new_migration(o, from, other(from), now)
         }
     };
@@ -552,7 +559,9 @@ fn dual(o: &Observed, now: DateTime<Utc>) -> Decision {
     if flipped_back(o, &m) {
         return start_abort(o, m);
     }
-    if o.routes_exactly(&[&m.source, &m.destination]) && in_service(o, &m.destination) {
+    // The cutover needs the destination routed; the source may already have left the Service
+    // if an earlier attempt at this very cutover crashed half-way (then it simply continues).
+    if o.service_routes.contains(&m.destination) && in_service(o, &m.destination) {
         let note = format!(
             "write cutover: {} leaves the Service and refuses writes, reads continue",
             describe(&m.source)

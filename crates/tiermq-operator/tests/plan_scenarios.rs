@@ -1,0 +1,718 @@
+//! Named scenarios: conversions told as stories against the simulated world (true message counts,
+//! lagging statistics, an executor that runs the planned steps).
+
+#[path = "plan_common.rs"]
+mod common;
+
+use common::*;
+use tiermq_crd::conditions;
+use tiermq_crd::{
+    ClusterKind, ConnectionPolicy, DrainStrategy, MigrationOutcome, MigrationPhase, Tier,
+};
+use tiermq_operator::controller::plan::{EventType, Plan, Step, event_reasons, plan};
+
+use MigrationPhase::*;
+
+const BOTH: [ClusterKind; 2] = [ClusterKind::Shared, ClusterKind::Dedicated];
+
+/// Reconcile with fresh (one emission behind) statistics and `secs` of time between passes,
+/// letting `world` act first each round; stop when `done` or after `max` rounds.
+fn drive(
+    w: &mut World,
+    max: usize,
+    secs: i64,
+    mut world: impl FnMut(&mut World),
+    done: impl Fn(&World) -> bool,
+) -> Vec<Plan> {
+    let mut plans = Vec::new();
+    for _ in 0..max {
+        world(w);
+        w.tick(secs);
+        for k in BOTH {
+            w.sample_lagging(k);
+        }
+        plans.push(w.reconcile());
+        if done(w) {
+            break;
+        }
+    }
+    plans
+}
+
+fn stable_on(tier: Tier) -> impl Fn(&World) -> bool {
+    move |w: &World| w.phase() == Stable && w.status.tier == Some(tier)
+}
+
+fn events(plans: &[Plan]) -> Vec<&'static str> {
+    plans
+        .iter()
+        .flat_map(|p| p.events.iter().map(|e| e.reason))
+        .collect()
+}
+
+fn any_step(plans: &[Plan], f: impl Fn(&Step) -> bool) -> bool {
+    plans.iter().any(|p| p.steps.iter().any(&f))
+}
+
+const ALL_PHASES_IN_ORDER: [MigrationPhase; 8] = [
+    Stable,
+    PreparingDestination,
+    DualWriteDualRead,
+    SingleWriteDualRead,
+    DrainingSource,
+    DestinationOnly,
+    Completed,
+    Stable,
+];
+
+#[test]
+fn upgrade_under_consume_walks_all_phases_in_order() {
+    let mut w = World::new(Tier::Shared);
+    w.publish_via_service(40);
+    w.set_tier(Tier::Dedicated);
+    let plans = drive(
+        &mut w,
+        200,
+        10,
+        |w| {
+            // The dedicated pods come up some time after the StatefulSet is created.
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+            // Steady load through the Service; consumers on the source take 5 messages a round.
+            w.publish_via_service(3);
+            w.consume(ClusterKind::Shared, 5);
+            w.consume(ClusterKind::Dedicated, 3);
+        },
+        stable_on(Tier::Dedicated),
+    );
+    assert_eq!(w.phases, ALL_PHASES_IN_ORDER, "events {:?}", events(&plans));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    assert!(w.balance_ok(), "messages lost");
+    assert!(w.shared.tenant.is_none(), "source tenant retired");
+    assert!(w.dedicated.tenant.is_some());
+    assert_eq!(w.routes, vec![dedicated_ref()]);
+    assert_eq!(
+        events(&plans),
+        [
+            event_reasons::CONVERSION_STARTED,
+            event_reasons::DUAL_WRITE,
+            event_reasons::WRITE_CUTOVER,
+            event_reasons::DRAINING,
+            event_reasons::SOURCE_DRAINED,
+            event_reasons::SOURCE_RETIRED,
+            event_reasons::CONVERSION_COMPLETED,
+        ],
+        "one Event per transition, none for steady passes"
+    );
+    // Upgrade default: source connections are left alone.
+    assert!(!any_step(&plans, |s| matches!(
+        s,
+        Step::CloseConnections { .. }
+    )));
+    // The drain was reported while it lasted.
+    assert!(
+        plans
+            .iter()
+            .any(|p| p
+                .status
+                .migration
+                .as_ref()
+                .is_some_and(|m| m.phases.last().unwrap().phase == DrainingSource
+                    && m.remaining_messages.is_some_and(|n| n > 0)
+                    && m.eta_seconds.is_some()))
+    );
+    let h = w.status.history.last().unwrap();
+    assert_eq!(h.outcome, MigrationOutcome::Completed);
+    let phases: Vec<_> = h.phase_seconds.iter().map(|p| p.phase).collect();
+    assert_eq!(phases, ALL_PHASES_IN_ORDER[1..7]);
+    assert!(h.phase_seconds.iter().all(|p| p.seconds >= 0));
+}
+
+#[test]
+fn upgrade_under_shovel_moves_the_backlog_without_consumers() {
+    let mut w = World::new(Tier::Shared);
+    w.spec.migration.drain_strategy = DrainStrategy::Shovel;
+    w.publish_via_service(500);
+    w.set_tier(Tier::Dedicated);
+    let plans = drive(
+        &mut w,
+        200,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+        },
+        stable_on(Tier::Dedicated),
+    );
+    assert_eq!(w.phases, ALL_PHASES_IN_ORDER);
+    assert!(any_step(
+        &plans,
+        |s| matches!(s, Step::StartShovels { from, .. } if *from == shared_ref())
+    ));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    // Nobody consumed: all 500 messages are on the dedicated cluster now.
+    assert_eq!(w.dedicated.tenant.as_ref().unwrap().messages, 500);
+    assert!(w.balance_ok());
+}
+
+#[test]
+fn downgrade_closes_source_connections_by_default_and_removes_the_dedicated_cluster() {
+    let mut w = World::new(Tier::Dedicated);
+    w.dedicated.tenant.as_mut().unwrap().connections = 7;
+    w.publish_via_service(20);
+    w.set_tier(Tier::Shared);
+    let plans = drive(
+        &mut w,
+        200,
+        10,
+        |w| {
+            w.consume(ClusterKind::Dedicated, 4);
+        },
+        stable_on(Tier::Shared),
+    );
+    assert_eq!(w.phases, ALL_PHASES_IN_ORDER);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    let closes: Vec<_> = plans
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.steps.iter().map(move |s| (i, s)))
+        .filter_map(|(i, s)| match s {
+            Step::CloseConnections { cluster, reason } => {
+                Some((i, cluster.clone(), reason.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!closes.is_empty(), "source connections closed");
+    assert!(
+        closes
+            .iter()
+            .all(|(_, c, r)| *c == dedicated_ref() && r.contains("Shared"))
+    );
+    let deleted_at = plans
+        .iter()
+        .position(|p| {
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::DeleteDedicatedCluster { .. }))
+        })
+        .expect("dedicated cluster deleted");
+    assert!(
+        closes[0].0 < deleted_at,
+        "connections closed before the cluster is removed"
+    );
+    // Within the deleting plan, too, the close comes first.
+    let p = &plans[deleted_at];
+    let close = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::CloseConnections { .. }));
+    let delete = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::DeleteDedicatedCluster { .. }));
+    assert!(close < delete);
+    assert!(!w.dedicated.exists);
+    assert_eq!(policy_recorded(&plans), Some(ConnectionPolicy::Close));
+    assert!(w.balance_ok());
+}
+
+/// The effective connection policy the conversion recorded in status.
+fn policy_recorded(plans: &[Plan]) -> Option<ConnectionPolicy> {
+    plans
+        .iter()
+        .find_map(|p| p.status.migration.as_ref().map(|m| m.connection_policy))
+}
+
+#[test]
+fn the_spec_connection_policy_wins_over_the_direction_default() {
+    for (start, policy, expect_close) in [
+        (Tier::Shared, Some(ConnectionPolicy::Close), true),
+        (Tier::Dedicated, Some(ConnectionPolicy::Keep), false),
+        (Tier::Shared, None, false),
+        (Tier::Dedicated, None, true),
+    ] {
+        let mut w = World::new(start);
+        w.spec.migration.connection_policy = policy;
+        w.set_tier(other(start));
+        let plans = drive(
+            &mut w,
+            200,
+            10,
+            |w| {
+                if w.dedicated.exists {
+                    w.dedicated.ready = true;
+                }
+            },
+            stable_on(other(start)),
+        );
+        assert_eq!(w.phase(), Stable);
+        let closed = any_step(&plans, |s| matches!(s, Step::CloseConnections { .. }));
+        assert_eq!(closed, expect_close, "{start:?} with {policy:?}");
+    }
+}
+
+#[test]
+fn flip_back_during_dual_write_aborts_and_loses_nothing() {
+    let mut w = World::new(Tier::Shared);
+    w.publish_via_service(10);
+    w.set_tier(Tier::Dedicated);
+    // Reach DualWriteDualRead.
+    drive(
+        &mut w,
+        50,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+        },
+        |w| w.phase() == DualWriteDualRead,
+    );
+    assert_eq!(w.phase(), DualWriteDualRead);
+    assert_eq!(w.routes, vec![shared_ref(), dedicated_ref()]);
+    // Clients landed on the destination and published there; some are still unconsumed.
+    assert!(w.publish(ClusterKind::Dedicated, 25));
+    w.set_tier(Tier::Shared);
+    let p = w.reconcile();
+    assert_eq!(p.phase, Aborting);
+    assert!(
+        p.steps.iter().all(|s| !s.is_destructive()),
+        "{:?}",
+        step_names(&p)
+    );
+    assert_eq!(
+        w.routes,
+        vec![shared_ref()],
+        "Service back to the source only"
+    );
+    assert!(
+        !w.publish(ClusterKind::Dedicated, 1),
+        "destination refuses writes"
+    );
+    assert!(w.publish(ClusterKind::Shared, 1), "source takes writes");
+    let plans = drive(&mut w, 100, 10, |_| {}, stable_on(Tier::Shared));
+    assert_eq!(
+        w.phases,
+        [
+            Stable,
+            PreparingDestination,
+            DualWriteDualRead,
+            Aborting,
+            Stable
+        ]
+    );
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    // The 25 destination messages were shovelled back before the destination was removed.
+    assert_eq!(w.shared.tenant.as_ref().unwrap().messages, 10 + 25 + 1);
+    assert!(w.balance_ok(), "no message lost");
+    assert!(!w.dedicated.exists, "dedicated destination removed");
+    assert_eq!(
+        w.status.history.last().unwrap().outcome,
+        MigrationOutcome::Aborted
+    );
+    assert!(events(&plans).contains(&event_reasons::ABORTED));
+}
+
+#[test]
+fn flip_back_while_preparing_removes_a_destination_that_never_came_up() {
+    let mut w = World::new(Tier::Shared);
+    w.set_tier(Tier::Dedicated);
+    w.reconcile(); // records the conversion
+    w.reconcile(); // creates the dedicated StatefulSet
+    assert!(w.dedicated.exists && !w.dedicated.ready);
+    w.set_tier(Tier::Shared);
+    assert_eq!(w.reconcile().phase, Aborting);
+    // Its pods never become ready: the abort waits rather than assume an unverifiable broker empty.
+    for _ in 0..5 {
+        w.tick(600);
+        let p = w.reconcile();
+        assert_eq!(p.phase, Aborting);
+        assert!(p.steps.iter().all(|s| !s.is_destructive()));
+    }
+    // Once it answers (with no tenant on it), it is removed.
+    w.dedicated.ready = true;
+    let p = w.reconcile();
+    assert_eq!(p.phase, Stable);
+    assert!(p.steps.contains(&Step::DeleteDedicatedCluster {
+        cluster: dedicated_ref()
+    }));
+    assert!(!w.dedicated.exists);
+    assert!(w.violations.is_empty());
+}
+
+#[test]
+fn drain_timeout_warns_once_and_deletes_nothing() {
+    let mut w = World::new(Tier::Shared);
+    w.publish_via_service(50);
+    w.set_tier(Tier::Dedicated);
+    drive(
+        &mut w,
+        50,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+        },
+        |w| w.phase() == DrainingSource,
+    );
+    assert_eq!(w.phase(), DrainingSource);
+    // Nobody consumes for two hours (the timeout is one hour).
+    let plans = drive(&mut w, 72, 100, |_| {}, |_| false);
+    let warnings: Vec<_> = plans
+        .iter()
+        .flat_map(|p| &p.events)
+        .filter(|e| e.reason == event_reasons::DRAIN_TIMED_OUT)
+        .collect();
+    assert_eq!(warnings.len(), 1, "exactly one Warning");
+    assert_eq!(warnings[0].type_, EventType::Warning);
+    assert!(
+        warnings[0].note.contains("50 messages remain"),
+        "{}",
+        warnings[0].note
+    );
+    let last = plans.last().unwrap();
+    let c = last.condition(conditions::DRAIN_TIMED_OUT).unwrap();
+    assert_eq!(c.status, "True");
+    let first_true = plans
+        .iter()
+        .find_map(|p| {
+            p.condition(conditions::DRAIN_TIMED_OUT)
+                .filter(|c| c.status == "True")
+        })
+        .unwrap();
+    assert_eq!(c.last_transition_time, first_true.last_transition_time);
+    assert!(!any_step(&plans, Step::is_destructive), "nothing deleted");
+    assert_eq!(w.phase(), DrainingSource);
+    assert_eq!(w.shared.tenant.as_ref().unwrap().messages, 50);
+    // Consumers return: the drain completes and the condition clears.
+    let plans = drive(
+        &mut w,
+        100,
+        10,
+        |w| {
+            w.consume(ClusterKind::Shared, 10);
+        },
+        stable_on(Tier::Dedicated),
+    );
+    assert_eq!(w.phase(), Stable);
+    let c = plans
+        .last()
+        .unwrap()
+        .condition(conditions::DRAIN_TIMED_OUT)
+        .unwrap();
+    assert_eq!(c.status, "False");
+    assert!(w.violations.is_empty() && w.balance_ok());
+}
+
+#[test]
+fn flip_back_after_the_cutover_finishes_first_then_converts_back() {
+    let mut w = World::new(Tier::Shared);
+    w.publish_via_service(5);
+    w.set_tier(Tier::Dedicated);
+    let ready = |w: &mut World| {
+        if w.dedicated.exists {
+            w.dedicated.ready = true;
+        }
+        w.consume(ClusterKind::Shared, 1);
+    };
+    drive(&mut w, 50, 10, ready, |w| w.phase() == SingleWriteDualRead);
+    w.set_tier(Tier::Shared);
+    let p = w.reconcile();
+    assert_ne!(
+        p.phase, Aborting,
+        "past the cutover a flip back never aborts"
+    );
+    let m = p.status.migration.as_ref().unwrap();
+    assert!(m.reverse_requested);
+    assert_eq!(m.to, Tier::Dedicated);
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == event_reasons::REVERSE_QUEUED)
+    );
+    assert_eq!(
+        p.condition(conditions::MIGRATING).unwrap().reason,
+        tiermq_crd::conditions::reasons::REVERSE_QUEUED
+    );
+    // The upgrade completes, then the downgrade runs.
+    drive(&mut w, 300, 10, ready, stable_on(Tier::Shared));
+    assert_eq!(
+        w.phases,
+        [
+            Stable,
+            PreparingDestination,
+            DualWriteDualRead,
+            SingleWriteDualRead,
+            DrainingSource,
+            DestinationOnly,
+            Completed,
+            Stable,
+            PreparingDestination,
+            DualWriteDualRead,
+            SingleWriteDualRead,
+            DrainingSource,
+            DestinationOnly,
+            Completed,
+            Stable,
+        ]
+    );
+    let outcomes: Vec<_> = w
+        .status
+        .history
+        .iter()
+        .map(|h| (h.from, h.to, h.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Tier::Shared, Tier::Dedicated, MigrationOutcome::Completed),
+            (Tier::Dedicated, Tier::Shared, MigrationOutcome::Completed),
+        ]
+    );
+    assert!(w.violations.is_empty() && w.balance_ok());
+    assert!(!w.dedicated.exists);
+}
+
+#[test]
+fn a_flip_while_not_in_service_is_held_and_proceeds_once_in_service() {
+    let mut w = World::new(Tier::Shared);
+    w.shared.ready = false;
+    w.set_tier(Tier::Dedicated);
+    let p = w.reconcile();
+    assert_eq!(p.phase, Blocked);
+    let c = p.condition(conditions::CONVERSION_BLOCKED).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", conditions::reasons::NOT_IN_SERVICE)
+    );
+    assert!(c.message.contains("0/1 replicas ready"), "{}", c.message);
+    assert!(!w.dedicated.exists, "nothing created while held");
+    assert_eq!(p.requeue_after.as_secs(), 1, "transition: look again soon");
+    let p = w.reconcile();
+    assert!(p.events.is_empty(), "held: no repeated Event");
+    assert_eq!(p.requeue_after.as_secs(), 30);
+    w.shared.ready = true;
+    let p = w.reconcile();
+    assert_eq!(p.phase, PreparingDestination);
+    assert_eq!(
+        p.condition(conditions::CONVERSION_BLOCKED).unwrap().status,
+        "False"
+    );
+}
+
+#[test]
+fn a_downgrade_onto_a_full_shared_cluster_is_held_with_its_own_reason() {
+    let mut w = World::new(Tier::Dedicated);
+    w.shared.full = true;
+    w.set_tier(Tier::Shared);
+    let p = w.reconcile();
+    assert_eq!(p.phase, Blocked);
+    assert_eq!(
+        p.condition(conditions::CONVERSION_BLOCKED).unwrap().reason,
+        conditions::reasons::NO_CAPACITY
+    );
+    // The user withdraws the flip: back to Stable, nothing happened.
+    w.set_tier(Tier::Dedicated);
+    let p = w.reconcile();
+    assert_eq!(p.phase, Stable);
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == event_reasons::CONVERSION_WITHDRAWN)
+    );
+    assert!(w.shared.tenant.is_none());
+}
+
+#[test]
+fn stale_statistics_never_finish_a_drain() {
+    let mut w = World::new(Tier::Shared);
+    w.publish_via_service(3);
+    w.set_tier(Tier::Dedicated);
+    drive(
+        &mut w,
+        50,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+        },
+        |w| w.phase() == DrainingSource,
+    );
+    // An empty sample from before the publishes, shown over and over.
+    w.shared.samples.insert(0, (t0(), 0));
+    w.shared.shown = Some(0);
+    for _ in 0..50 {
+        w.tick(30);
+        let p = w.reconcile();
+        assert_eq!(p.phase, DrainingSource);
+        assert_eq!(p.status.migration.as_ref().unwrap().empty_samples, 0);
+    }
+    // One fresh empty sample is not enough either.
+    w.consume(ClusterKind::Shared, 3);
+    w.tick(5);
+    w.sample(ClusterKind::Shared);
+    assert_eq!(w.reconcile().phase, DrainingSource);
+    w.tick(5);
+    w.sample(ClusterKind::Shared);
+    assert_eq!(w.reconcile().phase, DestinationOnly);
+    assert!(w.violations.is_empty());
+}
+
+#[test]
+fn a_crash_after_any_step_of_either_conversion_replays_safely() {
+    for start in [Tier::Shared, Tier::Dedicated] {
+        for crash_at in 0..8 {
+            let mut w = World::new(start);
+            w.publish_via_service(30);
+            w.set_tier(other(start));
+            let mut rounds = 0;
+            while !(w.phase() == Stable && w.status.tier == Some(other(start))) && rounds < 300 {
+                rounds += 1;
+                if w.dedicated.exists {
+                    w.dedicated.ready = true;
+                }
+                w.publish_via_service(2);
+                for k in BOTH {
+                    w.consume(k, 4);
+                }
+                w.tick(10);
+                for k in BOTH {
+                    w.sample_lagging(k);
+                }
+                // Every pass first crashes after `crash_at` steps, then runs again in full.
+                w.reconcile_with(Some(crash_at));
+                w.reconcile();
+            }
+            assert_eq!(
+                w.phase(),
+                Stable,
+                "{start:?} crash at {crash_at}: {:?}",
+                w.phases
+            );
+            assert!(w.violations.is_empty(), "{:?}", w.violations);
+            assert!(w.balance_ok());
+            assert_eq!(
+                w.phases, ALL_PHASES_IN_ORDER,
+                "{start:?} crash at {crash_at}"
+            );
+        }
+    }
+}
+
+#[test]
+fn deleting_the_instance_mid_migration_cleans_up_both_sides() {
+    for stop_in in [
+        PreparingDestination,
+        DualWriteDualRead,
+        SingleWriteDualRead,
+        DrainingSource,
+        DestinationOnly,
+        Aborting,
+    ] {
+        for start in [Tier::Shared, Tier::Dedicated] {
+            let mut w = World::new(start);
+            w.publish_via_service(10);
+            w.set_tier(other(start));
+            let flip_back = stop_in == Aborting;
+            drive(
+                &mut w,
+                100,
+                10,
+                |w| {
+                    if w.dedicated.exists {
+                        w.dedicated.ready = true;
+                    }
+                    w.consume(start.cluster_kind(), 2);
+                    if flip_back && w.phase() == DualWriteDualRead {
+                        w.publish(other(start).cluster_kind(), 4);
+                        w.set_tier(start);
+                    }
+                },
+                |w| w.phase() == stop_in,
+            );
+            assert_eq!(w.phase(), stop_in, "{start:?}");
+            w.deletion = true;
+            let p = w.reconcile();
+            assert_eq!(p.phase, stop_in, "deletion leaves the phase as recorded");
+            assert_eq!(p.steps.last(), Some(&Step::RemoveFinalizer));
+            assert!(!w.finalizer, "{start:?} {stop_in:?}: {:?}", step_names(&p));
+            assert!(
+                w.shared.tenant.is_none(),
+                "{start:?} {stop_in:?}: shared tenant left"
+            );
+            assert!(
+                !w.dedicated.exists,
+                "{start:?} {stop_in:?}: dedicated cluster left"
+            );
+            assert_eq!(p.status.phase, Some(tiermq_crd::InstancePhase::Deleting));
+        }
+    }
+}
+
+#[test]
+fn steady_passes_change_nothing_and_emit_nothing() {
+    let mut w = World::new(Tier::Shared);
+    let first = w.reconcile();
+    w.tick(300);
+    let o = w.observe();
+    let a = plan(&o, w.now);
+    let b = plan(&o, w.now);
+    assert_eq!(a, b, "same input, same plan");
+    assert!(a.events.is_empty());
+    assert_eq!(a.phase, Stable);
+    assert_eq!(a.requeue_after.as_secs(), 300);
+    assert_eq!(
+        a.status, first.status,
+        "the recorded status is unchanged, so the executor writes nothing"
+    );
+    let ready = a.condition(conditions::READY).unwrap();
+    assert_eq!(ready.status, "True");
+    assert_eq!(
+        ready.last_transition_time,
+        first
+            .condition(conditions::READY)
+            .unwrap()
+            .last_transition_time
+    );
+}
+
+#[test]
+fn a_new_instance_adopts_its_tier_without_a_conversion() {
+    for tier in [Tier::Shared, Tier::Dedicated] {
+        let mut w = World::new(tier);
+        w.status = Default::default();
+        w.shared.tenant = None;
+        w.dedicated = {
+            let mut d = w.dedicated.clone();
+            d.exists = false;
+            d.tenant = None;
+            d
+        };
+        let p = w.reconcile();
+        assert_eq!(p.phase, Stable);
+        assert_eq!(p.status.tier, Some(tier));
+        assert!(p.status.migration.is_none());
+        assert_eq!(
+            p.status.phase,
+            Some(tiermq_crd::InstancePhase::Provisioning)
+        );
+        let mut passes = 1;
+        while w.status.phase != Some(tiermq_crd::InstancePhase::Ready) && passes < 5 {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+            let p = w.reconcile();
+            assert_eq!((p.phase, p.status.tier), (Stable, Some(tier)));
+            passes += 1;
+        }
+        assert_eq!(w.status.phase, Some(tiermq_crd::InstancePhase::Ready));
+        assert!(w.cluster(tier.cluster_kind()).tenant.is_some());
+        assert!(w.cluster(other(tier).cluster_kind()).tenant.is_none());
+        assert_eq!(w.phases, [Stable], "no conversion");
+    }
+}
