@@ -16,25 +16,65 @@ pub use common::*;
 pub use instance::*;
 pub use shared_cluster::*;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use kube::CustomResourceExt;
 
 /// Each CRD as `(file name, YAML document)`, in a stable order. The file names are the ones in `crd/`
 /// and in the chart's `crds/` folder.
 pub fn crd_files() -> Vec<(String, String)> {
-    [RabbitMQInstance::crd(), SharedCluster::crd()]
-        .iter()
-        .map(|crd| {
-            let name = crd.metadata.name.clone().expect("CRDs are named");
-            // serde_json first: the YAML then keeps the field order the types declare.
-            let value = serde_json::to_value(crd).expect("CRD serializes");
-            (format!("{name}.yaml"), format!("---\n{}", yaml_of(&value)))
-        })
-        .collect()
+    [
+        with_name_limit(
+            RabbitMQInstance::crd(),
+            MAX_INSTANCE_NAME_LEN,
+            INSTANCE_NAME_MESSAGE,
+        ),
+        with_name_limit(
+            SharedCluster::crd(),
+            MAX_SHARED_CLUSTER_NAME_LEN,
+            SHARED_CLUSTER_NAME_MESSAGE,
+        ),
+    ]
+    .iter()
+    .map(|crd| {
+        let name = crd.metadata.name.clone().expect("CRDs are named");
+        // serde_json first: the YAML then keeps the field order the types declare.
+        let value = serde_json::to_value(crd).expect("CRD serializes");
+        (format!("{name}.yaml"), format!("---\n{}", yaml_of(&value)))
+    })
+    .collect()
 }
 
 /// Both CRDs as one multi-document YAML stream (what `tiermq-operator crd` prints).
 pub fn crds_yaml() -> String {
     crd_files().into_iter().map(|(_, yaml)| yaml).collect()
+}
+
+/// Adds a root-level CEL rule bounding `metadata.name` (only the root schema may look at metadata;
+/// kube-derive's root `validation` attribute does not reach the CRD, so it is added here).
+fn with_name_limit(
+    mut crd: CustomResourceDefinition,
+    max: usize,
+    message: &str,
+) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema
+                .x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .push(ValidationRule {
+                    rule: format!("self.metadata.name.size() <= {max}"),
+                    message: Some(message.to_string()),
+                    ..Default::default()
+                });
+        }
+    }
+    crd
 }
 
 fn yaml_of(v: &serde_json::Value) -> String {
@@ -47,7 +87,16 @@ mod tests {
     use serde_json::Value;
 
     fn instance_crd() -> Value {
-        serde_json::to_value(RabbitMQInstance::crd()).unwrap()
+        crd_json("rabbitmqinstances.tiermq.io")
+    }
+
+    /// The CRD as published (what `crd/` holds), not the bare derive output.
+    fn crd_json(name: &str) -> Value {
+        let (_, yaml) = crd_files()
+            .into_iter()
+            .find(|(f, _)| f.starts_with(name))
+            .unwrap();
+        serde_yaml::from_str(yaml.trim_start_matches("---\n")).unwrap()
     }
 
     #[test]
@@ -65,6 +114,25 @@ mod tests {
         assert!(
             msg.contains("immutable") && msg.contains("create a new RabbitMQInstance"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn names_are_bounded_at_admission() {
+        let rule_of = |crd: Value| {
+            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"][0]["rule"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            rule_of(instance_crd()),
+            format!("self.metadata.name.size() <= {MAX_INSTANCE_NAME_LEN}")
+        );
+        let sc = crd_json("sharedclusters.tiermq.io");
+        assert_eq!(
+            rule_of(sc),
+            format!("self.metadata.name.size() <= {MAX_SHARED_CLUSTER_NAME_LEN}")
         );
     }
 
