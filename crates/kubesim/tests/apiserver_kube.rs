@@ -649,3 +649,67 @@ async fn a_filtered_watch_sees_objects_enter_and_leave_its_selection() {
     }
     assert_eq!(seen, ["ADDED", "DELETED"]);
 }
+
+#[tokio::test]
+async fn streaming_list_watchers_get_initial_events_then_changes() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    api.create(&PostParams::default(), &cm("existing", json!({})))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let w = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default().streaming_lists())
+            .applied_objects()
+            .for_each(move |o| {
+                if let Ok(o) = o {
+                    let _ = tx.send(o.name_any());
+                }
+                futures::future::ready(())
+            }),
+    );
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "existing");
+    api.create(&PostParams::default(), &cm("later", json!({})))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, "later");
+    w.abort();
+}
+
+#[tokio::test]
+async fn dry_run_writes_change_nothing() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api.create(&dry, &cm("ghost", json!({}))).await.unwrap();
+    assert!(api.get_opt("ghost").await.unwrap().is_none());
+    let real = api
+        .create(&PostParams::default(), &cm("real", json!({"a": "1"})))
+        .await
+        .unwrap();
+    let pp = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let preview = api
+        .patch("real", &pp, &Patch::Merge(json!({"data": {"a": "2"}})))
+        .await
+        .unwrap();
+    assert_eq!(preview.data.unwrap()["a"], "2");
+    assert_eq!(
+        preview.metadata.resource_version,
+        real.metadata.resource_version
+    );
+    assert_eq!(api.get("real").await.unwrap().data.unwrap()["a"], "1");
+}

@@ -883,6 +883,8 @@ impl State {
             return Ok(old);
         }
         if opts.dry_run {
+            // what the write would produce, still at the current version
+            new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
             return Ok(new);
         }
         let key = Self::key(rt, ns, name);
