@@ -716,3 +716,97 @@ fn a_new_instance_adopts_its_tier_without_a_conversion() {
         assert_eq!(w.phases, [Stable], "no conversion");
     }
 }
+
+#[test]
+fn queues_declared_on_the_source_during_dual_write_reach_the_destination_before_the_cutover() {
+    let mut w = World::new(Tier::Shared);
+    w.set_tier(Tier::Dedicated);
+    drive(
+        &mut w,
+        50,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+        },
+        |w| w.phase() == DualWriteDualRead,
+    );
+    // A client declares a new queue on the source while both clusters serve.
+    w.shared
+        .tenant
+        .as_mut()
+        .unwrap()
+        .topology
+        .insert("queue/late-declared".into());
+    let p = w.reconcile();
+    assert_eq!(p.phase, SingleWriteDualRead);
+    let copy = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::CopyTopology { .. }))
+        .expect("topology copied again");
+    let cutover = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::RouteService { to } if *to == vec![dedicated_ref()]))
+        .unwrap();
+    assert!(copy < cutover);
+    assert!(
+        w.dedicated
+            .tenant
+            .as_ref()
+            .unwrap()
+            .topology
+            .contains("queue/late-declared")
+    );
+}
+
+#[test]
+fn a_changed_shared_cluster_ref_does_not_move_a_shared_instance() {
+    let mut o = stable_observed(Tier::Shared);
+    // The user points spec.shared.clusterRef elsewhere and the observer followed the spec.
+    let mut elsewhere = shared_ref();
+    elsewhere.name = "shared-b".into();
+    o.shared = up(elsewhere.clone(), None);
+    let p = plan(&o, t0());
+    assert_eq!(p.phase, Stable);
+    assert_eq!(
+        p.steps,
+        vec![Step::RouteService {
+            to: vec![shared_ref()]
+        }],
+        "the instance stays on the cluster that serves it; nothing happens on the other"
+    );
+    assert_eq!(p.status.serving, Some(shared_ref()));
+}
+
+#[test]
+fn failed_shovels_are_reported_and_re_created() {
+    let mut w = World::new(Tier::Shared);
+    w.spec.migration.drain_strategy = DrainStrategy::Shovel;
+    w.publish_via_service(5);
+    w.set_tier(Tier::Dedicated);
+    drive(
+        &mut w,
+        50,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+        },
+        |w| w.phase() == DrainingSource,
+    );
+    let mut o = w.observe();
+    let t = o.shared.broker.as_mut().unwrap().tenant.as_mut().unwrap();
+    t.shovels.failed = 2;
+    let p = plan(&o, w.now);
+    assert_eq!(p.phase, DrainingSource);
+    assert!(p.steps.contains(&Step::StartShovels {
+        from: shared_ref(),
+        to: dedicated_ref()
+    }));
+    let m = p.condition(conditions::MIGRATING).unwrap();
+    assert!(m.message.contains("2 shovels failed"), "{}", m.message);
+}

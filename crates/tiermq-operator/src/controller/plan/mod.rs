@@ -231,7 +231,7 @@ fn new_migration(o: &Observed, from: Tier, to: Tier, now: DateTime<Utc>) -> Migr
     MigrationStatus {
         from,
         to,
-        source: o.cluster(from.cluster_kind()).cluster.clone(),
+        source: serving_ref(o, from),
         destination: o.cluster(to.cluster_kind()).cluster.clone(),
         drain_strategy: o.spec.migration.drain_strategy,
         connection_policy: effective_policy(o.spec.migration.connection_policy, to),
@@ -383,30 +383,43 @@ fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -> Decision 
 
 /// The steady state of an instance served by the cluster of `tier`.
 fn steady(o: &Observed, tier: Tier, phase: MigrationPhase) -> Decision {
-    let c = o.cluster(tier.cluster_kind());
+    let c = serving_ref(o, tier);
     let mut steps = Vec::new();
     if tier == Tier::Dedicated {
-        steps.push(Step::EnsureDedicatedCluster {
-            cluster: c.cluster.clone(),
-        });
+        steps.push(Step::EnsureDedicatedCluster { cluster: c.clone() });
     }
-    if c.ready() && c.reachable() {
-        steps.push(Step::EnsureTenant {
-            cluster: c.cluster.clone(),
-        });
+    if reachable(o, &c) {
+        steps.push(Step::EnsureTenant { cluster: c.clone() });
     }
     steps.push(Step::RouteService {
-        to: vec![c.cluster.clone()],
+        to: vec![c.clone()],
     });
     let mut d = Decision::new(phase, steps);
     d.tier = Some(tier);
-    d.serving = Some(c.cluster.clone());
+    d.serving = Some(c);
     d
+}
+
+/// The cluster serving an instance on `tier`: `status.serving` when it is of that tier (the
+/// instance stays where it is even if `spec.shared.clusterRef` changes: moving between
+/// SharedClusters is not a tier conversion), else the observed cluster of that kind.
+fn serving_ref(o: &Observed, tier: Tier) -> ClusterRef {
+    match &o.status.serving {
+        Some(r) if r.kind == tier.cluster_kind() => r.clone(),
+        _ => o.cluster(tier.cluster_kind()).cluster.clone(),
+    }
 }
 
 /// Why a flip from `from` to `to` cannot start now, if it cannot.
 fn blocker(o: &Observed, from: Tier, to: Tier) -> Option<(&'static str, String)> {
-    let src = o.cluster(from.cluster_kind());
+    let src_ref = serving_ref(o, from);
+    let Some(src) = o.cluster_by_ref(&src_ref) else {
+        let msg = format!(
+            "conversion to {to} held: {} serves the instance but was not observed",
+            describe(&src_ref)
+        );
+        return Some((reasons::NOT_IN_SERVICE, msg));
+    };
     if !src.in_service() {
         let why = if !src.exists {
             "its cluster does not exist".to_string()
@@ -531,6 +544,19 @@ fn preparing(o: &Observed, now: DateTime<Utc>) -> Decision {
     Decision::migrating(PreparingDestination, m, steps).progress(waiting)
 }
 
+/// Copy the source's topology again when both tenants answer and the destination lacks some
+/// object (clients may declare queues on the source while both clusters serve).
+fn topology_refresh(o: &Observed, m: &MigrationStatus) -> Option<Step> {
+    let both_up = reachable(o, &m.source) && reachable(o, &m.destination);
+    (both_up
+        && matches!(tenant_of(o, &m.destination), TenantState::Present(_))
+        && !topology_synced(o, m))
+    .then(|| Step::CopyTopology {
+        from: m.source.clone(),
+        to: m.destination.clone(),
+    })
+}
+
 fn dual_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     let (s, d) = (&m.source, &m.destination);
     let mut steps = Vec::new();
@@ -541,6 +567,7 @@ fn dual_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     if reachable(o, d) {
         steps.push(Step::EnsureTenant { cluster: d.clone() });
     }
+    steps.extend(topology_refresh(o, m));
     steps.push(Step::RouteService {
         to: vec![s.clone(), d.clone()],
     });
@@ -586,6 +613,8 @@ fn single_write_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     if reachable(o, d) {
         steps.push(Step::EnsureTenant { cluster: d.clone() });
     }
+    // Objects clients declared on the source during the dual phase follow before the cutover.
+    steps.extend(topology_refresh(o, m));
     steps.push(Step::RouteService {
         to: vec![d.clone()],
     });
@@ -713,7 +742,15 @@ fn draining(o: &Observed, now: DateTime<Utc>) -> Decision {
                 backlog_note(&m)
             )
         });
-        let progress = format!("draining {}: {}", describe(&m.source), backlog_note(&m));
+        let mut progress = format!("draining {}: {}", describe(&m.source), backlog_note(&m));
+        if let TenantState::Present(t) = tenant_of(o, &m.source)
+            && t.shovels.failed > 0
+        {
+            progress.push_str(&format!(
+                "; {} shovels failed and are re-created",
+                t.shovels.failed
+            ));
+        }
         let steps = draining_steps(o, &m);
         let mut d = Decision::migrating(DrainingSource, m, steps).progress(progress);
         d.drain_timed_out = timed_out;

@@ -11,10 +11,12 @@ use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstanceSpec, RabbitMQInstance
 ///
 /// The two clusters are described by kind, not by role: `shared` is the SharedCluster the instance
 /// is (or is to be) placed on and `dedicated` is the instance's own cluster. The observer picks
-/// them as follows: while `status.migration` is set, the refs recorded there (source and
-/// destination); otherwise `shared` is `spec.shared.clusterRef` (or the operator's default) and
-/// `dedicated` is the instance's dedicated StatefulSet name. The planner derives the roles (source,
-/// destination) itself from the recorded status, so a wrong guess by the observer cannot swap them.
+/// `shared` as follows: while `status.migration` is set, the SharedCluster recorded there (source
+/// or destination); else, when `status.serving` is a SharedCluster, that one; else
+/// `spec.shared.clusterRef` (or the operator's default). `dedicated` is always the instance's
+/// dedicated StatefulSet. The planner derives the roles (source, destination) itself from the
+/// recorded status and matches observations by full ref ([`Observed::cluster_by_ref`]), so an
+/// observation of another cluster is treated as "unknown", never as the one it looks for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     /// `metadata.generation`; written to `status.observedGeneration` and every condition.
