@@ -1,19 +1,69 @@
 //! An in-process Kubernetes API server for tests and the demo, served over plain HTTP on
-//! loopback. Real kubectl 1.32 and kube-rs 5 clients talk to it unmodified.
+//! loopback. Real kubectl (1.32/1.33) and kube-rs 5 clients talk to it unmodified.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use kubesim::apiserver::{start, ApiServerConfig};
 //! let server = start(ApiServerConfig::default()).await?;
 //! let client = kube::Client::try_from(kube::Config::new(server.url().parse()?))?;
-//! server.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig"))?; // for kubectl --kubeconfig
+//! server.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig"))?; // kubectl --kubeconfig
+//! server.faults().fail_writes("apps", "statefulsets", Some("web"), 2, 500);
 //! server.faults().end_watches(); // every open watch ends; clients resume
 //! server.shutdown().await;
 //! # let _ = client; Ok(()) }
 //! ```
 //!
-//! What it serves and its limits are described in `crates/kubesim/README-apiserver.md`
-//! (also in the module docs of [`merge`] for patching and server-side apply).
+//! # What is served
+//!
+//! - `/version`, `/healthz`, `/readyz`, `/livez`; discovery `/api`, `/apis`, `/apis/{g}`,
+//!   `/api/v1`, `/apis/{g}/{v}` with verbs, short names, categories (`all`) and the `status` /
+//!   `scale` subresources. Aggregated discovery is answered in the plain form (kubectl's Accept
+//!   list allows it and kubectl falls back, as with older servers).
+//! - OpenAPI v3: `/openapi/v3` and one document per group-version (built-in schemas from
+//!   k8s-openapi via schemars, CRD `openAPIV3Schema`s), enough for `kubectl apply` validation
+//!   and `kubectl explain`. `/openapi/v2` is 404; kubectl does not need it once v3 is there.
+//! - Built-in kinds: Namespace, Pod, Service, Endpoints, ConfigMap, Secret, ServiceAccount,
+//!   Event (core; events.k8s.io/v1 is a converted view of the same objects),
+//!   PersistentVolumeClaim, StatefulSet and Deployment (with `scale`), EndpointSlice,
+//!   PodDisruptionBudget, Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
+//!   CustomResourceDefinition. Namespaces `default`, `kube-system`, `kube-public`,
+//!   `kube-node-lease` exist from the start (the first three cannot be deleted).
+//! - CRDs are served as soon as they are created (Established/NamesAccepted conditions set):
+//!   structural pruning, schema defaults, OpenAPI validation (jsonschema crate),
+//!   `x-kubernetes-validations` CEL rules incl. transition rules with `oldSelf` (cel crate;
+//!   `message`, `messageExpression`, `fieldPath`), printer columns, short names, categories,
+//!   status and scale subresources.
+//! - Verbs: create (generateName, uid, creationTimestamp, one global resourceVersion counter),
+//!   get, list (label selectors incl. set-based, field selectors on any dotted path), watch
+//!   (resume from a resourceVersion, bookmarks, `sendInitialEvents`, 410 Gone from a compacted
+//!   history of [`store::HISTORY_LEN`] events, objects entering/leaving a filtered watch show as
+//!   ADDED/DELETED), update (409 on a stale resourceVersion), patch (JSON merge, JSON patch,
+//!   strategic merge and server-side apply — see [`merge`]), delete (Background, Foreground,
+//!   Orphan; finalizers and deletionTimestamp; owner-reference garbage collection, cascading;
+//!   namespace deletion empties the namespace), deletecollection, `dryRun=All`.
+//! - `metadata.generation` moves on changes outside metadata and status only; the main resource
+//!   ignores status when a status subresource exists, `/status` ignores everything but status.
+//! - Services get a ClusterIP from `service_ip_prefix` (`clusterIP: None` stays headless; a
+//!   given IP in the range is reserved; the IP is immutable and freed on delete).
+//! - `fieldValidation=Strict|Warn|Ignore` on writes (unknown fields refused / `Warning`
+//!   headers / nothing; Warn is the default when the parameter is absent, Strict is kubectl's).
+//! - Table output (`Accept: ...;as=Table;g=meta.k8s.io;v=v1`) for get, list and watch: CRD
+//!   printer columns, and NAME/AGE plus a few columns per built-in kind.
+//! - Protobuf request bodies only for what `kubectl create namespace|configmap|secret|
+//!   serviceaccount` sends (see [`proto`]); other protobuf bodies get 415 (use `kubectl apply`).
+//!   Responses are always JSON.
+//! - Errors are `Status` objects with reason, code and details (causes with field paths), so
+//!   kubectl prints e.g. `The Broker "x" is invalid: spec: Invalid value: "object": ...`.
+//!
+//! # Not served / limits
+//!
+//! No authentication or authorization (every request is allowed; no RBAC evaluation, no
+//! SelfSubjectAccessReview), no admission webhooks or conversion webhooks (several CRD versions
+//! are served from one stored object whose apiVersion is rewritten), no pagination (`limit` and
+//! `continue` are ignored: lists are complete), no pod logs/exec/port-forward, no graceful pod
+//! termination (a Pod without finalizers is removed at once), no built-in defaulting beyond a
+//! few fields per kind, watch timeouts default to 30 minutes, and Strategic-merge/SSA list
+//! semantics follow merge keys by field name rather than the full OpenAPI extensions.
 
 pub mod crd;
 pub mod discovery;
