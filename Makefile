@@ -17,8 +17,8 @@ build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: generate
-generate: ## Write the CRD YAML (crd/ and the chart's crds/) from the Rust types
-	$(CARGO) run -q -p tiermq-operator -- crd --out-dir crd --out-dir charts/tiermq/crds
+generate: ## Write the CRD YAML (crd/, the chart's crds/, deploy/crds/) from the Rust types
+	$(CARGO) run -q -p tiermq-operator -- crd --out-dir crd --out-dir charts/tiermq/crds --out-dir deploy/crds
 
 .PHONY: fmt
 fmt: ## Format the code
