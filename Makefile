@@ -9,7 +9,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: setup
-setup: ## Install what the tests need on a fresh Debian machine (rabbitmq-server); needs root
+setup: ## Install what tests and demo need on a fresh Debian machine (rabbitmq-server) if missing
 	bash .ci/setup
 
 .PHONY: build
@@ -30,7 +30,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: test
-test: lint ## fmt check, clippy, then every test (unit, real-broker, kubesim, end-to-end)
+test: setup lint ## Installs what is missing, then fmt check, clippy and every test (unit, real-broker, kubesim, end-to-end)
 	$(CARGO) nextest run --workspace --profile $(if $(CI),ci,default)
 
 .PHONY: test-unit
