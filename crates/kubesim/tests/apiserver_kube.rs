@@ -713,3 +713,50 @@ async fn dry_run_writes_change_nothing() {
     );
     assert_eq!(api.get("real").await.unwrap().data.unwrap()["a"], "1");
 }
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::finalizer::{Event as Fin, finalizer};
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    api.create(&PostParams::default(), &cm("guarded", json!({})))
+        .await
+        .unwrap();
+    let run = |api: Api<ConfigMap>| async move {
+        let obj = Arc::new(api.get("guarded").await.unwrap());
+        finalizer(&api, "test.kubesim.io/cleanup", obj, |ev| async move {
+            Ok::<_, std::convert::Infallible>(match ev {
+                Fin::Apply(_) => Action::requeue(Duration::from_secs(1)),
+                Fin::Cleanup(_) => Action::requeue(Duration::from_secs(2)),
+            })
+        })
+        .await
+    };
+    // first pass adds the finalizer (JSON patch with a `test` against the absent list)
+    run(api.clone()).await.unwrap();
+    let o = api.get("guarded").await.unwrap();
+    assert_eq!(o.finalizers(), ["test.kubesim.io/cleanup"]);
+    assert_eq!(
+        run(api.clone()).await.unwrap(),
+        Action::requeue(Duration::from_secs(1))
+    );
+    api.delete("guarded", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        api.get("guarded")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    assert_eq!(
+        run(api.clone()).await.unwrap(),
+        Action::requeue(Duration::from_secs(2))
+    );
+    assert!(
+        api.get_opt("guarded").await.unwrap().is_none(),
+        "the cleanup removed the finalizer and the object went"
+    );
+}

@@ -696,7 +696,7 @@ impl State {
             "application/json-patch+json" => {
                 let p: json_patch::Patch = serde_json::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut new, &p).map_err(|e| {
+                apply_json_patch(&mut new, &p).map_err(|e| {
                     ApiError::new(
                         422,
                         "Invalid",
@@ -1299,6 +1299,24 @@ impl State {
         )?;
         self.get_scale(rt, ns, name)
     }
+}
+
+/// RFC 6902 with the Kubernetes reading of `test`: an absent field tests equal to null
+/// (kube-rs' `finalizer()` relies on it when it adds the first finalizer).
+pub fn apply_json_patch(
+    doc: &mut Value,
+    patch: &json_patch::Patch,
+) -> Result<(), json_patch::PatchError> {
+    for op in &patch.0 {
+        if let json_patch::PatchOperation::Test(t) = op
+            && t.value.is_null()
+            && doc.pointer(t.path.as_str()).is_none_or(Value::is_null)
+        {
+            continue;
+        }
+        json_patch::patch(doc, std::slice::from_ref(op))?;
+    }
+    Ok(())
 }
 
 pub fn new_uid() -> String {
