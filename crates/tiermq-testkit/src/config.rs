@@ -81,14 +81,19 @@ impl fmt::Debug for NodeConfig {
     }
 }
 
-/// Statistics emission interval for test nodes. The management API's message counts lag by this
-/// much (5 s by default in RabbitMQ), and by the quorum-queue tick for quorum queues.
+/// Statistics emission interval for test nodes (RabbitMQ's default: 5 s). Quorum queues report on
+/// their own tick, set to the same value.
 pub const TEST_STATS_INTERVAL_MS: u64 = 500;
+/// Width of the management database's sample buckets for test nodes (RabbitMQ's default: 5 s).
+/// The counts the management API shows change once per bucket, so they lag by up to the
+/// statistics interval plus this.
+pub const TEST_SAMPLE_INCREMENT_SECS: u64 = 1;
 
 impl NodeConfig {
     /// A throw-away test node: standard AMQP and management ports on `ip`, the distribution port
     /// that belongs to `ip` (see [`crate::IpLease`]), admin `admin` with a random password, the
-    /// migration plugins, a short statistics interval and quorum-queue tick.
+    /// migration plugins, a short statistics interval and quorum-queue tick, and 1 s sample
+    /// buckets, so management-API counts lag by about 1.5 s instead of up to 10 s.
     pub fn for_test(node_name: impl Into<String>, ip: Ipv4Addr, base_dir: PathBuf) -> Self {
         let admin = Credentials::new("admin", random_token(24));
         let config = format!(
@@ -114,7 +119,11 @@ impl NodeConfig {
             base_dir,
             config,
             advanced_config: Some(format!(
-                "[{{rabbit, [{{quorum_tick_interval, {TEST_STATS_INTERVAL_MS}}}]}}].\n"
+                "[{{rabbit, [{{quorum_tick_interval, {TEST_STATS_INTERVAL_MS}}}]}},\n \
+                 {{rabbitmq_management_agent, [{{sample_retention_policies,\n   \
+                 [{{global, [{{605, {inc}}}, {{3660, 60}}]}}, {{basic, [{{605, {inc}}}, {{3600, 60}}]}}, \
+                 {{detailed, [{{605, {inc}}}]}}]}}]}}].\n",
+                inc = TEST_SAMPLE_INCREMENT_SECS
             )),
             plugins: TEST_PLUGINS.iter().map(|p| p.to_string()).collect(),
             admin,
@@ -212,6 +221,15 @@ mod tests {
         assert!(text.contains("management.tcp.ip = 127.3.0.9\n"));
         assert!(text.contains("management.tcp.port = 15672\n"));
         assert!(text.contains("collect_statistics_interval = 500\n"));
+        let advanced = cfg.advanced_config.clone().unwrap();
+        assert!(
+            advanced.contains("{quorum_tick_interval, 500}"),
+            "{advanced}"
+        );
+        assert!(
+            advanced.contains("{basic, [{605, 1}, {3600, 60}]}"),
+            "{advanced}"
+        );
         assert_eq!(cfg.full_node_name(), "t-1@127.3.0.9");
     }
 

@@ -10,7 +10,8 @@
 //!   for the PVC → `base_dir`, the pod IP → `ip`).
 //! - **Test convenience**: [`start_nodes`] starts N throw-away nodes in parallel, each on its own
 //!   leased loopback IP from `127.3.0.0/16` (see [`IpLease`]) with the standard ports, a temporary
-//!   folder, a 500 ms statistics interval and the plugins the migration steps need.
+//!   folder, a 500 ms statistics interval, 1 s statistics sample buckets and the plugins the
+//!   migration steps need.
 //!
 //! Every node is always stopped: [`Drop`] kills the node's whole process group (so a panicking test
 //! leaves nothing behind), and each start first sweeps nodes whose owning process died without
@@ -28,7 +29,9 @@ mod ip;
 mod node;
 mod sweep;
 
-pub use config::{Credentials, NodeConfig, TEST_PLUGINS};
+pub use config::{
+    Credentials, NodeConfig, TEST_PLUGINS, TEST_SAMPLE_INCREMENT_SECS, TEST_STATS_INTERVAL_MS,
+};
 pub use error::TestkitError;
 pub use ip::IpLease;
 pub use node::{READY_TIMEOUT, RabbitNode, start_nodes, start_test_node};

@@ -56,29 +56,34 @@ pub async fn retire_tenant(
             let holding: Vec<String> = backlog
                 .queues
                 .iter()
-                .filter(|q| q.remaining() > 0 || !q.stats_known)
+                .filter(|q| q.remaining() > 0)
                 .take(5)
-                .map(|q| {
-                    if q.stats_known {
-                        format!("{} ({})", q.name, q.remaining())
-                    } else {
-                        format!("{} (no statistics yet)", q.name)
-                    }
-                })
+                .map(|q| format!("{} ({})", q.name, q.remaining()))
                 .collect();
-            return Err(client.error(
-                op,
-                ErrorKind::Refused {
-                    reason: format!(
-                        "the vhost still holds {} messages ({} ready, {} unacknowledged, {} delayed) in: {}",
-                        backlog.remaining(),
-                        backlog.total_ready,
-                        backlog.total_unacked,
-                        backlog.delayed,
-                        holding.join(", ")
-                    ),
-                },
-            ));
+            let unknown: Vec<&str> = backlog
+                .queues
+                .iter()
+                .filter(|q| !q.stats_known)
+                .take(5)
+                .map(|q| q.name.as_str())
+                .collect();
+            let mut reason = format!(
+                "the vhost still holds {} messages ({} ready, {} unacknowledged, {} delayed)",
+                backlog.remaining(),
+                backlog.total_ready,
+                backlog.total_unacked,
+                backlog.delayed
+            );
+            if !holding.is_empty() {
+                reason.push_str(&format!(" in: {}", holding.join(", ")));
+            }
+            if !unknown.is_empty() {
+                reason.push_str(&format!(
+                    "; no statistics yet (counts unknown) for: {}",
+                    unknown.join(", ")
+                ));
+            }
+            return Err(client.error(op, ErrorKind::Refused { reason }));
         }
     }
     debug_assert!(progress.drained(criteria));

@@ -22,12 +22,12 @@ use tiermq_testkit::{Credentials, RabbitNode};
 /// Tests in one binary run one at a time: each starts real nodes on a 2-core machine.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The test nodes' statistics interval is 500 ms; two readings 1.2 s apart are fresh.
+/// For the test nodes' 500 ms statistics interval and 1 s sample buckets: readings 2.5 s apart.
 pub fn criteria() -> DrainCriteria {
-    DrainCriteria {
-        required_samples: 2,
-        min_spacing: Duration::from_millis(1200),
-    }
+    DrainCriteria::for_broker(
+        Duration::from_millis(tiermq_testkit::TEST_STATS_INTERVAL_MS),
+        Duration::from_secs(tiermq_testkit::TEST_SAMPLE_INCREMENT_SECS),
+    )
 }
 
 pub fn quick_retry() -> ClientOptions {

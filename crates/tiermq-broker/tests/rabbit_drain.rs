@@ -1,0 +1,358 @@
+//! The drain: the check never calls a source drained while it holds a message (ready, unacked,
+//! or waiting in a TTL/dead-letter delay queue), retiring refuses until then, and an active
+//! shovel drain of 100,000 messages — interrupted halfway and resumed — loses none.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use tiermq_broker::steps::{self, DrainProgress, ensure_tenant, measure_backlog};
+use tiermq_broker::{ErrorKind, Secret};
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_check_waits_for_ready_unacked_and_delayed_messages() {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node, "shared/test");
+    let t = tenant("drain", "drain-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    let conn = connect(&tenant_uri(&node, &t), "drain").await;
+    let ch = confirm_channel(&conn).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("work".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    // A delay queue: messages wait 10 s, then are dead-lettered into "work".
+    ch.queue_declare(
+        "delay".into(),
+        durable,
+        args(&[
+            ("x-message-ttl", AMQPValue::LongInt(10_000)),
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            (
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString("work".into()),
+            ),
+        ]),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        "votes".into(),
+        durable,
+        args(&[("x-queue-type", AMQPValue::LongString("quorum".into()))]),
+    )
+    .await
+    .unwrap();
+    publish_confirmed(&ch, "work", 0..5).await;
+    publish_confirmed(&ch, "delay", 100..105).await;
+    publish_confirmed(&ch, "votes", 200..203).await;
+
+    // Retiring refuses while the tenant can still publish, then while messages remain.
+    let err = steps::retire_tenant(&c, &t.vhost, &t.user, &criteria())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind, ErrorKind::Refused { .. })
+            && err.to_string().contains("can still publish"),
+        "{err}"
+    );
+    steps::revoke_writes(&c, &t.vhost, &t.user).await.unwrap();
+
+    // The drain check runs on its own, as the operator's would, until it calls the vhost drained.
+    let watcher = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let crit = criteria();
+            let mut progress = DrainProgress::default();
+            let mut max_delayed = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                let b = measure_backlog(&c, "drain").await.unwrap();
+                max_delayed = max_delayed.max(b.delayed);
+                progress = progress.observe(&b, &crit);
+                if progress.drained(&crit) {
+                    return (Some(Instant::now()), max_delayed);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            (None, max_delayed)
+        })
+    };
+
+    let waited = Instant::now();
+    eventually(
+        "statistics of all three queues",
+        Duration::from_secs(8),
+        || async {
+            measure_backlog(&c, &t.vhost)
+                .await
+                .unwrap()
+                .complete
+                .then_some(())
+        },
+    )
+    .await;
+    println!("queue statistics appeared after {:?}", waited.elapsed());
+    let err = steps::retire_tenant(&c, &t.vhost, &t.user, &criteria())
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("still holds 13 messages"), "{err}");
+    assert_eq!(ready_now(&conn, "work").await, 5, "refusal changed nothing");
+
+    // Take the five "work" messages and hold them unacknowledged; drain "votes".
+    let consumer = connect(&tenant_uri(&node, &t), "holder").await;
+    let cch = consumer.create_channel().await.unwrap();
+    cch.basic_qos(50, BasicQosOptions::default()).await.unwrap();
+    let mut work = cch
+        .basic_consume(
+            "work".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    while held.len() < 5 {
+        held.push(
+            tokio::time::timeout(Duration::from_secs(5), work.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let votes = consume_ids(&consumer, "votes", 3, Duration::from_secs(5)).await;
+    assert_eq!(votes.len(), 3);
+    let b = eventually(
+        "the held messages to show as unacknowledged",
+        Duration::from_secs(5),
+        || async {
+            let b = measure_backlog(&c, &t.vhost).await.unwrap();
+            (b.total_unacked == 5).then_some(b)
+        },
+    )
+    .await;
+    assert!(!b.is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the watcher keeps reading meanwhile
+    for d in held.drain(..) {
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+
+    // Only the delayed messages remain; they show as delayed with an ETA no shorter than waiting.
+    let b = eventually(
+        "the delay queue to be the only backlog",
+        Duration::from_secs(5),
+        || async {
+            let b = measure_backlog(&c, &t.vhost).await.unwrap();
+            (b.delayed == 5 && b.total_unacked == 0 && b.total_ready == 5).then_some(b)
+        },
+    )
+    .await;
+    assert!(!b.is_empty());
+
+    // After the TTL they arrive in "work"; take and acknowledge them.
+    let mut acked = 0;
+    while acked < 5 {
+        let d = tokio::time::timeout(Duration::from_secs(10), work.next())
+            .await
+            .expect("dead-lettered message")
+            .unwrap()
+            .unwrap();
+        let id: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
+        assert!((100..105).contains(&id));
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        acked += 1;
+    }
+    let last_ack = Instant::now();
+
+    let (drained_at, max_delayed) = watcher.await.unwrap();
+    let drained_at = drained_at.expect("the vhost is reported drained in the end");
+    assert!(
+        drained_at > last_ack,
+        "reported drained before the last message was acknowledged"
+    );
+    assert_eq!(max_delayed, 5, "the watcher saw the delayed messages");
+    for q in ["work", "delay", "votes"] {
+        assert_eq!(ready_now(&consumer, q).await, 0, "{q}");
+    }
+
+    assert_eq!(
+        steps::retire_tenant(&c, &t.vhost, &t.user, &criteria())
+            .await
+            .unwrap(),
+        steps::RetireOutcome::Retired
+    );
+    assert_eq!(
+        steps::retire_tenant(&c, &t.vhost, &t.user, &criteria())
+            .await
+            .unwrap(),
+        steps::RetireOutcome::AlreadyGone
+    );
+    assert_eq!(c.get_vhost(&t.vhost).await.unwrap(), None);
+    assert_eq!(c.get_user(&t.user).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shovel_drain_of_100k_messages_loses_none_even_when_interrupted() {
+    const CLASSIC: u64 = 60_000;
+    const TOTAL: u64 = 100_000;
+    let _serial = SERIAL.lock().await;
+    let nodes = tiermq_testkit::start_nodes(2).await.unwrap();
+    let (src, dst) = (
+        admin(&nodes[0], "shared/test"),
+        admin(&nodes[1], "dedicated/bulk"),
+    );
+    let t = tenant("bulk", "bulk-user");
+    ensure_tenant(&src, &t).await.unwrap();
+    ensure_tenant(&dst, &t).await.unwrap();
+    let src_conn = connect(&tenant_uri(&nodes[0], &t), "bulk-src").await;
+    let ch = confirm_channel(&src_conn).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("bulk-classic".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_declare(
+        "bulk-quorum".into(),
+        durable,
+        args(&[("x-queue-type", AMQPValue::LongString("quorum".into()))]),
+    )
+    .await
+    .unwrap();
+    steps::copy_topology(&src, &t.vhost, &dst, &t.vhost)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    publish_confirmed(&ch, "bulk-classic", 0..CLASSIC).await;
+    publish_confirmed(&ch, "bulk-quorum", CLASSIC..TOTAL).await;
+    let publish_secs = started.elapsed().as_secs_f64();
+    steps::revoke_writes(&src, &t.vhost, &t.user).await.unwrap();
+    let backlog = eventually(
+        "the source statistics to show the backlog",
+        Duration::from_secs(20),
+        || async {
+            let b = measure_backlog(&src, &t.vhost).await.unwrap();
+            (b.complete && b.total_ready == TOTAL).then_some(b)
+        },
+    )
+    .await;
+
+    let dest_uri = Secret::new(tenant_uri(&nodes[1], &t));
+    let drain_started = Instant::now();
+    let first = steps::ensure_drain_shovels(&src, &backlog, &dest_uri)
+        .await
+        .unwrap();
+    assert_eq!(first.started, ["bulk-classic", "bulk-quorum"]);
+    let again = steps::ensure_drain_shovels(&src, &backlog, &dest_uri)
+        .await
+        .unwrap();
+    assert!(
+        again.started.is_empty(),
+        "a rerun does not declare shovels twice: {again:?}"
+    );
+
+    // A crash mid-transfer: the shovels are gone before they finished.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let removed = steps::remove_drain_shovels(&src, &t.vhost).await.unwrap();
+    let left_at_crash =
+        ready_now(&src_conn, "bulk-classic").await + ready_now(&src_conn, "bulk-quorum").await;
+    println!(
+        "interrupted: {removed} shovels removed, {left_at_crash} messages still on the source"
+    );
+
+    // Resume: the level-triggered loop the operator runs.
+    let crit = criteria();
+    let mut progress = DrainProgress::default();
+    let mut passes = 0;
+    while !progress.drained(&crit) {
+        assert!(
+            drain_started.elapsed() < Duration::from_secs(240),
+            "drain did not finish"
+        );
+        let b = measure_backlog(&src, &t.vhost).await.unwrap();
+        progress = progress.observe(&b, &crit);
+        if !b.is_empty() {
+            steps::ensure_drain_shovels(&src, &b, &dest_uri)
+                .await
+                .unwrap();
+        }
+        passes += 1;
+        if passes % 4 == 0 {
+            println!(
+                "drain: {} remaining, {:.0} msg/s, eta {:?}",
+                b.remaining(),
+                b.drain_rate,
+                b.eta_seconds.map(|s| s.round())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drain_secs = drain_started.elapsed().as_secs_f64();
+    assert_eq!(ready_now(&src_conn, "bulk-classic").await, 0);
+    assert_eq!(ready_now(&src_conn, "bulk-quorum").await, 0);
+    // Shovels delete themselves after moving the queue length.
+    eventually(
+        "the drain shovels to delete themselves",
+        Duration::from_secs(20),
+        || async {
+            src.list_shovels(&t.vhost)
+                .await
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Every confirmed message is on the destination.
+    let dst_conn = connect(&tenant_uri(&nodes[1], &t), "bulk-dst").await;
+    let mut seen: HashMap<u64, u32> = consume_ids(
+        &dst_conn,
+        "bulk-classic",
+        CLASSIC as usize,
+        Duration::from_secs(20),
+    )
+    .await;
+    seen.extend(
+        consume_ids(
+            &dst_conn,
+            "bulk-quorum",
+            (TOTAL - CLASSIC) as usize,
+            Duration::from_secs(20),
+        )
+        .await,
+    );
+    let lost = (0..TOTAL).filter(|id| !seen.contains_key(id)).count();
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum::<u32>()
+        + ready_now(&dst_conn, "bulk-classic").await
+        + ready_now(&dst_conn, "bulk-quorum").await;
+    println!(
+        "shovel drain: {TOTAL} messages published in {publish_secs:.1} s, drained in {drain_secs:.1} s \
+         ({:.0} msg/s) over {passes} passes; lost {lost}, duplicates {duplicates}",
+        TOTAL as f64 / drain_secs
+    );
+    assert_eq!(lost, 0, "messages lost");
+    assert_eq!(seen.len() as u64, TOTAL);
+}
