@@ -273,6 +273,7 @@ async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_cr
         })
         .await
         .unwrap();
+        let new_pod_uid = new_pod.uid();
         assert_eq!(
             new_pod.status.unwrap().pod_ip,
             Some(pod_ip.to_string()),
@@ -299,6 +300,20 @@ async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_cr
         .unwrap();
         mgmt_get(&b, vip, "/api/vhosts/keep-me").await;
         assert_eq!(c.running_brokers(), 1);
+        // The kubelet recorded the restart, for `kubectl describe pod solo-0`.
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(client.clone(), "default");
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.clone()) == new_pod_uid)
+            .filter_map(|e| e.reason)
+            .collect();
+        assert!(reasons.iter().any(|r| r == "BackOff"), "{reasons:?}");
+        assert!(reasons.iter().any(|r| r == "Started"), "{reasons:?}");
     })
     .await;
     let pids: Vec<u32> = c.broker_pids().into_values().collect();

@@ -145,6 +145,23 @@ async fn statefulset_creates_pods_in_order_scales_down_from_the_top_and_rolls_up
         let st = sts.status.unwrap();
         assert_eq!((st.replicas, st.current_replicas, st.updated_replicas), (3, Some(3), Some(3)));
 
+        // The controller recorded what it did, for `kubectl describe statefulset web`.
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+        let created: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
+            .filter_map(|e| e.note)
+            .collect();
+        assert!(
+            created.iter().any(|n| n == "create Pod web-2 in StatefulSet web successful"),
+            "{created:?}"
+        );
+
         // Stable names, labels, owner, PVCs, distinct pod IPs in the cluster's /24.
         let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
         let mut ips = BTreeSet::new();

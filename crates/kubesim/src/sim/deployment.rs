@@ -26,12 +26,13 @@ pub const LABEL_POD_TEMPLATE_HASH: &str = "pod-template-hash";
 
 pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receiver<bool>) {
     let notify = Arc::new(Notify::new());
+    let rec = super::recorder(&client, "deployment-controller");
     let triggers = [
         spawn_trigger::<Deployment>(client.clone(), notify.clone(), stop.clone()),
         spawn_trigger::<Pod>(client.clone(), notify.clone(), stop.clone()),
     ];
     loop {
-        if let Err(e) = reconcile_all(&client).await {
+        if let Err(e) = reconcile_all(&client, &rec).await {
             tracing::warn!(error = %e, "deployment controller pass failed");
         }
         if !wait_next(&notify, &mut stop, cfg.resync).await {
@@ -43,7 +44,7 @@ pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receive
     }
 }
 
-async fn reconcile_all(client: &Client) -> Result<()> {
+async fn reconcile_all(client: &Client, rec: &kube::runtime::events::Recorder) -> Result<()> {
     let deployments = Api::<Deployment>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -56,7 +57,7 @@ async fn reconcile_all(client: &Client) -> Result<()> {
         if d.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if let Err(e) = reconcile_one(client, d, &pods.items).await {
+        if let Err(e) = reconcile_one(client, rec, d, &pods.items).await {
             tracing::warn!(deployment = %key_of(d), error = %e, "reconcile failed; retrying");
         }
     }
@@ -118,7 +119,12 @@ async fn delete(api: &Api<Pod>, pod: &Pod) -> Result<()> {
     }
 }
 
-async fn reconcile_one(client: &Client, d: &Deployment, all_pods: &[Pod]) -> Result<()> {
+async fn reconcile_one(
+    client: &Client,
+    rec: &kube::runtime::events::Recorder,
+    d: &Deployment,
+    all_pods: &[Pod],
+) -> Result<()> {
     let ns = d.namespace().unwrap_or_default();
     let uid = d.uid().unwrap_or_default();
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
@@ -155,6 +161,8 @@ async fn reconcile_one(client: &Client, d: &Deployment, all_pods: &[Pod]) -> Res
                 .map_err(|e| {
                     SimError::kube("create", "Pod", format!("{ns}/{}", pod.name_any()), e)
                 })?;
+            let note = format!("Created pod: {}", pod.name_any());
+            super::emit(rec, d, false, "SuccessfulCreate", "Create", note).await;
         }
     } else {
         for p in new.iter().skip(replicas) {

@@ -85,6 +85,7 @@ pub struct Kubelet {
     brokers: Mutex<BTreeMap<String, Arc<RabbitNode>>>,
     broker_slots: Arc<Semaphore>,
     cookies: Mutex<BTreeMap<String, String>>,
+    events: kube::runtime::events::Recorder,
 }
 
 pub(crate) async fn run(k: Arc<Kubelet>, mut stop: watch::Receiver<bool>) {
@@ -280,6 +281,7 @@ impl Kubelet {
     pub(crate) fn new(client: Client, cfg: SimConfig, stop: watch::Receiver<bool>) -> Self {
         let slots = Arc::new(Semaphore::new(cfg.max_brokers));
         Kubelet {
+            events: super::recorder(&client, "kubelet"),
             ipam: Mutex::new(PodIpAllocator::new(cfg.pod_ip_prefix)),
             client,
             cfg,
@@ -540,6 +542,17 @@ impl Kubelet {
         self.finish(&pod, end).await;
     }
 
+    async fn event(
+        &self,
+        pod_rx: &watch::Receiver<Pod>,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let pod = pod_rx.borrow().clone();
+        super::emit(&self.events, &pod, warning, reason, reason, note).await;
+    }
+
     async fn finish(&self, pod: &Pod, end: Ctl) {
         if end == Ctl::StopAndDelete {
             self.confirm_delete(pod).await;
@@ -678,6 +691,8 @@ impl Kubelet {
                 Ok(c) => c,
                 Err(e) => {
                     drop(permit);
+                    self.event(pod_rx, true, "Failed", format!("Error: {e}"))
+                        .await;
                     obs.state = waiting("CreateContainerConfigError", Some(e.to_string()));
                     self.publish(pod_rx, obs).await;
                     if let Some(c) = pause(Duration::from_secs(2), ctl, pod_rx).await {
@@ -718,6 +733,17 @@ impl Kubelet {
             obs.state = running(now());
             obs.ready = false;
             self.publish(pod_rx, obs).await;
+            self.event(
+                pod_rx,
+                false,
+                "Started",
+                format!(
+                    "Started container {} (rabbitmq-server pid {})",
+                    container.name,
+                    node.pid()
+                ),
+            )
+            .await;
 
             let mut joined = peer.is_none();
             let outcome = loop {
@@ -756,6 +782,13 @@ impl Kubelet {
                 .remove(&key);
             match outcome {
                 Err(c) => {
+                    self.event(
+                        pod_rx,
+                        false,
+                        "Killing",
+                        format!("Stopping container {}", container.name),
+                    )
+                    .await;
                     node.stop(STOP_GRACE).await;
                     tracing::info!(pod = %key, "broker stopped with its pod");
                     return c;
@@ -791,13 +824,13 @@ impl Kubelet {
                     }
                     let backoff = Duration::from_secs((1u64 << crashes.min(4)).min(10) / 2)
                         .max(Duration::from_secs(1));
-                    obs.state = waiting(
-                        "CrashLoopBackOff",
-                        Some(format!(
-                            "back-off {}s restarting failed container",
-                            backoff.as_secs()
-                        )),
+                    let msg = format!(
+                        "back-off {}s restarting failed container {}",
+                        backoff.as_secs(),
+                        container.name
                     );
+                    self.event(pod_rx, true, "BackOff", msg.clone()).await;
+                    obs.state = waiting("CrashLoopBackOff", Some(msg));
                     self.publish(pod_rx, obs).await;
                     if let Some(c) = pause(backoff, ctl, pod_rx).await {
                         return c;

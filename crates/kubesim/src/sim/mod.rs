@@ -200,6 +200,43 @@ pub(crate) async fn wait_next(
     }
 }
 
+/// Records a Kubernetes Event about `obj` (best effort, as in Kubernetes: a failed event write
+/// never fails the controller). `kubectl describe` shows them.
+pub(crate) async fn emit<K: Resource<DynamicType = ()>>(
+    recorder: &kube::runtime::events::Recorder,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+        tracing::debug!(object = %key_of(obj), reason, error = %e, "could not record event");
+    }
+}
+
+pub(crate) fn recorder(client: &kube::Client, controller: &str) -> kube::runtime::events::Recorder {
+    kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: controller.into(),
+            instance: Some(NODE_NAME.into()),
+        },
+    )
+}
+
 /// Does a Kubernetes label selector match these labels? (`matchLabels` and `matchExpressions`;
 /// an empty selector matches everything, like in Kubernetes.)
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {

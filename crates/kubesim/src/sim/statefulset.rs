@@ -34,19 +34,22 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
+use kube::runtime::events::Recorder;
+
 use super::{
-    LABEL_POD_INDEX, LABEL_POD_NAME, LABEL_REVISION_HASH, Result, SimConfig, SimError,
-    is_not_found, key_of, spawn_trigger, wait_next,
+    LABEL_POD_INDEX, LABEL_POD_NAME, LABEL_REVISION_HASH, Result, SimConfig, SimError, emit,
+    is_not_found, key_of, recorder, spawn_trigger, wait_next,
 };
 
 pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receiver<bool>) {
     let notify = Arc::new(Notify::new());
+    let rec = recorder(&client, "statefulset-controller");
     let triggers = [
         spawn_trigger::<StatefulSet>(client.clone(), notify.clone(), stop.clone()),
         spawn_trigger::<Pod>(client.clone(), notify.clone(), stop.clone()),
     ];
     loop {
-        if let Err(e) = reconcile_all(&client).await {
+        if let Err(e) = reconcile_all(&client, &rec).await {
             tracing::warn!(error = %e, "statefulset controller pass failed");
         }
         if !wait_next(&notify, &mut stop, cfg.resync).await {
@@ -58,7 +61,7 @@ pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receive
     }
 }
 
-async fn reconcile_all(client: &Client) -> Result<()> {
+async fn reconcile_all(client: &Client, rec: &Recorder) -> Result<()> {
     let sets = Api::<StatefulSet>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -71,7 +74,7 @@ async fn reconcile_all(client: &Client) -> Result<()> {
         if sts.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if let Err(e) = reconcile_one(client, sts, &pods.items).await {
+        if let Err(e) = reconcile_one(client, rec, sts, &pods.items).await {
             tracing::warn!(statefulset = %key_of(sts), error = %e, "reconcile failed; retrying");
         }
     }
@@ -231,20 +234,39 @@ async fn ensure_claims(client: &Client, sts: &StatefulSet, ordinal: u32) -> Resu
     Ok(())
 }
 
-async fn delete_pod(client: &Client, pod: &Pod, why: &str) -> Result<()> {
+async fn delete_pod(
+    client: &Client,
+    rec: &Recorder,
+    sts: &StatefulSet,
+    pod: &Pod,
+    why: &str,
+) -> Result<()> {
     let ns = pod.namespace().unwrap_or_default();
     tracing::info!(pod = %key_of(pod), why, "statefulset controller deletes pod");
     match Api::<Pod>::namespaced(client.clone(), &ns)
         .delete(&pod.name_any(), &DeleteParams::default())
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            let note = format!(
+                "delete Pod {} in StatefulSet {} successful ({why})",
+                pod.name_any(),
+                sts.name_any()
+            );
+            emit(rec, sts, false, "SuccessfulDelete", "Delete", note).await;
+            Ok(())
+        }
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(SimError::kube("delete", "Pod", key_of(pod), e)),
     }
 }
 
-async fn reconcile_one(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> Result<()> {
+async fn reconcile_one(
+    client: &Client,
+    rec: &Recorder,
+    sts: &StatefulSet,
+    all_pods: &[Pod],
+) -> Result<()> {
     let name = sts.name_any();
     let ns = sts.namespace().unwrap_or_default();
     let uid = sts.uid().unwrap_or_default();
@@ -284,7 +306,7 @@ async fn reconcile_one(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> 
                     Some("Failed") | Some("Succeeded")
                 )
         }) {
-            delete_pod(client, p, "pod finished; it will be re-created").await?;
+            delete_pod(client, rec, sts, p, "pod finished; it will be re-created").await?;
             break 'act;
         }
         // Scale down: highest ordinal first, one at a time.
@@ -294,7 +316,7 @@ async fn reconcile_one(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> 
                 break 'act;
             }
             if let Some(p) = extra.last() {
-                delete_pod(client, p, "scale down").await?;
+                delete_pod(client, rec, sts, p, "scale down").await?;
             }
             break 'act;
         }
@@ -306,7 +328,12 @@ async fn reconcile_one(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> 
                     ensure_claims(client, sts, ord).await?;
                     let pod = build_pod(sts, ord, &revision);
                     match api.create(&PostParams::default(), &pod).await {
-                        Ok(_) => tracing::info!(pod = %format!("{ns}/{name}-{ord}"), "created pod"),
+                        Ok(_) => {
+                            tracing::info!(pod = %format!("{ns}/{name}-{ord}"), "created pod");
+                            let note =
+                                format!("create Pod {name}-{ord} in StatefulSet {name} successful");
+                            emit(rec, sts, false, "SuccessfulCreate", "Create", note).await;
+                        }
                         Err(kube::Error::Api(s)) if s.code == 409 => {}
                         Err(e) => {
                             return Err(SimError::kube(
@@ -351,7 +378,7 @@ async fn reconcile_one(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> 
                 .rev()
                 .find(|(_, p)| pod_revision(p) != revision)
             {
-                delete_pod(client, p, "rolling update to new template").await?;
+                delete_pod(client, rec, sts, p, "rolling update to new template").await?;
             }
         }
     }
