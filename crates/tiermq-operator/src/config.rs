@@ -47,6 +47,39 @@ pub struct RunArgs {
     /// Seconds between drain-progress samples while a source drains.
     #[arg(long, env = "TIERMQ_DRAIN_POLL_SECONDS", default_value_t = 2)]
     pub drain_poll_seconds: u64,
+
+    /// `collect_statistics_interval` of the brokers the operator creates, in milliseconds. Message
+    /// counts lag by this much, so the drain check treats a sample as describing the state this
+    /// long before it was taken. Lower it in tests for quick drains.
+    #[arg(long, default_value_t = crate::build::DEFAULT_STATS_INTERVAL_MS)]
+    pub broker_stats_interval_ms: u32,
+}
+
+impl RunArgs {
+    /// Defaults for in-process runs (tests, the demo): no leader election, pretty logs, brokers
+    /// addressed by ClusterIP.
+    pub fn local(namespace: &str) -> Self {
+        Self {
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_format: LogFormat::Pretty,
+            default_shared_cluster: None,
+            shared_cluster_namespace: None,
+            namespace: namespace.to_string(),
+            leader_election: false,
+            lease_name: "tiermq-operator".into(),
+            identity: None,
+            broker_addressing: BrokerAddressing::ClusterIp,
+            drain_poll_seconds: 2,
+            broker_stats_interval_ms: crate::build::DEFAULT_STATS_INTERVAL_MS,
+        }
+    }
+
+    /// The SharedCluster namespace used when a reference names none.
+    pub fn shared_namespace(&self) -> &str {
+        self.shared_cluster_namespace
+            .as_deref()
+            .unwrap_or(&self.namespace)
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

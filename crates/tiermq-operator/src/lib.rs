@@ -3,6 +3,8 @@
 //! - [`controller::plan`]: the tier-conversion state machine, a pure function of (observed, now).
 //! - [`build`]: pure builders, one per Kubernetes object the operator owns.
 //! - [`controller::apply`]: the one place that writes Kubernetes objects.
+//! - [`controller`]: the reconcilers (RabbitMQInstance, SharedCluster) and their pipeline.
+//! - [`operator`]: `tiermq-operator run` — controllers under leader election, HTTP, shutdown.
 //! - [`config`], [`telemetry`], [`metrics`], [`http`], [`leader`]: the process around them.
 
 pub mod build;
@@ -12,4 +14,5 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod operator;
 pub mod telemetry;

@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile RabbitMQInstances and SharedClusters.
+    Run(Box<tiermq_operator::config::RunArgs>),
     /// Print the CustomResourceDefinitions (RabbitMQInstance, SharedCluster) as YAML.
     Crd {
         /// Write one file per CRD into these folders instead of printing (e.g. `crd/`).
@@ -27,6 +29,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => {
+            tiermq_operator::telemetry::init(args.log_format);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(tiermq_operator::operator::run(*args))?;
+        }
         Command::Crd { out_dirs } if out_dirs.is_empty() => print!("{}", tiermq_crd::crds_yaml()),
         Command::Crd { out_dirs } => {
             for dir in out_dirs {

@@ -1,4 +1,174 @@
-//! Reconcile concerns, one module each.
+//! Reconcile concerns, one module each, and the two kube-runtime Controllers that drive them.
+//!
+//! - [`instance`]: the `RabbitMQInstance` pipeline (observe → plan → execute → status → Events).
+//! - [`shared_cluster`]: the `SharedCluster` reconciler.
+//! - [`observe`], [`plan`], [`execute`], [`status`]: the pipeline's stages.
+//! - [`clusters`]: broker clusters as Kubernetes objects and how to reach their brokers.
+//! - [`apply`]: the one place that writes Kubernetes objects.
+//!
+//! What triggers an instance reconcile: the instance itself; its owned objects (dedicated
+//! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap); broker pods of the clusters it
+//! is placed on (pod IPs and readiness feed its EndpointSlices); its SharedCluster; and the
+//! requeue delay of the last plan.
 
 pub mod apply;
+pub mod clusters;
+pub mod context;
+pub mod execute;
+pub mod instance;
+pub mod observe;
 pub mod plan;
+pub mod shared_cluster;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use tiermq_crd::{ClusterKind, RabbitMQInstance, SharedCluster};
+
+use crate::build::{LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::config::RunArgs;
+use crate::metrics::Metrics;
+use context::Context;
+
+/// Instances placed on (or migrating onto/off) the cluster `name` in `ns`, plus the instance whose
+/// dedicated cluster it is.
+fn instances_on(
+    store: &Store<RabbitMQInstance>,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<RabbitMQInstance>> {
+    let mut out: Vec<ObjectRef<RabbitMQInstance>> = store
+        .state()
+        .iter()
+        .filter(|i| {
+            let Some(s) = &i.status else { return false };
+            let on = |r: &tiermq_crd::ClusterRef| r.name == name && r.namespace == ns;
+            s.serving.as_ref().is_some_and(on)
+                || s.migration
+                    .as_ref()
+                    .is_some_and(|m| on(&m.source) || on(&m.destination))
+        })
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect();
+    if let Some(inst) = name.strip_suffix("-dedicated") {
+        out.push(ObjectRef::new(inst).within(ns));
+    }
+    out
+}
+
+/// Instances that name `sc` (placed on it, or asking for it in their spec or by default).
+fn instances_for_shared(
+    store: &Store<RabbitMQInstance>,
+    config: &RunArgs,
+    sc: &SharedCluster,
+) -> Vec<ObjectRef<RabbitMQInstance>> {
+    let ns = sc.namespace().unwrap_or_default();
+    let name = sc.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|i| {
+            observe::shared_ref(i, config).is_some_and(|r| {
+                r.kind == ClusterKind::Shared && r.name == name && r.namespace == ns
+            })
+        })
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect()
+}
+
+/// Runs both controllers until `shutdown` resolves (then they finish in-flight reconciles).
+pub async fn run_controllers(
+    client: kube::Client,
+    config: RunArgs,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let instance_ctrl = Controller::new(
+        Api::<RabbitMQInstance>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let store = instance_ctrl.store();
+    let ctx: Arc<Context> = Context::new(client.clone(), config.clone(), metrics, store.clone());
+
+    let pod_store = store.clone();
+    let sc_store = store.clone();
+    let sc_config = config.clone();
+    let instances = instance_ctrl
+        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<EndpointSlice>::all(client.clone()), managed.clone())
+        .owns(Api::<Secret>::all(client.clone()), managed.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            managed.clone(),
+        )
+        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(LABEL_CLUSTER),
+            move |pod: Pod| {
+                let ns = pod.namespace().unwrap_or_default();
+                match pod.labels().get(LABEL_CLUSTER) {
+                    Some(c) => instances_on(&pod_store, &ns, c),
+                    None => Vec::new(),
+                }
+            },
+        )
+        .watches(
+            Api::<SharedCluster>::all(client.clone()),
+            watcher::Config::default(),
+            move |sc: SharedCluster| instances_for_shared(&sc_store, &sc_config, &sc),
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(instance::reconcile, instance::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "instance controller event");
+            }
+        });
+
+    let shared = Controller::new(
+        Api::<SharedCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+    .watches(
+        Api::<RabbitMQInstance>::all(client.clone()),
+        watcher::Config::default(),
+        |i: RabbitMQInstance| {
+            // Placement counts change with the instance's recorded clusters.
+            let Some(s) = i.status else { return Vec::new() };
+            let mut refs: Vec<_> = s.serving.into_iter().collect();
+            if let Some(m) = s.migration {
+                refs.push(m.source);
+                refs.push(m.destination);
+            }
+            refs.into_iter()
+                .filter(|r| r.kind == ClusterKind::Shared)
+                .map(|r| ObjectRef::<SharedCluster>::new(&r.name).within(&r.namespace))
+                .collect()
+        },
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(shared_cluster::reconcile, shared_cluster::error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "shared-cluster controller event");
+        }
+    });
+    tracing::info!("controllers started");
+    futures::join!(instances, shared);
+    tracing::info!("controllers stopped");
+}

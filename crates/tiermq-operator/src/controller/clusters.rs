@@ -1,0 +1,214 @@
+//! Broker clusters as Kubernetes objects: create or update one (shared or dedicated) from its
+//! builders, delete a dedicated one, read its StatefulSet, and reach its management API and AMQP
+//! port the way `--broker-addressing` says.
+//!
+//! Addressing: `service-dns` uses `<cluster>.<ns>.svc` (in-cluster); `cluster-ip` uses the cluster
+//! Service's `spec.clusterIP`, which also works from a host process against the test cluster
+//! (its kube-proxy forwards ClusterIPs) and from brokers that cannot resolve cluster DNS. Brokers
+//! reach each other (shovels, federation) by the same address.
+//!
+//! PVC retention: deleting a dedicated cluster deletes its volume claims too. The cluster is only
+//! deleted after its tenant was proven drained (or the instance itself was deleted), so nothing
+//! on them is still needed.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
+use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy};
+use tiermq_crd::{ClusterKind, ClusterRef};
+
+use crate::build::{
+    self, AMQP_PORT, BrokerCluster, MANAGEMENT_PORT, admin_secret, erlang_cookie,
+    generate_secret_value,
+};
+use crate::config::BrokerAddressing;
+use crate::controller::apply::{apply, create_once, delete_if_exists};
+use crate::controller::context::Context;
+use crate::error::{Error, Result, kube_err};
+
+/// Creates or updates every object of a broker cluster. The two Secrets are created once (their
+/// values are never regenerated); the rest is server-side applied, so in-tier changes (replicas,
+/// image, resources) reach the StatefulSet.
+pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<()> {
+    // Fresh values are drawn every time but used only when the Secret does not exist yet.
+    let (cookie, admin) = {
+        let mut rng = rand::rng();
+        (
+            erlang_cookie::build(c, &generate_secret_value(&mut rng)),
+            admin_secret::build(c, &generate_secret_value(&mut rng)),
+        )
+    };
+    create_once(client, &cookie).await?;
+    create_once(client, &admin).await?;
+    let o = c.objects();
+    apply(client, &o.config_map).await?;
+    apply(client, &o.headless_service).await?;
+    apply(client, &o.service).await?;
+    apply(client, &o.statefulset).await?;
+    apply(client, &o.pdb).await?;
+    Ok(())
+}
+
+/// Deletes a dedicated cluster's objects and volume claims; absent objects are fine.
+pub async fn delete_cluster(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+    delete_if_exists::<StatefulSet>(client, ns, name).await?;
+    delete_if_exists::<PodDisruptionBudget>(client, ns, &build::pdb_name(name)).await?;
+    delete_if_exists::<Service>(client, ns, &build::cluster_service_name(name)).await?;
+    delete_if_exists::<Service>(client, ns, &build::headless_service_name(name)).await?;
+    delete_if_exists::<ConfigMap>(client, ns, &build::config_map_name(name)).await?;
+    delete_if_exists::<Secret>(client, ns, &build::erlang_cookie_secret_name(name)).await?;
+    delete_if_exists::<Secret>(client, ns, &build::admin_secret_name(name)).await?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let prefix = format!("{}-{name}-", build::VOLUME_DATA);
+    let list = pvcs
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("list", format!("PersistentVolumeClaims in {ns}")))?;
+    for pvc in list.items {
+        if let Some(n) = pvc.metadata.name.as_deref()
+            && is_claim_of(n, &prefix)
+        {
+            delete_if_exists::<PersistentVolumeClaim>(client, ns, n).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `data-<cluster>-<ordinal>`; the ordinal must be all digits so `data-a-b-0` is not taken for
+/// cluster `a`'s.
+fn is_claim_of(claim: &str, prefix: &str) -> bool {
+    claim
+        .strip_prefix(prefix)
+        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The cluster's StatefulSet, if it exists.
+pub async fn statefulset(client: &kube::Client, r: &ClusterRef) -> Result<Option<StatefulSet>> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &r.namespace);
+    api.get_opt(&r.name).await.map_err(kube_err(
+        "get",
+        format!("StatefulSet {}/{}", r.namespace, r.name),
+    ))
+}
+
+/// The cluster's pods (for EndpointSlices).
+pub async fn pods(client: &kube::Client, r: &ClusterRef) -> Result<Vec<Pod>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &r.namespace);
+    let lp = ListParams::default().labels(&format!("{}={}", build::LABEL_CLUSTER, r.name));
+    Ok(api
+        .list(&lp)
+        .await
+        .map_err(kube_err(
+            "list",
+            format!("pods of cluster {}/{}", r.namespace, r.name),
+        ))?
+        .items)
+}
+
+/// Host (no port) under which the operator and other brokers reach cluster `r`; `None` when the
+/// cluster Service has no ClusterIP yet (cluster-ip addressing).
+pub async fn host(ctx: &Context, r: &ClusterRef) -> Result<Option<String>> {
+    match ctx.config.broker_addressing {
+        BrokerAddressing::ServiceDns => Ok(Some(build::service_host(
+            &build::cluster_service_name(&r.name),
+            &r.namespace,
+        ))),
+        BrokerAddressing::ClusterIp => {
+            let api: Api<Service> = Api::namespaced(ctx.client.clone(), &r.namespace);
+            let name = build::cluster_service_name(&r.name);
+            let svc = api
+                .get_opt(&name)
+                .await
+                .map_err(kube_err("get", format!("Service {}/{name}", r.namespace)))?;
+            Ok(svc
+                .and_then(|s| s.spec)
+                .and_then(|s| s.cluster_ip)
+                .filter(|ip| !ip.is_empty() && ip != "None"))
+        }
+    }
+}
+
+/// A name for logs and broker errors: `shared/<ns>/<name>` or `dedicated/<ns>/<name>`.
+pub fn label(r: &ClusterRef) -> String {
+    let kind = match r.kind {
+        ClusterKind::Shared => "shared",
+        ClusterKind::Dedicated => "dedicated",
+    };
+    format!("{kind}/{}/{}", r.namespace, r.name)
+}
+
+/// A management-API client for cluster `r`, logged in with its admin Secret. `None` when the
+/// Secret or the address does not exist yet.
+pub async fn management_client(ctx: &Context, r: &ClusterRef) -> Result<Option<ManagementClient>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &r.namespace);
+    let name = build::admin_secret_name(&r.name);
+    let Some(secret) = secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_err("get", format!("Secret {}/{name}", r.namespace)))?
+    else {
+        return Ok(None);
+    };
+    let admin = admin_secret::read_admin(&secret).ok_or_else(|| Error::Secret {
+        name: format!("{}/{name}", r.namespace),
+        problem: "lacks a username or password; delete it so the operator creates it again \
+                  (only while the cluster's brokers are not yet initialised)"
+            .into(),
+    })?;
+    let Some(host) = host(ctx, r).await? else {
+        return Ok(None);
+    };
+    let endpoint = ClusterEndpoint {
+        cluster: label(r),
+        url: format!("http://{host}:{MANAGEMENT_PORT}"),
+        username: admin.username,
+        password: tiermq_broker::Secret::new(admin.password.expose()),
+    };
+    // A reconcile should not hang on one broker: few, short retries; the controller requeues.
+    let options = ClientOptions {
+        retry: RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        },
+        connect_timeout: std::time::Duration::from_secs(2),
+        request_timeout: std::time::Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
+    Ok(Some(ManagementClient::with_options(endpoint, options)?))
+}
+
+/// `amqp://user:pass@host:5672/vhost` for the tenant on cluster `r`, as brokers reach it (the
+/// destination of shovels, the upstream of federation).
+pub async fn tenant_amqp_uri(
+    ctx: &Context,
+    r: &ClusterRef,
+    tenant: &str,
+    password: &str,
+) -> Result<tiermq_broker::Secret> {
+    let host = host(ctx, r).await?.ok_or_else(|| {
+        Error::NotReady(format!(
+            "Service {}/{} has no ClusterIP yet",
+            r.namespace, r.name
+        ))
+    })?;
+    debug_assert_eq!(AMQP_PORT, 5672);
+    Ok(tiermq_broker::Secret::new(build::credentials::amqp_uri(
+        tenant, password, &host, tenant,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_clusters_own_claims_are_matched() {
+        let prefix = "data-orders-dedicated-";
+        assert!(is_claim_of("data-orders-dedicated-0", prefix));
+        assert!(is_claim_of("data-orders-dedicated-12", prefix));
+        assert!(!is_claim_of("data-orders-dedicated-x-0", prefix));
+        assert!(!is_claim_of("data-orders-dedicated-", prefix));
+        assert!(!is_claim_of("data-other-0", prefix));
+    }
+}

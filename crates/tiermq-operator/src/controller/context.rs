@@ -1,0 +1,83 @@
+//! What every reconcile shares: the API client, the configuration, metrics, the Event recorder,
+//! the cache of instances (for placement counts) and per-object retry backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use tiermq_crd::RabbitMQInstance;
+
+use crate::config::RunArgs;
+use crate::metrics::Metrics;
+
+/// Shared state of the controllers; cheap to clone behind an `Arc`.
+pub struct Context {
+    pub client: kube::Client,
+    pub config: RunArgs,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    /// Every RabbitMQInstance as the instance controller's reflector sees it.
+    pub instances: Store<RabbitMQInstance>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// First retry delay of a transient failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
+pub const BASE_BACKOFF: Duration = Duration::from_secs(2);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        config: RunArgs,
+        metrics: Metrics,
+        instances: Store<RabbitMQInstance>,
+    ) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: crate::controller::apply::FIELD_MANAGER.into(),
+            instance: config.identity.clone(),
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            metrics,
+            instances,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Records one more consecutive failure of `key` and returns the delay before the next try.
+    pub fn backoff<K: kube::Resource<DynamicType = ()>>(&self, obj: &ObjectRef<K>) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(obj.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_after(*n)
+    }
+
+    /// Forgets the failures of `key` (it reconciled successfully).
+    pub fn succeeded<K: kube::Resource<DynamicType = ()>>(&self, obj: &ObjectRef<K>) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.remove(&obj.to_string());
+    }
+}
+
+/// Exponential backoff: 2 s, 4 s, 8 s ... capped at [`MAX_BACKOFF`].
+pub fn backoff_after(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BASE_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff_after(1), Duration::from_secs(2));
+        assert_eq!(backoff_after(2), Duration::from_secs(4));
+        assert_eq!(backoff_after(4), Duration::from_secs(16));
+        assert_eq!(backoff_after(30), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,295 @@
+//! The executor: runs a plan's steps in order, each idempotently, and stops at the first failure
+//! (the caller then records nothing, so the next reconcile plans again from the same state).
+//!
+//! Every step maps to builders + apply (Kubernetes objects) or to a `tiermq_broker::steps`
+//! function (broker state). A tenant step on a cluster where the tenant's vhost is absent
+//! succeeds without doing anything, as the planner expects.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tiermq_broker::ManagementClient;
+use tiermq_broker::model::VhostLimits;
+use tiermq_broker::steps::{self, DrainCriteria, Tenant};
+use tiermq_crd::{ClusterRef, RabbitMQInstance};
+
+use crate::build::{
+    self, BrokerCluster, LABEL_CLUSTER, SecretValue, endpoint_slice, instance_service,
+};
+use crate::controller::apply::{FIELD_MANAGER, apply, delete_if_exists};
+use crate::controller::clusters;
+use crate::controller::context::Context;
+use crate::controller::plan::Step;
+use crate::error::{Error, Result, kube_err};
+
+/// The operator's finalizer on `RabbitMQInstance`: broker state (vhost, user) outlives the
+/// object otherwise.
+pub const FINALIZER: &str = "tiermq.io/cleanup";
+
+/// What the steps of one plan act for.
+pub struct Target<'a> {
+    pub instance: &'a RabbitMQInstance,
+    /// The tenant's vhost and user name.
+    pub tenant: String,
+    /// The tenant's password from the credentials Secret; `None` while the instance is being
+    /// deleted and the Secret is already gone (no step then needs it).
+    pub password: Option<SecretValue>,
+    /// The instance is being deleted: tenants are removed without the drain check.
+    pub deleting: bool,
+}
+
+impl Target<'_> {
+    fn password(&self) -> Result<&SecretValue> {
+        self.password.as_ref().ok_or_else(|| Error::Secret {
+            name: build::credentials_secret_name(&self.instance.name_any()),
+            problem: "is missing; it is created once per instance, so it was deleted by hand: \
+                      restore it or recreate the instance"
+                .into(),
+        })
+    }
+}
+
+/// Runs `steps` in order; the first error stops the run.
+pub async fn run(ctx: &Context, t: &Target<'_>, steps: &[Step]) -> Result<()> {
+    for step in steps {
+        tracing::debug!(step = step.name(), "running step");
+        run_step(ctx, t, step).await.inspect_err(|e| {
+            tracing::info!(step = step.name(), error = %e, "step failed; nothing recorded, will retry");
+        })?;
+    }
+    Ok(())
+}
+
+async fn broker(ctx: &Context, r: &ClusterRef) -> Result<ManagementClient> {
+    clusters::management_client(ctx, r).await?.ok_or_else(|| {
+        Error::NotReady(format!(
+            "the management API of {} has no admin Secret or address yet",
+            clusters::label(r)
+        ))
+    })
+}
+
+/// The tenant's vhost exists on the broker.
+async fn has_vhost(mc: &ManagementClient, tenant: &str) -> Result<bool> {
+    Ok(mc.get_vhost(tenant).await?.is_some())
+}
+
+fn limits(i: &RabbitMQInstance) -> VhostLimits {
+    let non_negative = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok());
+    VhostLimits {
+        max_connections: non_negative(i.spec.limits.max_connections),
+        max_queues: non_negative(i.spec.limits.max_queues),
+    }
+}
+
+async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
+    let tenant = t.tenant.as_str();
+    match step {
+        Step::EnsureDedicatedCluster { cluster } => {
+            let mut c = BrokerCluster::for_dedicated(t.instance)?;
+            c.stats_interval_ms = ctx.config.broker_stats_interval_ms;
+            debug_assert_eq!(c.name, cluster.name);
+            clusters::ensure_cluster(&ctx.client, &c).await
+        }
+        Step::EnsureTenant { cluster } => {
+            let mc = broker(ctx, cluster).await?;
+            let tenant = Tenant {
+                vhost: tenant.to_string(),
+                user: tenant.to_string(),
+                password: tiermq_broker::Secret::new(t.password()?.expose()),
+                limits: limits(t.instance),
+            };
+            Ok(steps::ensure_tenant(&mc, &tenant).await?)
+        }
+        Step::CopyTopology { from, to } => {
+            let src = broker(ctx, from).await?;
+            let dst = broker(ctx, to).await?;
+            steps::copy_topology(&src, tenant, &dst, tenant).await?;
+            Ok(())
+        }
+        Step::RouteService { to } => route_service(ctx, t.instance, to).await,
+        Step::EnableFederation {
+            source,
+            destination,
+        } => {
+            let pw = t.password()?.expose().to_string();
+            for (down, up) in [(destination, source), (source, destination)] {
+                let mc = broker(ctx, down).await?;
+                if has_vhost(&mc, tenant).await? {
+                    let uri = clusters::tenant_amqp_uri(ctx, up, tenant, &pw).await?;
+                    steps::ensure_queue_federation(&mc, tenant, &uri).await?;
+                }
+            }
+            Ok(())
+        }
+        Step::DisableFederation {
+            source,
+            destination,
+        } => {
+            for c in [source, destination] {
+                let mc = broker(ctx, c).await?;
+                if has_vhost(&mc, tenant).await? {
+                    steps::remove_queue_federation(&mc, tenant).await?;
+                }
+            }
+            Ok(())
+        }
+        Step::RevokeWrites { cluster } => {
+            let mc = broker(ctx, cluster).await?;
+            if has_vhost(&mc, tenant).await? {
+                steps::revoke_writes(&mc, tenant, tenant).await?;
+            }
+            Ok(())
+        }
+        Step::RestoreWrites { cluster } => {
+            let mc = broker(ctx, cluster).await?;
+            if has_vhost(&mc, tenant).await? {
+                steps::restore_writes(&mc, tenant, tenant).await?;
+            }
+            Ok(())
+        }
+        Step::RevokeAll { cluster } => {
+            let mc = broker(ctx, cluster).await?;
+            if has_vhost(&mc, tenant).await? {
+                steps::revoke_all(&mc, tenant, tenant).await?;
+            }
+            Ok(())
+        }
+        Step::StartShovels { from, to } => {
+            let src = broker(ctx, from).await?;
+            if !has_vhost(&src, tenant).await? {
+                return Ok(());
+            }
+            let backlog = steps::measure_backlog(&src, tenant).await?;
+            let uri = clusters::tenant_amqp_uri(ctx, to, tenant, t.password()?.expose()).await?;
+            steps::ensure_drain_shovels(&src, &backlog, &uri).await?;
+            Ok(())
+        }
+        Step::StopShovels { from } => {
+            let mc = broker(ctx, from).await?;
+            if has_vhost(&mc, tenant).await? {
+                steps::remove_drain_shovels(&mc, tenant).await?;
+            }
+            Ok(())
+        }
+        Step::CloseConnections { cluster, reason } => {
+            let mc = broker(ctx, cluster).await?;
+            if has_vhost(&mc, tenant).await? {
+                steps::close_connections(&mc, tenant, Some(tenant), reason).await?;
+            }
+            Ok(())
+        }
+        Step::DeleteTenant { cluster } => {
+            let mc = broker(ctx, cluster).await?;
+            if t.deleting {
+                // The instance is gone: its messages go with it.
+                mc.delete_vhost(tenant).await?;
+                mc.delete_user(tenant).await?;
+            } else {
+                // The planner proved the vhost drained; the broker step checks once more and
+                // refuses (changing nothing) should messages have appeared.
+                let interval = std::time::Duration::from_millis(u64::from(
+                    ctx.config.broker_stats_interval_ms,
+                ));
+                let criteria = DrainCriteria {
+                    required_samples: 2,
+                    min_spacing: interval + std::time::Duration::from_secs(1),
+                };
+                steps::retire_tenant(&mc, tenant, tenant, &criteria).await?;
+            }
+            Ok(())
+        }
+        Step::DeleteDedicatedCluster { cluster } => {
+            clusters::delete_cluster(&ctx.client, &cluster.namespace, &cluster.name).await
+        }
+        Step::RecordHistory { record } => {
+            ctx.metrics
+                .migrations_finished
+                .get_or_create(&crate::metrics::PhaseLabels {
+                    phase: format!("{:?}", record.outcome),
+                })
+                .inc();
+            tracing::info!(
+                from = %record.from, to = %record.to, outcome = ?record.outcome,
+                phases = ?record.phase_seconds, "conversion finished"
+            );
+            Ok(())
+        }
+        Step::RemoveFinalizer => remove_finalizer(ctx, t.instance).await,
+    }
+}
+
+/// The instance Service exists (selector-less) and its EndpointSlices route to exactly `to`:
+/// one slice per cluster with that cluster's pod IPs; slices of other clusters are deleted.
+async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef]) -> Result<()> {
+    apply(&ctx.client, &instance_service::build(i)?).await?;
+    for c in to {
+        let pods = clusters::pods(&ctx.client, c).await?;
+        let endpoints = endpoint_slice::pod_endpoints(&pods);
+        apply(&ctx.client, &endpoint_slice::build(i, &c.name, &endpoints)?).await?;
+    }
+    let keep: BTreeSet<&str> = to.iter().map(|c| c.name.as_str()).collect();
+    let ns = i.namespace().unwrap_or_default();
+    for s in crate::controller::observe::instance_slices(&ctx.client, i).await? {
+        let cluster = s.labels().get(LABEL_CLUSTER).cloned().unwrap_or_default();
+        if !keep.contains(cluster.as_str()) {
+            delete_if_exists::<EndpointSlice>(&ctx.client, &ns, &s.name_any()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds [`FINALIZER`] unless present (JSON merge patch of the whole list).
+pub async fn add_finalizer(ctx: &Context, i: &RabbitMQInstance) -> Result<()> {
+    if i.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut list = i.finalizers().to_vec();
+    list.push(FINALIZER.to_string());
+    patch_finalizers(ctx, i, list).await
+}
+
+async fn remove_finalizer(ctx: &Context, i: &RabbitMQInstance) -> Result<()> {
+    if !i.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let list: Vec<String> = i
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(ctx, i, list).await
+}
+
+async fn patch_finalizers(ctx: &Context, i: &RabbitMQInstance, list: Vec<String>) -> Result<()> {
+    let ns = i.namespace().unwrap_or_default();
+    let api: Api<RabbitMQInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    // The resourceVersion makes this a compare-and-swap: a concurrent change gives a 409 and a
+    // retry instead of a lost finalizer.
+    let patch = json!({"metadata": {
+        "finalizers": list,
+        "resourceVersion": i.resource_version(),
+    }});
+    match api
+        .patch(
+            &i.name_any(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(kube_err(
+            "update finalizers of",
+            format!("RabbitMQInstance {ns}/{}", i.name_any()),
+        )(e)),
+    }
+}

@@ -1,0 +1,562 @@
+//! The observe step: read the Kubernetes objects and each relevant broker's management API and
+//! turn them into the planner's [`Observed`]. The mapping functions are pure (and unit-tested);
+//! [`observe`] is the IO around them.
+//!
+//! Which clusters: the dedicated cluster is always `<instance>-dedicated` in the instance's
+//! namespace. The SharedCluster is, in this order: the shared side of a recorded migration, the
+//! shared cluster recorded as serving, `spec.shared.clusterRef` (namespace defaulting to
+//! `--shared-cluster-namespace`, else the operator's namespace), `--default-shared-cluster`.
+//!
+//! Broker answers: an unreachable or failing management API gives `broker: None`, which the
+//! planner never takes for an empty broker. Drain samples use the operator's clock minus the
+//! brokers' statistics interval as their timestamp: counts in the management API may be that
+//! old, so a sample only proves what was true that long before it was taken.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+use tiermq_broker::model::{DENY_ALL, Definitions, Permissions, ShovelStatus};
+use tiermq_broker::steps::{self, Backlog, DRAIN_SHOVEL_PREFIX, FEDERATION_UPSTREAM};
+use tiermq_broker::{BrokerError, ManagementClient};
+use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstance, SharedCluster};
+
+use crate::build::{self, LABEL_CLUSTER, LABEL_TIERMQ_INSTANCE};
+use crate::config::RunArgs;
+use crate::controller::clusters;
+use crate::controller::context::Context;
+use crate::controller::plan::{
+    Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, QueueBacklog,
+    SharedCapacity, ShovelObservation, TenantObservation,
+};
+use crate::error::{Result, kube_err};
+
+/// `--default-shared-cluster` as a reference: `name` or `namespace/name`.
+pub fn default_shared(config: &RunArgs) -> Option<ClusterRef> {
+    let raw = config.default_shared_cluster.as_deref()?.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let (ns, name) = match raw.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (config.shared_namespace().to_string(), raw.to_string()),
+    };
+    Some(ClusterRef {
+        kind: ClusterKind::Shared,
+        name,
+        namespace: ns,
+    })
+}
+
+/// The SharedCluster this instance is (or is to be) placed on; `None` when the instance names
+/// none and no default is configured.
+pub fn shared_ref(i: &RabbitMQInstance, config: &RunArgs) -> Option<ClusterRef> {
+    let st = i.status.as_ref();
+    let from_migration = st.and_then(|s| s.migration.as_ref()).and_then(|m| {
+        [&m.source, &m.destination]
+            .into_iter()
+            .find(|r| r.kind == ClusterKind::Shared)
+            .cloned()
+    });
+    let serving = st
+        .and_then(|s| s.serving.clone())
+        .filter(|r| r.kind == ClusterKind::Shared);
+    let from_spec = i.spec.shared.cluster_ref.as_ref().map(|r| ClusterRef {
+        kind: ClusterKind::Shared,
+        name: r.name.clone(),
+        namespace: r
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.shared_namespace().to_string()),
+    });
+    from_migration
+        .or(serving)
+        .or(from_spec)
+        .or_else(|| default_shared(config))
+}
+
+/// The instance's own dedicated cluster.
+pub fn dedicated_ref(i: &RabbitMQInstance) -> ClusterRef {
+    ClusterRef {
+        kind: ClusterKind::Dedicated,
+        name: build::dedicated_cluster_name(&i.name_any()),
+        namespace: i.namespace().unwrap_or_default(),
+    }
+}
+
+/// The instance is placed on `r`: served by it, or migrating onto or off it.
+pub fn placed_on(i: &RabbitMQInstance, r: &ClusterRef) -> bool {
+    let Some(s) = &i.status else { return false };
+    s.serving.as_ref() == Some(r)
+        || s.migration
+            .as_ref()
+            .is_some_and(|m| &m.source == r || &m.destination == r)
+}
+
+/// Permissions of the tenant's user as the planner's [`Access`].
+pub fn access_of(p: Option<&Permissions>) -> Access {
+    match p {
+        None => Access::None,
+        Some(p) if p.write == DENY_ALL && p.read == DENY_ALL && p.configure == DENY_ALL => {
+            Access::None
+        }
+        Some(p) if p.write == DENY_ALL => Access::ReadOnly,
+        Some(_) => Access::ReadWrite,
+    }
+}
+
+/// Stable names of a vhost's tenant topology (see `tiermq_broker::steps::tenant_topology`):
+/// `exchange/<name>`, `queue/<name>`, `binding/<source>/<type>/<destination>/<key>`,
+/// `policy/<name>`.
+pub fn topology_names(defs: &Definitions) -> BTreeSet<String> {
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut out = BTreeSet::new();
+    for e in &defs.exchanges {
+        out.insert(format!("exchange/{}", s(e, "name")));
+    }
+    for q in &defs.queues {
+        out.insert(format!("queue/{}", s(q, "name")));
+    }
+    for b in &defs.bindings {
+        out.insert(format!(
+            "binding/{}/{}/{}/{}",
+            s(b, "source"),
+            s(b, "destination_type"),
+            s(b, "destination"),
+            s(b, "routing_key")
+        ));
+    }
+    for p in &defs.policies {
+        out.insert(format!("policy/{}", s(p, "name")));
+    }
+    out
+}
+
+/// A backlog reading as the planner's sample, timestamped `lag` before it was taken (the counts
+/// may be that old). `None` when some queue has no statistics yet: its counts are unknown and
+/// must not read as empty.
+pub fn backlog_sample(b: &Backlog, lag: Duration) -> Option<BacklogSample> {
+    if !b.complete {
+        return None;
+    }
+    let lag = chrono::Duration::from_std(lag).unwrap_or(chrono::Duration::zero());
+    Some(BacklogSample {
+        stats_at: b.sampled_at - lag,
+        queues: b
+            .queues
+            .iter()
+            .map(|q| {
+                let delayed = if q.delay_ttl_ms.is_some() { q.ready } else { 0 };
+                QueueBacklog {
+                    queue: q.name.clone(),
+                    // Delayed messages are ready messages of a delay queue: count them once.
+                    ready: (q.ready - delayed) as i64,
+                    unacked: q.unacked as i64,
+                    delayed: delayed as i64,
+                }
+            })
+            .collect(),
+        drain_rate: (b.drain_rate > 0.0).then_some(b.drain_rate),
+    })
+}
+
+/// Drain shovels of the tenant by state: those whose status is `terminated` count as failed,
+/// declared ones (starting, running, or not reported yet) as running.
+pub fn shovel_observation(declared: &[String], statuses: &[ShovelStatus]) -> ShovelObservation {
+    let mut o = ShovelObservation::default();
+    for name in declared
+        .iter()
+        .filter(|n| n.starts_with(DRAIN_SHOVEL_PREFIX))
+    {
+        let state = statuses
+            .iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| s.state.as_deref());
+        if state == Some("terminated") {
+            o.failed += 1;
+        } else {
+            o.running += 1;
+        }
+    }
+    o
+}
+
+/// The clusters the instance's EndpointSlices route to (by their cluster label), as refs.
+pub fn routes_from_slices(
+    slices: &[EndpointSlice],
+    shared: &ClusterRef,
+    dedicated: &ClusterRef,
+) -> Vec<ClusterRef> {
+    let mut out: Vec<ClusterRef> = Vec::new();
+    for s in slices {
+        let Some(cluster) = s.labels().get(LABEL_CLUSTER) else {
+            continue;
+        };
+        let r = if *cluster == dedicated.name {
+            dedicated.clone()
+        } else if *cluster == shared.name {
+            shared.clone()
+        } else {
+            ClusterRef {
+                kind: ClusterKind::Shared,
+                name: cluster.clone(),
+                namespace: s.namespace().unwrap_or_default(),
+            }
+        };
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The instance's EndpointSlices.
+pub async fn instance_slices(
+    client: &kube::Client,
+    i: &RabbitMQInstance,
+) -> Result<Vec<EndpointSlice>> {
+    let ns = i.namespace().unwrap_or_default();
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let lp = ListParams::default().labels(&format!("{LABEL_TIERMQ_INSTANCE}={}", i.name_any()));
+    Ok(api
+        .list(&lp)
+        .await
+        .map_err(kube_err(
+            "list",
+            format!("EndpointSlices of instance {ns}/{}", i.name_any()),
+        ))?
+        .items)
+}
+
+/// What the management API says about the tenant (`vhost` = `user` = the tenant name).
+pub async fn observe_tenant(
+    mc: &ManagementClient,
+    tenant: &str,
+    stats_lag: Duration,
+) -> Result<BrokerObservation, BrokerError> {
+    if mc.get_vhost(tenant).await?.is_none() {
+        return Ok(BrokerObservation { tenant: None });
+    }
+    let perms = mc.get_permissions(tenant, tenant).await?;
+    let defs = steps::tenant_topology(mc.export_definitions(tenant).await?);
+    let connections = mc
+        .list_connections(tenant)
+        .await?
+        .iter()
+        .filter(|c| c.user.as_deref() == Some(tenant))
+        .count() as u32;
+    let declared: Vec<String> = mc
+        .list_shovels(tenant)
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let statuses = if declared.is_empty() {
+        Vec::new()
+    } else {
+        mc.shovel_status(tenant).await?
+    };
+    let federated = mc
+        .list_federation_upstreams(tenant)
+        .await?
+        .iter()
+        .any(|p| p.name == FEDERATION_UPSTREAM);
+    let backlog = steps::measure_backlog(mc, tenant).await?;
+    Ok(BrokerObservation {
+        tenant: Some(TenantObservation {
+            access: access_of(perms.as_ref()),
+            topology: topology_names(&defs),
+            connections,
+            shovels: shovel_observation(&declared, &statuses),
+            federated,
+            backlog: backlog_sample(&backlog, stats_lag),
+        }),
+    })
+}
+
+/// One cluster: its StatefulSet, and (when a pod is ready) its broker. `parent_exists` is false
+/// for a SharedCluster whose object is gone (its StatefulSet is then being deleted too).
+pub async fn observe_cluster(
+    ctx: &Context,
+    r: &ClusterRef,
+    parent_exists: bool,
+    tenant: &str,
+) -> Result<ClusterObservation> {
+    let sts = if parent_exists && !r.name.is_empty() {
+        clusters::statefulset(&ctx.client, r).await?
+    } else {
+        None
+    };
+    let Some(sts) = sts else {
+        return Ok(ClusterObservation::absent(r.clone()));
+    };
+    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let mut obs = ClusterObservation {
+        cluster: r.clone(),
+        exists: true,
+        desired_replicas: desired,
+        ready_replicas: ready,
+        capacity: None,
+        broker: None,
+    };
+    if ready > 0
+        && let Some(mc) = clusters::management_client(ctx, r).await?
+    {
+        let lag = Duration::from_millis(u64::from(ctx.config.broker_stats_interval_ms));
+        match observe_tenant(&mc, tenant, lag).await {
+            Ok(b) => obs.broker = Some(b),
+            Err(e) => {
+                tracing::info!(cluster = %clusters::label(r), error = %e, "broker not observable; planning with it unknown")
+            }
+        }
+    }
+    Ok(obs)
+}
+
+/// Everything the planner needs about instance `i`.
+pub async fn observe(
+    ctx: &Context,
+    i: &RabbitMQInstance,
+    shared: &ClusterRef,
+    now: DateTime<Utc>,
+) -> Result<Observed> {
+    let _ = now;
+    let tenant = build::tenant_name(&i.namespace().unwrap_or_default(), &i.name_any());
+    let dedicated = dedicated_ref(i);
+    let sc = if shared.name.is_empty() {
+        None
+    } else {
+        let api: Api<SharedCluster> = Api::namespaced(ctx.client.clone(), &shared.namespace);
+        api.get_opt(&shared.name).await.map_err(kube_err(
+            "get",
+            format!("SharedCluster {}/{}", shared.namespace, shared.name),
+        ))?
+    };
+    let mut shared_obs = observe_cluster(ctx, shared, sc.is_some(), &tenant).await?;
+    if let Some(sc) = &sc {
+        let count = ctx
+            .instances
+            .state()
+            .iter()
+            .filter(|o| placed_on(o, shared))
+            .count() as i32;
+        shared_obs.capacity = Some(SharedCapacity {
+            instance_count: count,
+            max_instances: sc.spec.capacity.max_instances,
+            counts_this_instance: placed_on(i, shared),
+        });
+    }
+    let dedicated_obs = observe_cluster(ctx, &dedicated, true, &tenant).await?;
+    let slices = instance_slices(&ctx.client, i).await?;
+    Ok(Observed {
+        generation: i.metadata.generation.unwrap_or(0),
+        deletion_requested: i.metadata.deletion_timestamp.is_some(),
+        spec: i.spec.clone(),
+        status: i.status.clone().unwrap_or_default(),
+        shared: shared_obs,
+        dedicated: dedicated_obs,
+        service_routes: routes_from_slices(&slices, shared, &dedicated),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tiermq_broker::steps::QueueBacklog as BrokerQueue;
+
+    fn perms(c: &str, w: &str, r: &str) -> Permissions {
+        serde_json::from_value(json!({"configure": c, "write": w, "read": r})).unwrap()
+    }
+
+    #[test]
+    fn permissions_map_to_access() {
+        assert_eq!(access_of(Some(&perms(".*", ".*", ".*"))), Access::ReadWrite);
+        assert_eq!(access_of(Some(&perms(".*", "^$", ".*"))), Access::ReadOnly);
+        assert_eq!(access_of(Some(&perms("^$", "^$", "^$"))), Access::None);
+        assert_eq!(access_of(None), Access::None);
+    }
+
+    fn queue(name: &str, ready: u64, unacked: u64, delay: Option<u64>) -> BrokerQueue {
+        BrokerQueue {
+            name: name.into(),
+            queue_type: "classic".into(),
+            stats_known: true,
+            ready,
+            unacked,
+            consumers: 0,
+            drain_rate: 0.0,
+            publish_rate: 0.0,
+            delay_ttl_ms: delay,
+        }
+    }
+
+    fn backlog(queues: Vec<BrokerQueue>, complete: bool, rate: f64) -> Backlog {
+        let at = DateTime::parse_from_rfc3339("2026-01-01T00:00:10Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        Backlog {
+            cluster: "c".into(),
+            vhost: "v".into(),
+            sampled_at: at,
+            total_ready: queues.iter().map(|q| q.ready).sum(),
+            total_unacked: queues.iter().map(|q| q.unacked).sum(),
+            delayed: 0,
+            consumers: 0,
+            drain_rate: rate,
+            publish_rate: 0.0,
+            eta_seconds: None,
+            complete,
+            queues,
+        }
+    }
+
+    #[test]
+    fn a_backlog_sample_is_dated_back_by_the_statistics_lag_and_counts_delayed_once() {
+        let b = backlog(
+            vec![
+                queue("orders", 3, 2, None),
+                queue("delay", 4, 0, Some(60_000)),
+            ],
+            true,
+            1.5,
+        );
+        let s = backlog_sample(&b, Duration::from_secs(5)).unwrap();
+        assert_eq!(s.stats_at.to_rfc3339(), "2026-01-01T00:00:05+00:00");
+        assert_eq!(s.total(), 9);
+        assert_eq!(s.queues[1].delayed, 4);
+        assert_eq!(s.queues[1].ready, 0);
+        assert_eq!(s.drain_rate, Some(1.5));
+        assert!(!s.is_empty());
+    }
+
+    #[test]
+    fn a_backlog_with_unknown_counts_is_no_sample() {
+        let b = backlog(vec![queue("orders", 0, 0, None)], false, 0.0);
+        assert_eq!(backlog_sample(&b, Duration::ZERO), None);
+        let empty = backlog_sample(&backlog(vec![], true, 0.0), Duration::ZERO).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.drain_rate, None);
+    }
+
+    #[test]
+    fn topology_names_cover_every_kind() {
+        let defs: Definitions = serde_json::from_value(json!({
+            "exchanges": [{"name": "ex", "type": "direct"}],
+            "queues": [{"name": "q1"}],
+            "bindings": [{"source": "ex", "destination": "q1", "destination_type": "queue", "routing_key": "k"}],
+            "policies": [{"name": "p"}]
+        }))
+        .unwrap();
+        let names: Vec<String> = topology_names(&defs).into_iter().collect();
+        assert_eq!(
+            names,
+            [
+                "binding/ex/queue/q1/k",
+                "exchange/ex",
+                "policy/p",
+                "queue/q1"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_drain_shovels_count_and_terminated_ones_fail() {
+        let declared = vec![
+            "tiermq-drain-a".to_string(),
+            "tiermq-drain-b".to_string(),
+            "users-own".to_string(),
+        ];
+        let statuses: Vec<ShovelStatus> = serde_json::from_value(json!([
+            {"name": "tiermq-drain-a", "state": "running"},
+            {"name": "tiermq-drain-b", "state": "terminated"},
+            {"name": "users-own", "state": "terminated"}
+        ]))
+        .unwrap();
+        assert_eq!(
+            shovel_observation(&declared, &statuses),
+            ShovelObservation {
+                running: 1,
+                failed: 1
+            }
+        );
+    }
+
+    fn instance(status: serde_json::Value) -> RabbitMQInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+            "metadata": {"name": "orders", "namespace": "team-a"},
+            "spec": {"series": "Subscription", "tier": "Shared",
+                     "shared": {"clusterRef": {"name": "from-spec"}}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn shared(ns: &str, name: &str) -> ClusterRef {
+        ClusterRef {
+            kind: ClusterKind::Shared,
+            name: name.into(),
+            namespace: ns.into(),
+        }
+    }
+
+    #[test]
+    fn the_shared_cluster_comes_from_migration_then_serving_then_spec_then_default() {
+        let mut cfg = RunArgs::local("ops");
+        cfg.default_shared_cluster = Some("other/default".into());
+        let i = instance(json!({}));
+        assert_eq!(shared_ref(&i, &cfg), Some(shared("ops", "from-spec")));
+        cfg.shared_cluster_namespace = Some("shared-ns".into());
+        assert_eq!(shared_ref(&i, &cfg), Some(shared("shared-ns", "from-spec")));
+        let i =
+            instance(json!({"serving": {"kind": "Shared", "name": "serving", "namespace": "x"}}));
+        assert_eq!(shared_ref(&i, &cfg), Some(shared("x", "serving")));
+        let mut i = instance(json!({}));
+        i.spec.shared.cluster_ref = None;
+        assert_eq!(shared_ref(&i, &cfg), Some(shared("other", "default")));
+        cfg.default_shared_cluster = Some("plain".into());
+        assert_eq!(shared_ref(&i, &cfg), Some(shared("shared-ns", "plain")));
+        cfg.default_shared_cluster = None;
+        assert_eq!(shared_ref(&i, &cfg), None);
+    }
+
+    #[test]
+    fn placement_counts_serving_and_both_migration_sides() {
+        let a = shared("ns", "a");
+        let i = instance(json!({"serving": {"kind": "Shared", "name": "a", "namespace": "ns"}}));
+        assert!(placed_on(&i, &a));
+        assert!(!placed_on(&i, &shared("ns", "b")));
+        assert!(!placed_on(&instance(json!({})), &a));
+    }
+
+    #[test]
+    fn routes_are_read_from_the_slices_cluster_labels() {
+        let slice = |cluster: &str| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("orders-{cluster}"), "namespace": "team-a",
+                             "labels": {"tiermq.io/cluster": cluster}},
+                "addressType": "IPv4", "endpoints": []
+            }))
+            .unwrap()
+        };
+        let sh = shared("shared-ns", "main");
+        let de = ClusterRef {
+            kind: ClusterKind::Dedicated,
+            name: "orders-dedicated".into(),
+            namespace: "team-a".into(),
+        };
+        let routes = routes_from_slices(&[slice("main"), slice("orders-dedicated")], &sh, &de);
+        assert_eq!(routes, vec![sh.clone(), de.clone()]);
+        assert!(routes_from_slices(&[], &sh, &de).is_empty());
+    }
+}

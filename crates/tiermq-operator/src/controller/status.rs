@@ -1,0 +1,220 @@
+//! Status writing: the status subresource is patched only when the new status differs from the
+//! stored one, with a JSON merge patch that carries exactly the difference (removed fields as
+//! `null`, so an ended migration really disappears). Events go out after the status was written,
+//! so a failed write never announces a transition that was not recorded.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType as KubeEventType};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::controller::apply::FIELD_MANAGER;
+use crate::controller::context::Context;
+use crate::controller::plan::{EventType, PlannedEvent, to_time};
+use crate::error::{Result, kube_err};
+
+/// RFC 7386 merge patch turning `old` into `new`: changed and added keys with their new value,
+/// removed keys as `null`, nested objects diffed recursively, arrays replaced whole. `None` when
+/// nothing differs.
+pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = Map::new();
+            for (k, nv) in n {
+                match o.get(k) {
+                    Some(ov) => {
+                        if let Some(d) = merge_diff(ov, nv) {
+                            out.insert(k.clone(), d);
+                        }
+                    }
+                    None => {
+                        out.insert(k.clone(), nv.clone());
+                    }
+                }
+            }
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    out.insert(k.clone(), Value::Null);
+                }
+            }
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        _ if old == new => None,
+        _ => Some(new.clone()),
+    }
+}
+
+/// The status patch for `old` → `new`, `None` when they are equal.
+pub fn status_patch<S: Serialize>(old: Option<&S>, new: &S) -> Result<Option<Value>> {
+    let old = match old {
+        Some(o) => serde_json::to_value(o)?,
+        None => Value::Object(Map::new()),
+    };
+    let new = serde_json::to_value(new)?;
+    Ok(merge_diff(&old, &new).map(|d| json!({ "status": d })))
+}
+
+/// Writes `new` as the status of `K` `ns/name` if it differs from `old`. Returns whether it wrote.
+pub async fn write<K, S>(client: &kube::Client, obj: &K, old: Option<&S>, new: &S) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    S: Serialize,
+{
+    let Some(patch) = status_patch(old, new)? else {
+        return Ok(false);
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(
+        "patch status of",
+        format!("{} {ns}/{}", K::kind(&()), obj.name_any()),
+    ))?;
+    Ok(true)
+}
+
+/// Sets (or replaces) the condition of `c.type_` in `conds`, keeping its transition time when
+/// the status did not change.
+pub fn set_condition(conds: &mut Vec<Condition>, mut c: Condition) {
+    if let Some(old) = conds.iter_mut().find(|o| o.type_ == c.type_) {
+        if old.status == c.status {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+        *old = c;
+    } else {
+        conds.push(c);
+    }
+}
+
+/// A condition observed at `generation`, transitioning now.
+pub fn condition(
+    type_: &str,
+    on: bool,
+    reason: &str,
+    message: String,
+    generation: i64,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if on { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: Some(generation),
+        last_transition_time: to_time(chrono::Utc::now()),
+    }
+}
+
+/// True when `conds` already holds `type_` with this status, reason and message: then the
+/// matching Warning Event was already emitted.
+pub fn condition_is(
+    conds: &[Condition],
+    type_: &str,
+    on: bool,
+    reason: &str,
+    message: &str,
+) -> bool {
+    let status = if on { "True" } else { "False" };
+    conds.iter().any(|c| {
+        c.type_ == type_ && c.status == status && c.reason == reason && c.message == message
+    })
+}
+
+/// Publishes planned Events on `obj`; a failure to publish is logged, never fatal (the state was
+/// recorded already).
+pub async fn emit<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, events: &[PlannedEvent]) {
+    let reference = obj.object_ref(&());
+    for e in events {
+        let ev = Event {
+            type_: match e.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: e.reason.to_string(),
+            note: Some(e.note.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(reason = e.reason, error = %err, "could not publish Event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiermq_crd::RabbitMQInstanceStatus;
+
+    #[test]
+    fn an_equal_status_gives_no_patch() {
+        let s = json!({"tier": "Shared", "conditions": [{"type": "Ready"}]});
+        assert_eq!(merge_diff(&s, &s.clone()), None);
+        let st = RabbitMQInstanceStatus::default();
+        assert_eq!(status_patch(Some(&st), &st).unwrap(), None);
+    }
+
+    #[test]
+    fn removed_fields_become_null_and_nested_objects_are_diffed() {
+        let old = json!({"tier": "Shared", "migrationPhase": "DrainingSource",
+                         "migration": {"from": "Shared", "remainingMessages": 5}});
+        let new = json!({"tier": "Dedicated", "migrationPhase": "Stable",
+                         "history": [{"from": "Shared"}]});
+        assert_eq!(
+            merge_diff(&old, &new).unwrap(),
+            json!({"tier": "Dedicated", "migrationPhase": "Stable",
+                   "history": [{"from": "Shared"}], "migration": null})
+        );
+        let old = json!({"migration": {"from": "Shared", "remainingMessages": 5, "etaSeconds": 3}});
+        let new = json!({"migration": {"from": "Shared", "remainingMessages": 0}});
+        assert_eq!(
+            merge_diff(&old, &new).unwrap(),
+            json!({"migration": {"remainingMessages": 0, "etaSeconds": null}})
+        );
+    }
+
+    #[test]
+    fn arrays_are_replaced_whole() {
+        let old = json!({"conditions": [{"type": "Ready", "status": "False"}]});
+        let new = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        assert_eq!(merge_diff(&old, &new).unwrap(), new);
+    }
+
+    #[test]
+    fn a_first_status_is_written_whole() {
+        let st = RabbitMQInstanceStatus {
+            observed_generation: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch(None, &st).unwrap().unwrap(),
+            json!({"status": {"observedGeneration": 3}})
+        );
+    }
+
+    #[test]
+    fn set_condition_keeps_the_transition_time_of_an_unchanged_status() {
+        let mut conds = vec![condition("Ready", true, "InService", "a".into(), 1)];
+        let first = conds[0].last_transition_time.clone();
+        let mut again = condition("Ready", true, "InService", "b".into(), 2);
+        again.last_transition_time = to_time(chrono::Utc::now() + chrono::Duration::seconds(60));
+        set_condition(&mut conds, again);
+        assert_eq!(conds.len(), 1);
+        assert_eq!(conds[0].last_transition_time, first);
+        assert_eq!(conds[0].message, "b");
+        assert!(condition_is(&conds, "Ready", true, "InService", "b"));
+        assert!(!condition_is(&conds, "Ready", false, "InService", "b"));
+    }
+}

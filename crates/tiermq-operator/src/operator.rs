@@ -1,0 +1,151 @@
+//! `tiermq-operator run`: the process around the controllers.
+//!
+//! - serves `/metrics`, `/healthz`, `/readyz` on `--metrics-addr`;
+//! - with `--leader-election` (default) takes part in the election on the Lease
+//!   `--lease-name` in `--namespace` and runs the controllers only while it leads (losing the
+//!   lease stops them; they start again when it is won back); without it, runs them at once;
+//! - stops gracefully on SIGTERM or Ctrl-C: in-flight reconciles finish, then the process exits.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::config::RunArgs;
+use crate::controller::run_controllers;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Runs the operator with a client from the environment (kubeconfig or in-cluster).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connect to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    run_with_client(client, args, shutdown_signal()).await
+}
+
+/// Runs the operator against `client` until `shutdown` resolves. Tests run it in-process.
+pub async fn run_with_client(
+    client: kube::Client,
+    args: RunArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("bind the metrics address {}", args.metrics_addr))?;
+    let addr = listener.local_addr()?;
+    let state = HttpState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, http::router(state)).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+
+    // One shutdown signal, observable by every task.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    if !args.leader_election {
+        tracing::info!("leader election disabled: reconciling at once");
+        ready.store(true, Ordering::Relaxed);
+        run_controllers(client, args, metrics, shared_future(stopped(stop_rx))).await;
+        server.abort();
+        return Ok(());
+    }
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("tiermq-operator-{}", std::process::id()));
+    let mut leading =
+        crate::leader::elect(client.clone(), &args.namespace, &args.lease_name, &identity)
+            .await
+            .with_context(|| {
+                format!(
+                    "start leader election on Lease {}/{}",
+                    args.namespace, args.lease_name
+                )
+            })?;
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(%identity, lease = %args.lease_name, "standing by for leadership");
+    loop {
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => {
+                if r.is_err() {
+                    anyhow::bail!("leader election stopped; restart the operator");
+                }
+            }
+            _ = stop.wait_for(|v| *v) => break,
+        }
+        tracing::info!(%identity, "leading: starting controllers");
+        let mut lost = leading.clone();
+        let stop_or_lost = {
+            let stop = stopped(stop_rx.clone());
+            async move {
+                tokio::select! {
+                    _ = stop => {}
+                    _ = lost.wait_for(|l| !*l) => tracing::warn!("lost leadership: stopping controllers"),
+                }
+            }
+        };
+        run_controllers(
+            client.clone(),
+            args.clone(),
+            metrics.clone(),
+            shared_future(stop_or_lost),
+        )
+        .await;
+        if *stop_rx.borrow() {
+            break;
+        }
+    }
+    server.abort();
+    Ok(())
+}
+
+/// A future that many controllers can await (kube-runtime wants `Clone + Sync`).
+fn shared_future(
+    f: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + Sync + Clone + 'static {
+    use futures::FutureExt;
+    let boxed: futures::future::BoxFuture<'static, ()> = f.boxed();
+    boxed.shared()
+}
