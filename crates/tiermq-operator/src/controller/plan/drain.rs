@@ -27,29 +27,12 @@ use super::time::{from_time, to_time};
 /// Consecutive fresh empty samples needed to call a cluster drained.
 pub const DRAINED_AFTER: u32 = 2;
 
-/// What one accounting pass did, for conditions and tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SampleVerdict {
-    /// Writes are still allowed on the cluster: counter held at 0.
-    WritesAllowed,
-    /// First pass with writes refused: baseline set, nothing counted.
-    Baseline,
-    /// A fresh sample was counted (empty or not).
-    Counted { empty: bool },
-    /// No fresh sample (stale, missing, or the broker could not be asked): nothing changed.
-    Stale,
-}
-
 /// Feed the drained cluster's tenant observation into the drain fields of `m`.
-pub fn account(
-    m: &mut MigrationStatus,
-    tenant: TenantState<'_>,
-    now: DateTime<Utc>,
-) -> SampleVerdict {
+pub fn account(m: &mut MigrationStatus, tenant: TenantState<'_>, now: DateTime<Utc>) {
     let t = match tenant {
         TenantState::Present(t) => t,
         // Absent or unknown: nothing can be learned; keep what is known.
-        TenantState::Absent | TenantState::Unknown => return SampleVerdict::Stale,
+        TenantState::Absent | TenantState::Unknown => return,
     };
     if t.access == Access::ReadWrite {
         m.empty_samples = 0;
@@ -57,7 +40,7 @@ pub fn account(
         if let Some(s) = &t.backlog {
             m.remaining_messages = Some(s.total());
         }
-        return SampleVerdict::WritesAllowed;
+        return;
     }
     let Some(baseline) = m.last_sample.as_ref().map(from_time) else {
         m.empty_samples = 0;
@@ -65,10 +48,10 @@ pub fn account(
         if let Some(s) = &t.backlog {
             m.remaining_messages = Some(s.total());
         }
-        return SampleVerdict::Baseline;
+        return;
     };
     let Some(sample) = t.backlog.as_ref().filter(|s| s.stats_at > baseline) else {
-        return SampleVerdict::Stale;
+        return;
     };
     let total = sample.total();
     let seconds = (sample.stats_at - baseline).num_milliseconds() as f64 / 1000.0;
@@ -94,7 +77,6 @@ pub fn account(
     } else {
         0
     };
-    SampleVerdict::Counted { empty }
 }
 
 /// The drained cluster is proven empty.

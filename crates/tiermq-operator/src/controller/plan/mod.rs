@@ -16,43 +16,43 @@
 //!
 //! # Rules (after DESIGN.md's table; each names the function that implements it)
 //!
-//! - **R-stable** ([`idle`]): `spec.tier == status.tier` → `Stable`, no migration. The serving
+//! - **R-stable** (`idle()`): `spec.tier == status.tier` → `Stable`, no migration. The serving
 //!   cluster, tenant and Service routing are kept (in-tier changes such as replicas, resources or
 //!   limits are the executor's business: they never start a conversion). A new instance (no
 //!   `status.tier`) adopts `spec.tier` without a conversion.
-//! - **R-blocked** ([`idle`]): a flip while the instance is not in service (serving cluster not
+//! - **R-blocked** (`idle()`): a flip while the instance is not in service (serving cluster not
 //!   ready, management API unreachable, tenant missing) → `Blocked` with condition
 //!   `ConversionBlocked` (reason `InstanceNotInService`) and a requeue; it proceeds once in service.
 //!   A downgrade onto a SharedCluster that is missing / not ready / at capacity is blocked with
 //!   `SharedClusterNotFound` / `SharedClusterNotReady` / `SharedClusterFull`. Withdrawing the flip
 //!   returns to `Stable`.
-//! - **R-write-ahead** ([`idle`]): the pass that starts a conversion only records it (source
+//! - **R-write-ahead** (`idle()`): the pass that starts a conversion only records it (source
 //!   kept as is); destination state is created from the next pass on, so everything on the
 //!   destination is owned by a recorded migration and an abort or deletion finds it.
-//! - **R-prepare** ([`preparing`]): create the dedicated cluster (upgrade), wait until ready,
+//! - **R-prepare** (`preparing()`): create the dedicated cluster (upgrade), wait until ready,
 //!   ensure the tenant with the *same* credentials, copy the topology; advance once the
 //!   destination is ready, has the tenant and holds every topology object of the source.
-//! - **R-dual** ([`dual`]): the Service routes to both clusters (plus federation if asked); the
+//! - **R-dual** (`dual()`): the Service routes to both clusters (plus federation if asked); the
 //!   write cutover follows as soon as the destination is observed routed and in service.
-//! - **R-single** ([`single_write`]): the source leaves the Service, then its writes are revoked
+//! - **R-single** (`single_write()`): the source leaves the Service, then its writes are revoked
 //!   (reads kept). Draining starts once the routing and the read-only permission are observed.
-//! - **R-drain** ([`draining`], [`drain`]): `Consume` waits for clients; `Shovel` moves the backlog
+//! - **R-drain** (`draining()`, module `drain`): `Consume` waits for clients; `Shovel` moves the backlog
 //!   with shovels. Federation is removed first (it could move messages back onto the source).
-//!   "Drained" = 2 consecutive fresh empty samples (see [`drain`]); status shows remaining
+//!   "Drained" = 2 consecutive fresh empty samples (see the `drain` module); status shows remaining
 //!   messages, rate and ETA.
-//! - **R-timeout** ([`draining`]): after `drainTimeoutSeconds` in `DrainingSource` the condition
+//! - **R-timeout** (`draining()`): after `drainTimeoutSeconds` in `DrainingSource` the condition
 //!   `DrainTimedOut` turns True and one Warning Event is emitted; nothing is deleted, the drain
 //!   goes on.
-//! - **R-retire** ([`destination_only`]): the connection policy is applied (`Close`: close with a
+//! - **R-retire** (`destination_only()`): the connection policy is applied (`Close`: close with a
 //!   reason; `Keep`: leave them), all source permissions are revoked, and after the grace period
 //!   the source tenant is deleted and a dedicated source StatefulSet with it → `Completed`. The
 //!   drain accounting continues; should a fresh sample find messages on the source again, the
 //!   source gets its read access back (`DrainingSource`) before anything is deleted.
 //! - **R-policy** ([`effective_policy`]): `spec.migration.connectionPolicy` wins; otherwise
 //!   upgrades keep source connections and downgrades close them.
-//! - **R-complete** ([`completed`]): history is recorded, `status.tier` becomes the new tier,
+//! - **R-complete** (`completed()`): history is recorded, `status.tier` becomes the new tier,
 //!   back to `Stable`.
-//! - **R-abort** ([`abort_steps`], [`aborting`]): a flip back before the write cutover
+//! - **R-abort** (`abort_steps()`, `aborting()`): a flip back before the write cutover
 //!   (`PreparingDestination` or `DualWriteDualRead`) → `Aborting`. In `DualWriteDualRead` clients
 //!   may have published to the destination, so the abort loses nothing by treating the destination
 //!   exactly like a source being drained: the Service routes to the source only, source writes are
@@ -61,11 +61,11 @@
 //!   destination are its tenant (and a dedicated destination StatefulSet) deleted. A destination
 //!   whose broker cannot be asked is never assumed empty: the abort waits. A second flip during
 //!   the abort does not interrupt it; the new conversion starts from `Stable` afterwards.
-//! - **R-reverse** ([`single_write`], [`draining`], [`destination_only`]): a flip back after the
+//! - **R-reverse** (`single_write()`, `draining()`, `destination_only()`): a flip back after the
 //!   write cutover cannot undo it (the destination holds the newest messages); the running
 //!   conversion finishes (`reverse_requested` shows it), then `Stable` sees `spec.tier !=
 //!   status.tier` and starts the conversion back, subject to the same in-service checks.
-//! - **R-delete** ([`deletion`]): deleting the instance (finalizer) deletes its broker state on
+//! - **R-delete** (`deletion()`): deleting the instance (finalizer) deletes its broker state on
 //!   every cluster it has state on, both sides of a running conversion, then removes the
 //!   finalizer. The phase is left as recorded.
 //!
@@ -77,7 +77,7 @@ mod observed;
 mod output;
 mod time;
 
-pub use drain::{DRAINED_AFTER, SampleVerdict};
+pub use drain::DRAINED_AFTER;
 pub use edges::{EDGES, is_allowed};
 pub use observed::{
     Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, QueueBacklog,
@@ -903,7 +903,7 @@ fn completed(o: &Observed, now: DateTime<Utc>) -> Decision {
     d
 }
 
-/// R-abort: the abort's desired state; `drained` says whether the destination is proven empty.
+/// R-abort: the abort's desired state while the destination is not yet proven empty.
 fn abort_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     let (s, d) = (&m.source, &m.destination);
     let mut steps = vec![
