@@ -1,1 +1,9 @@
-//! Shared helpers for the end-to-end scenarios.
+//! End-to-end pieces shared by the scenario tests, the demo and the bench:
+//!
+//! - [`load`]: the AMQP load generator and loss checker (publisher confirms, manual acks, unique
+//!   ids, reconnecting clients);
+//! - [`harness`]: a kubesim cluster with the CRDs, the real operator binary as a child process,
+//!   kubectl, and watchers of an instance's migration phases.
+
+pub mod harness;
+pub mod load;

@@ -1,0 +1,165 @@
+//! The load generator against a real broker: its clients survive what a tier conversion does to
+//! them (connections closed with a reason, publishes refused after write revocation) and the
+//! checker accounts for every confirmed message.
+
+use std::time::{Duration, Instant};
+
+use tiermq_broker::steps::{self, Tenant};
+use tiermq_broker::{ClusterEndpoint, ManagementClient, Secret, generate_password};
+use tiermq_testkit::RabbitNode;
+use tiermq_tests::load::{AmqpTarget, Load, LoadConfig, Role};
+
+fn admin(node: &RabbitNode) -> ManagementClient {
+    let a = node.admin();
+    ManagementClient::new(ClusterEndpoint {
+        cluster: "load-test".into(),
+        url: node.management_url(),
+        username: a.username.clone(),
+        password: Secret::new(a.password.clone()),
+    })
+    .unwrap()
+}
+
+async fn tenant(node: &RabbitNode, c: &ManagementClient) -> (Tenant, AmqpTarget) {
+    let t = Tenant {
+        vhost: "team-a.orders".into(),
+        user: "team-a.orders".into(),
+        password: generate_password(),
+        limits: Default::default(),
+    };
+    steps::ensure_tenant(c, &t).await.unwrap();
+    let addr = node.amqp_address();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let target = AmqpTarget::from_parts(
+        host,
+        port.parse().unwrap(),
+        &t.vhost,
+        &t.user,
+        t.password.expose(),
+    )
+    .unwrap();
+    (t, target)
+}
+
+fn config(target: AmqpTarget, messages: u64, rate: f64) -> LoadConfig {
+    let mut cfg = LoadConfig::steady(target, "orders", messages, rate);
+    cfg.max_duration = Duration::from_secs(60);
+    cfg.backoff_min = Duration::from_millis(50);
+    cfg.backoff_max = Duration::from_millis(500);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_closed_with_a_reason_reconnect_and_nothing_is_lost() {
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node);
+    let (t, target) = tenant(&node, &c).await;
+    let load = Load::start(config(target, 400, 100.0)).await.unwrap();
+
+    // Let every client connect and some messages flow, then close all of the tenant's
+    // connections the way the operator does on a downgrade.
+    let until = Instant::now() + Duration::from_secs(10);
+    while load.stats().received < 100 {
+        assert!(
+            Instant::now() < until,
+            "load did not start: {:?}",
+            load.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The management API lists connections from statistics, so they show up with a delay.
+    while c.list_connections(&t.vhost).await.unwrap().len() < 4 {
+        assert!(Instant::now() < until, "connections never listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed =
+        steps::close_connections(&c, &t.vhost, Some(&t.user), "tiermq test: tier conversion")
+            .await
+            .unwrap();
+    assert!(
+        closed >= 4,
+        "two publishers and two consumers were connected, closed {closed}"
+    );
+
+    let report = load.finish(Duration::from_secs(20)).await;
+    println!("load report: {report}");
+    println!("interruptions: {:?}", report.reasons());
+    assert_eq!(report.lost, 0, "lost messages: {:?}", report.lost_sample);
+    assert_eq!(
+        report.stats.confirmed, 800,
+        "every message confirmed in the end"
+    );
+    assert!(report.stats.received >= 800);
+    let forced: Vec<_> = report
+        .interruptions
+        .iter()
+        .filter(|i| {
+            i.reason.contains("CONNECTION_FORCED")
+                && i.reason.contains("tiermq test: tier conversion")
+        })
+        .collect();
+    assert!(
+        forced.iter().any(|i| i.role == Role::Publisher),
+        "publishers saw the reason: {:?}",
+        report.interruptions
+    );
+    assert!(
+        forced.iter().any(|i| i.role == Role::Consumer),
+        "consumers saw the reason: {:?}",
+        report.interruptions
+    );
+    assert!(
+        report.connections["publisher"] >= 4 && report.connections["consumer"] >= 4,
+        "{:?}",
+        report.connections
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_publishes_are_retried_until_writes_return_and_nothing_is_lost() {
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node);
+    let (t, target) = tenant(&node, &c).await;
+    tiermq_tests::load::declare_queue(&target, "orders")
+        .await
+        .unwrap();
+    steps::revoke_writes(&c, &t.vhost, &t.user).await.unwrap();
+    let load = Load::start_without_declare(config(target, 200, 200.0));
+
+    // New channels are refused at once (403); the publishers keep reconnecting.
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let refused = load
+            .interruptions()
+            .iter()
+            .filter(|i| i.role == Role::Publisher && i.reason.contains("ACCESS_REFUSED"))
+            .count();
+        if refused >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no 403 seen: {:?}",
+            load.interruptions()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        load.stats().confirmed,
+        0,
+        "nothing is confirmed while writes are revoked"
+    );
+    steps::restore_writes(&c, &t.vhost, &t.user).await.unwrap();
+
+    let report = load.finish(Duration::from_secs(20)).await;
+    println!("load report: {report}");
+    println!("interruptions: {:?}", report.reasons());
+    assert_eq!(report.lost, 0, "lost messages: {:?}", report.lost_sample);
+    assert_eq!(report.stats.confirmed, 400);
+    assert_eq!(
+        report.stats.received - report.duplicates,
+        400,
+        "each id consumed"
+    );
+    assert!(report.stats.refused >= 1, "{report}");
+}
