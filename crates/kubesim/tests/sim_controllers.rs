@@ -440,13 +440,21 @@ async fn kube_proxy_round_robins_new_connections_and_keeps_established_ones() {
 
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"name": "echo"},
-            "spec": {"ports": [{"name": "echo", "port": 80, "targetPort": 7000}]}
+            "spec": {"type": "LoadBalancer", "ports": [{"name": "echo", "port": 80, "targetPort": 7000}]}
         }))
         .unwrap();
         let svc = services.create(&PostParams::default(), &svc).await.unwrap();
         let cluster_ip: std::net::Ipv4Addr = svc.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
         assert_eq!(cluster_ip.octets()[..3], c.service_ip_prefix());
         let vip = SocketAddr::from((cluster_ip, 80));
+        // A LoadBalancer Service is published on its ClusterIP.
+        wait_for("load-balancer ingress", T, || async {
+            let s = services.get("echo").await.ok()?;
+            let ingress = s.status?.load_balancer?.ingress?;
+            (ingress[0].ip.as_deref() == Some(cluster_ip.to_string().as_str())).then_some(())
+        })
+        .await
+        .unwrap();
 
         set_endpoints(
             &slices,

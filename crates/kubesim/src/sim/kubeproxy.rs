@@ -13,6 +13,9 @@
 //! closed at once (a real kube-proxy rejects it). Listeners go away with their Service; connections
 //! already forwarded stay until either side closes them or the cluster shuts down.
 //!
+//! `type: LoadBalancer` Services additionally get `status.loadBalancer.ingress[0].ip` = their
+//! ClusterIP (NodePorts are not simulated).
+//!
 //! The operator runs as a host process against kubesim and reaches brokers exactly as it would
 //! from inside a real cluster: through the Service's ClusterIP (`spec.clusterIP:port`).
 
@@ -152,6 +155,7 @@ async fn reconcile(
         .list(&ListParams::default())
         .await
         .map_err(|e| SimError::kube("list", "EndpointSlice", "all namespaces", e))?;
+    publish_load_balancers(client, &services.items).await;
     let routes = desired_routes(&services.items, &slices.items);
     forwarders.retain(|addr, f| {
         let keep = routes.contains_key(addr) && !f.task.is_finished();
@@ -187,6 +191,47 @@ async fn reconcile(
         forwarders.insert(addr, Forwarder { backends: b, task });
     }
     Ok(())
+}
+
+/// `type: LoadBalancer` Services get their ClusterIP as load-balancer ingress (like `minikube
+/// tunnel`): clients on the host reach it there, and anything waiting for
+/// `status.loadBalancer.ingress` proceeds.
+async fn publish_load_balancers(client: &Client, services: &[Service]) {
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            continue;
+        }
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| ip.parse::<IpAddr>().is_ok())
+        else {
+            continue;
+        };
+        let has = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .is_some_and(|i| i.iter().any(|x| x.ip.as_deref() == Some(ip)));
+        if has {
+            continue;
+        }
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+        let api: Api<Service> =
+            Api::namespaced(client.clone(), &svc.namespace().unwrap_or_default());
+        if let Err(e) = api
+            .patch_status(
+                &svc.name_any(),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::debug!(service = %super::key_of(svc), error = %e, "could not publish load-balancer ingress");
+        }
+    }
 }
 
 fn bind_reuse(addr: SocketAddr) -> std::io::Result<TcpListener> {
