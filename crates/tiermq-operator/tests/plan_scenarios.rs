@@ -810,3 +810,45 @@ fn failed_shovels_are_reported_and_re_created() {
     let m = p.condition(conditions::MIGRATING).unwrap();
     assert!(m.message.contains("2 shovels failed"), "{}", m.message);
 }
+
+#[test]
+fn an_abort_copies_queues_declared_on_the_destination_back_before_shovelling() {
+    let mut w = World::new(Tier::Shared);
+    w.set_tier(Tier::Dedicated);
+    drive(
+        &mut w,
+        50,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+        },
+        |w| w.phase() == DualWriteDualRead,
+    );
+    let t = w.dedicated.tenant.as_mut().unwrap();
+    t.topology.insert("queue/declared-on-destination".into());
+    assert!(w.publish(ClusterKind::Dedicated, 9));
+    w.set_tier(Tier::Shared);
+    let p = w.reconcile();
+    assert_eq!(p.phase, Aborting);
+    let copy = p.steps.iter().position(
+        |s| matches!(s, Step::CopyTopology { from, to } if *from == dedicated_ref() && *to == shared_ref()),
+    );
+    let shovel = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::StartShovels { .. }));
+    assert!(copy.is_some() && copy < shovel, "{:?}", step_names(&p));
+    assert!(
+        w.shared
+            .tenant
+            .as_ref()
+            .unwrap()
+            .topology
+            .contains("queue/declared-on-destination")
+    );
+    drive(&mut w, 50, 10, |_| {}, stable_on(Tier::Shared));
+    assert_eq!(w.shared.tenant.as_ref().unwrap().messages, 9);
+    assert!(w.violations.is_empty() && w.balance_ok());
+}

@@ -290,8 +290,13 @@ fn reachable(o: &Observed, r: &ClusterRef) -> bool {
 }
 
 fn topology_synced(o: &Observed, m: &MigrationStatus) -> bool {
-    match (tenant_of(o, &m.source), tenant_of(o, &m.destination)) {
-        (TenantState::Present(s), TenantState::Present(d)) => s.topology.is_subset(&d.topology),
+    holds_topology_of(o, &m.destination, &m.source)
+}
+
+/// `to`'s tenant holds every topology object `from`'s tenant holds (both observed).
+fn holds_topology_of(o: &Observed, to: &ClusterRef, from: &ClusterRef) -> bool {
+    match (tenant_of(o, from), tenant_of(o, to)) {
+        (TenantState::Present(f), TenantState::Present(t)) => f.topology.is_subset(&t.topology),
         _ => false,
     }
 }
@@ -920,6 +925,17 @@ fn abort_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     }
     if let TenantState::Present(_) = tenant_of(o, d) {
         steps.push(Step::RevokeWrites { cluster: d.clone() });
+        // Queues clients declared on the destination during the dual phase must exist on the
+        // source before their messages are shovelled back.
+        if reachable(o, s)
+            && matches!(tenant_of(o, s), TenantState::Present(_))
+            && !holds_topology_of(o, s, d)
+        {
+            steps.push(Step::CopyTopology {
+                from: d.clone(),
+                to: s.clone(),
+            });
+        }
         steps.push(Step::StartShovels {
             from: d.clone(),
             to: s.clone(),

@@ -12,7 +12,9 @@ use tiermq_crd::{ClusterRef, MigrationPhase, MigrationRecord, RabbitMQInstanceSt
 /// already there succeeds; a tenant step on an absent vhost succeeds). Stop at the first failure
 /// and record nothing (the next reconcile plans again from the same recorded state and gets the
 /// same steps). When every step succeeded, write `status` (only if it differs from the stored
-/// one), then emit `events`, then requeue after `requeue_after`.
+/// one), then emit `events`, then requeue after `requeue_after`. Events describe transitions
+/// against the recorded status, so a steady pass emits none and a replay after a crash before the
+/// status write emits them once more at most.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// The migration phase the instance is in once `steps` succeeded (also in `status`).
