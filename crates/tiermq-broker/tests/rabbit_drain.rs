@@ -14,14 +14,6 @@ use lapin::types::{AMQPValue, FieldTable};
 use tiermq_broker::steps::{self, DrainProgress, ensure_tenant, measure_backlog};
 use tiermq_broker::{ErrorKind, Secret};
 
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_check_waits_for_ready_unacked_and_delayed_messages() {
     let _serial = SERIAL.lock().await;

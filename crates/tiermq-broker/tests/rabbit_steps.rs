@@ -18,14 +18,6 @@ use tiermq_broker::model::{Definitions, Permissions, Policy, ShovelSpec, VhostLi
 use tiermq_broker::steps::{self, copy_topology, ensure_tenant, missing_objects, tenant_topology};
 use tiermq_broker::{ManagementClient, Secret};
 
-fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
 fn policy(vhost: &str, name: &str, pattern: &str, def: serde_json::Value, priority: i64) -> Policy {
     Policy {
         name: name.into(),
@@ -62,7 +54,7 @@ async fn build_topology(
         "audit".into(),
         ExchangeKind::Fanout,
         durable,
-        table(&[("alternate-exchange", AMQPValue::LongString("events".into()))]),
+        args(&[("alternate-exchange", AMQPValue::LongString("events".into()))]),
     )
     .await
     .unwrap();
@@ -93,7 +85,7 @@ async fn build_topology(
     ch.queue_declare(
         "orders".into(),
         q,
-        table(&[
+        args(&[
             ("x-max-length", AMQPValue::LongInt(10_000)),
             ("x-message-ttl", AMQPValue::LongInt(3_600_000)),
             (
@@ -107,7 +99,7 @@ async fn build_topology(
     ch.queue_declare(
         "payments".into(),
         q,
-        table(&[
+        args(&[
             ("x-queue-type", AMQPValue::LongString("quorum".into())),
             ("x-delivery-limit", AMQPValue::LongInt(5)),
         ]),
@@ -117,7 +109,7 @@ async fn build_topology(
     ch.queue_declare(
         "lazy log".into(),
         q,
-        table(&[("x-queue-mode", AMQPValue::LongString("lazy".into()))]),
+        args(&[("x-queue-mode", AMQPValue::LongString("lazy".into()))]),
     )
     .await
     .unwrap();
@@ -153,7 +145,7 @@ async fn build_topology(
         "by-header".into(),
         "".into(),
         QueueBindOptions::default(),
-        table(&[
+        args(&[
             ("x-match", AMQPValue::LongString("all".into())),
             ("kind", AMQPValue::LongString("refund".into())),
         ]),

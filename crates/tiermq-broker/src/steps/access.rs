@@ -2,13 +2,15 @@ use crate::client::ManagementClient;
 use crate::error::{BrokerError, ErrorKind};
 use crate::model::{ALLOW_ALL, DENY_ALL, Permissions};
 
-async fn current(
+/// Sets only the write pattern of the user's existing permissions; the other two stay.
+async fn set_write(
     client: &ManagementClient,
     vhost: &str,
     user: &str,
+    write: &str,
     op: &str,
 ) -> Result<Permissions, BrokerError> {
-    client.get_permissions(vhost, user).await?.ok_or_else(|| {
+    let mut perms = client.get_permissions(vhost, user).await?.ok_or_else(|| {
         client.error(
             op,
             ErrorKind::Refused {
@@ -17,7 +19,12 @@ async fn current(
                 ),
             },
         )
-    })
+    })?;
+    if perms.write != write {
+        perms.write = write.into();
+        client.put_permissions(vhost, user, &perms).await?;
+    }
+    Ok(perms)
 }
 
 /// Single-write: the user can no longer publish on `vhost` (`write: "^$"`), but keeps reading and
@@ -35,18 +42,8 @@ pub async fn revoke_writes(
     vhost: &str,
     user: &str,
 ) -> Result<Permissions, BrokerError> {
-    let mut perms = current(
-        client,
-        vhost,
-        user,
-        &format!("revoke writes of user {user:?} on vhost {vhost:?}"),
-    )
-    .await?;
-    if perms.write != DENY_ALL {
-        perms.write = DENY_ALL.into();
-        client.put_permissions(vhost, user, &perms).await?;
-    }
-    Ok(perms)
+    let op = format!("revoke writes of user {user:?} on vhost {vhost:?}");
+    set_write(client, vhost, user, DENY_ALL, &op).await
 }
 
 /// Undoes [`revoke_writes`] (an aborted migration makes the source the sole cluster again).
@@ -55,18 +52,8 @@ pub async fn restore_writes(
     vhost: &str,
     user: &str,
 ) -> Result<Permissions, BrokerError> {
-    let mut perms = current(
-        client,
-        vhost,
-        user,
-        &format!("restore writes of user {user:?} on vhost {vhost:?}"),
-    )
-    .await?;
-    if perms.write != ALLOW_ALL {
-        perms.write = ALLOW_ALL.into();
-        client.put_permissions(vhost, user, &perms).await?;
-    }
-    Ok(perms)
+    let op = format!("restore writes of user {user:?} on vhost {vhost:?}");
+    set_write(client, vhost, user, ALLOW_ALL, &op).await
 }
 
 /// Destination only: the user can neither read, write nor configure on `vhost`. Open channels

@@ -19,6 +19,15 @@ use tiermq_broker::{
 };
 use tiermq_testkit::{Credentials, RabbitNode};
 
+/// An AMQP argument table.
+pub fn args(pairs: &[(&str, lapin::types::AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
 /// Tests in one binary run one at a time: each starts real nodes on a 2-core machine.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
