@@ -760,3 +760,49 @@ async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
         "the cleanup removed the finalizer and the object went"
     );
 }
+
+#[tokio::test]
+async fn discovery_plain_and_aggregated_both_find_builtins_and_crds() {
+    use kube::discovery::{Discovery, Scope, verbs};
+    let s = server().await;
+    let c = client(&s);
+    install_crd(&c).await;
+    for aggregated in [false, true] {
+        let d = Discovery::new(c.clone());
+        let d = if aggregated {
+            d.run_aggregated().await.unwrap()
+        } else {
+            d.run().await.unwrap()
+        };
+        let (ar, caps) = d
+            .resolve_gvk(&kube::api::GroupVersionKind::gvk(
+                "test.kubesim.io",
+                "v1",
+                "Broker",
+            ))
+            .expect("Broker discovered");
+        assert_eq!(ar.plural, "brokers");
+        assert_eq!(caps.scope, Scope::Namespaced);
+        assert!(caps.supports_operation(verbs::WATCH));
+        assert!(
+            caps.subresources
+                .iter()
+                .any(|(sub, _)| sub.plural == "brokers/status" || sub.plural == "status"),
+            "{aggregated}: {:?}",
+            caps.subresources
+        );
+        let (sts, _) = d
+            .resolve_gvk(&kube::api::GroupVersionKind::gvk(
+                "apps",
+                "v1",
+                "StatefulSet",
+            ))
+            .expect("StatefulSet discovered");
+        assert_eq!(sts.plural, "statefulsets");
+        assert!(
+            d.resolve_gvk(&kube::api::GroupVersionKind::gvk("", "v1", "ConfigMap"))
+                .is_some(),
+            "core group ({aggregated})"
+        );
+    }
+}

@@ -1,8 +1,8 @@
 //! Discovery documents: `/api`, `/apis`, per group-version resource lists and `/version`.
 //!
-//! kubectl asks for aggregated discovery first with an Accept list that ends in plain
-//! `application/json`; the server answers in the plain (legacy) form, which kubectl accepts, as
-//! it does from API servers that predate aggregated discovery.
+//! kubectl and kube-rs' `Discovery::run_aggregated` ask for aggregated discovery v2
+//! (`APIGroupDiscoveryList`) through the Accept header; they get it. Other clients get the
+//! plain forms (APIVersions, APIGroupList, APIResourceList).
 
 use serde_json::{Value, json};
 
@@ -101,4 +101,128 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
+}
+
+/// The Content-Type of aggregated discovery answers.
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery v2 (kubectl and kube-rs'
+/// `Discovery::run_aggregated` do).
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let p = part.replace(' ', "");
+        p.contains("g=apidiscovery.k8s.io")
+            && p.contains("v=v2")
+            && !p.contains("v=v2beta1")
+            && p.contains("as=APIGroupDiscoveryList")
+    })
+}
+
+fn aggregated_resource(rt: &ResourceType) -> Value {
+    let mut subresources = vec![];
+    if rt.status_subresource {
+        subresources.push(
+            json!({"subresource": "status", "verbs": ["get", "patch", "update"],
+            "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind}}),
+        );
+    }
+    if rt.scale.is_some() {
+        subresources.push(
+            json!({"subresource": "scale", "verbs": ["get", "patch", "update"],
+            "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}}),
+        );
+    }
+    let mut r = json!({
+        "resource": rt.plural,
+        "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+        "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": rt.singular,
+        "verbs": verbs(rt),
+    });
+    if !rt.short_names.is_empty() {
+        r["shortNames"] = json!(rt.short_names);
+    }
+    if !rt.categories.is_empty() {
+        r["categories"] = json!(rt.categories);
+    }
+    if !subresources.is_empty() {
+        r["subresources"] = json!(subresources);
+    }
+    r
+}
+
+/// `APIGroupDiscoveryList` for `/api` (core = true) or `/apis`.
+pub fn aggregated(reg: &Registry, core: bool) -> Value {
+    let items: Vec<Value> = reg
+        .group_versions()
+        .into_iter()
+        .filter(|(g, _)| g.is_empty() == core)
+        .map(|(g, vs)| {
+            let versions: Vec<Value> = vs
+                .iter()
+                .map(|v| {
+                    let resources: Vec<Value> = reg
+                        .in_group_version(&g, v)
+                        .into_iter()
+                        .map(aggregated_resource)
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            let meta = if g.is_empty() {
+                json!({})
+            } else {
+                json!({"name": g})
+            };
+            json!({"metadata": meta, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_discovery_only_when_v2_is_asked_for() {
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+        ));
+        assert!(!wants_aggregated("application/json, */*"));
+    }
+
+    #[test]
+    fn aggregated_lists_subresources_and_scope() {
+        let reg = Registry::with_builtins();
+        let apis = aggregated(&reg, false);
+        let apps = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "apps")
+            .unwrap();
+        let sts = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "statefulsets")
+            .unwrap();
+        assert_eq!(sts["scope"], "Namespaced");
+        assert_eq!(sts["shortNames"], json!(["sts"]));
+        let subs: Vec<&str> = sts["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["subresource"].as_str())
+            .collect();
+        assert_eq!(subs, ["status", "scale"]);
+        let core = aggregated(&reg, true);
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        assert_eq!(core["items"][0]["metadata"], json!({}));
+    }
 }

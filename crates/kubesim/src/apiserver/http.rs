@@ -77,6 +77,16 @@ async fn route(
     match segs.as_slice() {
         ["version"] => return Ok(ok(&discovery::version())),
         ["healthz"] | ["readyz"] | ["livez"] => return Ok((StatusCode::OK, "ok").into_response()),
+        ["api"] | ["apis"] if discovery::wants_aggregated(accept_of(headers)) => {
+            let st = app.state.lock().expect("state lock");
+            let doc = discovery::aggregated(&st.registry, segs[0] == "api");
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, discovery::AGGREGATED_V2)],
+                doc.to_string(),
+            )
+                .into_response());
+        }
         ["api"] => return Ok(ok(&discovery::api_versions(&app.addr))),
         ["apis"] => {
             let st = app.state.lock().expect("state lock");
@@ -537,6 +547,13 @@ fn dispatch(
             "the server does not allow this method on the requested resource ({method} {path})"
         ))),
     }
+}
+
+fn accept_of(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 fn parse_policy(p: &str) -> ApiResult<Propagation> {
