@@ -17,8 +17,8 @@
 //!
 //! - `/version`, `/healthz`, `/readyz`, `/livez`; discovery `/api`, `/apis`, `/apis/{g}`,
 //!   `/api/v1`, `/apis/{g}/{v}` with verbs, short names, categories (`all`) and the `status` /
-//!   `scale` subresources. Aggregated discovery is answered in the plain form (kubectl's Accept
-//!   list allows it and kubectl falls back, as with older servers).
+//!   `scale` subresources; aggregated discovery v2 (`APIGroupDiscoveryList`) when the Accept
+//!   header asks for it, as kubectl and kube-rs' `Discovery::run_aggregated` do.
 //! - OpenAPI v3: `/openapi/v3` and one document per group-version (built-in schemas from
 //!   k8s-openapi via schemars, CRD `openAPIV3Schema`s), enough for `kubectl apply` validation
 //!   and `kubectl explain`. `/openapi/v2` is 404; kubectl does not need it once v3 is there.
