@@ -1,0 +1,510 @@
+//! The real reconcilers, run in-process against the simulated cluster (kubesim: a real API server,
+//! real `rabbitmq-server` brokers per pod, a kube-proxy forwarding ClusterIPs), checked with a
+//! real AMQP client through the instance's Service.
+//!
+//! - A SharedCluster and a shared instance: the tenant exists on the real broker and the
+//!   credentials Secret logs in over AMQP through the instance Service's ClusterIP.
+//! - Upgrade shared → dedicated with messages waiting (drain by shovel): the phases pass in order,
+//!   every message arrives on the dedicated broker, the source tenant is gone, the credentials
+//!   Secret is unchanged.
+//!
+//! At most 2 brokers run per test (shared + dedicated); tests in this binary run one at a time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::json;
+use tiermq_broker::{ClusterEndpoint, ManagementClient};
+use tiermq_crd::{MigrationPhase, RabbitMQInstance, SharedCluster, Tier};
+use tiermq_operator::build::{admin_secret, credentials};
+use tiermq_operator::config::RunArgs;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const NS: &str = "default";
+const BOOT: Duration = Duration::from_secs(180);
+
+/// A kubesim cluster with the CRDs and the operator running in-process; stops both on drop.
+struct Env {
+    cluster: Option<kubesim::cluster::Cluster>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    operator: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn,kubesim=warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(dir.path()))
+            .await
+            .expect("kubesim starts");
+        let client = cluster.client();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for (_, yaml) in tiermq_crd::crd_files() {
+            let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        let mut args = RunArgs::local(NS);
+        args.broker_stats_interval_ms = 500;
+        args.drain_poll_seconds = 1;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let op = tokio::spawn(tiermq_operator::operator::run_with_client(
+            client,
+            args,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Env {
+            cluster: Some(cluster),
+            stop: Some(tx),
+            operator: Some(op),
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> kube::Client {
+        self.cluster.as_ref().unwrap().client()
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(op) = self.operator.take() {
+            let r = tokio::time::timeout(Duration::from_secs(30), op).await;
+            assert!(matches!(r, Ok(Ok(Ok(())))), "operator stops cleanly: {r:?}");
+        }
+        if let Some(c) = self.cluster.take() {
+            c.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.abort();
+        }
+        // Cluster's own Drop kills the brokers.
+        drop(self.cluster.take());
+    }
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    kubesim::cluster::wait_for(what, timeout, f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn create_shared_cluster(c: &kube::Client, name: &str) {
+    let sc: SharedCluster = serde_json::from_value(json!({
+        "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"replicas": 1, "capacity": {"maxInstances": 5}}
+    }))
+    .unwrap();
+    Api::<SharedCluster>::namespaced(c.clone(), NS)
+        .create(&PostParams::default(), &sc)
+        .await
+        .unwrap();
+}
+
+async fn create_instance(c: &kube::Client, name: &str, shared: &str) {
+    let i: RabbitMQInstance = serde_json::from_value(json!({
+        "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "series": "Subscription", "tier": "Shared",
+            "shared": {"clusterRef": {"name": shared}},
+            "dedicated": {"replicas": 1},
+            "migration": {"drainStrategy": "Shovel", "gracePeriodSeconds": 2}
+        }
+    }))
+    .unwrap();
+    Api::<RabbitMQInstance>::namespaced(c.clone(), NS)
+        .create(&PostParams::default(), &i)
+        .await
+        .unwrap();
+}
+
+async fn instance(c: &kube::Client, name: &str) -> RabbitMQInstance {
+    Api::<RabbitMQInstance>::namespaced(c.clone(), NS)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+async fn cluster_ip(c: &kube::Client, service: &str) -> Option<String> {
+    let svc = Api::<Service>::namespaced(c.clone(), NS)
+        .get_opt(service)
+        .await
+        .ok()??;
+    svc.spec?
+        .cluster_ip
+        .filter(|ip| !ip.is_empty() && ip != "None")
+}
+
+/// The admin client of a cluster, through its Service's ClusterIP.
+async fn admin_client(c: &kube::Client, cluster: &str) -> ManagementClient {
+    let s = Api::<Secret>::namespaced(c.clone(), NS)
+        .get(&format!("{cluster}-admin"))
+        .await
+        .unwrap();
+    let creds = admin_secret::read_admin(&s).unwrap();
+    let ip = cluster_ip(c, cluster).await.unwrap();
+    ManagementClient::new(ClusterEndpoint {
+        cluster: cluster.into(),
+        url: format!("http://{ip}:15672"),
+        username: creds.username,
+        password: tiermq_broker::Secret::new(creds.password.expose()),
+    })
+    .unwrap()
+}
+
+/// The instance's AMQP URI as the credentials Secret gives it, with the Service's DNS name
+/// replaced by its ClusterIP (the test runs outside cluster DNS).
+async fn instance_uri(c: &kube::Client, name: &str) -> (String, BTreeMap<String, Vec<u8>>) {
+    let s = Api::<Secret>::namespaced(c.clone(), NS)
+        .get(&format!("{name}-credentials"))
+        .await
+        .unwrap();
+    let data: BTreeMap<String, Vec<u8>> = s
+        .data
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let text = |k: &str| String::from_utf8(data[k].clone()).unwrap();
+    let ip = cluster_ip(c, name)
+        .await
+        .expect("instance Service has a ClusterIP");
+    let uri = credentials::amqp_uri(
+        &text(credentials::KEY_USERNAME),
+        &text(credentials::KEY_PASSWORD),
+        &ip,
+        &text(credentials::KEY_VHOST),
+    );
+    (uri, data)
+}
+
+async fn connect(uri: &str) -> Connection {
+    let mut last = None;
+    for _ in 0..20 {
+        match Connection::connect(uri, ConnectionProperties::default()).await {
+            Ok(c) => return c,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("AMQP connect through the instance Service failed: {last:?}")
+}
+
+async fn publish(conn: &Connection, queue: &str, ids: std::ops::Range<u64>) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for id in ids {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                id.to_string().as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack(), "message {id} confirmed");
+    }
+    let _ = ch.close(200, "done".into()).await;
+}
+
+/// Consumes with manual acks until `expected` ids arrived or `idle` passes without a delivery.
+async fn consume(
+    conn: &Connection,
+    queue: &str,
+    expected: usize,
+    idle: Duration,
+) -> BTreeMap<u64, u32> {
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen = BTreeMap::new();
+    while seen.len() < expected {
+        match tokio::time::timeout(idle, consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                let id: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
+                *seen.entry(id).or_insert(0) += 1;
+                d.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            Ok(Some(Err(e))) => panic!("consumer failed: {e}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = ch.close(200, "done".into()).await;
+    seen
+}
+
+async fn wait_ready_shared(c: &kube::Client, name: &str) -> RabbitMQInstance {
+    eventually(
+        &format!("instance {name} Ready on the shared tier"),
+        BOOT,
+        || async {
+            let i = instance(c, name).await;
+            let st = i.status.clone()?;
+            (st.tier == Some(Tier::Shared)
+                && st.phase == Some(tiermq_crd::InstancePhase::Ready)
+                && st.migration_phase == Some(MigrationPhase::Stable))
+            .then_some(i)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_instance_gets_a_tenant_and_working_credentials_through_its_service() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+
+    let i = wait_ready_shared(&c, "orders").await;
+    let st = i.status.as_ref().unwrap();
+    assert_eq!(st.serving.as_ref().unwrap().name, "main");
+    let ep = st.endpoint.as_ref().unwrap();
+    assert_eq!(
+        (ep.host.as_str(), ep.vhost.as_str()),
+        ("orders.default.svc", "default.orders")
+    );
+    assert!(
+        i.metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == "tiermq.io/cleanup")),
+        "finalizer set"
+    );
+    for cond in &st.conditions {
+        assert_eq!(cond.observed_generation, i.metadata.generation, "{cond:?}");
+    }
+
+    // The tenant exists on the real broker.
+    let admin = admin_client(&c, "main").await;
+    assert!(admin.get_vhost("default.orders").await.unwrap().is_some());
+    assert!(admin.get_user("default.orders").await.unwrap().is_some());
+
+    // The credentials Secret logs in over AMQP through the instance Service's ClusterIP.
+    let (uri, _) = instance_uri(&c, "orders").await;
+    let conn = connect(&uri).await;
+    publish(&conn, "hello", 0..5).await;
+    let seen = consume(&conn, "hello", 5, Duration::from_secs(10)).await;
+    assert_eq!(seen.len(), 5, "every published message consumed: {seen:?}");
+    let _ = conn.close(200, "done".into()).await;
+
+    // The SharedCluster counts the instance and is ready.
+    let sc = eventually(
+        "SharedCluster status counts the instance",
+        Duration::from_secs(30),
+        || async {
+            let sc = Api::<SharedCluster>::namespaced(c.clone(), NS)
+                .get("main")
+                .await
+                .ok()?;
+            sc.status
+                .clone()
+                .filter(|s| s.ready && s.instance_count == 1)
+                .map(|_| sc)
+        },
+    )
+    .await;
+    assert_eq!(sc.status.unwrap().ready_replicas, 1);
+
+    // Deleting the instance removes its tenant from the broker (finalizer), then the object.
+    Api::<RabbitMQInstance>::namespaced(c.clone(), NS)
+        .delete("orders", &Default::default())
+        .await
+        .unwrap();
+    eventually("instance gone", Duration::from_secs(60), || async {
+        Api::<RabbitMQInstance>::namespaced(c.clone(), NS)
+            .get_opt("orders")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(admin.get_vhost("default.orders").await.unwrap().is_none());
+    assert!(admin.get_user("default.orders").await.unwrap().is_none());
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_shared_to_dedicated_passes_the_phases_in_order_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    wait_ready_shared(&c, "orders").await;
+    let (uri, secret_before) = instance_uri(&c, "orders").await;
+
+    // Messages waiting on the shared broker before the flip.
+    const N: u64 = 200;
+    let conn = connect(&uri).await;
+    publish(&conn, "work", 0..N).await;
+    let _ = conn.close(200, "done".into()).await;
+
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+    )
+    .await
+    .unwrap();
+
+    // Watch the phases as they are recorded.
+    let seen_log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<MigrationPhase>::new()));
+    let done = eventually(
+        "the upgrade completes",
+        BOOT + Duration::from_secs(120),
+        || {
+            let api = api.clone();
+            let seen = seen_log.clone();
+            async move {
+                let i = api.get("orders").await.ok()?;
+                let st = i.status?;
+                if let Some(p) = st.migration_phase {
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&p) {
+                        seen.push(p);
+                    }
+                }
+                (st.tier == Some(Tier::Dedicated)
+                    && st.migration_phase == Some(MigrationPhase::Stable)
+                    && !st.history.is_empty())
+                .then_some(st)
+            }
+        },
+    )
+    .await;
+    let expected = [
+        MigrationPhase::Stable,
+        MigrationPhase::PreparingDestination,
+        MigrationPhase::DualWriteDualRead,
+        MigrationPhase::SingleWriteDualRead,
+        MigrationPhase::DrainingSource,
+        MigrationPhase::DestinationOnly,
+        MigrationPhase::Completed,
+        MigrationPhase::Stable,
+    ];
+    let seen = seen_log.lock().unwrap().clone();
+    // Polling may miss short phases, but what it saw must follow the expected order.
+    let mut rest = expected.iter();
+    assert!(
+        seen.iter().all(|p| rest.any(|e| e == p)),
+        "phases observed in order: {seen:?}"
+    );
+    let record = done.history.last().unwrap();
+    assert_eq!(
+        (record.from, record.to, format!("{:?}", record.outcome)),
+        (Tier::Shared, Tier::Dedicated, "Completed".to_string())
+    );
+    let recorded: Vec<MigrationPhase> = record.phase_seconds.iter().map(|p| p.phase).collect();
+    assert_eq!(
+        recorded,
+        expected[1..7].to_vec(),
+        "every phase recorded in order"
+    );
+    assert_eq!(done.serving.as_ref().unwrap().name, "orders-dedicated");
+
+    // Zero loss: every message is on the dedicated broker, reached through the same Service.
+    let (uri_after, secret_after) = instance_uri(&c, "orders").await;
+    assert_eq!(secret_before, secret_after, "credentials Secret unchanged");
+    let conn = connect(&uri_after).await;
+    let got = consume(&conn, "work", N as usize, Duration::from_secs(15)).await;
+    let lost: Vec<u64> = (0..N).filter(|id| !got.contains_key(id)).collect();
+    let dups: u32 = got.values().map(|n| n - 1).sum();
+    assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
+    eprintln!(
+        "upgrade: {N} sent, {} received, 0 lost, {dups} duplicates; phases {seen:?}",
+        got.len()
+    );
+    let _ = conn.close(200, "done".into()).await;
+
+    // The source tenant is gone from the shared broker; the dedicated one serves it.
+    let shared = admin_client(&c, "main").await;
+    assert!(shared.get_vhost("default.orders").await.unwrap().is_none());
+    let dedicated = admin_client(&c, "orders-dedicated").await;
+    assert!(
+        dedicated
+            .get_vhost("default.orders")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The transitions were announced as Events (once each).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), NS);
+    let list = events.list(&Default::default()).await.unwrap();
+    let reasons: Vec<String> = list
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orders"))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    for want in [
+        "ConversionStarted",
+        "WriteCutover",
+        "SourceDrained",
+        "ConversionCompleted",
+    ] {
+        assert_eq!(
+            reasons.iter().filter(|r| *r == want).count(),
+            1,
+            "{want} emitted once: {reasons:?}"
+        );
+    }
+    env.shutdown().await;
+}
