@@ -329,3 +329,91 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         "no vhost appeared or vanished"
     );
 }
+
+/// Captures everything the client logs, at every level, on this thread.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn passwords_never_reach_logs_errors_or_debug_output() {
+    let _serial = SERIAL.lock().await;
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node, "test/secrets");
+    let t = tenant("secrets", "secrets-user");
+    let mut texts = vec![format!("{t:?}"), format!("{c:?}")];
+    ensure_tenant(&c, &t).await.unwrap();
+
+    // A refused shovel carrying the tenant password in both URIs.
+    let uri = Secret::new(tenant_uri(&node, &t));
+    let spec = ShovelSpec {
+        src_uri: uri.clone(),
+        src_queue: "q".into(),
+        dest_uri: uri.clone(),
+        dest_queue: "q".into(),
+        ack_mode: "bogus".into(),
+        src_delete_after: None,
+        prefetch: None,
+    };
+    let err = c.put_shovel(&t.vhost, "s", &spec).await.unwrap_err();
+    texts.push(err.to_string());
+    texts.push(format!("{err:?}"));
+    texts.push(format!("{spec:?}"));
+
+    // Retried failures are logged with their error text.
+    let down_pw = "down-admin-password-123";
+    let lease = tiermq_testkit::IpLease::acquire().unwrap();
+    let down = ManagementClient::with_options(
+        ClusterEndpoint {
+            cluster: "down".into(),
+            url: format!("http://{}:15672", lease.ip()),
+            username: "admin".into(),
+            password: Secret::new(down_pw),
+        },
+        quick_retry(),
+    )
+    .unwrap();
+    let err = down.put_user("u", &t.password, &[]).await.unwrap_err();
+    texts.push(err.to_string());
+    texts.push(format!("{err:?}"));
+
+    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        captured.contains("transient management-API failure"),
+        "logs were captured: {captured}"
+    );
+    assert!(captured.contains("tenant ensured"), "{captured}");
+    for secret in [t.password.expose(), node.admin().password.as_str(), down_pw] {
+        assert!(!captured.contains(secret), "a password reached the logs");
+        for text in &texts {
+            assert!(
+                !text.contains(secret),
+                "a password reached an error or Debug text: {text}"
+            );
+        }
+    }
+}
