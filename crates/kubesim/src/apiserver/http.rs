@@ -17,7 +17,7 @@ use super::faults::FaultInjector;
 use super::openapi;
 use super::registry::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{Propagation, State, WatchEvent, WriteOpts};
+use super::store::{self, Propagation, State, WatchEvent, WriteOpts};
 use super::table;
 
 #[derive(Clone)]
@@ -78,7 +78,7 @@ async fn route(
         ["version"] => return Ok(ok(&discovery::version())),
         ["healthz"] | ["readyz"] | ["livez"] => return Ok((StatusCode::OK, "ok").into_response()),
         ["api"] | ["apis"] if discovery::wants_aggregated(accept_of(headers)) => {
-            let st = app.state.lock().expect("state lock");
+            let st = store::lock(&app.state);
             let doc = discovery::aggregated(&st.registry, segs[0] == "api");
             return Ok((
                 StatusCode::OK,
@@ -89,17 +89,17 @@ async fn route(
         }
         ["api"] => return Ok(ok(&discovery::api_versions(&app.addr))),
         ["apis"] => {
-            let st = app.state.lock().expect("state lock");
+            let st = store::lock(&app.state);
             return Ok(ok(&discovery::api_group_list(&st.registry)));
         }
         ["openapi", "v3"] => {
-            let st = app.state.lock().expect("state lock");
+            let st = store::lock(&app.state);
             return Ok(ok(&openapi::index(&st.registry)));
         }
         ["openapi", "v3", "api", v] => return openapi_doc(app, "", v),
         ["openapi", "v3", "apis", g, v] => return openapi_doc(app, g, v),
         ["apis", g] => {
-            let st = app.state.lock().expect("state lock");
+            let st = store::lock(&app.state);
             return discovery::api_group(&st.registry, g)
                 .map(|v| ok(&v))
                 .ok_or_else(|| {
@@ -143,7 +143,7 @@ async fn route(
         }
     };
     let rt = {
-        let st = app.state.lock().expect("state lock");
+        let st = store::lock(&app.state);
         st.registry.get(group, version, plural).cloned()
     }
     .ok_or_else(|| {
@@ -156,7 +156,7 @@ async fn route(
     // events.k8s.io/v1 Events are served from the core Events (see `events`).
     if rt.group == "events.k8s.io" && rt.plural == "events" {
         let core = {
-            let st = app.state.lock().expect("state lock");
+            let st = store::lock(&app.state);
             st.registry.get("", "v1", "events").cloned()
         }
         .ok_or_else(|| ApiError::internal("core events are not registered"))?;
@@ -407,7 +407,7 @@ fn dispatch(
             list(app, &rt, ns, params, wants_table)
         }
         (Method::GET, Some(n)) => {
-            let st = app.state.lock().expect("state lock");
+            let st = store::lock(&app.state);
             if sub == Some("scale") {
                 return Ok(ok(&st.get_scale(&rt, ns_for_write, n)?));
             }
@@ -428,7 +428,7 @@ fn dispatch(
         }
         (Method::POST, None) => {
             let obj = parse_body(&body, &content_type)?;
-            let mut st = app.state.lock().expect("state lock");
+            let mut st = store::lock(&app.state);
             let created = st.create(
                 &rt,
                 ns_for_write,
@@ -444,7 +444,7 @@ fn dispatch(
         }
         (Method::PUT, Some(n)) => {
             let obj = parse_body(&body, &content_type)?;
-            let mut st = app.state.lock().expect("state lock");
+            let mut st = store::lock(&app.state);
             if sub == Some("scale") {
                 return Ok(ok(&st.set_scale(&rt, ns_for_write, n, &obj, &manager)?));
             }
@@ -457,7 +457,7 @@ fn dispatch(
             Ok(ok(&st.update(&rt, ns_for_write, n, obj, &opts)?))
         }
         (Method::PATCH, Some(n)) => {
-            let mut st = app.state.lock().expect("state lock");
+            let mut st = store::lock(&app.state);
             if sub == Some("scale") {
                 let mut scale = st.get_scale(&rt, ns_for_write, n)?;
                 patch_value(&mut scale, &content_type, &body)?;
@@ -500,7 +500,7 @@ fn dispatch(
                 || opts["dryRun"]
                     .as_array()
                     .is_some_and(|a| a.iter().any(|d| d == "All"));
-            let mut st = app.state.lock().expect("state lock");
+            let mut st = store::lock(&app.state);
             let (obj, gone) = st.delete(
                 &rt,
                 ns_for_write,
@@ -533,7 +533,7 @@ fn dispatch(
                     .unwrap_or(""),
             )
             .map_err(ApiError::bad_request)?;
-            let mut st = app.state.lock().expect("state lock");
+            let mut st = store::lock(&app.state);
             let items = st.list(&rt, ns, &labels, &fields);
             for o in &items {
                 let n = o["metadata"]["name"].as_str().unwrap_or_default();
@@ -641,7 +641,7 @@ fn patch_value(target: &mut Value, content_type: &str, body: &[u8]) -> ApiResult
 }
 
 fn resource_list(app: &App, group: &str, version: &str) -> ApiResult<Response> {
-    let st = app.state.lock().expect("state lock");
+    let st = store::lock(&app.state);
     discovery::resource_list(&st.registry, group, version)
         .map(|v| ok(&v))
         .ok_or_else(|| {
@@ -654,7 +654,7 @@ fn resource_list(app: &App, group: &str, version: &str) -> ApiResult<Response> {
 }
 
 fn openapi_doc(app: &App, group: &str, version: &str) -> ApiResult<Response> {
-    let reg = app.state.lock().expect("state lock").registry.clone();
+    let reg = store::lock(&app.state).registry.clone();
     openapi::document(&reg, group, version)
         .map(|v| ok(&v))
         .ok_or_else(|| {
@@ -692,7 +692,7 @@ fn list(
     wants_table: bool,
 ) -> ApiResult<Response> {
     let (labels, fields) = selectors(params)?;
-    let st = app.state.lock().expect("state lock");
+    let st = store::lock(&app.state);
     let items = st.list(rt, ns, &labels, &fields);
     let meta = json!({"resourceVersion": st.resource_version().to_string()});
     if wants_table {
@@ -785,7 +785,7 @@ fn watch_stream(
             }
         };
         let subscribed = {
-            let st = app.state.lock().expect("state lock");
+            let st = store::lock(&app.state);
             let rv = st.resource_version();
             match since {
                 Some(s) if !send_initial => st.subscribe(s).map(|(past, rx)| (vec![], past, rx, rv)),

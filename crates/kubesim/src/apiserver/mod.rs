@@ -144,13 +144,13 @@ impl ApiServerHandle {
 
     /// The current global resourceVersion (how many writes happened).
     pub fn resource_version(&self) -> u64 {
-        self.state.lock().expect("state lock").resource_version()
+        store::lock(&self.state).resource_version()
     }
 
     /// Drops the watch-event history, like etcd compaction: a watch that resumes from an
     /// older resourceVersion gets 410 Gone and must re-list.
     pub fn compact_watch_history(&self) {
-        self.state.lock().expect("state lock").compact_history();
+        store::lock(&self.state).compact_history();
     }
 
     /// Stops accepting connections, ends open watches and waits for the server task.

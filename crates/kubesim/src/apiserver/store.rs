@@ -64,6 +64,15 @@ pub struct State {
     used_ips: BTreeSet<u8>,
 }
 
+/// Locks the state. A panic while it was held (a bug) must not take the whole server down
+/// with it, so a poisoned lock is used as is: every write is staged on copies and committed
+/// at its end.
+pub fn lock(state: &std::sync::Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -664,6 +673,14 @@ impl State {
                 Ok(old) => self.commit_update(rt, ns, name, old, merged, opts),
                 Err(_) => {
                     let mut obj = merged;
+                    if !obj.is_object() {
+                        return Err(ApiError::bad_request(
+                            "an applied configuration must be an object",
+                        ));
+                    }
+                    if !obj["metadata"].is_object() {
+                        obj["metadata"] = json!({});
+                    }
                     obj["metadata"]["name"] = json!(name);
                     let managed = obj["metadata"]["managedFields"].clone();
                     let mut created = self.create(
