@@ -44,7 +44,7 @@ pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receive
     }
 }
 
-async fn reconcile_all(client: &Client, rec: &kube::runtime::events::Recorder) -> Result<()> {
+async fn reconcile_all(client: &Client, rec: &super::Events) -> Result<()> {
     let deployments = Api::<Deployment>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -121,7 +121,7 @@ async fn delete(api: &Api<Pod>, pod: &Pod) -> Result<()> {
 
 async fn reconcile_one(
     client: &Client,
-    rec: &kube::runtime::events::Recorder,
+    rec: &super::Events,
     d: &Deployment,
     all_pods: &[Pod],
 ) -> Result<()> {

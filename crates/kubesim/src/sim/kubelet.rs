@@ -85,7 +85,7 @@ pub struct Kubelet {
     brokers: Mutex<BTreeMap<String, Arc<RabbitNode>>>,
     broker_slots: Arc<Semaphore>,
     cookies: Mutex<BTreeMap<String, String>>,
-    events: kube::runtime::events::Recorder,
+    events: super::Events,
 }
 
 pub(crate) async fn run(k: Arc<Kubelet>, mut stop: watch::Receiver<bool>) {

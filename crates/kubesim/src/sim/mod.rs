@@ -200,17 +200,38 @@ pub(crate) async fn wait_next(
     }
 }
 
+/// Where a controller records Kubernetes Events.
+pub(crate) struct Events {
+    client: kube::Client,
+    controller: String,
+}
+
+pub(crate) fn recorder(client: &kube::Client, controller: &str) -> Events {
+    Events {
+        client: client.clone(),
+        controller: controller.into(),
+    }
+}
+
 /// Records a Kubernetes Event about `obj` (best effort, as in Kubernetes: a failed event write
-/// never fails the controller). `kubectl describe` shows them.
+/// never fails the controller). `kubectl describe` shows them. Each call writes its own Event: the
+/// kube-rs recorder would fold events with the same reason but different notes into one series.
 pub(crate) async fn emit<K: Resource<DynamicType = ()>>(
-    recorder: &kube::runtime::events::Recorder,
+    events: &Events,
     obj: &K,
     warning: bool,
     reason: &str,
     action: &str,
     note: String,
 ) {
-    use kube::runtime::events::{Event, EventType};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let recorder = Recorder::new(
+        events.client.clone(),
+        Reporter {
+            controller: events.controller.clone(),
+            instance: Some(NODE_NAME.into()),
+        },
+    );
     let ev = Event {
         type_: if warning {
             EventType::Warning
@@ -225,16 +246,6 @@ pub(crate) async fn emit<K: Resource<DynamicType = ()>>(
     if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
         tracing::debug!(object = %key_of(obj), reason, error = %e, "could not record event");
     }
-}
-
-pub(crate) fn recorder(client: &kube::Client, controller: &str) -> kube::runtime::events::Recorder {
-    kube::runtime::events::Recorder::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
-            controller: controller.into(),
-            instance: Some(NODE_NAME.into()),
-        },
-    )
 }
 
 /// Does a Kubernetes label selector match these labels? (`matchLabels` and `matchExpressions`;

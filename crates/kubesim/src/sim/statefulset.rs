@@ -34,8 +34,6 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-use kube::runtime::events::Recorder;
-
 use super::{
     LABEL_POD_INDEX, LABEL_POD_NAME, LABEL_REVISION_HASH, Result, SimConfig, SimError, emit,
     is_not_found, key_of, recorder, spawn_trigger, wait_next,
@@ -61,7 +59,7 @@ pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receive
     }
 }
 
-async fn reconcile_all(client: &Client, rec: &Recorder) -> Result<()> {
+async fn reconcile_all(client: &Client, rec: &super::Events) -> Result<()> {
     let sets = Api::<StatefulSet>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -236,7 +234,7 @@ async fn ensure_claims(client: &Client, sts: &StatefulSet, ordinal: u32) -> Resu
 
 async fn delete_pod(
     client: &Client,
-    rec: &Recorder,
+    rec: &super::Events,
     sts: &StatefulSet,
     pod: &Pod,
     why: &str,
@@ -263,7 +261,7 @@ async fn delete_pod(
 
 async fn reconcile_one(
     client: &Client,
-    rec: &Recorder,
+    rec: &super::Events,
     sts: &StatefulSet,
     all_pods: &[Pod],
 ) -> Result<()> {
