@@ -236,15 +236,14 @@ impl ManagementClient {
             req = req.json(body);
         }
         tracing::debug!(cluster = %self.endpoint.cluster, operation = %call.op, method = %call.method, "management API call");
-        let resp = req.send().await.map_err(|e| ErrorKind::Unreachable {
-            url: self.endpoint.url.clone(),
+        // The configured URL could carry user info; it is scrubbed like everything else.
+        let unreachable = |e: reqwest::Error| ErrorKind::Unreachable {
+            url: redact(&self.endpoint.url, secrets),
             detail: redact(&error_chain(&e), secrets),
-        })?;
+        };
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| ErrorKind::Unreachable {
-            url: self.endpoint.url.clone(),
-            detail: redact(&error_chain(&e), secrets),
-        })?;
+        let body = resp.bytes().await.map_err(unreachable)?;
         if status.is_success() {
             return Ok(body);
         }
