@@ -488,41 +488,50 @@ impl World {
         Ok(api.get_opt(name).await?.is_some())
     }
 
-    /// A management-API client for cluster `cluster` in `ns`, through its Service's ClusterIP
-    /// with the admin login from `<cluster>-admin`.
+    /// A management-API client for cluster `cluster` in `ns` (see [`management_client`]).
     pub async fn management(
         &self,
         ns: &str,
         cluster: &str,
     ) -> anyhow::Result<tiermq_broker::ManagementClient> {
-        let secrets: Api<Secret> = Api::namespaced(self.cluster.client(), ns);
-        let s = secrets
-            .get(&format!("{cluster}-admin"))
-            .await
-            .with_context(|| format!("get admin Secret {ns}/{cluster}-admin"))?;
-        let data = s.data.unwrap_or_default();
-        let val = |k: &str| {
-            data.get(k)
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-                .with_context(|| format!("admin Secret {ns}/{cluster}-admin has no {k}"))
-        };
-        let svc: Api<Service> = Api::namespaced(self.cluster.client(), ns);
-        let ip = svc
-            .get(cluster)
-            .await
-            .with_context(|| format!("get cluster Service {ns}/{cluster}"))?
-            .spec
-            .and_then(|s| s.cluster_ip)
-            .with_context(|| format!("Service {ns}/{cluster} has no ClusterIP"))?;
-        Ok(tiermq_broker::ManagementClient::new(
-            tiermq_broker::ClusterEndpoint {
-                cluster: format!("{ns}/{cluster}"),
-                url: format!("http://{ip}:15672"),
-                username: val("username")?,
-                password: tiermq_broker::Secret::new(val("password")?),
-            },
-        )?)
+        management_client(&self.cluster.client(), ns, cluster).await
     }
+}
+
+/// A management-API client for broker cluster `cluster` in `ns`, through its Service's ClusterIP
+/// with the admin login from `<cluster>-admin`.
+pub async fn management_client(
+    client: &kube::Client,
+    ns: &str,
+    cluster: &str,
+) -> anyhow::Result<tiermq_broker::ManagementClient> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = secrets
+        .get(&format!("{cluster}-admin"))
+        .await
+        .with_context(|| format!("get admin Secret {ns}/{cluster}-admin"))?;
+    let data = s.data.unwrap_or_default();
+    let val = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .with_context(|| format!("admin Secret {ns}/{cluster}-admin has no {k}"))
+    };
+    let svc: Api<Service> = Api::namespaced(client.clone(), ns);
+    let ip = svc
+        .get(cluster)
+        .await
+        .with_context(|| format!("get cluster Service {ns}/{cluster}"))?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .with_context(|| format!("Service {ns}/{cluster} has no ClusterIP"))?;
+    Ok(tiermq_broker::ManagementClient::new(
+        tiermq_broker::ClusterEndpoint {
+            cluster: format!("{ns}/{cluster}"),
+            url: format!("http://{ip}:15672"),
+            username: val("username")?,
+            password: tiermq_broker::Secret::new(val("password")?),
+        },
+    )?)
 }
 
 /// One observed change of `status.migrationPhase`.
@@ -631,11 +640,25 @@ pub fn conversion_sequence(phases: &[MigrationPhase]) -> Vec<MigrationPhase> {
 
 /// YAML of a SharedCluster `main` in `tiermq-system` with one broker.
 pub fn shared_cluster_yaml(max_instances: u32) -> String {
-    format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: tiermq-system\n---\n\
-apiVersion: tiermq.io/v1alpha1\nkind: SharedCluster\nmetadata:\n  name: main\n  namespace: tiermq-system\n\
-spec:\n  replicas: 1\n  image: rabbitmq:3.10-management\n  capacity:\n    maxInstances: {max_instances}\n"
-    )
+    [
+        "apiVersion: v1",
+        "kind: Namespace",
+        "metadata:",
+        "  name: tiermq-system",
+        "---",
+        "apiVersion: tiermq.io/v1alpha1",
+        "kind: SharedCluster",
+        "metadata:",
+        "  name: main",
+        "  namespace: tiermq-system",
+        "spec:",
+        "  replicas: 1",
+        "  image: rabbitmq:3.10-management",
+        "  capacity:",
+        &format!("    maxInstances: {max_instances}"),
+        "",
+    ]
+    .join("\n")
 }
 
 /// Knobs of a scenario instance.
@@ -657,21 +680,35 @@ impl InstanceSpec<'_> {
             .connection_policy
             .map(|p| format!("    connectionPolicy: {p}\n"))
             .unwrap_or_default();
-        format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n\
-apiVersion: tiermq.io/v1alpha1\nkind: RabbitMQInstance\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-spec:\n  series: Subscription\n  tier: {tier}\n  dedicated:\n    replicas: 1\n    image: rabbitmq:3.10-management\n\
-  shared:\n    clusterRef:\n      name: main\n      namespace: tiermq-system\n\
-  migration:\n    drainStrategy: {drain}\n    drainTimeoutSeconds: 120\n    gracePeriodSeconds: {grace}\n{policy}",
-            ns = self.namespace,
-            name = self.name,
-            tier = self.tier,
-            drain = self.drain_strategy,
-            grace = self.grace_period_seconds,
-        )
+        let lines = [
+            "apiVersion: v1".to_string(),
+            "kind: Namespace".into(),
+            "metadata:".into(),
+            format!("  name: {}", self.namespace),
+            "---".into(),
+            "apiVersion: tiermq.io/v1alpha1".into(),
+            "kind: RabbitMQInstance".into(),
+            "metadata:".into(),
+            format!("  name: {}", self.name),
+            format!("  namespace: {}", self.namespace),
+            "spec:".into(),
+            "  series: Subscription".into(),
+            format!("  tier: {}", self.tier),
+            "  dedicated:".into(),
+            "    replicas: 1".into(),
+            "    image: rabbitmq:3.10-management".into(),
+            "  shared:".into(),
+            "    clusterRef:".into(),
+            "      name: main".into(),
+            "      namespace: tiermq-system".into(),
+            "  migration:".into(),
+            format!("    drainStrategy: {}", self.drain_strategy),
+            "    drainTimeoutSeconds: 120".into(),
+            format!("    gracePeriodSeconds: {}", self.grace_period_seconds),
+        ];
+        format!("{}\n{policy}", lines.join("\n"))
     }
 }
-
 /// `kubectl patch` of `spec.tier`.
 pub async fn flip_tier(kubectl: &Kubectl, ns: &str, name: &str, tier: &str) -> anyhow::Result<()> {
     kubectl

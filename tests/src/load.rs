@@ -502,6 +502,32 @@ pub async fn declare_queue(target: &AmqpTarget, queue: &str) -> Result<(), LoadE
     Ok(())
 }
 
+/// Opens one named connection through `target` (retrying for up to `timeout`) and returns it; the
+/// caller keeps it open to see where it landed (the management API lists it by name).
+pub async fn probe_connection(
+    target: &AmqpTarget,
+    name: &str,
+    timeout: Duration,
+) -> Result<Connection, String> {
+    let until = Instant::now() + timeout;
+    loop {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            Connection::connect(
+                target.uri(),
+                ConnectionProperties::default().with_connection_name(name.into()),
+            ),
+        )
+        .await;
+        match r {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) if Instant::now() >= until => return Err(e.to_string()),
+            Err(_) if Instant::now() >= until => return Err("connect timed out".into()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// Opens a connection and records server-initiated close reasons from its event stream.
 async fn open(
     shared: &Shared,

@@ -1,0 +1,314 @@
+//! The conversion scenario shared by the upgrade and downgrade tests: kubesim + the operator
+//! binary + kubectl + real brokers, AMQP load through the instance Service during the whole
+//! conversion, and every property the issue asks for checked from the outside.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use tiermq_crd::{MigrationPhase, Tier};
+use tiermq_tests::harness::{CONVERSION_PHASES, World};
+use tiermq_tests::load::{Load, LoadConfig, LoadReport, Role};
+use tiermq_tests::scenario::{self, Conversion, NAME, NS};
+
+pub const TENANT: &str = "team-a.orders";
+
+/// The load of every scenario: 2 publishers at ~25 msg/s each (confirms), 3 consumers (manual
+/// acks), reconnecting with backoff up to 1 s; bounded by count and by 4 minutes.
+pub fn load_config(world_target: tiermq_tests::load::AmqpTarget) -> LoadConfig {
+    let mut cfg = LoadConfig::steady(world_target, "orders", 6000, 25.0);
+    cfg.consumers = 3;
+    cfg.confirm_window = 8;
+    cfg.max_duration = Duration::from_secs(240);
+    cfg.backoff_min = Duration::from_millis(100);
+    cfg.backoff_max = Duration::from_secs(1);
+    cfg
+}
+
+pub struct Outcome {
+    pub world: World,
+    pub conversion: Conversion,
+    pub report: LoadReport,
+    pub probe: ProbeResult,
+}
+
+/// Runs one conversion `from` → `to` with `drain` ("Consume" or "Shovel") under load and checks:
+/// 0 lost, phases in order, source tenant gone, credentials unchanged. Returns the rest for the
+/// direction-specific checks.
+pub async fn convert_under_load(scenario_name: &str, from: Tier, to: Tier, drain: &str) -> Outcome {
+    let started = Instant::now();
+    let mut world = scenario::world_with_instance(scenario_name, from, drain, 3)
+        .await
+        .unwrap();
+    println!(
+        "{scenario_name}: instance ready on {from} after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let creds_before = world.credentials(NS, NAME).await.unwrap();
+    let target = world.instance_target(NS, NAME).await.unwrap();
+    let (src_ns, src_cluster) = cluster_of(from);
+    let (dst_ns, dst_cluster) = cluster_of(to);
+    let source = world.management(src_ns, &src_cluster).await.unwrap();
+    assert!(
+        source.get_vhost(TENANT).await.unwrap().is_some(),
+        "tenant vhost on the source before the flip"
+    );
+
+    let load = Load::start(load_config(target.clone())).await.unwrap();
+    wait_for_flow(&load).await;
+
+    // Probe: once the source has left the Service, a brand-new connection must land on the
+    // destination.
+    let probe = tokio::spawn(probe_after_cutover(
+        world.cluster.client(),
+        target.clone(),
+        from,
+        to,
+    ));
+    let conversion = scenario::convert(
+        &mut world,
+        NS,
+        NAME,
+        to,
+        &load,
+        Duration::from_secs(150),
+        Some(&mut |l: &str| println!("{l}")),
+    )
+    .await
+    .unwrap();
+    load.stop_publishing();
+    let probe = tokio::time::timeout(Duration::from_secs(15), probe).await;
+    let probe = match probe {
+        Ok(Ok(p)) => p,
+        other => ProbeResult::Nowhere(format!("{other:?}")),
+    };
+    println!("{scenario_name}: a connection opened in DestinationOnly landed on: {probe:?}");
+    let destination = world.management(dst_ns, &dst_cluster).await.unwrap();
+    // The clients go on on the destination: their reconnected connections are listed there.
+    let clients_on_destination = wait_until(Duration::from_secs(15), || async {
+        destination
+            .list_connections(TENANT)
+            .await
+            .map(|cs| {
+                cs.iter()
+                    .any(|c| c.client_name().is_some_and(|n| n.starts_with("load-con-")))
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    let report = load.finish(Duration::from_secs(60)).await;
+
+    println!("{scenario_name}: phases seen {:?}", conversion.phases);
+    println!(
+        "{scenario_name}: conversion took {:.1}s: {}",
+        conversion.duration.as_secs_f64(),
+        scenario::phase_table(&conversion)
+    );
+    println!("{scenario_name}: load {report}");
+    println!(
+        "{scenario_name}: duplicates {} (re-sent after a lost confirm or redelivered after a lost ack)",
+        report.duplicates
+    );
+    println!(
+        "{scenario_name}: interruption reasons {:?}",
+        report.reasons()
+    );
+
+    assert_eq!(
+        report.lost, 0,
+        "confirmed but never consumed: {:?}",
+        report.lost_sample
+    );
+    assert!(
+        report.stats.confirmed >= 200,
+        "the load ran through the conversion: {report}"
+    );
+    assert_eq!(conversion.phases, CONVERSION_PHASES, "phases in order");
+    assert!(
+        scenario::completed(&conversion),
+        "history records a completed conversion: {:?}",
+        conversion.record
+    );
+    assert_eq!(conversion.final_status.tier, Some(to));
+
+    // Source tenant gone (the grace period is 3 s; retirement happens before Completed).
+    if to == Tier::Dedicated {
+        assert_eq!(
+            source.get_vhost(TENANT).await.unwrap(),
+            None,
+            "source vhost deleted"
+        );
+        assert_eq!(
+            source.get_user(TENANT).await.unwrap(),
+            None,
+            "source user deleted"
+        );
+    } else {
+        // The dedicated cluster itself is removed.
+        let gone = wait_until(Duration::from_secs(30), || async {
+            !world.statefulset_exists(NS, &dedicated()).await.unwrap()
+        })
+        .await;
+        assert!(gone, "dedicated StatefulSet deleted at the end");
+    }
+    assert!(
+        destination.get_vhost(TENANT).await.unwrap().is_some(),
+        "tenant vhost on the destination"
+    );
+    assert!(
+        clients_on_destination,
+        "consumers continue on the destination"
+    );
+    let creds_after = world.credentials(NS, NAME).await.unwrap();
+    assert_eq!(
+        creds_before, creds_after,
+        "credentials Secret unchanged (host, port, vhost, user, password, uri)"
+    );
+    Outcome {
+        world,
+        conversion,
+        report,
+        probe,
+    }
+}
+
+pub fn dedicated() -> String {
+    format!("{NAME}-dedicated")
+}
+
+/// Namespace and name of the cluster serving `tier`.
+pub fn cluster_of(tier: Tier) -> (&'static str, String) {
+    match tier {
+        Tier::Shared => ("tiermq-system", "main".to_string()),
+        Tier::Dedicated => (NS, dedicated()),
+    }
+}
+
+async fn wait_for_flow(load: &Load) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while load.stats().received < 50 {
+        assert!(
+            Instant::now() < until,
+            "the load did not get going: {:?} {:?}",
+            load.stats(),
+            load.interruptions()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+pub const PROBE: &str = "probe-after-cutover";
+
+/// Where the probe connection landed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProbeResult {
+    Destination,
+    Source,
+    Nowhere(String),
+}
+
+/// Once the source has been out of the Service for a moment (DestinationOnly, plus 1 s for the
+/// proxy to follow the EndpointSlice change, as a real kube-proxy also needs), opens one
+/// connection through the Service and asks both clusters' management APIs where it is.
+async fn probe_after_cutover(
+    kube: kube::Client,
+    target: tiermq_tests::load::AmqpTarget,
+    from: Tier,
+    to: Tier,
+) -> ProbeResult {
+    let api: kube::Api<tiermq_crd::RabbitMQInstance> = kube::Api::namespaced(kube.clone(), NS);
+    let until = Instant::now() + Duration::from_secs(150);
+    loop {
+        if Instant::now() > until {
+            return ProbeResult::Nowhere("DestinationOnly never seen".into());
+        }
+        let phase = api
+            .get(NAME)
+            .await
+            .ok()
+            .and_then(|i| i.status)
+            .and_then(|s| s.migration_phase);
+        if phase == Some(MigrationPhase::DestinationOnly) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let conn =
+        match tiermq_tests::load::probe_connection(&target, PROBE, Duration::from_secs(10)).await {
+            Ok(c) => c,
+            Err(e) => return ProbeResult::Nowhere(format!("connect: {e}")),
+        };
+    let (sns, scl) = cluster_of(from);
+    let (dns, dcl) = cluster_of(to);
+    let (Ok(src), Ok(dst)) = (
+        tiermq_tests::harness::management_client(&kube, sns, &scl).await,
+        tiermq_tests::harness::management_client(&kube, dns, &dcl).await,
+    ) else {
+        return ProbeResult::Nowhere("no management client".into());
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    let listed = |cs: Result<Vec<tiermq_broker::model::ConnectionInfo>, _>| {
+        cs.map(|cs: Vec<tiermq_broker::model::ConnectionInfo>| {
+            cs.iter().any(|c| c.client_name() == Some(PROBE))
+        })
+        .unwrap_or(false)
+    };
+    while Instant::now() < until {
+        if listed(dst.list_connections(TENANT).await) {
+            drop(conn);
+            return ProbeResult::Destination;
+        }
+        if listed(src.list_connections(TENANT).await) {
+            drop(conn);
+            return ProbeResult::Source;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(conn);
+    ProbeResult::Nowhere("not listed on either cluster".into())
+}
+
+/// Interruptions of clients whose connection was open before `t`, that happened before `until`.
+pub fn closed_between(
+    report: &LoadReport,
+    opened_before: Duration,
+    until: Duration,
+    role: Option<Role>,
+) -> Vec<String> {
+    report
+        .interruptions
+        .iter()
+        .filter(|i| {
+            i.connection_opened < opened_before
+                && i.after < until
+                && role.is_none_or(|r| r == i.role)
+        })
+        .map(|i| {
+            format!(
+                "{} at {:.1}s: {}",
+                i.client,
+                i.after.as_secs_f64(),
+                i.reason
+            )
+        })
+        .collect()
+}
+
+pub fn phase_at(c: &Conversion, p: MigrationPhase) -> Duration {
+    c.seen_at(p).unwrap_or_else(|| panic!("{p} was not seen"))
+}
