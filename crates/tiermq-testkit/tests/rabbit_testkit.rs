@@ -46,6 +46,16 @@ async fn two_nodes_start_in_parallel_cluster_and_are_stopped_on_drop() {
         "{err}"
     );
 
+    // A graceful stop ends the node (SIGTERM, then SIGKILL after the grace period).
+    a.stop(Duration::from_secs(20)).await;
+    assert!(!a.is_running());
+    assert!(
+        wait_gone(a.pid()).await,
+        "node {} still running after stop",
+        a.pid()
+    );
+    assert!(b.is_running());
+
     let pids: Vec<u32> = nodes.iter().map(RabbitNode::pid).collect();
     drop(nodes);
     for pid in pids {
