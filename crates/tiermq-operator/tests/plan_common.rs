@@ -443,6 +443,26 @@ impl World {
 
     pub fn tick(&mut self, secs: i64) {
         self.now += Duration::seconds(secs);
+        // Federation: a federated (downstream) vhost pulls a few messages from the other cluster.
+        for (down, up) in [
+            (ClusterKind::Shared, ClusterKind::Dedicated),
+            (ClusterKind::Dedicated, ClusterKind::Shared),
+        ] {
+            let pulls = self.cluster(down).ready
+                && self.cluster(up).ready
+                && self
+                    .cluster(down)
+                    .tenant
+                    .as_ref()
+                    .is_some_and(|t| t.federated);
+            if let (true, Some(n)) = (
+                pulls,
+                self.cluster(up).tenant.as_ref().map(|t| t.messages.min(3)),
+            ) {
+                self.cluster_mut(up).tenant.as_mut().unwrap().messages -= n;
+                self.cluster_mut(down).tenant.as_mut().unwrap().messages += n;
+            }
+        }
         // Shovels move whole backlogs when both ends are up and the target vhost exists.
         for from in [ClusterKind::Shared, ClusterKind::Dedicated] {
             let Some(to) = self.cluster(from).tenant.as_ref().and_then(|t| t.shovel_to) else {

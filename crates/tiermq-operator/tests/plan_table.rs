@@ -880,3 +880,37 @@ fn a_hand_edited_status_without_its_migration_block_keeps_the_roles() {
         }
     }
 }
+
+#[test]
+fn samples_do_not_count_while_federation_can_still_move_messages_in() {
+    for dir in Dir::ALL {
+        let (mut o, now) = apply(Kind::FreshEmptySample, DrainingSource, dir);
+        let s = o.status.migration.as_ref().unwrap().source.clone();
+        let c = match s.kind {
+            ClusterKind::Shared => &mut o.shared,
+            ClusterKind::Dedicated => &mut o.dedicated,
+        };
+        c.broker
+            .as_mut()
+            .unwrap()
+            .tenant
+            .as_mut()
+            .unwrap()
+            .federated = true;
+        let p = plan(&o, now);
+        assert_eq!(p.phase, DrainingSource, "{dir:?}");
+        let m = p.status.migration.as_ref().unwrap();
+        assert_eq!(
+            (m.empty_samples, m.last_sample.as_ref()),
+            (0, None),
+            "{dir:?}"
+        );
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::DisableFederation { .. })),
+            "{dir:?}: {:?}",
+            step_names(&p)
+        );
+    }
+}

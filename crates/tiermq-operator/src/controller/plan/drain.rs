@@ -4,13 +4,14 @@
 //! rule: a cluster is *drained* after [`DRAINED_AFTER`] consecutive **fresh** samples that show 0
 //! ready, 0 unacked and 0 delayed messages in every queue, where
 //!
-//! - samples count only while the tenant's writes are observed refused (a sample taken while
-//!   publishing is possible proves nothing about later); as long as writes are seen allowed the
-//!   counter is 0 and no baseline exists;
-//! - the first pass that sees writes refused sets a baseline, `last_sample = now` (operator
-//!   clock), and counts nothing: only samples whose broker statistics timestamp is *after* the
-//!   moment the refusal was observed can show the post-revocation state (this assumes the broker
-//!   and operator clocks agree to well within the statistics interval, as NTP gives);
+//! - samples count only while no message can arrive: the tenant's writes are observed refused
+//!   and no federation link is observed on its vhost (a federated queue pulls messages in from
+//!   the other cluster). A sample taken while messages can arrive proves nothing about later; as
+//!   long as one can, the counter is 0 and no baseline exists;
+//! - the first pass that sees every way in closed sets a baseline, `last_sample = now` (operator
+//!   clock), and counts nothing: only samples whose broker statistics timestamp is *after* that
+//!   observation can show the closed state (this assumes the broker and operator clocks agree to
+//!   well within the statistics interval, as NTP gives);
 //! - a sample is fresh when its timestamp is strictly after `last_sample`; a stale sample (same
 //!   or older timestamp, or none, or an unreachable broker) changes nothing;
 //! - a fresh non-empty sample resets the counter to 0.
@@ -34,7 +35,7 @@ pub fn account(m: &mut MigrationStatus, tenant: TenantState<'_>, now: DateTime<U
         // Absent or unknown: nothing can be learned; keep what is known.
         TenantState::Absent | TenantState::Unknown => return,
     };
-    if t.access == Access::ReadWrite {
+    if t.access == Access::ReadWrite || t.federated {
         m.empty_samples = 0;
         m.last_sample = None;
         if let Some(s) = &t.backlog {
