@@ -806,3 +806,53 @@ async fn discovery_plain_and_aggregated_both_find_builtins_and_crds() {
         );
     }
 }
+
+#[tokio::test]
+async fn built_in_validation_catches_what_a_real_server_refuses() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let s = server().await;
+    let c = client(&s);
+    // a selector that does not match the template labels
+    let sts: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {
+        "serviceName": "web", "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "rabbitmq", "image": "rabbitmq:3.10"}]}}}}))
+    .unwrap();
+    let err = Api::<StatefulSet>::namespaced(c.clone(), "default")
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 422);
+            assert!(
+                e.message
+                    .contains("`selector` does not match template `labels`"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    // a label value longer than 63 characters
+    let long: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "l", "labels": {"instance": "x".repeat(64)}}}),
+    )
+    .unwrap();
+    let err = Api::<ConfigMap>::namespaced(c.clone(), "default")
+        .create(&PostParams::default(), &long)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 422 && e.message.contains("must be no more than 63 characters")),
+        "{err:?}"
+    );
+    // stringData is write-only and lands in data
+    let secrets: Api<Secret> = Api::namespaced(c, "default");
+    let sec: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}}),
+    )
+    .unwrap();
+    let stored = secrets.create(&PostParams::default(), &sec).await.unwrap();
+    assert!(stored.string_data.is_none());
+    assert_eq!(stored.data.unwrap()["password"].0, b"s3cret");
+}

@@ -79,6 +79,7 @@ pub mod registry;
 pub mod selector;
 pub mod store;
 pub mod table;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::path::Path;

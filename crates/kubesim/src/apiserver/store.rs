@@ -89,16 +89,6 @@ fn meta_str<'a>(o: &'a Value, f: &str) -> Option<&'a str> {
     o["metadata"][f].as_str()
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
 /// The part of an object that `metadata.generation` follows: all but metadata and status.
 fn spec_part(o: &Value) -> Value {
     let mut v = o.clone();
@@ -284,6 +274,24 @@ impl State {
             String::new(),
             ns.to_string(),
         ))
+    }
+
+    /// Secret normalisation and built-in validation (see `validate`).
+    fn admit_builtin(&self, rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
+        if rt.group.is_empty() && rt.plural == "secrets" {
+            super::validate::normalize_secret(obj).map_err(ApiError::bad_request)?;
+        }
+        let causes = super::validate::builtin(rt, obj);
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(
+                &rt.kind,
+                meta_str(obj, "name").unwrap_or(""),
+                &rt.group,
+                causes,
+            ))
+        }
     }
 
     fn admit_crd(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
@@ -519,16 +527,14 @@ impl State {
             obj["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
         }
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
-        if !valid_name(&name) {
+        if let Some(why) = super::validate::name_problem(rt, &name) {
             return Err(ApiError::invalid(
                 &rt.kind,
                 &name,
                 &rt.group,
                 vec![(
                     "metadata.name".into(),
-                    format!(
-                        "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                    ),
+                    format!("Invalid value: {name:?}: {why}"),
                 )],
             ));
         }
@@ -544,6 +550,7 @@ impl State {
         }
         obj = Self::shown(rt, obj);
         self.admit_crd(rt, &mut obj, None)?;
+        self.admit_builtin(rt, &mut obj)?;
         self.defaults_on_create(rt, &mut obj)?;
         let now = now_rfc3339();
         {
@@ -881,6 +888,9 @@ impl State {
                 }
             }
             _ => {}
+        }
+        if sub != "status" {
+            self.admit_builtin(rt, &mut new)?;
         }
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
         if spec_part(&old) != spec_part(&new) {
