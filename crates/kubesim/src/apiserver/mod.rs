@@ -45,6 +45,9 @@
 //!   ignores status when a status subresource exists, `/status` ignores everything but status.
 //! - Services get a ClusterIP from `service_ip_prefix` (`clusterIP: None` stays headless; a
 //!   given IP in the range is reserved; the IP is immutable and freed on delete).
+//! - Built-in validation of what operators most often get wrong (see [`validate`]): names per
+//!   kind, label keys/values, workload selectors that must match template labels, containers,
+//!   Service ports, data keys, EndpointSlice addresses; Secret `stringData` is merged into `data`.
 //! - `fieldValidation=Strict|Warn|Ignore` on writes (unknown fields refused / `Warning`
 //!   headers / nothing; Warn is the default when the parameter is absent, Strict is kubectl's).
 //! - Table output (`Accept: ...;as=Table;g=meta.k8s.io;v=v1`) for get, list and watch: CRD
@@ -61,7 +64,7 @@
 //! SelfSubjectAccessReview), no admission webhooks or conversion webhooks (several CRD versions
 //! are served from one stored object whose apiVersion is rewritten), no pagination (`limit` and
 //! `continue` are ignored: lists are complete), no pod logs/exec/port-forward, no graceful pod
-//! termination (a Pod without finalizers is removed at once), no built-in defaulting beyond a
+//! termination (a Pod without finalizers is removed at once), no built-in defaulting or validation beyond a
 //! few fields per kind, watch timeouts default to 30 minutes, and Strategic-merge/SSA list
 //! semantics follow merge keys by field name rather than the full OpenAPI extensions.
 
