@@ -608,3 +608,64 @@ async fn deployment_runs_pods_without_processes_and_rolls_out_template_changes()
     .expect("test took too long");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvc_retention_policy_deletes_claims_and_their_folders() {
+    let (c, _dir) = start_cluster().await;
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let client = c.client();
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+        let mut sts = gated_statefulset("db", 2, "example/db:1", "Parallel");
+        let spec = sts.spec.as_mut().unwrap();
+        spec.template.spec.as_mut().unwrap().readiness_gates = None;
+        spec.persistent_volume_claim_retention_policy =
+            serde_json::from_value(json!({"whenDeleted": "Delete", "whenScaled": "Delete"}))
+                .unwrap();
+        sets.create(&PostParams::default(), &sts).await.unwrap();
+        let folder = |i: u32| c.dir().join(format!("pvc/default/data-db-{i}"));
+        wait_for("both pods ready with their PVC folders", T, || async {
+            let s = sets.get("db").await.ok()?;
+            (s.status?.ready_replicas == Some(2) && folder(0).is_dir() && folder(1).is_dir())
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        let owner = pvcs
+            .get("data-db-0")
+            .await
+            .unwrap()
+            .owner_references()
+            .to_vec();
+        assert_eq!(owner[0].kind, "StatefulSet");
+
+        sets.patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+        wait_for("data-db-1 and its folder gone", T, || async {
+            (pvcs.get_opt("data-db-1").await.ok()?.is_none() && !folder(1).exists()).then_some(())
+        })
+        .await
+        .unwrap();
+        assert!(folder(0).is_dir(), "the remaining pod keeps its data");
+
+        sets.delete("db", &Default::default()).await.unwrap();
+        wait_for(
+            "data-db-0 garbage-collected with the StatefulSet",
+            T,
+            || async {
+                (pvcs.get_opt("data-db-0").await.ok()?.is_none() && !folder(0).exists())
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    })
+    .await
+    .expect("test took too long");
+    c.shutdown().await;
+}

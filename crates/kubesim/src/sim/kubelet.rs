@@ -358,6 +358,7 @@ impl Kubelet {
             .await
             .map_err(|e| SimError::kube("list", "Pod", "all namespaces", e))?;
         let live: BTreeSet<String> = pods.items.iter().map(key_of).collect();
+        self.release_claim_folders(&pods.items).await;
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = live.clone();
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         let mut stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
@@ -417,6 +418,65 @@ impl Kubelet {
             );
         }
         Ok(())
+    }
+
+    /// Removes the folders of PVCs that no longer exist, once no pod refers to them and no broker
+    /// runs on them (a deleted PersistentVolume takes its data with it).
+    async fn release_claim_folders(&self, pods: &[Pod]) {
+        use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+        let root = self.cfg.dir.join("pvc");
+        let Ok(namespaces) = std::fs::read_dir(&root) else {
+            return;
+        };
+        let Ok(claims) = Api::<PersistentVolumeClaim>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+        else {
+            return;
+        };
+        let existing: BTreeSet<String> = claims.items.iter().map(key_of).collect();
+        let referenced: BTreeSet<String> = pods
+            .iter()
+            .flat_map(|p| {
+                let ns = p.namespace().unwrap_or_default();
+                p.spec
+                    .iter()
+                    .flat_map(|s| s.volumes.iter().flatten())
+                    .filter_map(|v| v.persistent_volume_claim.as_ref())
+                    .map(move |c| format!("{ns}/{}", c.claim_name))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let in_use: Vec<PathBuf> = self
+            .brokers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|n| n.config().base_dir.clone())
+            .collect();
+        for ns_dir in namespaces.flatten() {
+            let ns = ns_dir.file_name().to_string_lossy().into_owned();
+            for claim_dir in std::fs::read_dir(ns_dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let key = format!("{ns}/{}", claim_dir.file_name().to_string_lossy());
+                let path = claim_dir.path();
+                if existing.contains(&key)
+                    || referenced.contains(&key)
+                    || in_use.iter().any(|b| b.starts_with(&path))
+                {
+                    continue;
+                }
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => tracing::info!(claim = %key, "PVC deleted; removed its data folder"),
+                    Err(e) => {
+                        tracing::warn!(claim = %key, error = %e, "could not remove the folder of a deleted PVC")
+                    }
+                }
+            }
+        }
     }
 
     async fn confirm_delete(&self, pod: &Pod) {
@@ -527,7 +587,27 @@ impl Kubelet {
         };
         let end = match rabbit::rabbit_container(&pod).cloned() {
             Some(c) => self.run_broker(&mut pod_rx, &mut ctl, &mut obs, c).await,
-            None => {
+            None => 'plain: {
+                // No process, but volumes are set up as for any pod: a missing ConfigMap or
+                // Secret keeps the pod waiting, like in Kubernetes.
+                let pod_dir = self.pod_dir(&pod);
+                loop {
+                    let current = pod_rx.borrow().clone();
+                    match volumes::materialise(&self.client, &self.cfg.dir, &current, &pod_dir)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(e) => {
+                            obs.state = waiting("CreateContainerConfigError", Some(e.to_string()));
+                            self.publish(&pod_rx, &obs).await;
+                            if let Some(c) =
+                                pause(Duration::from_secs(2), &mut ctl, &mut pod_rx).await
+                            {
+                                break 'plain c;
+                            }
+                        }
+                    }
+                }
                 obs.phase = "Running";
                 obs.state = running(obs.start_time.clone());
                 obs.ready = true;

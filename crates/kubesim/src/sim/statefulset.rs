@@ -10,9 +10,11 @@
 //!   and are Ready; `Parallel` creates all missing pods at once.
 //! - Scale down removes the highest ordinal first, one pod at a time (the next only after the
 //!   previous pod object is gone).
-//! - `volumeClaimTemplates` become PVCs `<claim>-<sts>-<ordinal>` (created once, never deleted by
-//!   this controller: the Retain policy). The kubelet backs each with a folder that survives pod
-//!   restarts.
+//! - `volumeClaimTemplates` become PVCs `<claim>-<sts>-<ordinal>`, created once. The kubelet
+//!   backs each with a folder that survives pod restarts and goes away with the PVC object.
+//!   `persistentVolumeClaimRetentionPolicy` is honoured: `whenDeleted: Delete` makes the
+//!   StatefulSet the PVCs' owner (garbage-collected with it), `whenScaled: Delete` deletes a
+//!   scaled-away ordinal's PVCs after its pod; `Retain` (default) keeps them.
 //! - A template change is a new revision (hash of the template). With `RollingUpdate` (default),
 //!   when every pod is Ready the highest-ordinal pod (at or above `partition`) still on the old
 //!   revision is deleted and re-created from the new template; one pod at a time. `OnDelete`
@@ -191,12 +193,17 @@ async fn ensure_claims(client: &Client, sts: &StatefulSet, ordinal: u32) -> Resu
         }
         let mut labels = claim.metadata.labels.clone().unwrap_or_default();
         labels.extend(match_labels.clone());
+        let owned_by_set = spec
+            .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+            .and_then(|p| p.when_deleted.as_deref())
+            == Some("Delete");
         let pvc = PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: Some(claim_name.clone()),
                 namespace: Some(ns.clone()),
                 labels: Some(labels),
                 annotations: claim.metadata.annotations.clone(),
+                owner_references: owned_by_set.then(|| vec![owner_ref(sts)]),
                 ..Default::default()
             },
             spec: claim.spec.clone(),
@@ -227,6 +234,35 @@ async fn ensure_claims(client: &Client, sts: &StatefulSet, ordinal: u32) -> Resu
             .await
         {
             tracing::debug!(pvc = %claim_name, error = %e, "could not mark PVC Bound");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the PVCs of one ordinal (`whenScaled: Delete`); the kubelet removes their folders
+/// once no broker uses them any more.
+async fn delete_claims_of(client: &Client, sts: &StatefulSet, ordinal: u32) -> Result<()> {
+    let ns = sts.namespace().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    for claim in sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_claim_templates.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let claim_name = format!("{}-{}-{ordinal}", claim.name_any(), sts.name_any());
+        match api.delete(&claim_name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(SimError::kube(
+                    "delete",
+                    "PersistentVolumeClaim",
+                    format!("{ns}/{claim_name}"),
+                    e,
+                ));
+            }
         }
     }
     Ok(())
@@ -315,6 +351,14 @@ async fn reconcile_one(
             }
             if let Some(p) = extra.last() {
                 delete_pod(client, rec, sts, p, "scale down").await?;
+                let delete_claims = spec
+                    .persistent_volume_claim_retention_policy
+                    .as_ref()
+                    .and_then(|p| p.when_scaled.as_deref())
+                    == Some("Delete");
+                if let (true, Some(ord)) = (delete_claims, ordinal_of(&name, &p.name_any())) {
+                    delete_claims_of(client, sts, ord).await?;
+                }
             }
             break 'act;
         }
