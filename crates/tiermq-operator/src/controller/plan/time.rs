@@ -24,3 +24,27 @@ pub fn from_time(t: &Time) -> DateTime<Utc> {
         .single()
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_to_the_nanosecond_on_both_sides_of_the_epoch() {
+        for t in [
+            Utc.with_ymd_and_hms(2026, 11, 27, 6, 39, 17).unwrap()
+                + chrono::Duration::nanoseconds(123_456_789),
+            Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 59).unwrap()
+                + chrono::Duration::nanoseconds(1),
+        ] {
+            assert_eq!(from_time(&to_time(t)), t);
+        }
+    }
+
+    #[test]
+    fn instants_kubernetes_cannot_hold_are_clamped_not_panicking() {
+        let far = Utc.with_ymd_and_hms(200_000, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(to_time(far).0, Timestamp::MAX);
+        assert!(from_time(&to_time(far)) < far);
+    }
+}
