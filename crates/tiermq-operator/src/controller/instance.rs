@@ -101,7 +101,9 @@ pub fn placement_problem(
         ));
     };
     let o = observed_shared?;
-    if !o.exists {
+    // The observer fills `capacity` exactly when the SharedCluster object exists (its
+    // StatefulSet may still be on its way: that is provisioning, not a placement problem).
+    let Some(capacity) = o.capacity else {
         return Some((
             reasons::SHARED_CLUSTER_NOT_FOUND,
             format!(
@@ -109,17 +111,16 @@ pub fn placement_problem(
                 r.namespace, r.name
             ),
         ));
-    }
-    match o.capacity {
-        Some(c) if !c.has_room() => Some((
+    };
+    (!capacity.has_room()).then(|| {
+        (
             reasons::NO_CAPACITY,
             format!(
                 "SharedCluster {}/{} is full ({}/{} instances); raise spec.capacity.maxInstances or pick another SharedCluster",
-                r.namespace, r.name, c.instance_count, c.max_instances
+                r.namespace, r.name, capacity.instance_count, capacity.max_instances
             ),
-        )),
-        _ => None,
-    }
+        )
+    })
 }
 
 /// The status after a permanent problem: `InvalidSpec` True with the message, and the Warning
@@ -171,7 +172,26 @@ async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Res
     Ok(())
 }
 
-async fn reconcile_inner(i: &RabbitMQInstance, ctx: &Context) -> Result<Action> {
+async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Action> {
+    // Plan from the latest stored state: the cache may not hold this operator's own last status
+    // write yet, and planning from an older status would redo a transition.
+    let api: kube::Api<RabbitMQInstance> =
+        kube::Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(fresh) = api
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(crate::error::kube_err(
+            "get",
+            format!(
+                "RabbitMQInstance {}/{}",
+                cached.namespace().unwrap_or_default(),
+                cached.name_any()
+            ),
+        ))?
+    else {
+        return Ok(Action::await_change());
+    };
+    let i = &fresh;
     let deleting = i.meta().deletion_timestamp.is_some();
     if deleting && !i.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
@@ -250,14 +270,20 @@ pub fn final_status(i: &RabbitMQInstance, p: &Plan) -> Result<RabbitMQInstanceSt
     Ok(st)
 }
 
-/// The plan's delay, but no longer than the drain poll while a cluster drains.
+/// The plan's delay, but no longer than the drain poll while a conversion runs: the operator's own
+/// status writes do not trigger reconciles, so the requeue is what moves a conversion along
+/// (and samples a draining cluster).
 pub fn requeue_after(p: &Plan, drain_poll_seconds: u64) -> Duration {
     let poll = Duration::from_secs(drain_poll_seconds.max(1));
     match p.phase {
-        MigrationPhase::DrainingSource
+        MigrationPhase::PreparingDestination
+        | MigrationPhase::DualWriteDualRead
+        | MigrationPhase::SingleWriteDualRead
+        | MigrationPhase::DrainingSource
         | MigrationPhase::Aborting
-        | MigrationPhase::DestinationOnly => p.requeue_after.min(poll),
-        _ => p.requeue_after,
+        | MigrationPhase::DestinationOnly
+        | MigrationPhase::Completed => p.requeue_after.min(poll),
+        MigrationPhase::Stable | MigrationPhase::Blocked => p.requeue_after,
     }
 }
 
@@ -446,7 +472,6 @@ mod tests {
             reasons::SHARED_CLUSTER_NOT_FOUND
         );
         let mut full = absent.clone();
-        full.exists = true;
         full.capacity = Some(SharedCapacity {
             instance_count: 2,
             max_instances: 2,
@@ -462,6 +487,8 @@ mod tests {
             counts_this_instance: false,
         });
         assert_eq!(placement_problem(&i, Some(&shared()), Some(&room)), None);
+        // The SharedCluster exists but its StatefulSet not yet: provisioning, no problem.
+        assert!(!room.exists);
         assert_eq!(placement_problem(&instance("Dedicated"), None, None), None);
     }
 

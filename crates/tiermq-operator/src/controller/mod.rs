@@ -21,6 +21,36 @@ pub mod plan;
 pub mod shared_cluster;
 pub mod status;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inst(generation: i64, status: serde_json::Value) -> RabbitMQInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+            "metadata": {"name": "a", "namespace": "n", "generation": generation},
+            "spec": {"series": "Subscription", "tier": "Shared"},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn own_status_writes_do_not_trigger_but_spec_finalizers_and_deletion_do() {
+        let base = spec_or_lifecycle(&inst(1, json!({})));
+        assert_eq!(base, spec_or_lifecycle(&inst(1, json!({"tier": "Shared"}))));
+        assert_ne!(base, spec_or_lifecycle(&inst(2, json!({}))));
+        let mut fin = inst(1, json!({}));
+        fin.metadata.finalizers = Some(vec!["tiermq.io/cleanup".into()]);
+        assert_ne!(base, spec_or_lifecycle(&fin));
+        let mut del = fin.clone();
+        del.metadata.deletion_timestamp =
+            Some(crate::controller::plan::to_time(chrono::Utc::now()));
+        assert_ne!(spec_or_lifecycle(&fin), spec_or_lifecycle(&del));
+    }
+}
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -32,14 +62,28 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use tiermq_crd::{ClusterKind, RabbitMQInstance, SharedCluster};
 
 use crate::build::{LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::config::RunArgs;
 use crate::metrics::Metrics;
 use context::Context;
+
+/// Hash of what should trigger an instance reconcile: generation (spec), finalizers, deletion.
+pub fn spec_or_lifecycle(i: &RabbitMQInstance) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    i.metadata.generation.hash(&mut h);
+    i.finalizers().hash(&mut h);
+    i.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_nanosecond())
+        .hash(&mut h);
+    Some(h.finish())
+}
 
 /// Instances placed on (or migrating onto/off) the cluster `name` in `ns`, plus the instance whose
 /// dedicated cluster it is.
@@ -95,11 +139,20 @@ pub async fn run_controllers(
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let instance_ctrl = Controller::new(
+    // The cache sees every change (placement counts need fresh statuses), but only changes of
+    // spec, finalizers or deletion trigger a reconcile: the operator's own status writes must
+    // not, or a draining instance (whose status changes with every sample) would loop hot
+    // instead of sampling at the requeue interval.
+    let (store, writer) = reflector::store::<RabbitMQInstance>();
+    let trigger = watcher::watcher(
         Api::<RabbitMQInstance>::all(client.clone()),
         watcher::Config::default(),
-    );
-    let store = instance_ctrl.store();
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
+    let instance_ctrl = Controller::for_stream(trigger, store.clone());
     let ctx: Arc<Context> = Context::new(client.clone(), config.clone(), metrics, store.clone());
 
     let pod_store = store.clone();
