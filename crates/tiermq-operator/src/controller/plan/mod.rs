@@ -6,6 +6,16 @@
 //! of them succeeded. Steps are desired states, never deltas, so re-planning from the recorded
 //! state after a crash at any point yields steps that are safe to run again.
 //!
+//! # Using it
+//!
+//! ```text
+//! let observed = observe(...).await?;          // Kubernetes objects + management APIs
+//! let p = plan(&observed, Utc::now());         // `now` read after observing
+//! for step in &p.steps { run(step).await? }    // in order; stop at the first error
+//! write_status_if_changed(&p.status).await?;   // only after every step succeeded
+//! emit(&p.events); requeue(p.requeue_after);
+//! ```
+//!
 //! # Roles
 //!
 //! A conversion moves an instance from its *source* cluster (the one serving `status.tier`) to a
