@@ -254,9 +254,16 @@ async fn server_side_apply_conflicts_between_managers_and_force_takes_over() {
         .await
         .unwrap();
     // the same value from another manager is shared ownership, not a conflict
-    api.patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(doc("1")))
+    let shared = api
+        .patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(doc("1")))
         .await
         .unwrap();
+    // re-applying the same configuration changes nothing, not even the resourceVersion
+    let again = api
+        .patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(doc("1")))
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), shared.resource_version());
     match api
         .patch("ssa", &PatchParams::apply("carol"), &Patch::Apply(doc("2")))
         .await

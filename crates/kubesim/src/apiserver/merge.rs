@@ -538,17 +538,22 @@ pub fn server_side_apply(
         }
     }
     apply_merge(&mut obj, &body);
-    entries.retain(|e| {
-        !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
-    });
-    entries.push(ManagedEntry {
+    let entry = ManagedEntry {
         manager: manager.into(),
         operation: "Apply".into(),
         api_version: api_version.into(),
         subresource: subresource.into(),
         time: now.into(),
         fields: new_fields,
-    });
+    };
+    // in place, so that re-applying the same configuration is a no-op
+    match entries
+        .iter_mut()
+        .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
+    {
+        Some(e) => *e = entry,
+        None => entries.push(entry),
+    }
     write_managed(&mut obj, &entries);
     Ok(obj)
 }

@@ -896,13 +896,21 @@ impl State {
         if spec_part(&old) != spec_part(&new) {
             new["metadata"]["generation"] = json!(generation + 1);
         }
-        // No-op writes change nothing and emit no event, like the real server.
+        // No-op writes change nothing and emit no event, like the real server. A change of
+        // field ownership alone counts (kubectl rewrites managedFields when it moves to
+        // server-side apply); a new timestamp alone does not.
         let mut cmp_old = old.clone();
         let mut cmp_new = new.clone();
         for o in [&mut cmp_old, &mut cmp_new] {
             if let Some(m) = o["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
-                m.remove("managedFields");
+                if let Some(entries) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
+                    for e in entries.iter_mut() {
+                        if let Some(e) = e.as_object_mut() {
+                            e.remove("time");
+                        }
+                    }
+                }
             }
         }
         let deleting = new["metadata"]["deletionTimestamp"].is_string();
