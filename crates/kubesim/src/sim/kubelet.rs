@@ -56,6 +56,7 @@ const OWNED_CONDITIONS: &[&str] = &[
 ];
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
+const JOIN_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ctl {
@@ -826,6 +827,8 @@ impl Kubelet {
             .await;
 
             let mut joined = peer.is_none();
+            let mut next_probe = tokio::time::Instant::now();
+            let mut next_join = tokio::time::Instant::now();
             let outcome = loop {
                 if let Some(c) = pause(PROBE_PERIOD, ctl, pod_rx).await {
                     break Err(c);
@@ -833,27 +836,33 @@ impl Kubelet {
                 if !node.is_running() {
                     break Ok(());
                 }
-                let probe = Self::probe(&node, &container).await;
-                let ready = match (&probe, joined) {
-                    (Ok(()), true) => true,
-                    (Ok(()), false) => {
-                        let peer = peer.as_deref().unwrap_or_default();
-                        match Self::join(&node, peer).await {
-                            Ok(()) => {
-                                tracing::info!(pod = %key, peer, "broker joined its StatefulSet's cluster");
-                                joined = true;
-                                obs.message = None;
+                // Pod updates wake the loop too; probe at most once per period.
+                let now = tokio::time::Instant::now();
+                if now >= next_probe {
+                    next_probe = now + PROBE_PERIOD;
+                    let probe = Self::probe(&node, &container).await;
+                    obs.ready = match (&probe, joined) {
+                        (Ok(()), true) => true,
+                        (Ok(()), false) if now >= next_join => {
+                            let peer = peer.as_deref().unwrap_or_default();
+                            match Self::join(&node, peer).await {
+                                Ok(()) => {
+                                    tracing::info!(pod = %key, peer, "broker joined its StatefulSet's cluster");
+                                    joined = true;
+                                    obs.message = None;
+                                }
+                                Err(e) => {
+                                    // Each attempt runs rabbitmqctl (an Erlang VM): back off.
+                                    next_join = tokio::time::Instant::now() + JOIN_RETRY;
+                                    tracing::warn!(pod = %key, peer, error = %e, "joining the cluster failed; retrying");
+                                    obs.message = Some(format!("joining {peer} failed: {e}"));
+                                }
                             }
-                            Err(e) => {
-                                tracing::warn!(pod = %key, peer, error = %e, "joining the cluster failed; retrying");
-                                obs.message = Some(format!("joining {peer} failed: {e}"));
-                            }
+                            false
                         }
-                        false
-                    }
-                    (Err(_), _) => false,
-                };
-                obs.ready = ready;
+                        _ => false,
+                    };
+                }
                 self.publish(pod_rx, obs).await;
             };
             self.brokers
