@@ -184,7 +184,7 @@ pub fn validate_schema(schema: &Value, obj: &Value) -> Vec<Cause> {
             };
             (
                 if path.is_empty() {
-                    "<root>".into()
+                    "<nil>".into()
                 } else {
                     path
                 },
@@ -271,7 +271,7 @@ fn walk_cel(schema: &Value, new: &Value, old: Option<&Value>, path: &str, causes
             let field = match r["fieldPath"].as_str() {
                 Some(fp) if path.is_empty() => fp.trim_start_matches('.').to_string(),
                 Some(fp) => format!("{path}{fp}"),
-                None if path.is_empty() => "<root>".to_string(),
+                None if path.is_empty() => "<nil>".to_string(),
                 None => path.to_string(),
             };
             match eval_rule(rule, new, if transition { old } else { None }) {
@@ -414,5 +414,30 @@ mod tests {
         );
         assert_eq!(eval_rule("self.items.size() == 2", &v, None), Ok(false));
         assert!(eval_rule("self.(", &v, None).is_err());
+    }
+}
+
+#[cfg(test)]
+mod root_rule_tests {
+    use super::*;
+
+    #[test]
+    fn root_rules_see_metadata_and_report_a_nil_field() {
+        let schema = json!({"type": "object",
+            "x-kubernetes-validations": [{"rule": "self.metadata.name.size() <= 5", "message": "name too long"}],
+            "properties": {"spec": {"type": "object"}}});
+        assert!(validate_cel(&schema, &json!({"metadata": {"name": "short"}}), None).is_empty());
+        let causes = validate_cel(
+            &schema,
+            &json!({"metadata": {"name": "much-too-long"}}),
+            None,
+        );
+        assert_eq!(
+            causes,
+            vec![(
+                "<nil>".to_string(),
+                "Invalid value: \"object\": name too long".to_string()
+            )]
+        );
     }
 }
