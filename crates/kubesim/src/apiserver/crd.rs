@@ -53,9 +53,10 @@ pub fn prune(schema: &Value, v: &mut Value, top: bool) {
             .get("additionalProperties")
             .filter(|a| a.is_object() || a.as_bool() == Some(true));
         let preserve = schema["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true);
+        let embedded = schema["x-kubernetes-embedded-resource"].as_bool() == Some(true);
         let keys: Vec<String> = obj.keys().cloned().collect();
         for k in keys {
-            if top && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            if (top || embedded) && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                 continue;
             }
             let field_schema = props

@@ -72,9 +72,13 @@ fn walk(schema: &Value, defs: &Defs, v: &Value, path: &str, out: &mut Vec<String
         Value::Object(m) => {
             let props = schema["properties"].as_object().filter(|p| !p.is_empty());
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let embedded = schema["x-kubernetes-embedded-resource"].as_bool() == Some(true);
             for (k, child) in m {
                 if k.starts_with('$') {
                     continue; // strategic-merge directives
+                }
+                if embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
                 }
                 let p = if path.is_empty() {
                     k.clone()

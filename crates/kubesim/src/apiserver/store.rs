@@ -89,12 +89,15 @@ fn meta_str<'a>(o: &'a Value, f: &str) -> Option<&'a str> {
     o["metadata"][f].as_str()
 }
 
-/// The part of an object that `metadata.generation` follows: all but metadata and status.
-fn spec_part(o: &Value) -> Value {
+/// The part of an object that `metadata.generation` follows: all but metadata, and status
+/// unless it is an ordinary field (a custom resource without a status subresource).
+fn spec_part(o: &Value, status_counts: bool) -> Value {
     let mut v = o.clone();
     if let Some(m) = v.as_object_mut() {
         m.remove("metadata");
-        m.remove("status");
+        if !status_counts {
+            m.remove("status");
+        }
         m.remove("apiVersion");
         m.remove("kind");
     }
@@ -893,7 +896,8 @@ impl State {
             self.admit_builtin(rt, &mut new)?;
         }
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
-        if spec_part(&old) != spec_part(&new) {
+        let status_counts = rt.crd.is_some() && !rt.status_subresource;
+        if spec_part(&old, status_counts) != spec_part(&new, status_counts) {
             new["metadata"]["generation"] = json!(generation + 1);
         }
         // No-op writes change nothing and emit no event, like the real server. A change of
