@@ -131,6 +131,10 @@ async fn create_shared_cluster(c: &kube::Client, name: &str) {
 }
 
 async fn create_instance(c: &kube::Client, name: &str, shared: &str) {
+    create_instance_draining_by(c, name, shared, "Shovel").await
+}
+
+async fn create_instance_draining_by(c: &kube::Client, name: &str, shared: &str, drain: &str) {
     let i: RabbitMQInstance = serde_json::from_value(json!({
         "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
         "metadata": {"name": name, "namespace": NS},
@@ -138,7 +142,7 @@ async fn create_instance(c: &kube::Client, name: &str, shared: &str) {
             "series": "Subscription", "tier": "Shared",
             "shared": {"clusterRef": {"name": shared}},
             "dedicated": {"replicas": 1},
-            "migration": {"drainStrategy": "Shovel", "gracePeriodSeconds": 2}
+            "migration": {"drainStrategy": drain, "gracePeriodSeconds": 2}
         }
     }))
     .unwrap();
@@ -506,5 +510,69 @@ async fn upgrade_shared_to_dedicated_passes_the_phases_in_order_and_loses_nothin
             "{want} emitted once: {reasons:?}"
         );
     }
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_an_instance_mid_conversion_removes_its_state_on_both_clusters() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    // Consume drain and nobody consuming: the conversion stays in DrainingSource, with the tenant
+    // on both clusters, until the instance is deleted.
+    create_instance_draining_by(&c, "orders", "main", "Consume").await;
+    wait_ready_shared(&c, "orders").await;
+    let (uri, _) = instance_uri(&c, "orders").await;
+    let conn = connect(&uri).await;
+    publish(&conn, "work", 0..10).await;
+    let _ = conn.close(200, "done".into()).await;
+
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+    )
+    .await
+    .unwrap();
+    eventually("the conversion waits in DrainingSource", BOOT, || async {
+        let st = api.get("orders").await.ok()?.status?;
+        (st.migration_phase == Some(MigrationPhase::DrainingSource)).then_some(())
+    })
+    .await;
+    let shared = admin_client(&c, "main").await;
+    let dedicated = admin_client(&c, "orders-dedicated").await;
+    assert!(shared.get_vhost("default.orders").await.unwrap().is_some());
+    assert!(
+        dedicated
+            .get_vhost("default.orders")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    api.delete("orders", &Default::default()).await.unwrap();
+    eventually("instance gone", Duration::from_secs(90), || async {
+        api.get_opt("orders").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        shared.get_vhost("default.orders").await.unwrap().is_none(),
+        "source tenant deleted"
+    );
+    assert!(shared.get_user("default.orders").await.unwrap().is_none());
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.clone(), NS);
+    assert!(
+        sts.get_opt("orders-dedicated").await.unwrap().is_none(),
+        "dedicated cluster deleted"
+    );
+    assert!(
+        Api::<Secret>::namespaced(c.clone(), NS)
+            .get_opt("orders-dedicated-admin")
+            .await
+            .unwrap()
+            .is_none()
+    );
     env.shutdown().await;
 }
