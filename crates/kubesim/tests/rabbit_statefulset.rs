@@ -190,6 +190,22 @@ async fn amqp_handshake(addr: SocketAddr) -> std::io::Result<()> {
     }
 }
 
+/// An AMQP connection (lapin) to `/` through `addr`, retried until the broker accepts it.
+async fn amqp_connect(b: &Broker, addr: SocketAddr) -> lapin::Connection {
+    let uri = format!("amqp://admin:{}@{addr}/%2f", b.admin_pass);
+    wait_for(
+        &format!("AMQP connection via {addr}"),
+        Duration::from_secs(60),
+        || async {
+            lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+                .await
+                .ok()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -249,6 +265,37 @@ async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_cr
             .unwrap();
         assert!(r.status().is_success(), "create vhost: {}", r.status());
 
+        // A persistent message, confirmed by the broker, published through the ClusterIP.
+        {
+            use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+            let conn = amqp_connect(&b, (vip, 5672).into()).await;
+            let ch = conn.create_channel().await.unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare("kept".into(), durable, Default::default())
+                .await
+                .unwrap();
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    "kept".into(),
+                    BasicPublishOptions::default(),
+                    b"survives pod deletion",
+                    lapin::BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(confirm.is_ack(), "{confirm:?}");
+            conn.close(200, "done".into()).await.unwrap();
+        }
+
         // Deleting the pod kills its broker; the StatefulSet brings it back with its data.
         let old_pid = c.broker_pids()["default/solo-0"];
         assert!(pid_alive(old_pid));
@@ -284,6 +331,18 @@ async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_cr
         let vhost = mgmt_get(&b, vip, "/api/vhosts/keep-me").await;
         assert_eq!(vhost["name"], "keep-me", "data survived the pod's deletion");
         assert!(dir.path().join("pvc/default/data-solo-0/mnesia").is_dir());
+        {
+            use lapin::options::BasicGetOptions;
+            let conn = amqp_connect(&b, (vip, 5672).into()).await;
+            let ch = conn.create_channel().await.unwrap();
+            let msg = ch
+                .basic_get("kept".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .expect("the persistent message survived the pod's deletion");
+            assert_eq!(msg.delivery.data, b"survives pod deletion");
+            conn.close(200, "done".into()).await.unwrap();
+        }
 
         // A crashed broker is restarted (restartPolicy Always) and counted.
         unsafe_kill(new_pid);
