@@ -115,6 +115,21 @@ async fn watch_from_a_compacted_version_gets_410_gone() {
         other => panic!("expected a 410 error event, got {other:?}"),
     }
 
+    // so does a version the server never reached (a client of an earlier server)
+    let mut stream = api
+        .watch(&kube::api::WatchParams::default(), "999999")
+        .await
+        .unwrap()
+        .boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ev, Ok(kube::api::WatchEvent::Error(ref st)) if st.code == 410),
+        "{ev:?}"
+    );
+
     // a kube-runtime watcher that resumes into a compacted history re-lists and carries on
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let w = tokio::spawn(

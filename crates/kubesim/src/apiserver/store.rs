@@ -221,6 +221,14 @@ impl State {
                 self.compacted + 1
             )));
         }
+        // A version this server never reached (a client of an earlier server instance): the
+        // client must re-list, which 410 makes kube-rs and client-go do.
+        if since > self.rv {
+            return Err(ApiError::gone(format!(
+                "resource version {since} is newer than the server's latest ({}); re-list",
+                self.rv
+            )));
+        }
         let past = self
             .history
             .iter()
