@@ -960,7 +960,6 @@ impl State {
     /// Drops an object from the store and tells watchers (rv already bumped by the caller).
     fn remove(&mut self, key: &Key, mut last: Value) {
         self.objects.remove(key);
-        last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         if key.0.is_empty()
             && key.1 == "services"
             && let Some(ip) = last["spec"]["clusterIP"].as_str()
@@ -973,9 +972,24 @@ impl State {
             && let Ok(types) = registry::from_crd(&last)
         {
             let (g, p) = (types[0].group.clone(), types[0].plural.clone());
-            self.objects.retain(|k, _| !(k.0 == g && k.1 == p));
+            // the custom resources go with their definition; watchers see them deleted
+            let gone: Vec<Key> = self
+                .objects
+                .keys()
+                .filter(|k| k.0 == g && k.1 == p)
+                .cloned()
+                .collect();
+            for k in gone {
+                if let Some(mut o) = self.objects.remove(&k) {
+                    self.rv += 1;
+                    o["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                    self.emit("DELETED", &k.0, &k.1, &k.2, o);
+                }
+            }
             self.registry.remove_group_resource(&g, &p);
+            self.rv += 1;
         }
+        last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.emit(
             "DELETED",
             &key.0.clone(),
