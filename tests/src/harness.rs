@@ -161,12 +161,12 @@ impl OperatorProcess {
     /// ClusterIP, JSON logs into `<dir>/operator.log`, short drain polls and a short statistics
     /// interval. `extra` flags are appended.
     pub fn spawn(
+        bin: &Path,
         kubeconfig: &Path,
         dir: &Path,
         metrics_addr: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let bin = operator_binary()?;
         if !bin.exists() {
             bail!(
                 "operator binary {} is missing; run `cargo build -p tiermq-operator`",
@@ -176,7 +176,7 @@ impl OperatorProcess {
         let log = dir.join("operator.log");
         let file = std::fs::File::create(&log)
             .with_context(|| format!("create operator log {}", log.display()))?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.args([
             "run",
             "--leader-election",
@@ -351,10 +351,18 @@ impl World {
         })
     }
 
-    /// Starts the operator binary (metrics on the cluster's own loopback slot).
+    /// Starts the operator binary found by [`operator_binary`] (metrics on the cluster's own
+    /// loopback slot).
     pub fn start_operator(&mut self, extra: &[&str]) -> anyhow::Result<()> {
+        let bin = operator_binary()?;
+        self.start_operator_bin(&bin, extra)
+    }
+
+    /// Starts a given operator binary.
+    pub fn start_operator_bin(&mut self, bin: &Path, extra: &[&str]) -> anyhow::Result<()> {
         let metrics = format!("127.19.{}.2:8080", self.cluster.slot());
         self.operator = Some(OperatorProcess::spawn(
+            bin,
             self.cluster.kubeconfig_path(),
             &self.dir,
             &metrics,

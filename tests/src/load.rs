@@ -150,6 +150,9 @@ pub struct LoadConfig {
     pub backoff_max: Duration,
     /// Payload size in bytes (the id is carried in `message-id`).
     pub payload_bytes: usize,
+    /// Time a consumer spends on each message before acknowledging it (a slow application;
+    /// builds a backlog when publishers are faster).
+    pub consumer_delay: Duration,
 }
 
 impl LoadConfig {
@@ -169,6 +172,7 @@ impl LoadConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             payload_bytes: 64,
+            consumer_delay: Duration::ZERO,
         }
     }
 }
@@ -210,6 +214,8 @@ pub struct LoadStats {
     pub reconnects: u64,
     /// Publishes the broker refused or did not confirm (re-sent later).
     pub refused: u64,
+    /// Longest time without any publisher confirm since the first one (publishers stalled).
+    pub max_confirm_gap: Duration,
 }
 
 /// The final account of a load run.
@@ -269,6 +275,9 @@ struct Counters {
     refused: AtomicU64,
     publisher_connections: AtomicU64,
     consumer_connections: AtomicU64,
+    /// Milliseconds since start of the last confirm (0: none yet) and the longest gap.
+    last_confirm_ms: AtomicU64,
+    max_confirm_gap_ms: AtomicU64,
 }
 
 struct Shared {
@@ -323,6 +332,17 @@ impl Shared {
             unconsumed,
             reconnects: c.reconnects.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
+            max_confirm_gap: Duration::from_millis(c.max_confirm_gap_ms.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn confirmed_now(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let c = &self.counters;
+        let last = c.last_confirm_ms.swap(now.max(1), Ordering::Relaxed);
+        if last > 0 {
+            c.max_confirm_gap_ms
+                .fetch_max(now.saturating_sub(last), Ordering::Relaxed);
         }
     }
 }
@@ -662,6 +682,7 @@ async fn publisher(shared: Arc<Shared>, index: u32) {
                     let id = format!("p{index}-{seq}");
                     if shared.confirmed.lock().unwrap().insert(id) {
                         shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);
+                        shared.confirmed_now();
                         confirmed_count += 1;
                     }
                 }
@@ -785,6 +806,9 @@ async fn consume_on(shared: &Shared, conn: &Connection, client: &str) -> Option<
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_else(|| "<no message-id>".into());
+        if !cfg.consumer_delay.is_zero() {
+            tokio::time::sleep(cfg.consumer_delay).await;
+        }
         // Count only after the broker accepted the ack: an unacked message comes back, and
         // that redelivery is the one that counts.
         if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
