@@ -12,7 +12,8 @@
 //! A slot is free when its API server address and the first pod IP's AMQP port can be bound; the
 //! API server's own listener then holds the slot, so parallel test processes never share one.
 //!
-//! State lives under `ClusterConfig::dir`: `kubeconfig`, `pods/<ns>/<pod>-<uid>/` (materialised
+//! State lives under `ClusterConfig::dir` (its `pods/` and `pvc/` folders are emptied at start: the
+//! API server keeps objects in memory only, so nothing outlives a cluster): `kubeconfig`, `pods/<ns>/<pod>-<uid>/` (materialised
 //! volumes; broker data and logs for pods without a PVC) and `pvc/<ns>/<claim>/` (PVC data, kept
 //! across pod restarts).
 //!
@@ -83,6 +84,14 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&cfg.dir, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod kubesim dir {}", cfg.dir.display()))?;
+    }
+    // The API server keeps its objects in memory, so pod and PVC folders of an earlier run
+    // belong to objects that no longer exist.
+    for stale in ["pods", "pvc"] {
+        let p = cfg.dir.join(stale);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("remove stale {}", p.display()))?;
+        }
     }
     // Spread parallel processes over the slots so they rarely race for the same one.
     let first = (std::process::id() % 250) as u8;

@@ -782,7 +782,7 @@ impl Kubelet {
                     continue;
                 }
             };
-            let fresh = !rabbit::has_data(&cfg.base_dir);
+            let fresh = !rabbit::has_data(&cfg.base_dir, &cfg.full_node_name());
             let peer = match rabbit::statefulset_peer(&pod) {
                 Some((peer_pod, ord)) if ord > 0 && fresh => {
                     let peer_key = format!("{}/{peer_pod}", pod.namespace().unwrap_or_default());

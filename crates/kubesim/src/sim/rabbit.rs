@@ -327,11 +327,10 @@ pub fn data_dir(pod: &Pod, container: &Container, vols: &VolumePaths, fallback: 
         .unwrap_or_else(|| fallback.to_path_buf())
 }
 
-/// Did a node already live in this base dir (then it rejoins its cluster by itself)?
-pub fn has_data(base_dir: &Path) -> bool {
-    std::fs::read_dir(base_dir.join("mnesia"))
-        .map(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
-        .unwrap_or(false)
+/// Did this node (by its full name) already live in this base dir? Then it rejoins its cluster
+/// by itself; otherwise it is fresh and must join.
+pub fn has_data(base_dir: &Path, full_node_name: &str) -> bool {
+    base_dir.join("mnesia").join(full_node_name).is_dir()
 }
 
 /// `(<sts>-0 pod name, this pod's ordinal)` when the pod belongs to a StatefulSet.
