@@ -58,7 +58,10 @@ pub async fn reconcile(obj: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<
         }
         Err(e) if e.is_permanent() => {
             ctx.metrics.reconcile_failed(CONTROLLER, e.category());
-            tracing::warn!(error = %e, "permanent error; reported on the object, retrying slowly");
+            tracing::warn!(
+                instance = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+                error = %e, "permanent error; reported on the object, retrying slowly"
+            );
             report_permanent(&ctx, &obj, &e).await?;
             Ok(Action::requeue(e.retry_after()))
         }
@@ -208,8 +211,7 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         name: String::new(),
         namespace: ctx.config.shared_namespace().to_string(),
     });
-    let now = Utc::now();
-    let observed = observe::observe(ctx, i, &shared, now).await?;
+    let observed = observe::observe(ctx, i, &shared).await?;
     if !deleting
         && i.status.as_ref().and_then(|s| s.serving.as_ref()).is_none()
         && let Some((reason, message)) =

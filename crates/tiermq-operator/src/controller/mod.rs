@@ -21,36 +21,6 @@ pub mod plan;
 pub mod shared_cluster;
 pub mod status;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn inst(generation: i64, status: serde_json::Value) -> RabbitMQInstance {
-        serde_json::from_value(json!({
-            "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
-            "metadata": {"name": "a", "namespace": "n", "generation": generation},
-            "spec": {"series": "Subscription", "tier": "Shared"},
-            "status": status
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn own_status_writes_do_not_trigger_but_spec_finalizers_and_deletion_do() {
-        let base = spec_or_lifecycle(&inst(1, json!({})));
-        assert_eq!(base, spec_or_lifecycle(&inst(1, json!({"tier": "Shared"}))));
-        assert_ne!(base, spec_or_lifecycle(&inst(2, json!({}))));
-        let mut fin = inst(1, json!({}));
-        fin.metadata.finalizers = Some(vec!["tiermq.io/cleanup".into()]);
-        assert_ne!(base, spec_or_lifecycle(&fin));
-        let mut del = fin.clone();
-        del.metadata.deletion_timestamp =
-            Some(crate::controller::plan::to_time(chrono::Utc::now()));
-        assert_ne!(spec_or_lifecycle(&fin), spec_or_lifecycle(&del));
-    }
-}
-
 use std::future::Future;
 use std::sync::Arc;
 
@@ -224,4 +194,34 @@ pub async fn run_controllers(
     tracing::info!("controllers started");
     futures::join!(instances, shared);
     tracing::info!("controllers stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inst(generation: i64, status: serde_json::Value) -> RabbitMQInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+            "metadata": {"name": "a", "namespace": "n", "generation": generation},
+            "spec": {"series": "Subscription", "tier": "Shared"},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn own_status_writes_do_not_trigger_but_spec_finalizers_and_deletion_do() {
+        let base = spec_or_lifecycle(&inst(1, json!({})));
+        assert_eq!(base, spec_or_lifecycle(&inst(1, json!({"tier": "Shared"}))));
+        assert_ne!(base, spec_or_lifecycle(&inst(2, json!({}))));
+        let mut fin = inst(1, json!({}));
+        fin.metadata.finalizers = Some(vec!["tiermq.io/cleanup".into()]);
+        assert_ne!(base, spec_or_lifecycle(&fin));
+        let mut del = fin.clone();
+        del.metadata.deletion_timestamp =
+            Some(crate::controller::plan::to_time(chrono::Utc::now()));
+        assert_ne!(spec_or_lifecycle(&fin), spec_or_lifecycle(&del));
+    }
 }

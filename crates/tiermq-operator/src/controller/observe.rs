@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -323,13 +322,7 @@ pub async fn observe_cluster(
 }
 
 /// Everything the planner needs about instance `i`.
-pub async fn observe(
-    ctx: &Context,
-    i: &RabbitMQInstance,
-    shared: &ClusterRef,
-    now: DateTime<Utc>,
-) -> Result<Observed> {
-    let _ = now;
+pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -> Result<Observed> {
     let tenant = build::tenant_name(&i.namespace().unwrap_or_default(), &i.name_any());
     let dedicated = dedicated_ref(i);
     let sc = if shared.name.is_empty() {
@@ -371,6 +364,7 @@ pub async fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
     use serde_json::json;
     use tiermq_broker::steps::QueueBacklog as BrokerQueue;
 
