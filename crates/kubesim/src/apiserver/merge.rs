@@ -9,7 +9,9 @@
 //!
 //! Server-side apply: ownership is tracked per leaf field in the real `FieldsV1` format
 //! (`f:<field>`, `k:<merge key json>` for keyed list items, `v:<json>` for set items, `.` for the
-//! item itself). Limits: lists without a merge key are atomic (owned as a whole); a conflict is a
+//! item itself). List semantics: built-in kinds use the merge keys above; custom resources use
+//! their schema's `x-kubernetes-list-type` (`map` with `x-kubernetes-list-map-keys`, `set`) and
+//! are atomic otherwise, as on the real server. Limits: a conflict is a
 //! leaf field (or a field under an atomic leaf) owned by another manager whose current value
 //! differs from the applied one; fields a manager stops applying are removed only if no other
 //! manager owns them; `Update` operations take ownership of the leaves they change.
@@ -154,15 +156,88 @@ fn merge_list(cur: &mut Value, items: &[Value], field: &str) {
 /// One segment of a field path in FieldsV1 notation.
 pub type Path = Vec<String>;
 
-fn key_segment(item: &Value, key: &str) -> String {
+/// How a list is merged and owned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListSem {
+    /// Replaced and owned as a whole.
+    Atomic,
+    /// A set of scalars, owned per member (`v:`).
+    Set,
+    /// Items identified by these key fields, owned per item (`k:`).
+    Map(Vec<String>),
+}
+
+/// Where list semantics come from: built-in kinds use merge keys by field name (see
+/// [`merge_key`]); custom resources use their schema's `x-kubernetes-list-type` and
+/// `x-kubernetes-list-map-keys`, atomic when absent, as on the real server.
+#[derive(Debug, Clone, Copy)]
+pub enum Lists<'a> {
+    ByName,
+    Schema(Option<&'a Value>),
+}
+
+impl<'a> Lists<'a> {
+    /// The context of the object property `field`.
+    pub fn child(self, field: &str) -> Lists<'a> {
+        match self {
+            Lists::ByName => Lists::ByName,
+            Lists::Schema(s) => Lists::Schema(s.and_then(|s| {
+                s["properties"]
+                    .get(field)
+                    .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+            })),
+        }
+    }
+
+    /// The context of a list's items.
+    pub fn items(self) -> Lists<'a> {
+        match self {
+            Lists::ByName => Lists::ByName,
+            Lists::Schema(s) => Lists::Schema(s.and_then(|s| s.get("items"))),
+        }
+    }
+
+    /// Semantics of the list in field `field` (this context is the field's own).
+    pub fn semantics(self, field: &str, sample: Option<&Value>) -> ListSem {
+        match self {
+            Lists::ByName if is_set_field(field) => ListSem::Set,
+            Lists::ByName => match merge_key(field, sample) {
+                Some(k) => ListSem::Map(vec![k.to_string()]),
+                None => ListSem::Atomic,
+            },
+            Lists::Schema(s) => match s.and_then(|s| s["x-kubernetes-list-type"].as_str()) {
+                Some("set") => ListSem::Set,
+                Some("map") => ListSem::Map(
+                    s.and_then(|s| s["x-kubernetes-list-map-keys"].as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|k| k.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+                _ => ListSem::Atomic,
+            },
+        }
+    }
+}
+
+fn key_segment(item: &Value, keys: &[String]) -> String {
     let mut m = Map::new();
-    m.insert(key.to_string(), item[key].clone());
+    for k in keys {
+        m.insert(k.clone(), item[k].clone());
+    }
     format!("k:{}", Value::Object(m))
 }
 
-/// The FieldsV1 tree of the fields set in `v`. `top` restricts metadata to the fields apply
-/// manages (labels, annotations, finalizers, ownerReferences).
+/// The FieldsV1 tree of the fields set in `v`, with built-in list semantics. `top` restricts
+/// metadata to the fields apply manages (labels, annotations, finalizers, ownerReferences).
 pub fn fields_of(v: &Value, top: bool) -> Value {
+    fields_with(v, top, Lists::ByName)
+}
+
+/// [`fields_of`] with the list semantics of `lists` (the context of `v` itself).
+pub fn fields_with(v: &Value, top: bool, lists: Lists<'_>) -> Value {
     let Some(m) = v.as_object() else {
         return json!({});
     };
@@ -175,7 +250,7 @@ pub fn fields_of(v: &Value, top: bool) -> Value {
             let mut meta = Map::new();
             for f in ["labels", "annotations", "finalizers", "ownerReferences"] {
                 if let Some(c) = child.get(f) {
-                    meta.insert(format!("f:{f}"), child_fields(f, c));
+                    meta.insert(format!("f:{f}"), child_fields(f, c, Lists::ByName));
                 }
             }
             if !meta.is_empty() {
@@ -183,26 +258,29 @@ pub fn fields_of(v: &Value, top: bool) -> Value {
             }
             continue;
         }
-        out.insert(format!("f:{k}"), child_fields(k, child));
+        out.insert(format!("f:{k}"), child_fields(k, child, lists.child(k)));
     }
     Value::Object(out)
 }
 
-fn child_fields(field: &str, child: &Value) -> Value {
+fn child_fields(field: &str, child: &Value, lists: Lists<'_>) -> Value {
     match child {
-        Value::Object(o) if !o.is_empty() => fields_of(child, false),
-        Value::Array(a) if is_set_field(field) => {
-            Value::Object(a.iter().map(|i| (format!("v:{i}"), json!({}))).collect())
-        }
-        Value::Array(a) if !a.is_empty() => match merge_key(field, a.first()) {
-            Some(key) if a.iter().all(|i| i.get(key).is_some()) => {
+        Value::Object(o) if !o.is_empty() => fields_with(child, false, lists),
+        Value::Array(a) if !a.is_empty() => match lists.semantics(field, a.first()) {
+            ListSem::Set => {
+                Value::Object(a.iter().map(|i| (format!("v:{i}"), json!({}))).collect())
+            }
+            ListSem::Map(keys)
+                if !keys.is_empty()
+                    && a.iter().all(|i| keys.iter().all(|k| i.get(k).is_some())) =>
+            {
                 let mut m = Map::new();
                 for i in a {
-                    let mut f = fields_of(i, false);
+                    let mut f = fields_with(i, false, lists.items());
                     f.as_object_mut()
                         .expect("object")
                         .insert(".".into(), json!({}));
-                    m.insert(key_segment(i, key), f);
+                    m.insert(key_segment(i, &keys), f);
                 }
                 Value::Object(m)
             }
@@ -318,6 +396,11 @@ pub fn remove_at(obj: &mut Value, path: &[String]) {
 /// Merges an applied configuration into the live object: maps recurse, keyed lists merge by
 /// key, set lists union, other lists and scalars are replaced.
 pub fn apply_merge(target: &mut Value, applied: &Value) {
+    apply_merge_with(target, applied, Lists::ByName)
+}
+
+/// [`apply_merge`] with the list semantics of `lists`.
+pub fn apply_merge_with(target: &mut Value, applied: &Value, lists: Lists<'_>) {
     let Some(am) = applied.as_object() else {
         *target = applied.clone();
         return;
@@ -327,24 +410,47 @@ pub fn apply_merge(target: &mut Value, applied: &Value) {
     }
     for (k, v) in am {
         let tm = target.as_object_mut().expect("object");
+        // metadata lists follow the built-in rules for every kind
+        let ctx = if k == "metadata" {
+            Lists::ByName
+        } else {
+            lists.child(k)
+        };
         match v {
-            Value::Object(_) => apply_merge(tm.entry(k.clone()).or_insert(Value::Null), v),
+            Value::Object(_) => {
+                apply_merge_with(tm.entry(k.clone()).or_insert(Value::Null), v, ctx)
+            }
             Value::Array(items) => {
-                let key = merge_key(k, items.first());
                 let cur = tm.entry(k.clone()).or_insert(Value::Null);
-                if is_set_field(k) {
-                    merge_list(cur, items, k);
-                } else if let (Some(key), Some(list)) = (key, cur.as_array_mut())
-                    && items.iter().all(|i| i.get(key).is_some())
-                {
-                    for item in items {
-                        match list.iter().position(|e| e[key] == item[key]) {
-                            Some(p) => apply_merge(&mut list[p], item),
-                            None => list.push(item.clone()),
+                match ctx.semantics(k, items.first()) {
+                    ListSem::Set => {
+                        let mut out = cur.as_array().cloned().unwrap_or_default();
+                        for i in items {
+                            if !out.contains(i) {
+                                out.push(i.clone());
+                            }
+                        }
+                        *cur = Value::Array(out);
+                    }
+                    ListSem::Map(keys)
+                        if !keys.is_empty()
+                            && cur.is_array()
+                            && items
+                                .iter()
+                                .all(|i| keys.iter().all(|kk| i.get(kk).is_some())) =>
+                    {
+                        let list = cur.as_array_mut().expect("checked above");
+                        for item in items {
+                            match list
+                                .iter()
+                                .position(|e| keys.iter().all(|kk| e[kk] == item[kk]))
+                            {
+                                Some(p) => apply_merge_with(&mut list[p], item, ctx.items()),
+                                None => list.push(item.clone()),
+                            }
                         }
                     }
-                } else {
-                    *cur = v.clone();
+                    _ => *cur = v.clone(),
                 }
             }
             _ => {
@@ -445,6 +551,7 @@ pub struct Conflict {
 }
 
 /// Outcome of a server-side apply: the new object (managedFields updated) or the conflicts.
+#[allow(clippy::too_many_arguments)]
 pub fn server_side_apply(
     live: &Value,
     applied: &Value,
@@ -453,6 +560,7 @@ pub fn server_side_apply(
     subresource: &str,
     force: bool,
     now: &str,
+    lists: Lists<'_>,
 ) -> Result<Value, Vec<Conflict>> {
     let mut applied_body = applied.clone();
     // Only the part of the object this endpoint writes is owned: status on /status, the rest
@@ -462,7 +570,7 @@ pub fn server_side_apply(
     {
         m.retain(|k, _| k == "status" || k == "apiVersion" || k == "kind" || k == "metadata");
     }
-    let mut new_fields = leaves(&fields_of(&applied_body, true));
+    let mut new_fields = leaves(&fields_with(&applied_body, true, lists));
     if subresource == "status" {
         new_fields.retain(|p| p.first().map(String::as_str) == Some("f:status"));
     }
@@ -537,7 +645,7 @@ pub fn server_side_apply(
             });
         }
     }
-    apply_merge(&mut obj, &body);
+    apply_merge_with(&mut obj, &body, lists);
     let entry = ManagedEntry {
         manager: manager.into(),
         operation: "Apply".into(),
@@ -566,6 +674,7 @@ pub fn record_update(
     api_version: &str,
     subresource: &str,
     now: &str,
+    lists: Lists<'_>,
 ) {
     // A client that rewrites managedFields (kubectl does when it moves client-side apply
     // ownership over to server-side apply) sets the starting point, as on the real server.
@@ -576,7 +685,7 @@ pub fn record_update(
     } else {
         old.map(read_managed).unwrap_or_default()
     };
-    let mut changed: BTreeSet<Path> = leaves(&fields_of(new, true))
+    let mut changed: BTreeSet<Path> = leaves(&fields_with(new, true, lists))
         .into_iter()
         .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
         .collect();
@@ -684,6 +793,7 @@ mod tests {
             "",
             false,
             now,
+            Lists::ByName,
         )
         .unwrap();
         // Same value from another manager: shared ownership, no conflict.
@@ -695,6 +805,7 @@ mod tests {
             "",
             false,
             now,
+            Lists::ByName,
         )
         .unwrap();
         assert_eq!(read_managed(&shared).len(), 2);
@@ -706,6 +817,7 @@ mod tests {
             "",
             false,
             now,
+            Lists::ByName,
         )
         .unwrap_err();
         assert_eq!(err[0].manager, "one");
@@ -718,6 +830,7 @@ mod tests {
             "",
             true,
             now,
+            Lists::ByName,
         )
         .unwrap();
         assert_eq!(forced["spec"]["replicas"], 3);
@@ -739,6 +852,7 @@ mod tests {
             "",
             false,
             now,
+            Lists::ByName,
         )
         .unwrap();
         let b = server_side_apply(
@@ -749,6 +863,7 @@ mod tests {
             "",
             false,
             now,
+            Lists::ByName,
         )
         .unwrap();
         assert_eq!(b["metadata"]["labels"], json!({"x": "1"}));
@@ -765,11 +880,12 @@ mod tests {
             "",
             false,
             now,
+            Lists::ByName,
         )
         .unwrap();
         let mut b = a.clone();
         b["spec"]["replicas"] = json!(5);
-        record_update(Some(&a), &mut b, "kubectl", "v1", "", now);
+        record_update(Some(&a), &mut b, "kubectl", "v1", "", now, Lists::ByName);
         let m = read_managed(&b);
         assert!(
             m.iter()
@@ -784,8 +900,67 @@ mod tests {
             "",
             false,
             now,
+            Lists::ByName,
         )
         .unwrap_err();
         assert_eq!(err[0].manager, "kubectl");
+    }
+}
+
+#[cfg(test)]
+mod schema_list_tests {
+    use super::*;
+
+    fn schema(list_type: Option<&str>) -> Value {
+        let mut conditions = json!({"type": "array", "items": {"type": "object", "properties": {
+            "type": {"type": "string"}, "status": {"type": "string"}}}});
+        if let Some(t) = list_type {
+            conditions["x-kubernetes-list-type"] = json!(t);
+            conditions["x-kubernetes-list-map-keys"] = json!(["type"]);
+        }
+        json!({"type": "object", "properties": {"status": {"type": "object", "properties": {"conditions": conditions}}}})
+    }
+
+    fn apply(live: &Value, cond: &str, manager: &str, s: &Value) -> Result<Value, Vec<Conflict>> {
+        server_side_apply(
+            live,
+            &json!({"status": {"conditions": [{"type": cond, "status": "True"}]}}),
+            manager,
+            "x/v1",
+            "",
+            false,
+            "t",
+            Lists::Schema(Some(s)),
+        )
+    }
+
+    #[test]
+    fn custom_resource_lists_are_atomic_unless_the_schema_says_map() {
+        let atomic = schema(None);
+        let a = apply(&json!({}), "Ready", "one", &atomic).unwrap();
+        // another manager's different list conflicts with the whole list
+        let err = apply(&a, "Synced", "two", &atomic).unwrap_err();
+        assert_eq!(err[0].field, ".status.conditions");
+
+        let keyed = schema(Some("map"));
+        let a = apply(&json!({}), "Ready", "one", &keyed).unwrap();
+        let b = apply(&a, "Synced", "two", &keyed).unwrap();
+        let types: Vec<&str> = b["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["Ready", "Synced"]);
+        let owned = read_managed(&b)
+            .into_iter()
+            .find(|e| e.manager == "two")
+            .unwrap();
+        assert!(
+            owned
+                .fields
+                .iter()
+                .any(|p| dotted(p) == ".status.conditions[type=\"Synced\"].status")
+        );
     }
 }

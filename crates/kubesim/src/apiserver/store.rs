@@ -104,6 +104,14 @@ fn spec_part(o: &Value, status_counts: bool) -> Value {
     v
 }
 
+/// List semantics for field ownership: by field name for built-ins, from the schema for CRs.
+fn lists_for(rt: &ResourceType) -> merge::Lists<'_> {
+    match &rt.crd {
+        Some(c) => merge::Lists::Schema(c.schema.as_ref()),
+        None => merge::Lists::ByName,
+    }
+}
+
 fn finalizers(o: &Value) -> Vec<String> {
     o["metadata"]["finalizers"]
         .as_array()
@@ -582,6 +590,7 @@ impl State {
             &rt.api_version(),
             "",
             &now,
+            lists_for(rt),
         );
         if opts.dry_run {
             return Ok(obj);
@@ -632,6 +641,7 @@ impl State {
             &rt.api_version(),
             opts.subresource.as_deref().unwrap_or(""),
             &now_rfc3339(),
+            lists_for(rt),
         );
         self.commit_update(rt, ns, name, old, new, opts)
     }
@@ -669,7 +679,7 @@ impl State {
                 Err(e) if e.code == 404 && sub.is_empty() => json!({}),
                 Err(e) => return Err(e.clone()),
             };
-            let merged = merge::server_side_apply(&live, &applied, &opts.field_manager, &rt.api_version(), &sub, opts.force, &now_rfc3339())
+            let merged = merge::server_side_apply(&live, &applied, &opts.field_manager, &rt.api_version(), &sub, opts.force, &now_rfc3339(), lists_for(rt))
                 .map_err(|conflicts| {
                     let n = conflicts.len();
                     let lines: Vec<String> = conflicts
@@ -791,6 +801,7 @@ impl State {
             &rt.api_version(),
             &sub,
             &now_rfc3339(),
+            lists_for(rt),
         );
         self.commit_update(rt, ns, name, old, new, opts)
     }
@@ -1346,6 +1357,7 @@ impl State {
             &rt.api_version(),
             "scale",
             &now_rfc3339(),
+            lists_for(rt),
         );
         self.commit_update(
             rt,
