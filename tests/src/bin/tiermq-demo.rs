@@ -53,6 +53,30 @@ enum Cmd {
         #[arg(long, default_value = "Consume")]
         drain: String,
     },
+    /// Only the load generator and checker, against an instance on a loopback address (e.g. a
+    /// local proxy to the instance Service in a real cluster; see scripts/kind-e2e.sh). Exits 1
+    /// when a confirmed message was never consumed.
+    Load {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 5672)]
+        port: u16,
+        #[arg(long, env = "TIERMQ_LOAD_VHOST")]
+        vhost: String,
+        #[arg(long, env = "TIERMQ_LOAD_USERNAME")]
+        username: String,
+        /// Read from the environment only, so it never shows in a process list.
+        #[arg(long = "password-env", default_value = "TIERMQ_LOAD_PASSWORD")]
+        password_env: String,
+        #[arg(long, default_value = "orders")]
+        queue: String,
+        /// Messages per second per publisher (2 publishers, 2 consumers).
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Publish for this long, then wait for the consumers.
+        #[arg(long, default_value_t = 180)]
+        seconds: u64,
+    },
     /// Consume vs Shovel and shared vs dedicated throughput, side by side; writes a report.
     Bench {
         /// Report file (Markdown).
@@ -79,6 +103,24 @@ async fn main() -> anyhow::Result<()> {
         }) {
             Cmd::Run { rate, drain } => demo(&common, rate, &drain).await,
             Cmd::Bench { out } => bench(&common, &out).await,
+            Cmd::Load {
+                host,
+                port,
+                vhost,
+                username,
+                password_env,
+                queue,
+                rate,
+                seconds,
+            } => {
+                let password = std::env::var(&password_env).with_context(|| {
+                    format!("the password is read from ${password_env}; set it")
+                })?;
+                let target = tiermq_tests::load::AmqpTarget::from_parts(
+                    &host, port, &vhost, &username, &password,
+                )?;
+                load_only(target, &queue, rate, Duration::from_secs(seconds)).await
+            }
         }
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -270,6 +312,55 @@ async fn demo(common: &Common, rate: f64, drain: &str) -> anyhow::Result<()> {
     if lost > 0 {
         bail!("{lost} confirmed messages were never consumed");
     }
+    Ok(())
+}
+
+async fn load_only(
+    target: tiermq_tests::load::AmqpTarget,
+    queue: &str,
+    rate: f64,
+    publish_for: Duration,
+) -> anyhow::Result<()> {
+    let mut cfg = LoadConfig::steady(
+        target.clone(),
+        queue,
+        (rate * publish_for.as_secs_f64()).ceil() as u64 + 1,
+        rate,
+    );
+    cfg.max_duration = publish_for + Duration::from_secs(120);
+    cfg.backoff_max = Duration::from_secs(2);
+    let load = Load::start(cfg).await?;
+    println!(
+        "load: 2 publishers x {rate} msg/s, 2 consumers, through {target} for {}s",
+        publish_for.as_secs()
+    );
+    let until = Instant::now() + publish_for;
+    while Instant::now() < until && !load.publishing_done() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let s = load.stats();
+        println!(
+            "{:>6.0}s sent {} confirmed {} received {} in-flight {} duplicates {} reconnects {}",
+            load.elapsed().as_secs_f64(),
+            s.sent,
+            s.confirmed,
+            s.received,
+            s.unconsumed,
+            s.duplicates,
+            s.reconnects
+        );
+    }
+    load.stop_publishing();
+    let report = load.finish(Duration::from_secs(120)).await;
+    println!("result: {report}");
+    println!("close reasons: {:?}", report.reasons());
+    if report.lost > 0 {
+        bail!(
+            "LOST {} confirmed messages, e.g. {:?}",
+            report.lost,
+            report.lost_sample
+        );
+    }
+    println!("OK: lost 0");
     Ok(())
 }
 
