@@ -878,3 +878,35 @@ async fn built_in_validation_catches_what_a_real_server_refuses() {
     assert!(stored.string_data.is_none());
     assert_eq!(stored.data.unwrap()["password"].0, b"s3cret");
 }
+
+#[tokio::test]
+async fn bookmarks_when_asked_and_generated_names() {
+    use kube::api::WatchEvent;
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    let mut o = cm("", json!({}));
+    o.metadata.name = None;
+    o.metadata.generate_name = Some("gen-".into());
+    let a = api.create(&PostParams::default(), &o).await.unwrap();
+    let b = api.create(&PostParams::default(), &o).await.unwrap();
+    assert!(
+        a.name_any().starts_with("gen-") && a.name_any().len() == 9,
+        "{}",
+        a.name_any()
+    );
+    assert_ne!(a.name_any(), b.name_any());
+
+    let rv = b.resource_version().unwrap();
+    let wp = kube::api::WatchParams::default();
+    assert!(wp.bookmarks, "kube asks for bookmarks by default");
+    let mut stream = api.watch(&wp, &rv).await.unwrap().boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match ev {
+        WatchEvent::Bookmark(bm) => assert_eq!(bm.metadata.resource_version, rv),
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+}

@@ -813,7 +813,7 @@ fn watch_stream(
         }
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));
         tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.tick().await;
         loop {
             tokio::select! {
