@@ -135,11 +135,15 @@ async fn create_instance(c: &kube::Client, name: &str, shared: &str) {
 }
 
 async fn create_instance_draining_by(c: &kube::Client, name: &str, shared: &str, drain: &str) {
+    create_instance_on(c, name, "Shared", shared, drain).await
+}
+
+async fn create_instance_on(c: &kube::Client, name: &str, tier: &str, shared: &str, drain: &str) {
     let i: RabbitMQInstance = serde_json::from_value(json!({
         "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
         "metadata": {"name": name, "namespace": NS},
         "spec": {
-            "series": "Subscription", "tier": "Shared",
+            "series": "Subscription", "tier": tier,
             "shared": {"clusterRef": {"name": shared}},
             "dedicated": {"replicas": 1},
             "migration": {"drainStrategy": drain, "gracePeriodSeconds": 2}
@@ -574,5 +578,81 @@ async fn deleting_an_instance_mid_conversion_removes_its_state_on_both_clusters(
             .unwrap()
             .is_none()
     );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn downgrade_dedicated_to_shared_closes_source_connections_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance_on(&c, "orders", "Dedicated", "main", "Shovel").await;
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    eventually("instance Ready on its dedicated cluster", BOOT, || async {
+        let st = api.get("orders").await.ok()?.status?;
+        (st.tier == Some(Tier::Dedicated) && st.phase == Some(tiermq_crd::InstancePhase::Ready))
+            .then_some(())
+    })
+    .await;
+    let (uri, secret_before) = instance_uri(&c, "orders").await;
+    const N: u64 = 150;
+    let conn = connect(&uri).await;
+    publish(&conn, "work", 0..N).await;
+    // An idle client stays connected to the dedicated broker through the flip.
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut events = conn.events_listener();
+    let sink = errors.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            sink.lock().unwrap().push(format!("{e:?}"));
+        }
+    });
+
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tier": "Shared"}})),
+    )
+    .await
+    .unwrap();
+    let done = eventually("the downgrade completes", BOOT, || async {
+        let st = api.get("orders").await.ok()?.status?;
+        (st.tier == Some(Tier::Shared)
+            && st.migration_phase == Some(MigrationPhase::Stable)
+            && !st.history.is_empty())
+        .then_some(st)
+    })
+    .await;
+    let record = done.history.last().unwrap();
+    assert_eq!((record.from, record.to), (Tier::Dedicated, Tier::Shared));
+    assert_eq!(done.serving.as_ref().unwrap().name, "main");
+
+    // Downgrades close source connections (default policy), with a reason clients can read.
+    eventually(
+        "the source connection is closed by the broker",
+        Duration::from_secs(30),
+        || async { (!conn.status().connected()).then_some(()) },
+    )
+    .await;
+    let seen = errors.lock().unwrap().clone();
+    eprintln!("client saw: {seen:?}");
+    assert!(
+        seen.iter().any(|e| e.contains("moved to the Shared tier")),
+        "the close reason reaches the client: {seen:?}"
+    );
+
+    // Zero loss through the same Service and credentials, now on the shared broker.
+    let (uri_after, secret_after) = instance_uri(&c, "orders").await;
+    assert_eq!(secret_before, secret_after, "credentials Secret unchanged");
+    let conn = connect(&uri_after).await;
+    let got = consume(&conn, "work", N as usize, Duration::from_secs(15)).await;
+    let lost: Vec<u64> = (0..N).filter(|id| !got.contains_key(id)).collect();
+    assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
+    let _ = conn.close(200, "done".into()).await;
+
+    // The dedicated cluster is gone.
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.clone(), NS);
+    assert!(sts.get_opt("orders-dedicated").await.unwrap().is_none());
     env.shutdown().await;
 }
