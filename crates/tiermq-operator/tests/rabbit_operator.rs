@@ -38,6 +38,8 @@ const BOOT: Duration = Duration::from_secs(180);
 struct Env {
     cluster: Option<kubesim::cluster::Cluster>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Where the operator serves /metrics, /healthz, /readyz.
+    metrics_addr: std::net::SocketAddr,
     operator: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
@@ -61,6 +63,11 @@ impl Env {
             crds.create(&PostParams::default(), &crd).await.unwrap();
         }
         let mut args = RunArgs::local(NS);
+        args.metrics_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let metrics_addr = args.metrics_addr;
         args.broker_stats_interval_ms = 500;
         args.drain_poll_seconds = 1;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -74,6 +81,7 @@ impl Env {
         Env {
             cluster: Some(cluster),
             stop: Some(tx),
+            metrics_addr,
             operator: Some(op),
             _dir: dir,
         }
@@ -349,6 +357,27 @@ async fn a_shared_instance_gets_a_tenant_and_working_credentials_through_its_ser
     let seen = consume(&conn, "hello", 5, Duration::from_secs(10)).await;
     assert_eq!(seen.len(), 5, "every published message consumed: {seen:?}");
     let _ = conn.close(200, "done".into()).await;
+
+    // The process serves health, readiness and metrics that reflect the reconciles.
+    let http = |path: &'static str| {
+        let url = format!("http://{}{path}", env.metrics_addr);
+        async move {
+            let r = reqwest::get(&url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(http("/healthz").await.0, 200);
+    assert_eq!(http("/readyz").await.0, 200);
+    let (code, text) = http("/metrics").await;
+    assert_eq!(code, 200);
+    for want in [
+        "tiermq_reconciles_total{controller=\"instance\"}",
+        "tiermq_reconciles_total{controller=\"sharedcluster\"}",
+        "tiermq_instances{tier=\"Shared\",phase=\"Stable\"} 1",
+        "tiermq_reconcile_duration_seconds_count{controller=\"instance\"}",
+    ] {
+        assert!(text.contains(want), "{want} in /metrics:\n{text}");
+    }
 
     // The SharedCluster counts the instance and is ready.
     let sc = eventually(
