@@ -307,6 +307,9 @@ async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_cr
         )
         .await
         .unwrap();
+        let old_pod_dir = dir
+            .path()
+            .join(format!("pods/default/solo-0-{}", pod.uid().unwrap()));
         let new_pod = wait_for("solo-0 re-created and Ready", BOOT, || async {
             pods.get_opt("solo-0").await.ok().flatten().filter(|p| {
                 p.uid() != pod.uid()
@@ -331,6 +334,10 @@ async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_cr
         let vhost = mgmt_get(&b, vip, "/api/vhosts/keep-me").await;
         assert_eq!(vhost["name"], "keep-me", "data survived the pod's deletion");
         assert!(dir.path().join("pvc/default/data-solo-0/mnesia").is_dir());
+        assert!(
+            !old_pod_dir.exists(),
+            "the deleted pod's folder (with its Secrets) is gone"
+        );
         {
             use lapin::options::BasicGetOptions;
             let conn = amqp_connect(&b, (vip, 5672).into()).await;

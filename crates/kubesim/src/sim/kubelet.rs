@@ -634,7 +634,15 @@ impl Kubelet {
         super::emit(&self.events, &pod, warning, reason, reason, note).await;
     }
 
+    /// The pod's containers have stopped: its folder (materialised Secrets, emptyDir data) goes
+    /// too; PVC folders stay.
     async fn finish(&self, pod: &Pod, end: Ctl) {
+        let dir = self.pod_dir(pod);
+        if dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::warn!(pod = %key_of(pod), error = %e, "could not remove the pod's folder");
+        }
         if end == Ctl::StopAndDelete {
             self.confirm_delete(pod).await;
         }
