@@ -685,3 +685,74 @@ async fn downgrade_dedicated_to_shared_closes_source_connections_and_loses_nothi
     assert!(sts.get_opt("orders-dedicated").await.unwrap().is_none());
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    wait_ready_shared(&c, "orders").await;
+    let (uri, _) = instance_uri(&c, "orders").await;
+    const N: u64 = 50;
+    let conn = connect(&uri).await;
+    publish(&conn, "work", 0..N).await;
+    let _ = conn.close(200, "done".into()).await;
+
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    let flip = |tier: &'static str| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"tier": tier}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    flip("Dedicated").await;
+    // The dedicated cluster takes a while to boot: flip back while it is being prepared.
+    eventually(
+        "the conversion prepares the destination",
+        Duration::from_secs(60),
+        || async {
+            let st = api.get("orders").await.ok()?.status?;
+            (st.migration_phase == Some(MigrationPhase::PreparingDestination)).then_some(())
+        },
+    )
+    .await;
+    flip("Shared").await;
+    let done = eventually("the abort completes", BOOT, || async {
+        let st = api.get("orders").await.ok()?.status?;
+        (st.migration_phase == Some(MigrationPhase::Stable) && !st.history.is_empty()).then_some(st)
+    })
+    .await;
+    let record = done.history.last().unwrap();
+    assert_eq!(format!("{:?}", record.outcome), "Aborted");
+    assert_eq!(done.tier, Some(Tier::Shared));
+    assert_eq!(done.serving.as_ref().unwrap().name, "main");
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.clone(), NS);
+    eventually(
+        "the dedicated cluster is removed",
+        Duration::from_secs(30),
+        || async {
+            sts.get_opt("orders-dedicated")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Still served by the shared broker with every message, writes allowed.
+    let conn = connect(&uri).await;
+    let got = consume(&conn, "work", N as usize, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), N as usize, "every message kept: {got:?}");
+    publish(&conn, "work", N..N + 1).await;
+    let _ = conn.close(200, "done".into()).await;
+    env.shutdown().await;
+}
