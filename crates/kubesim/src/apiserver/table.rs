@@ -327,6 +327,19 @@ pub fn builtin_columns(group: &str, plural: &str) -> Vec<Column> {
             }));
         }
         ("", "events") | ("events.k8s.io", "events") => {
+            // like the real server: LAST SEEN first, the name only in -o wide
+            c[0].priority = 1;
+            c.insert(
+                0,
+                Column::builtin("Last Seen", 0, |o| {
+                    let ts = o["lastTimestamp"]
+                        .as_str()
+                        .or_else(|| o["deprecatedLastTimestamp"].as_str())
+                        .or_else(|| o["series"]["lastObservedTime"].as_str())
+                        .or_else(|| o["eventTime"].as_str());
+                    age(ts, chrono::Utc::now())
+                }),
+            );
             c.push(Column::builtin("Type", 0, |o| str_or(&o["type"], "")));
             c.push(Column::builtin("Reason", 0, |o| str_or(&o["reason"], "")));
             c.push(Column::builtin("Object", 0, |o| {
@@ -351,6 +364,9 @@ pub fn builtin_columns(group: &str, plural: &str) -> Vec<Column> {
                     "",
                 )
             }));
+            let name = c.remove(1);
+            c.push(name);
+            return c;
         }
         ("policy", "poddisruptionbudgets") => {
             c.push(Column::builtin("Min Available", 0, |o| {
