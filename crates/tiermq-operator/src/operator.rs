@@ -5,6 +5,25 @@
 //!   `--lease-name` in `--namespace` and runs the controllers only while it leads (losing the
 //!   lease stops them; they start again when it is won back); without it, runs them at once;
 //! - stops gracefully on SIGTERM or Ctrl-C: in-flight reconciles finish, then the process exits.
+//!
+//! # Running it against the test cluster (kubesim)
+//!
+//! The operator runs as a host process; brokers are reached by their Services' ClusterIPs, which
+//! kubesim's kube-proxy forwards (`--broker-addressing cluster-ip`):
+//!
+//! ```text
+//! cargo build -p kubesim -p tiermq-operator --bins
+//! ./target/debug/kubesim up --dir /tmp/ksim &            # writes /tmp/ksim/kubeconfig
+//! export KUBECONFIG=/tmp/ksim/kubeconfig
+//! ./target/debug/tiermq-operator crd | kubectl apply -f -
+//! kubectl create namespace tiermq-system                 # the leader-election Lease lives here
+//! ./target/debug/tiermq-operator run --broker-addressing cluster-ip --log-format pretty \
+//!     --metrics-addr 127.0.0.1:18080 --broker-stats-interval-ms 1000
+//! ```
+//!
+//! (`--leader-election false` skips the Lease.) Then apply a SharedCluster with `replicas: 1`
+//! (kubesim runs at most 3 brokers) and an instance referring to it, and flip `spec.tier`;
+//! `kubectl get rmqi -w` shows the phases, `kubectl describe rmqi <name>` the Events.
 
 use std::future::Future;
 use std::sync::Arc;
