@@ -237,6 +237,32 @@ async fn apply_client_side_and_server_side_with_conflicts() {
         ])
         .await;
     assert!(managers.contains("kubectl"), "{managers}");
+
+    // kubectl diff previews through a server-side dry run and changes nothing
+    let preview = STS.replace("replicas: 2", "replicas: 7");
+    let out = k.run(&["diff", "-f", "-"], Some(&preview)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "diff exits 1 on differences: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("+  replicas: 7") && stdout.contains("-  replicas: 4"),
+        "{stdout}"
+    );
+    assert_eq!(
+        k.ok(&["get", "sts", "web", "-o", "jsonpath={.spec.replicas}"])
+            .await,
+        "4"
+    );
+    // `all` covers the workload kinds
+    let all = k.ok(&["get", "all"]).await;
+    assert!(
+        all.contains("statefulset.apps/web") && all.contains("service/web"),
+        "{all}"
+    );
 }
 
 #[tokio::test]
