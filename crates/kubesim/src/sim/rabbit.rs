@@ -74,11 +74,13 @@ pub fn node_short_name(ip: Ipv4Addr) -> String {
 ///
 /// Every node on one machine needs its own distribution port, even on distinct IPs: RabbitMQ's
 /// start-up check binds the port on all interfaces and refuses to start when that fails. The search
-/// starts at a spot derived from the IP (so parallel clusters rarely meet) in 20000..32000, below
-/// Linux's ephemeral range. Peers and `rabbitmqctl` find the port through epmd.
+/// starts at a spot derived from the IP (so parallel clusters rarely meet) in 25100..32000: below
+/// Linux's ephemeral range, above the ports tiermq-testkit gives its own test nodes
+/// (20000..25080), and low enough that the CLI tools' ports (distribution port + 10000) stay
+/// valid. Peers and `rabbitmqctl` find the port through epmd.
 pub fn pick_dist_port(ip: Ipv4Addr) -> u16 {
-    const BASE: u32 = 20000;
-    const SPAN: u32 = 12000;
+    const BASE: u32 = 25100;
+    const SPAN: u32 = 6900;
     let o = ip.octets();
     let start = (u32::from(o[2]) * 254 + u32::from(o[3])) % SPAN;
     (0..SPAN)
