@@ -910,3 +910,62 @@ async fn bookmarks_when_asked_and_generated_names() {
         other => panic!("expected a bookmark, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn scheduled_pods_terminate_gracefully_until_confirmed() {
+    use k8s_openapi::api::core::v1::Pod;
+    let s = server().await;
+    let pods: Api<Pod> = Api::namespaced(client(&s), "default");
+    let pod = |name: &str, node: Option<&str>| -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "rabbitmq:3.10"}], "terminationGracePeriodSeconds": 20});
+        if let Some(n) = node {
+            spec["nodeName"] = json!(n);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    // not scheduled: gone at once
+    pods.create(&PostParams::default(), &pod("unscheduled", None))
+        .await
+        .unwrap();
+    assert!(
+        pods.delete("unscheduled", &DeleteParams::default())
+            .await
+            .unwrap()
+            .is_right()
+    );
+    assert!(pods.get_opt("unscheduled").await.unwrap().is_none());
+
+    // scheduled: marked with its grace period and kept, also across status updates
+    pods.create(&PostParams::default(), &pod("web-0", Some("kubesim")))
+        .await
+        .unwrap();
+    let marked = pods
+        .delete("web-0", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("still there");
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(20));
+    pods.patch_status(
+        "web-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    assert!(
+        pods.get("web-0")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    // the kubelet confirms with grace period 0
+    let confirm = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    assert!(pods.delete("web-0", &confirm).await.unwrap().is_right());
+    assert!(pods.get_opt("web-0").await.unwrap().is_none());
+}

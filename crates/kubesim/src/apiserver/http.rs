@@ -508,6 +508,10 @@ fn dispatch(
                 policy,
                 opts["preconditions"]["uid"].as_str(),
                 dry,
+                params
+                    .get("gracePeriodSeconds")
+                    .and_then(|g| g.parse().ok())
+                    .or(opts["gracePeriodSeconds"].as_i64()),
             )?;
             if gone {
                 Ok(ok(
@@ -537,7 +541,15 @@ fn dispatch(
             let items = st.list(&rt, ns, &labels, &fields);
             for o in &items {
                 let n = o["metadata"]["name"].as_str().unwrap_or_default();
-                let _ = st.delete(&rt, ns_for_write, n, Propagation::Background, None, dry_run)?;
+                let _ = st.delete(
+                    &rt,
+                    ns_for_write,
+                    n,
+                    Propagation::Background,
+                    None,
+                    dry_run,
+                    None,
+                )?;
             }
             Ok(ok(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),

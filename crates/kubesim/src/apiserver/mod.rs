@@ -41,6 +41,10 @@
 //!   strategic merge and server-side apply — see [`merge`]), delete (Background, Foreground,
 //!   Orphan; finalizers and deletionTimestamp; owner-reference garbage collection, cascading;
 //!   namespace deletion empties the namespace), deletecollection, `dryRun=All`.
+//! - Pods with `spec.nodeName` terminate gracefully: DELETE marks them (deletionTimestamp,
+//!   deletionGracePeriodSeconds from the request, `terminationGracePeriodSeconds` or 30) and
+//!   they stay until a delete with grace period 0 (the kubelet's confirmation); unscheduled
+//!   pods go at once.
 //! - `metadata.generation` moves on changes outside metadata and status only; the main resource
 //!   ignores status when a status subresource exists, `/status` ignores everything but status.
 //! - Services get a ClusterIP from `service_ip_prefix` (`clusterIP: None` stays headless; a
@@ -63,8 +67,7 @@
 //! No authentication or authorization (every request is allowed; no RBAC evaluation, no
 //! SelfSubjectAccessReview), no admission webhooks or conversion webhooks (several CRD versions
 //! are served from one stored object whose apiVersion is rewritten), no pagination (`limit` and
-//! `continue` are ignored: lists are complete), no pod logs/exec/port-forward, no graceful pod
-//! termination (a Pod without finalizers is removed at once), no built-in defaulting or validation beyond a
+//! `continue` are ignored: lists are complete), no pod logs/exec/port-forward, no built-in defaulting or validation beyond a
 //! few fields per kind, watch timeouts default to 30 minutes, and Strategic-merge/SSA list
 //! semantics follow merge keys by field name rather than the full OpenAPI extensions.
 

@@ -112,6 +112,28 @@ fn lists_for(rt: &ResourceType) -> merge::Lists<'_> {
     }
 }
 
+/// The grace period a Pod deletion gets, for pods that terminate gracefully: scheduled
+/// (`spec.nodeName` set) and not finished, as on the real server. None for anything else.
+fn graceful_pod_seconds(rt: &ResourceType, pod: &Value, requested: Option<i64>) -> Option<i64> {
+    let scheduled = pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    let is_pod = rt.group.is_empty() && rt.plural == "pods";
+    if !(is_pod && scheduled) || finished {
+        return None;
+    }
+    Some(
+        requested
+            .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30)
+            .max(0),
+    )
+}
+
 fn finalizers(o: &Value) -> Vec<String> {
     o["metadata"]["finalizers"]
         .as_array()
@@ -936,7 +958,13 @@ impl State {
                 }
             }
         }
-        let deleting = new["metadata"]["deletionTimestamp"].is_string();
+        // an object being deleted goes once its last finalizer is gone, unless it is a pod
+        // still in its graceful termination period
+        let deleting = new["metadata"]["deletionTimestamp"].is_string()
+            && new["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0)
+                == 0;
         if cmp_old == cmp_new && !(deleting && finalizers(&new).is_empty()) {
             return Ok(old);
         }
@@ -1011,6 +1039,7 @@ impl State {
     }
 
     /// DELETE: starts or finishes deletion. Returns the object and whether it is gone.
+    #[allow(clippy::too_many_arguments)]
     pub fn delete(
         &mut self,
         rt: &ResourceType,
@@ -1019,6 +1048,7 @@ impl State {
         policy: Propagation,
         precondition_uid: Option<&str>,
         dry_run: bool,
+        grace: Option<i64>,
     ) -> ApiResult<(Value, bool)> {
         let mut obj = self.get(rt, ns, name)?;
         if rt.group.is_empty()
@@ -1060,7 +1090,15 @@ impl State {
                 })
                 .collect();
             for (t, n) in members {
-                let _ = self.delete(&t, Some(name), &n, Propagation::Background, None, false);
+                let _ = self.delete(
+                    &t,
+                    Some(name),
+                    &n,
+                    Propagation::Background,
+                    None,
+                    false,
+                    None,
+                );
             }
             obj["status"]["phase"] = json!("Terminating");
         }
@@ -1074,6 +1112,30 @@ impl State {
             }
             _ => {}
         }
+        if let Some(secs) = graceful_pod_seconds(rt, &obj, grace) {
+            if secs > 0 {
+                // a scheduled pod terminates gracefully: it stays, marked, until its kubelet
+                // confirms with grace period 0 (or a later delete shortens it to 0)
+                if obj["metadata"]["deletionTimestamp"].is_null() {
+                    let at = chrono::Utc::now() + chrono::Duration::seconds(secs);
+                    obj["metadata"]["deletionTimestamp"] =
+                        json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    obj["metadata"]["deletionGracePeriodSeconds"] = json!(secs);
+                }
+                set_finalizers(&mut obj, &fins);
+                if self.objects.get(&key) != Some(&obj) {
+                    self.rv += 1;
+                    obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                    self.objects.insert(key.clone(), obj.clone());
+                    self.emit("MODIFIED", &rt.group, &rt.plural, &key.2, obj.clone());
+                }
+                self.gc();
+                return Ok((obj, false));
+            }
+            if obj["metadata"]["deletionTimestamp"].is_string() {
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            }
+        }
         let namespace_busy = rt.group.is_empty()
             && rt.plural == "namespaces"
             && self.objects.keys().any(|k| k.2 == name);
@@ -1083,12 +1145,12 @@ impl State {
             self.gc();
             return Ok((obj, true));
         }
-        if obj["metadata"]["deletionTimestamp"].is_null() || finalizers(&obj) != fins {
-            set_finalizers(&mut obj, &fins);
-            if obj["metadata"]["deletionTimestamp"].is_null() {
-                obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            }
+        set_finalizers(&mut obj, &fins);
+        if obj["metadata"]["deletionTimestamp"].is_null() {
+            obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        }
+        if self.objects.get(&key) != Some(&obj) {
             self.rv += 1;
             obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
             self.objects.insert(key.clone(), obj.clone());
@@ -1233,7 +1295,11 @@ impl State {
         let fins: Vec<String> = finalizers(&obj).into_iter().filter(|f| f != fin).collect();
         set_finalizers(&mut new, &fins);
         self.rv += 1;
-        if fins.is_empty() && !(k.0.is_empty() && k.1 == "namespaces") {
+        let graceful = obj["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0)
+            > 0;
+        if fins.is_empty() && !(k.0.is_empty() && k.1 == "namespaces") && !graceful {
             self.remove(k, new);
         } else {
             new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -1252,6 +1318,17 @@ impl State {
             fins.push("foregroundDeletion".into());
         }
         self.rv += 1;
+        if let Some(secs) = graceful_pod_seconds(rt, &obj, None).filter(|s| *s > 0) {
+            let at = chrono::Utc::now() + chrono::Duration::seconds(secs);
+            obj["metadata"]["deletionTimestamp"] =
+                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(secs);
+            set_finalizers(&mut obj, &fins);
+            obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            self.objects.insert(k.clone(), obj.clone());
+            self.emit("MODIFIED", &rt.group, &rt.plural, &k.2, obj);
+            return Ok(());
+        }
         if fins.is_empty() {
             self.remove(k, obj);
         } else {
