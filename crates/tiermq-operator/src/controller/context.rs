@@ -48,6 +48,15 @@ impl Context {
         })
     }
 
+    /// Every instance, once the cache holds the initial list (placement counts must not be
+    /// taken from a half-filled cache).
+    pub async fn all_instances(&self) -> crate::error::Result<Vec<Arc<RabbitMQInstance>>> {
+        self.instances.wait_until_ready().await.map_err(|_| {
+            crate::error::Error::NotReady("the RabbitMQInstance cache stopped".into())
+        })?;
+        Ok(self.instances.state())
+    }
+
     /// Records one more consecutive failure of `key` and returns the delay before the next try.
     pub fn backoff<K: kube::Resource<DynamicType = ()>>(&self, obj: &ObjectRef<K>) -> Duration {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());

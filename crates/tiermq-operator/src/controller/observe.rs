@@ -337,8 +337,8 @@ pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -
     let mut shared_obs = observe_cluster(ctx, shared, sc.is_some(), &tenant).await?;
     if let Some(sc) = &sc {
         let count = ctx
-            .instances
-            .state()
+            .all_instances()
+            .await?
             .iter()
             .filter(|o| placed_on(o, shared))
             .count() as i32;

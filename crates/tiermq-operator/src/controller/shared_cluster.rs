@@ -64,7 +64,7 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
         namespace: cluster.namespace.clone(),
     };
     let sts = clusters::statefulset(&ctx.client, &me).await?;
-    let instances = ctx.instances.state();
+    let instances = ctx.all_instances().await?;
     let new = desired_status(sc, sts.as_ref(), instances.iter().map(|a| a.as_ref()), &me);
     status::write(&ctx.client, sc, sc.status.as_ref(), &new).await?;
     // Not ready: look again soon; ready: the StatefulSet watch and instance changes trigger us.
