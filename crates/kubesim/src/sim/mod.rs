@@ -15,6 +15,19 @@
 //!   `rabbitmq-server` processes ([`rabbit`]), other images are "running" without a process.
 //! - [`kubeproxy`]: Service ClusterIP:port → TCP forwarders to the ready endpoints.
 
+//! ## Limits (on purpose, to stay small)
+//!
+//! - One node (`kubesim-node`); pods are never scheduled elsewhere and `spec.nodeName` stays
+//!   unset (the API server has no binding subresource). No DaemonSets, Jobs, ReplicaSets (a
+//!   Deployment owns its pods directly), NetworkPolicies, NodePorts or DNS.
+//! - StatefulSets: no `minReadySeconds`, no `ordinals.start`; scale down does not wait for the
+//!   remaining pods to be Ready.
+//! - Pods: only RabbitMQ images run a process; exec/httpGet probes are approximated (see
+//!   [`rabbit`]); liveness probes are not run (a crashed process is restarted); the termination
+//!   grace period is 5 s regardless of `terminationGracePeriodSeconds`; no `kubectl logs`/`exec`
+//!   (broker logs are in the pod's data folder under `log/`).
+//! - Objects live only in the API server's memory: a restarted kubesim starts empty.
+
 pub mod deployment;
 pub mod endpointslice;
 pub mod error;
