@@ -177,22 +177,51 @@ pub fn validate_schema(schema: &Value, obj: &Value) -> Vec<Cause> {
     validator
         .iter_errors(&body)
         .map(|e| {
-            let path = pointer_to_path(&e.instance_path().to_string());
-            let shown = match e.instance().as_ref() {
+            use jsonschema::error::ValidationErrorKind as K;
+            let mut path = pointer_to_path(&e.instance_path().to_string());
+            let instance = e.instance();
+            let shown = match instance.as_ref() {
                 Value::String(s) => format!("{s:?}"),
                 other if other.is_object() || other.is_array() => format!("{:?}", type_name(other)),
                 other => other.to_string(),
             };
-            (
-                if path.is_empty() {
-                    "<nil>".into()
-                } else {
-                    path
-                },
-                format!("Invalid value: {shown}: {e}"),
-            )
+            let quoted = |v: &Value| -> String {
+                v.as_array()
+                    .map(|a| a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            };
+            let field = if path.is_empty() { "<nil>".to_string() } else { path.clone() };
+            // the real server's wording for the common keywords
+            let message = match e.kind() {
+                K::Enum { options } => format!("Unsupported value: {shown}: supported values: {}", quoted(options)),
+                K::Required { property } => {
+                    let p = property.as_str().unwrap_or_default();
+                    path = if path.is_empty() { p.to_string() } else { format!("{path}.{p}") };
+                    return (path, "Required value".to_string());
+                }
+                K::Minimum { limit } => format!("Invalid value: {shown}: {field} in body should be greater than or equal to {limit}"),
+                K::Maximum { limit } => format!("Invalid value: {shown}: {field} in body should be less than or equal to {limit}"),
+                K::Type { .. } => format!("Invalid value: {shown}: {field} in body must be of type {}: {shown}", expected_type(&e.to_string())),
+                K::Pattern { pattern } => format!("Invalid value: {shown}: {field} in body should match '{pattern}'"),
+                K::MaxLength { limit } => format!("Too long: may not be more than {limit} bytes"),
+                K::MinLength { limit } => format!("Invalid value: {shown}: {field} in body should be at least {limit} chars long"),
+                K::MaxItems { limit } => format!("Too many: {}: must have at most {limit} items", instance.as_array().map(|a| a.len()).unwrap_or(0)),
+                K::MinItems { limit } => format!("Invalid value: {}: {field} in body should have at least {limit} items", instance.as_array().map(|a| a.len()).unwrap_or(0)),
+                _ => format!("Invalid value: {shown}: {e}"),
+            };
+            (field, message)
         })
         .collect()
+}
+
+/// The expected type named in a jsonschema type error (`... is not of type "integer"`).
+fn expected_type(msg: &str) -> String {
+    msg.rsplit("of type")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+        .to_string()
 }
 
 /// JSON → CEL value (integers stay `int`, as in Kubernetes CEL).
@@ -379,6 +408,36 @@ mod tests {
                 &json!({"spec": {"series": "platinum", "port": 5672}})
             )
             .is_empty()
+        );
+        // worded like the real server
+        assert!(
+            causes.contains(&(
+                "spec.series".to_string(),
+                "Unsupported value: \"gold\": supported values: \"professional\", \"platinum\""
+                    .to_string()
+            )),
+            "{causes:?}"
+        );
+        assert!(
+            causes.contains(&(
+                "spec.replicas".to_string(),
+                "Invalid value: -1: spec.replicas in body should be greater than or equal to 0"
+                    .to_string()
+            )),
+            "{causes:?}"
+        );
+        let typed = validate_schema(
+            &schema(),
+            &json!({"spec": {"series": "platinum", "replicas": "two"}}),
+        );
+        assert_eq!(
+            typed[0].1,
+            "Invalid value: \"two\": spec.replicas in body must be of type integer: \"two\""
+        );
+        let required = json!({"type": "object", "properties": {"spec": {"type": "object", "required": ["series"]}}});
+        assert_eq!(
+            validate_schema(&required, &json!({"spec": {}})),
+            vec![("spec.series".to_string(), "Required value".to_string())]
         );
     }
 
