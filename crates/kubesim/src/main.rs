@@ -53,11 +53,14 @@ async fn main() -> anyhow::Result<()> {
                 s = cluster.slot()
             );
             println!("Ctrl-C stops the cluster and every broker it started.");
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            // A closed terminal must not leave brokers behind either.
+            let mut hup = signal(SignalKind::hangup())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = hup.recv() => {}
             }
             println!("stopping kubesim ...");
             cluster.shutdown().await;
