@@ -969,3 +969,49 @@ async fn scheduled_pods_terminate_gracefully_until_confirmed() {
     assert!(pods.delete("web-0", &confirm).await.unwrap().is_right());
     assert!(pods.get_opt("web-0").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn metadata_only_gets_lists_and_watches() {
+    use kube::runtime::metadata_watcher;
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
+    api.create(&PostParams::default(), &cm("m1", json!({"big": "value"})))
+        .await
+        .unwrap();
+    let meta = api.get_metadata("m1").await.unwrap();
+    assert_eq!(meta.metadata.name.as_deref(), Some("m1"));
+    let list = api
+        .list_metadata(&kube::api::ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let w = tokio::spawn(
+        metadata_watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .for_each(move |o| {
+                if let Ok(o) = o {
+                    let _ = tx.send(o.name_any());
+                }
+                futures::future::ready(())
+            }),
+    );
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        "m1"
+    );
+    api.create(&PostParams::default(), &cm("m2", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        "m2"
+    );
+    w.abort();
+}

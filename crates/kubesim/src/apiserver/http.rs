@@ -180,7 +180,7 @@ async fn route(
                 core,
                 ns.map(str::to_string),
                 &params,
-                accept.contains("as=Table"),
+                View::of(accept),
                 Some(rt),
             ));
         }
@@ -290,7 +290,7 @@ fn serve_resource(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let wants_table = accept.contains("as=Table");
+    let view = View::of(accept);
     let manager = field_manager(params, headers);
     let dry_run = params.get("dryRun").is_some_and(|d| d == "All");
     let content_type = headers
@@ -314,7 +314,7 @@ fn serve_resource(
         &content_type,
         &manager,
         dry_run,
-        wants_table,
+        view,
         body,
     )?;
     for w in warnings {
@@ -386,7 +386,7 @@ fn dispatch(
     content_type: &str,
     manager: &str,
     dry_run: bool,
-    wants_table: bool,
+    view: View,
     body: Bytes,
 ) -> ApiResult<Response> {
     let (content_type, manager) = (content_type.to_string(), manager.to_string());
@@ -400,11 +400,11 @@ fn dispatch(
                     rt,
                     ns.map(str::to_string),
                     params,
-                    wants_table,
+                    view,
                     None,
                 ));
             }
-            list(app, &rt, ns, params, wants_table)
+            list(app, &rt, ns, params, view)
         }
         (Method::GET, Some(n)) => {
             let st = store::lock(&app.state);
@@ -412,7 +412,10 @@ fn dispatch(
                 return Ok(ok(&st.get_scale(&rt, ns_for_write, n)?));
             }
             let obj = st.get(&rt, ns_for_write, n)?;
-            if wants_table && sub.is_none() {
+            if view == View::Meta && sub.is_none() {
+                return Ok(ok(&partial(&obj)));
+            }
+            if view == View::Table && sub.is_none() {
                 let t = table::render(
                     &rt.columns,
                     std::slice::from_ref(&obj),
@@ -561,6 +564,32 @@ fn dispatch(
     }
 }
 
+/// What a GET/list/watch answers with, from the Accept header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Full,
+    /// `meta.k8s.io/v1` Table (kubectl get).
+    Table,
+    /// PartialObjectMetadata(List) (kube-rs metadata_watcher, get_metadata).
+    Meta,
+}
+
+impl View {
+    fn of(accept: &str) -> View {
+        if accept.contains("as=Table") {
+            View::Table
+        } else if accept.contains("as=PartialObjectMetadata") {
+            View::Meta
+        } else {
+            View::Full
+        }
+    }
+}
+
+fn partial(o: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+}
+
 fn accept_of(headers: &HeaderMap) -> &str {
     headers
         .get(header::ACCEPT)
@@ -701,13 +730,20 @@ fn list(
     rt: &ResourceType,
     ns: Option<&str>,
     params: &HashMap<String, String>,
-    wants_table: bool,
+    view: View,
 ) -> ApiResult<Response> {
     let (labels, fields) = selectors(params)?;
     let st = store::lock(&app.state);
     let items = st.list(rt, ns, &labels, &fields);
     let meta = json!({"resourceVersion": st.resource_version().to_string()});
-    if wants_table {
+    if view == View::Meta {
+        let items: Vec<Value> = items.iter().map(partial).collect();
+        return Ok(ok(
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta, "items": items}),
+        ));
+    }
+    if view == View::Table {
         let t = table::render(
             &rt.columns,
             &items,
@@ -735,10 +771,10 @@ fn watch_response(
     rt: ResourceType,
     ns: Option<String>,
     params: &HashMap<String, String>,
-    wants_table: bool,
+    view: View,
     alias: Option<ResourceType>,
 ) -> Response {
-    let stream = watch_stream(app.clone(), rt, ns, params.clone(), wants_table, alias);
+    let stream = watch_stream(app.clone(), rt, ns, params.clone(), view, alias);
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
@@ -752,7 +788,7 @@ fn watch_stream(
     rt: ResourceType,
     ns: Option<String>,
     params: HashMap<String, String>,
-    wants_table: bool,
+    view: View,
     alias: Option<ResourceType>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     async_stream::stream! {
@@ -776,14 +812,16 @@ fn watch_stream(
             if alias.is_some() {
                 o = super::events::from_core(&o);
             }
-            if wants_table {
+            if view == View::Meta {
+                partial(&o)
+            } else if view == View::Table {
                 table::render(&shown_as.columns, &[o], &include, json!({}))
             } else { o }
         };
         let selected = |o: &Value| labels.matches(&o["metadata"]["labels"]) && fields.matches(o);
         // The event type this watch sees: objects entering or leaving the selection appear as
         // ADDED or DELETED, like on the real server.
-        let view = |ev: &WatchEvent| -> Option<&'static str> {
+        let seen_as = |ev: &WatchEvent| -> Option<&'static str> {
             if ev.group != rt.group || ev.plural != rt.plural || ns.as_deref().is_some_and(|n| ev.namespace != n) {
                 return None;
             }
@@ -821,7 +859,7 @@ fn watch_stream(
         }
         for ev in past {
             last_rv = ev.rv;
-            if let Some(t) = view(&ev) { yield Ok(event_line(t, shape(&ev.object))); }
+            if let Some(t) = seen_as(&ev) { yield Ok(event_line(t, shape(&ev.object))); }
         }
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));
         tokio::pin!(deadline);
@@ -833,7 +871,7 @@ fn watch_stream(
                     Ok(ev) => {
                         if ev.rv <= last_rv { continue; }
                         last_rv = ev.rv;
-                        if let Some(t) = view(&ev) { yield Ok(event_line(t, shape(&ev.object))); }
+                        if let Some(t) = seen_as(&ev) { yield Ok(event_line(t, shape(&ev.object))); }
                     }
                     // A lagging watcher is cut off; clients resume from their last version.
                     Err(_) => break,
