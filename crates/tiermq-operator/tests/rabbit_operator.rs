@@ -756,3 +756,206 @@ async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
     let _ = conn.close(200, "done".into()).await;
     env.shutdown().await;
 }
+
+/// Publishes ids with confirms through the instance Service every `every`, reconnecting on any
+/// error, until `stop` is set; returns the confirmed ids.
+async fn steady_publisher(
+    uri: String,
+    queue: &'static str,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::collections::BTreeSet<u64> {
+    use std::sync::atomic::Ordering;
+    let mut confirmed = std::collections::BTreeSet::new();
+    let mut next = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    'outer: while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+        let Ok(conn) = Connection::connect(&uri, ConnectionProperties::default()).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let Ok(ch) = conn.create_channel().await else {
+            continue;
+        };
+        if ch
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .is_err()
+            || ch
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .is_err()
+        {
+            continue;
+        }
+        while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+            let id = next;
+            next += 1;
+            let r = async {
+                ch.basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    id.to_string().as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await?
+                .await
+            }
+            .await;
+            match r {
+                Ok(c) if c.is_ack() => {
+                    confirmed.insert(id);
+                }
+                Ok(_) => {}
+                Err(_) => continue 'outer,
+            }
+            tokio::time::sleep(every).await;
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+    confirmed
+}
+
+/// Consumes (manual acks) through the instance Service, reconnecting on any error, until `stop`
+/// is set and nothing arrived for `idle`; returns how often each id arrived.
+async fn steady_consumer(
+    uri: String,
+    queue: &'static str,
+    idle: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> BTreeMap<u64, u32> {
+    use std::sync::atomic::Ordering;
+    let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(conn) = Connection::connect(&uri, ConnectionProperties::default()).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let Ok(ch) = conn.create_channel().await else {
+            continue;
+        };
+        let _ = ch.basic_qos(50, BasicQosOptions::default()).await;
+        let _ = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let Ok(mut consumer) = ch
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        else {
+            continue;
+        };
+        loop {
+            match tokio::time::timeout(idle, consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    let id: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
+                    *seen.entry(id).or_insert(0) += 1;
+                    if d.ack(BasicAckOptions::default()).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(Err(_))) | Ok(None) => break,
+                Err(_) if stop.load(Ordering::Relaxed) => return seen,
+                Err(_) => {}
+            }
+        }
+        let _ = conn.close(200, "reconnect".into()).await;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    wait_ready_shared(&c, "orders").await;
+    let (uri, _) = instance_uri(&c, "orders").await;
+
+    let stop_pub = Arc::new(AtomicBool::new(false));
+    let stop_con = Arc::new(AtomicBool::new(false));
+    let publisher = tokio::spawn(steady_publisher(
+        uri.clone(),
+        "load",
+        Duration::from_millis(20),
+        stop_pub.clone(),
+    ));
+    let consumer = tokio::spawn(steady_consumer(
+        uri.clone(),
+        "load",
+        Duration::from_secs(10),
+        stop_con.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+    )
+    .await
+    .unwrap();
+    let done = kubesim::cluster::wait_for(
+        "the upgrade completes while the publisher keeps publishing",
+        Duration::from_secs(240),
+        || async {
+            let st = api.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Dedicated)
+                && st.migration_phase == Some(MigrationPhase::Stable)
+                && !st.history.is_empty())
+            .then_some(st)
+        },
+    )
+    .await;
+    stop_pub.store(true, Ordering::Relaxed);
+    let confirmed = publisher.await.unwrap();
+    stop_con.store(true, Ordering::Relaxed);
+    let seen = consumer.await.unwrap();
+    let lost: Vec<u64> = confirmed
+        .iter()
+        .filter(|id| !seen.contains_key(id))
+        .copied()
+        .collect();
+    let dups: u32 = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "steady upgrade: {} confirmed, {} received, {} lost, {dups} duplicates, completed: {}",
+        confirmed.len(),
+        seen.len(),
+        lost.len(),
+        done.is_ok()
+    );
+    let st = done.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        lost.is_empty(),
+        "lost {} confirmed messages: {lost:?}",
+        lost.len()
+    );
+    assert!(confirmed.len() > 100, "the load ran: {}", confirmed.len());
+    assert_eq!(st.serving.as_ref().unwrap().name, "orders-dedicated");
+    env.shutdown().await;
+}

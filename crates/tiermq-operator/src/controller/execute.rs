@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tiermq_broker::ManagementClient;
-use tiermq_broker::model::VhostLimits;
+use tiermq_broker::model::{ChannelInfo, VhostLimits};
 use tiermq_broker::steps::{self, DrainCriteria, Tenant};
 use tiermq_crd::{ClusterRef, RabbitMQInstance};
 
@@ -141,6 +141,7 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             let mc = broker(ctx, cluster).await?;
             if has_vhost(&mc, tenant).await? {
                 steps::revoke_writes(&mc, tenant, tenant).await?;
+                close_publishers(&mc, tenant).await?;
             }
             Ok(())
         }
@@ -155,6 +156,7 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             let mc = broker(ctx, cluster).await?;
             if has_vhost(&mc, tenant).await? {
                 steps::revoke_all(&mc, tenant, tenant).await?;
+                close_publishers(&mc, tenant).await?;
             }
             Ok(())
         }
@@ -189,6 +191,13 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
                 mc.delete_vhost(tenant).await?;
                 mc.delete_user(tenant).await?;
             } else {
+                // Retirement closes the source's connections anyway (the vhost goes); closing
+                // them first makes the last check sound: nobody can publish any more, and
+                // messages a consumer held unacked return to their queue, where the check
+                // finds them.
+                if has_vhost(&mc, tenant).await? {
+                    steps::close_connections(&mc, tenant, Some(tenant), RETIRE_REASON).await?;
+                }
                 // The planner proved the vhost drained; the broker step checks once more and
                 // refuses (changing nothing) should messages have appeared.
                 let interval = std::time::Duration::from_millis(u64::from(
@@ -220,6 +229,47 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
         }
         Step::RemoveFinalizer => remove_finalizer(ctx, t.instance).await,
     }
+}
+
+/// Reason shown to clients whose connection is closed because they keep publishing to a cluster
+/// whose writes were revoked.
+pub const PUBLISHER_REASON: &str = "tiermq: this cluster no longer accepts writes for the instance; reconnect to the same endpoint";
+/// Reason shown to clients still connected to a source when it is retired.
+pub const RETIRE_REASON: &str =
+    "tiermq: this cluster no longer serves the instance; reconnect to the same endpoint";
+
+/// Connections of `user` that have a channel publishing (publish rate above 0 in the latest
+/// statistics).
+pub fn publishing_connections(channels: &[ChannelInfo], user: &str) -> BTreeSet<String> {
+    channels
+        .iter()
+        .filter(|c| c.user.as_deref() == Some(user))
+        .filter(|c| {
+            c.message_stats
+                .as_ref()
+                .and_then(|m| m.pointer("/publish_details/rate"))
+                .and_then(serde_json::Value::as_f64)
+                .is_some_and(|r| r > 0.0)
+        })
+        .filter_map(|c| c.connection_details.as_ref().map(|d| d.name.clone()))
+        .collect()
+}
+
+/// Makes a write revocation hold for busy publishers too. RabbitMQ 3.10 channels cache their
+/// permission checks until they go idle, so a client that publishes without pause keeps
+/// publishing into a cluster whose writes were revoked — it would hold up the drain forever,
+/// and a message it publishes after the drain was proven could be deleted with the retired
+/// tenant. Closing exactly those connections sends them (reconnecting through the Service) to
+/// the cluster that now takes writes; idle connections and consumers are left alone, as the
+/// connection policy says.
+async fn close_publishers(mc: &ManagementClient, tenant: &str) -> Result<()> {
+    let channels = mc.list_channels(tenant).await?;
+    for name in publishing_connections(&channels, tenant) {
+        if mc.close_connection(&name, PUBLISHER_REASON).await? {
+            tracing::info!(cluster = mc.cluster(), connection = %name, "closed a connection that kept publishing after writes were revoked");
+        }
+    }
+    Ok(())
 }
 
 /// The instance Service exists (selector-less) and its EndpointSlices route to exactly `to`:
@@ -291,5 +341,31 @@ async fn patch_finalizers(ctx: &Context, i: &RabbitMQInstance, list: Vec<String>
             "update finalizers of",
             format!("RabbitMQInstance {ns}/{}", i.name_any()),
         )(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_connections_of_the_tenant_that_publish_are_picked() {
+        let channels: Vec<ChannelInfo> = serde_json::from_value(json!([
+            {"name": "p1", "user": "ns.i", "connection_details": {"name": "conn-pub"},
+             "message_stats": {"publish": 10, "publish_details": {"rate": 12.5}}},
+            {"name": "c1", "user": "ns.i", "connection_details": {"name": "conn-consume"},
+             "message_stats": {"deliver_get": 10, "deliver_get_details": {"rate": 9.0}}},
+            {"name": "p0", "user": "ns.i", "connection_details": {"name": "conn-stopped"},
+             "message_stats": {"publish": 10, "publish_details": {"rate": 0.0}}},
+            {"name": "x", "user": "other", "connection_details": {"name": "conn-other"},
+             "message_stats": {"publish_details": {"rate": 3.0}}},
+            {"name": "n", "user": "ns.i", "connection_details": {"name": "conn-new"}}
+        ]))
+        .unwrap();
+        let picked: Vec<String> = publishing_connections(&channels, "ns.i")
+            .into_iter()
+            .collect();
+        assert_eq!(picked, ["conn-pub"]);
     }
 }
