@@ -972,7 +972,7 @@ async fn scheduled_pods_terminate_gracefully_until_confirmed() {
 
 #[tokio::test]
 async fn metadata_only_gets_lists_and_watches() {
-    use kube::runtime::metadata_watcher;
+    use kube::core::PartialObjectMeta;
     let s = server().await;
     let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
     api.create(&PostParams::default(), &cm("m1", json!({"big": "value"})))
@@ -987,14 +987,17 @@ async fn metadata_only_gets_lists_and_watches() {
     assert_eq!(list.items.len(), 1);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let w = tokio::spawn(
-        metadata_watcher(api.clone(), watcher::Config::default())
-            .applied_objects()
-            .for_each(move |o| {
-                if let Ok(o) = o {
-                    let _ = tx.send(o.name_any());
-                }
-                futures::future::ready(())
-            }),
+        watcher(
+            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client(&s), "default"),
+            watcher::Config::default(),
+        )
+        .applied_objects()
+        .for_each(move |o| {
+            if let Ok(o) = o {
+                let _ = tx.send(o.name_any());
+            }
+            futures::future::ready(())
+        }),
     );
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(10), rx.recv())
