@@ -55,7 +55,8 @@
 //! - `fieldValidation=Strict|Warn|Ignore` on writes (unknown fields refused / `Warning`
 //!   headers / nothing; Warn is the default when the parameter is absent, Strict is kubectl's).
 //! - Table output (`Accept: ...;as=Table;g=meta.k8s.io;v=v1`) for get, list and watch: CRD
-//!   printer columns, and NAME/AGE plus a few columns per built-in kind.
+//!   printer columns, and NAME/AGE plus a few columns per built-in kind; metadata-only answers
+//!   (`as=PartialObjectMetadata[List]`) for kube-rs `Api<PartialObjectMeta<K>>`.
 //! - Protobuf request bodies only for what `kubectl create namespace|configmap|secret|
 //!   serviceaccount` sends (see [`proto`]); other protobuf bodies get 415 (use `kubectl apply`).
 //!   Responses are always JSON.
