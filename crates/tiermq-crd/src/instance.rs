@@ -300,7 +300,7 @@ pub struct RabbitMQInstanceStatus {
     pub tier: Option<Tier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<InstancePhase>,
-    /// Where a running (or the last) tier conversion is. `Stable` when none runs.
+    /// Where the running tier conversion is. `Stable` when none runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_phase: Option<MigrationPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -406,7 +406,8 @@ impl std::fmt::Display for MigrationPhase {
     }
 }
 
-/// The running (or last) conversion.
+/// The running conversion (cleared when it ends; `history` keeps the record). While `Aborting`,
+/// the drain fields describe the destination being drained back onto the source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationStatus {
@@ -421,7 +422,7 @@ pub struct MigrationStatus {
     /// When each phase was entered, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<PhaseTiming>,
-    /// Messages still on the source (ready + unacked + delayed), from the last fresh sample.
+    /// Messages still on the cluster being drained (ready + unacked + delayed), from the last fresh sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_messages: Option<i64>,
     /// Messages per second leaving the source, from the last samples.
@@ -433,7 +434,8 @@ pub struct MigrationStatus {
     /// Consecutive fresh samples that found the source empty; drained at 2.
     #[serde(default)]
     pub empty_samples: u32,
-    /// Timestamp of the last broker statistics sample that was counted.
+    /// Broker statistics timestamp of the last sample counted; a later sample is "fresh". Set when
+    /// counting starts (writes refused, federation gone), so samples from before never count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sample: Option<Time>,
     /// When the source tenant was left without permissions (grace period starts).
