@@ -758,3 +758,22 @@ async fn create_subcommands_that_send_protobuf_work_for_simple_kinds() {
         .await;
     assert!(err.contains("kubectl apply"), "{err}");
 }
+
+#[tokio::test]
+async fn auth_can_i_says_yes_because_there_is_no_authorization() {
+    let k = Kubectl::new().await;
+    assert_eq!(
+        k.ok(&["auth", "can-i", "create", "statefulsets"])
+            .await
+            .trim(),
+        "yes"
+    );
+    let out = k
+        .ok(&[
+            "api-resources",
+            "--verbs=create",
+            "--api-group=authorization.k8s.io",
+        ])
+        .await;
+    assert!(out.contains("selfsubjectaccessreviews"), "{out}");
+}

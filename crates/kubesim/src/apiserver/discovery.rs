@@ -48,6 +48,9 @@ pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
 }
 
 fn verbs(rt: &ResourceType) -> Vec<&'static str> {
+    if rt.plural == "selfsubjectaccessreviews" {
+        return vec!["create"];
+    }
     vec![
         "create",
         "delete",

@@ -153,6 +153,25 @@ async fn route(
             "the server could not find the requested resource",
         )
     })?;
+    // There is no authorization: every review says allowed (kubectl auth can-i, tools that
+    // check their permissions first).
+    if rt.group == "authorization.k8s.io" && rt.plural == "selfsubjectaccessreviews" {
+        if *method != Method::POST {
+            return Err(ApiError::method_not_allowed(
+                "selfsubjectaccessreviews only support create",
+            ));
+        }
+        // kubectl sends the review as protobuf; only the answer matters to it
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        let mut review = parse_body(&body, ct).unwrap_or_else(|_| json!({"spec": {}}));
+        review["apiVersion"] = json!("authorization.k8s.io/v1");
+        review["kind"] = json!("SelfSubjectAccessReview");
+        review["status"] = json!({"allowed": true, "reason": "kubesim has no authorization: every request is allowed"});
+        return Ok(json_response(StatusCode::CREATED, &review));
+    }
     // events.k8s.io/v1 Events are served from the core Events (see `events`).
     if rt.group == "events.k8s.io" && rt.plural == "events" {
         let core = {

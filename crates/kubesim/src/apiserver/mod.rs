@@ -65,8 +65,8 @@
 //!
 //! # Not served / limits
 //!
-//! No authentication or authorization (every request is allowed; no RBAC evaluation, no
-//! SelfSubjectAccessReview), no admission webhooks or conversion webhooks (several CRD versions
+//! No authentication or authorization (every request is allowed and a SelfSubjectAccessReview
+//! says so; RBAC objects are stored, not evaluated), no admission webhooks or conversion webhooks (several CRD versions
 //! are served from one stored object whose apiVersion is rewritten), no pagination (`limit` and
 //! `continue` are ignored: lists are complete), no pod logs/exec/port-forward, no built-in defaulting or validation beyond a
 //! few fields per kind, watch timeouts default to 30 minutes, and Strategic-merge/SSA list

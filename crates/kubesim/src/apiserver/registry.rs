@@ -320,6 +320,17 @@ pub fn builtins() -> Vec<ResourceType> {
             true,
             schema_of::<apiext::CustomResourceDefinition>,
         ),
+        // create-only review: answered at once, never stored (see `http`)
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+            &[],
+            false,
+            schema_of::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>,
+        ),
     ];
     for rt in v.iter_mut() {
         match rt.plural.as_str() {
