@@ -41,8 +41,24 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The operator binary: `$TIERMQ_OPERATOR_BIN`, or `target/debug/tiermq-operator` built once per
-/// process with `cargo build -p tiermq-operator` (a no-op when it is up to date).
+/// Newest modification time of the files under `dir`.
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest_mtime(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The operator binary: `$TIERMQ_OPERATOR_BIN`; else `target/debug/tiermq-operator` when it is
+/// newer than the sources of the operator, CRD and broker crates; else built once per process with
+/// `cargo build -p tiermq-operator` (which waits for cargo's build lock).
 pub fn operator_binary() -> anyhow::Result<PathBuf> {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     if let Ok(p) = std::env::var("TIERMQ_OPERATOR_BIN") {
@@ -51,6 +67,20 @@ pub fn operator_binary() -> anyhow::Result<PathBuf> {
     BUILT
         .get_or_init(|| {
             let root = workspace_root();
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| root.join("target"));
+            let bin = target.join("debug").join("tiermq-operator");
+            let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+            let sources = ["tiermq-operator", "tiermq-crd", "tiermq-broker"]
+                .iter()
+                .filter_map(|c| newest_mtime(&root.join("crates").join(c)))
+                .max();
+            if let (Some(b), Some(s)) = (built, sources)
+                && b > s
+            {
+                return Ok(bin);
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .args(["build", "-q", "-p", "tiermq-operator", "--bin", "tiermq-operator"])
@@ -646,6 +676,26 @@ pub fn conversion_sequence(phases: &[MigrationPhase]) -> Vec<MigrationPhase> {
         .collect()
 }
 
+/// `seq` with the one documented step back removed: from `DestinationOnly` the operator returns to
+/// `DrainingSource` when a fresh sample finds messages on the source again (a publisher whose
+/// channel still had write access cached), so `DrainingSource, DestinationOnly` may repeat.
+pub fn collapse_drain_retries(seq: &[MigrationPhase]) -> Vec<MigrationPhase> {
+    let mut out: Vec<MigrationPhase> = Vec::with_capacity(seq.len());
+    for &p in seq {
+        if p == MigrationPhase::DrainingSource
+            && out.last() == Some(&MigrationPhase::DestinationOnly)
+        {
+            out.pop();
+            continue;
+        }
+        if out.last() == Some(&p) {
+            continue;
+        }
+        out.push(p);
+    }
+    out
+}
+
 /// YAML of a SharedCluster `main` in `tiermq-system` with one broker.
 pub fn shared_cluster_yaml(max_instances: u32) -> String {
     [
@@ -736,4 +786,36 @@ pub async fn flip_tier(kubectl: &Kubectl, ns: &str, name: &str, tier: &str) -> a
         )
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MigrationPhase::*;
+
+    #[test]
+    fn drain_retries_collapse_but_other_disorder_stays() {
+        let seq = [
+            PreparingDestination,
+            DualWriteDualRead,
+            SingleWriteDualRead,
+            DrainingSource,
+            DestinationOnly,
+            DrainingSource,
+            DestinationOnly,
+            Completed,
+        ];
+        assert_eq!(collapse_drain_retries(&seq), CONVERSION_PHASES);
+        let bad = [PreparingDestination, SingleWriteDualRead, DualWriteDualRead];
+        assert_eq!(collapse_drain_retries(&bad), bad);
+        assert_ne!(
+            collapse_drain_retries(&[
+                PreparingDestination,
+                DrainingSource,
+                DestinationOnly,
+                Completed
+            ]),
+            CONVERSION_PHASES
+        );
+    }
 }

@@ -119,7 +119,7 @@ impl fmt::Display for AmqpTarget {
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~' | b'.') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
