@@ -884,17 +884,24 @@ async fn steady_consumer(
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing() {
+/// Converts `orders` from `from` to `to` (draining by `drain`) while a publisher (every 20 ms,
+/// confirms) and a consumer (manual acks) keep running through the instance Service, both opened
+/// before the flip and reconnecting when closed. Asserts the conversion completes while the
+/// publisher still publishes and every confirmed message is received.
+async fn conversion_under_steady_load(from: &str, to: Tier, drain: &str) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let _serial = SERIAL.lock().await;
     let env = Env::start().await;
     let c = env.client();
     create_shared_cluster(&c, "main").await;
-    create_instance(&c, "orders", "main").await;
-    wait_ready_shared(&c, "orders").await;
-    let (uri, _) = instance_uri(&c, "orders").await;
+    create_instance_on(&c, "orders", from, "main", drain).await;
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    eventually("instance Ready", BOOT, || async {
+        let st = api.get("orders").await.ok()?.status?;
+        (st.phase == Some(tiermq_crd::InstancePhase::Ready)).then_some(())
+    })
+    .await;
+    let (uri, secret_before) = instance_uri(&c, "orders").await;
 
     let stop_pub = Arc::new(AtomicBool::new(false));
     let stop_con = Arc::new(AtomicBool::new(false));
@@ -912,20 +919,19 @@ async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing(
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
     api.patch(
         "orders",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+        &Patch::Merge(json!({"spec": {"tier": to}})),
     )
     .await
     .unwrap();
     let done = kubesim::cluster::wait_for(
-        "the upgrade completes while the publisher keeps publishing",
+        "the conversion completes while the publisher keeps publishing",
         Duration::from_secs(240),
         || async {
             let st = api.get("orders").await.ok()?.status?;
-            (st.tier == Some(Tier::Dedicated)
+            (st.tier == Some(to)
                 && st.migration_phase == Some(MigrationPhase::Stable)
                 && !st.history.is_empty())
             .then_some(st)
@@ -943,7 +949,7 @@ async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing(
         .collect();
     let dups: u32 = seen.values().map(|n| n - 1).sum();
     eprintln!(
-        "steady upgrade: {} confirmed, {} received, {} lost, {dups} duplicates, completed: {}",
+        "steady {from} -> {to} ({drain}): {} confirmed, {} received, {} lost, {dups} duplicates, completed: {}",
         confirmed.len(),
         seen.len(),
         lost.len(),
@@ -956,6 +962,36 @@ async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing(
         lost.len()
     );
     assert!(confirmed.len() > 100, "the load ran: {}", confirmed.len());
-    assert_eq!(st.serving.as_ref().unwrap().name, "orders-dedicated");
+    let (_, secret_after) = instance_uri(&c, "orders").await;
+    assert_eq!(secret_before, secret_after, "credentials Secret unchanged");
+    let want = match to {
+        Tier::Dedicated => "orders-dedicated",
+        Tier::Shared => "main",
+    };
+    assert_eq!(st.serving.as_ref().unwrap().name, want);
     env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    conversion_under_steady_load("Shared", Tier::Dedicated, "Shovel").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn downgrade_under_steady_load_with_consume_drain_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    conversion_under_steady_load("Dedicated", Tier::Shared, "Consume").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_under_steady_load_with_consume_drain_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    conversion_under_steady_load("Shared", Tier::Dedicated, "Consume").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn downgrade_under_steady_load_with_shovel_drain_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    conversion_under_steady_load("Dedicated", Tier::Shared, "Shovel").await;
 }

@@ -238,18 +238,25 @@ pub const PUBLISHER_REASON: &str = "tiermq: this cluster no longer accepts write
 pub const RETIRE_REASON: &str =
     "tiermq: this cluster no longer serves the instance; reconnect to the same endpoint";
 
-/// Connections of `user` that have a channel publishing (publish rate above 0 in the latest
-/// statistics).
+/// Connections of `user` that have a channel publishing: a publish rate above 0, or (before the
+/// broker has computed rates, which takes a few sample intervals) publishes counted on a
+/// channel that has not gone idle — an idle channel has dropped its cached permissions and will
+/// be refused at its next publish anyway.
 pub fn publishing_connections(channels: &[ChannelInfo], user: &str) -> BTreeSet<String> {
     channels
         .iter()
         .filter(|c| c.user.as_deref() == Some(user))
         .filter(|c| {
-            c.message_stats
-                .as_ref()
+            let stats = c.message_stats.as_ref();
+            let rate = stats
                 .and_then(|m| m.pointer("/publish_details/rate"))
                 .and_then(serde_json::Value::as_f64)
-                .is_some_and(|r| r > 0.0)
+                .unwrap_or(0.0);
+            let count = stats
+                .and_then(|m| m.get("publish"))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            rate > 0.0 || (count > 0 && c.idle_since.is_none())
         })
         .filter_map(|c| c.connection_details.as_ref().map(|d| d.name.clone()))
         .collect()
@@ -357,7 +364,10 @@ mod tests {
             {"name": "c1", "user": "ns.i", "connection_details": {"name": "conn-consume"},
              "message_stats": {"deliver_get": 10, "deliver_get_details": {"rate": 9.0}}},
             {"name": "p0", "user": "ns.i", "connection_details": {"name": "conn-stopped"},
+             "idle_since": "2026-01-01 00:00:00",
              "message_stats": {"publish": 10, "publish_details": {"rate": 0.0}}},
+            {"name": "p2", "user": "ns.i", "connection_details": {"name": "conn-no-rate-yet"},
+             "message_stats": {"publish": 3}},
             {"name": "x", "user": "other", "connection_details": {"name": "conn-other"},
              "message_stats": {"publish_details": {"rate": 3.0}}},
             {"name": "n", "user": "ns.i", "connection_details": {"name": "conn-new"}}
@@ -366,6 +376,6 @@ mod tests {
         let picked: Vec<String> = publishing_connections(&channels, "ns.i")
             .into_iter()
             .collect();
-        assert_eq!(picked, ["conn-pub"]);
+        assert_eq!(picked, ["conn-no-rate-yet", "conn-pub"]);
     }
 }
