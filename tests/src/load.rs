@@ -353,6 +353,7 @@ pub struct Load {
     publishers: Vec<tokio::task::JoinHandle<()>>,
     consumers: Vec<tokio::task::JoinHandle<()>>,
     next_consumer: u32,
+    next_publisher: u32,
 }
 
 impl Load {
@@ -378,6 +379,7 @@ impl Load {
             publishers_done: AtomicU64::new(0),
             cfg,
         });
+        let shared_publishers = shared.cfg.publishers;
         let publishers = (0..shared.cfg.publishers)
             .map(|i| tokio::spawn(publisher(shared.clone(), i)))
             .collect();
@@ -386,9 +388,21 @@ impl Load {
             publishers,
             consumers: Vec::new(),
             next_consumer: 0,
+            next_publisher: shared_publishers,
         };
         load.add_consumers(load.shared.cfg.consumers);
         load
+    }
+
+    /// Starts `n` more publishers (new connections, e.g. to write to both clusters while
+    /// dual-write), each with its own id space and the configured message count.
+    pub fn add_publishers(&mut self, n: u32) {
+        for _ in 0..n {
+            let i = self.next_publisher;
+            self.next_publisher += 1;
+            self.publishers
+                .push(tokio::spawn(publisher(self.shared.clone(), i)));
+        }
     }
 
     /// Starts `n` more consumers (e.g. to read from both clusters while dual-read).

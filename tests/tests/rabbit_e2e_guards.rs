@@ -289,3 +289,147 @@ async fn flip_back_before_the_write_cutover_aborts_and_loses_nothing() {
     .await;
     assert!(gone, "the half-built dedicated cluster is removed");
 }
+
+/// Holds the conversion in DualWriteDualRead the way a transient API failure would: as soon as
+/// the phase is recorded, writes to the source's EndpointSlice fail (kubesim fault injection), so
+/// the write cutover (which removes that slice) cannot complete and the Service keeps routing to
+/// both clusters. The flip back lands while both clusters take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flip_back_during_dual_write_dual_read_aborts_and_loses_nothing() {
+    use futures::StreamExt;
+    let mut world = scenario::world_with_instance("abort-dual", Tier::Shared, "Consume", 2)
+        .await
+        .unwrap();
+    let target = world.instance_target(NS, NAME).await.unwrap();
+    let mut load = Load::start(load_config(target)).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while load.stats().received < 50 {
+        assert!(
+            Instant::now() < until,
+            "load did not start: {:?}",
+            load.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recorder = PhaseRecorder::start(world.instances(NS), NAME);
+    let faults = world.cluster.api().faults();
+    let holder = {
+        let api = world.instances(NS);
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            let cfg =
+                kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
+            let mut stream = kube::runtime::watcher::watcher(api, cfg).boxed();
+            while let Some(ev) = stream.next().await {
+                if let Ok(
+                    kube::runtime::watcher::Event::Apply(i)
+                    | kube::runtime::watcher::Event::InitApply(i),
+                ) = ev
+                    && i.status.and_then(|s| s.migration_phase)
+                        == Some(MigrationPhase::DualWriteDualRead)
+                {
+                    faults.fail_writes(
+                        "discovery.k8s.io",
+                        "endpointslices",
+                        Some(&format!("{NAME}-main")),
+                        10_000,
+                        500,
+                    );
+                    return true;
+                }
+            }
+            false
+        })
+    };
+    flip_tier(&world.kubectl, NS, NAME, "Dedicated")
+        .await
+        .unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(90), holder)
+        .await
+        .expect("DualWriteDualRead reached")
+        .unwrap();
+    assert!(held);
+    // Dual-write, dual-read: new connections are spread over both clusters, so some of these
+    // publishers write to the destination, which the abort must bring back.
+    load.add_publishers(2);
+    load.add_consumers(2);
+    // Which of them the dedicated cluster serves (its management API lists them).
+    let dest = world.management(NS, &dedicated()).await.unwrap();
+    let mut on_dest = Vec::new();
+    let until = Instant::now() + Duration::from_secs(8);
+    while on_dest.is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        on_dest = dest
+            .list_connections(TENANT)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c.client_name().map(str::to_string))
+            .collect();
+    }
+    println!("connections served by the dedicated cluster while dual: {on_dest:?}");
+    // Observation, not asserted: on kubesim, with both EndpointSlices in place, no new connection
+    // was seen on the dedicated cluster in this held state (see the e2e report); the abort itself
+    // is what this test proves.
+    if on_dest.is_empty() {
+        let slices = world
+            .kubectl
+            .run(&["-n", NS, "get", "endpointslices"], None)
+            .await
+            .unwrap();
+        println!(
+            "NOTE: no connection reached the destination while dual; EndpointSlices:\n{}",
+            slices.stdout
+        );
+    }
+    let phases = recorder.phases();
+    assert_eq!(
+        recorder.current(),
+        Some(MigrationPhase::DualWriteDualRead),
+        "still dual: {phases:?}"
+    );
+    flip_tier(&world.kubectl, NS, NAME, "Shared").await.unwrap();
+    faults.clear();
+    println!("flipped back during DualWriteDualRead");
+    let done = world
+        .wait_status(
+            NS,
+            NAME,
+            "the abort finishes",
+            Duration::from_secs(120),
+            |s| s.migration_phase == Some(MigrationPhase::Stable) && !s.history.is_empty(),
+        )
+        .await
+        .unwrap();
+    let seq = conversion_sequence(&recorder.phases());
+    println!("phases: {seq:?}");
+    let rec = done.history.last().unwrap();
+    assert_eq!(rec.outcome, MigrationOutcome::Aborted, "{rec:?}");
+    assert_eq!(done.tier, Some(Tier::Shared));
+    assert_eq!(
+        seq,
+        [
+            MigrationPhase::PreparingDestination,
+            MigrationPhase::DualWriteDualRead,
+            MigrationPhase::Aborting
+        ]
+    );
+    let before = load.stats().received;
+    let flowing = wait_until(Duration::from_secs(20), || async {
+        load.stats().received > before + 50
+    })
+    .await;
+    assert!(flowing, "load continues after the abort");
+    load.stop_publishing();
+    let report = load.finish(Duration::from_secs(60)).await;
+    println!(
+        "abort during dual: load {report}; reasons {:?}",
+        report.reasons()
+    );
+    assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+    let gone = wait_until(Duration::from_secs(30), || async {
+        !world.statefulset_exists(NS, &dedicated()).await.unwrap()
+    })
+    .await;
+    assert!(gone, "the dedicated cluster is removed after the abort");
+}
