@@ -4,6 +4,14 @@
 //! Every step maps to builders + apply (Kubernetes objects) or to a `tiermq_broker::steps`
 //! function (broker state). A tenant step on a cluster where the tenant's vhost is absent
 //! succeeds without doing anything, as the planner expects.
+//!
+//! Two enforcements beyond the broker steps, both needed for zero loss on RabbitMQ 3.10 (found
+//! by the steady-load tests in `tests/rabbit_operator.rs`):
+//! - `RevokeWrites` / `RevokeAll` also close the tenant's connections that keep publishing
+//!   (channels cache permission checks until idle, so a busy publisher is not stopped by the
+//!   revocation); idle connections and consumers stay open, as the connection policy says;
+//! - retiring a source (`DeleteTenant` outside instance deletion) first closes the tenant's
+//!   remaining connections on it, then lets `retire_tenant` prove the vhost empty once more.
 
 use std::collections::BTreeSet;
 
