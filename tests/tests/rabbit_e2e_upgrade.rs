@@ -18,7 +18,11 @@ fn upgrade_checks(o: &Outcome) {
         ProbeResult::Destination,
         "a connection opened after the cutover lands on the dedicated cluster"
     );
-    let cutover = phase_at(c, MigrationPhase::SingleWriteDualRead);
+    // The operator performs the cutover (revoking writes, closing busy publishers) in the
+    // reconcile that follows DualWriteDualRead and records SingleWriteDualRead only after those
+    // steps succeeded, so the watch sees the new phase slightly after the closes. "Before the
+    // cutover" therefore means before DualWriteDualRead was recorded.
+    let cutover = phase_at(c, MigrationPhase::DualWriteDualRead);
     let retire_from = phase_at(c, MigrationPhase::DestinationOnly);
     let describe = |i: &tiermq_tests::load::Interruption| {
         format!(
