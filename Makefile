@@ -37,6 +37,25 @@ test: setup lint ## Installs what is missing, then fmt check, clippy and every t
 test-unit: ## Only the tests that start no broker (fast)
 	$(CARGO) nextest run --workspace -E 'not binary(/^rabbit_/)'
 
+.PHONY: demo
+demo: setup ## The main job: kubesim + operator + brokers, an instance converted shared -> dedicated -> shared under load (~1-2 min)
+	$(CARGO) build -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
+	./target/debug/tiermq-demo
+
+.PHONY: e2e
+e2e: setup ## Only the end-to-end scenarios (operator binary on kubesim, real brokers, AMQP load)
+	$(CARGO) build -p tiermq-operator --bin tiermq-operator
+	$(CARGO) nextest run -p tiermq-tests
+
+.PHONY: bench
+bench: setup ## Consume vs Shovel and shared vs dedicated throughput side by side; writes target/bench-report.md (~5 min)
+	$(CARGO) build --release -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
+	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/release/tiermq-operator ./target/release/tiermq-demo bench --dir .tiermq/bench --out target/bench-report.md
+
+.PHONY: kind-e2e
+kind-e2e: ## The same scenario on kind/minikube with the Helm chart (needs docker, kind, helm; cannot run on this project's machines)
+	bash scripts/kind-e2e.sh
+
 .PHONY: clean
 clean: ## Remove build output and demo state
 	$(CARGO) clean

@@ -27,5 +27,5 @@
 //! so no DNS and no port-forwarding are needed. Inside a real cluster, the same ClusterIP (or the
 //! Service's DNS name, which resolves to it) works unchanged.
 pub mod apiserver;
-pub mod sim;
 pub mod cluster;
+pub mod sim;
