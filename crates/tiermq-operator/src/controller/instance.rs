@@ -291,6 +291,11 @@ pub fn requeue_after(p: &Plan, drain_poll_seconds: u64) -> Duration {
 
 /// Creates the credentials Secret once and returns its password. While deleting, a missing
 /// Secret is fine (no step needs the password then).
+///
+/// Once the instance has been placed on a cluster its tenant exists on a broker with this
+/// password, so a missing Secret is an error to report, never a reason to generate a new password:
+/// that would silently lock out every client (and, mid-migration, give the two clusters different
+/// passwords).
 async fn credentials_password(
     ctx: &Context,
     i: &RabbitMQInstance,
@@ -298,7 +303,11 @@ async fn credentials_password(
 ) -> Result<Option<build::SecretValue>> {
     let name = build::credentials_secret_name(&i.name_any());
     let ns = i.namespace().unwrap_or_default();
-    let secret = if deleting {
+    let placed = i
+        .status
+        .as_ref()
+        .is_some_and(|s| s.serving.is_some() || s.migration.is_some());
+    let secret = if deleting || placed {
         let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
             kube::Api::namespaced(ctx.client.clone(), &ns);
         match api
@@ -307,7 +316,15 @@ async fn credentials_password(
             .map_err(crate::error::kube_err("get", format!("Secret {ns}/{name}")))?
         {
             Some(s) => s,
-            None => return Ok(None),
+            None if deleting => return Ok(None),
+            None => {
+                return Err(Error::Secret {
+                    name: format!("{ns}/{name}"),
+                    problem: "is missing; the tenant on the brokers still uses its password, so \
+                              the operator will not generate a new one: restore the Secret"
+                        .into(),
+                });
+            }
         }
     } else {
         let fresh = {
