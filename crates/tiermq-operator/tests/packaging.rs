@@ -473,19 +473,31 @@ fn kustomize_base_renders_valid_kubernetes_objects() {
 #[test]
 fn rbac_grants_what_the_operator_needs_and_no_more() {
     let cr = chart_rules("clusterrole.yaml");
-    let owned = set(&[
-        "get", "list", "watch", "create", "patch", "update", "delete",
-    ]);
+    // Every write is a PATCH (server-side apply or merge patch): no `update` on owned objects.
+    let owned = set(&["get", "list", "watch", "create", "patch", "delete"]);
     for (g, r) in [
         ("apps", "statefulsets"),
         ("", "services"),
         ("", "configmaps"),
-        ("", "secrets"),
         ("discovery.k8s.io", "endpointslices"),
         ("policy", "poddisruptionbudgets"),
     ] {
         assert_eq!(verbs_for(&cr, g, r), owned, "{g}/{r}");
     }
+    // Generated Secrets are created once and never changed.
+    assert_eq!(
+        verbs_for(&cr, "", "secrets"),
+        set(&["get", "list", "watch", "create", "delete"])
+    );
+    // Instances are patched only for the finalizer; SharedClusters only read.
+    assert_eq!(
+        verbs_for(&cr, "tiermq.io", "rabbitmqinstances"),
+        set(&["get", "list", "watch", "patch"])
+    );
+    assert_eq!(
+        verbs_for(&cr, "tiermq.io", "sharedclusters"),
+        set(&["get", "list", "watch"])
+    );
     assert_eq!(verbs_for(&cr, "", "pods"), set(&["get", "list", "watch"]));
     assert_eq!(
         verbs_for(&cr, "", "persistentvolumeclaims"),
