@@ -397,6 +397,41 @@ async fn a_shared_instance_gets_a_tenant_and_working_credentials_through_its_ser
     .await;
     assert_eq!(sc.status.unwrap().ready_replicas, 1);
 
+    // A deleted credentials Secret is not regenerated with a new password (that would lock
+    // clients out): the tenant keeps its password and the Secret stays absent until restored.
+    let secrets = Api::<Secret>::namespaced(c.clone(), NS);
+    let original = secrets.get("orders-credentials").await.unwrap();
+    secrets
+        .delete("orders-credentials", &Default::default())
+        .await
+        .unwrap();
+    // The controller watches the Secrets it owns, so this is several reconciles' worth of time.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        secrets
+            .get_opt("orders-credentials")
+            .await
+            .unwrap()
+            .is_none(),
+        "the operator must not generate a new password for a placed instance"
+    );
+    let conn = connect(&uri).await;
+    let _ = conn.close(200, "done".into()).await;
+    let mut restored = original.clone();
+    restored.metadata.resource_version = None;
+    restored.metadata.uid = None;
+    restored.metadata.creation_timestamp = None;
+    restored.metadata.managed_fields = None;
+    secrets
+        .create(&PostParams::default(), &restored)
+        .await
+        .unwrap();
+    assert_eq!(
+        instance_uri(&c, "orders").await.0,
+        uri,
+        "restored as it was"
+    );
+
     // Deleting the instance removes its tenant from the broker (finalizer), then the object.
     Api::<RabbitMQInstance>::namespaced(c.clone(), NS)
         .delete("orders", &Default::default())
