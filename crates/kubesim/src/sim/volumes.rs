@@ -213,39 +213,26 @@ pub async fn resolve_env(
             continue;
         }
         let Some(from) = &e.value_from else { continue };
-        if let Some(r) = &from.secret_key_ref {
-            match secret_data(client, &ns, &r.name).await? {
-                Some(d) => match d.get(&r.key) {
-                    Some(v) => {
-                        out.insert(e.name.clone(), String::from_utf8_lossy(v).into_owned());
-                    }
-                    None if r.optional == Some(true) => {}
-                    None => {
-                        return Err(missing(
-                            pod,
-                            &format!("key {} in Secret {ns}/{}", r.key, r.name),
-                        ));
-                    }
-                },
-                None if r.optional == Some(true) => {}
-                None => return Err(missing(pod, &format!("Secret {ns}/{}", r.name))),
-            }
+        let keyed = if let Some(r) = &from.secret_key_ref {
+            let data = secret_data(client, &ns, &r.name).await?;
+            Some(("Secret", &r.name, &r.key, r.optional, data))
         } else if let Some(r) = &from.config_map_key_ref {
-            match configmap_data(client, &ns, &r.name).await? {
-                Some(d) => match d.get(&r.key) {
-                    Some(v) => {
-                        out.insert(e.name.clone(), String::from_utf8_lossy(v).into_owned());
-                    }
-                    None if r.optional == Some(true) => {}
-                    None => {
-                        return Err(missing(
-                            pod,
-                            &format!("key {} in ConfigMap {ns}/{}", r.key, r.name),
-                        ));
-                    }
-                },
-                None if r.optional == Some(true) => {}
-                None => return Err(missing(pod, &format!("ConfigMap {ns}/{}", r.name))),
+            let data = configmap_data(client, &ns, &r.name).await?;
+            Some(("ConfigMap", &r.name, &r.key, r.optional, data))
+        } else {
+            None
+        };
+        if let Some((kind, name, key, optional, data)) = keyed {
+            let optional = optional == Some(true);
+            match data.as_ref().map(|d| d.get(key)) {
+                Some(Some(v)) => {
+                    out.insert(e.name.clone(), String::from_utf8_lossy(v).into_owned());
+                }
+                _ if optional => {}
+                Some(None) => {
+                    return Err(missing(pod, &format!("key {key} in {kind} {ns}/{name}")));
+                }
+                None => return Err(missing(pod, &format!("{kind} {ns}/{name}"))),
             }
         } else if let Some(f) = &from.field_ref {
             let v = match f.field_path.as_str() {
