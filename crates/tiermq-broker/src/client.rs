@@ -769,18 +769,6 @@ impl ManagementClient {
         self.delete_parameter("federation-upstream", vhost, name)
             .await
     }
-
-    /// Federation links of the vhost with their state (`running`, `starting`, `error`).
-    pub async fn federation_links(&self, vhost: &str) -> Result<Vec<Value>, BrokerError> {
-        let op = format!("read federation links of vhost {vhost:?}");
-        self.check(&op, "vhost", vhost)?;
-        self.get_json(Call::new(
-            Method::GET,
-            op,
-            format!("federation-links/{}", segment(vhost)),
-        ))
-        .await
-    }
 }
 
 /// Maps an unsuccessful HTTP status to an [`ErrorKind`].

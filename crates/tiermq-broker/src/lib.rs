@@ -12,8 +12,9 @@
 //!   and decide "drained" from fresh readings, drain with shovels, federate queues, close
 //!   connections with a reason, retire a tenant (refused while messages remain).
 //!
-//! The data types the steps return ([`steps::Backlog`], [`steps::DrainProgress`], …) are plain and
-//! serializable so the operator's pure state machine and its status can use them directly.
+//! The data types the steps return ([`steps::Backlog`], [`steps::DrainProgress`], …) are plain
+//! data; the operator maps them into its planner's own observation types, and shares the drain
+//! threshold ([`steps::DRAINED_AFTER`]) and the secret type ([`Secret`]) with this crate.
 
 mod client;
 mod encode;
@@ -24,4 +25,4 @@ pub mod steps;
 
 pub use client::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy};
 pub use error::{BrokerError, ErrorKind, NotFoundExt};
-pub use secret::{Secret, generate_password, redact};
+pub use secret::{GENERATED_LEN, Secret, generate_password, generate_secret, redact};

@@ -1,20 +1,23 @@
-//! Passwords and URIs with credentials: never shown by `Debug`/`Display`, and scrubbed from any
-//! text that reaches an error or a log line.
+//! Secret values (passwords, Erlang cookies, URIs with credentials): never shown by
+//! `Debug`/`Display`, and scrubbed from any text that reaches an error or a log line. The one
+//! secret type and the one generator of the project; the operator uses them too.
 
 use std::fmt;
 
+use rand::Rng;
 use rand::distr::{Alphanumeric, SampleString};
 
-/// A secret string (a password, or an AMQP URI with a password in it).
+/// A secret string (a password, an Erlang cookie, or an AMQP URI with a password in it).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value read from somewhere safe (a Secret object, a generator).
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
-    /// The secret itself, for the one place that must send it.
+    /// The secret itself, for the one place that must send or store it. Never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -44,10 +47,18 @@ impl From<String> for Secret {
     }
 }
 
-/// A new random password: 32 alphanumeric characters (about 190 bits) from the thread's
-/// cryptographically secure generator. Safe inside URIs and RabbitMQ config files unescaped.
+/// Length of generated secret values: 32 alphanumerics are about 190 bits.
+pub const GENERATED_LEN: usize = 32;
+
+/// A new random value from `rng`: [`GENERATED_LEN`] ASCII letters and digits, valid as a
+/// password, an Erlang cookie, in `rabbitmq.conf` and in URIs without escaping.
+pub fn generate_secret(rng: &mut impl Rng) -> Secret {
+    Secret(Alphanumeric.sample_string(rng, GENERATED_LEN))
+}
+
+/// A new random password from the thread's cryptographically secure generator.
 pub fn generate_password() -> Secret {
-    Secret(Alphanumeric.sample_string(&mut rand::rng(), 32))
+    generate_secret(&mut rand::rng())
 }
 
 /// Returns `text` with every given secret and the password part of every `scheme://user:pass@`

@@ -1,4 +1,6 @@
-//! Condition types and reasons the operator sets. Kept with the API because users match on them.
+//! Condition types, condition reasons and Event reasons the operator sets. Kept with the API
+//! because users, dashboards and GitOps health checks match on them; the operator names no
+//! reason anywhere else.
 
 /// The instance serves clients.
 pub const READY: &str = "Ready";
@@ -11,17 +13,70 @@ pub const DRAIN_TIMED_OUT: &str = "DrainTimedOut";
 /// The spec asks for something the operator will not do (e.g. an unknown SharedCluster).
 pub const INVALID_SPEC: &str = "InvalidSpec";
 
+/// Reasons of conditions, True and False.
 pub mod reasons {
+    /// `ConversionBlocked`: the instance is not in service on its current cluster.
     pub const NOT_IN_SERVICE: &str = "InstanceNotInService";
+    /// `ConversionBlocked` / `InvalidSpec`: the SharedCluster has no room for the instance.
     pub const NO_CAPACITY: &str = "SharedClusterFull";
+    /// `ConversionBlocked` / `InvalidSpec`: the SharedCluster does not exist (or none is named).
     pub const SHARED_CLUSTER_NOT_FOUND: &str = "SharedClusterNotFound";
+    /// `ConversionBlocked`: the SharedCluster exists but is not ready or not reachable.
     pub const SHARED_CLUSTER_NOT_READY: &str = "SharedClusterNotReady";
+    /// `ConversionBlocked`: the destination cluster is not ready.
     pub const DESTINATION_NOT_READY: &str = "DestinationNotReady";
+    /// `ConversionBlocked` False: no flip is held.
+    pub const NOT_BLOCKED: &str = "NotBlocked";
+    /// `DrainTimedOut` True: the source still holds messages after the drain timeout.
     pub const BACKLOG_REMAINS: &str = "BacklogRemains";
+    /// `DrainTimedOut` False: no drain has exceeded its timeout.
+    pub const WITHIN_DRAIN_TIMEOUT: &str = "WithinDrainTimeout";
+    /// `Migrating` True: a conversion runs.
     pub const CONVERTING: &str = "Converting";
+    /// `Migrating` True: a flip back before the write cutover is being aborted.
     pub const ABORTING: &str = "FlipBackBeforeCutover";
+    /// `Migrating` True: a flip back after the write cutover waits for this conversion to end.
     pub const REVERSE_QUEUED: &str = "FlipBackAfterCutover";
-    pub const IN_SERVICE: &str = "InService";
-    pub const PROVISIONING: &str = "Provisioning";
+    /// `Migrating` False: no conversion runs.
     pub const STABLE: &str = "NoConversion";
+    /// `Ready` True: the Service routes to a cluster serving the tenant.
+    pub const IN_SERVICE: &str = "InService";
+    /// `Ready` False: waiting for a cluster to serve the tenant.
+    pub const PROVISIONING: &str = "Provisioning";
+    /// `Ready` False: the instance is being deleted.
+    pub const DELETING: &str = "Deleting";
+    /// `InvalidSpec` False: the spec can be served.
+    pub const SPEC_VALID: &str = "SpecValid";
+}
+
+/// Reasons of the Events the operator emits on a `RabbitMQInstance`, one per transition.
+pub mod events {
+    /// Warning: a flip is held (see the `ConversionBlocked` condition).
+    pub const CONVERSION_BLOCKED: &str = "ConversionBlocked";
+    /// A held flip was withdrawn.
+    pub const CONVERSION_WITHDRAWN: &str = "ConversionWithdrawn";
+    /// A conversion started (`PreparingDestination`).
+    pub const CONVERSION_STARTED: &str = "ConversionStarted";
+    /// The Service routes to both clusters.
+    pub const DUAL_WRITE: &str = "DualWriteDualRead";
+    /// The source refuses writes and left the Service.
+    pub const WRITE_CUTOVER: &str = "WriteCutover";
+    /// The source is being drained.
+    pub const DRAINING: &str = "DrainingSource";
+    /// The source was proven empty.
+    pub const SOURCE_DRAINED: &str = "SourceDrained";
+    /// Warning: messages showed up on a source proven empty before.
+    pub const BACKLOG_REAPPEARED: &str = "BacklogReappeared";
+    /// The source tenant (and a dedicated source cluster) was deleted.
+    pub const SOURCE_RETIRED: &str = "SourceRetired";
+    /// The conversion ended; `status.tier` is the new tier.
+    pub const CONVERSION_COMPLETED: &str = "ConversionCompleted";
+    /// A flip back before the write cutover is being aborted.
+    pub const ABORTING: &str = "ConversionAborting";
+    /// The abort ended; the source serves alone.
+    pub const ABORTED: &str = "ConversionAborted";
+    /// A flip back after the write cutover is queued behind the running conversion.
+    pub const REVERSE_QUEUED: &str = "ReverseQueued";
+    /// Warning: the drain exceeded `drainTimeoutSeconds`.
+    pub const DRAIN_TIMED_OUT: &str = "DrainTimedOut";
 }

@@ -1,4 +1,6 @@
-//! tiermq's API types: `RabbitMQInstance` and `SharedCluster` (group `tiermq.io`, `v1alpha1`).
+//! tiermq's API types: `RabbitMQInstance` and `SharedCluster` (group `tiermq.io`, version
+//! [`v1alpha1`], re-exported at the crate root), the condition types and reasons users match on
+//! ([`conditions`]), and the name facts admission and the operator share ([`names`]).
 //!
 //! Types only: no client, no IO. The CRD YAML in `crd/` and the chart is generated from these types
 //! (`tiermq-operator crd`, `make generate`).
@@ -7,14 +9,12 @@
 // duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-pub mod common;
 pub mod conditions;
-pub mod instance;
-pub mod shared_cluster;
+pub mod names;
+pub mod v1alpha1;
 
-pub use common::*;
-pub use instance::*;
-pub use shared_cluster::*;
+pub use names::{MAX_INSTANCE_NAME_LEN, MAX_SHARED_CLUSTER_NAME_LEN};
+pub use v1alpha1::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, ValidationRule,
@@ -28,12 +28,12 @@ pub fn crd_files() -> Vec<(String, String)> {
         with_name_limit(
             RabbitMQInstance::crd(),
             MAX_INSTANCE_NAME_LEN,
-            INSTANCE_NAME_MESSAGE,
+            &names::instance_name_message(),
         ),
         with_name_limit(
             SharedCluster::crd(),
             MAX_SHARED_CLUSTER_NAME_LEN,
-            SHARED_CLUSTER_NAME_MESSAGE,
+            &names::shared_cluster_name_message(),
         ),
     ]
     .iter()

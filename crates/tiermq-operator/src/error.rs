@@ -1,8 +1,72 @@
-//! The operator's error type. Each variant says what failed and on which object; `category` maps it
-//! to an Event reason and a metrics label, and `is_transient` decides how fast to retry.
+//! The operator's error type.
+//!
+//! An [`Error`] says what failed and on which object (a Kubernetes call, a broker call, a Secret,
+//! an invalid spec, ...). The reconcilers wrap it with the pipeline [`Stage`] that failed and,
+//! while executing a plan, the step that failed ([`Error::at`]), so logs, the
+//! `tiermq_reconcile_errors_total` metric and Events say *where* as well as *what*.
+//!
+//! One rule decides what happens next: [`Error::retry`]. A [`Retry::Backoff`] error clears up by
+//! itself (an API server hiccup, a broker restarting, an object not created yet) and is retried
+//! with a growing per-object backoff; a [`Retry::Report`] error needs someone to change something
+//! (the spec, a missing SharedCluster), so it is reported on the object (condition and one Warning
+//! Event) and looked at again after the given delay.
 
+use std::fmt;
 use std::time::Duration;
 
+/// Where in a reconcile an error happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Reading the object itself, fresh from the API server.
+    Read,
+    /// Checking the spec (names, placement) before anything is changed.
+    Validate,
+    /// Adding the finalizer.
+    Finalizer,
+    /// Creating or reading the instance's credentials Secret.
+    Credentials,
+    /// Reading Kubernetes objects and broker state for the planner.
+    Observe,
+    /// Running a planned step ([`Error::step`] names it).
+    Execute,
+    /// Applying a SharedCluster's objects.
+    Apply,
+    /// Writing the status subresource.
+    Status,
+}
+
+impl Stage {
+    /// A short stable name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Read => "read",
+            Stage::Validate => "validate",
+            Stage::Finalizer => "finalizer",
+            Stage::Credentials => "credentials",
+            Stage::Observe => "observe",
+            Stage::Execute => "execute",
+            Stage::Apply => "apply",
+            Stage::Status => "status",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do after a failed reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Transient: retry with the per-object exponential backoff.
+    Backoff,
+    /// Needs a change by someone: report it on the object and look again after this long.
+    Report(Duration),
+}
+
+/// Everything that can stop a reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
@@ -25,9 +89,6 @@ pub enum Error {
     /// Serializing an object failed (a bug, not a user error).
     #[error("serialization: {0}")]
     Serialization(#[from] serde_json::Error),
-    /// The object lacks a namespace or name the operator needs.
-    #[error("object {0} has no namespace or name")]
-    Incomplete(String),
     /// Something the next step needs does not exist yet (a Service without a ClusterIP, a broker
     /// without its admin Secret); it will, so retry soon.
     #[error("not ready yet: {0}")]
@@ -43,51 +104,93 @@ pub enum Error {
     /// the API server).
     #[error("{0}")]
     Build(#[from] crate::build::BuildError),
+    /// `source` happened in `stage` (and, while executing a plan, in `step`).
+    #[error("{stage}{}: {source}", step.map(|s| format!(" step {s}")).unwrap_or_default())]
+    In {
+        stage: Stage,
+        step: Option<&'static str>,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
+    /// A closure wrapping an error with the stage it happened in:
+    /// `.map_err(Error::during(Stage::Observe))`.
+    pub fn during(stage: Stage) -> impl FnOnce(Error) -> Error {
+        move |e| e.wrap(stage, None)
+    }
+
+    /// A closure wrapping an error with the plan step it happened in (stage `Execute`).
+    pub fn at(step: &'static str) -> impl FnOnce(Error) -> Error {
+        move |e| e.wrap(Stage::Execute, Some(step))
+    }
+
+    fn wrap(self, stage: Stage, step: Option<&'static str>) -> Error {
+        // The innermost (most precise) location wins.
+        match self {
+            e @ Error::In { .. } => e,
+            e => Error::In {
+                stage,
+                step,
+                source: Box::new(e),
+            },
+        }
+    }
+
+    /// The error without its stage and step.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::In { source, .. } => source.cause(),
+            e => e,
+        }
+    }
+
+    /// The reconcile stage that failed, when known.
+    pub fn stage(&self) -> Option<Stage> {
+        match self {
+            Error::In { stage, .. } => Some(*stage),
+            _ => None,
+        }
+    }
+
+    /// The plan step that failed, when the error happened executing one.
+    pub fn step(&self) -> Option<&'static str> {
+        match self {
+            Error::In { step, .. } => *step,
+            _ => None,
+        }
+    }
+
     /// Short, stable label for metrics and Event reasons.
     pub fn category(&self) -> &'static str {
-        match self {
+        match self.cause() {
             Error::Kube { .. } => "KubernetesApi",
             Error::Broker(_) => "BrokerApi",
-            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidSpec(_) | Error::Build(_) => "InvalidSpec",
             Error::Secret { .. } => "SecretInvalid",
             Error::Serialization(_) => "Serialization",
-            Error::Incomplete(_) => "Incomplete",
             Error::NotReady(_) => "NotReady",
-            Error::Build(_) => "InvalidSpec",
             Error::Placement { .. } => "Placement",
+            Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
     }
 
-    /// Permanent errors wait for a spec change (or a long timer); transient ones back off briefly.
-    pub fn retry_after(&self) -> Duration {
-        match self {
-            Error::InvalidSpec(_)
-            | Error::Incomplete(_)
-            | Error::Serialization(_)
-            | Error::Build(_) => Duration::from_secs(300),
-            Error::Secret { .. } | Error::Placement { .. } => Duration::from_secs(30),
-            Error::Kube { .. } | Error::Broker(_) | Error::NotReady(_) => Duration::from_secs(5),
-        }
-    }
-
-    /// Retrying cannot help until someone changes the spec (or the broker state a step refused
-    /// on): report it with a condition and a Warning Event, and retry slowly.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            Error::InvalidSpec(_)
-            | Error::Build(_)
-            | Error::Incomplete(_)
-            | Error::Placement { .. } => true,
-            // Broker refusals (a conflicting queue, messages still on a vhost) clear up by
-            // themselves or by a fix on the broker: retried with a growing backoff.
+    /// The one retry rule (see the module docs).
+    pub fn retry(&self) -> Retry {
+        match self.cause() {
+            // Only a spec change helps: report, look again now and then.
+            Error::InvalidSpec(_) | Error::Build(_) => Retry::Report(Duration::from_secs(300)),
+            // A SharedCluster may be created or get room soon.
+            Error::Placement { .. } => Retry::Report(Duration::from_secs(30)),
+            // Broker refusals (a conflicting queue, messages still on a vhost) and API failures
+            // clear up by themselves or by a fix on the broker; a missing Secret by a restore.
             Error::Broker(_)
             | Error::Kube { .. }
             | Error::Secret { .. }
             | Error::Serialization(_)
-            | Error::NotReady(_) => false,
+            | Error::NotReady(_) => Retry::Backoff,
+            Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
     }
 }
@@ -105,4 +208,29 @@ pub fn kube_err(
     }
 }
 
+/// The operator's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_and_step_are_kept_from_the_innermost_wrap_and_shown() {
+        let e = Error::NotReady("no ClusterIP".into());
+        let e = Error::at("RouteService")(e);
+        let e = Error::during(Stage::Observe)(e);
+        assert_eq!(e.stage(), Some(Stage::Execute));
+        assert_eq!(e.step(), Some("RouteService"));
+        assert_eq!(e.category(), "NotReady");
+        assert_eq!(e.retry(), Retry::Backoff);
+        assert_eq!(
+            e.to_string(),
+            "execute step RouteService: not ready yet: no ClusterIP"
+        );
+        let e = Error::during(Stage::Validate)(Error::InvalidSpec("x".into()));
+        assert_eq!(e.to_string(), "validate: invalid spec: x");
+        assert_eq!(e.retry(), Retry::Report(Duration::from_secs(300)));
+        assert!(matches!(e.cause(), Error::InvalidSpec(_)));
+    }
+}

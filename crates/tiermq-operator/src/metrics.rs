@@ -15,10 +15,15 @@ pub struct ControllerLabels {
     pub controller: &'static str,
 }
 
+/// Labels of a failed reconcile: which controller, which kind of error, where it happened.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: &'static str,
     pub category: &'static str,
+    /// The reconcile stage (`observe`, `execute`, ...), empty when unknown.
+    pub stage: &'static str,
+    /// The plan step that failed (`RouteService`, ...), empty outside `execute`.
+    pub step: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,11 +136,14 @@ impl Metrics {
         }
     }
 
-    pub fn reconcile_failed(&self, controller: &'static str, category: &'static str) {
+    /// Counts a failed reconcile of `controller` by the error's category, stage and step.
+    pub fn reconcile_failed(&self, controller: &'static str, err: &crate::error::Error) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels {
                 controller,
-                category,
+                category: err.category(),
+                stage: err.stage().map_or("", crate::error::Stage::as_str),
+                step: err.step().unwrap_or(""),
             })
             .inc();
     }
@@ -166,7 +174,10 @@ mod tests {
     fn a_reconcile_is_counted_and_timed() {
         let m = Metrics::default();
         drop(m.reconcile_timer("instance"));
-        m.reconcile_failed("instance", "BrokerApi");
+        let err = crate::error::Error::at("EnsureTenant")(crate::error::Error::NotReady(
+            "the management API of shared/ops/main has no admin Secret or address yet".into(),
+        ));
+        m.reconcile_failed("instance", &err);
         let text = m.encode();
         assert!(
             text.contains(r#"tiermq_reconciles_total{controller="instance"} 1"#),
@@ -174,7 +185,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                r#"tiermq_reconcile_errors_total{controller="instance",category="BrokerApi"} 1"#
+                r#"tiermq_reconcile_errors_total{controller="instance",category="NotReady",stage="execute",step="EnsureTenant"} 1"#
             ),
             "{text}"
         );

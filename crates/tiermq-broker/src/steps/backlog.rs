@@ -157,6 +157,10 @@ impl Backlog {
     }
 }
 
+/// Consecutive fresh empty readings that prove a vhost drained. The one drain threshold of the
+/// project: the operator's planner and [`super::retire_tenant`] both count to it.
+pub const DRAINED_AFTER: u32 = 2;
+
 /// When a vhost counts as drained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainCriteria {
@@ -171,7 +175,7 @@ impl DrainCriteria {
     /// spaced by the most a reading can lag plus a second.
     pub fn for_broker(stats_interval: Duration, sample_increment: Duration) -> Self {
         DrainCriteria {
-            required_samples: 2,
+            required_samples: DRAINED_AFTER,
             min_spacing: stats_interval + sample_increment + Duration::from_secs(1),
         }
     }
@@ -227,40 +231,6 @@ pub async fn measure_backlog(
         Utc::now(),
         &queues,
     ))
-}
-
-/// How [`wait_until_drained`] ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DrainOutcome {
-    Drained(Backlog),
-    /// The timeout passed first; nothing was deleted. The last reading is attached.
-    TimedOut(Backlog),
-}
-
-/// Polls the backlog every `poll` until the criteria hold or `timeout` passes, reporting each
-/// reading to `on_reading` (for progress, status, metrics).
-pub async fn wait_until_drained(
-    client: &ManagementClient,
-    vhost: &str,
-    criteria: &DrainCriteria,
-    poll: Duration,
-    timeout: Duration,
-    mut on_reading: impl FnMut(&Backlog, &DrainProgress),
-) -> Result<DrainOutcome, BrokerError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut progress = DrainProgress::default();
-    loop {
-        let backlog = measure_backlog(client, vhost).await?;
-        progress = progress.observe(&backlog, criteria);
-        on_reading(&backlog, &progress);
-        if progress.drained(criteria) {
-            return Ok(DrainOutcome::Drained(backlog));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(DrainOutcome::TimedOut(backlog));
-        }
-        tokio::time::sleep(poll).await;
-    }
 }
 
 #[cfg(test)]

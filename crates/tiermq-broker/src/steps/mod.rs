@@ -16,8 +16,7 @@ mod topology;
 
 pub use access::{restore_writes, revoke_all, revoke_writes};
 pub use backlog::{
-    Backlog, DrainCriteria, DrainOutcome, DrainProgress, QueueBacklog, measure_backlog,
-    wait_until_drained,
+    Backlog, DRAINED_AFTER, DrainCriteria, DrainProgress, QueueBacklog, measure_backlog,
 };
 pub use connections::close_connections;
 pub use federation::{

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{BrokerCluster, SecretValue, admin_secret_name};
+use super::{BrokerCluster, admin_secret_name};
 
 pub const KEY_USERNAME: &str = "username";
 pub const KEY_PASSWORD: &str = "password";
@@ -21,10 +21,10 @@ pub const ADMIN_USERNAME: &str = "tiermq-admin";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminCredentials {
     pub username: String,
-    pub password: SecretValue,
+    pub password: tiermq_broker::Secret,
 }
 
-pub fn build(c: &BrokerCluster, password: &SecretValue) -> Secret {
+pub fn build(c: &BrokerCluster, password: &tiermq_broker::Secret) -> Secret {
     Secret {
         metadata: c.meta(admin_secret_name(&c.name)),
         type_: Some("kubernetes.io/basic-auth".into()),
@@ -33,7 +33,7 @@ pub fn build(c: &BrokerCluster, password: &SecretValue) -> Secret {
                 KEY_USERNAME.to_string(),
                 ByteString(ADMIN_USERNAME.as_bytes().to_vec()),
             ),
-            (KEY_PASSWORD.to_string(), password.bytes()),
+            (KEY_PASSWORD.to_string(), super::secret_bytes(password)),
         ])),
         ..Secret::default()
     }
@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn admin_secret_is_basic_auth_and_round_trips() {
-        let pw = SecretValue::new("s3cret");
+        let pw = tiermq_broker::Secret::new("s3cret");
         let s = build(&dedicated(), &pw);
         assert_eq!(s.metadata.name.as_deref(), Some("orders-dedicated-admin"));
         assert_owned(&s.metadata, "RabbitMQInstance", "orders");
@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn a_secret_without_password_reads_as_none() {
-        let mut s = build(&dedicated(), &SecretValue::new("x"));
+        let mut s = build(&dedicated(), &tiermq_broker::Secret::new("x"));
         s.data.as_mut().unwrap().remove(KEY_PASSWORD);
         assert_eq!(read_admin(&s), None);
     }

@@ -3,7 +3,7 @@
 //!
 //! The tenant (vhost and user `<namespace>.<instance>`) and its password are the same on both
 //! tiers, so this Secret never changes across a conversion. The password is generated once
-//! ([`super::generate_secret_value`]) and read back afterwards ([`read_password`]).
+//! ([`super::generate_secret`]) and read back afterwards ([`read_password`]).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use tiermq_crd::{EndpointStatus, RabbitMQInstance};
 
-use super::{AMQP_PORT, BuildError, InstanceTarget, SecretValue, credentials_secret_name};
+use super::{AMQP_PORT, BuildError, InstanceTarget, credentials_secret_name};
 
 /// The service-binding Secret type for RabbitMQ.
 pub const SECRET_TYPE: &str = "servicebinding.io/rabbitmq";
@@ -24,7 +24,10 @@ pub const KEY_USERNAME: &str = "username";
 pub const KEY_PASSWORD: &str = "password";
 pub const KEY_URI: &str = "uri";
 
-pub fn build(instance: &RabbitMQInstance, password: &SecretValue) -> Result<Secret, BuildError> {
+pub fn build(
+    instance: &RabbitMQInstance,
+    password: &tiermq_broker::Secret,
+) -> Result<Secret, BuildError> {
     let t = InstanceTarget::of(instance)?;
     let tenant = t.tenant();
     let host = t.host();
@@ -40,7 +43,7 @@ pub fn build(instance: &RabbitMQInstance, password: &SecretValue) -> Result<Secr
             (KEY_PORT.to_string(), text(&AMQP_PORT.to_string())),
             (KEY_VHOST.to_string(), text(&tenant)),
             (KEY_USERNAME.to_string(), text(&tenant)),
-            (KEY_PASSWORD.to_string(), password.bytes()),
+            (KEY_PASSWORD.to_string(), super::secret_bytes(password)),
             (KEY_URI.to_string(), text(&uri)),
         ])),
         ..Secret::default()
@@ -48,7 +51,7 @@ pub fn build(instance: &RabbitMQInstance, password: &SecretValue) -> Result<Secr
 }
 
 /// The tenant password held by an existing credentials Secret.
-pub fn read_password(secret: &Secret) -> Option<SecretValue> {
+pub fn read_password(secret: &Secret) -> Option<tiermq_broker::Secret> {
     super::read_key(secret, KEY_PASSWORD)
 }
 
@@ -98,7 +101,7 @@ mod tests {
     #[test]
     fn credentials_secret_has_the_service_binding_shape() {
         let i = instance("orders", "team-a");
-        let pw = SecretValue::new("Pw123");
+        let pw = tiermq_broker::Secret::new("Pw123");
         let s = build(&i, &pw).unwrap();
         assert_eq!(s.metadata.name.as_deref(), Some("orders-credentials"));
         assert_owned(&s.metadata, "RabbitMQInstance", "orders");

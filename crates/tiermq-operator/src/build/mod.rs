@@ -23,8 +23,8 @@
 //! | credentials Secret (service binding) | `i-credentials` | [`credentials_secret_name`] |
 //! | tenant vhost and username, on either tier | `<namespace>.<instance>` | [`tenant_name`] |
 //!
-//! A cluster's management API is reached through its client Service:
-//! `http://c.<ns>.svc:15672` ([`management_url`]).
+//! A cluster's management API is reached through its client Service on [`MANAGEMENT_PORT`] (see
+//! `controller::clusters` for the address modes).
 //!
 //! # Ownership
 //!
@@ -35,11 +35,11 @@
 //! # Secrets are generated once
 //!
 //! Random values (Erlang cookie, admin password, tenant password) are inputs to the builders,
-//! never produced inside them. Apply creates each Secret once from
-//! [`generate_secret_value`] and afterwards reads the value back from the existing Secret
-//! (`*::read_*` helpers); it never regenerates one, because the brokers' state (cluster
-//! membership, users) depends on them. [`SecretValue`] never shows its content in `Debug`; the
-//! built `Secret` objects hold the values, so callers must not log them.
+//! never produced inside them. Apply creates each Secret once from [`generate_secret`] and
+//! afterwards reads the value back from the existing Secret (`*::read_*` helpers); it never
+//! regenerates one, because the brokers' state (cluster membership, users) depends on them.
+//! [`Secret`] never shows its content in `Debug`; the built Kubernetes `Secret` objects hold the
+//! values, so callers must not log them.
 
 pub mod admin_secret;
 pub mod cluster_service;
@@ -53,13 +53,11 @@ pub mod pdb;
 pub mod statefulset;
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
-use rand::Rng;
 use tiermq_crd::{ClusterKind, RabbitMQInstance, SharedCluster, StorageSpec};
 
 /// AMQP 0-9-1 client port.
@@ -97,11 +95,7 @@ pub const LABEL_TIERMQ_INSTANCE: &str = "tiermq.io/instance";
 /// in the management API lag by this much.
 pub const DEFAULT_STATS_INTERVAL_MS: u32 = 5000;
 
-/// Longest cluster name: pods get a `controller-revision-hash` label `<sts>-<10 chars>`, which
-/// must fit a 63-character label value.
-pub const MAX_CLUSTER_NAME: usize = 52;
-/// Longest instance name: its dedicated cluster `<instance>-dedicated` must fit [`MAX_CLUSTER_NAME`].
-pub const MAX_INSTANCE_NAME: usize = MAX_CLUSTER_NAME - "-dedicated".len();
+pub use tiermq_crd::names::{MAX_CLUSTER_NAME_LEN, MAX_INSTANCE_NAME_LEN, dedicated_cluster_name};
 
 /// Why a builder could not build.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -122,47 +116,16 @@ pub enum BuildError {
     },
 }
 
-/// A random value for a Secret (Erlang cookie, password). Its `Debug` never shows the content.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretValue(String);
+/// Secret values (Erlang cookie, passwords): the project's one redacting type and generator.
+pub use tiermq_broker::{Secret, generate_secret};
 
-impl SecretValue {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The plain value, for writing it where it belongs (a Secret, a broker call). Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    fn bytes(&self) -> ByteString {
-        ByteString(self.0.as_bytes().to_vec())
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretValue(<redacted>)")
-    }
-}
-
-/// Length of generated secret values: 32 alphanumerics are ~190 bits.
-pub const SECRET_VALUE_LEN: usize = 32;
-
-/// A fresh random value for a Secret: [`SECRET_VALUE_LEN`] ASCII letters and digits, which are
-/// valid as an Erlang cookie, in `rabbitmq.conf` and in URIs without escaping.
-pub fn generate_secret_value(rng: &mut impl Rng) -> SecretValue {
-    let s: String = (0..SECRET_VALUE_LEN)
-        .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
-        .collect();
-    SecretValue(s)
+/// A secret value as the bytes of a Secret's `data` entry.
+fn secret_bytes(s: &Secret) -> ByteString {
+    ByteString(s.expose().as_bytes().to_vec())
 }
 
 // ---- names ----------------------------------------------------------------------------------
 
-/// The dedicated broker cluster of an instance.
-pub fn dedicated_cluster_name(instance: &str) -> String {
-    format!("{instance}-dedicated")
-}
 /// Headless Service that gives each broker pod a stable DNS name.
 pub fn headless_service_name(cluster: &str) -> String {
     format!("{cluster}-nodes")
@@ -202,13 +165,6 @@ pub fn tenant_name(namespace: &str, instance: &str) -> String {
 pub fn service_host(service: &str, namespace: &str) -> String {
     format!("{service}.{namespace}.svc")
 }
-/// Base URL of a cluster's management API, through its client Service.
-pub fn management_url(cluster: &str, namespace: &str) -> String {
-    format!(
-        "http://{}:{MANAGEMENT_PORT}",
-        service_host(&cluster_service_name(cluster), namespace)
-    )
-}
 /// Erlang node name of pod `ordinal` (long names: the pod's DNS name under the headless Service).
 pub fn node_name(cluster: &str, namespace: &str, ordinal: i32) -> String {
     format!(
@@ -219,11 +175,11 @@ pub fn node_name(cluster: &str, namespace: &str, ordinal: i32) -> String {
 
 /// Checks that `name` can name a cluster: a DNS-1035 label short enough for every derived name.
 pub fn validate_cluster_name(kind: &'static str, name: &str) -> Result<(), BuildError> {
-    validate_label(kind, name, MAX_CLUSTER_NAME)
+    validate_label(kind, name, MAX_CLUSTER_NAME_LEN)
 }
 /// Checks that `name` can name an instance (its Service and its dedicated cluster).
 pub fn validate_instance_name(name: &str) -> Result<(), BuildError> {
-    validate_label("RabbitMQInstance", name, MAX_INSTANCE_NAME)
+    validate_label("RabbitMQInstance", name, MAX_INSTANCE_NAME_LEN)
 }
 
 fn validate_label(kind: &'static str, name: &str, max: usize) -> Result<(), BuildError> {
@@ -316,7 +272,7 @@ fn kind_label(kind: ClusterKind) -> &'static str {
 }
 
 /// A non-empty UTF-8 value of `key` in a Secret's `data` (or `stringData`, as written by hand).
-fn read_key(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Option<SecretValue> {
+fn read_key(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Option<Secret> {
     let from_data = secret
         .data
         .as_ref()
@@ -332,7 +288,7 @@ fn read_key(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Option<Se
     from_data
         .or_else(from_string_data)
         .filter(|v| !v.is_empty())
-        .map(SecretValue)
+        .map(Secret::new)
 }
 
 // ---- broker clusters ------------------------------------------------------------------------
@@ -430,11 +386,6 @@ impl BrokerCluster {
             statefulset: statefulset::build(self),
             pdb: pdb::build(self),
         }
-    }
-
-    /// Where the operator reaches this cluster's management API.
-    pub fn management_url(&self) -> String {
-        management_url(&self.name, &self.namespace)
     }
 }
 
@@ -573,10 +524,6 @@ mod tests {
         assert_eq!(credentials_secret_name("orders"), "orders-credentials");
         assert_eq!(tenant_name("team-a", "orders"), "team-a.orders");
         assert_eq!(
-            management_url("main", "tiermq"),
-            "http://main.tiermq.svc:15672"
-        );
-        assert_eq!(
             node_name("main", "tiermq", 2),
             "rabbit@main-2.main-nodes.tiermq.svc"
         );
@@ -603,7 +550,6 @@ mod tests {
         assert_eq!(c.name, "main");
         assert_eq!(c.kind, ClusterKind::Shared);
         assert_eq!(c.owner.kind, "SharedCluster");
-        assert_eq!(c.management_url(), "http://main.tiermq.svc:15672");
         assert_eq!(c.labels()[LABEL_CLUSTER_KIND], "shared");
     }
 
@@ -621,8 +567,8 @@ mod tests {
 
     #[test]
     fn names_that_cannot_name_services_are_refused() {
-        let long = "a".repeat(MAX_INSTANCE_NAME + 1);
-        assert!(validate_instance_name(&"a".repeat(MAX_INSTANCE_NAME)).is_ok());
+        let long = "a".repeat(MAX_INSTANCE_NAME_LEN + 1);
+        assert!(validate_instance_name(&"a".repeat(MAX_INSTANCE_NAME_LEN)).is_ok());
         for bad in [long.as_str(), "", "Orders", "1st", "a.b", "trailing-"] {
             let err = validate_instance_name(bad).unwrap_err();
             assert!(err.to_string().contains("rename"), "{bad}: {err}");
@@ -630,7 +576,7 @@ mod tests {
         let err = BrokerCluster::for_dedicated(&instance("a.b", "ns")).unwrap_err();
         assert!(matches!(err, BuildError::InvalidName { .. }));
         // The longest allowed instance still gives a StatefulSet name that fits.
-        let name = dedicated_cluster_name(&"a".repeat(MAX_INSTANCE_NAME));
+        let name = dedicated_cluster_name(&"a".repeat(MAX_INSTANCE_NAME_LEN));
         assert!(validate_cluster_name("x", &name).is_ok());
     }
 
@@ -669,10 +615,10 @@ mod tests {
     #[test]
     fn generated_secret_values_are_random_alphanumeric_and_redacted() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let a = generate_secret_value(&mut rng);
-        let b = generate_secret_value(&mut rng);
+        let a = generate_secret(&mut rng);
+        let b = generate_secret(&mut rng);
         assert_ne!(a, b);
-        assert_eq!(a.expose().len(), SECRET_VALUE_LEN);
+        assert_eq!(a.expose().len(), tiermq_broker::GENERATED_LEN);
         assert!(a.expose().chars().all(|c| c.is_ascii_alphanumeric()));
         let dbg = format!("{a:?}");
         assert!(

@@ -19,8 +19,7 @@ use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolic
 use tiermq_crd::{ClusterKind, ClusterRef};
 
 use crate::build::{
-    self, AMQP_PORT, BrokerCluster, MANAGEMENT_PORT, admin_secret, erlang_cookie,
-    generate_secret_value,
+    self, AMQP_PORT, BrokerCluster, MANAGEMENT_PORT, admin_secret, erlang_cookie, generate_secret,
 };
 use crate::config::BrokerAddressing;
 use crate::controller::apply::{apply, create_once, delete_if_exists};
@@ -35,8 +34,8 @@ pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
     let (cookie, admin) = {
         let mut rng = rand::rng();
         (
-            erlang_cookie::build(c, &generate_secret_value(&mut rng)),
-            admin_secret::build(c, &generate_secret_value(&mut rng)),
+            erlang_cookie::build(c, &generate_secret(&mut rng)),
+            admin_secret::build(c, &generate_secret(&mut rng)),
         )
     };
     create_once(client, &cookie).await?;
@@ -163,7 +162,7 @@ pub async fn management_client(ctx: &Context, r: &ClusterRef) -> Result<Option<M
         cluster: label(r),
         url: format!("http://{host}:{MANAGEMENT_PORT}"),
         username: admin.username,
-        password: tiermq_broker::Secret::new(admin.password.expose()),
+        password: admin.password,
     };
     // A reconcile should not hang on one broker: few, short retries; the controller requeues.
     let options = ClientOptions {

@@ -24,9 +24,7 @@ use tiermq_broker::model::{ChannelInfo, VhostLimits};
 use tiermq_broker::steps::{self, DrainCriteria, Tenant};
 use tiermq_crd::{ClusterRef, RabbitMQInstance};
 
-use crate::build::{
-    self, BrokerCluster, LABEL_CLUSTER, SecretValue, endpoint_slice, instance_service,
-};
+use crate::build::{self, BrokerCluster, LABEL_CLUSTER, Secret, endpoint_slice, instance_service};
 use crate::controller::apply::{FIELD_MANAGER, apply, delete_if_exists};
 use crate::controller::clusters;
 use crate::controller::context::Context;
@@ -44,13 +42,13 @@ pub struct Target<'a> {
     pub tenant: String,
     /// The tenant's password from the credentials Secret; `None` while the instance is being
     /// deleted and the Secret is already gone (no step then needs it).
-    pub password: Option<SecretValue>,
+    pub password: Option<Secret>,
     /// The instance is being deleted: tenants are removed without the drain check.
     pub deleting: bool,
 }
 
 impl Target<'_> {
-    fn password(&self) -> Result<&SecretValue> {
+    fn password(&self) -> Result<&Secret> {
         self.password.as_ref().ok_or_else(|| Error::Secret {
             name: build::credentials_secret_name(&self.instance.name_any()),
             problem: "is missing; it is created once per instance, so it was deleted by hand: \
@@ -60,13 +58,16 @@ impl Target<'_> {
     }
 }
 
-/// Runs `steps` in order; the first error stops the run.
+/// Runs `steps` in order; the first error stops the run and names the step that failed.
 pub async fn run(ctx: &Context, t: &Target<'_>, steps: &[Step]) -> Result<()> {
     for step in steps {
         tracing::debug!(step = step.name(), "running step");
-        run_step(ctx, t, step).await.inspect_err(|e| {
-            tracing::info!(step = step.name(), error = %e, "step failed; nothing recorded, will retry");
-        })?;
+        run_step(ctx, t, step)
+            .await
+            .map_err(Error::at(step.name()))
+            .inspect_err(|e| {
+                tracing::info!(error = %e, "step failed; nothing recorded, will retry");
+            })?;
     }
     Ok(())
 }
@@ -107,7 +108,7 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             let tenant = Tenant {
                 vhost: tenant.to_string(),
                 user: tenant.to_string(),
-                password: tiermq_broker::Secret::new(t.password()?.expose()),
+                password: t.password()?.clone(),
                 limits: limits(t.instance),
             };
             Ok(steps::ensure_tenant(&mc, &tenant).await?)
@@ -212,7 +213,7 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
                     ctx.config.broker_stats_interval_ms,
                 ));
                 let criteria = DrainCriteria {
-                    required_samples: 2,
+                    required_samples: steps::DRAINED_AFTER,
                     min_spacing: interval + std::time::Duration::from_secs(1),
                 };
                 steps::retire_tenant(&mc, tenant, tenant, &criteria).await?;

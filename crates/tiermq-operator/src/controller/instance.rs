@@ -3,45 +3,43 @@
 //! 1. finalizer: added on first sight; on delete the plan's deletion steps remove the broker
 //!    state on every cluster (both sides of a running conversion), then the finalizer;
 //! 2. credentials: the instance's Secret is created once (password generated once) and read back;
-//! 3. placement: a new shared instance needs an existing SharedCluster with room (else a
-//!    condition + one Warning Event, slow requeue);
-//! 4. observe ([`super::observe`]) → [`plan`] → execute ([`super::execute`]) → status (written
-//!    only when changed) → Events (the plan's, emitted only on transitions) → requeue (the plan's
-//!    delay, at most `--drain-poll-seconds` while a source drains).
+//! 3. observe ([`super::observe`]);
+//! 4. placement: a new shared instance needs an existing SharedCluster with room
+//!    ([`plan::new_instance_problem`]; else a condition + one Warning Event, slow requeue);
+//! 5. [`plan`] → execute ([`super::execute`]) → status (written only when changed) → Events (the
+//!    plan's, emitted only on transitions) → requeue (the plan's delay, at most
+//!    `--drain-poll-seconds` while a conversion runs).
 //!
-//! Errors: permanent ones (invalid spec, unknown or full SharedCluster) set the `InvalidSpec`
-//! condition, emit one Warning Event per distinct message and requeue slowly; transient ones
-//! (API server, broker, not ready yet) return an error, and the controller retries with a
-//! per-object exponential backoff.
+//! Errors carry the stage (and plan step) that failed ([`Stage`]); [`Error::retry`] decides:
+//! errors that need a change by someone (invalid spec, unknown or full SharedCluster) set the
+//! `InvalidSpec` condition, emit one Warning Event per distinct message and requeue slowly;
+//! the others (API server, broker, not ready yet) return an error, and the controller retries with
+//! a per-object exponential backoff.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use tiermq_crd::conditions::{self, reasons};
+use tiermq_crd::conditions;
 use tiermq_crd::{
-    ClusterKind, ClusterRef, MigrationPhase, RabbitMQInstance, RabbitMQInstanceStatus, Tier,
+    ClusterKind, ClusterRef, MigrationPhase, RabbitMQInstance, RabbitMQInstanceStatus,
 };
 
-use crate::build::{self, InstanceTarget, credentials, generate_secret_value};
+use crate::build::{self, InstanceTarget, credentials, generate_secret};
 use crate::controller::apply::create_once;
+use crate::controller::conditions as cond;
 use crate::controller::context::Context;
 use crate::controller::execute::{self, FINALIZER, Target};
 use crate::controller::observe;
-use crate::controller::plan::{EventType, Plan, PlannedEvent, plan};
+use crate::controller::plan::{self, EventType, Plan, PlannedEvent, plan};
 use crate::controller::status;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Retry, Stage};
 use crate::metrics::{InstanceLabels, PhaseLabels};
 
+/// The controller's name in logs and metrics.
 pub const CONTROLLER: &str = "instance";
-
-/// Reasons of the operator's own conditions and Events (besides the planner's).
-pub mod reasons_local {
-    pub const SPEC_VALID: &str = "SpecValid";
-}
 
 /// Entry point for the kube-runtime Controller.
 pub async fn reconcile(obj: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<Action> {
@@ -56,74 +54,30 @@ pub async fn reconcile(obj: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<
             ctx.succeeded(&ObjectRef::from_obj(&*obj));
             Ok(action)
         }
-        Err(e) if e.is_permanent() => {
-            ctx.metrics.reconcile_failed(CONTROLLER, e.category());
-            tracing::warn!(
-                instance = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
-                error = %e, "permanent error; reported on the object, retrying slowly"
-            );
-            report_permanent(&ctx, &obj, &e).await?;
-            Ok(Action::requeue(e.retry_after()))
-        }
-        Err(e) => Err(e),
+        Err(e) => match e.retry() {
+            Retry::Backoff => Err(e),
+            Retry::Report(after) => {
+                ctx.metrics.reconcile_failed(CONTROLLER, &e);
+                tracing::warn!(
+                    instance = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+                    error = %e, "needs a change by someone; reported on the object, retrying slowly"
+                );
+                report_permanent(&ctx, &obj, &e).await?;
+                Ok(Action::requeue(after))
+            }
+        },
     }
 }
 
 /// Error policy for the controller: count, log, back off per object.
 pub fn error_policy(obj: Arc<RabbitMQInstance>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, err.category());
+    ctx.metrics.reconcile_failed(CONTROLLER, err);
     let delay = ctx.backoff(&ObjectRef::from_obj(&*obj));
     tracing::warn!(
         instance = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
         error = %err, retry_in = ?delay, "reconcile failed"
     );
     Action::requeue(delay)
-}
-
-/// Why a new shared instance cannot be placed, as (reason, message).
-pub fn placement_problem(
-    i: &RabbitMQInstance,
-    shared: Option<&ClusterRef>,
-    observed_shared: Option<&crate::controller::plan::ClusterObservation>,
-) -> Option<(&'static str, String)> {
-    let needs_shared = i
-        .status
-        .as_ref()
-        .and_then(|s| s.tier)
-        .unwrap_or(i.spec.tier)
-        == Tier::Shared;
-    if !needs_shared {
-        return None;
-    }
-    let Some(r) = shared else {
-        return Some((
-            reasons::SHARED_CLUSTER_NOT_FOUND,
-            "the instance names no SharedCluster (spec.shared.clusterRef) and the operator has \
-             no --default-shared-cluster; set one of them"
-                .into(),
-        ));
-    };
-    let o = observed_shared?;
-    // The observer fills `capacity` exactly when the SharedCluster object exists (its
-    // StatefulSet may still be on its way: that is provisioning, not a placement problem).
-    let Some(capacity) = o.capacity else {
-        return Some((
-            reasons::SHARED_CLUSTER_NOT_FOUND,
-            format!(
-                "SharedCluster {}/{} does not exist; create it or fix spec.shared.clusterRef",
-                r.namespace, r.name
-            ),
-        ));
-    };
-    (!capacity.has_room()).then(|| {
-        (
-            reasons::NO_CAPACITY,
-            format!(
-                "SharedCluster {}/{} is full ({}/{} instances); raise spec.capacity.maxInstances or pick another SharedCluster",
-                r.namespace, r.name, capacity.instance_count, capacity.max_instances
-            ),
-        )
-    })
 }
 
 /// The status after a permanent problem: `InvalidSpec` True with the message, and the Warning
@@ -133,9 +87,10 @@ pub fn permanent_status(
     generation: i64,
     reason: &'static str,
     message: &str,
+    now: DateTime<Utc>,
 ) -> (RabbitMQInstanceStatus, Option<PlannedEvent>) {
     let mut st = old.clone();
-    let event = (!status::condition_is(
+    let event = (!cond::holds(
         &old.conditions,
         conditions::INVALID_SPEC,
         true,
@@ -147,27 +102,21 @@ pub fn permanent_status(
         reason,
         note: message.to_string(),
     });
-    status::set_condition(
-        &mut st.conditions,
-        status::condition(
-            conditions::INVALID_SPEC,
-            true,
-            reason,
-            message.to_string(),
-            generation,
-        ),
-    );
+    let c =
+        plan::conditions::invalid_spec(&old.conditions, generation, Some((reason, message)), now);
+    cond::set(&mut st.conditions, c);
     st.observed_generation = Some(generation);
     (st, event)
 }
 
 async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Result<()> {
-    let (reason, message) = match e {
+    let (reason, message) = match e.cause() {
         Error::Placement { reason, message } => (*reason, message.clone()),
         other => (conditions::INVALID_SPEC, other.to_string()),
     };
     let old = i.status.clone().unwrap_or_default();
-    let (new, event) = permanent_status(&old, i.metadata.generation.unwrap_or(0), reason, &message);
+    let generation = i.metadata.generation.unwrap_or(0);
+    let (new, event) = permanent_status(&old, generation, reason, &message, Utc::now());
     status::write(&ctx.client, i, i.status.as_ref(), &new).await?;
     if let Some(ev) = event {
         status::emit(ctx, i, &[ev]).await;
@@ -190,7 +139,8 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
                 cached.namespace().unwrap_or_default(),
                 cached.name_any()
             ),
-        ))?
+        ))
+        .map_err(Error::during(Stage::Read))?
     else {
         return Ok(Action::await_change());
     };
@@ -199,25 +149,33 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     if deleting && !i.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let target = InstanceTarget::of(i)?;
+    let target = InstanceTarget::of(i)
+        .map_err(Error::from)
+        .map_err(Error::during(Stage::Validate))?;
     if !deleting {
-        execute::add_finalizer(ctx, i).await?;
+        execute::add_finalizer(ctx, i)
+            .await
+            .map_err(Error::during(Stage::Finalizer))?;
     }
-    let password = credentials_password(ctx, i, deleting).await?;
+    let password = credentials_password(ctx, i, deleting)
+        .await
+        .map_err(Error::during(Stage::Credentials))?;
 
-    let shared_ref = observe::shared_ref(i, &ctx.config);
-    let shared = shared_ref.clone().unwrap_or_else(|| ClusterRef {
+    // No SharedCluster named and no default: observed as a nameless, absent cluster, which the
+    // placement rule reports.
+    let shared = observe::shared_ref(i, &ctx.config).unwrap_or_else(|| ClusterRef {
         kind: ClusterKind::Shared,
         name: String::new(),
         namespace: ctx.config.shared_namespace().to_string(),
     });
-    let observed = observe::observe(ctx, i, &shared).await?;
-    if !deleting
-        && i.status.as_ref().and_then(|s| s.serving.as_ref()).is_none()
-        && let Some((reason, message)) =
-            placement_problem(i, shared_ref.as_ref(), Some(&observed.shared))
-    {
-        return Err(Error::Placement { reason, message });
+    let observed = observe::observe(ctx, i, &shared)
+        .await
+        .map_err(Error::during(Stage::Observe))?;
+    if let Some((reason, message)) = plan::new_instance_problem(&observed) {
+        return Err(Error::during(Stage::Validate)(Error::Placement {
+            reason,
+            message,
+        }));
     }
 
     let p = plan(&observed, Utc::now());
@@ -236,57 +194,35 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         forget_metrics(ctx, i);
         return Ok(Action::await_change());
     }
-    let new = final_status(i, &p)?;
-    let wrote = status::write(&ctx.client, i, i.status.as_ref(), &new).await?;
+    let new = final_status(i, &p, Utc::now()).map_err(Error::during(Stage::Status))?;
+    let wrote = status::write(&ctx.client, i, i.status.as_ref(), &new)
+        .await
+        .map_err(Error::during(Stage::Status))?;
     if wrote {
         tracing::info!(phase = ?p.phase, tier = ?new.tier, "status recorded");
     }
     status::emit(ctx, i, &p.events).await;
     record_metrics(ctx, i, &new);
-    Ok(Action::requeue(requeue_after(
+    Ok(Action::requeue(plan::requeue_after(
         &p,
         ctx.config.drain_poll_seconds,
     )))
 }
 
 /// The plan's status plus what the executor knows: the endpoint and a cleared `InvalidSpec`.
-pub fn final_status(i: &RabbitMQInstance, p: &Plan) -> Result<RabbitMQInstanceStatus> {
+pub fn final_status(
+    i: &RabbitMQInstance,
+    p: &Plan,
+    now: DateTime<Utc>,
+) -> Result<RabbitMQInstanceStatus> {
     let mut st = p.status.clone();
     st.endpoint = Some(credentials::endpoint_status(i)?);
-    if st
-        .conditions
-        .iter()
-        .any(|c| c.type_ == conditions::INVALID_SPEC && c.status == "True")
-    {
-        status::set_condition(
-            &mut st.conditions,
-            status::condition(
-                conditions::INVALID_SPEC,
-                false,
-                reasons_local::SPEC_VALID,
-                "the spec can be served".into(),
-                i.metadata.generation.unwrap_or(0),
-            ),
-        );
+    if cond::is_true(&st.conditions, conditions::INVALID_SPEC) {
+        let generation = i.metadata.generation.unwrap_or(0);
+        let c = plan::conditions::invalid_spec(&st.conditions, generation, None, now);
+        cond::set(&mut st.conditions, c);
     }
     Ok(st)
-}
-
-/// The plan's delay, but no longer than the drain poll while a conversion runs: the operator's own
-/// status writes do not trigger reconciles, so the requeue is what moves a conversion along
-/// (and samples a draining cluster).
-pub fn requeue_after(p: &Plan, drain_poll_seconds: u64) -> Duration {
-    let poll = Duration::from_secs(drain_poll_seconds.max(1));
-    match p.phase {
-        MigrationPhase::PreparingDestination
-        | MigrationPhase::DualWriteDualRead
-        | MigrationPhase::SingleWriteDualRead
-        | MigrationPhase::DrainingSource
-        | MigrationPhase::Aborting
-        | MigrationPhase::DestinationOnly
-        | MigrationPhase::Completed => p.requeue_after.min(poll),
-        MigrationPhase::Stable | MigrationPhase::Blocked => p.requeue_after,
-    }
 }
 
 /// Creates the credentials Secret once and returns its password. While deleting, a missing
@@ -300,7 +236,7 @@ async fn credentials_password(
     ctx: &Context,
     i: &RabbitMQInstance,
     deleting: bool,
-) -> Result<Option<build::SecretValue>> {
+) -> Result<Option<build::Secret>> {
     let name = build::credentials_secret_name(&i.name_any());
     let ns = i.namespace().unwrap_or_default();
     let placed = i
@@ -328,7 +264,7 @@ async fn credentials_password(
         }
     } else {
         let fresh = {
-            let value = generate_secret_value(&mut rand::rng());
+            let value = generate_secret(&mut rand::rng());
             credentials::build(i, &value)?
         };
         create_once(&ctx.client, &fresh).await?
@@ -424,8 +360,9 @@ fn recount_instances(ctx: &Context, fresh: Option<(&RabbitMQInstance, &RabbitMQI
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::plan::{ClusterObservation, SharedCapacity};
     use serde_json::json;
+    use std::time::Duration;
+    use tiermq_crd::conditions::reasons;
 
     fn instance(tier: &str) -> RabbitMQInstance {
         serde_json::from_value(json!({
@@ -436,14 +373,6 @@ mod tests {
         .unwrap()
     }
 
-    fn shared() -> ClusterRef {
-        ClusterRef {
-            kind: ClusterKind::Shared,
-            name: "main".into(),
-            namespace: "ops".into(),
-        }
-    }
-
     #[test]
     fn the_first_permanent_problem_emits_one_warning_and_a_repeat_emits_none() {
         let (st, ev) = permanent_status(
@@ -451,6 +380,7 @@ mod tests {
             4,
             reasons::SHARED_CLUSTER_NOT_FOUND,
             "SharedCluster ops/main does not exist",
+            Utc::now(),
         );
         let ev = ev.expect("first report emits an Event");
         assert_eq!(ev.type_, EventType::Warning);
@@ -469,71 +399,19 @@ mod tests {
             4,
             reasons::SHARED_CLUSTER_NOT_FOUND,
             "SharedCluster ops/main does not exist",
+            Utc::now(),
         );
         assert!(ev2.is_none(), "same problem again: no second Event");
         assert_eq!(again, st);
-        let (_, ev3) = permanent_status(&st, 5, reasons::NO_CAPACITY, "full");
+        let (_, ev3) = permanent_status(&st, 5, reasons::NO_CAPACITY, "full", Utc::now());
         assert!(ev3.is_some(), "a different problem is a transition");
-    }
-
-    #[test]
-    fn a_new_shared_instance_needs_an_existing_cluster_with_room() {
-        let i = instance("Shared");
-        assert_eq!(
-            placement_problem(&i, None, None).unwrap().0,
-            reasons::SHARED_CLUSTER_NOT_FOUND
-        );
-        let absent = ClusterObservation::absent(shared());
-        assert_eq!(
-            placement_problem(&i, Some(&shared()), Some(&absent))
-                .unwrap()
-                .0,
-            reasons::SHARED_CLUSTER_NOT_FOUND
-        );
-        let mut full = absent.clone();
-        full.capacity = Some(SharedCapacity {
-            instance_count: 2,
-            max_instances: 2,
-            counts_this_instance: false,
-        });
-        let (reason, msg) = placement_problem(&i, Some(&shared()), Some(&full)).unwrap();
-        assert_eq!(reason, reasons::NO_CAPACITY);
-        assert!(msg.contains("2/2"), "{msg}");
-        let mut room = full.clone();
-        room.capacity = Some(SharedCapacity {
-            instance_count: 1,
-            max_instances: 2,
-            counts_this_instance: false,
-        });
-        assert_eq!(placement_problem(&i, Some(&shared()), Some(&room)), None);
-        // The SharedCluster exists but its StatefulSet not yet: provisioning, no problem.
-        assert!(!room.exists);
-        assert_eq!(placement_problem(&instance("Dedicated"), None, None), None);
-    }
-
-    #[test]
-    fn draining_requeues_at_the_drain_poll() {
-        let p = |phase, secs| Plan {
-            phase,
-            steps: vec![],
-            status: RabbitMQInstanceStatus::default(),
-            events: vec![],
-            requeue_after: Duration::from_secs(secs),
-        };
-        assert_eq!(
-            requeue_after(&p(MigrationPhase::DrainingSource, 5), 2),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            requeue_after(&p(MigrationPhase::Stable, 300), 2),
-            Duration::from_secs(300)
-        );
     }
 
     #[test]
     fn the_final_status_carries_the_endpoint_and_clears_invalid_spec() {
         let i = instance("Shared");
-        let (bad, _) = permanent_status(&RabbitMQInstanceStatus::default(), 4, "X", "y");
+        let (bad, _) =
+            permanent_status(&RabbitMQInstanceStatus::default(), 4, "X", "y", Utc::now());
         let p = Plan {
             phase: MigrationPhase::Stable,
             steps: vec![],
@@ -541,7 +419,7 @@ mod tests {
             events: vec![],
             requeue_after: Duration::from_secs(1),
         };
-        let st = final_status(&i, &p).unwrap();
+        let st = final_status(&i, &p, Utc::now()).unwrap();
         let ep = st.endpoint.as_ref().unwrap();
         assert_eq!(ep.host, "orders.team-a.svc");
         assert_eq!(ep.vhost, "team-a.orders");

@@ -5,6 +5,7 @@
 //! - [`observe`], [`plan`], [`execute`], [`status`]: the pipeline's stages.
 //! - [`clusters`]: broker clusters as Kubernetes objects and how to reach their brokers.
 //! - [`apply`]: the one place that writes Kubernetes objects.
+//! - [`conditions`]: the one place that builds Kubernetes conditions.
 //!
 //! What triggers an instance reconcile: the instance itself; its owned objects (dedicated
 //! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap); broker pods of the clusters it
@@ -13,6 +14,7 @@
 
 pub mod apply;
 pub mod clusters;
+pub mod conditions;
 pub mod context;
 pub mod execute;
 pub mod instance;
@@ -75,7 +77,7 @@ fn instances_on(
         })
         .map(|i| ObjectRef::from_obj(i.as_ref()))
         .collect();
-    if let Some(inst) = name.strip_suffix("-dedicated") {
+    if let Some(inst) = tiermq_crd::names::instance_of_dedicated_cluster(name) {
         out.push(ObjectRef::new(inst).within(ns));
     }
     out

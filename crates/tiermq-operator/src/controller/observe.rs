@@ -29,7 +29,7 @@ use crate::config::RunArgs;
 use crate::controller::clusters;
 use crate::controller::context::Context;
 use crate::controller::plan::{
-    Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, QueueBacklog,
+    Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, QueueMessages,
     SharedCapacity, ShovelObservation, TenantObservation,
 };
 use crate::error::{Result, kube_err};
@@ -82,7 +82,7 @@ pub fn shared_ref(i: &RabbitMQInstance, config: &RunArgs) -> Option<ClusterRef> 
 pub fn dedicated_ref(i: &RabbitMQInstance) -> ClusterRef {
     ClusterRef {
         kind: ClusterKind::Dedicated,
-        name: build::dedicated_cluster_name(&i.name_any()),
+        name: tiermq_crd::names::dedicated_cluster_name(&i.name_any()),
         namespace: i.namespace().unwrap_or_default(),
     }
 }
@@ -150,7 +150,7 @@ pub fn backlog_sample(b: &Backlog, lag: Duration) -> Option<BacklogSample> {
             .iter()
             .map(|q| {
                 let delayed = if q.delay_ttl_ms.is_some() { q.ready } else { 0 };
-                QueueBacklog {
+                QueueMessages {
                     queue: q.name.clone(),
                     // Delayed messages are ready messages of a delay queue: count them once.
                     ready: (q.ready - delayed) as i64,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -15,11 +16,13 @@ use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstance, SharedCluster, Share
 
 use crate::build::BrokerCluster;
 use crate::controller::clusters;
+use crate::controller::conditions as cond;
 use crate::controller::context::Context;
 use crate::controller::observe::placed_on;
 use crate::controller::status;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Retry, Stage};
 
+/// The controller's name in logs and metrics.
 pub const CONTROLLER: &str = "sharedcluster";
 
 /// Entry point for the kube-runtime Controller.
@@ -36,12 +39,12 @@ pub async fn reconcile(sc: Arc<SharedCluster>, ctx: Arc<Context>) -> Result<Acti
     r
 }
 
+/// Error policy for the controller: count, log, retry per [`Error::retry`].
 pub fn error_policy(sc: Arc<SharedCluster>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, err.category());
-    let delay = if err.is_permanent() {
-        err.retry_after()
-    } else {
-        ctx.backoff(&ObjectRef::from_obj(&*sc))
+    ctx.metrics.reconcile_failed(CONTROLLER, err);
+    let delay = match err.retry() {
+        Retry::Report(after) => after,
+        Retry::Backoff => ctx.backoff(&ObjectRef::from_obj(&*sc)),
     };
     tracing::warn!(
         shared_cluster = %format!("{}/{}", sc.namespace().unwrap_or_default(), sc.name_any()),
@@ -55,18 +58,35 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
         // Owner references cascade the broker objects.
         return Ok(Action::await_change());
     }
-    let mut cluster = BrokerCluster::for_shared_cluster(sc)?;
+    let mut cluster = BrokerCluster::for_shared_cluster(sc)
+        .map_err(Error::from)
+        .map_err(Error::during(Stage::Validate))?;
     cluster.stats_interval_ms = ctx.config.broker_stats_interval_ms;
-    clusters::ensure_cluster(&ctx.client, &cluster).await?;
+    clusters::ensure_cluster(&ctx.client, &cluster)
+        .await
+        .map_err(Error::during(Stage::Apply))?;
     let me = ClusterRef {
         kind: ClusterKind::Shared,
         name: cluster.name.clone(),
         namespace: cluster.namespace.clone(),
     };
-    let sts = clusters::statefulset(&ctx.client, &me).await?;
-    let instances = ctx.all_instances().await?;
-    let new = desired_status(sc, sts.as_ref(), instances.iter().map(|a| a.as_ref()), &me);
-    status::write(&ctx.client, sc, sc.status.as_ref(), &new).await?;
+    let sts = clusters::statefulset(&ctx.client, &me)
+        .await
+        .map_err(Error::during(Stage::Observe))?;
+    let instances = ctx
+        .all_instances()
+        .await
+        .map_err(Error::during(Stage::Observe))?;
+    let new = desired_status(
+        sc,
+        sts.as_ref(),
+        instances.iter().map(|a| a.as_ref()),
+        &me,
+        Utc::now(),
+    );
+    status::write(&ctx.client, sc, sc.status.as_ref(), &new)
+        .await
+        .map_err(Error::during(Stage::Status))?;
     // Not ready: look again soon; ready: the StatefulSet watch and instance changes trigger us.
     Ok(Action::requeue(if new.ready {
         Duration::from_secs(60)
@@ -81,6 +101,7 @@ pub fn desired_status<'a>(
     sts: Option<&StatefulSet>,
     instances: impl Iterator<Item = &'a RabbitMQInstance>,
     me: &ClusterRef,
+    now: DateTime<Utc>,
 ) -> SharedClusterStatus {
     let generation = sc.metadata.generation.unwrap_or(0);
     let ready_replicas = sts
@@ -92,24 +113,20 @@ pub fn desired_status<'a>(
     let instance_count = instances.filter(|i| placed_on(i, me)).count() as i32;
     let old = sc.status.clone().unwrap_or_default();
     let mut conds = old.conditions.clone();
-    let cond = if ready {
-        status::condition(
-            conditions::READY,
-            true,
-            reasons::IN_SERVICE,
-            format!("{ready_replicas}/{want} brokers ready"),
-            generation,
-        )
+    let reason = if ready {
+        reasons::IN_SERVICE
     } else {
-        status::condition(
-            conditions::READY,
-            false,
-            reasons::PROVISIONING,
-            format!("{ready_replicas}/{want} brokers ready"),
-            generation,
-        )
+        reasons::PROVISIONING
     };
-    status::set_condition(&mut conds, cond);
+    cond::update(
+        &mut conds,
+        conditions::READY,
+        ready,
+        reason,
+        format!("{ready_replicas}/{want} brokers ready"),
+        generation,
+        now,
+    );
     SharedClusterStatus {
         ready,
         ready_replicas,
@@ -178,24 +195,24 @@ mod tests {
             }),
         );
         let all = [placed, elsewhere, migrating];
-        let s = desired_status(&sc(3), Some(&sts(2)), all.iter(), &me());
+        let s = desired_status(&sc(3), Some(&sts(2)), all.iter(), &me(), Utc::now());
         assert_eq!((s.ready, s.ready_replicas, s.instance_count), (false, 2, 2));
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].observed_generation, Some(2));
-        let s = desired_status(&sc(3), Some(&sts(3)), all.iter(), &me());
+        let s = desired_status(&sc(3), Some(&sts(3)), all.iter(), &me(), Utc::now());
         assert!(s.ready);
         assert_eq!(s.conditions[0].status, "True");
-        let s = desired_status(&sc(1), None, std::iter::empty(), &me());
+        let s = desired_status(&sc(1), None, std::iter::empty(), &me(), Utc::now());
         assert_eq!((s.ready, s.ready_replicas, s.instance_count), (false, 0, 0));
     }
 
     #[test]
     fn an_unchanged_cluster_gives_an_unchanged_status() {
         let mut c = sc(1);
-        let first = desired_status(&c, Some(&sts(1)), std::iter::empty(), &me());
+        let first = desired_status(&c, Some(&sts(1)), std::iter::empty(), &me(), Utc::now());
         c.status = Some(first.clone());
-        let again = desired_status(&c, Some(&sts(1)), std::iter::empty(), &me());
+        let again = desired_status(&c, Some(&sts(1)), std::iter::empty(), &me(), Utc::now());
         assert_eq!(first, again, "no status write when nothing changed");
         assert_eq!(status::status_patch(Some(&first), &again).unwrap(), None);
     }

@@ -3,7 +3,6 @@
 //! `null`, so an ended migration really disappears). Events go out after the status was written,
 //! so a failed write never announces a transition that was not recorded.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType as KubeEventType};
 use kube::{Resource, ResourceExt};
@@ -12,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::controller::apply::FIELD_MANAGER;
 use crate::controller::context::Context;
-use crate::controller::plan::{EventType, PlannedEvent, to_time};
+use crate::controller::plan::{EventType, PlannedEvent};
 use crate::error::{Result, kube_err};
 
 /// RFC 7386 merge patch turning `old` into `new`: changed and added keys with their new value,
@@ -86,52 +85,6 @@ where
     Ok(true)
 }
 
-/// Sets (or replaces) the condition of `c.type_` in `conds`, keeping its transition time when
-/// the status did not change.
-pub fn set_condition(conds: &mut Vec<Condition>, mut c: Condition) {
-    if let Some(old) = conds.iter_mut().find(|o| o.type_ == c.type_) {
-        if old.status == c.status {
-            c.last_transition_time = old.last_transition_time.clone();
-        }
-        *old = c;
-    } else {
-        conds.push(c);
-    }
-}
-
-/// A condition observed at `generation`, transitioning now.
-pub fn condition(
-    type_: &str,
-    on: bool,
-    reason: &str,
-    message: String,
-    generation: i64,
-) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if on { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: Some(generation),
-        last_transition_time: to_time(chrono::Utc::now()),
-    }
-}
-
-/// True when `conds` already holds `type_` with this status, reason and message: then the
-/// matching Warning Event was already emitted.
-pub fn condition_is(
-    conds: &[Condition],
-    type_: &str,
-    on: bool,
-    reason: &str,
-    message: &str,
-) -> bool {
-    let status = if on { "True" } else { "False" };
-    conds.iter().any(|c| {
-        c.type_ == type_ && c.status == status && c.reason == reason && c.message == message
-    })
-}
-
 /// Publishes planned Events on `obj`; a failure to publish is logged, never fatal (the state was
 /// recorded already).
 pub async fn emit<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, events: &[PlannedEvent]) {
@@ -202,19 +155,5 @@ mod tests {
             status_patch(None, &st).unwrap().unwrap(),
             json!({"status": {"observedGeneration": 3}})
         );
-    }
-
-    #[test]
-    fn set_condition_keeps_the_transition_time_of_an_unchanged_status() {
-        let mut conds = vec![condition("Ready", true, "InService", "a".into(), 1)];
-        let first = conds[0].last_transition_time.clone();
-        let mut again = condition("Ready", true, "InService", "b".into(), 2);
-        again.last_transition_time = to_time(chrono::Utc::now() + chrono::Duration::seconds(60));
-        set_condition(&mut conds, again);
-        assert_eq!(conds.len(), 1);
-        assert_eq!(conds[0].last_transition_time, first);
-        assert_eq!(conds[0].message, "b");
-        assert!(condition_is(&conds, "Ready", true, "InService", "b"));
-        assert!(!condition_is(&conds, "Ready", false, "InService", "b"));
     }
 }

@@ -217,7 +217,7 @@ pub struct BacklogSample {
     pub stats_at: DateTime<Utc>,
     /// Per-queue counts; delayed messages held by a delayed-message exchange may be reported as an
     /// extra entry named after the exchange.
-    pub queues: Vec<QueueBacklog>,
+    pub queues: Vec<QueueMessages>,
     /// Messages per second leaving the vhost as the broker reports it (deliver/get + shovel rates);
     /// `None` lets the planner derive a rate from consecutive samples.
     pub drain_rate: Option<f64>,
@@ -226,7 +226,7 @@ pub struct BacklogSample {
 impl BacklogSample {
     /// Ready + unacked + delayed messages over all queues.
     pub fn total(&self) -> i64 {
-        self.queues.iter().map(QueueBacklog::total).sum()
+        self.queues.iter().map(QueueMessages::total).sum()
     }
 
     /// Every queue has 0 ready, 0 unacked and 0 delayed messages.
@@ -237,14 +237,14 @@ impl BacklogSample {
 
 /// Message counts of one queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueBacklog {
+pub struct QueueMessages {
     pub queue: String,
     pub ready: i64,
     pub unacked: i64,
     pub delayed: i64,
 }
 
-impl QueueBacklog {
+impl QueueMessages {
     pub fn total(&self) -> i64 {
         self.ready.max(0) + self.unacked.max(0) + self.delayed.max(0)
     }

@@ -12,7 +12,7 @@ pub const DEFAULT_IMAGE: &str = "rabbitmq:3.10-management";
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Size of each node's volume.
-    #[serde(default = "crate::instance::default_storage_size")]
+    #[serde(default = "crate::v1alpha1::instance::default_storage_size")]
     pub size: Quantity,
     /// StorageClass of the volume claims; empty uses the cluster default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,7 +22,7 @@ pub struct StorageSpec {
 impl Default for StorageSpec {
     fn default() -> Self {
         Self {
-            size: crate::instance::default_storage_size(),
+            size: crate::v1alpha1::instance::default_storage_size(),
             storage_class_name: None,
         }
     }

@@ -7,16 +7,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ClusterKind, ClusterRef, DEFAULT_IMAGE, StorageSpec};
+use super::common::{ClusterKind, ClusterRef, DEFAULT_IMAGE, StorageSpec};
 
 /// The message users see when they try to change `spec.series`; it says what to do instead.
-/// Longest instance name: its dedicated cluster `<name>-dedicated` names a StatefulSet whose pods
-/// carry a `<statefulset>-<hash>` label that must fit 63 characters.
-pub const MAX_INSTANCE_NAME_LEN: usize = 42;
-/// Admission message for a too-long instance name.
-pub const INSTANCE_NAME_MESSAGE: &str = "metadata.name must be at most 42 characters: the dedicated \
-cluster is named <name>-dedicated and its pod labels must fit 63 characters";
-
 pub const SERIES_IMMUTABLE_MESSAGE: &str = "spec.series is immutable: tier conversion only works \
 within one series; to move to another series create a new RabbitMQInstance and move clients to it";
 

@@ -1,15 +1,12 @@
 //! Named scenarios: conversions told as stories against the simulated world (true message counts,
 //! lagging statistics, an executor that runs the planned steps).
 
-#[path = "plan_common.rs"]
-mod common;
-
-use common::*;
+use crate::common::*;
 use tiermq_crd::conditions;
 use tiermq_crd::{
     ClusterKind, ConnectionPolicy, DrainStrategy, MigrationOutcome, MigrationPhase, Tier,
 };
-use tiermq_operator::controller::plan::{EventType, Plan, Step, event_reasons, plan};
+use tiermq_operator::controller::plan::{EventType, Plan, Step, plan};
 
 use MigrationPhase::*;
 
@@ -95,13 +92,13 @@ fn upgrade_under_consume_walks_all_phases_in_order() {
     assert_eq!(
         events(&plans),
         [
-            event_reasons::CONVERSION_STARTED,
-            event_reasons::DUAL_WRITE,
-            event_reasons::WRITE_CUTOVER,
-            event_reasons::DRAINING,
-            event_reasons::SOURCE_DRAINED,
-            event_reasons::SOURCE_RETIRED,
-            event_reasons::CONVERSION_COMPLETED,
+            conditions::events::CONVERSION_STARTED,
+            conditions::events::DUAL_WRITE,
+            conditions::events::WRITE_CUTOVER,
+            conditions::events::DRAINING,
+            conditions::events::SOURCE_DRAINED,
+            conditions::events::SOURCE_RETIRED,
+            conditions::events::CONVERSION_COMPLETED,
         ],
         "one Event per transition, none for steady passes"
     );
@@ -313,7 +310,7 @@ fn flip_back_during_dual_write_aborts_and_loses_nothing() {
         w.status.history.last().unwrap().outcome,
         MigrationOutcome::Aborted
     );
-    assert!(events(&plans).contains(&event_reasons::ABORTED));
+    assert!(events(&plans).contains(&conditions::events::ABORTED));
 }
 
 #[test]
@@ -365,7 +362,7 @@ fn drain_timeout_warns_once_and_deletes_nothing() {
     let warnings: Vec<_> = plans
         .iter()
         .flat_map(|p| &p.events)
-        .filter(|e| e.reason == event_reasons::DRAIN_TIMED_OUT)
+        .filter(|e| e.reason == conditions::events::DRAIN_TIMED_OUT)
         .collect();
     assert_eq!(warnings.len(), 1, "exactly one Warning");
     assert_eq!(warnings[0].type_, EventType::Warning);
@@ -432,7 +429,7 @@ fn flip_back_after_the_cutover_finishes_first_then_converts_back() {
     assert!(
         p.events
             .iter()
-            .any(|e| e.reason == event_reasons::REVERSE_QUEUED)
+            .any(|e| e.reason == conditions::events::REVERSE_QUEUED)
     );
     assert_eq!(
         p.condition(conditions::MIGRATING).unwrap().reason,
@@ -522,7 +519,7 @@ fn a_downgrade_onto_a_full_shared_cluster_is_held_with_its_own_reason() {
     assert!(
         p.events
             .iter()
-            .any(|e| e.reason == event_reasons::CONVERSION_WITHDRAWN)
+            .any(|e| e.reason == conditions::events::CONVERSION_WITHDRAWN)
     );
     assert!(w.shared.tenant.is_none());
 }

@@ -13,10 +13,7 @@
 //! - and progress: from any state reached, a cooperative world (everything up, consumers active,
 //!   fresh statistics) ends `Stable` on `spec.tier` (or, when deleted, without any broker state).
 
-#[path = "plan_common.rs"]
-mod common;
-
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use tiermq_crd::{ClusterKind, ConnectionPolicy, DrainStrategy, MigrationPhase, Tier};
 use tiermq_operator::controller::plan::{EDGES, is_allowed};

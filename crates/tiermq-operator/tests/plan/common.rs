@@ -1,4 +1,4 @@
-//! Shared by the `plan_*` tests (included with `#[path]`): fixtures, and a small simulated world
+//! Shared by the planner tests (`table`, `scenarios`, `properties`): fixtures, and a small simulated world
 //! that plays the observer and the executor around the pure planner.
 //!
 //! The world keeps the *true* message count of each tenant, which the planner never sees: it only
@@ -13,7 +13,7 @@ use tiermq_crd::{
     ClusterKind, ClusterRef, MigrationPhase, RabbitMQInstanceSpec, RabbitMQInstanceStatus, Tier,
 };
 use tiermq_operator::controller::plan::{
-    Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, Plan, QueueBacklog,
+    Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, Plan, QueueMessages,
     SharedCapacity, ShovelObservation, Step, TenantObservation, is_allowed, plan,
 };
 
@@ -72,13 +72,13 @@ pub fn sample(at: DateTime<Utc>, messages: i64) -> BacklogSample {
     BacklogSample {
         stats_at: at,
         queues: vec![
-            QueueBacklog {
+            QueueMessages {
                 queue: "orders".into(),
                 ready: messages,
                 unacked: 0,
                 delayed: 0,
             },
-            QueueBacklog {
+            QueueMessages {
                 queue: "audit".into(),
                 ready: 0,
                 unacked: 0,

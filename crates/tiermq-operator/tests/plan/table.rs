@@ -3,13 +3,10 @@
 //! `expect` matches exhaustively on the phase and the observation kind: a new phase or kind does
 //! not compile until its row is written.
 
-#[path = "plan_common.rs"]
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::common::*;
 use chrono::{DateTime, Duration, Utc};
-use common::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tiermq_crd::conditions::{self, reasons};
 use tiermq_crd::{
@@ -17,8 +14,8 @@ use tiermq_crd::{
     MigrationStatus, PhaseTiming, Tier,
 };
 use tiermq_operator::controller::plan::{
-    Access, ClusterObservation, EDGES, EventType, Observed, Plan, Step, TenantState, event_reasons,
-    is_allowed, plan, to_time,
+    Access, ClusterObservation, EDGES, EventType, Observed, Plan, Step, TenantState, is_allowed,
+    plan, to_time,
 };
 
 use MigrationPhase::*;
@@ -848,7 +845,7 @@ fn completion_records_history_and_the_new_tier() {
                 .iter()
                 .any(|s| matches!(s, Step::RecordHistory { .. }))
         );
-        assert_eq!(p.events[0].reason, event_reasons::CONVERSION_COMPLETED);
+        assert_eq!(p.events[0].reason, conditions::events::CONVERSION_COMPLETED);
         let mig = p.condition(conditions::MIGRATING).unwrap();
         assert_eq!(mig.status, "False");
     }

@@ -6,13 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{DEFAULT_IMAGE, StorageSpec};
-
-/// Longest SharedCluster name: it names a StatefulSet whose pods carry a `<statefulset>-<hash>`
-/// label that must fit 63 characters.
-pub const MAX_SHARED_CLUSTER_NAME_LEN: usize = 52;
-/// Admission message for a too-long SharedCluster name.
-pub const SHARED_CLUSTER_NAME_MESSAGE: &str = "metadata.name must be at most 52 characters: pod labels of its StatefulSet must fit 63 characters";
+use super::common::{DEFAULT_IMAGE, StorageSpec};
 
 /// Desired state of a shared broker cluster.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -1,0 +1,140 @@
+//! R-stable and R-blocked: an instance without a running conversion, and the gate a tier flip
+//! passes before a conversion starts.
+
+use chrono::{DateTime, Utc};
+use tiermq_crd::conditions::{events, reasons};
+use tiermq_crd::{MigrationPhase, Tier};
+
+use super::Decision;
+use super::observed::Observed;
+use super::output::{EventType, Step};
+use super::placement;
+use super::roles::{describe, new_migration, reachable, serving_ref};
+
+use MigrationPhase::*;
+
+/// R-stable, R-blocked.
+pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -> Decision {
+    match o.status.tier {
+        Some(from) if from != o.spec.tier => {
+            let to = o.spec.tier;
+            if let Some((reason, msg)) = blocker(o, from, to) {
+                let mut d = steady(o, from, Blocked);
+                if recorded != Blocked {
+                    d = d.event(EventType::Warning, events::CONVERSION_BLOCKED, msg.clone());
+                }
+                d.blocked = Some((reason, msg));
+                return d;
+            }
+            let m = new_migration(o, from, to, now);
+            let note = format!(
+                "converting {from} -> {to}: preparing {}",
+                describe(&m.destination)
+            );
+            // Write-ahead: this pass only records the conversion (the source stays as it is);
+            // destination state is created from the next pass on, once the recorded migration
+            // owns it, so a crash plus a flip back can never leave an orphaned destination.
+            let steps = steady(o, from, Stable).steps;
+            Decision::migrating(PreparingDestination, m, steps)
+                .event(EventType::Normal, events::CONVERSION_STARTED, note.clone())
+                .progress(note)
+        }
+        current => {
+            let tier = current.unwrap_or(o.spec.tier);
+            let mut d = steady(o, tier, Stable);
+            if recorded == Blocked {
+                d = d.event(
+                    EventType::Normal,
+                    events::CONVERSION_WITHDRAWN,
+                    format!("spec.tier is {tier} again: no conversion"),
+                );
+            }
+            d
+        }
+    }
+}
+
+/// The steady state of an instance served by the cluster of `tier`.
+pub(super) fn steady(o: &Observed, tier: Tier, phase: MigrationPhase) -> Decision {
+    let c = serving_ref(o, tier);
+    let mut steps = Vec::new();
+    if tier == Tier::Dedicated {
+        steps.push(Step::EnsureDedicatedCluster { cluster: c.clone() });
+    }
+    if reachable(o, &c) {
+        steps.push(Step::EnsureTenant { cluster: c.clone() });
+    }
+    steps.push(Step::RouteService {
+        to: vec![c.clone()],
+    });
+    let mut d = Decision::new(phase, steps);
+    d.tier = Some(tier);
+    d.serving = Some(c);
+    d
+}
+
+/// Why a flip from `from` to `to` cannot start now, if it cannot.
+pub(super) fn blocker(o: &Observed, from: Tier, to: Tier) -> Option<(&'static str, String)> {
+    let src_ref = serving_ref(o, from);
+    let Some(src) = o.cluster_by_ref(&src_ref) else {
+        let msg = format!(
+            "conversion to {to} held: {} serves the instance but was not observed",
+            describe(&src_ref)
+        );
+        return Some((reasons::NOT_IN_SERVICE, msg));
+    };
+    if !src.in_service() {
+        let why = if !src.exists {
+            "its cluster does not exist".to_string()
+        } else if !src.ready() {
+            format!(
+                "{}/{} replicas ready",
+                src.ready_replicas, src.desired_replicas
+            )
+        } else if !src.reachable() {
+            "its management API does not answer".to_string()
+        } else {
+            "its vhost/user is missing".to_string()
+        };
+        let msg = format!(
+            "conversion to {to} held: the instance is not in service on {} ({why}); it starts once the instance is in service",
+            describe(&src.cluster)
+        );
+        return Some((reasons::NOT_IN_SERVICE, msg));
+    }
+    if to == Tier::Shared {
+        let dst = &o.shared;
+        let held = |(reason, msg): (&'static str, String)| {
+            Some((reason, format!("conversion to Shared held: {msg}")))
+        };
+        if !dst.exists {
+            return held(placement::not_found(&dst.cluster));
+        }
+        if !dst.ready() || !dst.reachable() {
+            return held((
+                reasons::SHARED_CLUSTER_NOT_READY,
+                format!(
+                    "{} is not ready ({}/{} replicas, management API {})",
+                    describe(&dst.cluster),
+                    dst.ready_replicas,
+                    dst.desired_replicas,
+                    if dst.reachable() {
+                        "answers"
+                    } else {
+                        "unreachable"
+                    }
+                ),
+            ));
+        }
+        if dst.capacity.is_none() {
+            return held((
+                reasons::SHARED_CLUSTER_NOT_READY,
+                format!("{} reports no capacity yet", describe(&dst.cluster)),
+            ));
+        }
+        if let Some(problem) = placement::room_problem(dst) {
+            return held(problem);
+        }
+    }
+    None
+}

@@ -1,0 +1,144 @@
+//! Roles and small observation helpers the phase functions share: which cluster is the source and
+//! which the destination, what the observation says about each, and how to name them in messages.
+
+use chrono::{DateTime, Utc};
+use tiermq_crd::{ClusterKind, ClusterRef, ConnectionPolicy, MigrationStatus, Tier};
+
+use super::observed::{ClusterObservation, Observed, TenantState};
+use super::time::to_time;
+
+use tiermq_crd::MigrationPhase::*;
+
+pub(super) fn other(t: Tier) -> Tier {
+    match t {
+        Tier::Shared => Tier::Dedicated,
+        Tier::Dedicated => Tier::Shared,
+    }
+}
+
+/// R-policy: the spec's connection policy, else the direction's default.
+pub fn effective_policy(spec_policy: Option<ConnectionPolicy>, to: Tier) -> ConnectionPolicy {
+    spec_policy.unwrap_or(ConnectionPolicy::default_for(to))
+}
+
+pub(super) fn new_migration(
+    o: &Observed,
+    from: Tier,
+    to: Tier,
+    now: DateTime<Utc>,
+) -> MigrationStatus {
+    MigrationStatus {
+        from,
+        to,
+        source: serving_ref(o, from),
+        destination: o.cluster(to.cluster_kind()).cluster.clone(),
+        drain_strategy: o.spec.migration.drain_strategy,
+        connection_policy: effective_policy(o.spec.migration.connection_policy, to),
+        started: to_time(now),
+        phases: Vec::new(),
+        remaining_messages: None,
+        drain_rate: None,
+        eta_seconds: None,
+        empty_samples: 0,
+        last_sample: None,
+        source_revoked_at: None,
+        reverse_requested: false,
+    }
+}
+
+/// The running conversion as recorded, with the live spec settings (the spec wins at any time).
+/// A migration phase without a recorded block (a hand-edited status) gets one rebuilt from
+/// `status.tier`, so the planner never guesses roles from the spec alone.
+pub(super) fn running(o: &Observed, now: DateTime<Utc>) -> MigrationStatus {
+    let mut m = match &o.status.migration {
+        Some(m) => m.clone(),
+        None => {
+            // status.tier names the destination once past the write cutover.
+            let recorded = o.status.migration_phase.unwrap_or(Stable);
+            let from = match o.status.tier {
+                Some(t) if recorded.past_write_cutover() => other(t),
+                Some(t) => t,
+                None => other(o.spec.tier),
+            };
+            new_migration(o, from, other(from), now)
+        }
+    };
+    m.drain_strategy = o.spec.migration.drain_strategy;
+    m.connection_policy = effective_policy(o.spec.migration.connection_policy, m.to);
+    m
+}
+
+pub(super) fn tenant_of<'a>(o: &'a Observed, r: &ClusterRef) -> TenantState<'a> {
+    o.cluster_by_ref(r)
+        .map_or(TenantState::Unknown, ClusterObservation::tenant_state)
+}
+
+pub(super) fn exists(o: &Observed, r: &ClusterRef) -> bool {
+    // An unobserved ref counts as existing: cleanup steps are then emitted, never skipped.
+    o.cluster_by_ref(r).is_none_or(|c| c.exists)
+}
+
+pub(super) fn in_service(o: &Observed, r: &ClusterRef) -> bool {
+    o.cluster_by_ref(r)
+        .is_some_and(ClusterObservation::in_service)
+}
+
+pub(super) fn reachable(o: &Observed, r: &ClusterRef) -> bool {
+    o.cluster_by_ref(r)
+        .is_some_and(|c| c.ready() && c.reachable())
+}
+
+pub(super) fn topology_synced(o: &Observed, m: &MigrationStatus) -> bool {
+    holds_topology_of(o, &m.destination, &m.source)
+}
+
+/// `to`'s tenant holds every topology object `from`'s tenant holds (both observed).
+pub(super) fn holds_topology_of(o: &Observed, to: &ClusterRef, from: &ClusterRef) -> bool {
+    match (tenant_of(o, from), tenant_of(o, to)) {
+        (TenantState::Present(f), TenantState::Present(t)) => f.topology.is_subset(&t.topology),
+        _ => false,
+    }
+}
+
+pub(super) fn federation_in_use(o: &Observed, m: &MigrationStatus) -> bool {
+    let federated =
+        |r: &ClusterRef| matches!(tenant_of(o, r), TenantState::Present(t) if t.federated);
+    o.spec.migration.federation || federated(&m.source) || federated(&m.destination)
+}
+
+pub(super) fn source_writable(o: &Observed, m: &MigrationStatus) -> Option<bool> {
+    match tenant_of(o, &m.source) {
+        TenantState::Present(t) => Some(t.access.writable()),
+        TenantState::Absent | TenantState::Unknown => None,
+    }
+}
+
+pub(super) fn flipped_back(o: &Observed, m: &MigrationStatus) -> bool {
+    o.spec.tier == m.from
+}
+
+pub(super) fn describe(c: &ClusterRef) -> String {
+    let kind = match c.kind {
+        ClusterKind::Shared => "SharedCluster",
+        ClusterKind::Dedicated => "dedicated cluster",
+    };
+    format!("{kind} {}/{}", c.namespace, c.name)
+}
+
+pub(super) fn backlog_note(m: &MigrationStatus) -> String {
+    match (m.remaining_messages, m.eta_seconds) {
+        (Some(n), Some(eta)) => format!("{n} messages remain, ETA {eta}s"),
+        (Some(n), None) => format!("{n} messages remain, no drain rate yet"),
+        _ => "backlog not sampled yet".to_string(),
+    }
+}
+
+/// The cluster serving an instance on `tier`: `status.serving` when it is of that tier (the
+/// instance stays where it is even if `spec.shared.clusterRef` changes: moving between
+/// SharedClusters is not a tier conversion), else the observed cluster of that kind.
+pub(super) fn serving_ref(o: &Observed, tier: Tier) -> ClusterRef {
+    match &o.status.serving {
+        Some(r) if r.kind == tier.cluster_kind() => r.clone(),
+        _ => o.cluster(tier.cluster_kind()).cluster.clone(),
+    }
+}

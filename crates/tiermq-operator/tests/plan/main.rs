@@ -1,0 +1,12 @@
+//! The planner's tests, one test binary (one link on a 2-core machine instead of four):
+//!
+//! - [`table`]: every phase × every kind of observation, both directions, exhaustive by `match`;
+//! - [`scenarios`]: named conversions told as stories against a simulated world;
+//! - [`properties`]: random observation sequences against that world, checking the safety rules.
+//!
+//! [`common`] holds the fixtures and the simulated world.
+
+mod common;
+mod properties;
+mod scenarios;
+mod table;

@@ -1,0 +1,8 @@
+//! The operator against real brokers, one test binary (its name starts with `rabbit_`, so
+//! nextest runs its tests one at a time, see `.config/nextest.toml`):
+//!
+//! - [`broker_config`]: the builders' broker configuration boots a real RabbitMQ;
+//! - [`reconcilers`]: the real reconcilers in-process against kubesim and real brokers.
+
+mod broker_config;
+mod reconcilers;
