@@ -17,8 +17,9 @@ build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: generate
-generate: ## Write the CRD YAML (crd/, the chart's crds/, deploy/crds/) from the Rust types
+generate: ## Write the CRD YAML (crd/, the chart's crds/, deploy/crds/) and the RBAC (deploy/, chart) from the Rust code
 	$(CARGO) run -q -p tiermq-operator -- crd --out-dir crd --out-dir charts/tiermq/crds --out-dir deploy/crds
+	$(CARGO) run -q -p tiermq-operator -- rbac --root .
 
 .PHONY: fmt
 fmt: ## Format the code

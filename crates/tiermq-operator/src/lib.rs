@@ -4,6 +4,8 @@
 //! - [`build`]: pure builders, one per Kubernetes object the operator owns.
 //! - [`controller::apply`]: the one place that writes Kubernetes objects.
 //! - [`controller`]: the reconcilers (RabbitMQInstance, SharedCluster) and their pipeline.
+//! - [`rbac`]: the operator's RBAC rules, derived from what it manages (generated into the chart
+//!   and `deploy/`).
 //! - [`operator`]: `tiermq-operator run` — controllers under leader election, HTTP, shutdown.
 //! - [`config`], [`telemetry`], [`metrics`], [`http`], [`leader`]: the process around them.
 
@@ -15,4 +17,5 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod rbac;
 pub mod telemetry;

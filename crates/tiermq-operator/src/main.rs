@@ -25,6 +25,13 @@ enum Command {
         #[arg(long = "out-dir")]
         out_dirs: Vec<PathBuf>,
     },
+    /// Write the operator's RBAC (deploy/rbac.yaml, the chart's clusterrole.yaml and role.yaml)
+    /// below a repository root, or print deploy/rbac.yaml.
+    Rbac {
+        /// The repository root to write below (e.g. `.`).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +50,14 @@ fn main() -> anyhow::Result<()> {
                     std::fs::write(&path, yaml)?;
                     eprintln!("wrote {}", path.display());
                 }
+            }
+        }
+        Command::Rbac { root: None } => print!("{}", tiermq_operator::rbac::deploy_yaml()),
+        Command::Rbac { root: Some(root) } => {
+            for (rel, yaml) in tiermq_operator::rbac::files() {
+                let path = root.join(rel);
+                std::fs::write(&path, yaml)?;
+                eprintln!("wrote {}", path.display());
             }
         }
     }

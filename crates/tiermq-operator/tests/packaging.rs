@@ -471,6 +471,17 @@ fn kustomize_base_renders_valid_kubernetes_objects() {
 }
 
 #[test]
+fn rbac_files_match_what_the_operator_manages() {
+    for (path, yaml) in tiermq_operator::rbac::files() {
+        assert!(
+            read(path) == yaml,
+            "{path} differs from what crates/tiermq-operator/src/rbac.rs generates; run \
+             `make generate` (never edit the generated RBAC files by hand)"
+        );
+    }
+}
+
+#[test]
 fn rbac_grants_what_the_operator_needs_and_no_more() {
     let cr = chart_rules("clusterrole.yaml");
     // Every write is a PATCH (server-side apply or merge patch): no `update` on owned objects.

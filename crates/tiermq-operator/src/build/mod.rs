@@ -57,6 +57,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::ApiResource;
 use kube::{Resource, ResourceExt};
 use tiermq_crd::{ClusterKind, RabbitMQInstance, SharedCluster, StorageSpec};
 
@@ -347,6 +348,23 @@ impl BrokerCluster {
         })
     }
 
+    /// A dedicated cluster with default settings, owned by nobody real: for code that needs the
+    /// shape of a cluster rather than a real one (the RBAC generator).
+    pub fn example() -> Self {
+        let spec = tiermq_crd::DedicatedSpec::default();
+        Self {
+            name: dedicated_cluster_name("example"),
+            namespace: "default".into(),
+            kind: ClusterKind::Dedicated,
+            replicas: spec.replicas,
+            image: spec.image,
+            resources: spec.resources,
+            storage: spec.storage,
+            owner: OwnerReference::default(),
+            stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+        }
+    }
+
     /// Labels that select the cluster's pods (immutable once the StatefulSet exists).
     pub fn selector_labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
@@ -376,10 +394,13 @@ impl BrokerCluster {
             .collect()
     }
 
-    /// Every object of the cluster except its two Secrets (whose values are inputs, see
-    /// [`erlang_cookie::build`] and [`admin_secret::build`]), in the order to apply them.
-    pub fn objects(&self) -> ClusterObjects {
+    /// Every object of the cluster. The Erlang cookie and the admin password are inputs: the
+    /// two Secrets are only ever created with them once (see [`erlang_cookie::build`] and
+    /// [`admin_secret::build`]).
+    pub fn objects(&self, cookie: &Secret, admin_password: &Secret) -> ClusterObjects {
         ClusterObjects {
+            erlang_cookie: erlang_cookie::build(self, cookie),
+            admin_secret: admin_secret::build(self, admin_password),
             config_map: config_map::build(self),
             headless_service: headless_service::build(self),
             service: cluster_service::build(self),
@@ -389,14 +410,110 @@ impl BrokerCluster {
     }
 }
 
-/// A cluster's non-secret objects (see [`BrokerCluster::objects`]).
+/// Every object of a broker cluster (see [`BrokerCluster::objects`]). Code that handles a
+/// cluster destructures this without `..` (apply, [`ClusterObjects::kinds`]), so an object added
+/// here does not compile until it is applied, deleted and granted in RBAC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterObjects {
+    /// Erlang cookie (created once, never changed).
+    pub erlang_cookie: k8s_openapi::api::core::v1::Secret,
+    /// The operator's management-API user (created once, never changed).
+    pub admin_secret: k8s_openapi::api::core::v1::Secret,
+    /// `rabbitmq.conf` and `enabled_plugins`.
     pub config_map: k8s_openapi::api::core::v1::ConfigMap,
+    /// Stable DNS names of the pods (Erlang node names).
     pub headless_service: k8s_openapi::api::core::v1::Service,
+    /// The management API and AMQP of the cluster (ClusterIP).
     pub service: k8s_openapi::api::core::v1::Service,
+    /// The brokers.
     pub statefulset: k8s_openapi::api::apps::v1::StatefulSet,
+    /// Keeps a voluntary disruption from taking more than one broker at a time.
     pub pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget,
+}
+
+impl ClusterObjects {
+    /// The kinds of object a cluster consists of: those above, and the data volume claims its
+    /// StatefulSet creates from [`VOLUME_DATA`]. Deleting a cluster lists each kind by the
+    /// cluster's label; the operator's RBAC rules are generated from them.
+    pub fn kinds(&self) -> Vec<ManagedKind> {
+        let ClusterObjects {
+            erlang_cookie,
+            admin_secret,
+            config_map,
+            headless_service,
+            service,
+            statefulset,
+            pdb,
+        } = self;
+        let claims =
+            ManagedKind::of::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(Write::DeleteOnly);
+        dedup(vec![
+            ManagedKind::like(statefulset, Write::Apply),
+            ManagedKind::like(pdb, Write::Apply),
+            ManagedKind::like(service, Write::Apply),
+            ManagedKind::like(headless_service, Write::Apply),
+            ManagedKind::like(config_map, Write::Apply),
+            ManagedKind::like(erlang_cookie, Write::CreateOnce),
+            ManagedKind::like(admin_secret, Write::CreateOnce),
+            claims,
+        ])
+    }
+}
+
+/// How the operator writes the objects of a kind it manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Write {
+    /// Server-side applied (created and updated), watched, deleted with their cluster.
+    Apply,
+    /// Created once and never changed (generated Secrets), watched, deleted with their cluster.
+    CreateOnce,
+    /// Created by another controller from a template (volume claims); only deleted.
+    DeleteOnly,
+}
+
+/// A kind of object the operator manages, and how it writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManagedKind {
+    /// Group, version, kind and plural of the kind.
+    pub resource: ApiResource,
+    /// How the operator writes it.
+    pub write: Write,
+}
+
+impl ManagedKind {
+    /// Kind `K`, written as `write` says.
+    pub fn of<K: Resource<DynamicType = ()>>(write: Write) -> Self {
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            write,
+        }
+    }
+
+    /// The kind of `obj`, written as `write` says.
+    fn like<K: Resource<DynamicType = ()>>(_obj: &K, write: Write) -> Self {
+        Self::of::<K>(write)
+    }
+}
+
+/// `kinds` with later duplicates (same kind and write) removed, order kept.
+fn dedup(kinds: Vec<ManagedKind>) -> Vec<ManagedKind> {
+    let mut out: Vec<ManagedKind> = Vec::new();
+    for k in kinds {
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// The kinds of an instance's own objects: its client Service and EndpointSlices (applied) and
+/// its credentials Secret (created once). Its dedicated cluster's are [`ClusterObjects::kinds`].
+pub fn instance_kinds() -> Vec<ManagedKind> {
+    vec![
+        ManagedKind::of::<k8s_openapi::api::core::v1::Service>(Write::Apply),
+        ManagedKind::of::<k8s_openapi::api::discovery::v1::EndpointSlice>(Write::Apply),
+        ManagedKind::of::<k8s_openapi::api::core::v1::Secret>(Write::CreateOnce),
+    ]
 }
 
 // ---- instances ------------------------------------------------------------------------------
@@ -583,8 +700,10 @@ mod tests {
     #[test]
     fn cluster_objects_share_namespace_owner_and_cluster_label() {
         let c = dedicated();
-        let o = c.objects();
+        let o = c.objects(&Secret::new("c"), &Secret::new("p"));
         let metas = [
+            &o.erlang_cookie.metadata,
+            &o.admin_secret.metadata,
             &o.config_map.metadata,
             &o.headless_service.metadata,
             &o.service.metadata,
@@ -595,6 +714,8 @@ mod tests {
         assert_eq!(
             names,
             [
+                "orders-dedicated-erlang-cookie",
+                "orders-dedicated-admin",
                 "orders-dedicated-config",
                 "orders-dedicated-nodes",
                 "orders-dedicated",

@@ -9,20 +9,22 @@
 //!
 //! PVC retention: deleting a dedicated cluster deletes its volume claims too. The cluster is only
 //! deleted after its tenant was proven drained (or the instance itself was deleted), so nothing
-//! on them is still needed.
+//! on them is still needed. Deletion goes by the cluster label and the owner's UID, kind by kind,
+//! so it never touches an object the cluster's owner does not control.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{Pod, Secret as SecretObject, Service};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy};
 use tiermq_crd::{ClusterKind, ClusterRef};
 
 use crate::build::{
-    self, AMQP_PORT, BrokerCluster, MANAGEMENT_PORT, admin_secret, erlang_cookie, generate_secret,
+    self, AMQP_PORT, BrokerCluster, ClusterObjects, MANAGEMENT_PORT, Secret, Write, admin_secret,
+    generate_secret,
 };
 use crate::config::BrokerAddressing;
-use crate::controller::apply::{apply, create_once, delete_if_exists};
+use crate::controller::apply::{apply, create_once};
 use crate::controller::context::Context;
 use crate::error::{Error, Result, kube_err};
 
@@ -31,47 +33,82 @@ use crate::error::{Error, Result, kube_err};
 /// image, resources) reach the StatefulSet.
 pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<()> {
     // Fresh values are drawn every time but used only when the Secret does not exist yet.
-    let (cookie, admin) = {
+    let (cookie, admin_password) = {
         let mut rng = rand::rng();
-        (
-            erlang_cookie::build(c, &generate_secret(&mut rng)),
-            admin_secret::build(c, &generate_secret(&mut rng)),
-        )
+        (generate_secret(&mut rng), generate_secret(&mut rng))
     };
-    create_once(client, &cookie).await?;
-    create_once(client, &admin).await?;
-    let o = c.objects();
-    apply(client, &o.config_map).await?;
-    apply(client, &o.headless_service).await?;
-    apply(client, &o.service).await?;
-    apply(client, &o.statefulset).await?;
-    apply(client, &o.pdb).await?;
+    // No `..`: an object added to the cluster does not compile until it is written here.
+    let ClusterObjects {
+        erlang_cookie,
+        admin_secret,
+        config_map,
+        headless_service,
+        service,
+        statefulset,
+        pdb,
+    } = c.objects(&cookie, &admin_password);
+    create_once(client, &erlang_cookie).await?;
+    create_once(client, &admin_secret).await?;
+    apply(client, &config_map).await?;
+    apply(client, &headless_service).await?;
+    apply(client, &service).await?;
+    apply(client, &statefulset).await?;
+    apply(client, &pdb).await?;
     Ok(())
 }
 
-/// Deletes a dedicated cluster's objects and volume claims; absent objects are fine.
-pub async fn delete_cluster(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
-    delete_if_exists::<StatefulSet>(client, ns, name).await?;
-    delete_if_exists::<PodDisruptionBudget>(client, ns, &build::pdb_name(name)).await?;
-    delete_if_exists::<Service>(client, ns, &build::cluster_service_name(name)).await?;
-    delete_if_exists::<Service>(client, ns, &build::headless_service_name(name)).await?;
-    delete_if_exists::<ConfigMap>(client, ns, &build::config_map_name(name)).await?;
-    delete_if_exists::<Secret>(client, ns, &build::erlang_cookie_secret_name(name)).await?;
-    delete_if_exists::<Secret>(client, ns, &build::admin_secret_name(name)).await?;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let prefix = format!("{}-{name}-", build::VOLUME_DATA);
-    let list = pvcs
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_err("list", format!("PersistentVolumeClaims in {ns}")))?;
-    for pvc in list.items {
-        if let Some(n) = pvc.metadata.name.as_deref()
-            && is_claim_of(n, &prefix)
-        {
-            delete_if_exists::<PersistentVolumeClaim>(client, ns, n).await?;
+/// Deletes every object of a dedicated cluster that the cluster's owner controls, kind by kind
+/// ([`ClusterObjects::kinds`], found by the cluster label), and its data volume claims; absent
+/// objects are fine. An object that carries the label but is controlled by someone else (or by
+/// nobody) is left alone. Returns how many objects were left to delete.
+pub async fn delete_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<usize> {
+    let placeholder = Secret::new("");
+    let kinds = c.objects(&placeholder, &placeholder).kinds();
+    let selector = format!("{}={}", build::LABEL_CLUSTER, c.name);
+    let claim_prefix = format!("{}-{}-", build::VOLUME_DATA, c.name);
+    let mut deleted = 0;
+    for kind in &kinds {
+        let ar = &kind.resource;
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &c.namespace, ar);
+        let list = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err(
+                "list",
+                format!("{} of cluster {}/{}", ar.plural, c.namespace, c.name),
+            ))?;
+        for obj in list.items {
+            let name = obj.name_any();
+            let ours = if kind.write == Write::DeleteOnly {
+                // Claims are made by the StatefulSet controller, not owned by the instance.
+                is_claim_of(&name, &claim_prefix)
+            } else {
+                controlled_by(&obj, &c.owner.uid)
+            };
+            if !ours {
+                tracing::warn!(kind = %ar.kind, object = %name, cluster = %c.name, "not deleting an object with the cluster's label that the cluster's owner does not control");
+                continue;
+            }
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => deleted += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    return Err(kube_err(
+                        "delete",
+                        format!("{} {}/{name}", ar.kind, c.namespace),
+                    )(e));
+                }
+            }
         }
     }
-    Ok(())
+    Ok(deleted)
+}
+
+/// `obj` has a controller owner reference with this UID.
+fn controlled_by(obj: &DynamicObject, uid: &str) -> bool {
+    obj.owner_references()
+        .iter()
+        .any(|r| r.controller == Some(true) && r.uid == uid)
 }
 
 /// `data-<cluster>-<ordinal>`; the ordinal must be all digits so `data-a-b-0` is not taken for
@@ -140,7 +177,7 @@ pub fn label(r: &ClusterRef) -> String {
 /// A management-API client for cluster `r`, logged in with its admin Secret. `None` when the
 /// Secret or the address does not exist yet.
 pub async fn management_client(ctx: &Context, r: &ClusterRef) -> Result<Option<ManagementClient>> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &r.namespace);
+    let secrets: Api<SecretObject> = Api::namespaced(ctx.client.clone(), &r.namespace);
     let name = build::admin_secret_name(&r.name);
     let Some(secret) = secrets
         .get_opt(&name)

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -20,12 +20,16 @@ pub struct Context {
     pub recorder: Recorder,
     /// Every RabbitMQInstance as the instance controller's reflector sees it.
     pub instances: Store<RabbitMQInstance>,
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failures per object and when the last one happened.
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 /// First retry delay of a transient failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest retry delay of a transient failure.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
+/// A failure count not added to for this long is forgotten (see [`Context::backoff`]).
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
@@ -57,11 +61,19 @@ impl Context {
         Ok(self.instances.state())
     }
 
-    /// Records one more consecutive failure of `key` and returns the delay before the next try.
+    /// Records one more consecutive failure of `obj` and returns the delay before the next try.
+    ///
+    /// An object deleted while failing is never reconciled again (the controller skips objects
+    /// gone from its cache), so [`Self::succeeded`] would never forget it: entries without a
+    /// failure for [`FORGET_AFTER`] are dropped here instead (their next failure starts the
+    /// backoff over, which is harmless).
     pub fn backoff<K: kube::Resource<DynamicType = ()>>(&self, obj: &ObjectRef<K>) -> Duration {
+        let now = Instant::now();
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = f.entry(obj.to_string()).or_insert(0);
+        f.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
+        let (n, last) = f.entry(obj.to_string()).or_insert((0, now));
         *n = n.saturating_add(1);
+        *last = now;
         backoff_after(*n)
     }
 

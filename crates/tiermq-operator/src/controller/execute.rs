@@ -221,7 +221,11 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             Ok(())
         }
         Step::DeleteDedicatedCluster { cluster } => {
-            clusters::delete_cluster(&ctx.client, &cluster.namespace, &cluster.name).await
+            let c = BrokerCluster::for_dedicated(t.instance)?;
+            debug_assert_eq!(c.name, cluster.name);
+            let deleted = clusters::delete_cluster(&ctx.client, &c).await?;
+            tracing::info!(cluster = %clusters::label(cluster), deleted, "dedicated cluster deleted");
+            Ok(())
         }
         Step::RecordHistory { record } => {
             ctx.metrics

@@ -6,7 +6,7 @@
 //! 3. observe ([`super::observe`]);
 //! 4. placement: a new shared instance needs an existing SharedCluster with room
 //!    ([`plan::new_instance_problem`]; else a condition + one Warning Event, slow requeue);
-//! 5. [`plan`] → execute ([`super::execute`]) → status (written only when changed) → Events (the
+//! 5. [`plan()`] → execute ([`super::execute`]) → status (written only when changed) → Events (the
 //!    plan's, emitted only on transitions) → requeue (the plan's delay, at most
 //!    `--drain-poll-seconds` while a conversion runs).
 //!
@@ -46,7 +46,7 @@ pub async fn reconcile(obj: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<
     let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let span = tracing::info_span!(
         "reconcile",
-        instance = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+        instance = %ObjectRef::from_obj(&*obj)
     );
     let result = tracing::Instrument::instrument(reconcile_inner(&obj, &ctx), span).await;
     match result {
@@ -59,7 +59,7 @@ pub async fn reconcile(obj: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<
             Retry::Report(after) => {
                 ctx.metrics.reconcile_failed(CONTROLLER, &e);
                 tracing::warn!(
-                    instance = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+                    instance = %ObjectRef::from_obj(&*obj),
                     error = %e, "needs a change by someone; reported on the object, retrying slowly"
                 );
                 report_permanent(&ctx, &obj, &e).await?;
@@ -74,7 +74,7 @@ pub fn error_policy(obj: Arc<RabbitMQInstance>, err: &Error, ctx: Arc<Context>) 
     ctx.metrics.reconcile_failed(CONTROLLER, err);
     let delay = ctx.backoff(&ObjectRef::from_obj(&*obj));
     tracing::warn!(
-        instance = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+        instance = %ObjectRef::from_obj(&*obj),
         error = %err, retry_in = ?delay, "reconcile failed"
     );
     Action::requeue(delay)

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tiermq_crd::conditions::{self, reasons};
@@ -30,7 +29,7 @@ pub async fn reconcile(sc: Arc<SharedCluster>, ctx: Arc<Context>) -> Result<Acti
     let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let span = tracing::info_span!(
         "reconcile",
-        shared_cluster = %format!("{}/{}", sc.namespace().unwrap_or_default(), sc.name_any())
+        shared_cluster = %ObjectRef::from_obj(&*sc)
     );
     let r = tracing::Instrument::instrument(reconcile_inner(&sc, &ctx), span).await;
     if r.is_ok() {
@@ -47,7 +46,7 @@ pub fn error_policy(sc: Arc<SharedCluster>, err: &Error, ctx: Arc<Context>) -> A
         Retry::Backoff => ctx.backoff(&ObjectRef::from_obj(&*sc)),
     };
     tracing::warn!(
-        shared_cluster = %format!("{}/{}", sc.namespace().unwrap_or_default(), sc.name_any()),
+        shared_cluster = %ObjectRef::from_obj(&*sc),
         error = %err, retry_in = ?delay, "reconcile failed"
     );
     Action::requeue(delay)

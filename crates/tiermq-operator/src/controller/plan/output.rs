@@ -67,12 +67,12 @@ pub enum Step {
         source: ClusterRef,
         destination: ClusterRef,
     },
-    /// The tenant's user may read but not write on `cluster` (`write: "^$"`). Brief's
-    /// `RevokeSourceWrites` (and, during an abort, the destination's).
+    /// The tenant's user may read but not write on `cluster` (`write: "^$"`): the source's at
+    /// the write cutover, the destination's during an abort.
     RevokeWrites { cluster: ClusterRef },
-    /// The tenant's user has full permissions on `cluster` again. Brief's `RestoreSourceWrites`.
+    /// The tenant's user has full permissions on `cluster` again.
     RestoreWrites { cluster: ClusterRef },
-    /// The tenant's user has no permissions at all on `cluster`. Brief's `RevokeSourceAll`.
+    /// The tenant's user has no permissions at all on `cluster`.
     RevokeAll { cluster: ClusterRef },
     /// A dynamic shovel (`src-delete-after: queue-length`, `ack-mode: on-confirm`) exists for every
     /// non-empty queue of the tenant on `from`, moving its backlog to the same queue on `to`.
@@ -81,7 +81,7 @@ pub enum Step {
     StopShovels { from: ClusterRef },
     /// The tenant's client connections on `cluster` are closed with `reason` (shown to clients).
     CloseConnections { cluster: ClusterRef, reason: String },
-    /// The tenant's vhost and user are gone from `cluster`. Brief's `DeleteSourceTenant`.
+    /// The tenant's vhost and user are gone from `cluster`.
     DeleteTenant { cluster: ClusterRef },
     /// The dedicated cluster's objects are gone (PVCs per the documented retention choice).
     DeleteDedicatedCluster { cluster: ClusterRef },
@@ -140,23 +140,17 @@ impl Step {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedEvent {
     pub type_: EventType,
-    /// CamelCase reason, one of [`super::event_reasons`].
+    /// CamelCase reason, one of [`tiermq_crd::conditions::events`].
     pub reason: &'static str,
     /// Human-readable note.
     pub note: String,
 }
 
+/// The type of a Kubernetes Event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
+    /// A transition users may want to know about.
     Normal,
+    /// A problem, or a transition that needs attention.
     Warning,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Normal => "Normal",
-            EventType::Warning => "Warning",
-        }
-    }
 }
