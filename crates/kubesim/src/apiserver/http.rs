@@ -682,7 +682,7 @@ fn patch_value(target: &mut Value, content_type: &str, body: &[u8]) -> ApiResult
         "application/strategic-merge-patch+json" => {
             let p: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
-            super::merge::strategic_merge(target, &p);
+            super::merge::smp::strategic_merge(target, &p);
             Ok(())
         }
         "application/apply-patch+yaml" => {

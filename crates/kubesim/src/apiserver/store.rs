@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use super::crd;
 use super::error::{ApiError, ApiResult};
-use super::merge;
+use super::merge::{smp, ssa};
 use super::registry::{self, Registry, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 
@@ -105,10 +105,10 @@ fn spec_part(o: &Value, status_counts: bool) -> Value {
 }
 
 /// List semantics for field ownership: by field name for built-ins, from the schema for CRs.
-fn lists_for(rt: &ResourceType) -> merge::Lists<'_> {
+fn lists_for(rt: &ResourceType) -> ssa::Lists<'_> {
     match &rt.crd {
-        Some(c) => merge::Lists::Schema(c.schema.as_ref()),
-        None => merge::Lists::ByName,
+        Some(c) => ssa::Lists::Schema(c.schema.as_ref()),
+        None => ssa::Lists::ByName,
     }
 }
 
@@ -605,7 +605,7 @@ impl State {
             m.remove("deletionTimestamp");
             m.remove("selfLink");
         }
-        merge::record_update(
+        ssa::record_update(
             None,
             &mut obj,
             &opts.field_manager,
@@ -656,7 +656,7 @@ impl State {
                 "the name of the object ({n}) does not match the name on the URL ({name})"
             )));
         }
-        merge::record_update(
+        ssa::record_update(
             Some(&old),
             &mut new,
             &opts.field_manager,
@@ -701,7 +701,7 @@ impl State {
                 Err(e) if e.code == 404 && sub.is_empty() => json!({}),
                 Err(e) => return Err(e.clone()),
             };
-            let merged = merge::server_side_apply(&live, &applied, &opts.field_manager, &rt.api_version(), &sub, opts.force, &now_rfc3339(), lists_for(rt))
+            let merged = ssa::server_side_apply(&live, &applied, &opts.field_manager, &rt.api_version(), &sub, opts.force, &now_rfc3339(), lists_for(rt))
                 .map_err(|conflicts| {
                     let n = conflicts.len();
                     let lines: Vec<String> = conflicts
@@ -788,7 +788,7 @@ impl State {
                 let p: Value = serde_json::from_slice(body).map_err(|e| {
                     ApiError::bad_request(format!("invalid strategic merge patch: {e}"))
                 })?;
-                merge::strategic_merge(&mut new, &p);
+                smp::strategic_merge(&mut new, &p);
             }
             other => {
                 return Err(ApiError::new(
@@ -816,7 +816,7 @@ impl State {
                 "the object has been modified; please apply your changes to the latest version and try again",
             ));
         }
-        merge::record_update(
+        ssa::record_update(
             Some(&old),
             &mut new,
             &opts.field_manager,
@@ -1427,7 +1427,7 @@ impl State {
                 cur = &mut cur[*s];
             }
         }
-        merge::record_update(
+        ssa::record_update(
             Some(&old),
             &mut new,
             manager,
