@@ -70,10 +70,6 @@ impl ResourceType {
             format!("{}.{}", self.plural, self.group)
         }
     }
-
-    pub fn key(&self) -> (String, String) {
-        (self.group.clone(), self.plural.clone())
-    }
 }
 
 fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -502,20 +498,6 @@ impl Registry {
             .values()
             .filter(|rt| rt.group == group && rt.version == version)
             .collect()
-    }
-
-    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceType> {
-        let (g, v) = split_api_version(api_version);
-        self.types
-            .values()
-            .find(|rt| rt.group == g && rt.version == v && rt.kind == kind)
-    }
-}
-
-pub fn split_api_version(api_version: &str) -> (&str, &str) {
-    match api_version.split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", api_version),
     }
 }
 
