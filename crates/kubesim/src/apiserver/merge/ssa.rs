@@ -37,7 +37,9 @@ pub enum ListSem {
 /// `x-kubernetes-list-map-keys`, atomic when absent, as on the real server.
 #[derive(Debug, Clone, Copy)]
 pub enum Lists<'a> {
+    /// Built-in kinds (and every object's metadata): by field name.
     ByName,
+    /// A custom resource: from this (sub)schema; None where the schema says nothing.
     Schema(Option<&'a Value>),
 }
 
@@ -343,14 +345,21 @@ fn is_prefix(a: &[String], b: &[String]) -> bool {
 /// One entry of `metadata.managedFields`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManagedEntry {
+    /// The field manager (`kubectl`, `tiermq-operator`, ...).
     pub manager: String,
+    /// `Apply` or `Update`.
     pub operation: String,
+    /// The apiVersion the manager wrote with.
     pub api_version: String,
+    /// `status` or `scale` when written through that subresource, else empty.
     pub subresource: String,
+    /// When the manager last changed its fields.
     pub time: String,
+    /// The leaf fields the manager owns.
     pub fields: BTreeSet<Path>,
 }
 
+/// The `managedFields` of an object.
 pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
     obj["metadata"]["managedFields"]
         .as_array()
@@ -369,6 +378,7 @@ pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
         .unwrap_or_default()
 }
 
+/// Sets an object's `managedFields` (entries that own nothing are left out).
 pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
     let arr: Vec<Value> = entries
         .iter()
@@ -399,8 +409,11 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
 /// A field another manager owns with a different value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conflict {
+    /// The manager that owns the field.
     pub manager: String,
+    /// The apiVersion it wrote with.
     pub api_version: String,
+    /// The field, dotted (`.spec.replicas`).
     pub field: String,
 }
 

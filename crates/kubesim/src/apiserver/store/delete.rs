@@ -8,10 +8,14 @@ use super::{Key, State, finalizers, meta_str, now_rfc3339, set_finalizers};
 use crate::apiserver::error::{ApiError, ApiResult};
 use crate::apiserver::registry::{self, ResourceType};
 
+/// A deletion's `propagationPolicy`: what happens to the objects it owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Propagation {
+    /// The owner goes now; the garbage collector deletes its dependents after it.
     Background,
+    /// The owner stays (with the `foregroundDeletion` finalizer) until its dependents are gone.
     Foreground,
+    /// The dependents stay, with the owner reference removed.
     Orphan,
 }
 

@@ -35,16 +35,23 @@ pub use delete::Propagation;
 pub use watch::{HISTORY_LEN, Subscription, WatchEvent};
 pub use write::WriteOpts;
 
+/// Where an object is stored: (group, plural, namespace or empty, name). One entry per object,
+/// whichever version it was written through.
 type Key = (String, String, String, String);
 
+/// Everything the server knows: the served types and every object, with the resourceVersion
+/// counter and the watch history.
 pub struct State {
+    /// The served resource types (built-in and from CRDs).
     pub registry: Registry,
     objects: BTreeMap<Key, Value>,
+    /// The global resourceVersion: bumped by every change.
     rv: u64,
     history: VecDeque<Arc<WatchEvent>>,
     /// Highest resourceVersion dropped from the history: watches from before it get 410.
     compacted: u64,
     tx: broadcast::Sender<Arc<WatchEvent>>,
+    /// Services get ClusterIPs `ip_prefix.1` ..= `ip_prefix.254`; `used_ips` are taken.
     ip_prefix: [u8; 3],
     used_ips: BTreeSet<u8>,
 }
@@ -58,6 +65,7 @@ pub fn lock(state: &std::sync::Mutex<State>) -> std::sync::MutexGuard<'_, State>
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Now, as metadata timestamps are written (whole seconds, UTC).
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -104,6 +112,7 @@ fn set_finalizers(o: &mut Value, f: &[String]) {
 }
 
 impl State {
+    /// A fresh store: built-in types and the four namespaces every cluster has.
     pub fn new(ip_prefix: [u8; 3]) -> Self {
         let (tx, _) = broadcast::channel(4096);
         let mut s = State {
@@ -137,10 +146,12 @@ impl State {
         s
     }
 
+    /// The current global resourceVersion (how many changes happened).
     pub fn resource_version(&self) -> u64 {
         self.rv
     }
 
+    /// The key of object `name` of `rt` (namespace `default` if none is given).
     fn key(rt: &ResourceType, ns: Option<&str>, name: &str) -> Key {
         (
             rt.group.clone(),
@@ -150,12 +161,14 @@ impl State {
         )
     }
 
+    /// An object as served through `rt`'s version: its apiVersion and kind set accordingly.
     fn shown(rt: &ResourceType, mut o: Value) -> Value {
         o["apiVersion"] = json!(rt.api_version());
         o["kind"] = json!(rt.kind);
         o
     }
 
+    /// GET of one object.
     pub fn get(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         self.objects
             .get(&Self::key(rt, ns, name))
@@ -164,6 +177,7 @@ impl State {
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
     }
 
+    /// The objects of `rt` (in `ns`, or everywhere when None) the selectors match.
     pub fn list(
         &self,
         rt: &ResourceType,
@@ -181,6 +195,7 @@ impl State {
             .collect()
     }
 
+    /// The Namespace object `ns`, if it exists.
     fn namespace_exists(&self, ns: &str) -> Option<&Value> {
         self.objects.get(&(
             String::new(),
@@ -190,10 +205,12 @@ impl State {
         ))
     }
 
+    /// The resource type an object is stored under (any of its served versions).
     fn rt_of(&self, k: &Key) -> Option<ResourceType> {
         self.registry.any_version(&k.0, &k.1).cloned()
     }
 
+    /// The namespace of a key; None for cluster-scoped objects.
     fn ns_opt(k: &Key) -> Option<&str> {
         if k.2.is_empty() {
             None

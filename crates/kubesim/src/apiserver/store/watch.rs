@@ -12,13 +12,20 @@ use crate::apiserver::error::{ApiError, ApiResult};
 /// How many watch events are kept for resuming watches; older resourceVersions get 410 Gone.
 pub const HISTORY_LEN: usize = 10_000;
 
+/// One change, as every watch sees it before its own filtering.
 #[derive(Debug, Clone)]
 pub struct WatchEvent {
+    /// The resourceVersion of the change.
     pub rv: u64,
+    /// Group of the object's resource.
     pub group: String,
+    /// Plural of the object's resource.
     pub plural: String,
+    /// Namespace of the object; empty for cluster-scoped objects.
     pub namespace: String,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
     pub type_: &'static str,
+    /// The object after the change (its last state for DELETED).
     pub object: Value,
     /// The object before a MODIFIED event, when its labels or fields may have changed: a
     /// filtered watch turns the event into ADDED or DELETED when the object enters or leaves

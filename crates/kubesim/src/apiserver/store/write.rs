@@ -11,11 +11,17 @@ use crate::apiserver::merge::{smp, ssa};
 use crate::apiserver::registry::{self, ResourceType};
 use crate::apiserver::validate;
 
+/// How a write was asked for, from its query parameters.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOpts {
+    /// Who writes (`?fieldManager=`, else the User-Agent's program name): the owner of the
+    /// fields it sets.
     pub field_manager: String,
+    /// `?dryRun=All`: answer with the result, store nothing.
     pub dry_run: bool,
+    /// `status` or `scale` when written through that subresource.
     pub subresource: Option<String>,
+    /// `?force=true` on an apply: take over conflicting fields.
     pub force: bool,
 }
 
@@ -35,6 +41,7 @@ fn spec_part(o: &Value, status_counts: bool) -> Value {
 }
 
 impl State {
+    /// POST: a new object (`generateName`, uid, creationTimestamp, defaults, admission).
     pub fn create(
         &mut self,
         rt: &ResourceType,

@@ -61,28 +61,37 @@ enum Ctl {
     StopAndDelete,
 }
 
+/// The worker of one pod, by `namespace/name` in [`Kubelet`]'s map.
 struct Worker {
+    /// The uid of the pod it runs: a new pod of the same name gets a new worker.
     uid: String,
+    /// The latest version of the pod, for the worker.
     pod_tx: watch::Sender<Pod>,
     ctl: watch::Sender<Ctl>,
     task: JoinHandle<()>,
 }
 
+/// The kubelet of the one node: its pods' workers, their IPs and broker processes.
 pub struct Kubelet {
     client: Client,
     cfg: SimConfig,
     stop: watch::Receiver<bool>,
     ipam: Mutex<PodIpAllocator>,
+    /// `namespace/name` of every pod at the last pass (whose IPs must not be reused).
     live: Mutex<BTreeSet<String>>,
     workers: Mutex<BTreeMap<String, Worker>>,
     /// Workers whose pod went away; a new pod of the same name waits for them.
     stopping: Mutex<BTreeMap<String, JoinHandle<()>>>,
+    /// The running broker processes, by pod.
     brokers: Mutex<BTreeMap<String, Arc<RabbitNode>>>,
+    /// One permit per broker that may run (`SimConfig::max_brokers`).
     broker_slots: Arc<Semaphore>,
+    /// The Erlang cookie of each StatefulSet (or bare pod) without one of its own.
     cookies: Mutex<BTreeMap<String, String>>,
     events: super::Events,
 }
 
+/// The kubelet's loop: a pass over every pod on each Pod change and every resync.
 pub(crate) async fn run(k: Arc<Kubelet>, mut stop: watch::Receiver<bool>) {
     let notify = Arc::new(Notify::new());
     let trigger = spawn_trigger::<Pod>(k.client.clone(), notify.clone(), stop.clone());

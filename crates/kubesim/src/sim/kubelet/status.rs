@@ -22,19 +22,28 @@ const OWNED_CONDITIONS: &[&str] = &[
 /// What the worker knows about its pod's containers; turned into a PodStatus by [`compute_status`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
+    /// The IP the kubelet gave the pod.
     pub pod_ip: Ipv4Addr,
+    /// When the worker started.
     pub start_time: Time,
+    /// `Pending`, `Running` or `Failed`.
     pub phase: &'static str,
     /// The container whose state is tracked (the broker); other containers are reported running
     /// and ready. None: all containers share `state`.
     pub main: Option<String>,
+    /// State of the tracked container(s).
     pub state: ContainerState,
+    /// Whether the tracked container passes its readiness probe.
     pub ready: bool,
+    /// How often the tracked container was restarted.
     pub restarts: i32,
+    /// How the tracked container's previous run ended.
     pub last_state: Option<ContainerState>,
+    /// The pod's `status.message` (why it waits, for instance).
     pub message: Option<String>,
 }
 
+/// Now, as a pod status timestamp.
 pub(super) fn now() -> Time {
     // Whole seconds, as the API stores them, so unchanged status compares equal.
     let s = k8s_openapi::jiff::Timestamp::now().as_second();
