@@ -335,7 +335,7 @@ pub fn builtins() -> Vec<ResourceType> {
             true,
             schema_of::<apiext::CustomResourceDefinition>,
         ),
-        // create-only review: answered at once, never stored (see `http`)
+        // create-only review: answered at once, never stored (see `http::access_review`)
         builtin(
             "authorization.k8s.io",
             "v1",

@@ -5,7 +5,7 @@
 //! - for a RabbitMQ container (image contains `rabbitmq`): materialises the pod's volumes,
 //!   resolves its env, starts a real `rabbitmq-server` (`tiermq_testkit::RabbitNode`) bound to the
 //!   pod IP, joins StatefulSet peers (see `rabbit`), evaluates readiness every second, restarts a
-//!   crashed broker per `restartPolicy` (Always/OnFailure: with back-off 1 s, 2 s, 4 s .. 10 s;
+//!   crashed broker per `restartPolicy` (Always/OnFailure: with back-off 1 s, 2 s, 4 s, then 5 s;
 //!   Never: the pod fails), and stops the broker when the pod is deleted;
 //! - for any other image: reports the containers running and ready without starting a process
 //!   (the operator Deployment of the Helm chart, test pods). `readinessGates` are honoured: such a
@@ -22,7 +22,7 @@
 //! At most `SimConfig::max_brokers` brokers run at once; further broker pods stay Pending with a
 //! message saying so.
 //!
-//! The code follows that order: this module keeps the node's pod list in step with the API
+//! Where that lives: this module keeps the node's pod list in step with the API
 //! (one worker per pod, confirming deletes, releasing PVC folders); `worker` is one pod's life
 //! (IP, volumes, status writes, the end); `broker` runs a RabbitMQ container; `status` turns
 //! what a worker observed into the PodStatus it writes.
