@@ -12,10 +12,10 @@
 //! A slot is free when its API server address and the first pod IP's AMQP port can be bound; the
 //! API server's own listener then holds the slot, so parallel test processes never share one.
 //!
-//! State lives under `ClusterConfig::dir` (its `pods/` and `pvc/` folders are emptied at start: the
-//! API server keeps objects in memory only, so nothing outlives a cluster): `kubeconfig`, `pods/<ns>/<pod>-<uid>/` (materialised
+//! State lives under `ClusterConfig::dir`: `kubeconfig`, `pods/<ns>/<pod>-<uid>/` (materialised
 //! volumes; broker data and logs for pods without a PVC) and `pvc/<ns>/<claim>/` (PVC data, kept
-//! across pod restarts).
+//! across pod restarts). The `pods/` and `pvc/` folders are emptied at start: the API server
+//! keeps objects in memory only, so nothing outlives a cluster.
 //!
 //! [`Cluster::shutdown`] stops every broker process gracefully; dropping a `Cluster` (also while a
 //! test panics) kills them at once, by process group.
@@ -29,12 +29,18 @@ use anyhow::Context;
 use crate::apiserver::{self, ApiServerConfig, ApiServerHandle};
 use crate::sim::{self, Sim, SimConfig};
 
-/// First octets of the three per-cluster /24s.
+// The second octets of the three per-cluster /24s in 127.0.0.0/8 (the slot is the third).
+
+/// API server address: `127.19.<slot>.1`.
 pub const API_OCTET: u8 = 19;
+/// Service ClusterIPs: `127.20.<slot>.x`.
 pub const SERVICE_OCTET: u8 = 20;
+/// Pod IPs: `127.30.<slot>.x`.
 pub const POD_OCTET: u8 = 30;
+/// The API server's port, as on a real control plane.
 pub const API_PORT: u16 = 6443;
 
+/// What a cluster is started with.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// State folder (created if missing): kubeconfig, pod folders, PVC folders, broker logs.
@@ -46,6 +52,7 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// A cluster in `dir` with at most 3 brokers and a 1 s resync.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ClusterConfig {
             dir: dir.into(),
@@ -169,6 +176,7 @@ impl Cluster {
         &self.kubeconfig
     }
 
+    /// The state folder (`ClusterConfig::dir`).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! kubesim: a small Kubernetes-like cluster on loopback for tiermq's tests and demo. It is test
 //! and demo infrastructure only and never a dependency of the operator (a test checks this).
 //!

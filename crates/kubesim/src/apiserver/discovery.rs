@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::registry::{Registry, ResourceType};
 
+/// `/version`: Kubernetes 1.33, the API level of the built-in types served.
 pub fn version() -> Value {
     json!({
         "major": "1", "minor": "33", "gitVersion": "v1.33.0-kubesim", "gitCommit": "kubesim",
@@ -16,11 +17,13 @@ pub fn version() -> Value {
     })
 }
 
+/// `/api`: the core group's versions (just `v1`) and the address clients reach the server at.
 pub fn api_versions(addr: &str) -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"],
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr}]})
 }
 
+/// `/apis`: every named group with its versions.
 pub fn api_group_list(reg: &Registry) -> Value {
     let groups: Vec<Value> = reg
         .group_versions()
@@ -39,6 +42,7 @@ fn group_json(g: &str, vs: &[String]) -> Value {
     json!({"name": g, "versions": versions, "preferredVersion": versions[0]})
 }
 
+/// `/apis/{group}`: one group's versions; None for a group not served.
 pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
     let vs = reg.group_versions().remove(group)?;
     let mut v = group_json(group, &vs);
@@ -66,6 +70,8 @@ fn verbs(rt: &ResourceType) -> Vec<&'static str> {
     .collect()
 }
 
+/// `/api/v1` or `/apis/{group}/{version}`: the resources of a group-version with their verbs
+/// and subresources; None for a group-version not served.
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     let types = reg.in_group_version(group, version);
     if types.is_empty() {

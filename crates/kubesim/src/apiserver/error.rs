@@ -9,14 +9,18 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code} {reason}: {message}")]
 pub struct ApiError {
+    /// HTTP status code, also the Status's `code`.
     pub code: u16,
+    /// The Status's `reason` (`NotFound`, `Conflict`, `Invalid`, ...), what clients match on.
     pub reason: &'static str,
+    /// The Status's `message`, what kubectl prints.
     pub message: String,
     /// `details` of the Status (name, group, kind, causes), when the error is about one object.
     pub details: Option<Value>,
 }
 
 impl ApiError {
+    /// An error with no details.
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             code,
@@ -26,6 +30,7 @@ impl ApiError {
         }
     }
 
+    /// The same error with the Status's `details`.
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
@@ -41,6 +46,7 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
+    /// A create of a name that is taken.
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
         ApiError::new(
             409,
@@ -63,6 +69,7 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
+    /// 400: a request the server cannot make sense of.
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", message)
     }
@@ -88,18 +95,22 @@ impl ApiError {
             .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
+    /// 405: a verb the resource does not support.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         ApiError::new(405, "MethodNotAllowed", message)
     }
 
+    /// 500: the server's own fault.
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(500, "InternalError", message)
     }
 
+    /// 410 Expired: a watch resumes from a resourceVersion no longer in the history.
     pub fn gone(message: impl Into<String>) -> Self {
         ApiError::new(410, "Expired", message)
     }
 
+    /// The `Status` object sent as the response body (and as a watch's ERROR event).
     pub fn status_object(&self) -> Value {
         let mut s = json!({
             "kind": "Status",
@@ -137,4 +148,5 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The result of an API operation.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -65,12 +65,17 @@
 //!
 //! # Not served / limits
 //!
-//! No authentication or authorization (every request is allowed and a SelfSubjectAccessReview
-//! says so; RBAC objects are stored, not evaluated), no admission webhooks or conversion webhooks (several CRD versions
-//! are served from one stored object whose apiVersion is rewritten), no pagination (`limit` and
-//! `continue` are ignored: lists are complete), no pod logs/exec/port-forward, no built-in defaulting or validation beyond a
-//! few fields per kind, watch timeouts default to 30 minutes, and Strategic-merge/SSA list
-//! semantics follow merge keys by field name rather than the full OpenAPI extensions.
+//! - Plain HTTP only, no TLS.
+//! - No authentication or authorization: every request is allowed and a
+//!   SelfSubjectAccessReview says so; RBAC objects are stored, not evaluated.
+//! - No admission webhooks and no conversion webhooks: several CRD versions are served from one
+//!   stored object whose apiVersion is rewritten.
+//! - No pagination: `limit` and `continue` are ignored, lists are complete.
+//! - No pod logs, exec or port-forward.
+//! - No built-in defaulting or validation beyond a few fields per kind.
+//! - Watch timeouts default to 30 minutes.
+//! - Strategic merge patch and server-side apply pick the merge keys of built-in kinds' lists by
+//!   field name (see [`merge`]), not from each type's declared patch strategy.
 
 pub mod crd;
 pub mod discovery;
@@ -124,6 +129,7 @@ pub struct ApiServerHandle {
 }
 
 impl ApiServerHandle {
+    /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -141,6 +147,7 @@ impl ApiServerHandle {
         )
     }
 
+    /// Writes [`ApiServerHandle::kubeconfig_yaml`] to `path`.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig_yaml())
     }

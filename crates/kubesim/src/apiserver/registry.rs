@@ -14,8 +14,11 @@ use super::table::{self, Column};
 /// JSON paths of a scale subresource (`spec.replicas`, `status.replicas`, label selector).
 #[derive(Debug, Clone)]
 pub struct ScaleSpec {
+    /// Where the desired replica count is (`.spec.replicas`).
     pub spec_replicas: String,
+    /// Where the observed replica count is (`.status.replicas`).
     pub status_replicas: String,
+    /// Where the label selector is, reported in the Scale's `status.selector`.
     pub label_selector: Option<String>,
 }
 
@@ -23,25 +26,40 @@ pub struct ScaleSpec {
 /// in the generator, the returned schema is a `$ref`).
 pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
 
+/// What a resource served from a CustomResourceDefinition adds to a built-in one.
 #[derive(Debug, Clone)]
 pub struct CrdVersion {
     /// `openAPIV3Schema` of this version (validation, defaults, CEL rules).
     pub schema: Option<Value>,
 }
 
+/// One served group/version/resource: its names as discovery announces them, its scope and
+/// subresources, its printer columns and where its schema comes from.
 #[derive(Clone)]
 pub struct ResourceType {
+    /// API group; empty for the core group.
     pub group: String,
+    /// API version within the group (`v1`).
     pub version: String,
+    /// Resource name in URLs (`statefulsets`).
     pub plural: String,
+    /// Singular name (`statefulset`), accepted by kubectl.
     pub singular: String,
+    /// Kind of its objects (`StatefulSet`).
     pub kind: String,
+    /// Whether its objects live in a namespace.
     pub namespaced: bool,
+    /// Short names (`sts`), accepted by kubectl.
     pub short_names: Vec<String>,
+    /// Categories (`all`) `kubectl get <category>` expands to.
     pub categories: Vec<String>,
+    /// Whether it has a `status` subresource (then the main resource ignores status writes).
     pub status_subresource: bool,
+    /// Its `scale` subresource, if any.
     pub scale: Option<ScaleSpec>,
+    /// Table columns for `kubectl get`.
     pub columns: Vec<Column>,
+    /// The JSON Schema of a built-in kind, for OpenAPI and unknown-field checks.
     pub schema_fn: Option<SchemaFn>,
     /// Set for resources served from a CustomResourceDefinition.
     pub crd: Option<CrdVersion>,
@@ -54,6 +72,7 @@ impl std::fmt::Debug for ResourceType {
 }
 
 impl ResourceType {
+    /// `group/version`, or just `version` for the core group: the objects' `apiVersion`.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.clone()
@@ -69,10 +88,6 @@ impl ResourceType {
         } else {
             format!("{}.{}", self.plural, self.group)
         }
-    }
-
-    pub fn key(&self) -> (String, String) {
-        (self.group.clone(), self.plural.clone())
     }
 }
 
@@ -320,7 +335,7 @@ pub fn builtins() -> Vec<ResourceType> {
             true,
             schema_of::<apiext::CustomResourceDefinition>,
         ),
-        // create-only review: answered at once, never stored (see `http`)
+        // create-only review: answered at once, never stored (see `http::access_review`)
         builtin(
             "authorization.k8s.io",
             "v1",
@@ -449,10 +464,12 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
 /// All served types, keyed by (group, plural, version).
 #[derive(Clone, Default)]
 pub struct Registry {
+    /// The served types by (group, plural, version).
     pub types: BTreeMap<(String, String, String), ResourceType>,
 }
 
 impl Registry {
+    /// The registry of a fresh server: every built-in kind, no custom resources.
     pub fn with_builtins() -> Self {
         let mut r = Registry::default();
         for rt in builtins() {
@@ -461,6 +478,7 @@ impl Registry {
         r
     }
 
+    /// Serves `rt` (replacing the same group/plural/version).
     pub fn insert(&mut self, rt: ResourceType) {
         self.types.insert(
             (rt.group.clone(), rt.plural.clone(), rt.version.clone()),
@@ -468,11 +486,13 @@ impl Registry {
         );
     }
 
+    /// Stops serving every version of a group/resource (its CRD was deleted or replaced).
     pub fn remove_group_resource(&mut self, group: &str, plural: &str) {
         self.types
             .retain(|(g, p, _), _| !(g == group && p == plural));
     }
 
+    /// The type served at `group/version/plural`.
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
         self.types
             .get(&(group.to_string(), plural.to_string(), version.to_string()))
@@ -497,25 +517,12 @@ impl Registry {
         m
     }
 
+    /// Every type of a group/version (discovery and OpenAPI documents).
     pub fn in_group_version(&self, group: &str, version: &str) -> Vec<&ResourceType> {
         self.types
             .values()
             .filter(|rt| rt.group == group && rt.version == version)
             .collect()
-    }
-
-    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceType> {
-        let (g, v) = split_api_version(api_version);
-        self.types
-            .values()
-            .find(|rt| rt.group == g && rt.version == v && rt.kind == kind)
-    }
-}
-
-pub fn split_api_version(api_version: &str) -> (&str, &str) {
-    match api_version.split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", api_version),
     }
 }
 

@@ -3,16 +3,24 @@
 
 use serde_json::Value;
 
+/// One requirement of a label selector, on one label key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Requirement {
+    /// `key=value` (or `key==value`).
     Eq(String, String),
+    /// `key!=value`: also true when the label is absent.
     NotEq(String, String),
+    /// `key in (a,b)`.
     In(String, Vec<String>),
+    /// `key notin (a,b)`: also true when the label is absent.
     NotIn(String, Vec<String>),
+    /// `key`: the label is set.
     Exists(String),
+    /// `!key`: the label is not set.
     NotExists(String),
 }
 
+/// A label selector: every requirement must hold; empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelSelector(pub Vec<Requirement>);
 
@@ -52,6 +60,7 @@ fn set_values(s: &str) -> Result<Vec<String>, String> {
 }
 
 impl LabelSelector {
+    /// Parses the `?labelSelector=` syntax.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut reqs = vec![];
         for part in split_top(s) {
@@ -114,6 +123,7 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
+    /// Whether an object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, labels: &Value) -> bool {
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
@@ -143,10 +153,12 @@ impl LabelSelector {
     }
 }
 
+/// A field selector: (dotted field path, equal or not, value) requirements that must all hold.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldSelector(pub Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// Parses the `?fieldSelector=` syntax (`=`, `==`, `!=`).
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut out = vec![];
         for part in split_top(s) {
@@ -164,6 +176,8 @@ impl FieldSelector {
         Ok(FieldSelector(out))
     }
 
+    /// Whether an object's fields, compared as strings (absent is empty), satisfy every
+    /// requirement.
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(path, eq, want)| {
             let mut cur = obj;

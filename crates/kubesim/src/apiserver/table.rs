@@ -3,25 +3,39 @@
 
 use serde_json::{Value, json};
 
+/// Where a column's cells come from.
 #[derive(Clone)]
 pub enum ColumnSource {
+    /// `metadata.name`.
     Name,
+    /// The age of `metadata.creationTimestamp` (`5m`).
     Age,
+    /// A CRD printer column's JSONPath.
     JsonPath(String),
+    /// A function of the object, for built-in kinds (a pod's READY, STATUS, RESTARTS).
     Builtin(fn(&Value) -> Value),
 }
 
+/// One Table column: its definition as sent in `columnDefinitions` and how to fill its cells.
 #[derive(Clone)]
 pub struct Column {
+    /// Header (`Name`, `Ready`).
     pub name: String,
+    /// OpenAPI type of the cells (`string`, `integer`, `date`).
     pub type_: String,
+    /// OpenAPI format (`name` for the name column).
     pub format: String,
+    /// Description, as `kubectl explain`-style help.
     pub description: String,
+    /// 0 for `kubectl get`, higher for `-o wide` only.
     pub priority: i64,
+    /// Where the cells come from.
     pub source: ColumnSource,
 }
 
 impl Column {
+    /// A CRD printer column (`additionalPrinterColumns`); a creationTimestamp path shows as an
+    /// age.
     pub fn json_path(
         name: &str,
         type_: &str,
@@ -55,11 +69,13 @@ impl Column {
         }
     }
 
+    /// The column's entry in the Table's `columnDefinitions`.
     pub fn definition(&self) -> Value {
         json!({"name": self.name, "type": self.type_, "format": self.format,
                "description": self.description, "priority": self.priority})
     }
 
+    /// This column's cell for `obj`, ages counted up to `now`.
     pub fn cell(&self, obj: &Value, now: chrono::DateTime<chrono::Utc>) -> Value {
         match &self.source {
             ColumnSource::Name => obj["metadata"]["name"].clone(),
@@ -79,6 +95,7 @@ impl Column {
     }
 }
 
+/// The NAME column every Table starts with.
 pub fn name_column() -> Column {
     Column {
         name: "Name".into(),
@@ -90,6 +107,7 @@ pub fn name_column() -> Column {
     }
 }
 
+/// The AGE column.
 pub fn age_column() -> Column {
     Column {
         name: "Age".into(),

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use super::statefulset::pod_ready;
 use super::{Result, SimConfig, SimError, is_not_found, key_of, spawn_trigger, wait_next};
 
+/// Pod label: the hash of the Deployment's pod template the pod was made from.
 pub const LABEL_POD_TEMPLATE_HASH: &str = "pod-template-hash";
 
 pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receiver<bool>) {

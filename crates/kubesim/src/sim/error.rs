@@ -2,31 +2,57 @@
 
 use std::path::PathBuf;
 
+/// What went wrong in a simulated controller.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// An API request failed.
     #[error("{action} {kind} {object}: {source}; check that the kubesim API server is running")]
     Kube {
+        /// What was attempted (`list`, `create`, ...).
         action: &'static str,
+        /// Kind of the object.
         kind: &'static str,
+        /// `namespace/name` of the object, or which objects.
         object: String,
+        /// The client's error.
         #[source]
         source: kube::Error,
     },
+    /// A file or folder operation failed.
     #[error("{action} {path}: {source}; check permissions and free space under the kubesim dir")]
     Io {
+        /// What was attempted (`create`, `write`, ...).
         action: &'static str,
+        /// The file or folder.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// Every pod IP of the cluster's /24 is taken.
     #[error(
         "no free pod IP left in {prefix}.0/24 (254 addresses); delete unused pods or start a fresh cluster"
     )]
-    PodIpsExhausted { prefix: String },
+    PodIpsExhausted {
+        /// The first three octets of the range.
+        prefix: String,
+    },
+    /// A pod refers to something that is missing or unusable (a ConfigMap, Secret or key).
     #[error("pod {pod}: {message}")]
-    PodSpec { pod: String, message: String },
+    PodSpec {
+        /// `namespace/name` of the pod.
+        pod: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A pod's `rabbitmq-server` could not be configured or started.
     #[error("pod {pod}: rabbitmq-server: {message}")]
-    Broker { pod: String, message: String },
+    Broker {
+        /// `namespace/name` of the pod.
+        pod: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl SimError {
@@ -57,4 +83,5 @@ impl SimError {
     }
 }
 
+/// The result of a simulated controller's step.
 pub type Result<T, E = SimError> = std::result::Result<T, E>;

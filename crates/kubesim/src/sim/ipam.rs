@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 
 use super::{Result, SimError};
 
+/// The pod IPs of one cluster, by pod.
 #[derive(Debug)]
 pub struct PodIpAllocator {
     prefix: [u8; 3],
@@ -18,6 +19,7 @@ pub struct PodIpAllocator {
 }
 
 impl PodIpAllocator {
+    /// An allocator handing out `prefix.1` ..= `prefix.254`.
     pub fn new(prefix: [u8; 3]) -> Self {
         PodIpAllocator {
             prefix,

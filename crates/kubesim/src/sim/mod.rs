@@ -14,7 +14,7 @@
 //! - [`kubelet`]: Pod → pod IP, status and conditions; RabbitMQ images run as real
 //!   `rabbitmq-server` processes ([`rabbit`]), other images are "running" without a process.
 //! - [`kubeproxy`]: Service ClusterIP:port → TCP forwarders to the ready endpoints.
-
+//!
 //! ## Limits (on purpose, to stay small)
 //!
 //! - One node (`kubesim-node`); pods are never scheduled elsewhere and `spec.nodeName` stays
@@ -52,12 +52,19 @@ use tokio::task::JoinHandle;
 
 pub use error::{Result, SimError};
 
-/// Labels and values real Kubernetes uses; the operator and kubectl users rely on them.
+// Labels and values real Kubernetes uses; the operator and kubectl users rely on them.
+
+/// StatefulSet pod label: the pod's name (what a per-pod Service selects).
 pub const LABEL_POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
+/// StatefulSet pod label: the pod's ordinal.
 pub const LABEL_POD_INDEX: &str = "apps.kubernetes.io/pod-index";
+/// StatefulSet pod label: the revision of the pod template the pod was made from.
 pub const LABEL_REVISION_HASH: &str = "controller-revision-hash";
+/// EndpointSlice label: the Service the slice belongs to.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// EndpointSlice label: the controller that manages the slice.
 pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+/// The value of [`LABEL_MANAGED_BY`] on the slices the EndpointSlice controller writes.
 pub const ENDPOINTSLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
 /// The node name every pod of the simulated cluster runs on.
 pub const NODE_NAME: &str = "kubesim-node";
@@ -77,6 +84,7 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// A configuration with at most 3 brokers and a 1 s resync.
     pub fn new(dir: impl Into<PathBuf>, pod_ip_prefix: [u8; 3]) -> Self {
         SimConfig {
             dir: dir.into(),

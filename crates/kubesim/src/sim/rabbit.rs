@@ -25,10 +25,10 @@
 //!   container's `25672` cannot be used by two nodes on one host.
 //! - **Data**: the PVC mounted at `/var/lib/rabbitmq` or below (`mnesia`) is the node's base dir,
 //!   so data survives pod deletion; without a PVC a per-pod folder is used (like an emptyDir).
-//! - **Readiness**: whatever probe the pod declares (`rabbitmq-diagnostics check_port_connectivity`
-//!   or a tcpSocket probe in practice) is approximated by: the management API answers an
-//!   authenticated `GET /api/overview` when the management plugin is enabled, else the AMQP port
-//!   accepts a TCP connection.
+//! - **Readiness**: a declared `tcpSocket` probe is run as is, against the pod IP. Any other probe
+//!   (exec `rabbitmq-diagnostics ...`, httpGet) or none is approximated: the management API
+//!   answers an authenticated `GET /api/overview` when the management plugin is enabled, else
+//!   the AMQP port accepts a TCP connection.
 //! - **Peer discovery**: simulated. A pod with ordinal > 0 of a StatefulSet that starts with an
 //!   empty data dir joins `<sts>-0` (`stop_app`, `reset`, `join_cluster`, `start_app`) before it
 //!   is reported Ready; a pod that restarts with its data rejoins its cluster by itself, as
@@ -46,8 +46,11 @@ use tiermq_testkit::{Credentials, NodeConfig};
 use super::volumes::{VolumePaths, host_path};
 use super::{Result, SimError, key_of};
 
+/// AMQP port when neither the configuration nor a container port named `amqp` sets one.
 pub const DEFAULT_AMQP_PORT: u16 = 5672;
+/// Management API port when neither the configuration nor a port named `management` sets one.
 pub const DEFAULT_MANAGEMENT_PORT: u16 = 15672;
+/// RabbitMQ's usual distribution port, the fallback when no other port is free.
 pub const DEFAULT_DIST_PORT: u16 = 25672;
 
 /// Does this container run RabbitMQ (and so a real broker process)?
@@ -92,10 +95,15 @@ pub fn pick_dist_port(ip: Ipv4Addr) -> u16 {
 /// The pieces of a pod's broker setup that come from its files and env (pure; tested).
 #[derive(Clone)]
 pub struct BrokerInputs {
+    /// `rabbitmq.conf` with the `conf.d` files appended.
     pub config_text: String,
+    /// `enabled_plugins`, if mounted.
     pub plugins_text: Option<String>,
+    /// `advanced.config`, if mounted.
     pub advanced_config: Option<String>,
+    /// The container's resolved environment.
     pub env: BTreeMap<String, String>,
+    /// A mounted `.erlang.cookie`, if any.
     pub cookie_file: Option<String>,
 }
 

@@ -15,6 +15,7 @@ use super::{Result, SimError, key_of};
 /// Host folder of each volume of a pod, by volume name.
 pub type VolumePaths = BTreeMap<String, PathBuf>;
 
+/// The host folder standing in for PVC `ns/claim`'s volume.
 pub fn pvc_dir(root: &Path, ns: &str, claim: &str) -> PathBuf {
     root.join("pvc").join(ns).join(claim)
 }

@@ -1,9 +1,6 @@
 //! kube-rs 5 against the kubesim API server: watchers, a runtime Controller, optimistic
 //! concurrency, server-side apply, finalizers, garbage collection and fault injection.
 
-#[path = "fixtures/common.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use common::{client, eventually, install_crd, server};
+use crate::common::{client, eventually, install_crd, server};
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[kube(

@@ -1,9 +1,6 @@
 //! Real kubectl (/usr/bin/kubectl) against the kubesim API server through a kubeconfig: the
 //! everyday commands an operator's users and the project's docs rely on.
 
-#[path = "fixtures/common.rs"]
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -11,6 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubesim::apiserver::ApiServerHandle;
+
+use crate::common;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

@@ -1,159 +1,24 @@
-//! Strategic merge patch (the subset kubectl needs) and server-side apply field ownership.
+//! Server-side apply (`application/apply-patch+yaml`) and the field ownership every write records
+//! in `metadata.managedFields`.
 //!
-//! Strategic merge: maps merge recursively (null deletes), lists of objects with a known merge
-//! key (by field name: `containers`/`env`/`volumes`/... by `name`, `ports` by `containerPort` or
-//! `port`, `volumeMounts` by `mountPath`, `conditions` by `type`, `ownerReferences` by `uid`) merge
-//! element-wise, `finalizers` is a set, every other list is replaced. Directives handled:
-//! `$patch: replace|delete` (in maps and list elements), `$deleteFromPrimitiveList/<f>`,
-//! `$setElementOrder/<f>` and `$retainKeys` (ignored: order and retention follow the patch).
+//! Ownership is tracked per leaf field in the real `FieldsV1` format (`f:<field>`,
+//! `k:<merge key json>` for keyed list items, `v:<json>` for set items, `.` for the item itself).
+//! List semantics ([`Lists`]): built-in kinds use the merge keys of [`super`]; custom resources
+//! use their schema's `x-kubernetes-list-type` (`map` with `x-kubernetes-list-map-keys`, `set`)
+//! and are atomic otherwise, as on the real server.
 //!
-//! Server-side apply: ownership is tracked per leaf field in the real `FieldsV1` format
-//! (`f:<field>`, `k:<merge key json>` for keyed list items, `v:<json>` for set items, `.` for the
-//! item itself). List semantics: built-in kinds use the merge keys above; custom resources use
-//! their schema's `x-kubernetes-list-type` (`map` with `x-kubernetes-list-map-keys`, `set`) and
-//! are atomic otherwise, as on the real server. Limits: a conflict is a
-//! leaf field (or a field under an atomic leaf) owned by another manager whose current value
-//! differs from the applied one; fields a manager stops applying are removed only if no other
-//! manager owns them; `Update` operations take ownership of the leaves they change.
+//! Limits: a conflict is a leaf field (or a field under an atomic leaf) owned by another manager
+//! whose current value differs from the applied one; fields a manager stops applying are removed
+//! only if no other manager owns them; `Update` operations take ownership of the leaves they
+//! change.
 
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-/// Merge key of a list field, by the field's name (and the first element, for `ports`).
-pub fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
-    match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "volumeDevices" => Some("name"),
-        "ports" => {
-            if sample.is_some_and(|s| s.get("containerPort").is_some()) {
-                Some("containerPort")
-            } else {
-                Some("port")
-            }
-        }
-        "volumeMounts" => Some("mountPath"),
-        "conditions" => Some("type"),
-        "ownerReferences" => Some("uid"),
-        "hostAliases" => Some("ip"),
-        "topologySpreadConstraints" => Some("topologyKey"),
-        _ => None,
-    }
-}
+use super::{is_set_field, merge_key};
 
-fn is_set_field(field: &str) -> bool {
-    field == "finalizers"
-}
-
-fn strip_directives(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k.clone(), strip_directives(v)))
-                .filter(|(_, v)| !v.is_null())
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Applies a strategic merge patch to `target` in place.
-pub fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Some(pm) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if pm.get("$patch").and_then(Value::as_str) == Some("replace") {
-        *target = strip_directives(patch);
-        return;
-    }
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    for (k, v) in pm {
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (target[field].as_array_mut(), v.as_array()) {
-                list.retain(|x| !del.contains(x));
-            }
-            continue;
-        }
-        if k.starts_with('$') {
-            continue;
-        }
-        let tm = target.as_object_mut().expect("target is an object");
-        match v {
-            Value::Null => {
-                tm.remove(k);
-            }
-            Value::Array(items) => {
-                let cur = tm.entry(k.clone()).or_insert(Value::Null);
-                merge_list(cur, items, k);
-            }
-            Value::Object(o) if o.get("$patch").and_then(Value::as_str) == Some("delete") => {
-                tm.remove(k);
-            }
-            Value::Object(_) => {
-                let cur = tm.entry(k.clone()).or_insert(Value::Null);
-                strategic_merge(cur, v);
-            }
-            _ => {
-                tm.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
-fn merge_list(cur: &mut Value, items: &[Value], field: &str) {
-    if is_set_field(field) {
-        let mut out = cur.as_array().cloned().unwrap_or_default();
-        for i in items {
-            if !out.contains(i) {
-                out.push(i.clone());
-            }
-        }
-        *cur = Value::Array(out);
-        return;
-    }
-    let key = merge_key(field, items.first());
-    let keyed = key.is_some() && items.iter().all(|i| i.is_object());
-    if !keyed || !cur.is_array() {
-        let kept: Vec<Value> = items
-            .iter()
-            .filter(|i| i.get("$patch").and_then(Value::as_str) != Some("delete"))
-            .map(strip_directives)
-            .collect();
-        *cur = Value::Array(kept);
-        return;
-    }
-    let key = key.expect("checked above");
-    let list = cur.as_array_mut().expect("checked above");
-    for item in items {
-        let id = &item[key];
-        let pos = list.iter().position(|e| &e[key] == id);
-        if item.get("$patch").and_then(Value::as_str) == Some("delete") {
-            if let Some(p) = pos {
-                list.remove(p);
-            }
-            continue;
-        }
-        match pos {
-            Some(p) => strategic_merge(&mut list[p], item),
-            None => list.push(strip_directives(item)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Server-side apply
-
-/// One segment of a field path in FieldsV1 notation.
+/// A field path in FieldsV1 notation, one segment (`f:`, `k:`, `v:`) per element.
 pub type Path = Vec<String>;
 
 /// How a list is merged and owned.
@@ -168,11 +33,13 @@ pub enum ListSem {
 }
 
 /// Where list semantics come from: built-in kinds use merge keys by field name (see
-/// [`merge_key`]); custom resources use their schema's `x-kubernetes-list-type` and
+/// [`super::merge_key`]); custom resources use their schema's `x-kubernetes-list-type` and
 /// `x-kubernetes-list-map-keys`, atomic when absent, as on the real server.
 #[derive(Debug, Clone, Copy)]
 pub enum Lists<'a> {
+    /// Built-in kinds (and every object's metadata): by field name.
     ByName,
+    /// A custom resource: from this (sub)schema; None where the schema says nothing.
     Schema(Option<&'a Value>),
 }
 
@@ -230,14 +97,10 @@ fn key_segment(item: &Value, keys: &[String]) -> String {
     format!("k:{}", Value::Object(m))
 }
 
-/// The FieldsV1 tree of the fields set in `v`, with built-in list semantics. `top` restricts
-/// metadata to the fields apply manages (labels, annotations, finalizers, ownerReferences).
-pub fn fields_of(v: &Value, top: bool) -> Value {
-    fields_with(v, top, Lists::ByName)
-}
-
-/// [`fields_of`] with the list semantics of `lists` (the context of `v` itself).
-pub fn fields_with(v: &Value, top: bool, lists: Lists<'_>) -> Value {
+/// The FieldsV1 tree of the fields set in `v`, with the list semantics of `lists` (the context of
+/// `v` itself). `top` restricts metadata to the fields apply manages (labels, annotations,
+/// finalizers, ownerReferences).
+pub fn fields_of(v: &Value, top: bool, lists: Lists<'_>) -> Value {
     let Some(m) = v.as_object() else {
         return json!({});
     };
@@ -265,7 +128,7 @@ pub fn fields_with(v: &Value, top: bool, lists: Lists<'_>) -> Value {
 
 fn child_fields(field: &str, child: &Value, lists: Lists<'_>) -> Value {
     match child {
-        Value::Object(o) if !o.is_empty() => fields_with(child, false, lists),
+        Value::Object(o) if !o.is_empty() => fields_of(child, false, lists),
         Value::Array(a) if !a.is_empty() => match lists.semantics(field, a.first()) {
             ListSem::Set => {
                 Value::Object(a.iter().map(|i| (format!("v:{i}"), json!({}))).collect())
@@ -276,7 +139,7 @@ fn child_fields(field: &str, child: &Value, lists: Lists<'_>) -> Value {
             {
                 let mut m = Map::new();
                 for i in a {
-                    let mut f = fields_with(i, false, lists.items());
+                    let mut f = fields_of(i, false, lists.items());
                     f.as_object_mut()
                         .expect("object")
                         .insert(".".into(), json!({}));
@@ -393,14 +256,9 @@ pub fn remove_at(obj: &mut Value, path: &[String]) {
     }
 }
 
-/// Merges an applied configuration into the live object: maps recurse, keyed lists merge by
-/// key, set lists union, other lists and scalars are replaced.
-pub fn apply_merge(target: &mut Value, applied: &Value) {
-    apply_merge_with(target, applied, Lists::ByName)
-}
-
-/// [`apply_merge`] with the list semantics of `lists`.
-pub fn apply_merge_with(target: &mut Value, applied: &Value, lists: Lists<'_>) {
+/// Merges an applied configuration into the live object with the list semantics of `lists`:
+/// maps recurse, keyed lists merge by key, set lists union, other lists and scalars are replaced.
+pub fn apply_merge(target: &mut Value, applied: &Value, lists: Lists<'_>) {
     let Some(am) = applied.as_object() else {
         *target = applied.clone();
         return;
@@ -417,9 +275,7 @@ pub fn apply_merge_with(target: &mut Value, applied: &Value, lists: Lists<'_>) {
             lists.child(k)
         };
         match v {
-            Value::Object(_) => {
-                apply_merge_with(tm.entry(k.clone()).or_insert(Value::Null), v, ctx)
-            }
+            Value::Object(_) => apply_merge(tm.entry(k.clone()).or_insert(Value::Null), v, ctx),
             Value::Array(items) => {
                 let cur = tm.entry(k.clone()).or_insert(Value::Null);
                 match ctx.semantics(k, items.first()) {
@@ -445,7 +301,7 @@ pub fn apply_merge_with(target: &mut Value, applied: &Value, lists: Lists<'_>) {
                                 .iter()
                                 .position(|e| keys.iter().all(|kk| e[kk] == item[kk]))
                             {
-                                Some(p) => apply_merge_with(&mut list[p], item, ctx.items()),
+                                Some(p) => apply_merge(&mut list[p], item, ctx.items()),
                                 None => list.push(item.clone()),
                             }
                         }
@@ -489,14 +345,21 @@ fn is_prefix(a: &[String], b: &[String]) -> bool {
 /// One entry of `metadata.managedFields`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManagedEntry {
+    /// The field manager (`kubectl`, `tiermq-operator`, ...).
     pub manager: String,
+    /// `Apply` or `Update`.
     pub operation: String,
+    /// The apiVersion the manager wrote with.
     pub api_version: String,
+    /// `status` or `scale` when written through that subresource, else empty.
     pub subresource: String,
+    /// When the manager last changed its fields.
     pub time: String,
+    /// The leaf fields the manager owns.
     pub fields: BTreeSet<Path>,
 }
 
+/// The `managedFields` of an object.
 pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
     obj["metadata"]["managedFields"]
         .as_array()
@@ -515,6 +378,7 @@ pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
         .unwrap_or_default()
 }
 
+/// Sets an object's `managedFields` (entries that own nothing are left out).
 pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
     let arr: Vec<Value> = entries
         .iter()
@@ -545,8 +409,11 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
 /// A field another manager owns with a different value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conflict {
+    /// The manager that owns the field.
     pub manager: String,
+    /// The apiVersion it wrote with.
     pub api_version: String,
+    /// The field, dotted (`.spec.replicas`).
     pub field: String,
 }
 
@@ -570,7 +437,7 @@ pub fn server_side_apply(
     {
         m.retain(|k, _| k == "status" || k == "apiVersion" || k == "kind" || k == "metadata");
     }
-    let mut new_fields = leaves(&fields_with(&applied_body, true, lists));
+    let mut new_fields = leaves(&fields_of(&applied_body, true, lists));
     if subresource == "status" {
         new_fields.retain(|p| p.first().map(String::as_str) == Some("f:status"));
     }
@@ -645,7 +512,7 @@ pub fn server_side_apply(
             });
         }
     }
-    apply_merge_with(&mut obj, &body, lists);
+    apply_merge(&mut obj, &body, lists);
     let entry = ManagedEntry {
         manager: manager.into(),
         operation: "Apply".into(),
@@ -685,7 +552,7 @@ pub fn record_update(
     } else {
         old.map(read_managed).unwrap_or_default()
     };
-    let mut changed: BTreeSet<Path> = leaves(&fields_with(new, true, lists))
+    let mut changed: BTreeSet<Path> = leaves(&fields_of(new, true, lists))
         .into_iter()
         .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
         .collect();
@@ -730,45 +597,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strategic_merge_merges_containers_by_name_and_honours_directives() {
-        let mut pod = json!({"spec": {"containers": [
-            {"name": "a", "image": "x:1", "env": [{"name": "E", "value": "1"}]},
-            {"name": "b", "image": "y:1"}]}, "metadata": {"finalizers": ["f1"]}});
-        strategic_merge(
-            &mut pod,
-            &json!({
-            "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
-            "spec": {"containers": [
-                {"name": "a", "image": "x:2", "env": [{"name": "F", "value": "2"}]},
-                {"name": "b", "$patch": "delete"}]},
-            "metadata": {"finalizers": ["f2"]}}),
-        );
-        assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 1);
-        assert_eq!(pod["spec"]["containers"][0]["image"], "x:2");
-        assert_eq!(
-            pod["spec"]["containers"][0]["env"]
-                .as_array()
-                .unwrap()
-                .len(),
-            2
-        );
-        assert_eq!(pod["metadata"]["finalizers"], json!(["f1", "f2"]));
-        strategic_merge(&mut pod, &json!({"spec": {"containers": null}}));
-        assert!(pod["spec"].get("containers").is_none());
-    }
-
-    #[test]
-    fn strategic_merge_replaces_unkeyed_lists() {
-        let mut o = json!({"spec": {"args": ["a", "b"]}});
-        strategic_merge(&mut o, &json!({"spec": {"args": ["c"]}}));
-        assert_eq!(o["spec"]["args"], json!(["c"]));
-    }
-
-    #[test]
     fn fields_tree_round_trips_through_leaves() {
         let o = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "1"}},
             "spec": {"containers": [{"name": "c", "image": "i"}], "args": ["x"]}});
-        let t = fields_of(&o, true);
+        let t = fields_of(&o, true, Lists::ByName);
         assert_eq!(t["f:metadata"]["f:labels"]["f:a"], json!({}));
         assert!(t["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["."].is_object());
         assert_eq!(tree_of(&leaves(&t)), t);

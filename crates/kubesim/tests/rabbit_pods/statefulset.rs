@@ -2,7 +2,7 @@
 //! and ClusterIP Services, ConfigMap and Secrets shaped like the operator's) yields running
 //! `rabbitmq-server` processes reachable through the Service's ClusterIP; deleting a pod kills its
 //! broker and the StatefulSet brings it back with its data; a crashed broker is restarted; two
-//! replicas form a real RabbitMQ cluster. At most 3 brokers per test binary run at once (1 + 2).
+//! replicas form a real RabbitMQ cluster. The two tests start 1 and 2 brokers.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

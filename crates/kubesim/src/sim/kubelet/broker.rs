@@ -1,0 +1,339 @@
+//! A RabbitMQ container as a real `rabbitmq-server` process on the pod's IP: wait for a broker
+//! slot, build the node's configuration from the pod (see `rabbit`), start it, join the
+//! StatefulSet's first pod, probe readiness, and restart or fail it per `restartPolicy` when the
+//! process exits.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStateTerminated, Pod};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use tiermq_testkit::RabbitNode;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use super::status::{Observed, now, running, waiting};
+use super::worker::pause;
+use super::{Ctl, Kubelet, STOP_GRACE};
+use crate::sim::rabbit::{self, broker_error};
+use crate::sim::{Result, SimError, key_of, volumes};
+
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
+const JOIN_RETRY: Duration = Duration::from_secs(5);
+
+impl Kubelet {
+    fn cookie_for(&self, pod: &Pod) -> String {
+        let owner = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.name.clone())
+            .unwrap_or_else(|| pod.name_any());
+        let key = format!("{}/{owner}", pod.namespace().unwrap_or_default());
+        self.cookies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert_with(random_cookie)
+            .clone()
+    }
+
+    async fn prepare_broker(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        ip: Ipv4Addr,
+    ) -> Result<tiermq_testkit::NodeConfig> {
+        let pod_dir = self.pod_dir(pod);
+        let vols = volumes::materialise(&self.client, &self.cfg.dir, pod, &pod_dir).await?;
+        let env = volumes::resolve_env(&self.client, pod, c, &ip.to_string()).await?;
+        let inputs = rabbit::gather_inputs(c, &vols, env);
+        let base = rabbit::data_dir(pod, c, &vols, &pod_dir.join("data"));
+        open_dirs(&self.cfg.dir, &base)?;
+        rabbit::node_config(pod, c, &inputs, ip, base, &self.cookie_for(pod))
+    }
+
+    /// The readiness probe: a declared `tcpSocket` probe is run as is (against the pod IP); any
+    /// other probe (exec `rabbitmq-diagnostics ...`, httpGet) or none is approximated by an
+    /// authenticated management API request when the management plugin is on, else by a TCP
+    /// connection to the AMQP port.
+    async fn probe(node: &RabbitNode, container: &Container) -> std::result::Result<(), String> {
+        let tcp_port = container
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.tcp_socket.as_ref())
+            .and_then(|t| match &t.port {
+                IntOrString::Int(p) => u16::try_from(*p).ok(),
+                IntOrString::String(name) => container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()))
+                    .and_then(|p| u16::try_from(p.container_port).ok()),
+            });
+        if tcp_port.is_none()
+            && node
+                .config()
+                .plugins
+                .iter()
+                .any(|p| p == "rabbitmq_management")
+        {
+            return node.probe().await;
+        }
+        let addr = format!(
+            "{}:{}",
+            node.config().ip,
+            tcp_port.unwrap_or(node.config().amqp_port)
+        );
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("tcp probe {addr}: {e}")),
+            Err(_) => Err(format!("tcp probe {addr}: timeout")),
+        }
+    }
+
+    /// Joins `peer` (the full node name of `<sts>-0`): the adapter for testkit's `join_cluster`,
+    /// which wants the peer's `RabbitNode` handle, while here only its name is known.
+    async fn join(node: &RabbitNode, peer: &str) -> std::result::Result<(), String> {
+        let steps: [&[&str]; 4] = [
+            &["stop_app"],
+            &["reset"],
+            &["join_cluster", peer],
+            &["start_app"],
+        ];
+        for args in steps {
+            if let Err(e) = node.rabbitmqctl(args).await {
+                let _ = node.rabbitmqctl(&["start_app"]).await;
+                return Err(e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn run_broker(
+        &self,
+        pod_rx: &mut watch::Receiver<Pod>,
+        ctl: &mut watch::Receiver<Ctl>,
+        obs: &mut Observed,
+        container: Container,
+    ) -> Ctl {
+        obs.main = Some(container.name.clone());
+        let key = key_of(&*pod_rx.borrow());
+        let restart_policy = pod_rx
+            .borrow()
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        let mut crashes: u32 = 0;
+        loop {
+            // A broker slot.
+            let permit: OwnedSemaphorePermit = loop {
+                match self.broker_slots.clone().try_acquire_owned() {
+                    Ok(p) => break p,
+                    Err(_) => {
+                        obs.message = Some(format!(
+                            "kubesim runs at most {} RabbitMQ brokers at once; waiting for a slot",
+                            self.cfg.max_brokers
+                        ));
+                        self.publish(pod_rx, obs).await;
+                        if let Some(c) = pause(Duration::from_secs(1), ctl, pod_rx).await {
+                            return c;
+                        }
+                    }
+                }
+            };
+            obs.message = None;
+            let pod = pod_rx.borrow().clone();
+            let cfg = match self.prepare_broker(&pod, &container, obs.pod_ip).await {
+                Ok(c) => c,
+                Err(e) => {
+                    drop(permit);
+                    self.event(pod_rx, true, "Failed", format!("Error: {e}"))
+                        .await;
+                    obs.state = waiting("CreateContainerConfigError", Some(e.to_string()));
+                    self.publish(pod_rx, obs).await;
+                    if let Some(c) = pause(Duration::from_secs(2), ctl, pod_rx).await {
+                        return c;
+                    }
+                    continue;
+                }
+            };
+            let fresh = !rabbit::has_data(&cfg.base_dir, &cfg.full_node_name());
+            let peer = match rabbit::statefulset_peer(&pod) {
+                Some((peer_pod, ord)) if ord > 0 && fresh => {
+                    let peer_key = format!("{}/{peer_pod}", pod.namespace().unwrap_or_default());
+                    match self.assign_ip(&peer_key) {
+                        Ok(ip) => Some(format!("{}@{ip}", rabbit::node_short_name(ip))),
+                        Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            let node = match RabbitNode::start(cfg) {
+                Ok(n) => Arc::new(n),
+                Err(e) => {
+                    drop(permit);
+                    let err = broker_error(&pod, e);
+                    obs.state = waiting("CreateContainerError", Some(err.to_string()));
+                    self.publish(pod_rx, obs).await;
+                    if let Some(c) = pause(Duration::from_secs(2), ctl, pod_rx).await {
+                        return c;
+                    }
+                    continue;
+                }
+            };
+            self.brokers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), node.clone());
+            obs.phase = "Running";
+            obs.state = running(now());
+            obs.ready = false;
+            self.publish(pod_rx, obs).await;
+            self.event(
+                pod_rx,
+                false,
+                "Started",
+                format!(
+                    "Started container {} (rabbitmq-server pid {})",
+                    container.name,
+                    node.pid()
+                ),
+            )
+            .await;
+
+            let mut joined = peer.is_none();
+            let mut next_probe = tokio::time::Instant::now();
+            let mut next_join = tokio::time::Instant::now();
+            let outcome = loop {
+                if let Some(c) = pause(PROBE_PERIOD, ctl, pod_rx).await {
+                    break Err(c);
+                }
+                if !node.is_running() {
+                    break Ok(());
+                }
+                // Pod updates wake the loop too; probe at most once per period.
+                let now = tokio::time::Instant::now();
+                if now >= next_probe {
+                    next_probe = now + PROBE_PERIOD;
+                    let probe = Self::probe(&node, &container).await;
+                    obs.ready = match (&probe, joined) {
+                        (Ok(()), true) => true,
+                        (Ok(()), false) if now >= next_join => {
+                            let peer = peer.as_deref().unwrap_or_default();
+                            match Self::join(&node, peer).await {
+                                Ok(()) => {
+                                    tracing::info!(pod = %key, peer, "broker joined its StatefulSet's cluster");
+                                    joined = true;
+                                    obs.message = None;
+                                }
+                                Err(e) => {
+                                    // Each attempt runs rabbitmqctl (an Erlang VM): back off.
+                                    next_join = tokio::time::Instant::now() + JOIN_RETRY;
+                                    tracing::warn!(pod = %key, peer, error = %e, "joining the cluster failed; retrying");
+                                    obs.message = Some(format!("joining {peer} failed: {e}"));
+                                }
+                            }
+                            false
+                        }
+                        _ => false,
+                    };
+                }
+                self.publish(pod_rx, obs).await;
+            };
+            self.brokers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            match outcome {
+                Err(c) => {
+                    self.event(
+                        pod_rx,
+                        false,
+                        "Killing",
+                        format!("Stopping container {}", container.name),
+                    )
+                    .await;
+                    node.stop(STOP_GRACE).await;
+                    tracing::info!(pod = %key, "broker stopped with its pod");
+                    return c;
+                }
+                Ok(()) => {
+                    let tail = node.log_tail(5);
+                    node.kill();
+                    drop(permit);
+                    crashes += 1;
+                    tracing::warn!(pod = %key, crashes, "broker process exited; restart policy {restart_policy}");
+                    obs.restarts += 1;
+                    obs.ready = false;
+                    obs.last_state = Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: 1,
+                            reason: Some("Error".into()),
+                            message: Some(tail),
+                            finished_at: Some(now()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                    if restart_policy == "Never" {
+                        obs.restarts -= 1;
+                        obs.phase = "Failed";
+                        obs.state = obs.last_state.take().unwrap_or_default();
+                        self.publish(pod_rx, obs).await;
+                        loop {
+                            if let Some(c) = pause(Duration::from_secs(30), ctl, pod_rx).await {
+                                return c;
+                            }
+                        }
+                    }
+                    let backoff = Duration::from_secs((1u64 << crashes.min(4)).min(10) / 2)
+                        .max(Duration::from_secs(1));
+                    let msg = format!(
+                        "back-off {}s restarting failed container {}",
+                        backoff.as_secs(),
+                        container.name
+                    );
+                    self.event(pod_rx, true, "BackOff", msg.clone()).await;
+                    obs.state = waiting("CrashLoopBackOff", Some(msg));
+                    self.publish(pod_rx, obs).await;
+                    if let Some(c) = pause(backoff, ctl, pod_rx).await {
+                        return c;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The folders up to a node's base dir must be traversable by the `rabbitmq` user the broker
+/// runs as (a test's temp dir is private by default).
+fn open_dirs(root: &std::path::Path, base: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(base).map_err(|e| SimError::io("create", base, e))?;
+    let mut p = base.parent();
+    while let Some(dir) = p {
+        if !dir.starts_with(root) {
+            break;
+        }
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        p = dir.parent();
+    }
+    Ok(())
+}
+
+fn random_cookie() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
