@@ -82,6 +82,9 @@ pub struct ClientOptions {
     /// Definitions documents above this size are refused before sending (RabbitMQ's own HTTP
     /// body limit is 20 MB by default; staying well below keeps imports fast and predictable).
     pub max_definitions_bytes: usize,
+    /// The AMQP port on the management API's host, for live queue counts
+    /// ([`crate::steps::live_counts`]).
+    pub amqp_port: u16,
 }
 
 impl Default for ClientOptions {
@@ -91,6 +94,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(60),
             max_definitions_bytes: 8 * 1024 * 1024,
+            amqp_port: 5672,
         }
     }
 }
@@ -170,6 +174,23 @@ impl ManagementClient {
         &self.endpoint.cluster
     }
 
+    /// The host of the management API's URL (where the cluster's AMQP port is too).
+    pub fn host(&self) -> String {
+        let rest = self
+            .endpoint
+            .url
+            .split_once("://")
+            .map_or(self.endpoint.url.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        match authority.strip_prefix('[') {
+            // [v6]:port
+            Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
+            None => authority.split(':').next().unwrap_or(authority).to_string(),
+        }
+    }
+
+    /// Where and how the client talks to the cluster.
     pub fn endpoint(&self) -> &ClusterEndpoint {
         &self.endpoint
     }
@@ -573,6 +594,20 @@ impl ManagementClient {
         .await
     }
 
+    /// The vhost's consumers, each with its queue and connection.
+    pub async fn list_consumers(&self, vhost: &str) -> Result<Vec<ConsumerInfo>, BrokerError> {
+        let op = format!("list consumers of vhost {vhost:?}");
+        self.check(&op, "vhost", vhost)?;
+        self.get_json(Call::new(
+            Method::GET,
+            op,
+            format!("consumers/{}", segment(vhost)),
+        ))
+        .await
+        .optional()
+        .map(Option::unwrap_or_default)
+    }
+
     pub async fn list_channels(&self, vhost: &str) -> Result<Vec<ChannelInfo>, BrokerError> {
         let op = format!("list channels of vhost {vhost:?}");
         self.check(&op, "vhost", vhost)?;
@@ -676,7 +711,7 @@ impl ManagementClient {
         self.send_empty(call).await
     }
 
-    async fn delete_parameter(
+    pub(crate) async fn delete_parameter(
         &self,
         component: &str,
         vhost: &str,

@@ -102,6 +102,15 @@ impl Permissions {
             read: DENY_ALL.into(),
         }
     }
+
+    /// Read only: consume and get, but neither publish nor declare, bind or delete anything.
+    pub fn read_only() -> Self {
+        Permissions {
+            configure: DENY_ALL.into(),
+            write: DENY_ALL.into(),
+            read: ALLOW_ALL.into(),
+        }
+    }
 }
 
 /// The vhost limits tiermq manages. `None` means "no limit".
@@ -199,6 +208,14 @@ pub struct QueueInfo {
     pub messages_unacknowledged: Option<u64>,
     #[serde(default)]
     pub consumers: Option<u64>,
+    /// Quorum queues with `dead-letter-strategy: at-least-once`: messages waiting for their
+    /// dead-letter target to confirm them. They are in neither `messages_ready` nor
+    /// `messages_unacknowledged`, yet the queue still holds them.
+    #[serde(default)]
+    pub messages_dlx: Option<u64>,
+    /// The connection owning an exclusive queue.
+    #[serde(default)]
+    pub owner_pid_details: Option<ConnectionDetails>,
     #[serde(default)]
     pub message_stats: Option<MessageStats>,
     #[serde(default)]
@@ -261,9 +278,38 @@ pub struct ChannelInfo {
     pub message_stats: Option<Value>,
 }
 
+/// The connection a channel, consumer or exclusive queue belongs to, as the management API names
+/// it (`<peer> -> <broker>`, the name [`crate::ManagementClient::close_connection`] takes).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ConnectionDetails {
     pub name: String,
+}
+
+/// One consumer (`GET /api/consumers/{vhost}`): which queue it reads and on which connection.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ConsumerInfo {
+    pub queue: QueueRef,
+    #[serde(default)]
+    pub channel_details: Option<ConsumerChannel>,
+    #[serde(default)]
+    pub consumer_tag: Option<String>,
+}
+
+/// A queue named by a consumer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct QueueRef {
+    pub name: String,
+    #[serde(default)]
+    pub vhost: Option<String>,
+}
+
+/// The channel of a consumer, with its connection's name and user.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ConsumerChannel {
+    #[serde(default)]
+    pub connection_name: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// A dynamic shovel, AMQP 0-9-1 to AMQP 0-9-1, from a queue to a queue. URIs carry credentials,

@@ -40,21 +40,38 @@ use crate::model::QueueInfo;
 pub struct QueueBacklog {
     pub name: String,
     pub queue_type: String,
+    /// Exclusive (its messages belong to the owning connection).
+    pub exclusive: bool,
+    /// Auto-delete (deleted with its last consumer).
+    pub auto_delete: bool,
     /// `false` until the queue's first statistics emission: its counts are unknown.
     pub stats_known: bool,
     pub ready: u64,
     pub unacked: u64,
+    /// Quorum queue messages waiting for at-least-once dead-lettering: held by the queue,
+    /// counted in neither `ready` nor `unacked`.
+    pub dlx_pending: u64,
     pub consumers: u64,
     /// Messages per second acknowledged or delivered without ack.
     pub drain_rate: f64,
     pub publish_rate: f64,
     /// For a delay queue: its message TTL in milliseconds.
     pub delay_ttl_ms: Option<u64>,
+    /// The queue's message TTL in milliseconds (argument or policy), delay queue or not.
+    pub message_ttl_ms: Option<u64>,
+    /// Expired or rejected messages go to a dead-letter exchange (argument or policy).
+    pub dead_letters: bool,
 }
 
 impl QueueBacklog {
+    /// Messages the queue holds: ready, unacknowledged and waiting to be dead-lettered.
     pub fn remaining(&self) -> u64 {
-        self.ready + self.unacked
+        self.ready + self.unacked + self.dlx_pending
+    }
+
+    /// A queue whose messages belong to one connection (exclusive or auto-delete).
+    pub fn is_subscriber_queue(&self) -> bool {
+        self.exclusive || self.auto_delete
     }
 
     fn from_info(q: &QueueInfo) -> Self {
@@ -66,15 +83,20 @@ impl QueueBacklog {
         QueueBacklog {
             name: q.name.clone(),
             queue_type: q.queue_type.clone().unwrap_or_else(|| "classic".into()),
+            exclusive: q.exclusive,
+            auto_delete: q.auto_delete,
             stats_known: q.messages_ready.is_some() && q.messages_unacknowledged.is_some(),
             ready: q.messages_ready.unwrap_or(0),
             unacked: q.messages_unacknowledged.unwrap_or(0),
+            dlx_pending: q.messages_dlx.unwrap_or(0),
             consumers,
             drain_rate: rate(stats.ack_details)
                 + rate(stats.deliver_no_ack_details)
                 + rate(stats.get_no_ack_details),
             publish_rate: rate(stats.publish_details),
             delay_ttl_ms: if dlx && consumers == 0 { ttl } else { None },
+            message_ttl_ms: ttl,
+            dead_letters: dlx,
         }
     }
 }
@@ -89,6 +111,8 @@ pub struct Backlog {
     pub queues: Vec<QueueBacklog>,
     pub total_ready: u64,
     pub total_unacked: u64,
+    /// Messages waiting for at-least-once dead-lettering (quorum queues).
+    pub total_dlx_pending: u64,
     /// Of `total_ready`, the messages waiting in delay queues.
     pub delayed: u64,
     pub consumers: u64,
@@ -115,6 +139,7 @@ impl Backlog {
             sampled_at,
             total_ready: sum(|q| q.ready),
             total_unacked: sum(|q| q.unacked),
+            total_dlx_pending: sum(|q| q.dlx_pending),
             delayed: sum(|q| if q.delay_ttl_ms.is_some() { q.ready } else { 0 }),
             consumers: sum(|q| q.consumers),
             drain_rate: queues.iter().map(|q| q.drain_rate).sum(),
@@ -127,9 +152,9 @@ impl Backlog {
         b
     }
 
-    /// Ready plus unacknowledged messages over all queues.
+    /// Ready, unacknowledged and dead-letter-pending messages over all queues.
     pub fn remaining(&self) -> u64 {
-        self.total_ready + self.total_unacked
+        self.total_ready + self.total_unacked + self.total_dlx_pending
     }
 
     /// This reading shows every queue, with known counts, empty.
@@ -271,6 +296,19 @@ mod tests {
         );
         assert!(b.complete && !b.is_empty());
         assert_eq!(b.eta_seconds, Some(6.0));
+    }
+
+    #[test]
+    fn messages_waiting_for_dead_lettering_keep_a_quorum_queue_from_reading_empty() {
+        // Measured on 3.10: a quorum queue with `dead-letter-strategy: at-least-once` whose
+        // target is missing shows 0 ready, 0 unacked and `messages_dlx: 5`.
+        let q = queue(json!({
+            "type": "quorum", "messages": 5, "messages_ready": 0,
+            "messages_unacknowledged": 0, "messages_dlx": 5
+        }));
+        let b = reading(0, &[q]);
+        assert_eq!((b.remaining(), b.total_dlx_pending), (5, 5));
+        assert!(!b.is_empty());
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! spare capacity, so a consumer on either cluster sees every message. Set it up on both clusters
 //! (each the other's upstream) for symmetric reads.
 //!
-//! RabbitMQ applies one policy per queue, the highest priority one. So that turning federation on
-//! does not switch off a tenant's own policy (a TTL, a length limit), each tenant policy that
-//! applies to queues gets a federated twin with the same pattern and definition plus
-//! `federation-upstream`, one priority above it; a catch-all below every tenant policy covers
-//! the remaining queues.
+//! RabbitMQ applies one policy per queue, the highest priority one, and picks arbitrarily between
+//! equal priorities. So that turning federation on does not switch off a tenant's own policy (a
+//! TTL, a length limit), each tenant policy that applies to queues gets a federated twin with the
+//! same pattern and definition plus `federation-upstream`. Every twin ranks above every tenant
+//! policy (no tie with any of them), and twins keep the tenant policies' order among themselves;
+//! a catch-all below every tenant policy covers the remaining queues.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,9 @@ pub fn federation_policies(vhost: &str, tenant_policies: &[Policy]) -> Vec<Polic
         })
         .collect();
     let lowest = own.iter().map(|p| p.priority).min().unwrap_or(0);
+    let highest = own.iter().map(|p| p.priority).max().unwrap_or(0);
+    // Added to a tenant priority, this lands above the highest one and keeps the order.
+    let lift = highest.saturating_sub(lowest).saturating_add(1);
     let mut out = vec![Policy {
         name: FEDERATION_POLICY_PREFIX.to_string(),
         vhost: vhost.to_string(),
@@ -69,7 +73,7 @@ pub fn federation_policies(vhost: &str, tenant_policies: &[Policy]) -> Vec<Polic
             pattern: p.pattern.clone(),
             apply_to: "queues".to_string(),
             definition,
-            priority: p.priority.saturating_add(1),
+            priority: p.priority.saturating_add(lift),
         });
     }
     out
@@ -172,12 +176,39 @@ mod tests {
             ]
         );
         let ttl = &fed[1];
-        assert_eq!(ttl.priority, 6);
+        // Twins rank above every tenant policy (no tie: RabbitMQ would pick either) and keep
+        // the tenant policies' order.
+        let tenant_max = tenant
+            .iter()
+            .filter(|p| p.apply_to != "exchanges" && !p.name.starts_with(MANAGED_PREFIX))
+            .map(|p| p.priority)
+            .max()
+            .unwrap();
+        assert!(fed[1..].iter().all(|t| t.priority > tenant_max), "{fed:?}");
+        assert!(ttl.priority > fed[2].priority);
         assert_eq!(ttl.definition["message-ttl"], 1000);
         assert_eq!(ttl.definition["federation-upstream"], FEDERATION_UPSTREAM);
         assert_eq!(ttl.pattern, "^ttl");
         // The catch-all sits below every tenant policy.
         assert!(fed[0].priority < -3);
         assert!(fed.iter().all(|p| p.apply_to == "queues"));
+    }
+
+    #[test]
+    fn a_twin_never_ties_with_the_tenant_policy_one_above_its_original() {
+        // Before: the twin of `a` (priority 1) got 2, the priority of the tenant's `b`, and
+        // RabbitMQ chose between them arbitrarily, switching `b` off for queues both match.
+        let tenant = vec![
+            policy("a", "queues", 1, json!({"message-ttl": 1})),
+            policy("b", "queues", 2, json!({"max-length": 2})),
+        ];
+        let fed = federation_policies("v", &tenant);
+        for twin in &fed[1..] {
+            assert!(
+                tenant.iter().all(|t| t.priority != twin.priority),
+                "{} ties with a tenant policy",
+                twin.name
+            );
+        }
     }
 }

@@ -1,4 +1,5 @@
 use super::backlog::{DrainCriteria, DrainProgress, measure_backlog};
+use super::live::live_counts;
 use crate::client::ManagementClient;
 use crate::error::{BrokerError, ErrorKind};
 use crate::model::DENY_ALL;
@@ -17,7 +18,10 @@ pub enum RetireOutcome {
 /// - the user may still publish on the vhost (revoke writes first, so nothing arrives between
 ///   the check and the delete), or
 /// - the vhost is not drained by `criteria` (consecutive spaced empty readings; this waits for
-///   them, about `min_spacing × (required_samples − 1)`).
+///   them, about `min_spacing × (required_samples − 1)`), or
+/// - any queue, asked directly ([`super::live_counts`]: not the lagging statistics), holds a
+///   ready message or cannot be asked. Close the vhost's connections first, so messages held
+///   unacknowledged are back in their queues where this sees them.
 pub async fn retire_tenant(
     client: &ManagementClient,
     vhost: &str,
@@ -87,6 +91,29 @@ pub async fn retire_tenant(
         }
     }
     debug_assert!(progress.drained(criteria));
+    let names: Vec<String> = client
+        .list_queues(vhost)
+        .await?
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    let live = live_counts(client, vhost, &names).await?;
+    let holding: Vec<String> = live
+        .iter()
+        .filter(|q| q.ready != Some(0))
+        .take(5)
+        .map(|q| match q.ready {
+            Some(n) => format!("{} ({n} ready)", q.name),
+            None => format!("{} (exclusive to a live connection)", q.name),
+        })
+        .collect();
+    if !holding.is_empty() {
+        let reason = format!(
+            "the statistics show the vhost empty, but its queues hold messages now: {}",
+            holding.join(", ")
+        );
+        return Err(client.error(op, ErrorKind::Refused { reason }));
+    }
     client.delete_vhost(vhost).await?;
     client.delete_user(user).await?;
     tracing::info!(cluster = client.cluster(), vhost, user, "tenant retired");

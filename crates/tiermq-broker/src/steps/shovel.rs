@@ -20,7 +20,8 @@ pub struct ShovelDrain {
     pub started: Vec<String>,
     /// Queues whose shovel was already declared (moving, or about to delete itself).
     pub running: Vec<String>,
-    /// Queues left alone: streams and exclusive queues cannot be drained this way.
+    /// Queues left alone: streams, and exclusive or auto-delete queues (they belong to one
+    /// connection; a shovel consuming one would keep it alive after its owner left).
     pub skipped: Vec<String>,
 }
 
@@ -47,18 +48,34 @@ pub async fn ensure_drain_shovels(
         .into_iter()
         .map(|p| p.name)
         .collect();
+    // A shovel that terminated (its URI's password changed, the destination refused it) stays
+    // declared but moves nothing: it is declared anew below.
+    let terminated: Vec<String> = if existing.is_empty() {
+        Vec::new()
+    } else {
+        src.shovel_status(vhost)
+            .await?
+            .into_iter()
+            .filter(|s| s.state.as_deref() == Some("terminated"))
+            .map(|s| s.name)
+            .collect()
+    };
     let queues = src.list_queues(vhost).await?;
     let mut out = ShovelDrain::default();
     for q in backlog.queues.iter().filter(|q| q.ready > 0) {
         let info = queues.iter().find(|i| i.name == q.name);
-        if q.queue_type == "stream" || info.is_some_and(|i| i.exclusive) {
+        if q.queue_type == "stream" || info.is_some_and(|i| i.exclusive || i.auto_delete) {
             out.skipped.push(q.name.clone());
             continue;
         }
         let name = drain_shovel_name(&q.name);
-        if existing.contains(&name) {
+        if existing.contains(&name) && !terminated.contains(&name) {
             out.running.push(q.name.clone());
             continue;
+        }
+        if terminated.contains(&name) {
+            src.delete_shovel(vhost, &name).await?;
+            tracing::warn!(cluster = src.cluster(), vhost = %vhost, shovel = %name, "drain shovel had terminated; declaring it again");
         }
         let spec = ShovelSpec {
             src_uri: Secret::new(format!("amqp:///{}", segment(vhost))),

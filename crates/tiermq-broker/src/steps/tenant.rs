@@ -20,11 +20,38 @@ pub struct Tenant {
 ///
 /// Do not call this on a source whose writes were revoked: it grants full permissions again.
 pub async fn ensure_tenant(client: &ManagementClient, tenant: &Tenant) -> Result<(), BrokerError> {
+    ensure_tenant_with(client, tenant, &Permissions::full()).await
+}
+
+/// [`ensure_tenant`] with the given permissions for the tenant's user, e.g.
+/// [`Permissions::read_only`] on a conversion's destination until its write cutover. The cluster's
+/// administrator (the client's user) also gets full permissions on the vhost, so it can read live
+/// queue counts there ([`super::live_counts`]).
+pub async fn ensure_tenant_with(
+    client: &ManagementClient,
+    tenant: &Tenant,
+    perms: &Permissions,
+) -> Result<(), BrokerError> {
     client.put_vhost(&tenant.vhost).await?;
     client.put_user(&tenant.user, &tenant.password, &[]).await?;
-    client
-        .put_permissions(&tenant.vhost, &tenant.user, &Permissions::full())
-        .await?;
+    let admin = client.endpoint().username.clone();
+    if admin != tenant.user
+        && client.get_permissions(&tenant.vhost, &admin).await?.as_ref() != Some(&Permissions::full())
+    {
+        client
+            .put_permissions(&tenant.vhost, &admin, &Permissions::full())
+            .await?;
+    }
+    if client
+        .get_permissions(&tenant.vhost, &tenant.user)
+        .await?
+        .as_ref()
+        != Some(perms)
+    {
+        client
+            .put_permissions(&tenant.vhost, &tenant.user, perms)
+            .await?;
+    }
     client
         .set_vhost_limit(
             &tenant.vhost,
