@@ -25,6 +25,11 @@ pub mod reasons {
     pub const SHARED_CLUSTER_NOT_READY: &str = "SharedClusterNotReady";
     /// `ConversionBlocked`: the destination cluster is not ready.
     pub const DESTINATION_NOT_READY: &str = "DestinationNotReady";
+    /// `ConversionBlocked`: a queue cannot move without losing messages (a stream's history, a
+    /// short TTL without dead-lettering); the message names it and the way out.
+    pub const QUEUE_CANNOT_MOVE: &str = "QueueCannotMove";
+    /// `ConversionBlocked`: the cutover waits for a subscriber to consume its backlog.
+    pub const SUBSCRIBER_BACKLOG: &str = "SubscriberBacklog";
     /// `ConversionBlocked` False: no flip is held.
     pub const NOT_BLOCKED: &str = "NotBlocked";
     /// `DrainTimedOut` True: the source still holds messages after the drain timeout.
@@ -61,6 +66,8 @@ pub mod events {
     pub const DUAL_WRITE: &str = "DualWriteDualRead";
     /// The source refuses writes and left the Service.
     pub const WRITE_CUTOVER: &str = "WriteCutover";
+    /// Subscribers moved to the destination, which now takes writes.
+    pub const SUBSCRIBERS_MOVED: &str = "SubscribersMoved";
     /// The source is being drained.
     pub const DRAINING: &str = "DrainingSource";
     /// The source was proven empty.

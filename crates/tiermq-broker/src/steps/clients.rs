@@ -164,13 +164,52 @@ mod tests {
     }
 
     #[test]
+    fn only_connections_of_the_tenant_that_publish_are_publishers() {
+        let channels: Vec<ChannelInfo> = serde_json::from_value(json!([
+            {"name": "p1", "user": "ns.i", "connection_details": {"name": "conn-pub"},
+             "message_stats": {"publish": 10, "publish_details": {"rate": 12.5}}},
+            {"name": "c1", "user": "ns.i", "connection_details": {"name": "conn-consume"},
+             "message_stats": {"deliver_get": 10, "deliver_get_details": {"rate": 9.0}}},
+            {"name": "p0", "user": "ns.i", "connection_details": {"name": "conn-stopped"},
+             "idle_since": "2026-01-01 00:00:00",
+             "message_stats": {"publish": 10, "publish_details": {"rate": 0.0}}},
+            {"name": "p2", "user": "ns.i", "connection_details": {"name": "conn-no-rate-yet"},
+             "message_stats": {"publish": 3}},
+            {"name": "x", "user": "other", "connection_details": {"name": "conn-other"},
+             "message_stats": {"publish_details": {"rate": 3.0}}},
+            {"name": "n", "user": "ns.i", "connection_details": {"name": "conn-new"}}
+        ]))
+        .unwrap();
+        let picked: Vec<String> = classify(&channels, &[], &[], "ns.i")
+            .publishers
+            .into_iter()
+            .collect();
+        assert_eq!(picked, ["conn-no-rate-yet", "conn-pub"]);
+    }
+
+    #[test]
     fn connections_are_sorted_by_what_they_do() {
         let channels = [
-            channel("pub", "t", json!({"publish": 10, "publish_details": {"rate": 5.0}}), false),
+            channel(
+                "pub",
+                "t",
+                json!({"publish": 10, "publish_details": {"rate": 5.0}}),
+                false,
+            ),
             channel("fresh-pub", "t", json!({"publish": 3}), false),
             channel("idle-pub", "t", json!({"publish": 3}), true),
-            channel("other-user", "x", json!({"publish_details": {"rate": 5.0}}), false),
-            channel("sub-and-pub", "t", json!({"publish_details": {"rate": 1.0}}), false),
+            channel(
+                "other-user",
+                "x",
+                json!({"publish_details": {"rate": 5.0}}),
+                false,
+            ),
+            channel(
+                "sub-and-pub",
+                "t",
+                json!({"publish_details": {"rate": 1.0}}),
+                false,
+            ),
         ];
         let consumers = [
             consumer("work", "worker", "t"),

@@ -66,7 +66,12 @@ pub async fn live_counts(
     )
     .await
     .map_err(|_| fail("connect timed out".into()))?
-    .map_err(|e| fail(crate::redact(&e.to_string(), &[&client.endpoint().password])))?;
+    .map_err(|e| {
+        fail(crate::redact(
+            &e.to_string(),
+            &[&client.endpoint().password],
+        ))
+    })?;
     let mut out = Vec::new();
     let mut result = Ok(());
     for name in queues {

@@ -36,7 +36,11 @@ pub async fn ensure_tenant_with(
     client.put_user(&tenant.user, &tenant.password, &[]).await?;
     let admin = client.endpoint().username.clone();
     if admin != tenant.user
-        && client.get_permissions(&tenant.vhost, &admin).await?.as_ref() != Some(&Permissions::full())
+        && client
+            .get_permissions(&tenant.vhost, &admin)
+            .await?
+            .as_ref()
+            != Some(&Permissions::full())
     {
         client
             .put_permissions(&tenant.vhost, &admin, &Permissions::full())

@@ -69,7 +69,13 @@ pub async fn copy_transfers(
             },
         ));
     }
-    tracing::info!(from = src.cluster(), to = dst.cluster(), vhost, count = want.len(), "tenant transfers copied");
+    tracing::info!(
+        from = src.cluster(),
+        to = dst.cluster(),
+        vhost,
+        count = want.len(),
+        "tenant transfers copied"
+    );
     Ok(want.len())
 }
 
@@ -77,7 +83,11 @@ pub async fn copy_transfers(
 pub async fn stop_transfers(client: &ManagementClient, vhost: &str) -> Result<usize, BrokerError> {
     let mut stopped = 0;
     for component in TRANSFER_COMPONENTS {
-        for p in client.list_parameters(component, vhost).await.unwrap_or_default() {
+        for p in client
+            .list_parameters(component, vhost)
+            .await
+            .unwrap_or_default()
+        {
             if p.name.starts_with(MANAGED_PREFIX) {
                 continue;
             }
@@ -87,7 +97,12 @@ pub async fn stop_transfers(client: &ManagementClient, vhost: &str) -> Result<us
         }
     }
     if stopped > 0 {
-        tracing::info!(cluster = client.cluster(), vhost, stopped, "tenant transfers stopped");
+        tracing::info!(
+            cluster = client.cluster(),
+            vhost,
+            stopped,
+            "tenant transfers stopped"
+        );
     }
     Ok(stopped)
 }

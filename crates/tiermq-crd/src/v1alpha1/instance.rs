@@ -222,14 +222,23 @@ pub struct MigrationSpec {
     /// default (upgrade keeps them, downgrade closes them, as the reference service does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_policy: Option<ConnectionPolicy>,
-    /// How long the source tenant is kept (without any permission) after the cutover before it is deleted.
+    /// How long the source tenant is kept (without any permission) after it was proven drained,
+    /// before it is deleted. The operator never waits less than twice the statistics lag it
+    /// measured on the source during the drain.
     #[serde(default = "default_grace_period")]
     #[schemars(range(min = 0, max = 86400))]
     pub grace_period_seconds: i64,
-    /// Federate the queues between the clusters during the dual phases so consumers on either
-    /// cluster see all messages.
+    /// Deprecated, has no effect: the cutover moves publishers and subscribers together, so no
+    /// consumer ever needs to read across clusters. Kept so existing manifests stay valid.
     #[serde(default)]
     pub federation: bool,
+    /// Convert even when a queue drops expired messages (a message TTL without a dead-letter
+    /// exchange, shorter than the operator's `--min-safe-ttl-seconds`). Messages published after
+    /// the write cutover wait on the destination until the source's consumers move there, which
+    /// can take longer than such a TTL; without this the flip is held with a condition naming
+    /// the queue.
+    #[serde(default)]
+    pub allow_message_expiry: bool,
 }
 
 impl Default for MigrationSpec {
@@ -240,6 +249,7 @@ impl Default for MigrationSpec {
             connection_policy: None,
             grace_period_seconds: default_grace_period(),
             federation: false,
+            allow_message_expiry: false,
         }
     }
 }
@@ -339,9 +349,15 @@ pub enum MigrationPhase {
     Blocked,
     /// Destination cluster, tenant and topology are being made ready.
     PreparingDestination,
-    /// Phase 1: both clusters readable and writable; the Service routes new connections to both.
+    /// Phase 1: the destination holds the tenant and the topology and is kept in step with the
+    /// source; clients stay on the source until the write cutover (so no publisher and subscriber
+    /// of one exchange end up on different clusters). The cutover waits here while a subscriber
+    /// has a backlog or a queue cannot move (see `ConversionBlocked`).
     DualWriteDualRead,
-    /// Phase 2: the source leaves the Service and loses write permission; it stays readable.
+    /// Phase 2, the write cutover: the Service routes to the destination, the source refuses
+    /// writes and topology changes (reads stay), publishers still publishing move first, then
+    /// subscribers (exclusive or auto-delete queues) once nothing can reach their queues, then the
+    /// destination opens for writes.
     SingleWriteDualRead,
     /// Phase 3: waiting until every source queue is empty (or shovels moved the backlog).
     DrainingSource,
@@ -438,6 +454,18 @@ pub struct MigrationStatus {
     /// new conversion back starts right after.
     #[serde(default)]
     pub reverse_requested: bool,
+    /// When the source was first seen refusing writes at the cutover; subscribers move once
+    /// nothing published before can still be on its way to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_frozen_at: Option<Time>,
+    /// Since when the source's statistics disagree with the counts its queues give directly
+    /// (the statistics are behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_behind_since: Option<Time>,
+    /// The longest time the source's statistics were seen behind its queues during this
+    /// conversion; the grace period is at least twice this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_lag_seconds: Option<i64>,
 }
 
 /// When a phase was entered.

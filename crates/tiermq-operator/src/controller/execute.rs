@@ -20,7 +20,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tiermq_broker::ManagementClient;
-use tiermq_broker::model::{ChannelInfo, VhostLimits};
+use tiermq_broker::model::{Permissions, VhostLimits};
 use tiermq_broker::steps::{self, DrainCriteria, Tenant};
 use tiermq_crd::{ClusterRef, RabbitMQInstance};
 
@@ -43,8 +43,6 @@ pub struct Target<'a> {
     /// The tenant's password from the credentials Secret; `None` while the instance is being
     /// deleted and the Secret is already gone (no step then needs it).
     pub password: Option<Secret>,
-    /// The instance is being deleted: tenants are removed without the drain check.
-    pub deleting: bool,
 }
 
 impl Target<'_> {
@@ -81,9 +79,15 @@ async fn broker(ctx: &Context, r: &ClusterRef) -> Result<ManagementClient> {
     })
 }
 
-/// The tenant's vhost exists on the broker.
-async fn has_vhost(mc: &ManagementClient, tenant: &str) -> Result<bool> {
-    Ok(mc.get_vhost(tenant).await?.is_some())
+/// The management client of `r` when the tenant's vhost exists there; `None` when it does not
+/// (a tenant step on an absent vhost has nothing to do).
+async fn tenant_broker(
+    ctx: &Context,
+    r: &ClusterRef,
+    tenant: &str,
+) -> Result<Option<ManagementClient>> {
+    let mc = broker(ctx, r).await?;
+    Ok(mc.get_vhost(tenant).await?.is_some().then_some(mc))
 }
 
 fn limits(i: &RabbitMQInstance) -> VhostLimits {
@@ -103,7 +107,7 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             debug_assert_eq!(c.name, cluster.name);
             clusters::ensure_cluster(&ctx.client, &c).await
         }
-        Step::EnsureTenant { cluster } => {
+        Step::EnsureTenant { cluster, writable } => {
             let mc = broker(ctx, cluster).await?;
             let tenant = Tenant {
                 vhost: tenant.to_string(),
@@ -111,7 +115,12 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
                 password: t.password()?.clone(),
                 limits: limits(t.instance),
             };
-            Ok(steps::ensure_tenant(&mc, &tenant).await?)
+            let perms = if *writable {
+                Permissions::full()
+            } else {
+                Permissions::read_only()
+            };
+            Ok(steps::ensure_tenant_with(&mc, &tenant, &perms).await?)
         }
         Step::CopyTopology { from, to } => {
             let src = broker(ctx, from).await?;
@@ -119,105 +128,115 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             steps::copy_topology(&src, tenant, &dst, tenant).await?;
             Ok(())
         }
-        Step::RouteService { to } => route_service(ctx, t.instance, to).await,
-        Step::EnableFederation {
-            source,
-            destination,
-        } => {
-            let pw = t.password()?.expose().to_string();
-            for (down, up) in [(destination, source), (source, destination)] {
-                let mc = broker(ctx, down).await?;
-                if has_vhost(&mc, tenant).await? {
-                    let uri = clusters::tenant_amqp_uri(ctx, up, tenant, &pw).await?;
-                    steps::ensure_queue_federation(&mc, tenant, &uri).await?;
-                }
-            }
+        Step::CopyTransfers { from, to } => {
+            let Some(src) = tenant_broker(ctx, from, tenant).await? else {
+                return Ok(());
+            };
+            let dst = broker(ctx, to).await?;
+            steps::copy_transfers(&src, &dst, tenant).await?;
             Ok(())
         }
+        Step::RouteService { to } => route_service(ctx, t.instance, to).await,
         Step::DisableFederation {
             source,
             destination,
         } => {
             for c in [source, destination] {
-                let mc = broker(ctx, c).await?;
-                if has_vhost(&mc, tenant).await? {
+                if let Some(mc) = tenant_broker(ctx, c, tenant).await? {
                     steps::remove_queue_federation(&mc, tenant).await?;
                 }
             }
             Ok(())
         }
-        Step::RevokeWrites { cluster } => {
-            let mc = broker(ctx, cluster).await?;
-            if has_vhost(&mc, tenant).await? {
+        Step::FreezeSource { cluster } => {
+            if let Some(mc) = tenant_broker(ctx, cluster, tenant).await? {
                 steps::revoke_writes(&mc, tenant, tenant).await?;
                 close_publishers(&mc, tenant).await?;
             }
             Ok(())
         }
         Step::RestoreWrites { cluster } => {
-            let mc = broker(ctx, cluster).await?;
-            if has_vhost(&mc, tenant).await? {
+            if let Some(mc) = tenant_broker(ctx, cluster, tenant).await? {
                 steps::restore_writes(&mc, tenant, tenant).await?;
             }
             Ok(())
         }
         Step::RevokeAll { cluster } => {
-            let mc = broker(ctx, cluster).await?;
-            if has_vhost(&mc, tenant).await? {
+            if let Some(mc) = tenant_broker(ctx, cluster, tenant).await? {
                 steps::revoke_all(&mc, tenant, tenant).await?;
                 close_publishers(&mc, tenant).await?;
             }
             Ok(())
         }
         Step::StartShovels { from, to } => {
-            let src = broker(ctx, from).await?;
-            if !has_vhost(&src, tenant).await? {
+            let Some(src) = tenant_broker(ctx, from, tenant).await? else {
                 return Ok(());
-            }
+            };
             let backlog = steps::measure_backlog(&src, tenant).await?;
             let uri = clusters::tenant_amqp_uri(ctx, to, tenant, t.password()?.expose()).await?;
             steps::ensure_drain_shovels(&src, &backlog, &uri).await?;
             Ok(())
         }
         Step::StopShovels { from } => {
-            let mc = broker(ctx, from).await?;
-            if has_vhost(&mc, tenant).await? {
+            if let Some(mc) = tenant_broker(ctx, from, tenant).await? {
                 steps::remove_drain_shovels(&mc, tenant).await?;
             }
             Ok(())
         }
+        Step::StopTransfers { cluster } => {
+            if let Some(mc) = tenant_broker(ctx, cluster, tenant).await? {
+                steps::stop_transfers(&mc, tenant).await?;
+            }
+            Ok(())
+        }
+        Step::CloseSubscribers { cluster, reason } => {
+            if let Some(mc) = tenant_broker(ctx, cluster, tenant).await? {
+                let clients = steps::list_clients(&mc, tenant, tenant).await?;
+                let n = steps::close_named(&mc, &clients.subscribers, reason).await?;
+                if n > 0 {
+                    tracing::info!(cluster = mc.cluster(), closed = n, "subscribers moved");
+                }
+            }
+            Ok(())
+        }
+        Step::CloseConsumers { cluster, reason } => {
+            if let Some(mc) = tenant_broker(ctx, cluster, tenant).await? {
+                let clients = steps::list_clients(&mc, tenant, tenant).await?;
+                steps::close_named(&mc, &clients.consumers, reason).await?;
+            }
+            Ok(())
+        }
         Step::CloseConnections { cluster, reason } => {
-            let mc = broker(ctx, cluster).await?;
-            if has_vhost(&mc, tenant).await? {
+            if let Some(mc) = tenant_broker(ctx, cluster, tenant).await? {
                 steps::close_connections(&mc, tenant, Some(tenant), reason).await?;
             }
             Ok(())
         }
         Step::DeleteTenant { cluster } => {
             let mc = broker(ctx, cluster).await?;
-            if t.deleting {
-                // The instance is gone: its messages go with it.
-                mc.delete_vhost(tenant).await?;
-                mc.delete_user(tenant).await?;
-            } else {
-                // Retirement closes the source's connections anyway (the vhost goes); closing
-                // them first makes the last check sound: nobody can publish any more, and
-                // messages a consumer held unacked return to their queue, where the check
-                // finds them.
-                if has_vhost(&mc, tenant).await? {
-                    steps::close_connections(&mc, tenant, Some(tenant), RETIRE_REASON).await?;
-                }
-                // The planner proved the vhost drained; the broker step checks once more and
-                // refuses (changing nothing) should messages have appeared.
-                let interval = std::time::Duration::from_millis(u64::from(
-                    ctx.config.broker_stats_interval_ms,
-                ));
-                let criteria = DrainCriteria {
-                    required_samples: steps::DRAINED_AFTER,
-                    min_spacing: interval + std::time::Duration::from_secs(1),
-                };
-                steps::retire_tenant(&mc, tenant, tenant, &criteria).await?;
+            // Retirement closes the source's connections anyway (the vhost goes); closing
+            // them first makes the last check sound: nobody can publish any more, and
+            // messages a consumer held unacked return to their queue, where the check
+            // finds them.
+            if mc.get_vhost(tenant).await?.is_some() {
+                steps::close_connections(&mc, tenant, Some(tenant), RETIRE_REASON).await?;
             }
+            // The planner proved the vhost drained; the broker step checks once more, the
+            // queues themselves included, and refuses (changing nothing) should messages
+            // have appeared.
+            let interval =
+                std::time::Duration::from_millis(u64::from(ctx.config.broker_stats_interval_ms));
+            let criteria = DrainCriteria {
+                required_samples: steps::DRAINED_AFTER,
+                min_spacing: interval + std::time::Duration::from_secs(1),
+            };
+            steps::retire_tenant(&mc, tenant, tenant, &criteria).await?;
+            Ok(())
+        }
+        Step::DiscardTenant { cluster } => {
+            let mc = broker(ctx, cluster).await?;
+            mc.delete_vhost(tenant).await?;
+            mc.delete_user(tenant).await?;
             Ok(())
         }
         Step::DeleteDedicatedCluster { cluster } => {
@@ -251,41 +270,17 @@ pub const PUBLISHER_REASON: &str = "tiermq: this cluster no longer accepts write
 pub const RETIRE_REASON: &str =
     "tiermq: this cluster no longer serves the instance; reconnect to the same endpoint";
 
-/// Connections of `user` that have a channel publishing: a publish rate above 0, or (before the
-/// broker has computed rates, which takes a few sample intervals) publishes counted on a
-/// channel that has not gone idle — an idle channel has dropped its cached permissions and will
-/// be refused at its next publish anyway.
-pub fn publishing_connections(channels: &[ChannelInfo], user: &str) -> BTreeSet<String> {
-    channels
-        .iter()
-        .filter(|c| c.user.as_deref() == Some(user))
-        .filter(|c| {
-            let stats = c.message_stats.as_ref();
-            let rate = stats
-                .and_then(|m| m.pointer("/publish_details/rate"))
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(0.0);
-            let count = stats
-                .and_then(|m| m.get("publish"))
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0);
-            rate > 0.0 || (count > 0 && c.idle_since.is_none())
-        })
-        .filter_map(|c| c.connection_details.as_ref().map(|d| d.name.clone()))
-        .collect()
-}
-
 /// Makes a write revocation hold for busy publishers too. RabbitMQ 3.10 channels cache their
 /// permission checks until they go idle, so a client that publishes without pause keeps
 /// publishing into a cluster whose writes were revoked — it would hold up the drain forever,
 /// and a message it publishes after the drain was proven could be deleted with the retired
 /// tenant. Closing exactly those connections sends them (reconnecting through the Service) to
-/// the cluster that now takes writes; idle connections and consumers are left alone, as the
-/// connection policy says.
+/// the cluster that now takes writes. Subscribers are left to `CloseSubscribers`, which runs
+/// only once nothing can still be routed to their queues (closing one drops its queue).
 async fn close_publishers(mc: &ManagementClient, tenant: &str) -> Result<()> {
-    let channels = mc.list_channels(tenant).await?;
-    for name in publishing_connections(&channels, tenant) {
-        if mc.close_connection(&name, PUBLISHER_REASON).await? {
+    let clients = steps::list_clients(mc, tenant, tenant).await?;
+    for name in clients.publishers_only() {
+        if mc.close_connection(name, PUBLISHER_REASON).await? {
             tracing::info!(cluster = mc.cluster(), connection = %name, "closed a connection that kept publishing after writes were revoked");
         }
     }
@@ -361,34 +356,5 @@ async fn patch_finalizers(ctx: &Context, i: &RabbitMQInstance, list: Vec<String>
             "update finalizers of",
             format!("RabbitMQInstance {ns}/{}", i.name_any()),
         )(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn only_connections_of_the_tenant_that_publish_are_picked() {
-        let channels: Vec<ChannelInfo> = serde_json::from_value(json!([
-            {"name": "p1", "user": "ns.i", "connection_details": {"name": "conn-pub"},
-             "message_stats": {"publish": 10, "publish_details": {"rate": 12.5}}},
-            {"name": "c1", "user": "ns.i", "connection_details": {"name": "conn-consume"},
-             "message_stats": {"deliver_get": 10, "deliver_get_details": {"rate": 9.0}}},
-            {"name": "p0", "user": "ns.i", "connection_details": {"name": "conn-stopped"},
-             "idle_since": "2026-01-01 00:00:00",
-             "message_stats": {"publish": 10, "publish_details": {"rate": 0.0}}},
-            {"name": "p2", "user": "ns.i", "connection_details": {"name": "conn-no-rate-yet"},
-             "message_stats": {"publish": 3}},
-            {"name": "x", "user": "other", "connection_details": {"name": "conn-other"},
-             "message_stats": {"publish_details": {"rate": 3.0}}},
-            {"name": "n", "user": "ns.i", "connection_details": {"name": "conn-new"}}
-        ]))
-        .unwrap();
-        let picked: Vec<String> = publishing_connections(&channels, "ns.i")
-            .into_iter()
-            .collect();
-        assert_eq!(picked, ["conn-no-rate-yet", "conn-pub"]);
     }
 }

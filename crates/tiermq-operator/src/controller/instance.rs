@@ -184,7 +184,6 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         instance: i,
         tenant: target.tenant(),
         password,
-        deleting,
     };
     execute::run(ctx, &t, &p.steps).await?;
 

@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use chrono::Utc;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -22,7 +23,7 @@ use serde_json::Value;
 use tiermq_broker::model::{DENY_ALL, Definitions, Permissions, ShovelStatus};
 use tiermq_broker::steps::{self, Backlog, DRAIN_SHOVEL_PREFIX, FEDERATION_UPSTREAM};
 use tiermq_broker::{BrokerError, ManagementClient};
-use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstance, SharedCluster};
+use tiermq_crd::{ClusterKind, ClusterRef, MigrationPhase, RabbitMQInstance, SharedCluster};
 
 use crate::build::{self, LABEL_CLUSTER, LABEL_TIERMQ_INSTANCE};
 use crate::config::RunArgs;
@@ -138,7 +139,11 @@ pub fn topology_names(defs: &Definitions) -> BTreeSet<String> {
 /// A backlog reading as the planner's sample, timestamped `lag` before it was taken (the counts
 /// may be that old). `None` when some queue has no statistics yet: its counts are unknown and
 /// must not read as empty.
-pub fn backlog_sample(b: &Backlog, lag: Duration) -> Option<BacklogSample> {
+pub fn backlog_sample(
+    b: &Backlog,
+    lag: Duration,
+    live_ready: Option<i64>,
+) -> Option<BacklogSample> {
     if !b.complete {
         return None;
     }
@@ -154,12 +159,17 @@ pub fn backlog_sample(b: &Backlog, lag: Duration) -> Option<BacklogSample> {
                     queue: q.name.clone(),
                     // Delayed messages are ready messages of a delay queue: count them once.
                     ready: (q.ready - delayed) as i64,
-                    unacked: q.unacked as i64,
+                    unacked: (q.unacked + q.dlx_pending) as i64,
                     delayed: delayed as i64,
+                    subscriber: q.is_subscriber_queue(),
+                    stream: q.queue_type == "stream",
+                    ttl_ms: q.message_ttl_ms,
+                    dead_letters: q.dead_letters,
                 }
             })
             .collect(),
         drain_rate: (b.drain_rate > 0.0).then_some(b.drain_rate),
+        live_ready,
     })
 }
 
@@ -231,48 +241,73 @@ pub async fn instance_slices(
         .items)
 }
 
-/// What the management API says about the tenant (`vhost` = `user` = the tenant name).
+/// What the management API says about the tenant (`vhost` = `user` = the tenant name). With
+/// `live`, every queue is also asked for its ready messages directly (a draining source).
 pub async fn observe_tenant(
     mc: &ManagementClient,
     tenant: &str,
     stats_lag: Duration,
+    live: bool,
 ) -> Result<BrokerObservation, BrokerError> {
     if mc.get_vhost(tenant).await?.is_none() {
         return Ok(BrokerObservation { tenant: None });
     }
     let perms = mc.get_permissions(tenant, tenant).await?;
-    let defs = steps::tenant_topology(mc.export_definitions(tenant).await?);
+    let exported = mc.export_definitions(tenant).await?;
+    let transfers = steps::tenant_transfers(&exported).len() as u32;
+    let param_names = |component: &str| -> Vec<String> {
+        exported
+            .parameters
+            .iter()
+            .filter(|p| p.get("component").and_then(Value::as_str) == Some(component))
+            .filter_map(|p| p.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
+    let declared = param_names("shovel");
+    let federated = param_names("federation-upstream")
+        .iter()
+        .any(|n| n == FEDERATION_UPSTREAM);
+    let defs = steps::tenant_topology(exported);
     let connections = mc
         .list_connections(tenant)
         .await?
         .iter()
         .filter(|c| c.user.as_deref() == Some(tenant))
         .count() as u32;
-    let declared: Vec<String> = mc
-        .list_shovels(tenant)
-        .await?
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    let statuses = if declared.is_empty() {
-        Vec::new()
-    } else {
+    let statuses = if declared.iter().any(|n| n.starts_with(DRAIN_SHOVEL_PREFIX)) {
         mc.shovel_status(tenant).await?
+    } else {
+        Vec::new()
     };
-    let federated = mc
-        .list_federation_upstreams(tenant)
-        .await?
-        .iter()
-        .any(|p| p.name == FEDERATION_UPSTREAM);
-    let backlog = steps::measure_backlog(mc, tenant).await?;
+    let queues = mc.list_queues(tenant).await?;
+    let clients = steps::classify(
+        &mc.list_channels(tenant).await?,
+        &mc.list_consumers(tenant).await?,
+        &queues,
+        tenant,
+    );
+    let backlog = Backlog::from_queues(mc.cluster(), tenant, Utc::now(), &queues);
+    let live_ready = if live {
+        let names: Vec<String> = queues.iter().map(|q| q.name.clone()).collect();
+        let counts = steps::live_counts(mc, tenant, &names).await?;
+        counts
+            .iter()
+            .map(|q| q.ready.map(i64::from))
+            .sum::<Option<i64>>()
+    } else {
+        None
+    };
     Ok(BrokerObservation {
         tenant: Some(TenantObservation {
             access: access_of(perms.as_ref()),
             topology: topology_names(&defs),
             connections,
+            subscribers: clients.subscribers.len() as u32,
+            consumers: clients.consumers.len() as u32,
+            transfers,
             shovels: shovel_observation(&declared, &statuses),
             federated,
-            backlog: backlog_sample(&backlog, stats_lag),
+            backlog: backlog_sample(&backlog, stats_lag, live_ready),
         }),
     })
 }
@@ -284,6 +319,7 @@ pub async fn observe_cluster(
     r: &ClusterRef,
     parent_exists: bool,
     tenant: &str,
+    live: bool,
 ) -> Result<ClusterObservation> {
     let sts = if parent_exists && !r.name.is_empty() {
         clusters::statefulset(&ctx.client, r).await?
@@ -311,7 +347,7 @@ pub async fn observe_cluster(
         && let Some(mc) = clusters::management_client(ctx, r).await?
     {
         let lag = Duration::from_millis(u64::from(ctx.config.broker_stats_interval_ms));
-        match observe_tenant(&mc, tenant, lag).await {
+        match observe_tenant(&mc, tenant, lag, live).await {
             Ok(b) => obs.broker = Some(b),
             Err(e) => {
                 tracing::info!(cluster = %clusters::label(r), error = %e, "broker not observable; planning with it unknown")
@@ -334,7 +370,23 @@ pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -
             format!("SharedCluster {}/{}", shared.namespace, shared.name),
         ))?
     };
-    let mut shared_obs = observe_cluster(ctx, shared, sc.is_some(), &tenant).await?;
+    // The queues of a draining source are also asked directly (see the planner's drain rule).
+    let draining = |r: &ClusterRef| {
+        let st = i.status.as_ref();
+        let phase = st.and_then(|s| s.migration_phase);
+        let source = st.and_then(|s| s.migration.as_ref()).map(|m| &m.source);
+        source == Some(r)
+            && phase.is_some_and(|p| {
+                matches!(
+                    p,
+                    MigrationPhase::SingleWriteDualRead
+                        | MigrationPhase::DrainingSource
+                        | MigrationPhase::DestinationOnly
+                )
+            })
+    };
+    let mut shared_obs =
+        observe_cluster(ctx, shared, sc.is_some(), &tenant, draining(shared)).await?;
     if let Some(sc) = &sc {
         let count = ctx
             .all_instances()
@@ -348,7 +400,8 @@ pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -
             counts_this_instance: placed_on(i, shared),
         });
     }
-    let dedicated_obs = observe_cluster(ctx, &dedicated, true, &tenant).await?;
+    let dedicated_obs =
+        observe_cluster(ctx, &dedicated, true, &tenant, draining(&dedicated)).await?;
     let slices = instance_slices(&ctx.client, i).await?;
     Ok(Observed {
         generation: i.metadata.generation.unwrap_or(0),
@@ -384,13 +437,18 @@ mod tests {
         BrokerQueue {
             name: name.into(),
             queue_type: "classic".into(),
+            exclusive: false,
+            auto_delete: false,
             stats_known: true,
             ready,
             unacked,
+            dlx_pending: 0,
             consumers: 0,
             drain_rate: 0.0,
             publish_rate: 0.0,
             delay_ttl_ms: delay,
+            message_ttl_ms: delay,
+            dead_letters: delay.is_some(),
         }
     }
 
@@ -404,6 +462,7 @@ mod tests {
             sampled_at: at,
             total_ready: queues.iter().map(|q| q.ready).sum(),
             total_unacked: queues.iter().map(|q| q.unacked).sum(),
+            total_dlx_pending: 0,
             delayed: 0,
             consumers: 0,
             drain_rate: rate,
@@ -424,20 +483,21 @@ mod tests {
             true,
             1.5,
         );
-        let s = backlog_sample(&b, Duration::from_secs(5)).unwrap();
+        let s = backlog_sample(&b, Duration::from_secs(5), Some(7)).unwrap();
         assert_eq!(s.stats_at.to_rfc3339(), "2026-01-01T00:00:05+00:00");
         assert_eq!(s.total(), 9);
         assert_eq!(s.queues[1].delayed, 4);
         assert_eq!(s.queues[1].ready, 0);
         assert_eq!(s.drain_rate, Some(1.5));
+        assert_eq!(s.live_ready, Some(7));
         assert!(!s.is_empty());
     }
 
     #[test]
     fn a_backlog_with_unknown_counts_is_no_sample() {
         let b = backlog(vec![queue("orders", 0, 0, None)], false, 0.0);
-        assert_eq!(backlog_sample(&b, Duration::ZERO), None);
-        let empty = backlog_sample(&backlog(vec![], true, 0.0), Duration::ZERO).unwrap();
+        assert_eq!(backlog_sample(&b, Duration::ZERO, None), None);
+        let empty = backlog_sample(&backlog(vec![], true, 0.0), Duration::ZERO, None).unwrap();
         assert!(empty.is_empty());
         assert_eq!(empty.drain_rate, None);
     }

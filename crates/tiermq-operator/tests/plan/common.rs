@@ -68,24 +68,28 @@ pub fn topology() -> BTreeSet<String> {
         .collect()
 }
 
+/// A statistics sample showing `messages`, with the queues themselves confirming it.
 pub fn sample(at: DateTime<Utc>, messages: i64) -> BacklogSample {
+    sample_live(at, messages, messages)
+}
+
+/// A statistics sample showing `messages` while the queues themselves hold `live` ready ones.
+pub fn sample_live(at: DateTime<Utc>, messages: i64, live: i64) -> BacklogSample {
     BacklogSample {
         stats_at: at,
         queues: vec![
             QueueMessages {
                 queue: "orders".into(),
                 ready: messages,
-                unacked: 0,
-                delayed: 0,
+                ..Default::default()
             },
             QueueMessages {
                 queue: "audit".into(),
-                ready: 0,
-                unacked: 0,
-                delayed: 0,
+                ..Default::default()
             },
         ],
         drain_rate: None,
+        live_ready: Some(live),
     }
 }
 
@@ -94,6 +98,9 @@ pub fn tenant(access: Access, backlog: Option<BacklogSample>) -> TenantObservati
         access,
         topology: topology(),
         connections: 3,
+        subscribers: 0,
+        consumers: 1,
+        transfers: 0,
         shovels: ShovelObservation::default(),
         federated: false,
         backlog,
@@ -194,8 +201,9 @@ pub struct SimCluster {
     /// The management API answers (only meaningful when ready).
     pub answers: bool,
     pub tenant: Option<SimTenant>,
-    /// Every statistics sample taken, oldest first: (stats timestamp, true count then).
-    pub samples: Vec<(DateTime<Utc>, i64)>,
+    /// Every statistics sample taken, oldest first: (stats timestamp, count the statistics
+    /// show, what the queues themselves held then).
+    pub samples: Vec<(DateTime<Utc>, i64, i64)>,
     /// Which sample the observer currently shows (stale views pick an older one).
     pub shown: Option<usize>,
     pub full: bool,
@@ -222,7 +230,7 @@ impl SimCluster {
         self.exists && self.ready && self.answers
     }
 
-    fn observe(&self) -> ClusterObservation {
+    fn observe(&self, subscriber: Option<ClusterKind>) -> ClusterObservation {
         if !self.exists {
             return ClusterObservation::absent(self.cref.clone());
         }
@@ -236,14 +244,17 @@ impl SimCluster {
                 access: t.access,
                 topology: t.topology.clone(),
                 connections: t.connections,
+                subscribers: u32::from(subscriber == Some(self.cref.kind)),
+                consumers: u32::from(t.connections > 0),
+                transfers: 0,
                 shovels: ShovelObservation {
                     running: u32::from(t.shovel_to.is_some()),
                     failed: 0,
                 },
                 federated: t.federated,
                 backlog: self.shown.map(|i| {
-                    let (at, n) = self.samples[i];
-                    sample(at, n)
+                    let (at, n, live) = self.samples[i];
+                    sample_live(at, n, live)
                 }),
             }),
         });
@@ -280,6 +291,14 @@ pub struct World {
     /// Messages removed by deleting state while the instance itself was being deleted (allowed).
     pub discarded_on_delete: i64,
     pub plans: u64,
+    /// Where the instance's one subscriber (an exclusive queue bound to an exchange) is
+    /// subscribed; `None` while it reconnects. It must receive every message published while
+    /// it is subscribed.
+    pub subscriber: Option<ClusterKind>,
+    /// When something was last published on each cluster (shared, dedicated).
+    pub last_publish: [Option<DateTime<Utc>>; 2],
+    /// Retirements the executor refused because the queues still held messages.
+    pub retire_refusals: u64,
 }
 
 impl World {
@@ -322,6 +341,9 @@ impl World {
             consumed: 0,
             discarded_on_delete: 0,
             plans: 0,
+            subscriber: Some(tier.cluster_kind()),
+            last_publish: [None, None],
+            retire_refusals: 0,
         }
     }
 
@@ -368,13 +390,40 @@ impl World {
         if !(c.exists && c.ready) {
             return false;
         }
-        match c.tenant.as_mut() {
+        let stored = match c.tenant.as_mut() {
             Some(t) if t.access.writable() => {
                 t.messages += n;
-                self.published += n;
                 true
             }
             _ => false,
+        };
+        if stored {
+            self.published += n;
+            self.last_publish[slot(kind)] = Some(self.now);
+            if let Some(at) = self.subscriber
+                && at != kind
+            {
+                self.violation(format!(
+                    "(e) the subscriber on {at:?} missed {n} messages published on {kind:?}"
+                ));
+            }
+        }
+        stored
+    }
+
+    /// A subscriber without a connection reconnects through the Service: it lands on the first
+    /// routed cluster where its tenant may declare its queue (configure needs full permissions).
+    pub fn resubscribe(&mut self) {
+        if self.subscriber.is_some() || self.deletion {
+            return;
+        }
+        let routes = self.routes.clone();
+        for r in routes {
+            let c = self.cluster(r.kind);
+            if c.exists && c.ready && c.tenant.as_ref().is_some_and(|t| t.access.writable()) {
+                self.subscriber = Some(r.kind);
+                return;
+            }
         }
     }
 
@@ -425,10 +474,10 @@ impl World {
                 truth
             };
             c.emitted = Some(truth);
-            if c.samples.last().is_some_and(|(at, _)| *at == now) {
+            if c.samples.last().is_some_and(|(at, _, _)| *at == now) {
                 c.samples.pop();
             }
-            c.samples.push((now, shown_count));
+            c.samples.push((now, shown_count, truth));
             c.shown = Some(c.samples.len() - 1);
         }
     }
@@ -443,6 +492,7 @@ impl World {
 
     pub fn tick(&mut self, secs: i64) {
         self.now += Duration::seconds(secs);
+        self.resubscribe();
         // Federation: a federated (downstream) vhost pulls a few messages from the other cluster.
         for (down, up) in [
             (ClusterKind::Shared, ClusterKind::Dedicated),
@@ -487,8 +537,8 @@ impl World {
             deletion_requested: self.deletion,
             spec: self.spec.clone(),
             status: self.status.clone(),
-            shared: self.shared.observe(),
-            dedicated: self.dedicated.observe(),
+            shared: self.shared.observe(self.subscriber),
+            dedicated: self.dedicated.observe(self.subscriber),
             service_routes: self.routes.clone(),
         }
     }
@@ -505,6 +555,16 @@ impl World {
             if crash_after == Some(i) || self.run(s).is_err() {
                 ok = false;
                 break;
+            }
+            let writable = [&self.shared, &self.dedicated]
+                .iter()
+                .filter(|c| c.exists && c.tenant.as_ref().is_some_and(|t| t.access.writable()))
+                .count();
+            if writable > 1 && !self.deletion {
+                self.violation(format!(
+                    "(e) both clusters take writes after {} (a subscriber can only be on one)",
+                    s.name()
+                ));
             }
         }
         // A crash after the last step still loses the status write.
@@ -572,23 +632,23 @@ impl World {
             for s in &p.steps {
                 let touched: Vec<&ClusterRef> = match s {
                     Step::EnsureDedicatedCluster { cluster }
-                    | Step::EnsureTenant { cluster }
-                    | Step::RevokeWrites { cluster }
+                    | Step::EnsureTenant { cluster, .. }
+                    | Step::FreezeSource { cluster }
                     | Step::RestoreWrites { cluster }
                     | Step::RevokeAll { cluster }
+                    | Step::StopTransfers { cluster }
+                    | Step::CloseSubscribers { cluster, .. }
+                    | Step::CloseConsumers { cluster, .. }
                     | Step::CloseConnections { cluster, .. }
                     | Step::DeleteTenant { cluster }
+                    | Step::DiscardTenant { cluster }
                     | Step::DeleteDedicatedCluster { cluster } => vec![cluster],
-                    Step::CopyTopology { from, to } | Step::StartShovels { from, to } => {
-                        vec![from, to]
-                    }
+                    Step::CopyTopology { from, to }
+                    | Step::CopyTransfers { from, to }
+                    | Step::StartShovels { from, to } => vec![from, to],
                     Step::StopShovels { from } => vec![from],
                     Step::RouteService { to } => to.iter().collect(),
-                    Step::EnableFederation {
-                        source,
-                        destination,
-                    }
-                    | Step::DisableFederation {
+                    Step::DisableFederation {
                         source,
                         destination,
                     } => vec![source, destination],
@@ -624,13 +684,49 @@ impl World {
                 }
                 Ok(())
             }
-            Step::EnsureTenant { cluster } => {
+            Step::EnsureTenant { cluster, writable } => {
                 let c = self.cluster_mut(cluster.kind);
                 if !c.reachable() {
                     return Err("unreachable".into());
                 }
                 let t = c.tenant.get_or_insert_with(SimTenant::new);
-                t.access = Access::ReadWrite;
+                t.access = if *writable {
+                    Access::ReadWrite
+                } else {
+                    Access::ReadOnly
+                };
+                Ok(())
+            }
+            Step::CopyTransfers { .. } | Step::StopTransfers { .. } => Ok(()),
+            Step::CloseSubscribers { cluster, .. } => {
+                let c = self.cluster(cluster.kind);
+                if !c.exists || c.tenant.is_none() {
+                    return Ok(());
+                }
+                if !c.reachable() {
+                    return Err("unreachable".into());
+                }
+                if self.subscriber == Some(cluster.kind) {
+                    // What was published there shortly before may still be on its way into the
+                    // subscriber's queue, which goes with its connection.
+                    let settle = tiermq_operator::controller::plan::SUBSCRIBER_SETTLE;
+                    if self.last_publish[slot(cluster.kind)]
+                        .is_some_and(|at| self.now - at < settle)
+                    {
+                        self.violation(format!(
+                            "(e) the subscriber on {:?} was closed right after a publish there",
+                            cluster.kind
+                        ));
+                    }
+                    self.subscriber = None;
+                }
+                Ok(())
+            }
+            Step::CloseConsumers { cluster, .. } => {
+                let c = self.cluster(cluster.kind);
+                if c.exists && c.tenant.is_some() && !c.reachable() {
+                    return Err("unreachable".into());
+                }
                 Ok(())
             }
             Step::CopyTopology { from, to } => {
@@ -659,21 +755,6 @@ impl World {
                 self.routes = to.clone();
                 Ok(())
             }
-            Step::EnableFederation {
-                source,
-                destination,
-            } => {
-                for k in [source.kind, destination.kind] {
-                    let c = self.cluster_mut(k);
-                    if !c.reachable() {
-                        return Err("unreachable".into());
-                    }
-                    if let Some(t) = c.tenant.as_mut() {
-                        t.federated = true;
-                    }
-                }
-                Ok(())
-            }
             Step::DisableFederation {
                 source,
                 destination,
@@ -690,7 +771,7 @@ impl World {
                 }
                 Ok(())
             }
-            Step::RevokeWrites { cluster } => self.set_access(cluster.kind, Access::ReadOnly),
+            Step::FreezeSource { cluster } => self.set_access(cluster.kind, Access::ReadOnly),
             Step::RestoreWrites { cluster } => self.set_access(cluster.kind, Access::ReadWrite),
             Step::RevokeAll { cluster } => {
                 let holding = self
@@ -740,9 +821,37 @@ impl World {
                     return Err("unreachable".into());
                 }
                 c.tenant.as_mut().unwrap().connections = 0;
+                if self.subscriber == Some(cluster.kind) {
+                    self.subscriber = None;
+                }
                 Ok(())
             }
             Step::DeleteTenant { cluster } => {
+                let c = self.cluster_mut(cluster.kind);
+                if !c.exists || c.tenant.is_none() {
+                    return Ok(());
+                }
+                if !c.reachable() {
+                    return Err("unreachable".into());
+                }
+                // Like the real executor: the queues themselves are asked before the vhost
+                // goes, and a retirement that would lose a message is refused.
+                if c.tenant.as_ref().is_some_and(|t| t.messages > 0) {
+                    self.retire_refusals += 1;
+                    return Err("refused: the queues still hold messages".into());
+                }
+                if self.subscriber == Some(cluster.kind) {
+                    self.subscriber = None;
+                }
+                let c = self.cluster_mut(cluster.kind);
+                let n = c.tenant.take().unwrap().messages;
+                c.samples.clear();
+                c.shown = None;
+                c.emitted = None;
+                self.lose(cluster.kind, n, deleting);
+                Ok(())
+            }
+            Step::DiscardTenant { cluster } => {
                 let c = self.cluster_mut(cluster.kind);
                 if !c.exists || c.tenant.is_none() {
                     return Ok(());
@@ -754,10 +863,16 @@ impl World {
                 c.samples.clear();
                 c.shown = None;
                 c.emitted = None;
+                if self.subscriber == Some(cluster.kind) {
+                    self.subscriber = None;
+                }
                 self.lose(cluster.kind, n, deleting);
                 Ok(())
             }
             Step::DeleteDedicatedCluster { cluster } => {
+                if self.subscriber == Some(cluster.kind) {
+                    self.subscriber = None;
+                }
                 let c = self.cluster_mut(cluster.kind);
                 let n = c.tenant.take().map_or(0, |t| t.messages);
                 c.exists = false;
@@ -789,7 +904,7 @@ impl World {
         }
     }
 
-    fn set_access(&mut self, kind: ClusterKind, a: Access) -> Result<(), String> {
+    pub fn set_access(&mut self, kind: ClusterKind, a: Access) -> Result<(), String> {
         let c = self.cluster_mut(kind);
         if !c.exists || c.tenant.is_none() {
             return Ok(());
@@ -833,5 +948,13 @@ impl World {
     /// discarded because the user deleted the instance.
     pub fn balance_ok(&self) -> bool {
         self.published == self.consumed + self.stored() + self.discarded_on_delete
+    }
+}
+
+/// Index of a cluster kind in per-cluster arrays.
+pub fn slot(kind: ClusterKind) -> usize {
+    match kind {
+        ClusterKind::Shared => 0,
+        ClusterKind::Dedicated => 1,
     }
 }

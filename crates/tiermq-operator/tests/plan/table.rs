@@ -14,8 +14,8 @@ use tiermq_crd::{
     MigrationStatus, PhaseTiming, Tier,
 };
 use tiermq_operator::controller::plan::{
-    Access, ClusterObservation, EDGES, EventType, Observed, Plan, Step, TenantState, is_allowed,
-    plan, to_time,
+    Access, ClusterObservation, EDGES, EventType, Observed, Plan, QueueMessages, Step, TenantState,
+    is_allowed, plan, to_time,
 };
 
 use MigrationPhase::*;
@@ -64,9 +64,15 @@ enum Kind {
     GraceElapsed,
     /// The instance is being deleted.
     Deletion,
+    /// A subscriber on the source has not consumed what was published for it.
+    SubscriberBacklog,
+    /// A stream on the source holds history (consuming does not remove it).
+    StreamHistory,
+    /// A subscriber (exclusive or auto-delete queue) is connected to the source.
+    SubscriberConnected,
 }
 
-const KINDS: [Kind; 12] = [
+const KINDS: [Kind; 15] = [
     Kind::Steady,
     Kind::NotInService,
     Kind::DestinationNotReady,
@@ -79,6 +85,9 @@ const KINDS: [Kind; 12] = [
     Kind::DrainTimeout,
     Kind::GraceElapsed,
     Kind::Deletion,
+    Kind::SubscriberBacklog,
+    Kind::StreamHistory,
+    Kind::SubscriberConnected,
 ];
 
 fn now0() -> DateTime<Utc> {
@@ -116,6 +125,9 @@ fn migration(dir: Dir, phases: &[MigrationPhase]) -> MigrationStatus {
         last_sample: None,
         source_revoked_at: None,
         reverse_requested: false,
+        source_frozen_at: None,
+        stats_behind_since: None,
+        stats_lag_seconds: None,
     }
 }
 
@@ -181,8 +193,9 @@ fn baseline(phase: MigrationPhase, dir: Dir) -> Observed {
         }
         DualWriteDualRead => {
             o.status.migration = Some(migration(dir, &[PreparingDestination, DualWriteDualRead]));
-            put(&mut o, with_tenant(dk, Access::ReadWrite, None));
-            o.service_routes = vec![s.clone(), d.clone()];
+            // Until the cutover the destination refuses writes and clients stay on the source.
+            put(&mut o, with_tenant(dk, Access::ReadOnly, None));
+            o.service_routes = vec![s.clone()];
         }
         SingleWriteDualRead => {
             o.status.migration = Some(migration(
@@ -256,9 +269,7 @@ fn baseline(phase: MigrationPhase, dir: Dir) -> Observed {
             o.service_routes = vec![d.clone()];
         }
         Aborting => {
-            let mut m = migration(dir, &[PreparingDestination, DualWriteDualRead, Aborting]);
-            m.empty_samples = 1;
-            m.last_sample = Some(to_time(l));
+            let m = migration(dir, &[PreparingDestination, DualWriteDualRead, Aborting]);
             o.status.migration = Some(m);
             o.spec.tier = from;
             put(&mut o, with_tenant(dk, Access::ReadOnly, Some((l, 0))));
@@ -268,16 +279,22 @@ fn baseline(phase: MigrationPhase, dir: Dir) -> Observed {
     o
 }
 
-/// The cluster whose samples count in `phase`: the destination while aborting, else the source.
-fn drained_kind(phase: MigrationPhase, dir: Dir) -> ClusterKind {
-    let (from, to) = dir.tiers();
-    if phase == Aborting {
-        to.cluster_kind()
-    } else {
-        from.cluster_kind()
-    }
+/// The cluster whose samples count: the source.
+fn drained_kind(_phase: MigrationPhase, dir: Dir) -> ClusterKind {
+    dir.tiers().0.cluster_kind()
 }
 
+/// The source's tenant observation, when there is one.
+fn source_tenant(
+    o: &mut Observed,
+    dir: Dir,
+) -> Option<&mut tiermq_operator::controller::plan::TenantObservation> {
+    let c = match dir.tiers().0.cluster_kind() {
+        ClusterKind::Shared => &mut o.shared,
+        ClusterKind::Dedicated => &mut o.dedicated,
+    };
+    c.broker.as_mut().and_then(|b| b.tenant.as_mut())
+}
 fn apply(kind: Kind, phase: MigrationPhase, dir: Dir) -> (Observed, DateTime<Utc>) {
     let mut o = baseline(phase, dir);
     let mut now = now0();
@@ -319,6 +336,28 @@ fn apply(kind: Kind, phase: MigrationPhase, dir: Dir) -> (Observed, DateTime<Utc
         Kind::DrainTimeout => now += Duration::seconds(3700),
         Kind::GraceElapsed => now += Duration::seconds(400),
         Kind::Deletion => o.deletion_requested = true,
+        Kind::SubscriberBacklog | Kind::StreamHistory => {
+            let at = last_counted() + Duration::seconds(5);
+            if let Some(t) = source_tenant(&mut o, dir) {
+                let mut b = t.backlog.clone().unwrap_or_else(|| sample(at, 0));
+                // A newer sample, and the queues themselves agree.
+                b.stats_at = at;
+                b.live_ready = b.live_ready.map(|n| n + 5);
+                b.queues.push(QueueMessages {
+                    queue: "amq.gen-sub".into(),
+                    ready: 5,
+                    subscriber: kind == Kind::SubscriberBacklog,
+                    stream: kind == Kind::StreamHistory,
+                    ..Default::default()
+                });
+                t.backlog = Some(b);
+            }
+        }
+        Kind::SubscriberConnected => {
+            if let Some(t) = source_tenant(&mut o, dir) {
+                t.subscribers = 1;
+            }
+        }
     }
     (o, now)
 }
@@ -334,7 +373,12 @@ struct Expect {
     lacks_on: Vec<(&'static str, ClusterRef)>,
 }
 
-const DESTRUCTIVE: [&str; 3] = ["RevokeAll", "DeleteTenant", "DeleteDedicatedCluster"];
+const DESTRUCTIVE: [&str; 4] = [
+    "RevokeAll",
+    "DeleteTenant",
+    "DiscardTenant",
+    "DeleteDedicatedCluster",
+];
 
 fn go(phase: MigrationPhase) -> Expect {
     Expect {
@@ -378,7 +422,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
         };
         for c in if both { vec![s, d] } else { vec![s] } {
             let name = match c.kind {
-                ClusterKind::Shared => "DeleteTenant",
+                ClusterKind::Shared => "DiscardTenant",
                 ClusterKind::Dedicated => "DeleteDedicatedCluster",
             };
             e.has.push((name, Some(c.clone())));
@@ -393,6 +437,16 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             .lacks_on("EnsureTenant", d)
             .lacks("CopyTopology")
     };
+    // The abort: the source alone again, the destination (never routed, never writable)
+    // discarded at once.
+    let aborted = |phase: MigrationPhase| {
+        let e = go(phase).has("RouteService", s).has("RestoreWrites", s);
+        if up {
+            e.has("DeleteDedicatedCluster", d)
+        } else {
+            e.has("DiscardTenant", d)
+        }
+    };
     match phase {
         Stable | Blocked => match kind {
             Kind::Steady
@@ -401,7 +455,14 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             | Kind::FreshEmptySample
             | Kind::FreshNonEmptySample
             | Kind::DrainTimeout
-            | Kind::GraceElapsed => start(),
+            | Kind::GraceElapsed
+            | Kind::SubscriberBacklog
+            | Kind::SubscriberConnected => start(),
+            // A stream's history cannot move: held before anything is created.
+            Kind::StreamHistory => go(Blocked)
+                .has("RouteService", s)
+                .lacks_on("EnsureTenant", d)
+                .lacks("CopyTopology"),
             // Blocked keeps the serving side as it is and creates nothing for the destination.
             Kind::NotInService if up => go(Blocked)
                 .has("RouteService", s)
@@ -433,7 +494,10 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             | Kind::FreshEmptySample
             | Kind::FreshNonEmptySample
             | Kind::DrainTimeout
-            | Kind::GraceElapsed => {
+            | Kind::GraceElapsed
+            | Kind::SubscriberBacklog
+            | Kind::StreamHistory
+            | Kind::SubscriberConnected => {
                 let e = go(PreparingDestination).has("RouteService", s);
                 if up {
                     e.has("EnsureDedicatedCluster", d).lacks("EnsureTenant")
@@ -444,40 +508,56 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             Kind::DestinationNotReady => go(PreparingDestination)
                 .lacks("EnsureTenant")
                 .lacks("CopyTopology"),
-            Kind::DestinationReady => go(DualWriteDualRead).has("RouteService", d),
-            Kind::FlipBack => go(Aborting).has("RouteService", s).has("RestoreWrites", s),
+            // Ready: the dual phase keeps clients on the source.
+            Kind::DestinationReady => go(DualWriteDualRead)
+                .has("RouteService", s)
+                .lacks_on("RouteService", d),
+            Kind::FlipBack => aborted(Aborting),
             Kind::Deletion => deletion(PreparingDestination, true),
         },
         DualWriteDualRead => match kind {
+            // Write-ahead: the pass that decides the cutover records it and changes nothing.
             Kind::Steady
-            | Kind::NotInService
             | Kind::DestinationReady
             | Kind::DestinationFull
             | Kind::StaleSample
             | Kind::FreshEmptySample
             | Kind::FreshNonEmptySample
             | Kind::DrainTimeout
-            | Kind::GraceElapsed => go(SingleWriteDualRead)
-                .has("RouteService", d)
-                .has("RevokeWrites", s),
-            Kind::DestinationNotReady => go(DualWriteDualRead)
+            | Kind::GraceElapsed
+            | Kind::SubscriberConnected => go(SingleWriteDualRead)
                 .has("RouteService", s)
-                .lacks("RevokeWrites"),
-            // Clients may have published to the destination: take its writes and drain it back.
-            Kind::FlipBack => go(Aborting)
+                .lacks_on("RouteService", d)
+                .lacks("FreezeSource"),
+            // Held: a subscriber would lose its backlog, a stream its history.
+            Kind::SubscriberBacklog | Kind::StreamHistory => go(DualWriteDualRead)
                 .has("RouteService", s)
-                .has("RestoreWrites", s)
-                .has("RevokeWrites", d)
-                .has("StartShovels", d),
+                .lacks("FreezeSource"),
+            // The cutover needs both clusters answering: the source to be frozen, the
+            // destination to open for writes.
+            Kind::DestinationNotReady | Kind::NotInService => go(DualWriteDualRead)
+                .has("RouteService", s)
+                .lacks("FreezeSource"),
+            // Nothing reached the destination: it is discarded at once.
+            Kind::FlipBack => aborted(Aborting),
             Kind::Deletion => deletion(DualWriteDualRead, true),
         },
         SingleWriteDualRead => match kind {
             // The source cannot be asked: its read-only state is unverified, stay.
             Kind::NotInService => go(SingleWriteDualRead)
                 .has("RouteService", d)
-                .has("RevokeWrites", s),
+                .has("FreezeSource", s),
+            // A subscriber is still on the source: it moves once the settle time has passed
+            // since the source was seen refusing writes (this pass records that moment).
+            Kind::SubscriberConnected => go(SingleWriteDualRead)
+                .has("RouteService", d)
+                .has("FreezeSource", s)
+                .lacks("CloseSubscribers"),
+            // The destination must take writes before the source drains: wait for it.
+            Kind::DestinationNotReady => go(SingleWriteDualRead)
+                .has("RouteService", d)
+                .has("FreezeSource", s),
             Kind::Steady
-            | Kind::DestinationNotReady
             | Kind::DestinationReady
             | Kind::DestinationFull
             | Kind::FlipBack
@@ -485,18 +565,23 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             | Kind::FreshEmptySample
             | Kind::FreshNonEmptySample
             | Kind::DrainTimeout
-            | Kind::GraceElapsed => go(DrainingSource)
+            | Kind::GraceElapsed
+            | Kind::SubscriberBacklog
+            | Kind::StreamHistory => go(DrainingSource)
                 .has("RouteService", d)
-                .has("RevokeWrites", s),
+                .has("FreezeSource", s)
+                .has("CloseSubscribers", s),
             Kind::Deletion => deletion(SingleWriteDualRead, true),
         },
         DrainingSource => match kind {
             Kind::FreshEmptySample => {
                 let e = go(DestinationOnly)
                     .has("RevokeAll", s)
-                    .lacks("DeleteTenant");
+                    .lacks("DeleteTenant")
+                    .lacks("DiscardTenant");
+                // The source's consumers move now; `Close` closes every connection.
                 if up {
-                    e.lacks("CloseConnections")
+                    e.has("CloseConsumers", s).lacks("CloseConnections")
                 } else {
                     e.has("CloseConnections", s)
                 }
@@ -510,8 +595,12 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             | Kind::StaleSample
             | Kind::FreshNonEmptySample
             | Kind::DrainTimeout
-            | Kind::GraceElapsed => go(DrainingSource)
-                .has("RevokeWrites", s)
+            | Kind::GraceElapsed
+            | Kind::SubscriberBacklog
+            | Kind::StreamHistory
+            | Kind::SubscriberConnected => go(DrainingSource)
+                .has("FreezeSource", s)
+                .has("CloseSubscribers", s)
                 .has("RouteService", d),
             Kind::Deletion => deletion(DrainingSource, true),
         },
@@ -524,7 +613,9 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
                     e.has("DeleteDedicatedCluster", s)
                 }
             }
-            Kind::FreshNonEmptySample => go(DrainingSource).has("RevokeWrites", s),
+            Kind::FreshNonEmptySample | Kind::SubscriberBacklog | Kind::StreamHistory => {
+                go(DrainingSource).has("FreezeSource", s)
+            }
             Kind::Steady
             | Kind::NotInService
             | Kind::DestinationNotReady
@@ -532,7 +623,8 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             | Kind::DestinationFull
             | Kind::FlipBack
             | Kind::StaleSample
-            | Kind::FreshEmptySample => {
+            | Kind::FreshEmptySample
+            | Kind::SubscriberConnected => {
                 // NotInService: the source does not answer; the plan still wants it revoked.
                 go(DestinationOnly)
                     .has("RevokeAll", s)
@@ -561,37 +653,29 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             | Kind::FreshEmptySample
             | Kind::FreshNonEmptySample
             | Kind::DrainTimeout
-            | Kind::GraceElapsed => go(Stable).has("RouteService", d),
+            | Kind::GraceElapsed
+            | Kind::SubscriberBacklog
+            | Kind::StreamHistory
+            | Kind::SubscriberConnected => go(Stable).has("RouteService", d),
         },
         Aborting => match kind {
-            Kind::FreshEmptySample => {
-                let e = go(Stable)
-                    .has("RouteService", s)
-                    .has("RestoreWrites", s)
-                    .has("DeleteTenant", d)
-                    .lacks("RevokeAll");
-                if up {
-                    e.has("DeleteDedicatedCluster", d)
-                } else {
-                    e
-                }
-            }
-            // The destination cannot be asked: never assumed empty.
-            Kind::DestinationNotReady => go(Aborting).has("RouteService", s).lacks("StartShovels"),
+            Kind::Deletion => deletion(Aborting, true),
+            // A destination that never took a client's message is not waited for, whether it
+            // answers or not.
             Kind::Steady
             | Kind::NotInService
+            | Kind::DestinationNotReady
             | Kind::DestinationReady
             | Kind::DestinationFull
             | Kind::FlipBack
             | Kind::StaleSample
+            | Kind::FreshEmptySample
             | Kind::FreshNonEmptySample
             | Kind::DrainTimeout
-            | Kind::GraceElapsed => go(Aborting)
-                .has("RouteService", s)
-                .has("RestoreWrites", s)
-                .has("RevokeWrites", d)
-                .has("StartShovels", d),
-            Kind::Deletion => deletion(Aborting, true),
+            | Kind::GraceElapsed
+            | Kind::SubscriberBacklog
+            | Kind::StreamHistory
+            | Kind::SubscriberConnected => aborted(Stable).lacks("RevokeAll"),
         },
     }
 }
@@ -612,12 +696,16 @@ fn has_step(p: &Plan, name: &str, c: Option<&ClusterRef>) -> bool {
 fn step_cluster(s: &Step) -> Option<&ClusterRef> {
     match s {
         Step::EnsureDedicatedCluster { cluster }
-        | Step::EnsureTenant { cluster }
-        | Step::RevokeWrites { cluster }
+        | Step::EnsureTenant { cluster, .. }
+        | Step::FreezeSource { cluster }
         | Step::RestoreWrites { cluster }
         | Step::RevokeAll { cluster }
+        | Step::StopTransfers { cluster }
+        | Step::CloseSubscribers { cluster, .. }
+        | Step::CloseConsumers { cluster, .. }
         | Step::CloseConnections { cluster, .. }
         | Step::DeleteTenant { cluster }
+        | Step::DiscardTenant { cluster }
         | Step::DeleteDedicatedCluster { cluster } => Some(cluster),
         Step::StopShovels { from } => Some(from),
         _ => None,
@@ -806,21 +894,22 @@ fn drain_reports_rate_and_eta() {
 }
 
 #[test]
-fn an_unobserved_destination_during_abort_is_never_assumed_empty() {
+fn an_abort_does_not_wait_for_a_destination_that_never_served() {
     for dir in Dir::ALL {
         let (mut o, now) = apply(Kind::Steady, Aborting, dir);
         let d = o.status.migration.as_ref().unwrap().destination.clone();
-        // The broker answers, but says nothing about the tenant: unknown is not absent.
+        // The destination's broker does not answer (a broken image, an unbindable volume).
         match d.kind {
             ClusterKind::Shared => o.shared.broker = None,
             ClusterKind::Dedicated => o.dedicated.broker = None,
         }
         assert_eq!(o.cluster(d.kind).tenant_state(), TenantState::Unknown);
-        let p = plan(&o, now + Duration::days(30));
-        assert_eq!(p.phase, Aborting);
+        let p = plan(&o, now);
+        assert_eq!(p.phase, Stable, "{dir:?}");
+        assert_eq!(p.status.tier, Some(dir.tiers().0));
         assert!(
-            p.steps.iter().all(|s| !s.is_destructive()),
-            "{:?}",
+            p.steps.iter().any(|s| s.destroys() == Some(&d)),
+            "{dir:?}: {:?}",
             step_names(&p)
         );
     }

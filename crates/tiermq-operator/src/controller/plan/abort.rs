@@ -1,22 +1,24 @@
-//! R-abort: a flip back before the write cutover. The destination is drained back into the source
-//! like a source being drained, and removed only once proven empty.
+//! R-abort: a flip back before the write cutover. The destination was never routed and never
+//! took writes (it is read-only until the cutover, which is recorded before it is performed), so
+//! it holds no client message: the source serves alone again and the destination is discarded
+//! at once. Nothing waits for a destination that never served, so an abort also ends when the
+//! destination never became ready (a broken image, an unbindable volume).
 
 use chrono::{DateTime, Utc};
 use tiermq_crd::conditions::events;
 use tiermq_crd::{ClusterKind, MigrationOutcome, MigrationStatus};
 
 use super::convert::history_record;
-use super::observed::{Observed, TenantState};
+use super::observed::Observed;
 use super::output::{EventType, Step};
-use super::roles::{
-    backlog_note, describe, exists, federation_in_use, holds_topology_of, reachable, running,
-    tenant_of,
-};
+use super::roles::{describe, exists, federation_left, running};
 use super::{Decision, drain};
 
 use tiermq_crd::MigrationPhase::*;
 
-/// R-abort: the abort's desired state while the destination is not yet proven empty.
+/// The abort's desired state: the source alone, writable; the destination gone — unless the
+/// conversion's record is missing from status (edited by hand), when nothing proves the
+/// destination never took writes and it is kept.
 pub(super) fn abort_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     let (s, d) = (&m.source, &m.destination);
     let mut steps = vec![
@@ -25,29 +27,18 @@ pub(super) fn abort_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
         },
         Step::RestoreWrites { cluster: s.clone() },
     ];
-    if federation_in_use(o, m) {
-        steps.push(Step::DisableFederation {
-            source: s.clone(),
-            destination: d.clone(),
-        });
+    steps.extend(federation_left(o, m));
+    if !recorded(o) {
+        return steps;
     }
-    if let TenantState::Present(_) = tenant_of(o, d) {
-        steps.push(Step::RevokeWrites { cluster: d.clone() });
-        // Queues clients declared on the destination during the dual phase must exist on the
-        // source before their messages are shovelled back.
-        if reachable(o, s)
-            && matches!(tenant_of(o, s), TenantState::Present(_))
-            && !holds_topology_of(o, s, d)
-        {
-            steps.push(Step::CopyTopology {
-                from: d.clone(),
-                to: s.clone(),
-            });
+    match d.kind {
+        // The StatefulSet and its volumes take the tenant with them.
+        ClusterKind::Dedicated => steps.push(Step::DeleteDedicatedCluster { cluster: d.clone() }),
+        ClusterKind::Shared if exists(o, d) => {
+            steps.push(Step::DiscardTenant { cluster: d.clone() })
         }
-        steps.push(Step::StartShovels {
-            from: d.clone(),
-            to: s.clone(),
-        });
+        // A SharedCluster that is gone took the tenant with it.
+        ClusterKind::Shared => {}
     }
     steps
 }
@@ -57,7 +48,8 @@ pub(super) fn start_abort(o: &Observed, mut m: MigrationStatus) -> Decision {
     m.reverse_requested = false;
     m.source_revoked_at = None;
     let note = format!(
-        "spec.tier is {} again before the write cutover: aborting; {} is drained back before it is removed",
+        "spec.tier is {} again before the write cutover: aborting; {} never took a client's \
+         message and is removed",
         m.from,
         describe(&m.destination)
     );
@@ -67,47 +59,21 @@ pub(super) fn start_abort(o: &Observed, mut m: MigrationStatus) -> Decision {
         .progress(note)
 }
 
-/// R-abort, continued: drain the destination back, then remove it and return to `Stable`.
+/// The running conversion is recorded in status (not rebuilt from a hand-edited status).
+fn recorded(o: &Observed) -> bool {
+    o.status.migration.is_some()
+}
+
+/// R-abort, continued: once the abort's steps ran, the source is the sole cluster again.
 pub(super) fn aborting(o: &Observed, now: DateTime<Utc>) -> Decision {
-    let mut m = running(o, now);
-    let dst = m.destination.clone();
-    // A dedicated destination whose StatefulSet does not exist holds nothing.
-    let state = if dst.kind == ClusterKind::Dedicated && !exists(o, &dst) {
-        TenantState::Absent
-    } else {
-        tenant_of(o, &dst)
-    };
+    let m = running(o, now);
     let mut steps = abort_steps(o, &m);
-    let done = match state {
-        TenantState::Unknown => false,
-        TenantState::Absent => true,
-        TenantState::Present(_) => {
-            drain::account(&mut m, state, now);
-            if drain::drained(&m) {
-                steps.push(Step::StopShovels { from: dst.clone() });
-                steps.push(Step::DeleteTenant {
-                    cluster: dst.clone(),
-                });
-                true
-            } else {
-                false
-            }
-        }
-    };
-    if !done {
-        let why = match state {
-            TenantState::Unknown => format!(
-                "waiting for the management API of {} to prove it holds no messages",
-                describe(&dst)
-            ),
-            _ => format!("draining {} back: {}", describe(&dst), backlog_note(&m)),
-        };
-        return Decision::migrating(Aborting, m, steps).progress(why);
-    }
-    if dst.kind == ClusterKind::Dedicated && exists(o, &dst) {
-        steps.push(Step::DeleteDedicatedCluster {
-            cluster: dst.clone(),
-        });
+    if !recorded(o) {
+        let note = format!(
+            "aborting, but status lost the conversion's record (edited by hand?): {} is kept,              since nothing proves it never took a message; check it and delete it yourself,              then restore status.migration or recreate the instance",
+            describe(&m.destination)
+        );
+        return Decision::migrating(Aborting, m, steps).progress(note);
     }
     let record = history_record(&m, now, MigrationOutcome::Aborted);
     steps.push(Step::RecordHistory {

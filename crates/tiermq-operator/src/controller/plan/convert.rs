@@ -1,9 +1,9 @@
-//! The conversion itself, phase by phase: R-prepare, R-dual, R-single, R-drain (with R-timeout),
-//! R-retire, R-reverse and R-complete. Each phase function returns the decision for one pass; the
-//! `*_steps` functions give the desired state of their phase.
+//! The conversion itself, phase by phase: R-prepare, R-dual, R-cutover, R-drain (with
+//! R-timeout), R-retire, R-reverse and R-complete. Each phase function returns the decision for
+//! one pass; the `*_steps` functions give the desired state of their phase.
 
 use chrono::{DateTime, Utc};
-use tiermq_crd::conditions::events;
+use tiermq_crd::conditions::{events, reasons};
 use tiermq_crd::{
     ClusterKind, ConnectionPolicy, DrainStrategy, MigrationOutcome, MigrationRecord,
     MigrationStatus, PhaseDuration,
@@ -13,30 +13,56 @@ use super::abort::start_abort;
 use super::observed::{Observed, TenantState};
 use super::output::{EventType, Step};
 use super::roles::{
-    backlog_note, describe, exists, federation_in_use, flipped_back, in_service, reachable,
-    running, source_writable, tenant_of, topology_synced,
+    backlog_note, describe, exists, federation_left, flipped_back, in_service, reachable, running,
+    tenant, tenant_of, topology_synced, writable,
 };
 use super::time::{from_time, to_time};
-use super::{Decision, drain};
+use super::{Decision, SUBSCRIBER_SETTLE, drain, queues};
 
 use tiermq_crd::MigrationPhase::*;
+
+/// The reason clients moved at the cutover are given (`CONNECTION_FORCED - <reason>`).
+pub const CUTOVER_REASON: &str =
+    "tiermq: this instance moves to another cluster; reconnect to the same endpoint";
+
+/// The destination's dedicated cluster exists as the spec says (desired in every phase where it
+/// is the destination: a StatefulSet deleted by hand comes back).
+fn destination_cluster(m: &MigrationStatus) -> Option<Step> {
+    (m.destination.kind == ClusterKind::Dedicated).then(|| Step::EnsureDedicatedCluster {
+        cluster: m.destination.clone(),
+    })
+}
+
+/// Ensures the destination tenant with writes refused: before the cutover is complete nothing
+/// may be published there (it would be invisible to subscribers still on the source, and an
+/// abort would have to drain it back).
+fn destination_read_only(o: &Observed, m: &MigrationStatus) -> Option<Step> {
+    reachable(o, &m.destination).then(|| Step::EnsureTenant {
+        cluster: m.destination.clone(),
+        writable: false,
+    })
+}
+
+/// The destination tenant with full permissions: the cluster clients write to.
+fn destination_writable(o: &Observed, m: &MigrationStatus) -> Option<Step> {
+    reachable(o, &m.destination).then(|| Step::EnsureTenant {
+        cluster: m.destination.clone(),
+        writable: true,
+    })
+}
 
 pub(super) fn preparing_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     let (s, d) = (&m.source, &m.destination);
     let mut steps = vec![Step::RouteService {
         to: vec![s.clone()],
     }];
-    if d.kind == ClusterKind::Dedicated {
-        steps.push(Step::EnsureDedicatedCluster { cluster: d.clone() });
-    }
-    if reachable(o, d) {
-        steps.push(Step::EnsureTenant { cluster: d.clone() });
-        if matches!(tenant_of(o, s), TenantState::Present(_)) && reachable(o, s) {
-            steps.push(Step::CopyTopology {
-                from: s.clone(),
-                to: d.clone(),
-            });
-        }
+    steps.extend(destination_cluster(m));
+    steps.extend(destination_read_only(o, m));
+    if reachable(o, d) && matches!(tenant_of(o, s), TenantState::Present(_)) && reachable(o, s) {
+        steps.push(Step::CopyTopology {
+            from: s.clone(),
+            to: d.clone(),
+        });
     }
     steps
 }
@@ -49,8 +75,9 @@ pub(super) fn preparing(o: &Observed, now: DateTime<Utc>) -> Decision {
     }
     if in_service(o, &m.destination) && topology_synced(o, &m) {
         let note = format!(
-            "{} ready with tenant and topology: the Service routes to both clusters",
-            describe(&m.destination)
+            "{} ready with tenant and topology; clients stay on {} until the write cutover",
+            describe(&m.destination),
+            describe(&m.source)
         );
         let steps = dual_steps(o, &m);
         return Decision::migrating(DualWriteDualRead, m, steps)
@@ -76,7 +103,7 @@ pub(super) fn preparing(o: &Observed, now: DateTime<Utc>) -> Decision {
 }
 
 /// Copy the source's topology again when both tenants answer and the destination lacks some
-/// object (clients may declare queues on the source while both clusters serve).
+/// object (clients may declare queues on the source until the cutover freezes it).
 pub(super) fn topology_refresh(o: &Observed, m: &MigrationStatus) -> Option<Step> {
     let both_up = reachable(o, &m.source) && reachable(o, &m.destination);
     (both_up
@@ -89,70 +116,173 @@ pub(super) fn topology_refresh(o: &Observed, m: &MigrationStatus) -> Option<Step
 }
 
 pub(super) fn dual_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
-    let (s, d) = (&m.source, &m.destination);
-    let mut steps = Vec::new();
-    // A crash while entering the write cutover may have revoked source writes already.
-    if source_writable(o, m) == Some(false) {
+    let s = &m.source;
+    let mut steps = Vec::from_iter(destination_cluster(m));
+    // The source is frozen only from the cutover on; a frozen source here was left by hand or
+    // by an older version: it serves alone again.
+    if writable(o, s) == Some(false) {
         steps.push(Step::RestoreWrites { cluster: s.clone() });
     }
-    if reachable(o, d) {
-        steps.push(Step::EnsureTenant { cluster: d.clone() });
-    }
+    steps.extend(destination_read_only(o, m));
     steps.extend(topology_refresh(o, m));
     steps.push(Step::RouteService {
-        to: vec![s.clone(), d.clone()],
+        to: vec![s.clone()],
     });
-    if o.spec.migration.federation {
-        steps.push(Step::EnableFederation {
-            source: s.clone(),
-            destination: d.clone(),
-        });
-    }
+    steps.extend(federation_left(o, m));
     steps
 }
 
-/// R-dual.
+/// R-dual: the destination is kept in step; the cutover starts once nothing holds it.
 pub(super) fn dual(o: &Observed, now: DateTime<Utc>) -> Decision {
     let m = running(o, now);
     if flipped_back(o, &m) {
         return start_abort(o, m);
     }
-    // The cutover needs the destination routed; the source may already have left the Service
-    // if an earlier attempt at this very cutover crashed half-way (then it simply continues).
-    if o.service_routes.contains(&m.destination) && in_service(o, &m.destination) {
-        let note = format!(
-            "write cutover: {} leaves the Service and refuses writes, reads continue",
-            describe(&m.source)
-        );
-        let steps = single_write_steps(o, &m);
-        return Decision::migrating(SingleWriteDualRead, m, steps)
-            .event(EventType::Normal, events::WRITE_CUTOVER, note.clone())
-            .progress(note);
-    }
     let steps = dual_steps(o, &m);
-    Decision::migrating(DualWriteDualRead, m, steps)
-        .progress("routing new connections to both clusters".to_string())
+    if !(in_service(o, &m.destination) && topology_synced(o, &m)) {
+        let note = format!(
+            "waiting for {} to hold the tenant and the topology",
+            describe(&m.destination)
+        );
+        return Decision::migrating(DualWriteDualRead, m, steps).progress(note);
+    }
+    if let Some((reason, msg)) = cutover_hold(o, &m) {
+        let mut d = Decision::migrating(DualWriteDualRead, m, steps).progress(msg.clone());
+        d.blocked = Some((reason, msg));
+        return d;
+    }
+    // Write-ahead: this pass records the cutover and changes nothing; the next one performs it.
+    // So while `DualWriteDualRead` is recorded the destination has never been routed or
+    // writable, and an abort from here can discard it.
+    let note = format!(
+        "write cutover: the Service routes to {}; {} refuses writes and topology changes, reads continue",
+        describe(&m.destination),
+        describe(&m.source)
+    );
+    Decision::migrating(SingleWriteDualRead, m, steps)
+        .event(EventType::Normal, events::WRITE_CUTOVER, note.clone())
+        .progress(note)
 }
 
-pub(super) fn single_write_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
-    let (s, d) = (&m.source, &m.destination);
-    let mut steps = Vec::new();
-    if reachable(o, d) {
-        steps.push(Step::EnsureTenant { cluster: d.clone() });
+/// Why the cutover must wait: a queue that cannot move without loss, or a subscriber that has
+/// not consumed what was published for it (closing it would drop its queue with them).
+fn cutover_hold(o: &Observed, m: &MigrationStatus) -> Option<(&'static str, String)> {
+    if let Some(problem) = queues::cannot_move(o, &m.source) {
+        return Some(problem);
     }
-    // Objects clients declared on the source during the dual phase follow before the cutover.
-    steps.extend(topology_refresh(o, m));
+    let backlog = tenant(o, &m.source)
+        .and_then(|t| t.backlog.as_ref())
+        .map_or(0, |b| b.subscriber_backlog());
+    (backlog > 0).then(|| {
+        (
+            reasons::SUBSCRIBER_BACKLOG,
+            format!(
+                "the write cutover waits: subscribers on {} have {backlog} messages not consumed \
+                 yet (their exclusive or auto-delete queues would be dropped with them when they \
+                 move)",
+                describe(&m.source)
+            ),
+        )
+    })
+}
+
+/// R-cutover, the desired state of `SingleWriteDualRead` before subscribers move: the Service
+/// routes to the destination (still read-only), the source refuses writes and topology changes,
+/// publishers still publishing there are closed (so they reconnect to the destination), and the
+/// source's final topology is copied.
+pub(super) fn cutover_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
+    let (s, d) = (&m.source, &m.destination);
+    let mut steps = Vec::from_iter(destination_cluster(m));
     steps.push(Step::RouteService {
         to: vec![d.clone()],
     });
-    steps.push(Step::RevokeWrites { cluster: s.clone() });
-    if o.spec.migration.federation {
-        steps.push(Step::EnableFederation {
-            source: s.clone(),
-            destination: d.clone(),
-        });
-    }
+    steps.push(Step::FreezeSource { cluster: s.clone() });
+    steps.extend(topology_refresh(o, m));
+    steps.extend(federation_left(o, m));
     steps
+}
+
+/// What moves subscribers, in order: close them, move the tenant's own transfers, then let the
+/// destination take writes.
+fn move_subscribers_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
+    let (s, d) = (&m.source, &m.destination);
+    let mut steps = vec![
+        Step::CloseSubscribers {
+            cluster: s.clone(),
+            reason: CUTOVER_REASON.to_string(),
+        },
+        Step::CopyTransfers {
+            from: s.clone(),
+            to: d.clone(),
+        },
+        Step::StopTransfers { cluster: s.clone() },
+    ];
+    steps.extend(destination_writable(o, m));
+    steps
+}
+
+/// R-cutover.
+pub(super) fn single_write(o: &Observed, now: DateTime<Utc>) -> Decision {
+    let mut m = running(o, now);
+    let was = with_reverse_flag(o, &mut m);
+    let s = m.source.clone();
+    let frozen = o.routes_exactly(&[&m.destination]) && writable(o, &s) == Some(false);
+    if !frozen {
+        m.source_frozen_at = None;
+        let mut steps = cutover_steps(o, &m);
+        steps.extend(destination_read_only(o, &m));
+        let d = Decision::migrating(SingleWriteDualRead, m, steps).progress(
+            "moving new connections to the destination; the source stops taking writes".to_string(),
+        );
+        return note_reverse(d, was);
+    }
+    let since = m
+        .source_frozen_at
+        .get_or_insert_with(|| to_time(now))
+        .clone();
+    // Nothing can be routed to a subscriber's queue once the source refuses writes; the settle
+    // lets what was routed before reach the subscriber before its connection (and queue) go.
+    let no_subscribers = tenant(o, &s).is_some_and(|t| t.subscribers == 0);
+    let settled = no_subscribers || now - from_time(&since) >= SUBSCRIBER_SETTLE;
+    let moved = tenant(o, &s).is_some_and(|t| t.subscribers == 0 && t.transfers == 0)
+        && writable(o, &m.destination) == Some(true);
+    let d = if moved {
+        drain::reset(&mut m);
+        // The refusal of writes is observed now: only later samples can count.
+        drain::account(&mut m, tenant_of(o, &s), now);
+        let note = format!(
+            "{} refuses writes and its subscribers moved; draining it ({})",
+            describe(&s),
+            match m.drain_strategy {
+                DrainStrategy::Consume => "waiting for consumers",
+                DrainStrategy::Shovel => "shovels move the backlog",
+            }
+        );
+        let steps = draining_steps(o, &m);
+        Decision::migrating(DrainingSource, m, steps)
+            .event(EventType::Normal, events::DRAINING, note.clone())
+            .progress(note)
+    } else if settled {
+        let mut steps = cutover_steps(o, &m);
+        steps.extend(move_subscribers_steps(o, &m));
+        let note = format!(
+            "subscribers move from {} to {}, which takes writes now",
+            describe(&m.source),
+            describe(&m.destination)
+        );
+        Decision::migrating(SingleWriteDualRead, m, steps)
+            .event(EventType::Normal, events::SUBSCRIBERS_MOVED, note.clone())
+            .progress(note)
+    } else {
+        let mut steps = cutover_steps(o, &m);
+        steps.extend(destination_read_only(o, &m));
+        Decision::migrating(SingleWriteDualRead, m, steps).progress(
+            "the source refuses writes; subscribers move once what was published for them has \
+             reached them"
+                .to_string(),
+        )
+    };
+    note_reverse(d, was)
 }
 
 /// Keeps `reverse_requested` equal to "spec asks for the source tier again" (R-reverse) and
@@ -175,51 +305,22 @@ pub(super) fn with_reverse_flag(o: &Observed, m: &mut MigrationStatus) -> bool {
     was
 }
 
-/// R-single.
-pub(super) fn single_write(o: &Observed, now: DateTime<Utc>) -> Decision {
-    let mut m = running(o, now);
-    let was = with_reverse_flag(o, &mut m);
-    let d = if o.routes_exactly(&[&m.destination]) && source_writable(o, &m) == Some(false) {
-        drain::reset(&mut m);
-        // The refusal of writes is observed now: only later samples can count.
-        let source = m.source.clone();
-        drain::account(&mut m, tenant_of(o, &source), now);
-        let note = format!(
-            "{} refuses writes; draining it ({})",
-            describe(&m.source),
-            match m.drain_strategy {
-                DrainStrategy::Consume => "waiting for consumers",
-                DrainStrategy::Shovel => "shovels move the backlog",
-            }
-        );
-        let steps = draining_steps(o, &m);
-        Decision::migrating(DrainingSource, m, steps)
-            .event(EventType::Normal, events::DRAINING, note.clone())
-            .progress(note)
-    } else {
-        let steps = single_write_steps(o, &m);
-        Decision::migrating(SingleWriteDualRead, m, steps)
-            .progress("waiting for the source to leave the Service and refuse writes".to_string())
-    };
-    note_reverse(d, was)
-}
-
 pub(super) fn draining_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     let (s, d) = (&m.source, &m.destination);
-    let mut steps = Vec::new();
-    if reachable(o, d) {
-        steps.push(Step::EnsureTenant { cluster: d.clone() });
-    }
+    let mut steps = Vec::from_iter(destination_cluster(m));
+    steps.extend(destination_writable(o, m));
     steps.push(Step::RouteService {
         to: vec![d.clone()],
     });
-    steps.push(Step::RevokeWrites { cluster: s.clone() });
-    if federation_in_use(o, m) {
-        steps.push(Step::DisableFederation {
-            source: s.clone(),
-            destination: d.clone(),
-        });
-    }
+    // Desired state, asserted on every pass: read-only (this also gives reads back after a
+    // `RevokeAll` when messages turned up again), no transfers, no subscriber left behind.
+    steps.push(Step::FreezeSource { cluster: s.clone() });
+    steps.push(Step::StopTransfers { cluster: s.clone() });
+    steps.push(Step::CloseSubscribers {
+        cluster: s.clone(),
+        reason: CUTOVER_REASON.to_string(),
+    });
+    steps.extend(federation_left(o, m));
     if m.drain_strategy == DrainStrategy::Shovel {
         steps.push(Step::StartShovels {
             from: s.clone(),
@@ -230,7 +331,7 @@ pub(super) fn draining_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
 }
 
 /// When the current stay in `DrainingSource` began.
-pub(super) fn draining_since(m: &MigrationStatus) -> DateTime<Utc> {
+fn draining_since(m: &MigrationStatus) -> DateTime<Utc> {
     m.phases
         .iter()
         .rev()
@@ -247,7 +348,7 @@ pub(super) fn draining(o: &Observed, now: DateTime<Utc>) -> Decision {
     let d = if drain::drained(&m) {
         m.source_revoked_at = Some(to_time(now));
         let note = format!(
-            "{} drained ({} consecutive fresh empty samples): destination only",
+            "{} drained ({} consecutive fresh empty samples, its queues asked directly): destination only",
             describe(&m.source),
             m.empty_samples
         );
@@ -259,18 +360,27 @@ pub(super) fn draining(o: &Observed, now: DateTime<Utc>) -> Decision {
         let elapsed = (now - draining_since(&m)).num_seconds();
         let timeout = o.spec.migration.drain_timeout_seconds;
         let timed_out = (elapsed >= timeout).then(|| {
-            format!(
+            let mut msg = format!(
                 "{} not drained after {elapsed}s (drainTimeoutSeconds {timeout}): {}; nothing was deleted, still waiting",
                 describe(&m.source),
                 backlog_note(&m)
-            )
+            );
+            if m.drain_strategy == DrainStrategy::Consume
+                && tenant(o, &m.source).is_some_and(|t| t.consumers == 0)
+            {
+                msg.push_str(
+                    "; no consumer is left on the source to drain it: set \
+                     spec.migration.drainStrategy to Shovel to move the backlog",
+                );
+            }
+            msg
         });
         let mut progress = format!("draining {}: {}", describe(&m.source), backlog_note(&m));
         if let TenantState::Present(t) = tenant_of(o, &m.source)
             && t.shovels.failed > 0
         {
             progress.push_str(&format!(
-                "; {} shovels failed and are re-created",
+                "; {} shovels terminated and are declared again",
                 t.shovels.failed
             ));
         }
@@ -284,32 +394,32 @@ pub(super) fn draining(o: &Observed, now: DateTime<Utc>) -> Decision {
 
 pub(super) fn destination_only_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     let (s, d) = (&m.source, &m.destination);
-    let mut steps = Vec::new();
-    if reachable(o, d) {
-        steps.push(Step::EnsureTenant { cluster: d.clone() });
-    }
+    let mut steps = Vec::from_iter(destination_cluster(m));
+    steps.extend(destination_writable(o, m));
     steps.push(Step::RouteService {
         to: vec![d.clone()],
     });
-    if federation_in_use(o, m) {
-        steps.push(Step::DisableFederation {
-            source: s.clone(),
-            destination: d.clone(),
-        });
-    }
+    steps.extend(federation_left(o, m));
     let source_tenant_gone = matches!(tenant_of(o, s), TenantState::Absent);
     if exists(o, s) && !source_tenant_gone {
         steps.push(Step::StopShovels { from: s.clone() });
         steps.push(Step::RevokeAll { cluster: s.clone() });
-        if m.connection_policy == ConnectionPolicy::Close {
-            steps.push(Step::CloseConnections {
+        let reason = format!(
+            "tiermq: this instance moved to the {} tier; reconnect to the same endpoint",
+            m.to
+        );
+        // The source has nothing left to read: its consumers move now, whatever the policy;
+        // `Keep` leaves only idle connections until the source is retired.
+        steps.push(match m.connection_policy {
+            ConnectionPolicy::Close => Step::CloseConnections {
                 cluster: s.clone(),
-                reason: format!(
-                    "tiermq: this instance moved to the {} tier; reconnect to the same endpoint",
-                    m.to
-                ),
-            });
-        }
+                reason,
+            },
+            ConnectionPolicy::Keep => Step::CloseConsumers {
+                cluster: s.clone(),
+                reason,
+            },
+        });
     }
     steps
 }
@@ -335,7 +445,7 @@ pub(super) fn destination_only(o: &Observed, now: DateTime<Utc>) -> Decision {
     } else {
         let revoked_at = m.source_revoked_at.as_ref().map_or(now, from_time);
         m.source_revoked_at = Some(to_time(revoked_at));
-        let grace = o.spec.migration.grace_period_seconds;
+        let grace = drain::grace_seconds(o.spec.migration.grace_period_seconds, &m);
         let left = grace - (now - revoked_at).num_seconds();
         let mut steps = destination_only_steps(o, &m);
         if left <= 0 {

@@ -35,7 +35,7 @@ pub(super) fn deletion(o: &Observed, recorded: MigrationPhase) -> Decision {
     let mut steps = Vec::new();
     for c in clusters.iter().filter(|c| exists(o, c)) {
         match c.kind {
-            ClusterKind::Shared => steps.push(Step::DeleteTenant { cluster: c.clone() }),
+            ClusterKind::Shared => steps.push(Step::DiscardTenant { cluster: c.clone() }),
             ClusterKind::Dedicated => {
                 steps.push(Step::DeleteDedicatedCluster { cluster: c.clone() })
             }

@@ -8,8 +8,8 @@ use tiermq_crd::{MigrationPhase, Tier};
 use super::Decision;
 use super::observed::Observed;
 use super::output::{EventType, Step};
-use super::placement;
 use super::roles::{describe, new_migration, reachable, serving_ref};
+use super::{placement, queues};
 
 use MigrationPhase::*;
 
@@ -62,7 +62,10 @@ pub(super) fn steady(o: &Observed, tier: Tier, phase: MigrationPhase) -> Decisio
         steps.push(Step::EnsureDedicatedCluster { cluster: c.clone() });
     }
     if reachable(o, &c) {
-        steps.push(Step::EnsureTenant { cluster: c.clone() });
+        steps.push(Step::EnsureTenant {
+            cluster: c.clone(),
+            writable: true,
+        });
     }
     steps.push(Step::RouteService {
         to: vec![c.clone()],
@@ -101,6 +104,9 @@ pub(super) fn blocker(o: &Observed, from: Tier, to: Tier) -> Option<(&'static st
             describe(&src.cluster)
         );
         return Some((reasons::NOT_IN_SERVICE, msg));
+    }
+    if let Some(problem) = queues::cannot_move(o, &src_ref) {
+        return Some(problem);
     }
     if to == Tier::Shared {
         let dst = &o.shared;

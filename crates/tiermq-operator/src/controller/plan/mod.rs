@@ -92,10 +92,12 @@ mod idle;
 mod observed;
 mod output;
 mod placement;
+mod queues;
 mod requeue;
 mod roles;
 mod time;
 
+pub use convert::CUTOVER_REASON;
 pub use drain::DRAINED_AFTER;
 pub use edges::{EDGES, is_allowed};
 pub use observed::{
@@ -104,6 +106,7 @@ pub use observed::{
 };
 pub use output::{EventType, Plan, PlannedEvent, Step};
 pub use placement::new_instance_problem;
+pub use queues::MIN_SAFE_TTL_SECONDS;
 pub use requeue::requeue_after;
 pub use roles::effective_policy;
 pub use time::{from_time, to_time};
@@ -115,6 +118,10 @@ use MigrationPhase::*;
 
 /// Completed and aborted conversions kept in `status.history` (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 10;
+
+/// How long subscribers stay on the source after it was seen refusing writes: what was routed
+/// to their queues before reaches them in far less (nothing new can be routed there).
+pub const SUBSCRIBER_SETTLE: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
 /// Plan the next step of the instance from what was observed, at `now`.
 ///

@@ -175,9 +175,17 @@ pub struct TenantObservation {
     pub topology: BTreeSet<String>,
     /// Open client connections of the user on this vhost.
     pub connections: u32,
-    /// Dynamic shovels defined on this vhost.
+    /// Of those, connections that subscribe: they consume from (or own) an exclusive or
+    /// auto-delete queue, whose messages exist on this cluster only.
+    pub subscribers: u32,
+    /// Of those, connections with at least one consumer.
+    pub consumers: u32,
+    /// The tenant's own shovels and federation upstreams on this vhost.
+    pub transfers: u32,
+    /// Drain shovels defined on this vhost.
     pub shovels: ShovelObservation,
-    /// Federation upstreams or policies for the instance exist on this vhost.
+    /// tiermq's federation upstream exists on this vhost (left by an older operator version;
+    /// removed before any drain sample counts).
     pub federated: bool,
     /// The latest queue statistics, `None` when the broker gave none.
     pub backlog: Option<BacklogSample>,
@@ -221,6 +229,10 @@ pub struct BacklogSample {
     /// Messages per second leaving the vhost as the broker reports it (deliver/get + shovel rates);
     /// `None` lets the planner derive a rate from consecutive samples.
     pub drain_rate: Option<f64>,
+    /// Ready messages over all queues as the queues themselves answered right after the
+    /// statistics were read (passive declares), not from the statistics; `None` when not asked
+    /// (only a draining source is) or when some queue could not be asked.
+    pub live_ready: Option<i64>,
 }
 
 impl BacklogSample {
@@ -233,15 +245,34 @@ impl BacklogSample {
     pub fn is_empty(&self) -> bool {
         self.queues.iter().all(|q| q.total() == 0)
     }
+
+    /// Ready messages waiting in subscriber queues (exclusive or auto-delete): what a subscriber
+    /// has not consumed yet.
+    pub fn subscriber_backlog(&self) -> i64 {
+        self.queues
+            .iter()
+            .filter(|q| q.subscriber)
+            .map(|q| q.ready.max(0))
+            .sum()
+    }
 }
 
-/// Message counts of one queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Message counts of one queue, and what decides whether it can move.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueMessages {
     pub queue: String,
     pub ready: i64,
+    /// Unacknowledged, plus a quorum queue's messages waiting for at-least-once dead-lettering.
     pub unacked: i64,
     pub delayed: i64,
+    /// Exclusive or auto-delete: its messages belong to one connection.
+    pub subscriber: bool,
+    /// A stream: `ready` is its retained history, which consuming does not remove.
+    pub stream: bool,
+    /// The queue's message TTL in milliseconds, when it has one.
+    pub ttl_ms: Option<u64>,
+    /// Expired or rejected messages are dead-lettered instead of dropped.
+    pub dead_letters: bool,
 }
 
 impl QueueMessages {

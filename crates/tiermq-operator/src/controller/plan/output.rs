@@ -49,27 +49,27 @@ pub enum Step {
     /// The dedicated cluster's objects (StatefulSet, headless Service, ConfigMap, Secrets, PDB)
     /// exist as the spec says.
     EnsureDedicatedCluster { cluster: ClusterRef },
-    /// The instance's vhost, user (with the instance's one set of credentials), full permissions
-    /// and vhost limits exist on `cluster`.
-    EnsureTenant { cluster: ClusterRef },
+    /// The instance's vhost, user (with the instance's one set of credentials) and vhost limits
+    /// exist on `cluster`, the user with full permissions when `writable`, else read only (a
+    /// conversion's destination until its write cutover is complete).
+    EnsureTenant { cluster: ClusterRef, writable: bool },
     /// Every exchange, queue, binding and policy of the tenant's vhost on `from` exists on `to`.
     CopyTopology { from: ClusterRef, to: ClusterRef },
+    /// The tenant's own shovels and federation upstreams on `from` exist on `to` too.
+    CopyTransfers { from: ClusterRef, to: ClusterRef },
     /// The instance's client Service routes new connections to exactly these clusters (one
     /// EndpointSlice each; empty slices for the others).
     RouteService { to: Vec<ClusterRef> },
-    /// Queues of the tenant are federated both ways between the two clusters.
-    EnableFederation {
-        source: ClusterRef,
-        destination: ClusterRef,
-    },
     /// No federation upstreams/policies of the tenant remain on either cluster.
     DisableFederation {
         source: ClusterRef,
         destination: ClusterRef,
     },
-    /// The tenant's user may read but not write on `cluster` (`write: "^$"`): the source's at
-    /// the write cutover, the destination's during an abort.
-    RevokeWrites { cluster: ClusterRef },
+    /// The source at the cutover and while it drains: the tenant's user may read but neither
+    /// write nor change topology on `cluster` (this also gives reads back after `RevokeAll`),
+    /// and connections still publishing there are closed (a busy channel keeps a cached
+    /// permission); subscribers are left for `CloseSubscribers`.
+    FreezeSource { cluster: ClusterRef },
     /// The tenant's user has full permissions on `cluster` again.
     RestoreWrites { cluster: ClusterRef },
     /// The tenant's user has no permissions at all on `cluster`.
@@ -79,10 +79,21 @@ pub enum Step {
     StartShovels { from: ClusterRef, to: ClusterRef },
     /// No shovel of the tenant remains on `from`.
     StopShovels { from: ClusterRef },
+    /// No tenant-defined shovel or federation upstream remains on `cluster`.
+    StopTransfers { cluster: ClusterRef },
+    /// The tenant's subscriber connections on `cluster` (exclusive or auto-delete queues) are
+    /// closed with `reason`.
+    CloseSubscribers { cluster: ClusterRef, reason: String },
+    /// The tenant's connections with a consumer on `cluster` are closed with `reason`.
+    CloseConsumers { cluster: ClusterRef, reason: String },
     /// The tenant's client connections on `cluster` are closed with `reason` (shown to clients).
     CloseConnections { cluster: ClusterRef, reason: String },
-    /// The tenant's vhost and user are gone from `cluster`.
+    /// The tenant's vhost and user are gone from a retired source: its connections closed, and
+    /// only once the statistics and the queues themselves show it empty.
     DeleteTenant { cluster: ClusterRef },
+    /// The tenant's vhost and user are gone from `cluster`, whatever it holds: the instance is
+    /// deleted, or an aborted destination that never took a client's message.
+    DiscardTenant { cluster: ClusterRef },
     /// The dedicated cluster's objects are gone (PVCs per the documented retention choice).
     DeleteDedicatedCluster { cluster: ClusterRef },
     /// Publish the finished conversion to metrics/logs; `status.history` already holds it.
@@ -98,16 +109,20 @@ impl Step {
             Step::EnsureDedicatedCluster { .. } => "EnsureDedicatedCluster",
             Step::EnsureTenant { .. } => "EnsureTenant",
             Step::CopyTopology { .. } => "CopyTopology",
+            Step::CopyTransfers { .. } => "CopyTransfers",
             Step::RouteService { .. } => "RouteService",
-            Step::EnableFederation { .. } => "EnableFederation",
             Step::DisableFederation { .. } => "DisableFederation",
-            Step::RevokeWrites { .. } => "RevokeWrites",
+            Step::FreezeSource { .. } => "FreezeSource",
             Step::RestoreWrites { .. } => "RestoreWrites",
             Step::RevokeAll { .. } => "RevokeAll",
             Step::StartShovels { .. } => "StartShovels",
             Step::StopShovels { .. } => "StopShovels",
+            Step::StopTransfers { .. } => "StopTransfers",
+            Step::CloseSubscribers { .. } => "CloseSubscribers",
+            Step::CloseConsumers { .. } => "CloseConsumers",
             Step::CloseConnections { .. } => "CloseConnections",
             Step::DeleteTenant { .. } => "DeleteTenant",
+            Step::DiscardTenant { .. } => "DiscardTenant",
             Step::DeleteDedicatedCluster { .. } => "DeleteDedicatedCluster",
             Step::RecordHistory { .. } => "RecordHistory",
             Step::RemoveFinalizer => "RemoveFinalizer",
@@ -115,14 +130,10 @@ impl Step {
     }
 
     /// Steps that take read access from, or delete state on, a cluster: the ones the safety rules
-    /// guard (never while that cluster may still hold messages, except on instance deletion).
+    /// guard (never while that cluster may still hold messages, except on instance deletion and
+    /// for an aborted destination that never took one).
     pub fn is_destructive(&self) -> bool {
-        matches!(
-            self,
-            Step::RevokeAll { .. }
-                | Step::DeleteTenant { .. }
-                | Step::DeleteDedicatedCluster { .. }
-        )
+        self.destroys().is_some()
     }
 
     /// The cluster a destructive step acts on.
@@ -130,6 +141,7 @@ impl Step {
         match self {
             Step::RevokeAll { cluster }
             | Step::DeleteTenant { cluster }
+            | Step::DiscardTenant { cluster }
             | Step::DeleteDedicatedCluster { cluster } => Some(cluster),
             _ => None,
         }

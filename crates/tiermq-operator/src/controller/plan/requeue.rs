@@ -35,7 +35,9 @@ pub(super) fn requeue(
         Stable => secs(10),
         Blocked => secs(30),
         PreparingDestination => secs(10),
-        DualWriteDualRead | SingleWriteDualRead => secs(2),
+        DualWriteDualRead => secs(2),
+        // The cutover pauses writes until subscribers moved: look again soon.
+        SingleWriteDualRead => secs(1),
         DrainingSource | Aborting => secs(5),
         DestinationOnly => {
             let left = m.and_then(|m| m.source_revoked_at.as_ref()).map_or(0, |t| {

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use tiermq_crd::{ClusterKind, ClusterRef, ConnectionPolicy, MigrationStatus, Tier};
 
-use super::observed::{ClusterObservation, Observed, TenantState};
+use super::observed::{ClusterObservation, Observed, TenantObservation, TenantState};
+use super::output::Step;
 use super::time::to_time;
 
 use tiermq_crd::MigrationPhase::*;
@@ -43,6 +44,9 @@ pub(super) fn new_migration(
         last_sample: None,
         source_revoked_at: None,
         reverse_requested: false,
+        source_frozen_at: None,
+        stats_behind_since: None,
+        stats_lag_seconds: None,
     }
 }
 
@@ -100,17 +104,27 @@ pub(super) fn holds_topology_of(o: &Observed, to: &ClusterRef, from: &ClusterRef
     }
 }
 
-pub(super) fn federation_in_use(o: &Observed, m: &MigrationStatus) -> bool {
-    let federated =
-        |r: &ClusterRef| matches!(tenant_of(o, r), TenantState::Present(t) if t.federated);
-    o.spec.migration.federation || federated(&m.source) || federated(&m.destination)
-}
-
-pub(super) fn source_writable(o: &Observed, m: &MigrationStatus) -> Option<bool> {
-    match tenant_of(o, &m.source) {
-        TenantState::Present(t) => Some(t.access.writable()),
+/// The tenant on `r`, when it is observed present.
+pub(super) fn tenant<'a>(o: &'a Observed, r: &ClusterRef) -> Option<&'a TenantObservation> {
+    match tenant_of(o, r) {
+        TenantState::Present(t) => Some(t),
         TenantState::Absent | TenantState::Unknown => None,
     }
+}
+
+/// Whether the tenant on `r` may publish; `None` when its tenant is not observed.
+pub(super) fn writable(o: &Observed, r: &ClusterRef) -> Option<bool> {
+    tenant(o, r).map(|t| t.access.writable())
+}
+
+/// Removes queue federation an older operator version may have left between the two clusters
+/// (it would move messages onto a cluster being drained).
+pub(super) fn federation_left(o: &Observed, m: &MigrationStatus) -> Option<Step> {
+    let federated = |r: &ClusterRef| tenant(o, r).is_some_and(|t| t.federated);
+    (federated(&m.source) || federated(&m.destination)).then(|| Step::DisableFederation {
+        source: m.source.clone(),
+        destination: m.destination.clone(),
+    })
 }
 
 pub(super) fn flipped_back(o: &Observed, m: &MigrationStatus) -> bool {
