@@ -1,9 +1,10 @@
 //! Upgrade (shared → dedicated) under load, for each drain strategy: the operator binary
 //! converts the instance while publishers (confirms) and consumers (manual acks) run through the
 //! instance Service; nothing confirmed is lost, phases come in order, the shared tenant is
-//! retired, the credentials stay the same, consumers connected before the flip are left alone
-//! (busy publishers are closed at the write cutover, see `upgrade_checks`) and a new connection
-//! lands on the dedicated cluster.
+//! retired, the credentials stay the same, consumers connected before the flip keep consuming the
+//! source until it is drained (busy publishers are closed at the write cutover, consumers once
+//! the source is drained; see `upgrade_checks`) and a new connection lands on the dedicated
+//! cluster.
 
 mod common;
 
@@ -18,12 +19,11 @@ fn upgrade_checks(o: &Outcome) {
         ProbeResult::Destination,
         "a connection opened after the cutover lands on the dedicated cluster"
     );
-    // The operator performs the cutover (revoking writes, closing busy publishers) in the
-    // reconcile that follows DualWriteDualRead and records SingleWriteDualRead only after those
-    // steps succeeded, so the watch sees the new phase slightly after the closes. "Before the
-    // cutover" therefore means before DualWriteDualRead was recorded.
+    // The cutover is recorded (SingleWriteDualRead) before it is performed, so no close comes
+    // before that; "before the cutover" is taken as before DualWriteDualRead was seen, which
+    // is earlier still.
     let cutover = phase_at(c, MigrationPhase::DualWriteDualRead);
-    let retire_from = phase_at(c, MigrationPhase::DestinationOnly);
+    let drain_from = phase_at(c, MigrationPhase::DrainingSource);
     let describe = |i: &tiermq_tests::load::Interruption| {
         format!(
             "{:?} {} at {:.1}s: {}",
@@ -45,33 +45,30 @@ fn upgrade_checks(o: &Outcome) {
         early.is_empty(),
         "connections closed before the write cutover: {early:?}"
     );
-    // Consumers that connected before the flip keep their connection until the source tenant is
-    // retired (DestinationOnly, after the grace period).
-    let consumers = closed_between(&o.report, c.flipped_at, retire_from, Some(Role::Consumer));
+    // Consumers that connected before the flip keep consuming the source while it drains.
+    let consumers = closed_between(&o.report, c.flipped_at, drain_from, Some(Role::Consumer));
     assert!(
         consumers.is_empty(),
-        "consumers open before the flip were interrupted: {consumers:?}"
+        "consumers open before the flip were interrupted before the drain: {consumers:?}"
     );
-    // Deliberate deviation from "not closed" (operator commit 50fc2e8): RabbitMQ 3.10 channels
-    // cache permission checks while busy, so revoking writes does not stop a publisher that never
-    // pauses; the operator closes such publishing connections at the cutover, with a reason, so
-    // they reconnect to the destination. Anything closed before retirement must be a publisher
-    // closed with that explicit reason.
+    // Every server-side close carries the operator's reason: busy publishers at the cutover
+    // (RabbitMQ 3.10 channels cache permission checks while busy, so a revoked write does not
+    // stop them), consumers once the source is drained (it has nothing left for them).
     let closed: Vec<_> = o
         .report
         .interruptions
         .iter()
-        .filter(|i| i.after < retire_from)
+        .filter(|i| i.reason.contains("CONNECTION_FORCED"))
         .collect();
     for i in &closed {
         assert!(
-            i.role == Role::Publisher && i.reason.contains("CONNECTION_FORCED - tiermq:"),
-            "only busy publishers are closed before retirement, with the operator's reason: {}",
+            i.reason.contains("CONNECTION_FORCED - tiermq:"),
+            "a server-side close without the operator's reason: {}",
             describe(i)
         );
     }
     println!(
-        "upgrade: {} busy publisher connection(s) closed at the cutover: {:?}",
+        "upgrade: {} connection(s) closed by the operator: {:?}",
         closed.len(),
         closed.iter().map(|i| describe(i)).collect::<Vec<_>>()
     );
