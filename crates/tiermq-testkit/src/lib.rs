@@ -27,6 +27,7 @@ mod config;
 mod error;
 mod ip;
 mod node;
+mod runtime;
 mod sweep;
 
 pub use config::{
@@ -34,7 +35,13 @@ pub use config::{
 };
 pub use error::TestkitError;
 pub use ip::IpLease;
-pub use node::{READY_TIMEOUT, RabbitNode, start_nodes, start_test_node};
+pub use node::{
+    READY_TIMEOUT, RabbitNode, start_nodes, start_nodes_on, start_test_node, start_test_node_on,
+};
+pub use runtime::{
+    BrokerRuntime, DEFAULT_RABBITMQ4_ROOT, RABBITMQ4_ROOT_ENV, ROOT_COMPLETE_MARKER,
+};
+pub use sweep::sweep_stale_nodes;
 
 /// The standard AMQP port; every node listens on it on its own IP.
 pub const AMQP_PORT: u16 = 5672;
@@ -44,3 +51,33 @@ pub const MANAGEMENT_PORT: u16 = 15672;
 /// different distribution ports even on different IPs: RabbitMQ's start-up check asks the
 /// machine's one epmd whether any node already uses the port.
 pub const DIST_PORT: u16 = 25672;
+
+/// Turns `async fn $name(runtime: BrokerRuntime)` into one test per runtime: a module `$name`
+/// holding the tests `v3_10` and `v4_0` (`$name::v3_10`, `$name::v4_0` in test output and
+/// nextest filters). The optional arguments go to `#[tokio::test(...)]`; the default is
+/// `flavor = "multi_thread", worker_threads = 2`. The calling crate needs `tokio` (with its
+/// `macros` feature).
+///
+/// ```ignore
+/// async fn nodes_answer(runtime: tiermq_testkit::BrokerRuntime) { /* ... */ }
+/// tiermq_testkit::test_each_runtime!(nodes_answer);
+/// ```
+#[macro_export]
+macro_rules! test_each_runtime {
+    ($name:ident) => {
+        $crate::test_each_runtime!($name, flavor = "multi_thread", worker_threads = 2);
+    };
+    ($name:ident, $($tokio_args:tt)*) => {
+        mod $name {
+            #[tokio::test($($tokio_args)*)]
+            async fn v3_10() {
+                super::$name($crate::BrokerRuntime::Host310).await
+            }
+
+            #[tokio::test($($tokio_args)*)]
+            async fn v4_0() {
+                super::$name($crate::BrokerRuntime::Debian13V40).await
+            }
+        }
+    };
+}
