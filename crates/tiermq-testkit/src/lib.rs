@@ -36,7 +36,8 @@ pub use config::{
 pub use error::TestkitError;
 pub use ip::IpLease;
 pub use node::{
-    READY_TIMEOUT, RabbitNode, start_nodes, start_nodes_on, start_test_node, start_test_node_on,
+    READY_TIMEOUT, RabbitNode, start_nodes, start_nodes_on, start_nodes_with, start_test_node,
+    start_test_node_on,
 };
 pub use runtime::{
     BrokerRuntime, DEFAULT_RABBITMQ4_ROOT, RABBITMQ4_ROOT_ENV, ROOT_COMPLETE_MARKER,

@@ -460,11 +460,22 @@ pub async fn start_nodes_on(
     runtime: BrokerRuntime,
     n: usize,
 ) -> Result<Vec<RabbitNode>, TestkitError> {
+    start_nodes_with(runtime, n, |_, _| {}).await
+}
+
+/// [`start_nodes_on`], with `adjust(i, config)` changing node `i`'s [`NodeConfig::for_test`]
+/// first (its `rabbitmq.conf` body, `advanced.config`, plugins...). Leave `ip`, `dist_port` and
+/// `base_dir` alone: they belong to the node's lease and temporary folder.
+pub async fn start_nodes_with(
+    runtime: BrokerRuntime,
+    n: usize,
+    adjust: impl Fn(usize, &mut NodeConfig),
+) -> Result<Vec<RabbitNode>, TestkitError> {
     runtime.check_installed()?;
     let nodes_dir = testkit_root()?.join("nodes");
     fs::create_dir_all(&nodes_dir).map_err(TestkitError::io("create nodes folder", &nodes_dir))?;
     let mut nodes = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let lease = IpLease::acquire()?;
         let dir = tempfile::Builder::new()
             .prefix("node-")
@@ -475,7 +486,8 @@ pub async fn start_nodes_on(
             std::process::id(),
             NEXT_NODE.fetch_add(1, Ordering::Relaxed)
         );
-        let config = NodeConfig::for_test(name, lease.ip(), dir.path().to_path_buf());
+        let mut config = NodeConfig::for_test(name, lease.ip(), dir.path().to_path_buf());
+        adjust(i, &mut config);
         let mut node = RabbitNode::start_on(runtime, config)?;
         node._lease = Some(lease);
         node._dir = Some(dir);
