@@ -13,11 +13,12 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Queu
 use lapin::types::{AMQPValue, FieldTable};
 use tiermq_broker::steps::{self, DrainProgress, ensure_tenant, measure_backlog};
 use tiermq_broker::{ErrorKind, Secret};
+use tiermq_testkit::{BrokerRuntime, test_each_runtime};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_check_waits_for_ready_unacked_and_delayed_messages() {
+test_each_runtime!(drain_check_waits_for_ready_unacked_and_delayed_messages);
+async fn drain_check_waits_for_ready_unacked_and_delayed_messages(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
-    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
     let c = admin(&node, "shared/test");
     let t = tenant("drain", "drain-user");
     ensure_tenant(&c, &t).await.unwrap();
@@ -203,12 +204,12 @@ async fn drain_check_waits_for_ready_unacked_and_delayed_messages() {
     assert_eq!(c.get_user(&t.user).await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shovel_drain_of_100k_messages_loses_none_even_when_interrupted() {
+test_each_runtime!(shovel_drain_of_100k_messages_loses_none_even_when_interrupted);
+async fn shovel_drain_of_100k_messages_loses_none_even_when_interrupted(runtime: BrokerRuntime) {
     const CLASSIC: u64 = 60_000;
     const TOTAL: u64 = 100_000;
     let _serial = SERIAL.lock().await;
-    let nodes = tiermq_testkit::start_nodes(2).await.unwrap();
+    let nodes = tiermq_testkit::start_nodes_on(runtime, 2).await.unwrap();
     let (src, dst) = (
         admin(&nodes[0], "shared/test"),
         admin(&nodes[1], "dedicated/bulk"),

@@ -17,6 +17,7 @@ use serde_json::json;
 use tiermq_broker::model::{Definitions, Permissions, Policy, ShovelSpec, VhostLimits};
 use tiermq_broker::steps::{self, copy_topology, ensure_tenant, missing_objects, tenant_topology};
 use tiermq_broker::{ManagementClient, Secret};
+use tiermq_testkit::{BrokerRuntime, test_each_runtime};
 
 fn policy(vhost: &str, name: &str, pattern: &str, def: serde_json::Value, priority: i64) -> Policy {
     Policy {
@@ -188,10 +189,10 @@ async fn build_topology(
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topology_copy_is_exact_idempotent_and_resumable() {
+test_each_runtime!(topology_copy_is_exact_idempotent_and_resumable);
+async fn topology_copy_is_exact_idempotent_and_resumable(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
-    let nodes = tiermq_testkit::start_nodes(2).await.unwrap();
+    let nodes = tiermq_testkit::start_nodes_on(runtime, 2).await.unwrap();
     let (src, dst) = (
         admin(&nodes[0], "shared/test"),
         admin(&nodes[1], "dedicated/shop"),
@@ -339,10 +340,14 @@ async fn topology_copy_is_exact_idempotent_and_resumable() {
     assert_eq!(got.get(&7), Some(&1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_the_reason() {
+test_each_runtime!(
+    revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_the_reason
+);
+async fn revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_the_reason(
+    runtime: BrokerRuntime,
+) {
     let _serial = SERIAL.lock().await;
-    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
     let c = admin(&node, "shared/test");
     let t = tenant("billing", "billing-user");
     ensure_tenant(&c, &t).await.unwrap();
@@ -561,10 +566,10 @@ async fn revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn federation_lets_consumers_on_either_cluster_see_every_message() {
+test_each_runtime!(federation_lets_consumers_on_either_cluster_see_every_message);
+async fn federation_lets_consumers_on_either_cluster_see_every_message(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
-    let nodes = tiermq_testkit::start_nodes(2).await.unwrap();
+    let nodes = tiermq_testkit::start_nodes_on(runtime, 2).await.unwrap();
     let (a, b) = (
         admin(&nodes[0], "shared/test"),
         admin(&nodes[1], "dedicated/fed"),
