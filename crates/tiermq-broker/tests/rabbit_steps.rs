@@ -668,3 +668,53 @@ async fn federation_lets_consumers_on_either_cluster_see_every_message(runtime: 
             .is_empty()
     );
 }
+
+/// A migration may cross releases (a 3.10 shared cluster, a dedicated cluster on a 4.0 image, or
+/// the other way round): the topology copy must carry everything both ways and its read-back
+/// must not mistake 4.0's explicit `x-queue-type: classic` for a different queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_copies_between_3_10_and_4_0_both_ways() {
+    let _serial = SERIAL.lock().await;
+    let (old, new) = tokio::join!(
+        tiermq_testkit::start_test_node_on(BrokerRuntime::Host310),
+        tiermq_testkit::start_test_node_on(BrokerRuntime::Debian13V40)
+    );
+    let (old, new) = (old.unwrap(), new.unwrap());
+    let (c_old, c_new) = (admin(&old, "shared/v3.10"), admin(&new, "dedicated/v4.0"));
+    for (src_node, src, dst, vhost) in
+        [(&old, &c_old, &c_new, "up"), (&new, &c_new, &c_old, "down")]
+    {
+        let t = tenant(vhost, &format!("{vhost}-user"));
+        ensure_tenant(src, &t).await.unwrap();
+        ensure_tenant(dst, &t).await.unwrap();
+        build_topology(src_node, src, &t).await;
+        let copied = copy_topology(src, &t.vhost, dst, &t.vhost)
+            .await
+            .unwrap_or_else(|e| panic!("{} -> {}: {e}", src.cluster(), dst.cluster()));
+        assert_eq!(
+            (
+                copied.exchanges,
+                copied.queues,
+                copied.bindings,
+                copied.policies
+            ),
+            (4, 3, 5, 2)
+        );
+        // Queue types survive: quorum stays quorum, classic stays classic.
+        for (name, kind) in [
+            ("payments", "quorum"),
+            ("orders", "classic"),
+            ("lazy log", "classic"),
+        ] {
+            let q = dst.get_queue(&t.vhost, name).await.unwrap().unwrap();
+            assert_eq!(
+                q.queue_type.as_deref(),
+                Some(kind),
+                "{name} on {}",
+                dst.cluster()
+            );
+        }
+        // Copying again changes nothing and still verifies.
+        copy_topology(src, &t.vhost, dst, &t.vhost).await.unwrap();
+    }
+}
