@@ -12,16 +12,21 @@ use tiermq_broker::steps::ensure_tenant;
 use tiermq_broker::{
     ClientOptions, ClusterEndpoint, ErrorKind, ManagementClient, RetryPolicy, Secret,
 };
+use tiermq_testkit::{BrokerRuntime, test_each_runtime};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unusual_names_limits_and_health_round_trip() {
+test_each_runtime!(unusual_names_limits_and_health_round_trip);
+async fn unusual_names_limits_and_health_round_trip(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
-    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
     let c = admin(&node, "test/one");
 
     let health = c.health().await.unwrap();
     assert!(health.healthy(), "{health:?}");
-    assert_eq!(health.version, "3.10.8");
+    let expected = match runtime {
+        BrokerRuntime::Host310 => "3.10.8",
+        BrokerRuntime::Debian13V40 => "4.0.5",
+    };
+    assert_eq!(health.version, expected, "{runtime}");
     assert_eq!(health.nodes, 1);
 
     // The default "/" vhost, a space, unicode with a slash, and URL metacharacters.
@@ -77,10 +82,10 @@ async fn unusual_names_limits_and_health_round_trip() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_credentials_are_refused_on_another_tenants_vhost() {
+test_each_runtime!(tenant_credentials_are_refused_on_another_tenants_vhost);
+async fn tenant_credentials_are_refused_on_another_tenants_vhost(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
-    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
     let c = admin(&node, "test/iso");
     let a = tenant("tenant-a", "user-a");
     let b = tenant("tenant-b", "user-b");
@@ -125,10 +130,10 @@ async fn tenant_credentials_are_refused_on_another_tenants_vhost() {
     assert!(matches!(err.kind, ErrorKind::Unauthorized { .. }), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_a_typed_error_and_changes_nothing() {
+test_each_runtime!(bad_input_is_a_typed_error_and_changes_nothing);
+async fn bad_input_is_a_typed_error_and_changes_nothing(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
-    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
     let c = admin(&node, "test/bad");
     let t = tenant("orders", "orders-user");
     ensure_tenant(&c, &t).await.unwrap();
@@ -351,8 +356,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn passwords_never_reach_logs_errors_or_debug_output() {
+test_each_runtime!(
+    passwords_never_reach_logs_errors_or_debug_output,
+    flavor = "current_thread"
+);
+async fn passwords_never_reach_logs_errors_or_debug_output(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
     let logs = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
@@ -362,7 +370,7 @@ async fn passwords_never_reach_logs_errors_or_debug_output() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
     let c = admin(&node, "test/secrets");
     let t = tenant("secrets", "secrets-user");
     let mut texts = vec![format!("{t:?}"), format!("{c:?}")];

@@ -17,6 +17,7 @@ use serde_json::json;
 use tiermq_broker::model::{Definitions, Permissions, Policy, ShovelSpec, VhostLimits};
 use tiermq_broker::steps::{self, copy_topology, ensure_tenant, missing_objects, tenant_topology};
 use tiermq_broker::{ManagementClient, Secret};
+use tiermq_testkit::{BrokerRuntime, test_each_runtime};
 
 fn policy(vhost: &str, name: &str, pattern: &str, def: serde_json::Value, priority: i64) -> Policy {
     Policy {
@@ -188,10 +189,10 @@ async fn build_topology(
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topology_copy_is_exact_idempotent_and_resumable() {
+test_each_runtime!(topology_copy_is_exact_idempotent_and_resumable);
+async fn topology_copy_is_exact_idempotent_and_resumable(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
-    let nodes = tiermq_testkit::start_nodes(2).await.unwrap();
+    let nodes = tiermq_testkit::start_nodes_on(runtime, 2).await.unwrap();
     let (src, dst) = (
         admin(&nodes[0], "shared/test"),
         admin(&nodes[1], "dedicated/shop"),
@@ -339,10 +340,14 @@ async fn topology_copy_is_exact_idempotent_and_resumable() {
     assert_eq!(got.get(&7), Some(&1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_the_reason() {
+test_each_runtime!(
+    revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_the_reason
+);
+async fn revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_the_reason(
+    runtime: BrokerRuntime,
+) {
     let _serial = SERIAL.lock().await;
-    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
     let c = admin(&node, "shared/test");
     let t = tenant("billing", "billing-user");
     ensure_tenant(&c, &t).await.unwrap();
@@ -561,10 +566,10 @@ async fn revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn federation_lets_consumers_on_either_cluster_see_every_message() {
+test_each_runtime!(federation_lets_consumers_on_either_cluster_see_every_message);
+async fn federation_lets_consumers_on_either_cluster_see_every_message(runtime: BrokerRuntime) {
     let _serial = SERIAL.lock().await;
-    let nodes = tiermq_testkit::start_nodes(2).await.unwrap();
+    let nodes = tiermq_testkit::start_nodes_on(runtime, 2).await.unwrap();
     let (a, b) = (
         admin(&nodes[0], "shared/test"),
         admin(&nodes[1], "dedicated/fed"),
@@ -663,3 +668,184 @@ async fn federation_lets_consumers_on_either_cluster_see_every_message() {
             .is_empty()
     );
 }
+
+/// A migration may cross releases (a 3.10 shared cluster, a dedicated cluster on a 4.0 image, or
+/// the other way round): the topology copy must carry everything both ways and its read-back
+/// must not mistake 4.0's explicit `x-queue-type: classic` for a different queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_copies_between_3_10_and_4_0_both_ways() {
+    let _serial = SERIAL.lock().await;
+    let (old, new) = tokio::join!(
+        tiermq_testkit::start_test_node_on(BrokerRuntime::Host310),
+        tiermq_testkit::start_test_node_on(BrokerRuntime::Debian13V40)
+    );
+    let (old, new) = (old.unwrap(), new.unwrap());
+    let (c_old, c_new) = (admin(&old, "shared/v3.10"), admin(&new, "dedicated/v4.0"));
+    for (src_node, src, dst, vhost) in
+        [(&old, &c_old, &c_new, "up"), (&new, &c_new, &c_old, "down")]
+    {
+        let t = tenant(vhost, &format!("{vhost}-user"));
+        ensure_tenant(src, &t).await.unwrap();
+        ensure_tenant(dst, &t).await.unwrap();
+        build_topology(src_node, src, &t).await;
+        let copied = copy_topology(src, &t.vhost, dst, &t.vhost)
+            .await
+            .unwrap_or_else(|e| panic!("{} -> {}: {e}", src.cluster(), dst.cluster()));
+        assert_eq!(
+            (
+                copied.exchanges,
+                copied.queues,
+                copied.bindings,
+                copied.policies
+            ),
+            (4, 3, 5, 2)
+        );
+        // Queue types survive: quorum stays quorum, classic stays classic.
+        for (name, kind) in [
+            ("payments", "quorum"),
+            ("orders", "classic"),
+            ("lazy log", "classic"),
+        ] {
+            let q = dst.get_queue(&t.vhost, name).await.unwrap().unwrap();
+            assert_eq!(
+                q.queue_type.as_deref(),
+                Some(kind),
+                "{name} on {}",
+                dst.cluster()
+            );
+        }
+        // Copying again changes nothing and still verifies.
+        copy_topology(src, &t.vhost, dst, &t.vhost).await.unwrap();
+    }
+}
+
+/// Publishes one message (payload `id`) to `queue`; `Ok(())` once the broker confirmed it.
+async fn publish_one(ch: &lapin::Channel, queue: &str, id: u64) -> Result<(), String> {
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            id.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    if confirm.is_ack() {
+        Ok(())
+    } else {
+        Err("nacked".into())
+    }
+}
+
+/// The operator revokes write permission at the cutover. A channel checks it once and caches the
+/// answer; the cache goes when the channel process hibernates, after a pause in its work. This
+/// measures, per release, how long busy channels go on publishing after the revocation and how
+/// long a pause ends that.
+async fn a_revoked_channel_publishes_on_its_cached_permission_until_it_pauses(
+    runtime: BrokerRuntime,
+) {
+    const PAUSES_MS: [u64; 6] = [250, 1_000, 1_500, 2_000, 3_000, 11_000];
+    const NEVER_PAUSING_FOR: Duration = Duration::from_secs(12);
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
+    let c = admin(&node, "shared/test");
+    let t = tenant("cache", "cache-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    let conn = connect(&tenant_uri(&node, &t), "cached").await;
+    let setup = conn.create_channel().await.unwrap();
+    setup
+        .queue_declare(
+            "cached".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    // Every channel publishes every 50 ms from well before the revocation.
+    let revoke_at = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut pausing = Vec::new();
+    for (i, pause) in PAUSES_MS.iter().enumerate() {
+        let ch = confirm_channel(&conn).await;
+        let pause = Duration::from_millis(*pause);
+        pausing.push(tokio::spawn(async move {
+            let busy_until = revoke_at + Duration::from_secs(1);
+            let mut id = i as u64 * 100_000;
+            while tokio::time::Instant::now() < busy_until {
+                if let Err(e) = publish_one(&ch, "cached", id).await {
+                    return Err(format!("refused while busy: {e}"));
+                }
+                id += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(pause).await;
+            Ok(publish_one(&ch, "cached", id).await)
+        }));
+    }
+    let never = confirm_channel(&conn).await;
+    let never_pausing = tokio::spawn(async move {
+        let (mut acked_after, mut id) = (0u32, 900_000u64);
+        let until = revoke_at + NEVER_PAUSING_FOR;
+        while tokio::time::Instant::now() < until {
+            let before = tokio::time::Instant::now();
+            match publish_one(&never, "cached", id).await {
+                Ok(()) if before > revoke_at => acked_after += 1,
+                Ok(()) => {}
+                Err(e) => return Err((acked_after, e)),
+            }
+            id += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(acked_after)
+    });
+    tokio::time::sleep_until(revoke_at).await;
+    steps::revoke_writes(&c, &t.vhost, &t.user).await.unwrap();
+
+    let mut after_pause = Vec::new();
+    for (pause, task) in PAUSES_MS.iter().zip(pausing) {
+        let result = task
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{runtime}: channel pausing {pause} ms: {e}"));
+        println!(
+            "[{runtime}] busy 1 s after the revocation, then a {pause} ms pause: next publish {}",
+            match &result {
+                Ok(()) => "confirmed".to_string(),
+                Err(e) => format!("refused ({e})"),
+            }
+        );
+        after_pause.push(result);
+    }
+    let never = never_pausing.await.unwrap();
+    println!(
+        "[{runtime}] a channel publishing every 50 ms for {NEVER_PAUSING_FOR:?} after the revocation: {never:?}"
+    );
+    // Both releases: a busy channel is never refused, however long after the revocation.
+    let acked_after = never.unwrap_or_else(|(n, e)| {
+        panic!("{runtime}: a busy channel was refused after {n} confirmed publishes: {e}")
+    });
+    assert!(
+        acked_after >= 100,
+        "{runtime}: only {acked_after} publishes"
+    );
+    // Measured the same on 3.10.8 and 4.0.5 (2026-12): pauses of 0.25 and 1 s keep the cache,
+    // 1.5 s and longer end it (the channel hibernates after about a second of idleness, later
+    // ones back off up to 10 s, so only the long pause is asserted).
+    assert_eq!(
+        after_pause[0],
+        Ok(()),
+        "{runtime}: a 250 ms pause keeps the cached permission"
+    );
+    let last = after_pause.last().unwrap();
+    assert!(
+        matches!(last, Err(e) if e.contains("ACCESS_REFUSED")),
+        "{runtime}: after an 11 s pause: {last:?}"
+    );
+}
+test_each_runtime!(a_revoked_channel_publishes_on_its_cached_permission_until_it_pauses);

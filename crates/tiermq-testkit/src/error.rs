@@ -43,6 +43,15 @@ pub enum TestkitError {
     },
     #[error("invalid node configuration: {0}")]
     Config(String),
+    #[error(
+        "{runtime} is not installed at {root}: {reason}; run `make setup` (it builds the root \
+         once; TIERMQ_RABBITMQ4_ROOT names another place)"
+    )]
+    RuntimeMissing {
+        runtime: String,
+        root: PathBuf,
+        reason: String,
+    },
 }
 
 impl TestkitError {

@@ -9,20 +9,39 @@ use std::time::{Duration, Instant};
 use crate::config::{Credentials, NodeConfig};
 use crate::error::TestkitError;
 use crate::ip::IpLease;
-use crate::sweep::{self, set_mode, testkit_root};
+use crate::runtime::{
+    BrokerRuntime, CHROOT, CTL_SCRIPT, SERVER_SCRIPT, UNSHARE, ensure_host_epmd,
+    host_server_script, is_root,
+};
+use crate::sweep::{self, path_in_root, set_mode, testkit_root};
 
-const DEFAULT_SERVER_SCRIPT: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const CTL: &str = "rabbitmqctl";
 /// How long a node gets to become ready; a cold node answers in 5–10 s on two busy cores.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Run by `unshare` in the 4.0 node's private mount namespace: mounts `proc` into the root (the
+/// node's memory monitor reads it; without it the node stops during boot) and binds the node's
+/// folder to the same path inside the root, then becomes the node. `$1` is the root, `$2` the
+/// node's folder; the rest is the command. Nothing here is visible outside the namespace, and it
+/// all goes away with the node's last process.
+const MOUNT_AND_EXEC: &str = r#"set -e
+root=$1; base=$2; shift 2
+mount -t proc proc "$root/proc"
+mount --bind "$base" "$root$base"
+exec "$@"
+"#;
 
 /// One running `rabbitmq-server`. Dropping it kills the node's whole process group.
 #[derive(Debug)]
 pub struct RabbitNode {
     config: NodeConfig,
+    runtime: BrokerRuntime,
     pid: u32,
     child: Mutex<Child>,
     marker: PathBuf,
+    /// 4.0: the empty folder inside the root the node's folder is bound to (in the node's own
+    /// mount namespace); removed after the node.
+    mount_point: Option<PathBuf>,
     // Held only for nodes made by `start_nodes`; released after the process is gone
     // (fields drop after `Drop::drop`).
     _lease: Option<IpLease>,
@@ -30,18 +49,32 @@ pub struct RabbitNode {
 }
 
 impl RabbitNode {
-    /// Starts the node as a child process in its own process group and returns at once; call
-    /// [`RabbitNode::wait_ready`] before using it. Writes `rabbitmq.conf`, `enabled_plugins`,
-    /// `advanced.config` and the cookie into `base_dir`, keeping any data already there.
+    /// Starts a RabbitMQ 3.10 node (the host's package): [`RabbitNode::start_on`] with
+    /// [`BrokerRuntime::Host310`].
     pub fn start(config: NodeConfig) -> Result<Self, TestkitError> {
+        Self::start_on(BrokerRuntime::Host310, config)
+    }
+
+    /// Starts the node on `runtime` as a child process in its own process group and returns at
+    /// once; call [`RabbitNode::wait_ready`] before using it. Writes `rabbitmq.conf`,
+    /// `enabled_plugins`, `advanced.config` and the cookie into `base_dir`, keeping any data
+    /// already there. `base_dir` may be anywhere on the host for either runtime (a 4.0 node sees
+    /// it at the same path inside its root).
+    pub fn start_on(runtime: BrokerRuntime, config: NodeConfig) -> Result<Self, TestkitError> {
         config.validate()?;
-        sweep::sweep_orphans();
-        let script = std::env::var("TIERMQ_RABBITMQ_SERVER")
-            .unwrap_or_else(|_| DEFAULT_SERVER_SCRIPT.into());
-        if !Path::new(&script).exists() {
-            return Err(TestkitError::ServerNotFound(script));
-        }
-        let base = &config.base_dir;
+        sweep::sweep_stale_nodes();
+        runtime.check_installed()?;
+        let root = runtime.root();
+        fs::create_dir_all(&config.base_dir)
+            .map_err(TestkitError::io("create node folder", &config.base_dir))?;
+        // A 4.0 node sees its folder through a bind mount at the same path inside the root: use
+        // the real path, the one the node (and the stale-node sweep) will see.
+        let base = match root {
+            None => config.base_dir.clone(),
+            Some(_) => fs::canonicalize(&config.base_dir)
+                .map_err(TestkitError::io("resolve node folder", &config.base_dir))?,
+        };
+        let base = &base;
         let (mnesia, logs) = (base.join("mnesia"), base.join("log"));
         for dir in [base, &mnesia, &logs] {
             fs::create_dir_all(dir).map_err(TestkitError::io("create node folder", dir))?;
@@ -65,8 +98,9 @@ impl RabbitNode {
         set_mode(&cookie, 0o400)?;
         set_mode(base, 0o750)?;
 
+        // The node's own `rabbitmq` user: the host's, or the 4.0 root's (another uid).
         let run_as = if is_root() {
-            Some(rabbitmq_ids()?)
+            Some(runtime.rabbitmq_ids()?)
         } else {
             None
         };
@@ -79,10 +113,49 @@ impl RabbitNode {
         let stderr = stdout
             .try_clone()
             .map_err(TestkitError::io("create log", &logs))?;
+        let (mut cmd, program, mount_point) = match &root {
+            None => {
+                let script = host_server_script();
+                let mut cmd = Command::new(&script);
+                if let Some((uid, gid)) = run_as {
+                    cmd.uid(uid).gid(gid);
+                }
+                (cmd, script, None)
+            }
+            Some(root) => {
+                let (uid, gid) = run_as.expect("check_installed: 4.0 nodes start as root");
+                ensure_host_epmd()?;
+                let mount_point = path_in_root(root, base).ok_or_else(|| {
+                    TestkitError::Config(format!(
+                        "node folder {} cannot be bound into the root",
+                        base.display()
+                    ))
+                })?;
+                fs::create_dir_all(&mount_point).map_err(TestkitError::io(
+                    "create mount point in the root",
+                    &mount_point,
+                ))?;
+                let mut cmd = Command::new(UNSHARE);
+                cmd.args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+                    .arg(MOUNT_AND_EXEC)
+                    .arg("tiermq-node")
+                    .arg(root)
+                    .arg(base)
+                    .arg(CHROOT)
+                    .arg(format!("--userspec={uid}:{gid}"))
+                    // Explicit, or chroot would look the uid up on the host (another user there).
+                    .arg(format!("--groups={gid}"))
+                    .arg(root)
+                    .arg(SERVER_SCRIPT);
+                (cmd, UNSHARE.to_string(), Some(mount_point))
+            }
+        };
         let ip = config.ip.octets();
-        let mut cmd = Command::new(&script);
         cmd.env_clear()
-            .env("PATH", "/usr/lib/rabbitmq/bin:/usr/local/bin:/usr/bin:/bin")
+            .env(
+                "PATH",
+                "/usr/lib/rabbitmq/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            )
             .env("LANG", "C.UTF-8")
             .env("HOME", base)
             .env("RABBITMQ_NODENAME", config.full_node_name())
@@ -102,27 +175,26 @@ impl RabbitNode {
                 ),
             )
             // Makes the start script exec the Erlang VM instead of keeping a shell in between,
-            // so the child we hold is the node itself.
+            // so the child we hold is the node itself (for 4.0, unshare, sh and chroot exec too).
             .env("RUNNING_UNDER_SYSTEMD", "true")
             .current_dir(base)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
-        if let Some((uid, gid)) = run_as {
-            cmd.uid(uid).gid(gid);
-        }
         let child = cmd
             .spawn()
-            .map_err(TestkitError::io("spawn rabbitmq-server", &script))?;
+            .map_err(TestkitError::io("spawn rabbitmq-server", &program))?;
         let pid = child.id();
         let marker = sweep::write_marker(pid, base)?;
-        tracing::info!(node = %config.full_node_name(), pid, base = %base.display(), "started rabbitmq-server");
+        tracing::info!(node = %config.full_node_name(), %runtime, pid, base = %base.display(), "started rabbitmq-server");
         Ok(RabbitNode {
             config,
+            runtime,
             pid,
             child: Mutex::new(child),
             marker,
+            mount_point,
             _lease: None,
             _dir: None,
         })
@@ -130,6 +202,11 @@ impl RabbitNode {
 
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// The RabbitMQ this node runs.
+    pub fn runtime(&self) -> BrokerRuntime {
+        self.runtime
     }
 
     /// `rabbit-0@127.3.0.1`.
@@ -250,9 +327,23 @@ impl RabbitNode {
         out
     }
 
-    /// Runs `rabbitmqctl` against this node with its cookie and long names.
+    /// Runs `rabbitmqctl` against this node with its cookie and long names: the host's for 3.10,
+    /// the root's own (through `chroot`, so the CLI matches the node) for 4.0.
     pub async fn rabbitmqctl(&self, args: &[&str]) -> Result<String, TestkitError> {
-        let output = tokio::process::Command::new(CTL)
+        let mut cmd = match self.runtime.root() {
+            None => tokio::process::Command::new(CTL),
+            Some(root) => {
+                let mut cmd = tokio::process::Command::new(CHROOT);
+                cmd.arg(root)
+                    .arg(CTL_SCRIPT)
+                    .env_clear()
+                    .env("PATH", "/usr/lib/rabbitmq/bin:/usr/bin:/bin")
+                    .env("LANG", "C.UTF-8")
+                    .env("HOME", "/root");
+                cmd
+            }
+        };
+        let output = cmd
             .args([
                 "--longnames",
                 "--erlang-cookie",
@@ -285,6 +376,15 @@ impl RabbitNode {
     /// Makes this node a member of `other`'s cluster (both must share the Erlang cookie). This
     /// node's own data is reset, as `rabbitmqctl join_cluster` requires.
     pub async fn join_cluster(&self, other: &RabbitNode) -> Result<(), TestkitError> {
+        if self.runtime != other.runtime {
+            return Err(TestkitError::Config(format!(
+                "{} runs {} and {} runs {}: nodes of different releases do not cluster here",
+                self.node_name(),
+                self.runtime,
+                other.node_name(),
+                other.runtime
+            )));
+        }
         if self.config.erlang_cookie != other.config.erlang_cookie {
             return Err(TestkitError::Config(format!(
                 "{} and {} have different Erlang cookies and cannot cluster",
@@ -336,19 +436,46 @@ impl RabbitNode {
 impl Drop for RabbitNode {
     fn drop(&mut self) {
         self.kill();
+        if let Some(mount_point) = &self.mount_point {
+            // Empty on the host (the bind mount lived in the node's own namespace, gone now);
+            // `remove_dir` never removes anything else.
+            let _ = fs::remove_dir(mount_point);
+        }
     }
 }
 
 static NEXT_NODE: AtomicU32 = AtomicU32::new(0);
 
-/// Starts `n` throw-away test nodes in parallel, each on its own leased loopback IP with the
-/// standard ports and a temporary folder, and waits until all are ready. Node names are unique on
-/// the machine (`tk<pid>-<n>`). Nodes do not form a cluster; see [`RabbitNode::join_cluster`].
+/// Starts `n` throw-away RabbitMQ 3.10 test nodes: [`start_nodes_on`] with
+/// [`BrokerRuntime::Host310`].
 pub async fn start_nodes(n: usize) -> Result<Vec<RabbitNode>, TestkitError> {
+    start_nodes_on(BrokerRuntime::Host310, n).await
+}
+
+/// Starts `n` throw-away test nodes of `runtime` in parallel, each on its own leased loopback IP
+/// with the standard ports and a temporary folder, and waits until all are ready. Node names are
+/// unique on the machine (`tk<pid>-<n>`). Nodes do not form a cluster; see
+/// [`RabbitNode::join_cluster`].
+pub async fn start_nodes_on(
+    runtime: BrokerRuntime,
+    n: usize,
+) -> Result<Vec<RabbitNode>, TestkitError> {
+    start_nodes_with(runtime, n, |_, _| {}).await
+}
+
+/// [`start_nodes_on`], with `adjust(i, config)` changing node `i`'s [`NodeConfig::for_test`]
+/// first (its `rabbitmq.conf` body, `advanced.config`, plugins...). Leave `ip`, `dist_port` and
+/// `base_dir` alone: they belong to the node's lease and temporary folder.
+pub async fn start_nodes_with(
+    runtime: BrokerRuntime,
+    n: usize,
+    adjust: impl Fn(usize, &mut NodeConfig),
+) -> Result<Vec<RabbitNode>, TestkitError> {
+    runtime.check_installed()?;
     let nodes_dir = testkit_root()?.join("nodes");
     fs::create_dir_all(&nodes_dir).map_err(TestkitError::io("create nodes folder", &nodes_dir))?;
     let mut nodes = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let lease = IpLease::acquire()?;
         let dir = tempfile::Builder::new()
             .prefix("node-")
@@ -359,8 +486,9 @@ pub async fn start_nodes(n: usize) -> Result<Vec<RabbitNode>, TestkitError> {
             std::process::id(),
             NEXT_NODE.fetch_add(1, Ordering::Relaxed)
         );
-        let config = NodeConfig::for_test(name, lease.ip(), dir.path().to_path_buf());
-        let mut node = RabbitNode::start(config)?;
+        let mut config = NodeConfig::for_test(name, lease.ip(), dir.path().to_path_buf());
+        adjust(i, &mut config);
+        let mut node = RabbitNode::start_on(runtime, config)?;
         node._lease = Some(lease);
         node._dir = Some(dir);
         nodes.push(node);
@@ -369,30 +497,14 @@ pub async fn start_nodes(n: usize) -> Result<Vec<RabbitNode>, TestkitError> {
     Ok(nodes)
 }
 
-/// One ready test node.
+/// One ready RabbitMQ 3.10 test node.
 pub async fn start_test_node() -> Result<RabbitNode, TestkitError> {
-    Ok(start_nodes(1).await?.pop().expect("one node"))
+    start_test_node_on(BrokerRuntime::Host310).await
 }
 
-fn is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe { libc::getuid() == 0 }
-}
-
-/// uid and gid of the `rabbitmq` user that Debian's package creates.
-fn rabbitmq_ids() -> Result<(u32, u32), TestkitError> {
-    let passwd =
-        fs::read_to_string("/etc/passwd").map_err(TestkitError::io("read", "/etc/passwd"))?;
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 3 && f[0] == "rabbitmq")
-        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-        .ok_or_else(|| {
-            TestkitError::Config(
-                "running as root but there is no `rabbitmq` user; install rabbitmq-server".into(),
-            )
-        })
+/// One ready test node of `runtime`.
+pub async fn start_test_node_on(runtime: BrokerRuntime) -> Result<RabbitNode, TestkitError> {
+    Ok(start_nodes_on(runtime, 1).await?.pop().expect("one node"))
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), TestkitError> {

@@ -44,8 +44,26 @@ pub fn tenant_topology(defs: Definitions) -> Definitions {
     }
 }
 
+/// An object as the comparison sees it. RabbitMQ 4.0 records the type of every queue in its
+/// arguments, also when the client chose none (`x-queue-type: classic`), where 3.10 records
+/// nothing; both mean a classic queue, so an explicit `classic` counts as no type. Any other type
+/// still differs from none (a queue that became a quorum queue through a vhost's default queue
+/// type is a different queue).
+fn comparable(kind: &str, obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if kind == "queue"
+        && let Some(args) = obj.get_mut("arguments").and_then(Value::as_object_mut)
+        && args.get("x-queue-type").and_then(Value::as_str) == Some("classic")
+    {
+        args.remove("x-queue-type");
+    }
+    obj
+}
+
 /// Every object of `want` that `have` lacks or holds differently (after [`tenant_topology`] on
-/// both), as readable descriptions. Empty means `have` carries the whole topology exactly.
+/// both), as readable descriptions. Empty means `have` carries the whole topology exactly; a
+/// classic queue with and without an explicit `x-queue-type: classic` (4.0 and 3.10 exports of
+/// the same queue) is the same queue.
 pub fn missing_objects(want: &Definitions, have: &Definitions) -> Vec<String> {
     let mut missing = Vec::new();
     for (kind, w, h) in [
@@ -54,8 +72,9 @@ pub fn missing_objects(want: &Definitions, have: &Definitions) -> Vec<String> {
         ("binding", &want.bindings, &have.bindings),
         ("policy", &want.policies, &have.policies),
     ] {
+        let h: Vec<Value> = h.iter().map(|o| comparable(kind, o)).collect();
         for obj in w {
-            if !h.contains(obj) {
+            if !h.contains(&comparable(kind, obj)) {
                 let name = obj
                     .get("name")
                     .and_then(Value::as_str)
@@ -132,6 +151,33 @@ mod tests {
 
     fn defs(v: Value) -> Definitions {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn an_explicit_classic_queue_type_is_the_same_queue_and_other_types_are_not() {
+        let v3 = defs(json!({"queues": [
+            {"name": "a", "durable": true, "auto_delete": false, "arguments": {}},
+            {"name": "b", "durable": true, "auto_delete": false, "arguments": {"x-max-length": 5}}
+        ]}));
+        let v4 = defs(json!({"queues": [
+            {"name": "a", "durable": true, "auto_delete": false, "arguments": {"x-queue-type": "classic"}},
+            {"name": "b", "durable": true, "auto_delete": false, "arguments": {"x-max-length": 5, "x-queue-type": "classic"}}
+        ]}));
+        assert_eq!(missing_objects(&v3, &v4), Vec::<String>::new());
+        assert_eq!(missing_objects(&v4, &v3), Vec::<String>::new());
+        let quorum = defs(json!({"queues": [
+            {"name": "a", "durable": true, "auto_delete": false, "arguments": {"x-queue-type": "quorum"}},
+            {"name": "b", "durable": true, "auto_delete": false, "arguments": {"x-max-length": 6, "x-queue-type": "classic"}}
+        ]}));
+        assert_eq!(
+            missing_objects(&v3, &quorum),
+            ["queue \"a\"", "queue \"b\""]
+        );
+        // Only queues are normalised.
+        let x =
+            defs(json!({"exchanges": [{"name": "e", "arguments": {"x-queue-type": "classic"}}]}));
+        let y = defs(json!({"exchanges": [{"name": "e", "arguments": {}}]}));
+        assert_eq!(missing_objects(&x, &y), ["exchange \"e\""]);
     }
 
     #[test]
