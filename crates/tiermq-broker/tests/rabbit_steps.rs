@@ -849,3 +849,443 @@ async fn a_revoked_channel_publishes_on_its_cached_permission_until_it_pauses(
     );
 }
 test_each_runtime!(a_revoked_channel_publishes_on_its_cached_permission_until_it_pauses);
+
+/// Declares durable classic queues through `uri`.
+async fn declare_durable(uri: &str, queues: &[&str]) {
+    let conn = connect(uri, "declare").await;
+    let ch = conn.create_channel().await.unwrap();
+    for q in queues {
+        ch.queue_declare(
+            (*q).into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// Opens `name` and declares an exclusive server-named queue bound to fanout `events`, consuming
+/// from it: a pub/sub subscriber.
+async fn subscriber(uri: &str, name: &str) -> (lapin::Connection, String) {
+    let conn = connect(uri, name).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        "events".into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let qname = q.name().to_string();
+    ch.queue_bind(
+        qname.as_str().into(),
+        "events".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let consumer = ch
+        .basic_consume(
+            qname.as_str().into(),
+            "sub".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut c = consumer;
+        while c.next().await.is_some() {}
+    });
+    (conn, qname)
+}
+
+test_each_runtime!(connections_are_told_apart_as_publishers_subscribers_and_consumers);
+async fn connections_are_told_apart_as_publishers_subscribers_and_consumers(
+    runtime: BrokerRuntime,
+) {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
+    let c = admin(&node, "shared/clients");
+    let t = tenant("clients", "clients-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    let uri = tenant_uri(&node, &t);
+    let (_sub, sub_queue) = subscriber(&uri, "sub").await;
+    // A consumer of a durable queue.
+    let worker = connect(&uri, "worker").await;
+    let wch = worker.create_channel().await.unwrap();
+    wch.queue_declare(
+        "work".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let _wc = wch
+        .basic_consume(
+            "work".into(),
+            "w".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // A publisher that keeps publishing (bounded: 20 s at most).
+    let publisher = connect(&uri, "publisher").await;
+    let pch = publisher.create_channel().await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let pub_task = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed)
+            && tokio::time::Instant::now() < until
+        {
+            let _ = pch
+                .basic_publish(
+                    "events".into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    b"x",
+                    BasicProperties::default(),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let names = |c: &ManagementClient| {
+        let c = c.clone();
+        async move {
+            let conns = c.list_connections("clients").await.unwrap();
+            let by_name = |set: &std::collections::BTreeSet<String>| -> Vec<String> {
+                let mut v: Vec<String> = conns
+                    .iter()
+                    .filter(|x| set.contains(&x.name))
+                    .filter_map(|x| x.client_name().map(str::to_string))
+                    .collect();
+                v.sort();
+                v
+            };
+            let cl = steps::list_clients(&c, "clients", "clients-user")
+                .await
+                .unwrap();
+            (
+                by_name(&cl.publishers),
+                by_name(&cl.subscribers),
+                by_name(&cl.consumers),
+                cl.subscriber_queues,
+            )
+        }
+    };
+    let (publishers, subscribers, consumers, queues) = eventually(
+        "the statistics to show every client",
+        Duration::from_secs(20),
+        || async {
+            let got = names(&c).await;
+            (got.0 == ["publisher"] && got.1 == ["sub"] && got.2.len() == 2).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(publishers, ["publisher"]);
+    assert_eq!(subscribers, ["sub"]);
+    assert_eq!(consumers, ["sub", "worker"]);
+    assert!(queues.contains(&sub_queue), "{queues:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pub_task.await.unwrap();
+}
+
+test_each_runtime!(the_queues_are_asked_directly_where_the_statistics_lag);
+async fn the_queues_are_asked_directly_where_the_statistics_lag(runtime: BrokerRuntime) {
+    let _serial = SERIAL.lock().await;
+    // Statistics every 30 s: the management API's counts trail far behind.
+    let nodes = tiermq_testkit::start_nodes_with(runtime, 1, |_, cfg| {
+        cfg.config = cfg.config.replace(
+            &format!(
+                "collect_statistics_interval = {}",
+                tiermq_testkit::TEST_STATS_INTERVAL_MS
+            ),
+            "collect_statistics_interval = 30000",
+        );
+    })
+    .await
+    .unwrap();
+    let node = &nodes[0];
+    let c = admin(node, "shared/live");
+    let t = tenant("live", "live-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    let conn = connect(&tenant_uri(node, &t), "producer").await;
+    let ch = confirm_channel(&conn).await;
+    ch.queue_declare(
+        "orders".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // Wait until the statistics know the queue, empty.
+    eventually(
+        "first statistics of the queue",
+        Duration::from_secs(60),
+        || async {
+            let q = c.list_queues("live").await.unwrap();
+            q.iter()
+                .any(|q| q.name == "orders" && q.messages_ready == Some(0))
+                .then_some(())
+        },
+    )
+    .await;
+    publish_confirmed(&ch, "orders", 0..25).await;
+    let stale = c.list_queues("live").await.unwrap();
+    let live = steps::live_counts(&c, "live", &["orders".into(), "gone".into()])
+        .await
+        .unwrap();
+    println!(
+        "{runtime:?}: statistics say {:?} ready, the queue says {:?}",
+        stale[0].messages_ready, live[0].ready
+    );
+    assert_eq!(live.len(), 1, "a queue that does not exist is left out");
+    assert_eq!(live[0].ready, Some(25));
+    // Revoked writes, all connections closed, the statistics still show the queue empty: the
+    // retirement asks the queues and refuses.
+    steps::revoke_writes(&c, "live", "live-user").await.unwrap();
+    drop(ch);
+    let _ = conn.close(200, "done".into()).await;
+    let lax = steps::DrainCriteria {
+        required_samples: 1,
+        min_spacing: Duration::ZERO,
+    };
+    let stats_now = c.list_queues("live").await.unwrap()[0].messages_ready;
+    let refused = steps::retire_tenant(&c, "live", "live-user", &lax).await;
+    match refused {
+        Err(e) => assert!(
+            e.to_string().contains("orders"),
+            "names the queue: {e} (statistics showed {stats_now:?})"
+        ),
+        Ok(o) => panic!("retired a vhost holding 25 messages: {o:?}"),
+    }
+    assert!(
+        c.get_vhost("live").await.unwrap().is_some(),
+        "nothing deleted"
+    );
+}
+
+test_each_runtime!(read_only_is_an_exact_triple_that_also_gives_reads_back);
+async fn read_only_is_an_exact_triple_that_also_gives_reads_back(runtime: BrokerRuntime) {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
+    let c = admin(&node, "shared/perms");
+    let t = tenant("perms", "perms-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    steps::revoke_all(&c, "perms", "perms-user").await.unwrap();
+    let p = steps::revoke_writes(&c, "perms", "perms-user")
+        .await
+        .unwrap();
+    assert_eq!(p, Permissions::read_only());
+    assert_eq!(
+        c.get_permissions("perms", "perms-user").await.unwrap(),
+        Some(Permissions::read_only()),
+        "reads are back after revoke_all"
+    );
+    // The read-only tenant consumes, but neither publishes nor declares.
+    let conn = connect(&tenant_uri(&node, &t), "reader").await;
+    let ch = conn.create_channel().await.unwrap();
+    let declare = ch
+        .queue_declare(
+            "new".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(
+        declare
+            .err()
+            .is_some_and(|e| e.to_string().contains("ACCESS_REFUSED")),
+        "topology is frozen"
+    );
+    let p = steps::restore_writes(&c, "perms", "perms-user")
+        .await
+        .unwrap();
+    assert_eq!(p, Permissions::full());
+    // A read-only tenant from the start (a conversion's destination before the cutover).
+    let d = tenant("dest", "dest-user");
+    steps::ensure_tenant_with(&c, &d, &Permissions::read_only())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_permissions("dest", "dest-user").await.unwrap(),
+        Some(Permissions::read_only())
+    );
+    let admin_user = c.endpoint().username.clone();
+    assert_eq!(
+        c.get_permissions("dest", &admin_user).await.unwrap(),
+        Some(Permissions::full()),
+        "the administrator can ask the queues there"
+    );
+}
+
+test_each_runtime!(the_tenants_own_shovels_move_to_the_destination_and_stop_on_the_source);
+async fn the_tenants_own_shovels_move_to_the_destination_and_stop_on_the_source(
+    runtime: BrokerRuntime,
+) {
+    let _serial = SERIAL.lock().await;
+    let nodes = tiermq_testkit::start_nodes_on(runtime, 2).await.unwrap();
+    let (src, dst) = (
+        admin(&nodes[0], "shared/a"),
+        admin(&nodes[1], "dedicated/b"),
+    );
+    let t = tenant("ingest", "ingest-user");
+    ensure_tenant(&src, &t).await.unwrap();
+    ensure_tenant(&dst, &t).await.unwrap();
+    for n in &nodes {
+        declare_durable(&tenant_uri(n, &t), &["inbox", "work"]).await;
+    }
+    // The tenant's own shovel inside its vhost: inbox -> work (local URIs follow the cluster).
+    src.put_shovel(
+        "ingest",
+        "tenant-ingest",
+        &ShovelSpec {
+            src_uri: Secret::new("amqp:///ingest"),
+            src_queue: "inbox".into(),
+            dest_uri: Secret::new("amqp:///ingest"),
+            dest_queue: "work".into(),
+            ack_mode: "on-confirm".into(),
+            src_delete_after: None,
+            prefetch: Some(100),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        steps::copy_transfers(&src, &dst, "ingest").await.unwrap(),
+        1
+    );
+    // Idempotent.
+    assert_eq!(
+        steps::copy_transfers(&src, &dst, "ingest").await.unwrap(),
+        1
+    );
+    let names = |c: &ManagementClient| {
+        let c = c.clone();
+        async move {
+            c.list_shovels("ingest")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names(&dst).await, ["tenant-ingest"]);
+    assert_eq!(steps::stop_transfers(&src, "ingest").await.unwrap(), 1);
+    assert!(names(&src).await.is_empty());
+    assert_eq!(steps::stop_transfers(&src, "ingest").await.unwrap(), 0);
+    // Ingestion goes on on the destination.
+    let conn = connect(&tenant_uri(&nodes[1], &t), "feeder").await;
+    let ch = confirm_channel(&conn).await;
+    publish_confirmed(&ch, "inbox", 0..20).await;
+    let moved = eventually(
+        "the copied shovel to move",
+        Duration::from_secs(30),
+        || async { (ready_now(&conn, "work").await == 20).then_some(()) },
+    )
+    .await;
+    let _ = moved;
+}
+
+test_each_runtime!(a_drain_shovel_that_terminated_is_declared_again);
+async fn a_drain_shovel_that_terminated_is_declared_again(runtime: BrokerRuntime) {
+    let _serial = SERIAL.lock().await;
+    let nodes = tiermq_testkit::start_nodes_on(runtime, 2).await.unwrap();
+    let (src, dst) = (
+        admin(&nodes[0], "shared/a"),
+        admin(&nodes[1], "dedicated/b"),
+    );
+    let t = tenant("drain", "drain-user");
+    ensure_tenant(&src, &t).await.unwrap();
+    ensure_tenant(&dst, &t).await.unwrap();
+    declare_durable(&tenant_uri(&nodes[1], &t), &["orders"]).await;
+    let conn = connect(&tenant_uri(&nodes[0], &t), "producer").await;
+    let ch = confirm_channel(&conn).await;
+    ch.queue_declare(
+        "orders".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    publish_confirmed(&ch, "orders", 0..50).await;
+    // A shovel whose destination password is wrong (as after a password change): it cannot
+    // log in, and RabbitMQ keeps restarting it with the same wrong URI.
+    let mut stale = t.clone();
+    stale.password = Secret::new("not-the-password");
+    let bad_uri = Secret::new(tenant_uri(&nodes[1], &stale));
+    let backlog = eventually(
+        "statistics of the backlog",
+        Duration::from_secs(20),
+        || async {
+            let b = steps::measure_backlog(&src, "drain").await.unwrap();
+            (b.total_ready == 50).then_some(b)
+        },
+    )
+    .await;
+    steps::ensure_drain_shovels(&src, &backlog, &bad_uri)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "{runtime:?}: shovel with a stale password: {:?}",
+        src.shovel_status("drain").await.unwrap()
+    );
+    assert_eq!(
+        ready_now(&conn, "orders").await,
+        50,
+        "nothing moved with the stale password"
+    );
+    // Before the fix, a declared shovel was skipped whatever its state: nothing ever moved.
+    let good_uri = Secret::new(tenant_uri(&nodes[1], &t));
+    let again = steps::ensure_drain_shovels(&src, &backlog, &good_uri)
+        .await
+        .unwrap();
+    assert_eq!(again.started, ["orders"], "{again:?}");
+    let dconn = connect(&tenant_uri(&nodes[1], &t), "checker").await;
+    eventually("the backlog to arrive", Duration::from_secs(60), || async {
+        (ready_now(&dconn, "orders").await == 50).then_some(())
+    })
+    .await;
+}

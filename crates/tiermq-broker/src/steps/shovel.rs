@@ -42,14 +42,18 @@ pub async fn ensure_drain_shovels(
     dest_uri: &Secret,
 ) -> Result<ShovelDrain, BrokerError> {
     let vhost = &backlog.vhost;
-    let existing: Vec<String> = src
-        .list_shovels(vhost)
-        .await?
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    // A shovel that terminated (its URI's password changed, the destination refused it) stays
-    // declared but moves nothing: it is declared anew below.
+    let declared = src.list_shovels(vhost).await?;
+    let existing: Vec<String> = declared.iter().map(|p| p.name.clone()).collect();
+    // A shovel declared with another destination URI (the tenant's password changed since, so
+    // it keeps failing to log in) is declared again with the current one.
+    let outdated = |name: &str| {
+        declared.iter().any(|p| {
+            p.name == name
+                && p.value.get("dest-uri").and_then(serde_json::Value::as_str)
+                    != Some(dest_uri.expose())
+        })
+    };
+    // A shovel that terminated stays declared but moves nothing: it is declared anew below.
     let terminated: Vec<String> = if existing.is_empty() {
         Vec::new()
     } else {
@@ -69,7 +73,7 @@ pub async fn ensure_drain_shovels(
             continue;
         }
         let name = drain_shovel_name(&q.name);
-        if existing.contains(&name) && !terminated.contains(&name) {
+        if existing.contains(&name) && !terminated.contains(&name) && !outdated(&name) {
             out.running.push(q.name.clone());
             continue;
         }
