@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tiermq_broker::steps::{self, Tenant};
 use tiermq_broker::{ClusterEndpoint, ManagementClient, Secret, generate_password};
 use tiermq_testkit::RabbitNode;
-use tiermq_tests::load::{AmqpTarget, Load, LoadConfig, Role};
+use tiermq_tests::load::{AmqpTarget, Load, LoadConfig, Pattern, Role, Workload, WorkloadConfig};
 
 fn admin(node: &RabbitNode) -> ManagementClient {
     let a = node.admin();
@@ -162,4 +162,76 @@ async fn refused_publishes_are_retried_until_writes_return_and_nothing_is_lost()
         "each id consumed"
     );
     assert!(report.stats.refused >= 1, "{report}");
+}
+
+/// The matrix: `messages` per publisher at `rate` msg/s each, 2 publishers per pattern,
+/// 2 consumers (subscribers) where the pattern takes a number.
+fn matrix(target: AmqpTarget, patterns: &[Pattern], messages: u64, rate: f64) -> WorkloadConfig {
+    WorkloadConfig::new(config(target, messages, rate), patterns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pattern_runs_at_once_without_loss_on_one_broker() {
+    let node = tiermq_testkit::start_test_node().await.unwrap();
+    let c = admin(&node);
+    let (_t, target) = tenant(&node, &c).await;
+    let started = Instant::now();
+    let w = Workload::start(matrix(target, &Pattern::ALL, 60, 20.0))
+        .await
+        .unwrap();
+    let report = w.finish(Duration::from_secs(20)).await;
+    println!("{report}");
+    println!(
+        "{} patterns in {:.1}s; interruptions: {:?}",
+        report.patterns.len(),
+        started.elapsed().as_secs_f64(),
+        report.reasons()
+    );
+    assert_eq!(report.patterns.len(), Pattern::ALL.len());
+    for p in &report.patterns {
+        assert_eq!(p.problems(), 0, "{}: {:?}", p.pattern, p);
+        assert_eq!(p.duplicates, 0, "{}: {:?}", p.pattern, p.units);
+        assert_eq!(
+            p.refused, 0,
+            "{}: nothing refused without a fault",
+            p.pattern
+        );
+        match p.confirmed {
+            Some(n) => assert_eq!(n, 120, "{}: every message confirmed", p.pattern),
+            None => assert_eq!(p.unconfirmed_missing, 0, "no-confirm: everything arrived"),
+        }
+        for u in &p.units {
+            assert_eq!(u.lost, 0, "{} {}: {:?}", p.pattern, u.name, u.lost_sample);
+            assert_eq!(
+                u.dead_lettered, 0,
+                "{} {}: nothing dropped",
+                p.pattern, u.name
+            );
+        }
+    }
+    let fanout = report.pattern(Pattern::FanoutPubSub).unwrap();
+    assert_eq!(fanout.units.len(), 2);
+    for s in &fanout.units {
+        assert_eq!(s.subscriptions, 1, "{s:?}");
+        assert!(s.expected > 0 && s.received >= s.expected, "{s:?}");
+    }
+    let topic = report.pattern(Pattern::TopicRouting).unwrap();
+    let owed = |q: &str| topic.unit(q).map(|u| (u.expected, u.received));
+    assert_eq!(
+        owed(".eu"),
+        Some((60, 60)),
+        "orders.eu.* gets half the keys"
+    );
+    assert_eq!(owed(".created"), Some((60, 60)));
+    assert_eq!(owed(".all"), Some((120, 120)), "orders.# gets everything");
+    assert_eq!(owed(".audit"), Some((0, 0)), "audit.# matches nothing");
+    let stream = report.pattern(Pattern::Stream).unwrap();
+    let from_offset = stream.unit("from offset 20").unwrap();
+    assert_eq!(from_offset.expected, 100, "{from_offset:?}");
+    assert!(
+        from_offset.notes.iter().any(|n| n == "first offset 20"),
+        "{from_offset:?}"
+    );
+    let max_length = report.pattern(Pattern::MaxLength).unwrap();
+    assert_eq!(max_length.nacked, 0);
 }
