@@ -267,7 +267,8 @@ fn unit_notes(u: &UnitReport) -> String {
         n.push(format!("EARLY {}", u.early));
     }
     if u.lost > 0 {
-        n.push(format!("lost e.g. {}", u.lost_sample.join(" ")));
+        let sample: Vec<&str> = u.lost_sample.iter().take(5).map(String::as_str).collect();
+        n.push(format!("lost e.g. {}", sample.join(" ")));
     }
     n.join("; ")
 }

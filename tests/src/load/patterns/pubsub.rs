@@ -78,7 +78,7 @@ pub(super) fn refine(r: &mut PatternReport, ledger: &Ledger, knobs: &PatternKnob
     }
     let near: u64 = r.units.iter().map(|u| u.lost_near_close).sum();
     r.notes.push(format!(
-        "{} subscribers; lost = missed while subscribed, strict ({} of them within {boundary} ms before a close)",
+        "subscribers {}; lost = missed while subscribed, strict ({} of them confirmed within {boundary} ms before a close)",
         r.units.len(),
         near
     ));
