@@ -344,7 +344,7 @@ async fn a_subscriber_closed_by_the_server_is_excused_for_its_gap_and_owed_nothi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purged_queues_and_a_closed_subscribers_backlog_show_as_lost() {
+async fn purges_a_closed_subscribers_backlog_and_overflows_show_in_their_own_rows() {
     let node = tiermq_testkit::start_test_node().await.unwrap();
     let c = admin(&node);
     let (t, target) = tenant(&node, &c).await;
@@ -352,12 +352,15 @@ async fn purged_queues_and_a_closed_subscribers_backlog_show_as_lost() {
         Pattern::WorkQueue,
         Pattern::TopicRouting,
         Pattern::FanoutPubSub,
+        Pattern::MaxLength,
     ];
     let mut cfg = matrix(target, &patterns, 60, 60.0);
-    // Slow consumers (~30 msg/s each) leave a backlog behind the publishers (120 msg/s).
+    // Slow consumers (~30 msg/s each) leave a backlog behind the publishers (120 msg/s), and
+    // overflow max-length queues of 2.
     cfg.load.consumers = 1;
     cfg.load.prefetch = 1;
     cfg.load.consumer_delay = Duration::from_millis(30);
+    cfg.knobs.max_length = 2;
     let w = Workload::start(cfg).await.unwrap();
     wait_for("publishers done", Duration::from_secs(15), || {
         w.publishing_done()
@@ -412,5 +415,34 @@ async fn purged_queues_and_a_closed_subscribers_backlog_show_as_lost() {
     assert!(
         sub.lost > 10 && sub.lost - sub.lost_near_close > 10,
         "confirmed long before the close and never received: missed, not excused: {sub:?}"
+    );
+
+    // Overflow is reported as what it is: drops are dead-lettered, rejections are refused
+    // publishes that were sent again; neither is lost.
+    let max_length = report.pattern(Pattern::MaxLength).unwrap();
+    assert_eq!(max_length.lost, 0, "{:?}", max_length.lost_sample);
+    let mode = |m: &str| max_length.unit(&format!(".{m}")).unwrap();
+    assert!(
+        mode("drop-head").dead_lettered > 0,
+        "{:?}",
+        mode("drop-head")
+    );
+    assert_eq!(mode("drop-head").nacked, 0);
+    assert!(
+        mode("reject-publish").nacked > 0,
+        "{:?}",
+        mode("reject-publish")
+    );
+    assert_eq!(mode("reject-publish").dead_lettered, 0);
+    let dlx = mode("reject-publish-dlx");
+    assert!(dlx.nacked > 0 && dlx.rejected_copies > 0, "{dlx:?}");
+    assert_eq!(
+        dlx.dead_lettered, 0,
+        "rejected copies are not drops: {dlx:?}"
+    );
+    assert_eq!(
+        max_length.confirmed,
+        Some(120),
+        "every refused publish was sent again"
     );
 }

@@ -117,6 +117,10 @@ pub struct UnitReport {
     pub gap_time: Duration,
     /// Owed, never received, dead-lettered out of this queue (max-length drops).
     pub dead_lettered: u64,
+    /// Max-length: publishes to this queue the broker nacked (refused, then re-sent).
+    pub nacked: u64,
+    /// Max-length: dead-lettered copies of refused publishes (`reject-publish-dlx`).
+    pub rejected_copies: u64,
     /// Distinct ids received that were not owed (topic: misrouted; subscriber: sent before a
     /// bind-ok or confirmed after a close).
     pub unexpected: u64,
@@ -137,10 +141,11 @@ pub struct PatternReport {
     pub sent: u64,
     /// Distinct messages confirmed; `None` for publishers without confirms.
     pub confirmed: Option<u64>,
-    /// Deliveries acknowledged over all units.
+    /// Deliveries acknowledged over all units (dead-letter sinks included).
     pub received: u64,
     /// Sum of the units' `lost`.
     pub lost: u64,
+    /// Sum of the units' `duplicates`, dead-letter sinks excluded.
     pub duplicates: u64,
     /// Publishers without confirms: distinct messages written and never received. Not `lost`:
     /// nothing was promised.
@@ -198,15 +203,21 @@ impl PatternReport {
                 unexpected: a.unexpected,
                 ..Default::default()
             };
-            if u.expect == Expect::Nothing {
-                ur.notes.push("dead-letter sink: nothing owed".into());
+            let sink = u.expect == Expect::Nothing;
+            if sink {
+                ur.notes.push(
+                    "dead-letter sink: nothing owed (a repeat is one refused id dead-lettered again)"
+                        .into(),
+                );
             }
             for id in a.missing.iter().take(20 - r.lost_sample.len().min(20)) {
                 r.lost_sample.push(format!("{}: {id}", u.name));
             }
             r.received += ur.received;
             r.lost += ur.lost;
-            r.duplicates += ur.duplicates;
+            if !sink {
+                r.duplicates += ur.duplicates;
+            }
             r.units.push(ur);
         }
         patterns::refine(&mut r, ledger, knobs);
@@ -254,9 +265,6 @@ impl PatternReport {
 
 fn unit_notes(u: &UnitReport) -> String {
     let mut n = u.notes.clone();
-    if u.dead_lettered > 0 {
-        n.push(format!("dead-lettered {}", u.dead_lettered));
-    }
     if u.out_of_order > 0 {
         n.push(format!("OUT OF ORDER {}", u.out_of_order));
     }

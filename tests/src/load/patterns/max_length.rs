@@ -96,6 +96,8 @@ pub(super) fn refine(r: &mut PatternReport, ledger: &Ledger) {
             .filter_map(|d| d.death_reason.as_deref())
             .collect();
         let n = nacked.get(&i).copied().unwrap_or(0);
+        u.nacked = n;
+        u.rejected_copies = rejected_copies as u64;
         total_nacked += n;
         total_dropped += u.dead_lettered;
         u.notes.push(format!(
