@@ -37,9 +37,15 @@ pub struct Interruption {
     pub pattern: Pattern,
 }
 
+/// The message header naming the run a message belongs to.
+pub(crate) const RUN_HEADER: &str = "x-tiermq-load-run";
+
 /// The state every client of one run shares.
 pub(crate) struct Run {
     pub cfg: LoadConfig,
+    /// Carried by every message (header [`RUN_HEADER`]): consumers set aside messages of other
+    /// runs (a stream keeps them for good; a queue may hold leftovers), whose ids would collide.
+    pub tag: String,
     pub started: Instant,
     pub deadline: Instant,
     stop_publishing: AtomicBool,
@@ -50,7 +56,12 @@ pub(crate) struct Run {
 impl Run {
     pub fn new(cfg: LoadConfig) -> Run {
         let now = Instant::now();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         Run {
+            tag: format!("{:x}-{:x}", std::process::id(), nanos),
             deadline: now + cfg.max_duration,
             started: now,
             cfg,

@@ -70,7 +70,9 @@ pub struct PatternKnobs {
     /// Max-length: `x-max-length` of each overflow queue. Large enough that consumers that keep
     /// up never reach it.
     pub max_length: u32,
-    /// Stream: the second stream consumer starts at this offset (`x-stream-offset`).
+    /// Stream: the second stream consumer starts this many offsets after the first offset of this
+    /// run (`x-stream-offset`), once the stream holds it; with fewer messages than that it reads
+    /// nothing and its row shows them lost.
     pub stream_offset: u64,
     /// Single active consumer: consumers on the queue (one of them active at a time).
     pub sac_consumers: u32,

@@ -19,10 +19,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
 
-use super::client::{LastError, Role, Run, open};
+use super::client::{LastError, RUN_HEADER, Role, Run, open};
 use super::ledger::{Delivery, Ledger, Unit};
 
-/// Where a stream consumer starts reading.
+/// Where a stream consumer starts reading (an absolute offset by the time it connects).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StreamStart {
     First,
@@ -158,8 +158,8 @@ async fn consume_on(run: &Run, spec: &ConsumerSpec, conn: &Connection) -> Option
             q
         }
         Source::Stream { queue, start } => {
-            let offset = match (spec.unit.last_offset(), start) {
-                (Some(last), _) => AMQPValue::LongLongInt(last as i64 + 1),
+            let offset = match (spec.unit.resume_offset(), start) {
+                (Some(next), _) => AMQPValue::LongLongInt(next as i64),
                 (None, StreamStart::First) => AMQPValue::LongString("first".into()),
                 (None, StreamStart::Offset(n)) => AMQPValue::LongLongInt(*n as i64),
             };
@@ -197,6 +197,7 @@ async fn consume_on(run: &Run, spec: &ConsumerSpec, conn: &Connection) -> Option
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_else(|| "<no message-id>".into());
+        let own = header(props, RUN_HEADER).and_then(as_string).as_deref() == Some(&run.tag);
         let offset = header(props, "x-stream-offset").and_then(as_u64);
         let died_in = header(props, "x-first-death-queue").and_then(as_string);
         let death_reason = header(props, "x-first-death-reason").and_then(as_string);
@@ -207,6 +208,10 @@ async fn consume_on(run: &Run, spec: &ConsumerSpec, conn: &Connection) -> Option
         // that redelivery is the one that counts.
         if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
             return Some(e.to_string());
+        }
+        if !own {
+            spec.unit.foreign(offset);
+            continue;
         }
         spec.unit.record(Delivery {
             id,

@@ -66,8 +66,9 @@ pub(crate) enum Expect {
     Routes(Vec<usize>),
     /// Those sent after a bind-ok of the unit and confirmed before that subscription's close.
     WhileSubscribed,
-    /// Every one except those that unit `reader` saw at a stream offset below `offset`.
-    StreamFrom { offset: u64, reader: usize },
+    /// Every one except those that unit `reader` saw in the first `skip` offsets from the first
+    /// offset of this run it read.
+    StreamFrom { skip: u64, reader: usize },
     /// None: a dead-letter sink, whose deliveries are classified by the queue they died in.
     Nothing,
 }
@@ -120,6 +121,9 @@ pub(crate) struct Unit {
     subscriptions: Mutex<Vec<Subscription>>,
     deliveries: AtomicU64,
     duplicates: AtomicU64,
+    /// Deliveries of other runs, acked and set aside, and the last stream offset among them.
+    foreign: AtomicU64,
+    foreign_offset: Mutex<Option<u64>>,
 }
 
 impl Unit {
@@ -133,7 +137,23 @@ impl Unit {
             subscriptions: Mutex::default(),
             deliveries: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            foreign_offset: Mutex::default(),
         }
+    }
+
+    /// Records a delivery of another run (acked, not accounted).
+    pub fn foreign(&self, offset: Option<u64>) {
+        self.foreign.fetch_add(1, Ordering::Relaxed);
+        if let Some(o) = offset {
+            let mut f = self.foreign_offset.lock().unwrap();
+            *f = Some(f.map_or(o, |x| x.max(o)));
+        }
+    }
+
+    /// Deliveries of other runs seen.
+    pub fn foreign_count(&self) -> u64 {
+        self.foreign.load(Ordering::Relaxed)
     }
 
     /// Records an acknowledged delivery; true when its id had been received before.
@@ -181,7 +201,7 @@ impl Unit {
         self.deliveries.load(Ordering::Relaxed)
     }
 
-    /// The highest stream offset received, if any.
+    /// The highest stream offset received in this run, if any.
     pub fn last_offset(&self) -> Option<u64> {
         self.log
             .lock()
@@ -189,6 +209,23 @@ impl Unit {
             .iter()
             .filter_map(|d| d.offset)
             .max()
+    }
+
+    /// The lowest stream offset received in this run, if any.
+    pub fn first_offset(&self) -> Option<u64> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d.offset)
+            .min()
+    }
+
+    /// Where a stream reader continues after a reconnect: after the last offset it received,
+    /// of this run or (skipped) of another.
+    pub fn resume_offset(&self) -> Option<u64> {
+        let foreign = *self.foreign_offset.lock().unwrap();
+        self.last_offset().max(foreign).map(|o| o + 1)
     }
 }
 
@@ -314,16 +351,19 @@ impl Ledger {
             .iter()
             .map(|u| {
                 let before_offset: HashSet<String> = match &u.expect {
-                    Expect::StreamFrom { offset, reader } => units
+                    Expect::StreamFrom { skip, reader } => units
                         .get(*reader)
-                        .map(|r| {
-                            r.log
-                                .lock()
-                                .unwrap()
-                                .iter()
-                                .filter(|d| d.offset.is_some_and(|o| o < *offset))
-                                .map(|d| d.id.clone())
-                                .collect()
+                        .and_then(|r| {
+                            let start = r.first_offset()? + skip;
+                            Some(
+                                r.log
+                                    .lock()
+                                    .unwrap()
+                                    .iter()
+                                    .filter(|d| d.offset.is_some_and(|o| o < start))
+                                    .map(|d| d.id.clone())
+                                    .collect(),
+                            )
                         })
                         .unwrap_or_default(),
                     _ => HashSet::new(),

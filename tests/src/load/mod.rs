@@ -1,7 +1,8 @@
 //! AMQP load generator and loss checker, with a matrix of client patterns.
 //!
 //! Every message carries a unique id `p<publisher>-<sequence>` (AMQP `message-id`, unique within
-//! its pattern) so the checker can tell, at the end, which messages a queue or subscriber was owed
+//! its pattern and run; a header names the run, and consumers set aside messages of other runs,
+//! e.g. what a stream kept from an earlier run) so the checker can tell, at the end, which messages a queue or subscriber was owed
 //! and never consumed (lost) and which it consumed more than once (duplicates). Clients behave
 //! like well-written applications during a tier conversion: when the server closes their
 //! connection (`CONNECTION_FORCED` with a reason) or refuses a publish (403 after write
@@ -60,12 +61,13 @@
 //!   every confirmed message whose key matches its binding (so each message reaches every
 //!   matching queue once); anything else a queue receives is *misrouted* (the `audit` queue must
 //!   stay empty). Publishes are mandatory: an unroutable one is returned and sent again.
-//! - [`Pattern::Stream`]: a stream queue; one reader from `first` (owed every confirmed message)
-//!   and one from offset [`PatternKnobs::stream_offset`], started once that offset exists (owed
-//!   every confirmed message except those the first reader saw below the offset). Streams need a
-//!   prefetch and manual acks; the start is the consumer argument `x-stream-offset`; a reader
-//!   that reconnects continues after the last offset it received. Each reader must see its
-//!   messages in publish order per publisher, and the offset reader must start at its offset.
+//! - [`Pattern::Stream`]: a stream queue; one reader from `first` (owed every confirmed message;
+//!   F = the first offset of this run it reads) and one from offset F + N
+//!   ([`PatternKnobs::stream_offset`]), started once that offset exists (owed every confirmed
+//!   message except those the first reader saw below F + N). Streams need a prefetch and manual
+//!   acks; the start is the consumer argument `x-stream-offset`; a reader that reconnects
+//!   continues after the last offset it received. Each reader must see its messages in publish
+//!   order per publisher, and the offset reader must start exactly at F + N.
 //! - [`Pattern::DelayedDelivery`]: a delay queue with `x-message-ttl`
 //!   ([`PatternKnobs::delay`]), no consumers, and a dead-letter route to a target queue that
 //!   the consumers read. Lost = confirmed and never consumed from the target; *early* = arrived

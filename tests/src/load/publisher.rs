@@ -12,10 +12,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use tokio::task::JoinHandle;
 
-use super::client::{LastError, Role, Run, confirm_channel, open};
+use super::client::{LastError, RUN_HEADER, Role, Run, confirm_channel, open};
 use super::ledger::{Ledger, Published};
 
 /// How long the loop waits for the oldest confirm before giving up on the connection.
@@ -61,6 +62,11 @@ pub(crate) async fn publisher(run: Arc<Run>, ledger: Arc<Ledger>, spec: Publishe
     let client = spec.client.as_str();
     let last_error = LastError::default();
     let payload = vec![b'x'; cfg.payload_bytes];
+    let mut headers = FieldTable::default();
+    headers.insert(
+        RUN_HEADER.into(),
+        AMQPValue::LongString(run.tag.as_str().into()),
+    );
     let mut next_seq: u64 = 0;
     // Sequences that failed and must be sent again, and when each was first sent.
     let mut resend: VecDeque<u64> = VecDeque::new();
@@ -117,7 +123,8 @@ pub(crate) async fn publisher(run: Arc<Run>, ledger: Arc<Ledger>, spec: Publishe
                 let route = (seq % spec.routes.len() as u64) as usize;
                 let props = BasicProperties::default()
                     .with_delivery_mode(2)
-                    .with_message_id(id.as_str().into());
+                    .with_message_id(id.as_str().into())
+                    .with_headers(headers.clone());
                 let sent_at = run.now();
                 let first_sent_at = *first_sent.entry(seq).or_insert(sent_at);
                 match ch

@@ -130,6 +130,11 @@ pub struct UnitReport {
     pub overlapping: u64,
     /// Delayed delivery: deliveries that arrived before the delay had passed since the publish.
     pub early: u64,
+    /// Deliveries of other runs (by their run header), acked and set aside.
+    pub other_runs: u64,
+    /// Stream: the first offset this reader received, and whether it is not the one it asked for.
+    pub first_offset: Option<u64>,
+    pub wrong_start: bool,
     pub notes: Vec<String>,
 }
 
@@ -201,8 +206,13 @@ impl PatternReport {
                 lost_near_close: a.missing_near_close,
                 dead_lettered: a.dead_lettered,
                 unexpected: a.unexpected,
+                other_runs: u.foreign_count(),
                 ..Default::default()
             };
+            if ur.other_runs > 0 {
+                ur.notes
+                    .push(format!("set aside {} of other runs", ur.other_runs));
+            }
             let sink = u.expect == Expect::Nothing;
             if sink {
                 ur.notes.push(
@@ -233,13 +243,14 @@ impl PatternReport {
     }
 
     /// Lost messages plus every pattern-specific violation (out of order, overlapping active
-    /// consumers, early delayed deliveries, misrouted topic messages): 0 on a clean run.
+    /// consumers, early delayed deliveries, a stream reader that started elsewhere than asked,
+    /// misrouted topic messages): 0 on a clean run.
     pub fn problems(&self) -> u64 {
         self.lost
             + self
                 .units
                 .iter()
-                .map(|u| u.out_of_order + u.overlapping + u.early)
+                .map(|u| u.out_of_order + u.overlapping + u.early + u64::from(u.wrong_start))
                 .sum::<u64>()
             + if self.pattern == Pattern::TopicRouting {
                 self.units.iter().map(|u| u.unexpected).sum()

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{Interruption, Role, Run};
 use super::config::{PatternKnobs, WorkloadConfig};
-use super::consumer::{ConsumerSpec, Source, consumer};
+use super::consumer::{ConsumerSpec, Source, StreamStart, consumer};
 use super::ledger::{Ledger, Unit};
 use super::patterns::{self, Pattern, Plan, UnitPlan};
 use super::publisher::{PublisherSpec, publisher};
@@ -71,7 +71,7 @@ impl PatternRun {
             Source::Subscriber { .. } => unit.name.clone(),
             _ => format!("{}-con-{index}", self.clients),
         };
-        let spec = ConsumerSpec {
+        let mut spec = ConsumerSpec {
             index,
             client,
             source,
@@ -81,12 +81,26 @@ impl PatternRun {
         let reader =
             start_after_offset.and_then(|(u, n)| Some((ledger.units().get(u)?.clone(), n)));
         self.consumers.push(tokio::spawn(async move {
+            // A stream reader that asks for "n after the first offset of this run" starts once
+            // the first reader has seen that offset exist.
             if let Some((reader, n)) = reader {
-                while reader.last_offset().is_none_or(|o| o < n) {
+                let start = loop {
+                    if let (Some(first), Some(last)) = (reader.first_offset(), reader.last_offset())
+                        && last >= first + n
+                    {
+                        break first + n;
+                    }
                     if run.stopped(Role::Consumer) {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                if let Source::Stream {
+                    start: StreamStart::Offset(o),
+                    ..
+                } = &mut spec.source
+                {
+                    *o = start;
                 }
             }
             consumer(run, ledger, spec).await

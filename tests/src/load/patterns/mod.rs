@@ -142,8 +142,8 @@ pub(crate) struct UnitPlan {
     pub unit: Unit,
     /// One consumer per source.
     pub consumers: Vec<Source>,
-    /// Start the consumers only once unit `.0` received stream offset `.1` (a stream consumer
-    /// asking for an offset must find it in the stream).
+    /// Start the (stream) consumers only once unit `.0` received the offset `.1` after the first
+    /// offset of this run it read, and start them there.
     pub start_after_offset: Option<(usize, u64)>,
 }
 

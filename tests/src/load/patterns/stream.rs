@@ -1,10 +1,12 @@
 //! Stream: publishers with confirms into a stream queue (`x-queue-type: stream`, durable). Two
 //! readers, as streams require over AMQP 0-9-1: a prefetch (`basic.qos`) and manual acks, the
 //! start given with the consumer argument `x-stream-offset`. One reads from `first` and is owed
-//! every confirmed message; the other starts at offset N once the first reader has seen offset N
-//! exist, and is owed every confirmed message except those the first reader saw below N. After a
-//! reconnect a reader continues at the offset after the last one it received. Each must see its
-//! messages in publish order (per publisher).
+//! every confirmed message (messages of earlier runs, which a stream keeps, are skipped by their
+//! run header); call F the first offset of this run it reads. The other starts at offset F + N
+//! once the first reader has seen that offset exist, and is owed every confirmed message except
+//! those the first reader saw below F + N; its first delivery must be F + N. After a reconnect a
+//! reader continues at the offset after the last one it received. Each must see its messages in
+//! publish order (per publisher).
 
 use super::{Declare, Pattern, Plan, UnitPlan, out_of_order, text};
 use crate::load::config::PatternKnobs;
@@ -40,12 +42,9 @@ pub(super) fn plan(clients: String, queue: String, knobs: &PatternKnobs) -> Plan
             },
             UnitPlan {
                 unit: Unit::new(
-                    format!("{queue} from offset {n}"),
+                    format!("{queue} from first+{n}"),
                     Some(queue.clone()),
-                    Expect::StreamFrom {
-                        offset: n,
-                        reader: 0,
-                    },
+                    Expect::StreamFrom { skip: n, reader: 0 },
                 ),
                 consumers: vec![Source::Stream {
                     queue,
@@ -59,17 +58,24 @@ pub(super) fn plan(clients: String, queue: String, knobs: &PatternKnobs) -> Plan
 }
 
 pub(super) fn refine(r: &mut PatternReport, ledger: &Ledger, knobs: &PatternKnobs) {
-    for (i, (u, unit)) in r.units.iter_mut().zip(ledger.units()).enumerate() {
+    let units = ledger.units();
+    let reader_first = units.first().and_then(|u| u.first_offset());
+    for (i, (u, unit)) in r.units.iter_mut().zip(&units).enumerate() {
         let log = unit.log();
         u.out_of_order = out_of_order(&log);
         let first = log.first().and_then(|d| d.offset);
-        let asked = if i == 0 { 0 } else { knobs.stream_offset };
-        match first {
-            Some(o) if o == asked || (i == 0 && o <= asked) => {
-                u.notes.push(format!("first offset {o}"))
-            }
-            Some(o) => u.notes.push(format!("FIRST OFFSET {o}, asked for {asked}")),
-            None => u.notes.push("nothing read".into()),
+        u.first_offset = first;
+        // The first reader asked for `first`: wherever this run's messages begin.
+        let asked = if i == 0 {
+            first
+        } else {
+            reader_first.map(|f| f + knobs.stream_offset)
+        };
+        u.wrong_start = first.is_some() && first != asked;
+        match (first, asked) {
+            (Some(o), Some(a)) if o == a => u.notes.push(format!("first offset {o}")),
+            (Some(o), a) => u.notes.push(format!("FIRST OFFSET {o}, asked for {a:?}")),
+            (None, _) => u.notes.push("nothing read".into()),
         }
         if u.unexpected > 0 {
             u.notes.push(format!("read {} not owed", u.unexpected));
