@@ -302,7 +302,7 @@ async fn demo(common: &Common, rate: f64, drain: &str, patterns: &[Pattern]) -> 
             ),
         );
         let mut print = |l: &str| println!("   {l}");
-        let c = scenario::convert(
+        let converted = scenario::convert(
             &mut world,
             NS,
             NAME,
@@ -311,7 +311,23 @@ async fn demo(common: &Common, rate: f64, drain: &str, patterns: &[Pattern]) -> 
             Duration::from_secs(150),
             Some(&mut print),
         )
-        .await?;
+        .await;
+        let c = match converted {
+            Ok(c) => c,
+            Err(e) => {
+                // Show what the clients saw up to here before giving up.
+                load.stop_publishing();
+                let report = load.finish(Duration::from_secs(5)).await;
+                step(
+                    t0,
+                    &format!(
+                        "the conversion to {to} did not finish; the load so far, per pattern:\n{}",
+                        indent(&report.to_string())
+                    ),
+                );
+                return Err(e);
+            }
+        };
         step(
             t0,
             &format!(
