@@ -35,6 +35,13 @@ pub(crate) struct Counters {
     max_confirm_gap_ms: AtomicU64,
 }
 
+impl Counters {
+    /// Longest time without any confirm since the first one.
+    pub fn max_confirm_gap(&self) -> Duration {
+        Duration::from_millis(self.max_confirm_gap_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// One message the broker accepted: confirmed, or (publishers without confirms) written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Published {
@@ -405,7 +412,7 @@ impl Ledger {
             unconsumed: self.outstanding(boundary),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
-            max_confirm_gap: Duration::from_millis(c.max_confirm_gap_ms.load(Ordering::Relaxed)),
+            max_confirm_gap: c.max_confirm_gap(),
         }
     }
 }

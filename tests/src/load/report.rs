@@ -190,7 +190,7 @@ impl PatternReport {
             reconnects: c.reconnects.load(Ordering::Relaxed),
             publisher_connections: c.publisher_connections.load(Ordering::Relaxed),
             consumer_connections: c.consumer_connections.load(Ordering::Relaxed),
-            max_confirm_gap: ledger.stats(knobs.close_boundary).max_confirm_gap,
+            max_confirm_gap: c.max_confirm_gap(),
             units: Vec::new(),
             notes: Vec::new(),
             lost_sample: Vec::new(),

@@ -258,7 +258,8 @@ impl Workload {
     }
 
     /// Waits for publishers to finish, then for every queue and subscriber to receive what it is
-    /// owed (at most `drain_timeout`), then stops everything and accounts per pattern.
+    /// owed (at most `drain_timeout`: a lost message keeps it waiting that long, so pick it to
+    /// fit the consumers' speed), then stops everything and accounts per pattern.
     pub async fn finish(mut self, drain_timeout: Duration) -> WorkloadReport {
         self.drain(drain_timeout).await;
         self.report()
