@@ -1,5 +1,6 @@
 //! One tier conversion under load, measured: the building block of the e2e tests, the demo and
-//! the bench. It flips `spec.tier` with kubectl while a [`Load`] runs through the instance
+//! the bench. It flips `spec.tier` with kubectl while a load ([`crate::load::Load`] or a
+//! [`crate::load::Workload`] of several patterns) runs through the instance
 //! Service, records every `status.migrationPhase` from a watch, and returns what happened.
 
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use anyhow::{Context, bail};
 use tiermq_crd::{MigrationOutcome, MigrationPhase, MigrationRecord, RabbitMQInstanceStatus, Tier};
 
 use crate::harness::{PhaseRecorder, World, conversion_sequence, flip_tier};
-use crate::load::Load;
+use crate::load::LoadView;
 
 /// What one conversion looked like from the outside.
 #[derive(Clone, Debug)]
@@ -48,7 +49,7 @@ pub async fn convert(
     ns: &str,
     name: &str,
     to: Tier,
-    load: &Load,
+    load: &dyn LoadView,
     timeout: Duration,
     progress: Option<Progress<'_>>,
 ) -> anyhow::Result<Conversion> {
@@ -133,7 +134,7 @@ pub async fn convert(
 }
 
 /// `  12.3s  DrainingSource   backlog 120  eta 4s  | sent 800 confirmed 790 received 700 ...`
-pub fn progress_line(t: Duration, s: &RabbitMQInstanceStatus, load: &Load) -> String {
+pub fn progress_line(t: Duration, s: &RabbitMQInstanceStatus, load: &dyn LoadView) -> String {
     let phase = s.migration_phase.unwrap_or(MigrationPhase::Stable);
     let (backlog, eta) = s
         .migration

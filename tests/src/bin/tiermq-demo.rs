@@ -2,8 +2,9 @@
 //!
 //! `tiermq-demo` (or `tiermq-demo run`) starts a kubesim cluster in this process, applies the CRDs,
 //! a SharedCluster and an instance with kubectl, starts the operator binary, runs a small steady
-//! AMQP load through the instance Service and converts the instance shared → dedicated → shared,
-//! printing live progress and a summary table. `tiermq-demo bench` measures Consume vs Shovel
+//! AMQP load of several client patterns (by default a work queue and fanout pub/sub) through the
+//! instance Service and converts the instance shared → dedicated → shared, printing live progress,
+//! a per-pattern table (sent, confirmed, received, lost, duplicates) and a summary. `tiermq-demo bench` measures Consume vs Shovel
 //! drains and shared vs dedicated publish throughput side by side and writes a report.
 //!
 //! It builds nothing: the operator binary must exist (`cargo build -p tiermq-operator`; by default
@@ -17,7 +18,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tiermq_crd::{MigrationPhase, Tier};
 use tiermq_tests::harness::{InstanceSpec, World, shared_cluster_yaml};
-use tiermq_tests::load::{Load, LoadConfig, LoadReport};
+use tiermq_tests::load::{
+    Load, LoadConfig, LoadReport, Pattern, Workload, WorkloadConfig, WorkloadReport,
+};
 use tiermq_tests::scenario::{self, Conversion, NAME, NS};
 
 #[derive(Parser)]
@@ -52,6 +55,10 @@ enum Cmd {
         /// Drain strategy of the instance: Consume or Shovel.
         #[arg(long, default_value = "Consume")]
         drain: String,
+        /// Client patterns run during each conversion (comma-separated): work-queue, no-confirm,
+        /// fanout, topic, quorum, stream, delayed, max-length, sac.
+        #[arg(long, value_delimiter = ',', default_value = "work-queue,fanout")]
+        patterns: Vec<Pattern>,
     },
     /// Only the load generator and checker, against an instance on a loopback address (e.g. a
     /// local proxy to the instance Service in a real cluster; see scripts/kind-e2e.sh). Exits 1
@@ -68,9 +75,14 @@ enum Cmd {
         /// Read from the environment only, so it never shows in a process list.
         #[arg(long = "password-env", default_value = "TIERMQ_LOAD_PASSWORD")]
         password_env: String,
+        /// Queue of the work queue; the other patterns' queues and exchanges start with it.
         #[arg(long, default_value = "orders")]
         queue: String,
-        /// Messages per second per publisher (2 publishers, 2 consumers).
+        /// Client patterns (comma-separated): work-queue, no-confirm, fanout, topic, quorum,
+        /// stream, delayed, max-length, sac.
+        #[arg(long, value_delimiter = ',', default_value = "work-queue")]
+        patterns: Vec<Pattern>,
+        /// Messages per second per publisher (2 publishers, 2 consumers per pattern).
         #[arg(long, default_value_t = 20.0)]
         rate: f64,
         /// Publish for this long, then wait for the consumers.
@@ -100,8 +112,13 @@ async fn main() -> anyhow::Result<()> {
         match cli.cmd.unwrap_or(Cmd::Run {
             rate: 20.0,
             drain: "Consume".into(),
+            patterns: vec![Pattern::WorkQueue, Pattern::FanoutPubSub],
         }) {
-            Cmd::Run { rate, drain } => demo(&common, rate, &drain).await,
+            Cmd::Run {
+                rate,
+                drain,
+                patterns,
+            } => demo(&common, rate, &drain, &patterns).await,
             Cmd::Bench { out } => bench(&common, &out).await,
             Cmd::Load {
                 host,
@@ -110,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
                 username,
                 password_env,
                 queue,
+                patterns,
                 rate,
                 seconds,
             } => {
@@ -119,7 +137,14 @@ async fn main() -> anyhow::Result<()> {
                 let target = tiermq_tests::load::AmqpTarget::from_parts(
                     &host, port, &vhost, &username, &password,
                 )?;
-                load_only(target, &queue, rate, Duration::from_secs(seconds)).await
+                load_only(
+                    target,
+                    &queue,
+                    &patterns,
+                    rate,
+                    Duration::from_secs(seconds),
+                )
+                .await
             }
         }
     };
@@ -242,7 +267,15 @@ fn indent(s: &str) -> String {
         .join("\n")
 }
 
-async fn demo(common: &Common, rate: f64, drain: &str) -> anyhow::Result<()> {
+fn names(patterns: &[Pattern]) -> String {
+    patterns
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn demo(common: &Common, rate: f64, drain: &str, patterns: &[Pattern]) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut world = bring_up(common, drain, t0).await?;
     let target = world.instance_target(NS, NAME).await?;
@@ -253,11 +286,12 @@ async fn demo(common: &Common, rate: f64, drain: &str) -> anyhow::Result<()> {
         cfg.name = format!("demo-to-{}", to.as_str().to_lowercase());
         cfg.max_duration = Duration::from_secs(200);
         cfg.backoff_max = Duration::from_secs(1);
-        let load = Load::start(cfg).await?;
+        let load = Workload::start(WorkloadConfig::new(cfg, patterns)).await?;
         step(
             t0,
             &format!(
-                "load: 2 publishers x {rate} msg/s (confirms) and 2 consumers (manual acks) through {target} (the instance Service)"
+                "load ({}): per pattern 2 publishers x {rate} msg/s (confirms) and 2 consumers or subscribers (manual acks) through {target} (the instance Service)",
+                names(patterns)
             ),
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -268,7 +302,7 @@ async fn demo(common: &Common, rate: f64, drain: &str) -> anyhow::Result<()> {
             ),
         );
         let mut print = |l: &str| println!("   {l}");
-        let c = scenario::convert(
+        let converted = scenario::convert(
             &mut world,
             NS,
             NAME,
@@ -277,7 +311,23 @@ async fn demo(common: &Common, rate: f64, drain: &str) -> anyhow::Result<()> {
             Duration::from_secs(150),
             Some(&mut print),
         )
-        .await?;
+        .await;
+        let c = match converted {
+            Ok(c) => c,
+            Err(e) => {
+                // Show what the clients saw up to here before giving up.
+                load.stop_publishing();
+                let report = load.finish(Duration::from_secs(5)).await;
+                step(
+                    t0,
+                    &format!(
+                        "the conversion to {to} did not finish; the load so far, per pattern:\n{}",
+                        indent(&report.to_string())
+                    ),
+                );
+                return Err(e);
+            }
+        };
         step(
             t0,
             &format!(
@@ -290,8 +340,18 @@ async fn demo(common: &Common, rate: f64, drain: &str) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
         load.stop_publishing();
-        let report = load.finish(Duration::from_secs(60)).await;
-        step(t0, &format!("load after the conversion: {report}"));
+        // Consumers keep up with 20 msg/s, so what has not arrived 20 s after the conversion
+        // is not coming (a subscriber's misses never drain).
+        let report = load.finish(Duration::from_secs(20)).await;
+        step(
+            t0,
+            &format!(
+                "load after the conversion {} -> {}, per pattern:\n{}",
+                c.from,
+                c.to,
+                indent(&report.to_string())
+            ),
+        );
         rows.push((c, report));
     }
     let table = world.kubectl.ok(&["get", "rmqi", "-A"], None).await?;
@@ -308,9 +368,20 @@ async fn demo(common: &Common, rate: f64, drain: &str) -> anyhow::Result<()> {
     drop(operator);
     cluster.shutdown().await;
     step(t0, "done; everything the demo started is stopped");
-    let lost: u64 = rows.iter().map(|(_, r)| r.lost).sum();
-    if lost > 0 {
-        bail!("{lost} confirmed messages were never consumed");
+    let lost: Vec<String> = rows
+        .iter()
+        .flat_map(|(c, r)| {
+            r.patterns
+                .iter()
+                .filter(|p| p.lost > 0)
+                .map(move |p| format!("{} -> {} {}: {}", c.from, c.to, p.pattern, p.lost))
+        })
+        .collect();
+    if !lost.is_empty() {
+        bail!(
+            "confirmed messages were never consumed (lost per conversion and pattern): {}",
+            lost.join(", ")
+        );
     }
     Ok(())
 }
@@ -318,6 +389,7 @@ async fn demo(common: &Common, rate: f64, drain: &str) -> anyhow::Result<()> {
 async fn load_only(
     target: tiermq_tests::load::AmqpTarget,
     queue: &str,
+    patterns: &[Pattern],
     rate: f64,
     publish_for: Duration,
 ) -> anyhow::Result<()> {
@@ -329,9 +401,10 @@ async fn load_only(
     );
     cfg.max_duration = publish_for + Duration::from_secs(120);
     cfg.backoff_max = Duration::from_secs(2);
-    let load = Load::start(cfg).await?;
+    let load = Workload::start(WorkloadConfig::new(cfg, patterns)).await?;
     println!(
-        "load: 2 publishers x {rate} msg/s, 2 consumers, through {target} for {}s",
+        "load ({}): per pattern 2 publishers x {rate} msg/s, 2 consumers, through {target} for {}s",
+        names(patterns),
         publish_for.as_secs()
     );
     let until = Instant::now() + publish_for;
@@ -351,29 +424,48 @@ async fn load_only(
     }
     load.stop_publishing();
     let report = load.finish(Duration::from_secs(120)).await;
-    println!("result: {report}");
+    println!("result:\n{report}");
     println!("close reasons: {:?}", report.reasons());
-    if report.lost > 0 {
-        bail!(
-            "LOST {} confirmed messages, e.g. {:?}",
-            report.lost,
-            report.lost_sample
-        );
+    if report.lost() > 0 {
+        let sample: Vec<&String> = report
+            .patterns
+            .iter()
+            .flat_map(|p| &p.lost_sample)
+            .take(20)
+            .collect();
+        bail!("LOST {} confirmed messages, e.g. {sample:?}", report.lost());
     }
     println!("OK: lost 0");
     Ok(())
 }
 
-fn print_summary(rows: &[(Conversion, LoadReport)]) {
+fn print_summary(rows: &[(Conversion, WorkloadReport)]) {
     println!("Summary");
     println!(
-        "| conversion | duration | Preparing | DualWrite | SingleWrite | Draining | DestOnly | sent | received | lost | dup | reconnects | longest stall |"
+        "| conversion | duration | Preparing | DualWrite | SingleWrite | Draining | DestOnly | sent | received | lost | dup | reconnects | longest stall | lost per pattern |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for (c, r) in rows {
         let t = |p: MigrationPhase| format!("{:.1}s", phase_secs(c, p));
+        let sum = |f: fn(&tiermq_tests::load::PatternReport) -> u64| -> u64 {
+            r.patterns.iter().map(f).sum()
+        };
+        let stall = r
+            .patterns
+            .iter()
+            .map(|p| p.max_confirm_gap)
+            .max()
+            .unwrap_or_default();
+        let per_pattern: Vec<String> = r
+            .patterns
+            .iter()
+            .map(|p| match p.confirmed {
+                Some(_) => format!("{} {}", p.pattern, p.lost),
+                None => format!("{} - (unconfirmed {})", p.pattern, p.unconfirmed_missing),
+            })
+            .collect();
         println!(
-            "| {} -> {} | {:.1}s | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {:.1}s |",
+            "| {} -> {} | {:.1}s | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {:.1}s | {} |",
             c.from,
             c.to,
             c.duration.as_secs_f64(),
@@ -382,12 +474,13 @@ fn print_summary(rows: &[(Conversion, LoadReport)]) {
             t(MigrationPhase::SingleWriteDualRead),
             t(MigrationPhase::DrainingSource),
             t(MigrationPhase::DestinationOnly),
-            r.stats.sent,
-            r.stats.received,
-            r.lost,
-            r.duplicates,
-            r.stats.reconnects,
-            r.stats.max_confirm_gap.as_secs_f64(),
+            sum(|p| p.sent),
+            sum(|p| p.received),
+            r.lost(),
+            sum(|p| p.duplicates),
+            sum(|p| p.reconnects),
+            stall.as_secs_f64(),
+            per_pattern.join(", "),
         );
     }
     for (c, r) in rows {
