@@ -1216,13 +1216,12 @@ async fn the_tenants_own_shovels_move_to_the_destination_and_stop_on_the_source(
     let conn = connect(&tenant_uri(&nodes[1], &t), "feeder").await;
     let ch = confirm_channel(&conn).await;
     publish_confirmed(&ch, "inbox", 0..20).await;
-    let moved = eventually(
+    eventually(
         "the copied shovel to move",
         Duration::from_secs(30),
         || async { (ready_now(&conn, "work").await == 20).then_some(()) },
     )
     .await;
-    let _ = moved;
 }
 
 test_each_runtime!(a_drain_shovel_that_terminated_is_declared_again);
