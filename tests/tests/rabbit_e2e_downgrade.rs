@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use tiermq_crd::Tier;
-use tiermq_tests::load::Role;
+use tiermq_tests::load::{Pattern, Role};
 
 fn downgrade_checks(o: &Outcome) {
     assert_eq!(
@@ -49,6 +49,11 @@ async fn downgrade_with_consume_drain_closes_source_connections_and_loses_nothin
         Tier::Dedicated,
         Tier::Shared,
         "Consume",
+        &[
+            Pattern::FanoutPubSub,
+            Pattern::SingleActiveConsumer,
+            Pattern::WorkQueueNoConfirm,
+        ],
     )
     .await;
     downgrade_checks(&o);
@@ -56,6 +61,18 @@ async fn downgrade_with_consume_drain_closes_source_connections_and_loses_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn downgrade_with_shovel_drain_closes_source_connections_and_loses_nothing() {
-    let o = convert_under_load("downgrade-shovel", Tier::Dedicated, Tier::Shared, "Shovel").await;
+    let o = convert_under_load(
+        "downgrade-shovel",
+        Tier::Dedicated,
+        Tier::Shared,
+        "Shovel",
+        &[
+            Pattern::FanoutPubSub,
+            Pattern::TopicRouting,
+            Pattern::DelayedDelivery,
+            Pattern::Quorum,
+        ],
+    )
+    .await;
     downgrade_checks(&o);
 }

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use tiermq_crd::{MigrationPhase, Tier};
-use tiermq_tests::load::Role;
+use tiermq_tests::load::{Pattern, Role};
 
 fn upgrade_checks(o: &Outcome) {
     let c = &o.conversion;
@@ -76,12 +76,34 @@ fn upgrade_checks(o: &Outcome) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_with_consume_drain_under_load_loses_nothing() {
-    let o = convert_under_load("upgrade-consume", Tier::Shared, Tier::Dedicated, "Consume").await;
+    let o = convert_under_load(
+        "upgrade-consume",
+        Tier::Shared,
+        Tier::Dedicated,
+        "Consume",
+        &[
+            Pattern::FanoutPubSub,
+            Pattern::TopicRouting,
+            Pattern::Quorum,
+        ],
+    )
+    .await;
     upgrade_checks(&o);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_with_shovel_drain_under_load_loses_nothing() {
-    let o = convert_under_load("upgrade-shovel", Tier::Shared, Tier::Dedicated, "Shovel").await;
+    let o = convert_under_load(
+        "upgrade-shovel",
+        Tier::Shared,
+        Tier::Dedicated,
+        "Shovel",
+        &[
+            Pattern::FanoutPubSub,
+            Pattern::DelayedDelivery,
+            Pattern::MaxLength,
+        ],
+    )
+    .await;
     upgrade_checks(&o);
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use tiermq_crd::{MigrationPhase, Tier};
 use tiermq_tests::harness::{CONVERSION_PHASES, World};
-use tiermq_tests::load::{Load, LoadConfig, LoadReport, Role};
+use tiermq_tests::load::{
+    Load, LoadConfig, LoadReport, Pattern, Role, Workload, WorkloadConfig, WorkloadReport,
+};
 use tiermq_tests::scenario::{self, Conversion, NAME, NS};
 
 pub const TENANT: &str = "team-a.orders";
@@ -28,13 +30,23 @@ pub struct Outcome {
     pub world: World,
     pub conversion: Conversion,
     pub report: LoadReport,
+    /// The other client patterns that ran through the same conversion.
+    pub patterns: WorkloadReport,
     pub probe: ProbeResult,
 }
 
 /// Runs one conversion `from` → `to` with `drain` ("Consume" or "Shovel") under load and checks:
-/// 0 lost, phases in order, source tenant gone, credentials unchanged. Returns the rest for the
-/// direction-specific checks.
-pub async fn convert_under_load(scenario_name: &str, from: Tier, to: Tier, drain: &str) -> Outcome {
+/// 0 lost, phases in order, source tenant gone, credentials unchanged. Besides the work queue
+/// (whose clients the direction-specific checks look at), the client `patterns` run through the
+/// same conversion and must lose nothing either (a subscriber: nothing published while it was
+/// subscribed). Returns the rest for the direction-specific checks.
+pub async fn convert_under_load(
+    scenario_name: &str,
+    from: Tier,
+    to: Tier,
+    drain: &str,
+    patterns: &[Pattern],
+) -> Outcome {
     let started = Instant::now();
     let mut world = scenario::world_with_instance(scenario_name, from, drain, 3)
         .await
@@ -54,6 +66,13 @@ pub async fn convert_under_load(scenario_name: &str, from: Tier, to: Tier, drain
     );
 
     let load = Load::start(load_config(target.clone())).await.unwrap();
+    let mut others = load_config(target.clone());
+    others.name = "mix".into();
+    others.messages_per_publisher = 4000;
+    others.consumers = 2;
+    let workload = Workload::start(WorkloadConfig::new(others, patterns))
+        .await
+        .unwrap();
     wait_for_flow(&load).await;
 
     // Probe: once the source has left the Service, a brand-new connection must land on the
@@ -76,6 +95,7 @@ pub async fn convert_under_load(scenario_name: &str, from: Tier, to: Tier, drain
     .await
     .unwrap();
     load.stop_publishing();
+    workload.stop_publishing();
     let probe = tokio::time::timeout(Duration::from_secs(15), probe).await;
     let probe = match probe {
         Ok(Ok(p)) => p,
@@ -96,6 +116,7 @@ pub async fn convert_under_load(scenario_name: &str, from: Tier, to: Tier, drain
     })
     .await;
     let report = load.finish(Duration::from_secs(60)).await;
+    let mix = workload.finish(Duration::from_secs(30)).await;
 
     println!("{scenario_name}: phases seen {:?}", conversion.phases);
     println!(
@@ -113,11 +134,31 @@ pub async fn convert_under_load(scenario_name: &str, from: Tier, to: Tier, drain
         report.reasons()
     );
 
+    println!("{scenario_name}: the other patterns through the same conversion:\n{mix}");
     assert_eq!(
         report.lost, 0,
         "confirmed but never consumed: {:?}",
         report.lost_sample
     );
+    for p in &mix.patterns {
+        assert!(
+            p.confirmed.is_none() || p.lost == 0,
+            "{scenario_name}: pattern {} lost {}:\n{mix}",
+            p.pattern,
+            p.lost
+        );
+        assert_eq!(
+            p.problems(),
+            0,
+            "{scenario_name}: pattern {} reports problems:\n{mix}",
+            p.pattern
+        );
+        assert!(
+            p.received > 0,
+            "{scenario_name}: pattern {} ran:\n{mix}",
+            p.pattern
+        );
+    }
     assert!(
         report.stats.confirmed >= 200,
         "the load ran through the conversion: {report}"
@@ -174,6 +215,7 @@ pub async fn convert_under_load(scenario_name: &str, from: Tier, to: Tier, drain
         world,
         conversion,
         report,
+        patterns: mix,
         probe,
     }
 }

@@ -54,6 +54,12 @@ pub struct SharedClusterSpec {
     pub storage: StorageSpec,
     #[serde(default)]
     pub capacity: Capacity,
+    /// Lines appended to the brokers' `rabbitmq.conf`, after the operator's own (the later line
+    /// wins for a key set twice), e.g. `disk_free_limit.absolute = 2GB`. Listeners, the
+    /// management listener, default users and cluster formation are the operator's: lines
+    /// setting them are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_config: Option<String>,
 }
 
 /// How many tenants the cluster accepts.

@@ -33,6 +33,8 @@ pub struct BrokerCluster {
     pub owner: OwnerReference,
     /// `collect_statistics_interval` in milliseconds.
     pub stats_interval_ms: u32,
+    /// Lines appended to `rabbitmq.conf` (a SharedCluster's `spec.additionalConfig`).
+    pub additional_config: Option<String>,
 }
 
 impl BrokerCluster {
@@ -50,6 +52,7 @@ impl BrokerCluster {
             resources: sc.spec.resources.clone(),
             storage: sc.spec.storage.clone(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            additional_config: checked_additional_config(sc)?,
         })
     }
 
@@ -68,6 +71,7 @@ impl BrokerCluster {
             resources: d.resources.clone(),
             storage: d.storage.clone(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            additional_config: None,
         })
     }
 
@@ -85,6 +89,7 @@ impl BrokerCluster {
             storage: spec.storage,
             owner: OwnerReference::default(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            additional_config: None,
         }
     }
 
@@ -237,4 +242,46 @@ pub fn instance_kinds() -> Vec<ManagedKind> {
         ManagedKind::of::<k8s_openapi::api::discovery::v1::EndpointSlice>(Write::Apply),
         ManagedKind::of::<k8s_openapi::api::core::v1::Secret>(Write::CreateOnce),
     ]
+}
+
+/// Keys of `rabbitmq.conf` that belong to the operator: where the brokers listen (clients, the
+/// Service, kube-proxy and the operator depend on it), who the administrator is, and how the
+/// cluster forms.
+const RESERVED_CONFIG_KEYS: [&str; 6] = [
+    "listeners.",
+    "management.tcp.",
+    "default_user",
+    "default_pass",
+    "loopback_users",
+    "cluster_formation.",
+];
+
+/// The SharedCluster's `additionalConfig`, refused when a line sets a key the operator owns.
+fn checked_additional_config(sc: &SharedCluster) -> Result<Option<String>, BuildError> {
+    let Some(text) = sc.spec.additional_config.as_ref() else {
+        return Ok(None);
+    };
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        if let Some(reserved) = RESERVED_CONFIG_KEYS.iter().find(|r| key.starts_with(**r)) {
+            return Err(BuildError::InvalidConfig {
+                kind: "SharedCluster",
+                name: sc.name_any(),
+                field: "spec.additionalConfig",
+                reason: format!("{key:?} is set by the operator ({reserved}*): remove that line"),
+            });
+        }
+        if !line.contains('=') {
+            return Err(BuildError::InvalidConfig {
+                kind: "SharedCluster",
+                name: sc.name_any(),
+                field: "spec.additionalConfig",
+                reason: format!("{line:?} is not a `key = value` line"),
+            });
+        }
+    }
+    Ok(Some(text.clone()))
 }

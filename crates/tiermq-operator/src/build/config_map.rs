@@ -56,6 +56,11 @@ pub fn rabbitmq_conf(c: &BrokerCluster) -> String {
          loopback_users.guest = true\n",
         c.stats_interval_ms
     ));
+    if let Some(extra) = &c.additional_config {
+        s.push_str("# From the SharedCluster's spec.additionalConfig:\n");
+        s.push_str(extra.trim_end());
+        s.push('\n');
+    }
     s
 }
 
@@ -134,5 +139,34 @@ mod tests {
         );
         // No credentials in the ConfigMap: they come from Secrets through env.
         assert!(!conf.contains_key("default_user") && !conf.contains_key("default_pass"));
+    }
+
+    #[test]
+    fn a_shared_clusters_additional_config_comes_last_and_cannot_take_the_operators_keys() {
+        let mut sc = shared_cluster("main", "tiermq");
+        sc.spec.additional_config =
+            Some("# slow statistics\ncollect_statistics_interval = 30000\n".into());
+        let c = BrokerCluster::for_shared_cluster(&sc).unwrap();
+        let text = rabbitmq_conf(&c);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("collect_statistics_interval"))
+            .unwrap();
+        assert_eq!(last, "collect_statistics_interval = 30000", "{text}");
+        for bad in [
+            "listeners.tcp.1 = 0.0.0.0:5673",
+            "management.tcp.port = 1",
+            "default_pass = x",
+            "cluster_formation.peer_discovery_backend = k8s",
+            "just words",
+        ] {
+            sc.spec.additional_config = Some(bad.into());
+            let err = BrokerCluster::for_shared_cluster(&sc).unwrap_err();
+            assert!(
+                err.to_string().contains("spec.additionalConfig"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

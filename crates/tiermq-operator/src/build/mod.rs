@@ -119,6 +119,13 @@ pub enum BuildError {
         name: String,
         reason: String,
     },
+    #[error("{field} of {kind} {name:?}: {reason}")]
+    InvalidConfig {
+        kind: &'static str,
+        name: String,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 /// Secret values (Erlang cookie, passwords): the project's one redacting type and generator.

@@ -172,7 +172,15 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             let Some(src) = tenant_broker(ctx, from, tenant).await? else {
                 return Ok(());
             };
-            let backlog = steps::measure_backlog(&src, tenant).await?;
+            let mut backlog = steps::measure_backlog(&src, tenant).await?;
+            // The statistics may not show messages the queues already hold: shovel what the
+            // queues themselves say they have.
+            let names: Vec<String> = backlog.queues.iter().map(|q| q.name.clone()).collect();
+            for live in steps::live_counts(&src, tenant, &names).await? {
+                if let Some(q) = backlog.queues.iter_mut().find(|q| q.name == live.name) {
+                    q.ready = q.ready.max(u64::from(live.ready.unwrap_or(0)));
+                }
+            }
             let uri = clusters::tenant_amqp_uri(ctx, to, tenant, t.password()?.expose()).await?;
             steps::ensure_drain_shovels(&src, &backlog, &uri).await?;
             Ok(())

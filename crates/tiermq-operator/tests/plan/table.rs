@@ -613,8 +613,12 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
                     e.has("DeleteDedicatedCluster", s)
                 }
             }
+            // Reads come back, and since the source's consumers have moved, the returned
+            // backlog is shovelled over whatever the strategy.
             Kind::FreshNonEmptySample | Kind::SubscriberBacklog | Kind::StreamHistory => {
-                go(DrainingSource).has("FreezeSource", s)
+                go(DrainingSource)
+                    .has("FreezeSource", s)
+                    .has("StartShovels", s)
             }
             Kind::Steady
             | Kind::NotInService

@@ -581,6 +581,78 @@ async fn upgrade_shared_to_dedicated_passes_the_phases_in_order_and_loses_nothin
     env.shutdown().await;
 }
 
+/// The drain proof rests on what the queues hold, not on the statistics: the SharedCluster's
+/// brokers emit statistics every 30 s while the operator believes 500 ms, the grace period is 0,
+/// and messages are published right before the cutover. Nothing is deleted while a message
+/// exists: every one of them arrives on the dedicated cluster. (Before the drain asked the
+/// queues, stale statistics showed the source empty and it was retired with its messages.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_statistics_and_no_grace_period_never_delete_a_message() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    let sc: SharedCluster = serde_json::from_value(json!({
+        "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+        "metadata": {"name": "main", "namespace": NS},
+        "spec": {"replicas": 1, "capacity": {"maxInstances": 5},
+                 "additionalConfig": "collect_statistics_interval = 30000\n"}
+    }))
+    .unwrap();
+    Api::<SharedCluster>::namespaced(c.clone(), NS)
+        .create(&PostParams::default(), &sc)
+        .await
+        .unwrap();
+    let i: RabbitMQInstance = serde_json::from_value(json!({
+        "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+        "metadata": {"name": "orders", "namespace": NS},
+        "spec": {
+            "series": "Subscription", "tier": "Shared",
+            "shared": {"clusterRef": {"name": "main"}},
+            "migration": {"drainStrategy": "Shovel", "gracePeriodSeconds": 0}
+        }
+    }))
+    .unwrap();
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    api.create(&PostParams::default(), &i).await.unwrap();
+    wait_ready_shared(&c, "orders").await;
+    let (uri, _) = instance_uri(&c, "orders").await;
+    let conn = connect(&uri).await;
+    publish(&conn, "work", 0..100).await;
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+    )
+    .await
+    .unwrap();
+    // Right before the cutover: more messages, which the 30 s statistics do not show for a
+    // while.
+    publish(&conn, "work", 100..200).await;
+    let _ = conn.close(200, "done".into()).await;
+    eventually(
+        "the upgrade completes",
+        BOOT + Duration::from_secs(180),
+        || {
+            let api = api.clone();
+            async move {
+                let st = api.get("orders").await.ok()?.status?;
+                (st.tier == Some(Tier::Dedicated)
+                    && st.migration_phase == Some(MigrationPhase::Stable)
+                    && !st.history.is_empty())
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let (uri_after, _) = instance_uri(&c, "orders").await;
+    let conn = connect(&uri_after).await;
+    let got = consume(&conn, "work", 200, Duration::from_secs(15)).await;
+    let lost: Vec<u64> = (0..200).filter(|id| !got.contains_key(id)).collect();
+    assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
+    let _ = conn.close(200, "done".into()).await;
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleting_an_instance_mid_conversion_removes_its_state_on_both_clusters() {
     let _serial = SERIAL.lock().await;

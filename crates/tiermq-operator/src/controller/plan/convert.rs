@@ -321,7 +321,11 @@ pub(super) fn draining_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
         reason: CUTOVER_REASON.to_string(),
     });
     steps.extend(federation_left(o, m));
-    if m.drain_strategy == DrainStrategy::Shovel {
+    // Messages that turn up after the source was proven drained (a consumer's unacknowledged
+    // ones, returned when it moved) have no consumer left there to take them: they are
+    // shovelled over whatever the strategy.
+    let consumers_moved = m.phases.iter().any(|p| p.phase == DestinationOnly);
+    if m.drain_strategy == DrainStrategy::Shovel || consumers_moved {
         steps.push(Step::StartShovels {
             from: s.clone(),
             to: d.clone(),
