@@ -422,3 +422,173 @@ async fn flip_back_during_dual_write_dual_read_aborts_and_loses_nothing() {
     .await;
     assert!(gone, "the dedicated cluster is removed after the abort");
 }
+
+/// Queues a conversion cannot move hold the flip with a condition naming them and the way out,
+/// and the flip proceeds once the cause is gone: a stream with history (until it is deleted), a
+/// short TTL without dead-lettering (until `allowMessageExpiry` says the tenant accepts it).
+/// A work queue runs through it all and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queues_that_cannot_move_hold_the_flip_and_name_the_queue() {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let mut world = scenario::world_with_instance("held-queues", Tier::Shared, "Consume", 2)
+        .await
+        .unwrap();
+    let target = world.instance_target(NS, NAME).await.unwrap();
+    let conn = tiermq_tests::load::probe_connection(&target, "setup", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut stream_args = FieldTable::default();
+    stream_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("history".into(), durable, stream_args)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        ch.basic_publish(
+            "".into(),
+            "history".into(),
+            BasicPublishOptions::default(),
+            b"event",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut ttl_args = FieldTable::default();
+    ttl_args.insert("x-message-ttl".into(), AMQPValue::LongInt(10_000));
+    ch.queue_declare("short-ttl".into(), durable, ttl_args)
+        .await
+        .unwrap();
+    let load = Load::start(load_config(target.clone())).await.unwrap();
+
+    let held_by = |queue: &'static str| {
+        move |s: &tiermq_crd::RabbitMQInstanceStatus| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "ConversionBlocked"
+                    && c.status == "True"
+                    && c.reason == "QueueCannotMove"
+                    && c.message.contains(queue)
+            })
+        }
+    };
+    flip_tier(&world.kubectl, NS, NAME, "Dedicated")
+        .await
+        .unwrap();
+    let s = world
+        .wait_status(
+            NS,
+            NAME,
+            "held by the stream",
+            Duration::from_secs(60),
+            held_by("history"),
+        )
+        .await
+        .unwrap();
+    // Held at the flip (Blocked), or, when the stream's statistics were not in yet at the flip,
+    // right before the write cutover (still DualWriteDualRead: clients stay on the source).
+    assert!(
+        matches!(
+            s.migration_phase,
+            Some(MigrationPhase::Blocked | MigrationPhase::DualWriteDualRead)
+        ),
+        "{:?}",
+        s.migration_phase
+    );
+    let msg = &s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ConversionBlocked")
+        .unwrap()
+        .message;
+    println!("held: {msg}");
+    assert!(msg.contains("flip spec.tier back"), "{msg}");
+    // kubectl shows it too.
+    let shown = world
+        .kubectl
+        .ok(
+            &[
+                "-n",
+                NS,
+                "get",
+                "rmqi",
+                NAME,
+                "-o",
+                "jsonpath={.status.conditions}",
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(shown.contains("QueueCannotMove"), "{shown}");
+
+    // The stream goes: the TTL queue holds the flip next.
+    ch.queue_delete("history".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let s = world
+        .wait_status(
+            NS,
+            NAME,
+            "held by the TTL queue",
+            Duration::from_secs(60),
+            held_by("short-ttl"),
+        )
+        .await
+        .unwrap();
+    let msg = &s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ConversionBlocked")
+        .unwrap()
+        .message;
+    assert!(msg.contains("allowMessageExpiry"), "{msg}");
+    let _ = conn.close(200, "done".into()).await;
+
+    // The tenant accepts expiry: the conversion runs.
+    world
+        .kubectl
+        .ok(
+            &[
+                "-n",
+                NS,
+                "patch",
+                "rmqi",
+                NAME,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"migration":{"allowMessageExpiry":true}}}"#,
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let done = world
+        .wait_status(
+            NS,
+            NAME,
+            "the conversion completes",
+            Duration::from_secs(150),
+            |s| {
+                s.tier == Some(Tier::Dedicated) && s.migration_phase == Some(MigrationPhase::Stable)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        done.history.last().map(|h| h.outcome),
+        Some(MigrationOutcome::Completed)
+    );
+    load.stop_publishing();
+    let report = load.finish(Duration::from_secs(60)).await;
+    println!("held queues: load {report}");
+    assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+}

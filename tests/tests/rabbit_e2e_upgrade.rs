@@ -91,9 +91,11 @@ async fn upgrade_with_consume_drain_under_load_loses_nothing() {
     upgrade_checks(&o);
 }
 
+/// Also carries the tenant's own shovel: it moves to the destination at the cutover and
+/// ingestion goes on there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_with_shovel_drain_under_load_loses_nothing() {
-    let o = convert_under_load(
+    let o = convert_under_load_with(
         "upgrade-shovel",
         Tier::Shared,
         Tier::Dedicated,
@@ -103,6 +105,7 @@ async fn upgrade_with_shovel_drain_under_load_loses_nothing() {
             Pattern::DelayedDelivery,
             Pattern::MaxLength,
         ],
+        Some(20),
     )
     .await;
     upgrade_checks(&o);

@@ -47,6 +47,19 @@ pub async fn convert_under_load(
     drain: &str,
     patterns: &[Pattern],
 ) -> Outcome {
+    convert_under_load_with(scenario_name, from, to, drain, patterns, None).await
+}
+
+/// [`convert_under_load`], with the tenant's own shovel carrying `tenant_shovel` messages before
+/// the flip when given (see [`TenantShovel`]).
+pub async fn convert_under_load_with(
+    scenario_name: &str,
+    from: Tier,
+    to: Tier,
+    drain: &str,
+    patterns: &[Pattern],
+    tenant_shovel: Option<u64>,
+) -> Outcome {
     let started = Instant::now();
     let mut world = scenario::world_with_instance(scenario_name, from, drain, 3)
         .await
@@ -65,6 +78,10 @@ pub async fn convert_under_load(
         "tenant vhost on the source before the flip"
     );
 
+    let shovel = match tenant_shovel {
+        Some(n) => Some(tenant_shovel_before(&world, from, &target, n).await),
+        None => None,
+    };
     let load = Load::start(load_config(target.clone())).await.unwrap();
     let mut others = load_config(target.clone());
     others.name = "mix".into();
@@ -206,6 +223,9 @@ pub async fn convert_under_load(
         clients_on_destination,
         "consumers continue on the destination"
     );
+    if let Some(shovel) = &shovel {
+        shovel.check_after(&world, to, &target).await;
+    }
     let creds_after = world.credentials(NS, NAME).await.unwrap();
     assert_eq!(
         creds_before, creds_after,
@@ -360,4 +380,140 @@ pub fn closed_between(
 
 pub fn phase_at(c: &Conversion, p: MigrationPhase) -> Duration {
     c.seen_at(p).unwrap_or_else(|| panic!("{p} was not seen"))
+}
+
+/// The tenant's own shovel `ingest` (`inbox` → `ingested`, inside its vhost), defined on the
+/// source cluster before a conversion, with messages it already moved there.
+pub struct TenantShovel {
+    pub before: u64,
+}
+
+/// Declares `inbox` and `ingested`, defines the tenant's shovel on the source (as the tenant's
+/// administrator would) and feeds `n` messages through it.
+pub async fn tenant_shovel_before(
+    world: &World,
+    from: Tier,
+    target: &tiermq_tests::load::AmqpTarget,
+    n: u64,
+) -> TenantShovel {
+    use lapin::options::QueueDeclareOptions;
+    let (ns, cluster) = cluster_of(from);
+    let source = world.management(ns, &cluster).await.unwrap();
+    let conn =
+        tiermq_tests::load::probe_connection(target, "ingest-setup", Duration::from_secs(10))
+            .await
+            .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in ["inbox", "ingested"] {
+        ch.queue_declare(
+            q.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    source
+        .put_shovel(
+            TENANT,
+            "ingest",
+            &tiermq_broker::model::ShovelSpec {
+                src_uri: tiermq_broker::Secret::new(format!("amqp:///{TENANT}")),
+                src_queue: "inbox".into(),
+                dest_uri: tiermq_broker::Secret::new(format!("amqp:///{TENANT}")),
+                dest_queue: "ingested".into(),
+                ack_mode: "on-confirm".into(),
+                src_delete_after: None,
+                prefetch: Some(100),
+            },
+        )
+        .await
+        .unwrap();
+    publish_to(&conn, "inbox", n).await;
+    let moved = wait_until(Duration::from_secs(30), || async {
+        ready_in(&conn, "ingested").await == n
+    })
+    .await;
+    assert!(moved, "the tenant's shovel moves on the source");
+    let _ = conn.close(200, "done".into()).await;
+    TenantShovel { before: n }
+}
+
+impl TenantShovel {
+    /// After the conversion: the shovel runs on the destination, ingestion goes on there, and
+    /// `ingested` holds exactly what went in (nothing left behind, nothing twice).
+    pub async fn check_after(
+        &self,
+        world: &World,
+        to: Tier,
+        target: &tiermq_tests::load::AmqpTarget,
+    ) {
+        let (ns, cluster) = cluster_of(to);
+        let destination = world.management(ns, &cluster).await.unwrap();
+        let shovels: Vec<String> = destination
+            .list_shovels(TENANT)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert!(
+            shovels.iter().any(|s| s == "ingest"),
+            "the tenant's shovel moved to the destination: {shovels:?}"
+        );
+        let conn =
+            tiermq_tests::load::probe_connection(target, "ingest-after", Duration::from_secs(10))
+                .await
+                .unwrap();
+        publish_to(&conn, "inbox", 20).await;
+        let want = self.before + 20;
+        let all = wait_until(Duration::from_secs(30), || async {
+            ready_in(&conn, "ingested").await == want
+        })
+        .await;
+        let got = ready_in(&conn, "ingested").await;
+        assert!(all, "ingested holds {got} messages, expected {want}");
+        let _ = conn.close(200, "done".into()).await;
+    }
+}
+
+async fn publish_to(conn: &lapin::Connection, queue: &str, n: u64) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..n {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                format!("ingest-{i}").as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        assert!(c.await.unwrap().is_ack());
+    }
+}
+
+async fn ready_in(conn: &lapin::Connection, queue: &str) -> u64 {
+    let Ok(ch) = conn.create_channel().await else {
+        return 0;
+    };
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match ch
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+    {
+        Ok(q) => u64::from(q.message_count()),
+        Err(_) => 0,
+    }
 }

@@ -440,11 +440,13 @@ pub struct MigrationStatus {
     /// Estimated seconds until the source is drained (absent when nothing drains).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<i64>,
-    /// Consecutive fresh samples that found the source empty; drained at 2.
+    /// Consecutive fresh samples that found the source empty, by its statistics and by its queues
+    /// asked directly; drained at 2.
     #[serde(default)]
     pub empty_samples: u32,
-    /// Broker statistics timestamp of the last sample counted; a later sample is "fresh". Set when
-    /// counting starts (writes refused, federation gone), so samples from before never count.
+    /// When the last counted sample was taken (operator clock, less the brokers' statistics
+    /// interval); a later sample is "fresh". Set when counting starts (writes refused, federation
+    /// gone), so samples from before never count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sample: Option<Time>,
     /// When the source tenant was left without permissions (grace period starts).

@@ -146,6 +146,15 @@ pub(super) fn dual(o: &Observed, now: DateTime<Utc>) -> Decision {
         );
         return Decision::migrating(DualWriteDualRead, m, steps).progress(note);
     }
+    // What cannot move is judged from a complete sample: a queue whose statistics are not in
+    // yet could be a stream with history.
+    if tenant(o, &m.source).is_none_or(|t| t.backlog.is_none()) {
+        let note = format!(
+            "waiting for statistics of every queue on {} before the write cutover",
+            describe(&m.source)
+        );
+        return Decision::migrating(DualWriteDualRead, m, steps).progress(note);
+    }
     if let Some((reason, msg)) = cutover_hold(o, &m) {
         let mut d = Decision::migrating(DualWriteDualRead, m, steps).progress(msg.clone());
         d.blocked = Some((reason, msg));

@@ -39,38 +39,49 @@
 //! - **R-write-ahead** (`idle()`): the pass that starts a conversion only records it (source
 //!   kept as is); destination state is created from the next pass on, so everything on the
 //!   destination is owned by a recorded migration and an abort or deletion finds it.
+//! - **R-one-writer** (all phases): at any moment only one cluster takes the tenant's writes, so
+//!   a subscriber (exclusive or auto-delete queue) on that cluster misses nothing. The
+//!   destination's tenant is read-only until the cutover is complete.
 //! - **R-prepare** (`preparing()`): create the dedicated cluster (upgrade), wait until ready,
-//!   ensure the tenant with the *same* credentials, copy the topology; advance once the
+//!   ensure the tenant with the *same* credentials, read-only, copy the topology; advance once the
 //!   destination is ready, has the tenant and holds every topology object of the source.
-//! - **R-dual** (`dual()`): the Service routes to both clusters (plus federation if asked); the
-//!   write cutover follows as soon as the destination is observed routed and in service.
-//! - **R-single** (`single_write()`): the source leaves the Service, then its writes are revoked
-//!   (reads kept). Draining starts once the routing and the read-only permission are observed.
-//! - **R-drain** (`draining()`, module `drain`): `Consume` waits for clients; `Shovel` moves the backlog
-//!   with shovels. Federation is removed first (it could move messages back onto the source).
-//!   "Drained" = 2 consecutive fresh empty samples (see the `drain` module); status shows remaining
-//!   messages, rate and ETA.
+//! - **R-dual** (`dual()`): the destination is kept in step (topology refreshed); clients stay on
+//!   the source. The cutover waits for a complete statistics sample of the source, and is held
+//!   (`ConversionBlocked`) while a queue cannot move (module `queues`: a stream with history, a
+//!   short TTL without dead-lettering) or a subscriber has a backlog. It is recorded before it is
+//!   performed (write-ahead), so while `DualWriteDualRead` is recorded the destination was never
+//!   routed or writable.
+//! - **R-cutover** (`single_write()`): the Service routes to the destination; the source is
+//!   frozen (no writes, no topology changes, reads kept) and connections still publishing there
+//!   are closed; the final topology is copied. Once the source has been seen frozen for
+//!   [`SUBSCRIBER_SETTLE`] (or has no subscriber), subscribers are closed, the tenant's own shovels
+//!   and federation upstreams move, and the destination opens for writes. Draining starts once
+//!   that is observed.
+//! - **R-drain** (`draining()`, module `drain`): `Consume` waits for clients; `Shovel` moves the
+//!   backlog with shovels. "Drained" = 2 consecutive fresh samples empty by the statistics and
+//!   by the queues themselves (see the `drain` module); status shows remaining messages, rate
+//!   and ETA.
 //! - **R-timeout** (`draining()`): after `drainTimeoutSeconds` in `DrainingSource` the condition
-//!   `DrainTimedOut` turns True and one Warning Event is emitted; nothing is deleted, the drain
-//!   goes on.
-//! - **R-retire** (`destination_only()`): the connection policy is applied (`Close`: close with a
-//!   reason; `Keep`: leave them), all source permissions are revoked, and after the grace period
-//!   the source tenant is deleted and a dedicated source StatefulSet with it → `Completed`. The
-//!   drain accounting continues; should a fresh sample find messages on the source again, the
-//!   source gets its read access back (`DrainingSource`) before anything is deleted.
+//!   `DrainTimedOut` turns True and one Warning Event is emitted (naming Shovel as the way out
+//!   when no consumer is left); nothing is deleted, the drain goes on.
+//! - **R-retire** (`destination_only()`): the source's consumers move (`Close`: every connection
+//!   is closed with a reason; `Keep`: connections with consumers), all source permissions are
+//!   revoked, and after the grace period (at least twice the statistics lag measured during the
+//!   drain) the source tenant is deleted — its connections closed and its queues asked once more
+//!   — and a dedicated source StatefulSet with it → `Completed`. The drain accounting continues;
+//!   should a fresh sample find messages on the source again, the source gets its read access back
+//!   (`DrainingSource`) and the returned backlog is shovelled over (its consumers have moved)
+//!   before anything is deleted.
 //! - **R-policy** ([`effective_policy`]): `spec.migration.connectionPolicy` wins; otherwise
 //!   upgrades keep source connections and downgrades close them.
 //! - **R-complete** (`completed()`): history is recorded, `status.tier` becomes the new tier,
 //!   back to `Stable`.
 //! - **R-abort** (`abort_steps()`, `aborting()`): a flip back before the write cutover
-//!   (`PreparingDestination` or `DualWriteDualRead`) → `Aborting`. In `DualWriteDualRead` clients
-//!   may have published to the destination, so the abort loses nothing by treating the destination
-//!   exactly like a source being drained: the Service routes to the source only, source writes are
-//!   restored, destination writes are revoked (publishers reconnect to the source), shovels move
-//!   the destination's backlog back to the source, and only after 2 fresh empty samples of the
-//!   destination are its tenant (and a dedicated destination StatefulSet) deleted. A destination
-//!   whose broker cannot be asked is never assumed empty: the abort waits. A second flip during
-//!   the abort does not interrupt it; the new conversion starts from `Stable` afterwards.
+//!   (`PreparingDestination` or `DualWriteDualRead`) → `Aborting`: the Service routes to the source
+//!   alone, its writes are restored, and the destination — which never took a message — is
+//!   discarded at once, whether its broker answers or not. With a hand-edited status that lost the
+//!   conversion's record, the destination is kept. A second flip during the abort does not
+//!   interrupt it; the new conversion starts from `Stable` afterwards.
 //! - **R-reverse** (`single_write()`, `draining()`, `destination_only()`): a flip back after the
 //!   write cutover cannot undo it (the destination holds the newest messages); the running
 //!   conversion finishes (`reverse_requested` shows it), then `Stable` sees `spec.tier !=
