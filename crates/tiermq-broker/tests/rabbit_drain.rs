@@ -515,3 +515,70 @@ async fn management_counts_lag_behind_the_queues(runtime: BrokerRuntime) {
     }
 }
 test_each_runtime!(management_counts_lag_behind_the_queues);
+
+test_each_runtime!(quorum_messages_waiting_for_dead_lettering_hold_the_drain);
+/// A quorum queue with at-least-once dead-lettering whose target does not exist keeps expired
+/// messages until the target confirms them: they are neither ready nor unacknowledged, yet the
+/// queue holds them. They count as backlog, and a retirement refuses while they are there.
+async fn quorum_messages_waiting_for_dead_lettering_hold_the_drain(runtime: BrokerRuntime) {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
+    let c = admin(&node, "shared/dlx");
+    let t = tenant("dlx", "dlx-user");
+    steps::ensure_tenant(&c, &t).await.unwrap();
+    let conn = connect(&tenant_uri(&node, &t), "producer").await;
+    let ch = confirm_channel(&conn).await;
+    ch.queue_declare(
+        "q".into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args(&[
+            (
+                "x-queue-type",
+                lapin::types::AMQPValue::LongString("quorum".into()),
+            ),
+            (
+                "x-dead-letter-exchange",
+                lapin::types::AMQPValue::LongString("missing-dlx".into()),
+            ),
+            (
+                "x-dead-letter-strategy",
+                lapin::types::AMQPValue::LongString("at-least-once".into()),
+            ),
+            (
+                "x-overflow",
+                lapin::types::AMQPValue::LongString("reject-publish".into()),
+            ),
+            ("x-message-ttl", lapin::types::AMQPValue::LongInt(500)),
+        ]),
+    )
+    .await
+    .unwrap();
+    publish_confirmed(&ch, "q", 0..5).await;
+    let b = eventually(
+        "the expired messages to wait for dead-lettering",
+        Duration::from_secs(30),
+        || async {
+            let b = steps::measure_backlog(&c, "dlx").await.unwrap();
+            (b.total_dlx_pending == 5).then_some(b)
+        },
+    )
+    .await;
+    println!(
+        "{runtime:?}: ready {} unacked {} dlx-pending {}",
+        b.total_ready, b.total_unacked, b.total_dlx_pending
+    );
+    assert_eq!((b.total_ready, b.total_unacked), (0, 0));
+    assert_eq!(b.remaining(), 5);
+    assert!(!b.is_empty(), "five messages are still in the queue");
+    steps::revoke_writes(&c, "dlx", "dlx-user").await.unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    let refused = steps::retire_tenant(&c, "dlx", "dlx-user", &criteria()).await;
+    assert!(
+        refused.is_err(),
+        "retired a vhost holding 5 dead-letter-pending messages"
+    );
+    assert!(c.get_vhost("dlx").await.unwrap().is_some());
+}
