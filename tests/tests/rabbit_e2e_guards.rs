@@ -425,7 +425,8 @@ async fn flip_back_during_dual_write_dual_read_aborts_and_loses_nothing() {
 
 /// Queues a conversion cannot move hold the flip with a condition naming them and the way out,
 /// and the flip proceeds once the cause is gone: a stream with history (until it is deleted), a
-/// short TTL without dead-lettering (until `allowMessageExpiry` says the tenant accepts it).
+/// short TTL without dead-lettering (until it is deleted), a length limit that drops the oldest
+/// messages (until `allowLimitDrops` says the tenant accepts it).
 /// A work queue runs through it all and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queues_that_cannot_move_hold_the_flip_and_name_the_queue() {
@@ -465,6 +466,11 @@ async fn queues_that_cannot_move_hold_the_flip_and_name_the_queue() {
     let mut ttl_args = FieldTable::default();
     ttl_args.insert("x-message-ttl".into(), AMQPValue::LongInt(10_000));
     ch.queue_declare("short-ttl".into(), durable, ttl_args)
+        .await
+        .unwrap();
+    let mut bounded_args = FieldTable::default();
+    bounded_args.insert("x-max-length".into(), AMQPValue::LongInt(100));
+    ch.queue_declare("bounded".into(), durable, bounded_args)
         .await
         .unwrap();
     let load = Load::start(load_config(target.clone())).await.unwrap();
@@ -549,10 +555,35 @@ async fn queues_that_cannot_move_hold_the_flip_and_name_the_queue() {
         .find(|c| c.type_ == "ConversionBlocked")
         .unwrap()
         .message;
-    assert!(msg.contains("allowMessageExpiry"), "{msg}");
+    assert!(msg.contains("allowLimitDrops"), "{msg}");
+
+    // The TTL queue goes: the length-limited queue holds the flip next.
+    ch.queue_delete("short-ttl".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let s = world
+        .wait_status(
+            NS,
+            NAME,
+            "held by the length-limited queue",
+            Duration::from_secs(60),
+            held_by("bounded"),
+        )
+        .await
+        .unwrap();
+    let msg = &s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ConversionBlocked")
+        .unwrap()
+        .message;
+    assert!(
+        msg.contains("drop-head") && msg.contains("allowLimitDrops"),
+        "{msg}"
+    );
     let _ = conn.close(200, "done".into()).await;
 
-    // The tenant accepts expiry: the conversion runs.
+    // The tenant accepts drops by its limits: the conversion runs.
     world
         .kubectl
         .ok(
@@ -565,7 +596,7 @@ async fn queues_that_cannot_move_hold_the_flip_and_name_the_queue() {
                 "--type",
                 "merge",
                 "-p",
-                r#"{"spec":{"migration":{"allowMessageExpiry":true}}}"#,
+                r#"{"spec":{"migration":{"allowLimitDrops":true}}}"#,
             ],
             None,
         )

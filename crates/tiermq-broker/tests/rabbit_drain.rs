@@ -582,3 +582,75 @@ async fn quorum_messages_waiting_for_dead_lettering_hold_the_drain(runtime: Brok
     );
     assert!(c.get_vhost("dlx").await.unwrap().is_some());
 }
+
+test_each_runtime!(queue_limits_are_read_from_arguments_and_policies);
+/// What decides whether a queue can move is read from what the broker applies: queue arguments
+/// and the effective policy. A length limit with the default overflow drops the oldest messages;
+/// `reject-publish` does not; a policy's TTL and dead-letter exchange count like arguments.
+async fn queue_limits_are_read_from_arguments_and_policies(runtime: BrokerRuntime) {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
+    let c = admin(&node, "shared/limits");
+    let t = tenant("limits", "limits-user");
+    steps::ensure_tenant(&c, &t).await.unwrap();
+    c.put_policy(
+        "limits",
+        &tiermq_broker::model::Policy {
+            name: "by-policy".into(),
+            vhost: "limits".into(),
+            pattern: "^by-policy".into(),
+            apply_to: "queues".into(),
+            definition: serde_json::json!({"max-length-bytes": 100000, "message-ttl": 5000})
+                .as_object()
+                .unwrap()
+                .clone(),
+            priority: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let conn = connect(&tenant_uri(&node, &t), "limits").await;
+    let ch = confirm_channel(&conn).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let declare = |name: &'static str, a: FieldTable| {
+        let ch = ch.clone();
+        async move { ch.queue_declare(name.into(), durable, a).await.unwrap() }
+    };
+    declare("plain", FieldTable::default()).await;
+    declare("bounded", args(&[("x-max-length", AMQPValue::LongInt(10))])).await;
+    declare(
+        "refusing",
+        args(&[
+            ("x-max-length", AMQPValue::LongInt(10)),
+            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+        ]),
+    )
+    .await;
+    declare(
+        "by-policy-dlx",
+        args(&[("x-dead-letter-exchange", AMQPValue::LongString("".into()))]),
+    )
+    .await;
+    let b = eventually(
+        "every queue's statistics",
+        Duration::from_secs(30),
+        || async {
+            let b = measure_backlog(&c, "limits").await.unwrap();
+            (b.complete && b.queues.len() == 4).then_some(b)
+        },
+    )
+    .await;
+    let q = |name: &str| b.queues.iter().find(|q| q.name == name).unwrap().clone();
+    let summary = |name: &str| {
+        let q = q(name);
+        (q.drops_oldest, q.message_ttl_ms, q.dead_letters)
+    };
+    assert_eq!(summary("plain"), (false, None, false));
+    assert_eq!(summary("bounded"), (true, None, false));
+    assert_eq!(summary("refusing"), (false, None, false));
+    assert_eq!(summary("by-policy-dlx"), (true, Some(5000), true));
+    let _ = conn.close(200, "done".into()).await;
+}

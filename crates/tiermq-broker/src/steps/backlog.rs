@@ -61,6 +61,10 @@ pub struct QueueBacklog {
     pub message_ttl_ms: Option<u64>,
     /// Expired or rejected messages go to a dead-letter exchange (argument or policy).
     pub dead_letters: bool,
+    /// A length limit (`max-length` or `max-length-bytes`) with the `drop-head` overflow (the
+    /// default): when it is reached the oldest message is dropped (or dead-lettered).
+    #[serde(default)]
+    pub drops_oldest: bool,
 }
 
 impl QueueBacklog {
@@ -80,6 +84,8 @@ impl QueueBacklog {
         let consumers = q.consumers.unwrap_or(0);
         let ttl = q.setting("message-ttl").and_then(Value::as_u64);
         let dlx = q.setting("dead-letter-exchange").is_some();
+        let limited = q.setting("max-length").is_some() || q.setting("max-length-bytes").is_some();
+        let overflow = q.setting("overflow").and_then(Value::as_str);
         QueueBacklog {
             name: q.name.clone(),
             queue_type: q.queue_type.clone().unwrap_or_else(|| "classic".into()),
@@ -97,6 +103,7 @@ impl QueueBacklog {
             delay_ttl_ms: if dlx && consumers == 0 { ttl } else { None },
             message_ttl_ms: ttl,
             dead_letters: dlx,
+            drops_oldest: limited && overflow.is_none_or(|o| o == "drop-head"),
         }
     }
 }

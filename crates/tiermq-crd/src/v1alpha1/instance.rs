@@ -232,13 +232,14 @@ pub struct MigrationSpec {
     /// consumer ever needs to read across clusters. Kept so existing manifests stay valid.
     #[serde(default)]
     pub federation: bool,
-    /// Convert even when a queue drops expired messages (a message TTL without a dead-letter
-    /// exchange, shorter than the operator's `--min-safe-ttl-seconds`). Messages published after
-    /// the write cutover wait on the destination until the source's consumers move there, which
-    /// can take longer than such a TTL; without this the flip is held with a condition naming
-    /// the queue.
+    /// Convert even when a queue's limits could drop messages because of the conversion: a
+    /// message TTL shorter than 120 s without a dead-letter exchange, or a length limit
+    /// (`max-length`, `max-length-bytes`) with the default `drop-head` overflow. Messages
+    /// published after the write cutover wait on the destination until the source's consumers
+    /// move there, so they can wait longer and pile up higher than without a conversion; without
+    /// this the flip is held with a condition naming the queue.
     #[serde(default)]
-    pub allow_message_expiry: bool,
+    pub allow_limit_drops: bool,
 }
 
 impl Default for MigrationSpec {
@@ -249,7 +250,7 @@ impl Default for MigrationSpec {
             connection_policy: None,
             grace_period_seconds: default_grace_period(),
             federation: false,
-            allow_message_expiry: false,
+            allow_limit_drops: false,
         }
     }
 }

@@ -165,6 +165,7 @@ pub fn backlog_sample(
                     stream: q.queue_type == "stream",
                     ttl_ms: q.message_ttl_ms,
                     dead_letters: q.dead_letters,
+                    drops_oldest: q.drops_oldest,
                 }
             })
             .collect(),
@@ -449,6 +450,7 @@ mod tests {
             delay_ttl_ms: delay,
             message_ttl_ms: delay,
             dead_letters: delay.is_some(),
+            drops_oldest: false,
         }
     }
 

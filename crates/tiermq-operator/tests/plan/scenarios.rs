@@ -834,3 +834,81 @@ fn before_the_cutover_the_destination_takes_no_message_so_an_abort_needs_no_drai
     assert!(!w.dedicated.exists);
     assert!(w.violations.is_empty() && w.balance_ok());
 }
+
+/// A flip from Stable shared with one extra queue on the tenant; the plan's phase and the
+/// `ConversionBlocked` condition's (reason, message).
+fn flip_with_queue(
+    q: tiermq_operator::controller::plan::QueueMessages,
+    allow: bool,
+) -> (MigrationPhase, String, String) {
+    let mut o = stable_observed(Tier::Shared);
+    o.spec.tier = Tier::Dedicated;
+    o.spec.migration.allow_limit_drops = allow;
+    let t = o.shared.broker.as_mut().unwrap().tenant.as_mut().unwrap();
+    t.backlog.as_mut().unwrap().queues.push(q);
+    let p = plan(&o, t0());
+    let c = p.condition(conditions::CONVERSION_BLOCKED).cloned();
+    let (reason, message) = c.map(|c| (c.reason, c.message)).unwrap_or_default();
+    (p.phase, reason, message)
+}
+
+#[test]
+fn limits_that_could_drop_messages_hold_the_flip_until_the_tenant_accepts() {
+    use tiermq_operator::controller::plan::QueueMessages;
+    let bounded = QueueMessages {
+        queue: "bounded".into(),
+        drops_oldest: true,
+        ..Default::default()
+    };
+    let (phase, reason, msg) = flip_with_queue(bounded.clone(), false);
+    assert_eq!(phase, Blocked);
+    assert_eq!(reason, conditions::reasons::QUEUE_CANNOT_MOVE);
+    assert!(
+        msg.contains("\"bounded\"") && msg.contains("drop-head") && msg.contains("allowLimitDrops"),
+        "{msg}"
+    );
+    assert_eq!(
+        flip_with_queue(bounded.clone(), true).0,
+        PreparingDestination
+    );
+
+    let short_ttl = QueueMessages {
+        queue: "short-ttl".into(),
+        ttl_ms: Some(10_000),
+        ..Default::default()
+    };
+    let (phase, _, msg) = flip_with_queue(short_ttl.clone(), false);
+    assert_eq!(phase, Blocked);
+    assert!(
+        msg.contains("\"short-ttl\"") && msg.contains("10000 ms"),
+        "{msg}"
+    );
+    assert_eq!(
+        flip_with_queue(short_ttl.clone(), true).0,
+        PreparingDestination
+    );
+
+    // What moves without consent: an expiry that dead-letters, a long TTL, and a subscriber's
+    // own queue (it moves with its subscriber, before the destination takes writes).
+    for q in [
+        QueueMessages {
+            dead_letters: true,
+            ..short_ttl.clone()
+        },
+        QueueMessages {
+            ttl_ms: Some(120_000),
+            ..short_ttl.clone()
+        },
+        QueueMessages {
+            subscriber: true,
+            ..bounded.clone()
+        },
+        QueueMessages {
+            subscriber: true,
+            ..short_ttl
+        },
+    ] {
+        let (phase, _, msg) = flip_with_queue(q.clone(), false);
+        assert_eq!(phase, PreparingDestination, "{q:?}: {msg}");
+    }
+}

@@ -582,7 +582,7 @@ async fn upgrade_shared_to_dedicated_passes_the_phases_in_order_and_loses_nothin
 }
 
 /// The drain proof rests on what the queues hold, not on the statistics: the SharedCluster's
-/// brokers emit statistics every 30 s while the operator believes 500 ms, the grace period is 0,
+/// brokers emit statistics every 15 s while the operator believes 500 ms, the grace period is 0,
 /// and messages are published right before the cutover. Nothing is deleted while a message
 /// exists: every one of them arrives on the dedicated cluster. (Before the drain asked the
 /// queues, stale statistics showed the source empty and it was retired with its messages.)
@@ -595,7 +595,7 @@ async fn stale_statistics_and_no_grace_period_never_delete_a_message() {
         "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
         "metadata": {"name": "main", "namespace": NS},
         "spec": {"replicas": 1, "capacity": {"maxInstances": 5},
-                 "additionalConfig": "collect_statistics_interval = 30000\n"}
+                 "additionalConfig": "collect_statistics_interval = 15000\n"}
     }))
     .unwrap();
     Api::<SharedCluster>::namespaced(c.clone(), NS)
@@ -625,7 +625,7 @@ async fn stale_statistics_and_no_grace_period_never_delete_a_message() {
     )
     .await
     .unwrap();
-    // Right before the cutover: more messages, which the 30 s statistics do not show for a
+    // Right before the cutover: more messages, which the 15 s statistics do not show for a
     // while.
     publish(&conn, "work", 100..200).await;
     let _ = conn.close(200, "done".into()).await;

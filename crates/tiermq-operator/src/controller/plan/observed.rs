@@ -273,6 +273,8 @@ pub struct QueueMessages {
     pub ttl_ms: Option<u64>,
     /// Expired or rejected messages are dead-lettered instead of dropped.
     pub dead_letters: bool,
+    /// A length limit whose overflow drops (or dead-letters) the oldest message.
+    pub drops_oldest: bool,
 }
 
 impl QueueMessages {
