@@ -453,6 +453,11 @@ pub struct MigrationStatus {
     /// When the source tenant was left without permissions (grace period starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_revoked_at: Option<Time>,
+    /// When the source's last connections were closed for its retirement (after the grace
+    /// period). It is deleted once it shows no connection and a sample taken after this shows
+    /// it empty. Recorded so that each pass of the retirement is short and survives a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_closed_at: Option<Time>,
     /// Set when a flip back arrived after the write cutover: the conversion completes first and a
     /// new conversion back starts right after.
     #[serde(default)]

@@ -5,13 +5,14 @@
 //! function (broker state). A tenant step on a cluster where the tenant's vhost is absent
 //! succeeds without doing anything, as the planner expects.
 //!
-//! Two enforcements beyond the broker steps, both needed for zero loss on RabbitMQ 3.10 (found
-//! by the steady-load tests in `tests/rabbit_operator.rs`):
-//! - `RevokeWrites` / `RevokeAll` also close the tenant's connections that keep publishing
+//! Two enforcements beyond the broker steps, both needed for zero loss (found by the steady-load
+//! tests in `tests/rabbit_operator/`):
+//! - `FreezeSource` / `RevokeAll` also close the tenant's connections that keep publishing
 //!   (channels cache permission checks until idle, so a busy publisher is not stopped by the
 //!   revocation); idle connections and consumers stay open, as the connection policy says;
-//! - retiring a source (`DeleteTenant` outside instance deletion) first closes the tenant's
-//!   remaining connections on it, then lets `retire_tenant` prove the vhost empty once more.
+//! - retiring a source (`DeleteTenant` outside instance deletion) refuses while connections are
+//!   open there (the planner closes them first and waits for a sample after that), then lets
+//!   `retire_tenant` look at the vhost, its queues included, once more.
 
 use std::collections::BTreeSet;
 
@@ -222,21 +223,24 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
         }
         Step::DeleteTenant { cluster } => {
             let mc = broker(ctx, cluster).await?;
-            // Retirement closes the source's connections anyway (the vhost goes); closing
-            // them first makes the last check sound: nobody can publish any more, and
-            // messages a consumer held unacked return to their queue, where the check
-            // finds them.
-            if mc.get_vhost(tenant).await?.is_some() {
-                steps::close_connections(&mc, tenant, Some(tenant), RETIRE_REASON).await?;
+            // The planner closed the source's connections and saw a sample taken after that
+            // empty. A connection open now could hold messages unacknowledged, which asking the
+            // queues would not show: refuse, and the next pass closes it.
+            let open = mc.list_connections(tenant).await?.len();
+            if open > 0 {
+                return Err(Error::NotReady(format!(
+                    "{open} connections are open on the tenant being retired on {}; it is \
+                     retired once they are closed",
+                    cluster.name
+                )));
             }
-            // The planner proved the vhost drained; the broker step checks once more, the
-            // queues themselves included, and refuses (changing nothing) should messages
-            // have appeared.
-            let interval =
-                std::time::Duration::from_millis(u64::from(ctx.config.broker_stats_interval_ms));
+            // One more look, the queues themselves included, right before the delete; it
+            // refuses (changing nothing) should messages have appeared. A single reading: the
+            // proof across samples is the planner's, recorded in status, so that no pass needs
+            // seconds of uninterrupted work.
             let criteria = DrainCriteria {
-                required_samples: steps::DRAINED_AFTER,
-                min_spacing: interval + std::time::Duration::from_secs(1),
+                required_samples: 1,
+                min_spacing: std::time::Duration::ZERO,
             };
             steps::retire_tenant(&mc, tenant, tenant, &criteria).await?;
             Ok(())
@@ -274,10 +278,6 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
 /// Reason shown to clients whose connection is closed because they keep publishing to a cluster
 /// whose writes were revoked.
 pub const PUBLISHER_REASON: &str = "tiermq: this cluster no longer accepts writes for the instance; reconnect to the same endpoint";
-/// Reason shown to clients still connected to a source when it is retired.
-pub const RETIRE_REASON: &str =
-    "tiermq: this cluster no longer serves the instance; reconnect to the same endpoint";
-
 /// Makes a write revocation hold for busy publishers too. RabbitMQ 3.10 channels cache their
 /// permission checks until they go idle, so a client that publishes without pause keeps
 /// publishing into a cluster whose writes were revoked — it would hold up the drain forever,

@@ -834,8 +834,12 @@ impl World {
                 if !c.reachable() {
                     return Err("unreachable".into());
                 }
-                // Like the real executor: the queues themselves are asked before the vhost
-                // goes, and a retirement that would lose a message is refused.
+                // Like the real executor: refused while connections are open (one could hold
+                // messages unacknowledged), and the queues themselves are asked before the
+                // vhost goes: a retirement that would lose a message is refused.
+                if c.tenant.as_ref().is_some_and(|t| t.connections > 0) {
+                    return Err("refused: connections are open".into());
+                }
                 if c.tenant.as_ref().is_some_and(|t| t.messages > 0) {
                     self.retire_refusals += 1;
                     return Err("refused: the queues still hold messages".into());

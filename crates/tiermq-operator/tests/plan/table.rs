@@ -124,6 +124,7 @@ fn migration(dir: Dir, phases: &[MigrationPhase]) -> MigrationStatus {
         empty_samples: 0,
         last_sample: None,
         source_revoked_at: None,
+        source_closed_at: None,
         reverse_requested: false,
         source_frozen_at: None,
         stats_behind_since: None,
@@ -334,7 +335,21 @@ fn apply(kind: Kind, phase: MigrationPhase, dir: Dir) -> (Observed, DateTime<Utc
         Kind::FreshEmptySample => set_sample(&mut o, last_counted() + Duration::seconds(5), 0),
         Kind::FreshNonEmptySample => set_sample(&mut o, last_counted() + Duration::seconds(5), 7),
         Kind::DrainTimeout => now += Duration::seconds(3700),
-        Kind::GraceElapsed => now += Duration::seconds(400),
+        Kind::GraceElapsed => {
+            now += Duration::seconds(400);
+            // In DestinationOnly: the retirement's close of the source's connections happened
+            // after the grace period, and a sample taken since shows it empty and unconnected.
+            if phase == DestinationOnly {
+                let closed = now - Duration::seconds(10);
+                if let Some(m) = o.status.migration.as_mut() {
+                    m.source_closed_at = Some(to_time(closed));
+                }
+                set_sample(&mut o, closed + Duration::seconds(5), 0);
+                if let Some(t) = source_tenant(&mut o, dir) {
+                    t.connections = 0;
+                }
+            }
+        }
         Kind::Deletion => o.deletion_requested = true,
         Kind::SubscriberBacklog | Kind::StreamHistory => {
             let at = last_counted() + Duration::seconds(5);
@@ -605,7 +620,14 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             Kind::Deletion => deletion(DrainingSource, true),
         },
         DestinationOnly => match kind {
-            Kind::GraceElapsed | Kind::DrainTimeout => {
+            // Retirement starts by closing the source's connections (recorded); the delete
+            // waits for a sample taken after that.
+            Kind::DrainTimeout => go(DestinationOnly)
+                .has("RevokeAll", s)
+                .has("CloseConnections", s)
+                .lacks("DeleteTenant")
+                .lacks("DeleteDedicatedCluster"),
+            Kind::GraceElapsed => {
                 let e = go(Completed).has("RevokeAll", s).has("DeleteTenant", s);
                 if up {
                     e.lacks("DeleteDedicatedCluster")

@@ -47,6 +47,7 @@ pub(super) fn start_abort(o: &Observed, mut m: MigrationStatus) -> Decision {
     drain::reset(&mut m);
     m.reverse_requested = false;
     m.source_revoked_at = None;
+    m.source_closed_at = None;
     let note = format!(
         "spec.tier is {} again before the write cutover: aborting; {} never took a client's \
          message and is removed",

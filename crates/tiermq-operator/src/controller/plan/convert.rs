@@ -446,6 +446,7 @@ pub(super) fn destination_only(o: &Observed, now: DateTime<Utc>) -> Decision {
     let d = if !drain::drained(&m) {
         // Messages (or writes) showed up on the source again: give reads back, drain again.
         m.source_revoked_at = None;
+        m.source_closed_at = None;
         let note = format!(
             "{} holds messages again ({}): read access restored, draining again",
             describe(&m.source),
@@ -461,19 +462,7 @@ pub(super) fn destination_only(o: &Observed, now: DateTime<Utc>) -> Decision {
         let grace = drain::grace_seconds(o.spec.migration.grace_period_seconds, &m);
         let left = grace - (now - revoked_at).num_seconds();
         let mut steps = destination_only_steps(o, &m);
-        if left <= 0 {
-            let s = m.source.clone();
-            if exists(o, &s) {
-                steps.push(Step::DeleteTenant { cluster: s.clone() });
-                if s.kind == ClusterKind::Dedicated {
-                    steps.push(Step::DeleteDedicatedCluster { cluster: s.clone() });
-                }
-            }
-            let note = format!("grace period over: {} retired", describe(&s));
-            Decision::migrating(Completed, m, steps)
-                .event(EventType::Normal, events::SOURCE_RETIRED, note.clone())
-                .progress(note)
-        } else {
+        if left > 0 {
             let conns = match tenant_of(o, &m.source) {
                 TenantState::Present(t) => format!(", {} source connections open", t.connections),
                 _ => String::new(),
@@ -483,9 +472,90 @@ pub(super) fn destination_only(o: &Observed, now: DateTime<Utc>) -> Decision {
                 describe(&m.source)
             );
             Decision::migrating(DestinationOnly, m, steps).progress(note)
+        } else {
+            match retirement(o, &m) {
+                Retirement::Go => {
+                    let s = m.source.clone();
+                    if exists(o, &s) {
+                        steps.push(Step::DeleteTenant { cluster: s.clone() });
+                        if s.kind == ClusterKind::Dedicated {
+                            steps.push(Step::DeleteDedicatedCluster { cluster: s.clone() });
+                        }
+                    }
+                    let note = format!("grace period over: {} retired", describe(&s));
+                    Decision::migrating(Completed, m, steps)
+                        .event(EventType::Normal, events::SOURCE_RETIRED, note.clone())
+                        .progress(note)
+                }
+                Retirement::Close => {
+                    // Recorded with the close: the next passes wait for a sample taken after it.
+                    m.source_closed_at = Some(to_time(now));
+                    steps.push(Step::CloseConnections {
+                        cluster: m.source.clone(),
+                        reason: format!(
+                            "{RETIRE_REASON}: this instance moved to the {} tier; reconnect to \
+                             the same endpoint",
+                            m.to
+                        ),
+                    });
+                    let note = format!(
+                        "grace period over: closing the last connections on {} before it is retired",
+                        describe(&m.source)
+                    );
+                    Decision::migrating(DestinationOnly, m, steps).progress(note)
+                }
+                Retirement::Wait(why) => {
+                    let note = format!(
+                        "grace period over: {} is retired once {why}",
+                        describe(&m.source)
+                    );
+                    Decision::migrating(DestinationOnly, m, steps).progress(note)
+                }
+            }
         }
     };
     note_reverse(d, was)
+}
+
+/// How the reason starts that clients still connected to a source see when it is retired.
+pub const RETIRE_REASON: &str = "tiermq: this cluster is retired for the instance";
+
+/// The next move in retiring a drained source whose grace period is over.
+enum Retirement {
+    /// Close its connections (first, or again because some are open).
+    Close,
+    /// Wait for a sample that can tell, saying for what.
+    Wait(&'static str),
+    /// Delete it: nothing is connected and a sample taken after the last close shows it empty.
+    Go,
+}
+
+/// R-retire, in short passes that each survive a restart (a crash loop still converges): close
+/// the source's connections and record when; then delete once it shows no connection and a
+/// sample taken after that close finds no message, by statistics and by its queues. Messages a
+/// consumer held unacknowledged return to their queues on the close; such a sample sees them,
+/// which sends the conversion back to draining.
+fn retirement(o: &Observed, m: &MigrationStatus) -> Retirement {
+    if !exists(o, &m.source) {
+        return Retirement::Go;
+    }
+    let t = match tenant_of(o, &m.source) {
+        TenantState::Absent => return Retirement::Go,
+        TenantState::Unknown => return Retirement::Wait("its broker answers again"),
+        TenantState::Present(t) => t,
+    };
+    let Some(closed_at) = m.source_closed_at.as_ref().map(from_time) else {
+        return Retirement::Close;
+    };
+    if t.connections > 0 {
+        return Retirement::Close;
+    }
+    match &t.backlog {
+        Some(b) if b.stats_at > closed_at && b.total() == 0 && b.live_ready == Some(0) => {
+            Retirement::Go
+        }
+        _ => Retirement::Wait("a sample taken after its connections closed shows it empty"),
+    }
 }
 
 pub(super) fn history_record(

@@ -108,7 +108,7 @@ mod requeue;
 mod roles;
 mod time;
 
-pub use convert::CUTOVER_REASON;
+pub use convert::{CUTOVER_REASON, RETIRE_REASON};
 pub use drain::DRAINED_AFTER;
 pub use edges::{EDGES, is_allowed};
 pub use observed::{

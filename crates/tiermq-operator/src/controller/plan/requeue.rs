@@ -40,9 +40,12 @@ pub(super) fn requeue(
         SingleWriteDualRead => secs(1),
         DrainingSource | Aborting => secs(5),
         DestinationOnly => {
-            let left = m.and_then(|m| m.source_revoked_at.as_ref()).map_or(0, |t| {
-                o.spec.migration.grace_period_seconds - (now - from_time(t)).num_seconds()
-            });
+            let left = m
+                .and_then(|m| Some((m, m.source_revoked_at.as_ref()?)))
+                .map_or(0, |(m, t)| {
+                    super::drain::grace_seconds(o.spec.migration.grace_period_seconds, m)
+                        - (now - from_time(t)).num_seconds()
+                });
             secs(left.clamp(1, 30) as u64)
         }
         Completed => secs(1),

@@ -43,6 +43,7 @@ pub(super) fn new_migration(
         empty_samples: 0,
         last_sample: None,
         source_revoked_at: None,
+        source_closed_at: None,
         reverse_requested: false,
         source_frozen_at: None,
         stats_behind_since: None,
