@@ -8,11 +8,13 @@
 //!   and `deploy/`).
 //! - [`operator`]: `tiermq-operator run` — controllers under leader election, HTTP, shutdown.
 //! - [`config`], [`telemetry`], [`metrics`], [`http`], [`leader`]: the process around them.
+//! - [`fault`]: the crash tests' hook (inert unless its environment variable is set).
 
 pub mod build;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod fault;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -193,6 +193,11 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         forget_metrics(ctx, i);
         return Ok(Action::await_change());
     }
+    crate::fault::before_status_write(
+        &ObjectRef::from_obj(i).to_string(),
+        i.status.as_ref().and_then(|s| s.migration_phase),
+        p.phase,
+    );
     let new = final_status(i, &p, Utc::now()).map_err(Error::during(Stage::Status))?;
     let wrote = status::write(&ctx.client, i, i.status.as_ref(), &new)
         .await

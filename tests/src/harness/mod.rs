@@ -1,0 +1,22 @@
+//! A whole test world in a few calls: a kubesim cluster with the CRDs applied by real kubectl, the
+//! real `tiermq-operator` binary as a child process (killed with its process group on drop), and
+//! helpers to read an instance's status, watch its migration phases and reach its Service.
+//!
+//! Object names follow the operator's naming contract (`crates/tiermq-operator/src/build/mod.rs`);
+//! the tests check that contract from the outside, as a user would.
+
+mod binary;
+mod kubectl;
+mod manifests;
+mod operator;
+mod phases;
+mod world;
+
+pub use binary::{operator_binary, workspace_root};
+pub use kubectl::{Kubectl, KubectlOutput, flip_tier};
+pub use manifests::{InstanceSpec, shared_cluster_yaml};
+pub use operator::OperatorProcess;
+pub use phases::{
+    CONVERSION_PHASES, PhaseChange, PhaseRecorder, collapse_drain_retries, conversion_sequence,
+};
+pub use world::{World, management_client};
