@@ -75,7 +75,7 @@ pub async fn convert(
     let deadline = flip + timeout;
     let status = loop {
         if let Some(op) = world.operator.as_mut() {
-            op.check_alive()?;
+            op.tend()?;
         }
         let latest = recorder.latest().unwrap_or_default();
         let done = latest.history.len() > history_len

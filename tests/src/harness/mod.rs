@@ -15,7 +15,7 @@ mod world;
 pub use binary::{operator_binary, workspace_root};
 pub use kubectl::{Kubectl, KubectlOutput, flip_tier};
 pub use manifests::{InstanceSpec, shared_cluster_yaml};
-pub use operator::OperatorProcess;
+pub use operator::{OperatorProcess, Supervision};
 pub use phases::{
     CONVERSION_PHASES, PhaseChange, PhaseRecorder, collapse_drain_retries, conversion_sequence,
 };

@@ -7,11 +7,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// How the test treats the operator process while it runs (see [`OperatorProcess::tend`]).
+#[derive(Clone, Debug, Default)]
+pub struct Supervision {
+    /// Start it again when it exits, as a kubelet restarts a crashed container.
+    pub restart: bool,
+    /// SIGKILL it at random intervals in this range (then restart it): a crash loop.
+    pub kill_every: Option<(Duration, Duration)>,
+    /// Extra environment of the process (for example the crash hook's variables).
+    pub env: Vec<(String, String)>,
+}
+
 /// The operator binary running against a cluster. Killed (whole process group) on drop.
 pub struct OperatorProcess {
     child: Option<Child>,
     log: PathBuf,
     pub metrics_addr: String,
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    extra: Vec<String>,
+    supervision: Supervision,
+    next_kill: Option<Instant>,
+    /// Times the process was started again after it exited by itself (crashed).
+    pub restarts: u32,
+    /// Times the kill schedule SIGKILLed it.
+    pub kills: u32,
 }
 
 impl OperatorProcess {
@@ -31,10 +51,31 @@ impl OperatorProcess {
                 bin.display()
             );
         }
-        let log = dir.join("operator.log");
-        let file = std::fs::File::create(&log)
-            .with_context(|| format!("create operator log {}", log.display()))?;
-        let mut cmd = Command::new(bin);
+        let mut op = OperatorProcess {
+            child: None,
+            log: dir.join("operator.log"),
+            metrics_addr: metrics_addr.to_string(),
+            bin: bin.to_path_buf(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            supervision: Supervision::default(),
+            next_kill: None,
+            restarts: 0,
+            kills: 0,
+        };
+        // The first start truncates the log; restarts append to it.
+        std::fs::File::create(&op.log)
+            .with_context(|| format!("create operator log {}", op.log.display()))?;
+        op.start()?;
+        Ok(op)
+    }
+
+    fn start(&mut self) -> anyhow::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("open operator log {}", self.log.display()))?;
+        let mut cmd = Command::new(&self.bin);
         cmd.args([
             "run",
             "--leader-election",
@@ -52,26 +93,79 @@ impl OperatorProcess {
             "--broker-stats-interval-ms",
             "500",
             "--metrics-addr",
-            metrics_addr,
+            &self.metrics_addr,
         ])
-        .args(extra)
-        .env("KUBECONFIG", kubeconfig)
+        .args(&self.extra)
+        .env("KUBECONFIG", &self.kubeconfig)
         .env(
             "RUST_LOG",
             std::env::var("TIERMQ_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .envs(self.supervision.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(file.try_clone().context("clone log handle")?)
         .stderr(file)
         .process_group(0);
         let child = cmd
             .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
-        Ok(OperatorProcess {
-            child: Some(child),
-            log,
-            metrics_addr: metrics_addr.to_string(),
-        })
+            .with_context(|| format!("start {}", self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the process (SIGKILL) and starts it again under `supervision`.
+    pub fn restart_with(&mut self, supervision: Supervision) -> anyhow::Result<()> {
+        self.kill_now();
+        self.supervision = supervision;
+        self.next_kill = self.draw_next_kill();
+        self.start()
+    }
+
+    fn draw_next_kill(&self) -> Option<Instant> {
+        let (lo, hi) = self.supervision.kill_every?;
+        let span = hi.saturating_sub(lo).as_millis() as u64;
+        let jitter = if span == 0 {
+            0
+        } else {
+            rand::random_range(0..=span)
+        };
+        Some(Instant::now() + lo + Duration::from_millis(jitter))
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling the process group we created.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Called while a test waits: applies the supervision (restart after an exit, kills on
+    /// schedule). Without supervision an exit is an error carrying the log's last lines.
+    pub fn tend(&mut self) -> anyhow::Result<()> {
+        if let Some(at) = self.next_kill
+            && Instant::now() >= at
+        {
+            self.kill_now();
+            self.kills += 1;
+            self.start()?;
+            self.next_kill = self.draw_next_kill();
+            return Ok(());
+        }
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            if !self.supervision.restart {
+                bail!(
+                    "the operator exited ({status}); last log lines:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            self.child = None;
+            self.restarts += 1;
+            self.start()?;
+        }
+        Ok(())
     }
 
     pub fn log_path(&self) -> &Path {
@@ -83,19 +177,6 @@ impl OperatorProcess {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Fails when the process has exited.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(c) = self.child.as_mut()
-            && let Ok(Some(status)) = c.try_wait()
-        {
-            bail!(
-                "the operator exited ({status}); last log lines:\n{}",
-                self.log_tail(30)
-            );
-        }
-        Ok(())
     }
 
     /// SIGTERM, then SIGKILL after `grace`.

@@ -150,7 +150,7 @@ impl World {
         let mut last = None;
         loop {
             if let Some(op) = self.operator.as_mut() {
-                op.check_alive()?;
+                op.tend()?;
             }
             if let Ok(s) = self.status(ns, name).await {
                 if check(&s) {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use tiermq_crd::{MigrationPhase, Tier};
-use tiermq_tests::harness::{CONVERSION_PHASES, World};
+use tiermq_tests::harness::{CONVERSION_PHASES, Supervision, World};
 use tiermq_tests::load::{
     Load, LoadConfig, LoadReport, Pattern, Role, Workload, WorkloadConfig, WorkloadReport,
 };
@@ -60,6 +60,43 @@ pub async fn convert_under_load_with(
     patterns: &[Pattern],
     tenant_shovel: Option<u64>,
 ) -> Outcome {
+    let opts = Opts {
+        tenant_shovel,
+        ..Opts::default()
+    };
+    convert_under_load_opts(scenario_name, from, to, drain, patterns, opts).await
+}
+
+/// What else a conversion scenario does.
+pub struct Opts {
+    /// Messages the tenant's own shovel carries before the flip (see [`TenantShovel`]).
+    pub tenant_shovel: Option<u64>,
+    /// How the operator is treated from the flip on (crash hook, kills, restarts).
+    pub supervision: Option<Supervision>,
+    /// How long the conversion may take.
+    pub timeout: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            tenant_shovel: None,
+            supervision: None,
+            timeout: Duration::from_secs(150),
+        }
+    }
+}
+
+/// [`convert_under_load`] with [`Opts`].
+pub async fn convert_under_load_opts(
+    scenario_name: &str,
+    from: Tier,
+    to: Tier,
+    drain: &str,
+    patterns: &[Pattern],
+    opts: Opts,
+) -> Outcome {
+    let tenant_shovel = opts.tenant_shovel;
     let started = Instant::now();
     let mut world = scenario::world_with_instance(scenario_name, from, drain, 3)
         .await
@@ -122,13 +159,21 @@ pub async fn convert_under_load_with(
         from,
         to,
     ));
+    if let Some(sup) = opts.supervision {
+        world
+            .operator
+            .as_mut()
+            .expect("the scenario started the operator")
+            .restart_with(sup)
+            .unwrap();
+    }
     let conversion = scenario::convert(
         &mut world,
         NS,
         NAME,
         to,
         &load,
-        Duration::from_secs(150),
+        opts.timeout,
         Some(&mut |l: &str| println!("{l}")),
     )
     .await
