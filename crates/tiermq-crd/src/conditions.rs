@@ -12,6 +12,13 @@ pub const CONVERSION_BLOCKED: &str = "ConversionBlocked";
 pub const DRAIN_TIMED_OUT: &str = "DrainTimedOut";
 /// The spec asks for something the operator will not do (e.g. an unknown SharedCluster).
 pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Reconciling keeps failing (a broker unreachable or refusing, a Kubernetes write refused, a
+/// Secret missing); the reason and message say which step and why. Set after
+/// [`DEGRADED_AFTER_FAILURES`] consecutive failed passes, cleared by the next pass that succeeds.
+pub const DEGRADED: &str = "Degraded";
+/// Consecutive failed reconciles after which [`DEGRADED`] turns True (one failure is often a
+/// race that the retry settles).
+pub const DEGRADED_AFTER_FAILURES: u32 = 2;
 
 /// Reasons of conditions, True and False.
 pub mod reasons {
@@ -52,10 +59,31 @@ pub mod reasons {
     pub const DELETING: &str = "Deleting";
     /// `InvalidSpec` False: the spec can be served.
     pub const SPEC_VALID: &str = "SpecValid";
+    /// `Degraded`: a broker did not answer.
+    pub const BROKER_UNREACHABLE: &str = "BrokerUnreachable";
+    /// `Degraded`: a broker refused the operator's admin login (401/403).
+    pub const BROKER_UNAUTHORIZED: &str = "BrokerUnauthorized";
+    /// `Degraded`: the destination holds an object that differs from the source's (named in the
+    /// message); someone has to remove or fix it.
+    pub const TOPOLOGY_CONFLICT: &str = "TopologyConflict";
+    /// `Degraded`: a broker refused a request or a step refused to act (the message says why).
+    pub const BROKER_REFUSED: &str = "BrokerRefused";
+    /// `Degraded`: the Kubernetes API refused or failed a request (for example a StatefulSet
+    /// change it does not allow).
+    pub const KUBERNETES_API_ERROR: &str = "KubernetesApiError";
+    /// `Degraded`: a Secret the operator needs is missing or malformed.
+    pub const SECRET_PROBLEM: &str = "SecretProblem";
+    /// `Degraded`: something the next step needs keeps not being there (a cluster that does not
+    /// become ready, a Service without its IP).
+    pub const WAITING: &str = "Waiting";
+    /// `Degraded` False: the last pass succeeded.
+    pub const RECONCILED: &str = "Reconciled";
 }
 
 /// Reasons of the Events the operator emits on a `RabbitMQInstance`, one per transition.
 pub mod events {
+    /// Warning: reconciling keeps failing (see the `Degraded` condition).
+    pub const RECONCILE_FAILING: &str = "ReconcileFailing";
     /// Warning: a flip is held (see the `ConversionBlocked` condition).
     pub const CONVERSION_BLOCKED: &str = "ConversionBlocked";
     /// A held flip was withdrawn.

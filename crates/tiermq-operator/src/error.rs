@@ -70,7 +70,7 @@ pub enum Retry {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
-    #[error("Kubernetes API: {action} {object}: {source}")]
+    #[error("Kubernetes API: {action} {object}: {}", kube_message(source))]
     Kube {
         action: &'static str,
         object: String,
@@ -104,6 +104,10 @@ pub enum Error {
     /// the API server).
     #[error("{0}")]
     Build(#[from] crate::build::BuildError),
+    /// A write carried the resourceVersion the reconcile read and the object changed since
+    /// (another writer, for example a second operator replica): plan again from what is stored.
+    #[error("{0} changed since it was read; planning again")]
+    Conflict(String),
     /// `source` happened in `stage` (and, while executing a plan, in `step`).
     #[error("{stage}{}: {source}", step.map(|s| format!(" step {s}")).unwrap_or_default())]
     In {
@@ -171,7 +175,33 @@ impl Error {
             Error::Secret { .. } => "SecretInvalid",
             Error::Serialization(_) => "Serialization",
             Error::NotReady(_) => "NotReady",
+            Error::Conflict(_) => "Conflict",
             Error::Placement { .. } => "Placement",
+            Error::In { .. } => unreachable!("cause() unwraps every stage"),
+        }
+    }
+
+    /// The `Degraded` condition's reason for this error.
+    pub fn degraded_reason(&self) -> &'static str {
+        use tiermq_broker::ErrorKind;
+        use tiermq_crd::conditions::reasons;
+        match self.cause() {
+            Error::Broker(b) => match &b.kind {
+                ErrorKind::Unreachable { .. } | ErrorKind::Server { .. } => {
+                    reasons::BROKER_UNREACHABLE
+                }
+                ErrorKind::Unauthorized { .. } => reasons::BROKER_UNAUTHORIZED,
+                ErrorKind::Conflict { .. } => reasons::TOPOLOGY_CONFLICT,
+                _ => reasons::BROKER_REFUSED,
+            },
+            Error::Kube { .. } | Error::Conflict(_) | Error::Serialization(_) => {
+                reasons::KUBERNETES_API_ERROR
+            }
+            Error::Secret { .. } => reasons::SECRET_PROBLEM,
+            Error::NotReady(_) => reasons::WAITING,
+            Error::InvalidSpec(_) | Error::Build(_) | Error::Placement { .. } => {
+                tiermq_crd::conditions::INVALID_SPEC
+            }
             Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
     }
@@ -189,9 +219,19 @@ impl Error {
             | Error::Kube { .. }
             | Error::Secret { .. }
             | Error::Serialization(_)
-            | Error::NotReady(_) => Retry::Backoff,
+            | Error::NotReady(_)
+            | Error::Conflict(_) => Retry::Backoff,
             Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
+    }
+}
+
+/// A kube error in one line: an API server's answer as "HTTP code Reason: message" (the
+/// Status struct's Debug form says nothing more and buries the message).
+fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("HTTP {} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
     }
 }
 

@@ -77,6 +77,12 @@ impl Context {
         backoff_after(*n)
     }
 
+    /// Consecutive failures of `obj` recorded so far.
+    pub fn failures<K: kube::Resource<DynamicType = ()>>(&self, obj: &ObjectRef<K>) -> u32 {
+        let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.get(&obj.to_string()).map_or(0, |(n, _)| *n)
+    }
+
     /// Forgets the failures of `key` (it reconciled successfully).
     pub fn succeeded<K: kube::Resource<DynamicType = ()>>(&self, obj: &ObjectRef<K>) {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());

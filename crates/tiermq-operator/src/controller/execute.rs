@@ -262,19 +262,6 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             tracing::info!(cluster = %clusters::label(cluster), deleted, "dedicated cluster deleted");
             Ok(())
         }
-        Step::RecordHistory { record } => {
-            ctx.metrics
-                .migrations_finished
-                .get_or_create(&crate::metrics::PhaseLabels {
-                    phase: format!("{:?}", record.outcome),
-                })
-                .inc();
-            tracing::info!(
-                from = %record.from, to = %record.to, outcome = ?record.outcome,
-                phases = ?record.phase_seconds, "conversion finished"
-            );
-            Ok(())
-        }
         Step::RemoveFinalizer => remove_finalizer(ctx, t.instance).await,
     }
 }
@@ -320,9 +307,14 @@ async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef]) -
 }
 
 /// Adds [`FINALIZER`] unless present (JSON merge patch of the whole list).
-pub async fn add_finalizer(ctx: &Context, i: &RabbitMQInstance) -> Result<()> {
+/// Adds the finalizer when missing; returns the object as stored after the change (its new
+/// resourceVersion is what later writes of this reconcile compare against).
+pub async fn add_finalizer(
+    ctx: &Context,
+    i: &RabbitMQInstance,
+) -> Result<Option<RabbitMQInstance>> {
     if i.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
+        return Ok(None);
     }
     let mut list = i.finalizers().to_vec();
     list.push(FINALIZER.to_string());
@@ -339,10 +331,14 @@ async fn remove_finalizer(ctx: &Context, i: &RabbitMQInstance) -> Result<()> {
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    patch_finalizers(ctx, i, list).await
+    patch_finalizers(ctx, i, list).await.map(|_| ())
 }
 
-async fn patch_finalizers(ctx: &Context, i: &RabbitMQInstance, list: Vec<String>) -> Result<()> {
+async fn patch_finalizers(
+    ctx: &Context,
+    i: &RabbitMQInstance,
+    list: Vec<String>,
+) -> Result<Option<RabbitMQInstance>> {
     let ns = i.namespace().unwrap_or_default();
     let api: Api<RabbitMQInstance> = Api::namespaced(ctx.client.clone(), &ns);
     // The resourceVersion makes this a compare-and-swap: a concurrent change gives a 409 and a
@@ -362,8 +358,8 @@ async fn patch_finalizers(ctx: &Context, i: &RabbitMQInstance, list: Vec<String>
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Ok(stored) => Ok(Some(stored)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(kube_err(
             "update finalizers of",
             format!("RabbitMQInstance {ns}/{}", i.name_any()),

@@ -55,7 +55,17 @@ pub async fn reconcile(obj: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<
             Ok(action)
         }
         Err(e) => match e.retry() {
-            Retry::Backoff => Err(e),
+            Retry::Backoff => {
+                // This failure is the (n+1)th in a row: from the second on it is reported on the
+                // object (condition + Warning Event), not only logged.
+                let failures = ctx.failures(&ObjectRef::from_obj(&*obj)) + 1;
+                if failures >= conditions::DEGRADED_AFTER_FAILURES
+                    && let Err(report) = report_degraded(&ctx, &obj, &e).await
+                {
+                    tracing::warn!(error = %report, "could not report the failure on the object");
+                }
+                Err(e)
+            }
             Retry::Report(after) => {
                 ctx.metrics.reconcile_failed(CONTROLLER, &e);
                 tracing::warn!(
@@ -109,6 +119,67 @@ pub fn permanent_status(
     (st, event)
 }
 
+/// The status after a pass failed again: `Degraded` True naming the stage, step and cause, and
+/// the Warning Event to emit — only when the condition did not already say exactly this.
+pub fn degraded_status(
+    old: &RabbitMQInstanceStatus,
+    generation: i64,
+    e: &Error,
+    now: DateTime<Utc>,
+) -> (RabbitMQInstanceStatus, Option<PlannedEvent>) {
+    let reason = e.degraded_reason();
+    let message = e.to_string();
+    let mut st = old.clone();
+    let event = (!cond::holds(
+        &old.conditions,
+        conditions::DEGRADED,
+        true,
+        reason,
+        &message,
+    ))
+    .then(|| PlannedEvent {
+        type_: EventType::Warning,
+        reason: conditions::events::RECONCILE_FAILING,
+        note: message.clone(),
+    });
+    let c = plan::conditions::degraded(&old.conditions, generation, Some((reason, &message)), now);
+    cond::set(&mut st.conditions, c);
+    (st, event)
+}
+
+async fn report_degraded(ctx: &Context, cached: &RabbitMQInstance, e: &Error) -> Result<()> {
+    // The cache may lag behind this operator's last status write: read what is stored, so the
+    // condition is added to the current conditions, not to older ones.
+    let api: kube::Api<RabbitMQInstance> =
+        kube::Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(i) = api
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(crate::error::kube_err(
+            "get",
+            ObjectRef::from_obj(cached).to_string(),
+        ))?
+    else {
+        return Ok(());
+    };
+    let i = &i;
+    let old = i.status.clone().unwrap_or_default();
+    let generation = i.metadata.generation.unwrap_or(0);
+    let (new, event) = degraded_status(&old, generation, e, Utc::now());
+    status::write(
+        &ctx.client,
+        i,
+        i.status.as_ref(),
+        &new,
+        status::Precondition::Unchanged,
+    )
+    .await?;
+    if let Some(ev) = event {
+        status::emit(ctx, i, &[ev]).await;
+    }
+    Ok(())
+}
+
 async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Result<()> {
     let (reason, message) = match e.cause() {
         Error::Placement { reason, message } => (*reason, message.clone()),
@@ -117,7 +188,14 @@ async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Res
     let old = i.status.clone().unwrap_or_default();
     let generation = i.metadata.generation.unwrap_or(0);
     let (new, event) = permanent_status(&old, generation, reason, &message, Utc::now());
-    status::write(&ctx.client, i, i.status.as_ref(), &new).await?;
+    status::write(
+        &ctx.client,
+        i,
+        i.status.as_ref(),
+        &new,
+        status::Precondition::None,
+    )
+    .await?;
     if let Some(ev) = event {
         status::emit(ctx, i, &[ev]).await;
     }
@@ -144,19 +222,24 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     else {
         return Ok(Action::await_change());
     };
-    let i = &fresh;
-    let deleting = i.meta().deletion_timestamp.is_some();
-    if deleting && !i.finalizers().iter().any(|f| f == FINALIZER) {
+    let deleting = fresh.meta().deletion_timestamp.is_some();
+    if deleting && !fresh.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
+    InstanceTarget::of(&fresh)
+        .map_err(Error::from)
+        .map_err(Error::during(Stage::Validate))?;
+    let fresh = match deleting {
+        true => fresh,
+        false => execute::add_finalizer(ctx, &fresh)
+            .await
+            .map_err(Error::during(Stage::Finalizer))?
+            .unwrap_or(fresh),
+    };
+    let i = &fresh;
     let target = InstanceTarget::of(i)
         .map_err(Error::from)
         .map_err(Error::during(Stage::Validate))?;
-    if !deleting {
-        execute::add_finalizer(ctx, i)
-            .await
-            .map_err(Error::during(Stage::Finalizer))?;
-    }
     let password = credentials_password(ctx, i, deleting)
         .await
         .map_err(Error::during(Stage::Credentials))?;
@@ -199,11 +282,33 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         p.phase,
     );
     let new = final_status(i, &p, Utc::now()).map_err(Error::during(Stage::Status))?;
-    let wrote = status::write(&ctx.client, i, i.status.as_ref(), &new)
-        .await
-        .map_err(Error::during(Stage::Status))?;
+    // Compare-and-swap on what this pass read: a status planned from an older state (another
+    // replica wrote meanwhile) is never recorded; the conflict makes the next pass plan again.
+    let wrote = status::write(
+        &ctx.client,
+        i,
+        i.status.as_ref(),
+        &new,
+        status::Precondition::Unchanged,
+    )
+    .await
+    .map_err(Error::during(Stage::Status))?;
     if wrote {
         tracing::info!(phase = ?p.phase, tier = ?new.tier, "status recorded");
+        // Counted here, once: a conversion ends when its record is written (the write is a
+        // compare-and-swap, so a rerun after a crash plans from the stored history).
+        if let Some(record) = &p.finished {
+            ctx.metrics
+                .migrations_finished
+                .get_or_create(&PhaseLabels {
+                    phase: format!("{:?}", record.outcome),
+                })
+                .inc();
+            tracing::info!(
+                from = %record.from, to = %record.to, outcome = ?record.outcome,
+                phases = ?record.phase_seconds, "conversion finished"
+            );
+        }
     }
     status::emit(ctx, i, &p.events).await;
     record_metrics(ctx, i, &new);
@@ -213,7 +318,8 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     )))
 }
 
-/// The plan's status plus what the executor knows: the endpoint and a cleared `InvalidSpec`.
+/// The plan's status plus what the executor knows: the endpoint, and `InvalidSpec` and
+/// `Degraded` cleared (this pass succeeded).
 pub fn final_status(
     i: &RabbitMQInstance,
     p: &Plan,
@@ -221,9 +327,13 @@ pub fn final_status(
 ) -> Result<RabbitMQInstanceStatus> {
     let mut st = p.status.clone();
     st.endpoint = Some(credentials::endpoint_status(i)?);
+    let generation = i.metadata.generation.unwrap_or(0);
     if cond::is_true(&st.conditions, conditions::INVALID_SPEC) {
-        let generation = i.metadata.generation.unwrap_or(0);
         let c = plan::conditions::invalid_spec(&st.conditions, generation, None, now);
+        cond::set(&mut st.conditions, c);
+    }
+    if cond::is_true(&st.conditions, conditions::DEGRADED) {
+        let c = plan::conditions::degraded(&st.conditions, generation, None, now);
         cond::set(&mut st.conditions, c);
     }
     Ok(st)
@@ -378,6 +488,65 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_step_is_reported_once_per_cause_and_cleared_by_a_good_pass() {
+        let broker_down = Error::at("CopyTopology")(Error::Broker(tiermq_broker::BrokerError {
+            cluster: "dedicated/team-a/orders-dedicated".into(),
+            operation: "list queues".into(),
+            kind: tiermq_broker::ErrorKind::Unreachable {
+                url: "http://10.0.0.1:15672".into(),
+                detail: "connection refused".into(),
+            },
+        }));
+        let (st, ev) = degraded_status(
+            &RabbitMQInstanceStatus::default(),
+            4,
+            &broker_down,
+            Utc::now(),
+        );
+        let ev = ev.expect("the first report emits a Warning");
+        assert_eq!(
+            (ev.type_, ev.reason),
+            (EventType::Warning, conditions::events::RECONCILE_FAILING)
+        );
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::DEGRADED)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", reasons::BROKER_UNREACHABLE)
+        );
+        assert!(
+            c.message.contains("CopyTopology") && c.message.contains("connection refused"),
+            "{}",
+            c.message
+        );
+        // The same failure again: no second Event.
+        let (again, ev) = degraded_status(&st, 4, &broker_down, Utc::now());
+        assert!(ev.is_none());
+        // A pass that succeeds clears it.
+        let p = Plan {
+            phase: MigrationPhase::Stable,
+            steps: vec![],
+            status: again,
+            events: vec![],
+            requeue_after: Duration::from_secs(1),
+            finished: None,
+        };
+        let ok = final_status(&instance("Shared"), &p, Utc::now()).unwrap();
+        let c = ok
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::DEGRADED)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reasons::RECONCILED)
+        );
+    }
+
+    #[test]
     fn the_first_permanent_problem_emits_one_warning_and_a_repeat_emits_none() {
         let (st, ev) = permanent_status(
             &RabbitMQInstanceStatus::default(),
@@ -422,6 +591,7 @@ mod tests {
             status: bad,
             events: vec![],
             requeue_after: Duration::from_secs(1),
+            finished: None,
         };
         let st = final_status(&i, &p, Utc::now()).unwrap();
         let ep = st.endpoint.as_ref().unwrap();

@@ -83,9 +83,15 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
         &me,
         Utc::now(),
     );
-    status::write(&ctx.client, sc, sc.status.as_ref(), &new)
-        .await
-        .map_err(Error::during(Stage::Status))?;
+    status::write(
+        &ctx.client,
+        sc,
+        sc.status.as_ref(),
+        &new,
+        status::Precondition::None,
+    )
+    .await
+    .map_err(Error::during(Stage::Status))?;
     // Not ready: look again soon; ready: the StatefulSet watch and instance changes trigger us.
     Ok(Action::requeue(if new.ready {
         Duration::from_secs(60)

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::controller::apply::FIELD_MANAGER;
 use crate::controller::context::Context;
 use crate::controller::plan::{EventType, PlannedEvent};
-use crate::error::{Result, kube_err};
+use crate::error::{Error, Result, kube_err};
 
 /// RFC 7386 merge patch turning `old` into `new`: changed and added keys with their new value,
 /// removed keys as `null`, nested objects diffed recursively, arrays replaced whole. `None` when
@@ -55,8 +55,24 @@ pub fn status_patch<S: Serialize>(old: Option<&S>, new: &S) -> Result<Option<Val
     Ok(merge_diff(&old, &new).map(|d| json!({ "status": d })))
 }
 
+/// Whether a status write is a compare-and-swap on the object's resourceVersion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// The write fails with [`Error::Conflict`] when the object changed since `obj` was read:
+    /// a status computed from an older state is never recorded (a second writer, a hand edit).
+    Unchanged,
+    /// Applies to whatever is stored (for writes that only add a condition).
+    None,
+}
+
 /// Writes `new` as the status of `K` `ns/name` if it differs from `old`. Returns whether it wrote.
-pub async fn write<K, S>(client: &kube::Client, obj: &K, old: Option<&S>, new: &S) -> Result<bool>
+pub async fn write<K, S>(
+    client: &kube::Client,
+    obj: &K,
+    old: Option<&S>,
+    new: &S,
+    precondition: Precondition,
+) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -64,25 +80,32 @@ where
         + serde::de::DeserializeOwned,
     S: Serialize,
 {
-    let Some(patch) = status_patch(old, new)? else {
+    let Some(mut patch) = status_patch(old, new)? else {
         return Ok(false);
     };
+    if precondition == Precondition::Unchanged
+        && let Some(rv) = obj.resource_version()
+    {
+        patch["metadata"] = json!({ "resourceVersion": rv });
+    }
     let ns = obj.namespace().unwrap_or_default();
+    let what = format!("{} {ns}/{}", K::kind(&()), obj.name_any());
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        },
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(kube_err(
-        "patch status of",
-        format!("{} {ns}/{}", K::kind(&()), obj.name_any()),
-    ))?;
-    Ok(true)
+    match api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Conflict(what)),
+        Err(e) => Err(kube_err("patch status of", what)(e)),
+    }
 }
 
 /// Publishes planned Events on `obj`; a failure to publish is logged, never fatal (the state was

@@ -652,7 +652,7 @@ impl World {
                         source,
                         destination,
                     } => vec![source, destination],
-                    Step::RecordHistory { .. } | Step::RemoveFinalizer => vec![],
+                    Step::RemoveFinalizer => vec![],
                 };
                 if touched
                     .iter()
@@ -887,7 +887,6 @@ impl World {
                 self.lose(cluster.kind, n, deleting);
                 Ok(())
             }
-            Step::RecordHistory { .. } => Ok(()),
             Step::RemoveFinalizer => {
                 self.finalizer = false;
                 Ok(())

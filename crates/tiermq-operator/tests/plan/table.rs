@@ -955,11 +955,6 @@ fn completion_records_history_and_the_new_tier() {
             (from, to, MigrationOutcome::Completed)
         );
         assert_eq!(h.phase_seconds.len(), 6);
-        assert!(
-            p.steps
-                .iter()
-                .any(|s| matches!(s, Step::RecordHistory { .. }))
-        );
         assert_eq!(p.events[0].reason, conditions::events::CONVERSION_COMPLETED);
         let mig = p.condition(conditions::MIGRATING).unwrap();
         assert_eq!(mig.status, "False");

@@ -1085,20 +1085,107 @@ async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing(
     conversion_under_steady_load("Shared", Tier::Dedicated, "Shovel").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn downgrade_under_steady_load_with_consume_drain_loses_nothing() {
-    let _serial = SERIAL.lock().await;
-    conversion_under_steady_load("Dedicated", Tier::Shared, "Consume").await;
+/// The other steady-load combinations (the end-to-end tests in `tests/` run all four through
+/// the binary in `make test`); opt-in with `make test-faults` / the `full` nextest profile.
+mod matrix {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn downgrade_under_steady_load_with_consume_drain_loses_nothing() {
+        let _serial = SERIAL.lock().await;
+        conversion_under_steady_load("Dedicated", Tier::Shared, "Consume").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn upgrade_under_steady_load_with_consume_drain_loses_nothing() {
+        let _serial = SERIAL.lock().await;
+        conversion_under_steady_load("Shared", Tier::Dedicated, "Consume").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn downgrade_under_steady_load_with_shovel_drain_loses_nothing() {
+        let _serial = SERIAL.lock().await;
+        conversion_under_steady_load("Dedicated", Tier::Shared, "Shovel").await;
+    }
 }
 
+/// A step that keeps failing is reported on the instance (condition `Degraded` naming the step
+/// and the cause, one Warning Event), not only logged; the conversion goes on once the fault is
+/// gone, and the condition turns False.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upgrade_under_steady_load_with_consume_drain_loses_nothing() {
+async fn a_step_that_keeps_failing_is_reported_on_the_instance_and_cleared_after() {
+    use k8s_openapi::api::core::v1::Event;
     let _serial = SERIAL.lock().await;
-    conversion_under_steady_load("Shared", Tier::Dedicated, "Consume").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn downgrade_under_steady_load_with_shovel_drain_loses_nothing() {
-    let _serial = SERIAL.lock().await;
-    conversion_under_steady_load("Dedicated", Tier::Shared, "Shovel").await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    wait_ready_shared(&c, "orders").await;
+    // The dedicated StatefulSet cannot be written for the next three tries.
+    env.cluster.as_ref().unwrap().api().faults().fail_writes(
+        "apps",
+        "statefulsets",
+        Some("orders-dedicated"),
+        3,
+        500,
+    );
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+    )
+    .await
+    .unwrap();
+    let degraded = eventually("Degraded True", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let st = api.get("orders").await.ok()?.status?;
+            st.conditions
+                .into_iter()
+                .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "True")
+        }
+    })
+    .await;
+    println!("degraded: {} — {}", degraded.reason, degraded.message);
+    assert_eq!(
+        degraded.reason,
+        tiermq_crd::conditions::reasons::KUBERNETES_API_ERROR
+    );
+    assert!(
+        degraded.message.contains("EnsureDedicatedCluster")
+            && degraded.message.contains("orders-dedicated"),
+        "{}",
+        degraded.message
+    );
+    let warnings = Api::<Event>::namespaced(c.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(tiermq_crd::conditions::events::RECONCILE_FAILING))
+        .count();
+    assert!(warnings >= 1, "a Warning Event says it too");
+    let done = eventually(
+        "the upgrade completes once writes go through",
+        BOOT + Duration::from_secs(120),
+        || {
+            let api = api.clone();
+            async move {
+                let st = api.get("orders").await.ok()?.status?;
+                (st.tier == Some(Tier::Dedicated)
+                    && st.migration_phase == Some(MigrationPhase::Stable))
+                .then_some(st)
+            }
+        },
+    )
+    .await;
+    let c = done
+        .conditions
+        .iter()
+        .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED)
+        .unwrap();
+    assert_eq!(c.status, "False", "{c:?}");
+    env.shutdown().await;
 }

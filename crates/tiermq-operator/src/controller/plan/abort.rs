@@ -68,18 +68,17 @@ fn recorded(o: &Observed) -> bool {
 /// R-abort, continued: once the abort's steps ran, the source is the sole cluster again.
 pub(super) fn aborting(o: &Observed, now: DateTime<Utc>) -> Decision {
     let m = running(o, now);
-    let mut steps = abort_steps(o, &m);
+    let steps = abort_steps(o, &m);
     if !recorded(o) {
         let note = format!(
-            "aborting, but status lost the conversion's record (edited by hand?): {} is kept,              since nothing proves it never took a message; check it and delete it yourself,              then restore status.migration or recreate the instance",
+            "aborting, but status lost the conversion's record (edited by hand?): {} is kept, \
+             since nothing proves it never took a message; check it and delete it yourself, \
+             then restore status.migration or recreate the instance",
             describe(&m.destination)
         );
         return Decision::migrating(Aborting, m, steps).progress(note);
     }
     let record = history_record(&m, now, MigrationOutcome::Aborted);
-    steps.push(Step::RecordHistory {
-        record: record.clone(),
-    });
     let note = format!(
         "conversion {} -> {} aborted; {} serves the instance alone, no message lost",
         m.from,

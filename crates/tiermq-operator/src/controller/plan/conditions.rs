@@ -140,6 +140,36 @@ pub fn invalid_spec(
     }
 }
 
+/// `Degraded`: True with the failing step's reason and message, or False after a pass that
+/// succeeded.
+pub fn degraded(
+    previous: &[Condition],
+    generation: i64,
+    failing: Option<(&str, &str)>,
+    now: DateTime<Utc>,
+) -> Condition {
+    match failing {
+        Some((reason, message)) => condition(
+            previous,
+            conditions::DEGRADED,
+            true,
+            reason,
+            message.to_string(),
+            generation,
+            now,
+        ),
+        None => condition(
+            previous,
+            conditions::DEGRADED,
+            false,
+            reasons::RECONCILED,
+            "the last reconcile succeeded".to_string(),
+            generation,
+            now,
+        ),
+    }
+}
+
 fn cond(
     o: &Observed,
     type_: &str,

@@ -585,14 +585,9 @@ pub(super) fn history_record(
 pub(super) fn completed(o: &Observed, now: DateTime<Utc>) -> Decision {
     let m = running(o, now);
     let record = history_record(&m, now, MigrationOutcome::Completed);
-    let steps = vec![
-        Step::RouteService {
-            to: vec![m.destination.clone()],
-        },
-        Step::RecordHistory {
-            record: record.clone(),
-        },
-    ];
+    let steps = vec![Step::RouteService {
+        to: vec![m.destination.clone()],
+    }];
     let mut note = format!("conversion {} -> {} completed", m.from, m.to);
     if o.spec.tier != m.to {
         note.push_str(&format!(

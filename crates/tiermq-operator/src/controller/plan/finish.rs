@@ -51,6 +51,7 @@ pub(super) fn finish(
         status,
         events,
         requeue_after,
+        finished: d.record,
     }
 }
 

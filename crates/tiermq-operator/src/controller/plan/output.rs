@@ -27,6 +27,9 @@ pub struct Plan {
     pub events: Vec<PlannedEvent>,
     /// When to reconcile again even if nothing changes.
     pub requeue_after: Duration,
+    /// The conversion this plan ends (its record is also the last of `status.history`): counted
+    /// and logged once the status is written.
+    pub finished: Option<MigrationRecord>,
 }
 
 impl Plan {
@@ -96,8 +99,6 @@ pub enum Step {
     DiscardTenant { cluster: ClusterRef },
     /// The dedicated cluster's objects are gone (PVCs per the documented retention choice).
     DeleteDedicatedCluster { cluster: ClusterRef },
-    /// Publish the finished conversion to metrics/logs; `status.history` already holds it.
-    RecordHistory { record: MigrationRecord },
     /// Remove the operator's finalizer: every cleanup step before it succeeded.
     RemoveFinalizer,
 }
@@ -124,7 +125,6 @@ impl Step {
             Step::DeleteTenant { .. } => "DeleteTenant",
             Step::DiscardTenant { .. } => "DiscardTenant",
             Step::DeleteDedicatedCluster { .. } => "DeleteDedicatedCluster",
-            Step::RecordHistory { .. } => "RecordHistory",
             Step::RemoveFinalizer => "RemoveFinalizer",
         }
     }

@@ -74,6 +74,7 @@ mod tests {
             status: Default::default(),
             events: vec![],
             requeue_after: Duration::from_secs(secs),
+            finished: None,
         };
         assert_eq!(
             requeue_after(&p(DrainingSource, 5), 2),
