@@ -38,6 +38,11 @@ test: setup lint ## Installs what is missing, then fmt check, clippy and every t
 test-unit: ## Only the tests that start no broker (fast)
 	$(CARGO) nextest run --workspace -E 'not binary(/^rabbit_/)'
 
+.PHONY: test-faults
+test-faults: setup ## The fault matrix left out of `make test`: crash before every status write x both directions x both drains, crash loops, steady-load reconciler combinations (~15 min)
+	$(CARGO) build -p tiermq-operator --bin tiermq-operator
+	$(CARGO) nextest run --workspace --profile full -E 'test(/(^|::)matrix::/) or binary(rabbit_e2e_faults)'
+
 .PHONY: demo
 demo: setup ## The main job: kubesim + operator + brokers, an instance converted shared -> dedicated -> shared under load (~1-2 min)
 	$(CARGO) build -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo

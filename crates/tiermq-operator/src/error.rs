@@ -108,6 +108,9 @@ pub enum Error {
     /// (another writer, for example a second operator replica): plan again from what is stored.
     #[error("{0} changed since it was read; planning again")]
     Conflict(String),
+    /// A step that needs leadership could not confirm it (see [`crate::leader::Leadership::confirm`]).
+    #[error("{0}")]
+    NotLeader(String),
     /// `source` happened in `stage` (and, while executing a plan, in `step`).
     #[error("{stage}{}: {source}", step.map(|s| format!(" step {s}")).unwrap_or_default())]
     In {
@@ -176,6 +179,7 @@ impl Error {
             Error::Serialization(_) => "Serialization",
             Error::NotReady(_) => "NotReady",
             Error::Conflict(_) => "Conflict",
+            Error::NotLeader(_) => "NotLeader",
             Error::Placement { .. } => "Placement",
             Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
@@ -198,7 +202,7 @@ impl Error {
                 reasons::KUBERNETES_API_ERROR
             }
             Error::Secret { .. } => reasons::SECRET_PROBLEM,
-            Error::NotReady(_) => reasons::WAITING,
+            Error::NotReady(_) | Error::NotLeader(_) => reasons::WAITING,
             Error::InvalidSpec(_) | Error::Build(_) | Error::Placement { .. } => {
                 tiermq_crd::conditions::INVALID_SPEC
             }
@@ -220,7 +224,8 @@ impl Error {
             | Error::Secret { .. }
             | Error::Serialization(_)
             | Error::NotReady(_)
-            | Error::Conflict(_) => Retry::Backoff,
+            | Error::Conflict(_)
+            | Error::NotLeader(_) => Retry::Backoff,
             Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
     }

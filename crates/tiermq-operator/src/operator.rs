@@ -2,8 +2,9 @@
 //!
 //! - serves `/metrics`, `/healthz`, `/readyz` on `--metrics-addr`;
 //! - with `--leader-election` (default) takes part in the election on the Lease
-//!   `--lease-name` in `--namespace` and runs the controllers only while it leads (losing the
-//!   lease stops them; they start again when it is won back); without it, runs them at once;
+//!   `--lease-name` in `--namespace` ([`crate::leader`]) and runs the controllers only while it
+//!   leads; losing the lease (no renewal within the renew deadline) cancels in-flight reconciles
+//!   and exits, so a restarted process stands by again; without it, runs them at once;
 //! - stops gracefully on SIGTERM or Ctrl-C: in-flight reconciles finish, then the process exits.
 //!
 //! # Running it against the test cluster (kubesim)
@@ -35,6 +36,7 @@ use tokio::sync::watch;
 use crate::config::RunArgs;
 use crate::controller::run_controllers;
 use crate::http::{self, HttpState};
+use crate::leader::{Leadership, Timings};
 use crate::metrics::Metrics;
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -103,7 +105,7 @@ pub async fn run_with_client(
     if !args.leader_election {
         tracing::info!("leader election disabled: reconciling at once");
         ready.store(true, Ordering::Relaxed);
-        run_controllers(client, args, metrics, shared_future(stopped(stop_rx))).await;
+        run_controllers(client, args, metrics, None, shared_future(stopped(stop_rx))).await;
         server.abort();
         return Ok(());
     }
@@ -113,50 +115,50 @@ pub async fn run_with_client(
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("tiermq-operator-{}", std::process::id()));
-    let mut leading =
-        crate::leader::elect(client.clone(), &args.namespace, &args.lease_name, &identity)
-            .await
-            .with_context(|| {
-                format!(
-                    "start leader election on Lease {}/{}",
-                    args.namespace, args.lease_name
-                )
-            })?;
+    let leadership = Leadership::new(
+        client.clone(),
+        &args.namespace,
+        &args.lease_name,
+        &identity,
+        Timings::default(),
+    );
+    let mut leading = leadership.subscribe();
+    let elector = tokio::spawn(leadership.clone().run(stop_rx.clone()));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(%identity, lease = %args.lease_name, "standing by for leadership");
-    loop {
+    {
         let mut stop = stop_rx.clone();
         tokio::select! {
-            r = leading.wait_for(|l| *l) => {
-                if r.is_err() {
-                    anyhow::bail!("leader election stopped; restart the operator");
-                }
+            _ = leading.wait_for(|l| *l) => {}
+            _ = stop.wait_for(|v| *v) => {
+                server.abort();
+                return Ok(());
             }
-            _ = stop.wait_for(|v| *v) => break,
-        }
-        tracing::info!(%identity, "leading: starting controllers");
-        let mut lost = leading.clone();
-        let stop_or_lost = {
-            let stop = stopped(stop_rx.clone());
-            async move {
-                tokio::select! {
-                    _ = stop => {}
-                    _ = lost.wait_for(|l| !*l) => tracing::warn!("lost leadership: stopping controllers"),
-                }
-            }
-        };
-        run_controllers(
-            client.clone(),
-            args.clone(),
-            metrics.clone(),
-            shared_future(stop_or_lost),
-        )
-        .await;
-        if *stop_rx.borrow() {
-            break;
         }
     }
+    tracing::info!(%identity, "leading: starting controllers");
+    let controllers = run_controllers(
+        client.clone(),
+        args.clone(),
+        metrics.clone(),
+        Some(leadership.clone()),
+        shared_future(stopped(stop_rx.clone())),
+    );
+    // Losing leadership drops the controllers at once: reconciles in flight are cancelled, not
+    // finished (a replica that may no longer lead must not take one more step). The process
+    // then exits, and its restart stands by for the Lease like any other replica.
+    let lost = tokio::select! {
+        _ = controllers => false,
+        _ = leading.wait_for(|l| !*l) => true,
+    };
     server.abort();
+    if lost {
+        anyhow::bail!(
+            "lost leadership: stopped reconciling and exiting, to stand by again after a restart"
+        );
+    }
+    leadership.release().await;
+    elector.abort();
     Ok(())
 }
 

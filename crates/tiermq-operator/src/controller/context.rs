@@ -20,6 +20,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// Every RabbitMQInstance as the instance controller's reflector sees it.
     pub instances: Store<RabbitMQInstance>,
+    /// This replica's part in leader election (`None` without it): destructive steps confirm
+    /// leadership right before they run.
+    pub leadership: Option<crate::leader::Leadership>,
     /// Consecutive failures per object and when the last one happened.
     failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
@@ -37,6 +40,7 @@ impl Context {
         config: RunArgs,
         metrics: Metrics,
         instances: Store<RabbitMQInstance>,
+        leadership: Option<crate::leader::Leadership>,
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: crate::controller::apply::FIELD_MANAGER.into(),
@@ -48,6 +52,7 @@ impl Context {
             config,
             metrics,
             instances,
+            leadership,
             failures: Mutex::new(HashMap::new()),
         })
     }

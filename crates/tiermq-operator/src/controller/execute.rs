@@ -61,6 +61,14 @@ impl Target<'_> {
 pub async fn run(ctx: &Context, t: &Target<'_>, steps: &[Step]) -> Result<()> {
     for step in steps {
         tracing::debug!(step = step.name(), "running step");
+        if step.needs_leadership()
+            && let Some(l) = &ctx.leadership
+        {
+            l.confirm()
+                .await
+                .map_err(|e| Error::NotLeader(e.to_string()))
+                .map_err(Error::at(step.name()))?;
+        }
         run_step(ctx, t, step)
             .await
             .map_err(Error::at(step.name()))

@@ -108,6 +108,7 @@ pub async fn run_controllers(
     client: kube::Client,
     config: RunArgs,
     metrics: Metrics,
+    leadership: Option<crate::leader::Leadership>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
@@ -125,7 +126,13 @@ pub async fn run_controllers(
     .applied_objects()
     .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
     let instance_ctrl = Controller::for_stream(trigger, store.clone());
-    let ctx: Arc<Context> = Context::new(client.clone(), config.clone(), metrics, store.clone());
+    let ctx: Arc<Context> = Context::new(
+        client.clone(),
+        config.clone(),
+        metrics,
+        store.clone(),
+        leadership,
+    );
 
     let pod_store = store.clone();
     let sc_store = store.clone();

@@ -2,7 +2,9 @@
 //! nextest runs its tests one at a time, see `.config/nextest.toml`):
 //!
 //! - [`broker_config`]: the builders' broker configuration boots a real RabbitMQ;
-//! - [`reconcilers`]: the real reconcilers in-process against kubesim and real brokers.
+//! - [`reconcilers`]: the real reconcilers in-process against kubesim and real brokers;
+//! - [`leader`]: leader election against kubesim (no broker).
 
 mod broker_config;
+mod leader;
 mod reconcilers;

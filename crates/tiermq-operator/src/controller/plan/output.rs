@@ -136,6 +136,32 @@ impl Step {
         self.destroys().is_some()
     }
 
+    /// Steps that change who reads or writes where, or delete: run only by a replica that has just
+    /// confirmed it still leads (a replica cut off from the API server may believe it leads).
+    pub fn needs_leadership(&self) -> bool {
+        match self {
+            Step::EnsureTenant { writable, .. } => *writable,
+            Step::RouteService { .. }
+            | Step::FreezeSource { .. }
+            | Step::RestoreWrites { .. }
+            | Step::RevokeAll { .. }
+            | Step::StopShovels { .. }
+            | Step::StopTransfers { .. }
+            | Step::CloseSubscribers { .. }
+            | Step::CloseConsumers { .. }
+            | Step::CloseConnections { .. }
+            | Step::DeleteTenant { .. }
+            | Step::DiscardTenant { .. }
+            | Step::DeleteDedicatedCluster { .. }
+            | Step::RemoveFinalizer => true,
+            Step::EnsureDedicatedCluster { .. }
+            | Step::CopyTopology { .. }
+            | Step::CopyTransfers { .. }
+            | Step::DisableFederation { .. }
+            | Step::StartShovels { .. } => false,
+        }
+    }
+
     /// The cluster a destructive step acts on.
     pub fn destroys(&self) -> Option<&ClusterRef> {
         match self {
