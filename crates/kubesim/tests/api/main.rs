@@ -1,5 +1,6 @@
 //! kubesim's tests that start no broker, in one test binary so they are linked once: the API
-//! server against kube-rs ([`apiserver_kube`]) and real kubectl ([`kubectl_cli`]), the simulated
+//! server against kube-rs ([`apiserver_kube`]) and real kubectl ([`kubectl_cli`], run again with
+//! the newest kubectl by [`kubectl_skew`]), the simulated
 //! controllers ([`sim_controllers`]), the `kubesim up` binary ([`sim_binary`]) and the rule that
 //! the operator never depends on kubesim ([`sim_dependency_boundary`]).
 //!
@@ -9,6 +10,7 @@
 mod apiserver_kube;
 mod common;
 mod kubectl_cli;
+mod kubectl_skew;
 mod sim_binary;
 mod sim_controllers;
 mod sim_dependency_boundary;
