@@ -24,7 +24,7 @@
 //!   and `kubectl explain`. `/openapi/v2` is 404; kubectl does not need it once v3 is there.
 //! - Built-in kinds: Namespace, Pod, Service, Endpoints, ConfigMap, Secret, ServiceAccount,
 //!   Event (core; events.k8s.io/v1 is a converted view of the same objects),
-//!   PersistentVolumeClaim, StatefulSet and Deployment (with `scale`), EndpointSlice,
+//!   PersistentVolumeClaim, StatefulSet, Deployment and ReplicaSet (with `scale`), EndpointSlice,
 //!   PodDisruptionBudget, Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
 //!   CustomResourceDefinition. Namespaces `default`, `kube-system`, `kube-public`,
 //!   `kube-node-lease` exist from the start (the first three cannot be deleted).

@@ -1,7 +1,9 @@
 //! A Helm release's whole life on kubesim: install, upgrade with changed values, rollback and
-//! uninstall, each checked with kubectl. Once with server-side apply (Helm 4's default) and once
-//! with client-side apply (three-way strategic merge patches, Helm 3's way), since the API
-//! server serves the two through different code.
+//! uninstall, each waiting for readiness and checked with kubectl. Once with server-side apply
+//! (Helm 4's default) and Helm 4's kstatus watcher for `--wait`, once with client-side apply
+//! (three-way strategic merge patches) and the Helm 3 readiness checks (`--wait=legacy`): the API
+//! server and kubesim's Deployment and ReplicaSet controllers serve each pair through different
+//! code.
 
 use std::time::Duration;
 
@@ -104,6 +106,28 @@ async fn deployment_settings(t: &Tools) -> (i64, String, Value) {
     )
 }
 
+/// The operator Deployment is Available with `n` ready replicas, all of the current template:
+/// checked once, right after a `helm ... --wait` returned.
+async fn assert_rolled_out(t: &Tools, n: i64) {
+    let d = t.get_json(&["deployment", RELEASE, "-n", NS]).await;
+    let st = &d["status"];
+    assert_eq!(
+        st["observedGeneration"], d["metadata"]["generation"],
+        "{st}"
+    );
+    assert_eq!(
+        (st["readyReplicas"].as_i64(), st["updatedReplicas"].as_i64()),
+        (Some(n), Some(n)),
+        "{st}"
+    );
+    let available = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Available" && c["status"] == "True");
+    assert!(available, "{st}");
+}
+
 /// Polls until the operator's pods (run by kubesim's Deployment controller) number `n`.
 async fn wait_for_pods(t: &Tools, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -137,17 +161,30 @@ async fn lifecycle(server_side: bool, test: &str) {
     );
     let chart = chart();
     let ssa = format!("--server-side={server_side}");
+    let wait = if server_side {
+        "--wait=watcher"
+    } else {
+        "--wait=legacy"
+    };
     let helm_ok = |args: Vec<&'static str>| {
         let t = &t;
         let chart = chart.clone();
         let ssa = ssa.clone();
         async move {
+            let dry_run = args.contains(&"--dry-run=server");
             let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
             if let Some(i) = a.iter().position(|s| s == "CHART") {
                 a[i] = chart;
             }
             if matches!(a[0].as_str(), "install" | "upgrade" | "rollback") {
                 a.push(ssa);
+            }
+            if matches!(
+                a[0].as_str(),
+                "install" | "upgrade" | "rollback" | "uninstall"
+            ) && !dry_run
+            {
+                a.extend([wait.to_string(), "--timeout=30s".to_string()]);
             }
             let a: Vec<&str> = a.iter().map(String::as_str).collect();
             t.helm(&a).await.ok()
