@@ -263,6 +263,7 @@ async fn lifecycle(server_side: bool, test: &str) {
         deployment_settings(&t).await,
         (1, "info".into(), Value::Null)
     );
+    assert_rolled_out(&t, 1).await;
     wait_for_pods(&t, 1).await;
 
     // upgrade: more replicas, another log level, a pod annotation, and no metrics Service
@@ -293,6 +294,7 @@ async fn lifecycle(server_side: bool, test: &str) {
         release_secrets(&t).await,
         pairs(&[("1", "superseded"), ("2", "deployed")])
     );
+    assert_rolled_out(&t, 2).await;
     wait_for_pods(&t, 2).await;
 
     // rollback to the first revision: every change is undone, the Service comes back
@@ -321,6 +323,7 @@ async fn lifecycle(server_side: bool, test: &str) {
         descriptions,
         ["Install complete", "Upgrade complete", "Rollback to 1"]
     );
+    assert_rolled_out(&t, 1).await;
     wait_for_pods(&t, 1).await;
 
     // uninstall: the chart's objects and the release's Secrets go, the CRDs stay (Helm never
