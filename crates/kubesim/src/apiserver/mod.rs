@@ -40,7 +40,8 @@
 //!   ADDED/DELETED), update (409 on a stale resourceVersion), patch (JSON merge, JSON patch,
 //!   strategic merge and server-side apply — see [`merge`]), delete (Background, Foreground,
 //!   Orphan; finalizers and deletionTimestamp; owner-reference garbage collection, cascading;
-//!   namespace deletion empties the namespace), deletecollection, `dryRun=All`.
+//!   a deleted namespace stays `Terminating` and is emptied [`store::CONTENT_DELAY`] later, as the
+//!   namespace controller does), deletecollection, `dryRun=All`.
 //! - Pods with `spec.nodeName` terminate gracefully: DELETE marks them (deletionTimestamp,
 //!   deletionGracePeriodSeconds from the request, `terminationGracePeriodSeconds` or 30) and
 //!   they stay until a delete with grace period 0 (the kubelet's confirmation); unscheduled
@@ -183,6 +184,7 @@ pub async fn start(cfg: ApiServerConfig) -> anyhow::Result<ApiServerHandle> {
         .map_err(|e| anyhow::anyhow!("kubesim API server cannot listen on {}: {e}", cfg.bind))?;
     let addr = listener.local_addr()?;
     let state = Arc::new(Mutex::new(store::State::new(cfg.service_ip_prefix)));
+    store::spawn_namespace_controller(Arc::downgrade(&state));
     let faults = FaultInjector::new();
     let app = http::App {
         state: state.clone(),

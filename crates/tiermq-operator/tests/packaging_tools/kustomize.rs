@@ -1,4 +1,5 @@
-//! `kubectl apply -k deploy/` with the machine's kubectl 1.32 and the newest one, on kubesim.
+//! `kubectl apply -k deploy/` and `kubectl delete -k deploy/` with the machine's kubectl 1.32
+//! and the newest one, on kubesim.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -63,6 +64,17 @@ async fn apply_k(kubectl: PathBuf) {
         out.lines().all(|l| l.ends_with(" unchanged")),
         "a repeated apply changed something:\n{out}"
     );
+
+    // Delete (kubectl 1.37 adds "from <namespace> namespace" to each line): the namespace goes
+    // first, then each object in it (still there while the namespace
+    // terminates), and kubectl waits until all are gone.
+    let out = t.kubectl(&["delete", "-k", &deploy]).await.ok();
+    assert_eq!(
+        out.lines().filter(|l| l.contains("\" deleted")).count(),
+        want.len(),
+        "every object deleted:\n{out}"
+    );
+    assert!(t.names(&["-k", &deploy]).await.is_empty());
     server.shutdown().await;
 }
 
