@@ -1,5 +1,6 @@
 //! An in-process Kubernetes API server for tests and the demo, served over plain HTTP on
-//! loopback. Real kubectl (1.32/1.33) and kube-rs 5 clients talk to it unmodified.
+//! loopback. Real kubectl (1.32 and 1.37 are tested), Helm 4 and kube-rs 5 clients talk to it
+//! unmodified.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

@@ -63,7 +63,7 @@ impl State {
     }
 }
 
-/// Starts the namespace controller: every [`TICK`], the content of namespaces terminating for at
+/// Starts the namespace controller: every 100 ms, the content of namespaces terminating for at
 /// least [`CONTENT_DELAY`] is deleted. It stops when the server's state is dropped.
 pub fn spawn_namespace_controller(state: Weak<Mutex<State>>) {
     tokio::spawn(async move {
