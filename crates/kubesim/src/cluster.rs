@@ -1,5 +1,6 @@
-//! A whole simulated cluster in one call: API server + StatefulSet, EndpointSlice, kubelet and
-//! kube-proxy controllers, isolated from other clusters running at the same time on the machine.
+//! A whole simulated cluster in one call: API server + StatefulSet, Deployment, ReplicaSet,
+//! EndpointSlice, kubelet and kube-proxy controllers, isolated from other clusters running at the
+//! same time on the machine.
 //!
 //! Addresses of cluster slot `s` (1..=250), all in 127.0.0.0/8:
 //!

@@ -5,8 +5,9 @@
 //! - [`apiserver`]: an in-process Kubernetes API server over plain HTTP (kubectl and kube-rs
 //!   talk to it unmodified).
 //! - [`sim`]: the simulated controllers, each an ordinary kube-rs client of that API server:
-//!   StatefulSet controller, EndpointSlice controller, a kubelet that runs RabbitMQ pods as real
-//!   `rabbitmq-server` processes on their own pod IPs, and a kube-proxy for Service ClusterIPs.
+//!   StatefulSet, Deployment, ReplicaSet and EndpointSlice controllers, a kubelet that runs
+//!   RabbitMQ pods as real `rabbitmq-server` processes on their own pod IPs, and a kube-proxy for
+//!   Service ClusterIPs.
 //! - [`cluster`]: both together on a free loopback slot ([`cluster::start`]); the `kubesim up`
 //!   binary runs one until Ctrl-C.
 //!

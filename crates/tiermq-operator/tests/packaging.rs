@@ -1,6 +1,7 @@
 //! Packaging checks that need no cluster and no Helm: generated CRDs have not drifted, the chart's
 //! values match its schema and its templates, the kustomize base renders into valid Kubernetes
-//! objects with least-privilege RBAC, and the examples are valid resources.
+//! objects with least-privilege RBAC, and the examples are valid resources. The same chart and base
+//! through real Helm and kubectl, on kubesim, are in `packaging_tools/`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

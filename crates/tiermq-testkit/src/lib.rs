@@ -1,5 +1,5 @@
 //! Real `rabbitmq-server` nodes on loopback, for the broker integration tests, kubesim's simulated
-//! kubelet and the demo.
+//! kubelet and the demo; and ([`tools`]) where tests find the pinned `helm` and newest `kubectl`.
 //!
 //! Two levels:
 //!
@@ -69,6 +69,7 @@ mod ip;
 mod node;
 mod runtime;
 mod sweep;
+pub mod tools;
 
 pub use config::{
     Credentials, NodeConfig, TEST_PLUGINS, TEST_SAMPLE_INCREMENT_SECS, TEST_STATS_INTERVAL_MS,

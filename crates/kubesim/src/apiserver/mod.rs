@@ -1,5 +1,6 @@
 //! An in-process Kubernetes API server for tests and the demo, served over plain HTTP on
-//! loopback. Real kubectl (1.32/1.33) and kube-rs 5 clients talk to it unmodified.
+//! loopback. Real kubectl (1.32 and 1.37 are tested), Helm 4 and kube-rs 5 clients talk to it
+//! unmodified.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -24,7 +25,7 @@
 //!   and `kubectl explain`. `/openapi/v2` is 404; kubectl does not need it once v3 is there.
 //! - Built-in kinds: Namespace, Pod, Service, Endpoints, ConfigMap, Secret, ServiceAccount,
 //!   Event (core; events.k8s.io/v1 is a converted view of the same objects),
-//!   PersistentVolumeClaim, StatefulSet and Deployment (with `scale`), EndpointSlice,
+//!   PersistentVolumeClaim, StatefulSet, Deployment and ReplicaSet (with `scale`), EndpointSlice,
 //!   PodDisruptionBudget, Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
 //!   CustomResourceDefinition. Namespaces `default`, `kube-system`, `kube-public`,
 //!   `kube-node-lease` exist from the start (the first three cannot be deleted).
@@ -40,7 +41,8 @@
 //!   ADDED/DELETED), update (409 on a stale resourceVersion), patch (JSON merge, JSON patch,
 //!   strategic merge and server-side apply — see [`merge`]), delete (Background, Foreground,
 //!   Orphan; finalizers and deletionTimestamp; owner-reference garbage collection, cascading;
-//!   namespace deletion empties the namespace), deletecollection, `dryRun=All`.
+//!   a deleted namespace stays `Terminating` and is emptied [`store::CONTENT_DELAY`] later, as the
+//!   namespace controller does), deletecollection, `dryRun=All`.
 //! - Pods with `spec.nodeName` terminate gracefully: DELETE marks them (deletionTimestamp,
 //!   deletionGracePeriodSeconds from the request, `terminationGracePeriodSeconds` or 30) and
 //!   they stay until a delete with grace period 0 (the kubelet's confirmation); unscheduled
@@ -183,6 +185,7 @@ pub async fn start(cfg: ApiServerConfig) -> anyhow::Result<ApiServerHandle> {
         .map_err(|e| anyhow::anyhow!("kubesim API server cannot listen on {}: {e}", cfg.bind))?;
     let addr = listener.local_addr()?;
     let state = Arc::new(Mutex::new(store::State::new(cfg.service_ip_prefix)));
+    store::spawn_namespace_controller(Arc::downgrade(&state));
     let faults = FaultInjector::new();
     let app = http::App {
         state: state.clone(),

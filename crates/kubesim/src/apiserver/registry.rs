@@ -246,6 +246,16 @@ pub fn builtins() -> Vec<ResourceType> {
             schema_of::<apps::Deployment>,
         ),
         builtin(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            true,
+            &["rs"],
+            true,
+            schema_of::<apps::ReplicaSet>,
+        ),
+        builtin(
             "discovery.k8s.io",
             "v1",
             "endpointslices",
@@ -349,7 +359,7 @@ pub fn builtins() -> Vec<ResourceType> {
     ];
     for rt in v.iter_mut() {
         match rt.plural.as_str() {
-            "statefulsets" | "deployments" => {
+            "statefulsets" | "deployments" | "replicasets" => {
                 rt.scale = replicas_scale();
                 rt.categories = all.clone();
             }

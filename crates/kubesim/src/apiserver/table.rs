@@ -303,6 +303,17 @@ pub fn builtin_columns(group: &str, plural: &str) -> Vec<Column> {
             str_or(&o["status"]["phase"], "Pending")
         })),
         ("apps", "statefulsets") => c.push(Column::builtin("Ready", 0, ready_of)),
+        ("apps", "replicasets") => {
+            c.push(Column::builtin("Desired", 0, |o| {
+                json!(o["spec"]["replicas"].as_i64().unwrap_or(1))
+            }));
+            c.push(Column::builtin("Current", 0, |o| {
+                json!(o["status"]["replicas"].as_i64().unwrap_or(0))
+            }));
+            c.push(Column::builtin("Ready", 0, |o| {
+                json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0))
+            }));
+        }
         ("apps", "deployments") => {
             c.push(Column::builtin("Ready", 0, ready_of));
             c.push(Column::builtin("Up-to-date", 0, |o| {

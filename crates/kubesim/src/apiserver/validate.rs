@@ -304,7 +304,9 @@ pub fn builtin(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
         return out;
     }
     match (rt.group.as_str(), rt.plural.as_str()) {
-        ("apps", "statefulsets") | ("apps", "deployments") => workload(obj, &mut out),
+        ("apps", "statefulsets") | ("apps", "deployments") | ("apps", "replicasets") => {
+            workload(obj, &mut out)
+        }
         ("", "pods") => containers(&obj["spec"], "spec", &mut out),
         ("", "services") => service(obj, &mut out),
         ("", "configmaps") => {

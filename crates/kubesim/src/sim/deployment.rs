@@ -1,17 +1,20 @@
-//! Deployment controller, kept minimal: enough for the Helm chart's operator Deployment and for
-//! `kubectl rollout status` / `kubectl wait --for=condition=Available`.
+//! Deployment controller, kept small: enough for the Helm chart's operator Deployment,
+//! `kubectl rollout status|history`, `kubectl wait --for=condition=Available` and the readiness
+//! checks of `helm install --wait` (which also look at the Deployment's ReplicaSets).
 //!
-//! Simplification: there are no ReplicaSets. The Deployment owns its pods directly; each pod is
-//! named `<deployment>-<template hash>-<5 random chars>` and labelled with the template's labels
-//! plus `pod-template-hash`. A rollout (template change) creates new pods up to `replicas`, and
-//! removes the old ones once every new pod is Ready (so `RollingUpdate` behaves like maxSurge =
-//! 100 %). Failed/Succeeded pods are replaced. Status carries replicas, updatedReplicas,
-//! readyReplicas, availableReplicas, unavailableReplicas, observedGeneration and the Available and
-//! Progressing conditions.
+//! As in Kubernetes, a Deployment owns one ReplicaSet per pod template, named
+//! `<deployment>-<template hash>` and labelled `pod-template-hash`, and the ReplicaSet
+//! controller ([`super::replicaset`]) makes the pods. A rollout (template change) scales the new
+//! ReplicaSet to `replicas` and the old ones to 0 once every new pod is Ready (so `RollingUpdate`
+//! behaves like maxSurge = 100 %); old ReplicaSets stay at 0 as revision history
+//! (`deployment.kubernetes.io/revision`, at most `revisionHistoryLimit` of them). Going back to an
+//! earlier template reuses its ReplicaSet under a new revision. Status carries replicas,
+//! updatedReplicas, readyReplicas, availableReplicas, unavailableReplicas, observedGeneration and
+//! the Available and Progressing conditions.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -19,17 +22,21 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
+use super::replicaset::{controlled_by, finished};
 use super::statefulset::pod_ready;
 use super::{Result, SimConfig, SimError, is_not_found, key_of, spawn_trigger, wait_next};
 
-/// Pod label: the hash of the Deployment's pod template the pod was made from.
+/// Pod and ReplicaSet label: the hash of the Deployment's pod template they were made from.
 pub const LABEL_POD_TEMPLATE_HASH: &str = "pod-template-hash";
+/// ReplicaSet annotation: the Deployment revision the ReplicaSet's template is.
+pub const ANNOTATION_REVISION: &str = "deployment.kubernetes.io/revision";
 
 pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receiver<bool>) {
     let notify = Arc::new(Notify::new());
     let rec = super::recorder(&client, "deployment-controller");
     let triggers = [
         spawn_trigger::<Deployment>(client.clone(), notify.clone(), stop.clone()),
+        spawn_trigger::<ReplicaSet>(client.clone(), notify.clone(), stop.clone()),
         spawn_trigger::<Pod>(client.clone(), notify.clone(), stop.clone()),
     ];
     loop {
@@ -50,6 +57,10 @@ async fn reconcile_all(client: &Client, rec: &super::Events) -> Result<()> {
         .list(&ListParams::default())
         .await
         .map_err(|e| SimError::kube("list", "Deployment", "all namespaces", e))?;
+    let sets = Api::<ReplicaSet>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| SimError::kube("list", "ReplicaSet", "all namespaces", e))?;
     let pods = Api::<Pod>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -58,7 +69,7 @@ async fn reconcile_all(client: &Client, rec: &super::Events) -> Result<()> {
         if d.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if let Err(e) = reconcile_one(client, rec, d, &pods.items).await {
+        if let Err(e) = reconcile_one(client, rec, d, &sets.items, &pods.items).await {
             tracing::warn!(deployment = %key_of(d), error = %e, "reconcile failed; retrying");
         }
     }
@@ -76,27 +87,38 @@ fn template_hash(d: &Deployment) -> String {
     format!("{:010x}", h & 0xff_ffff_ffff)
 }
 
-fn random_suffix() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+/// The revision a ReplicaSet carries (0 when it has none).
+fn revision_of(rs: &ReplicaSet) -> u64 {
+    rs.annotations()
+        .get(ANNOTATION_REVISION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
-fn build_pod(d: &Deployment, hash: &str) -> Pod {
+/// The ReplicaSet for the Deployment's current template: its template gets the
+/// `pod-template-hash` label, its selector selects it too, so ReplicaSets of one Deployment never
+/// share pods.
+fn build_replicaset(d: &Deployment, hash: &str, replicas: i32, revision: u64) -> ReplicaSet {
     let name = d.name_any();
     let spec = d.spec.clone().unwrap_or_default();
-    let tmeta = spec.template.metadata.clone().unwrap_or_default();
-    let mut labels = tmeta.labels.clone().unwrap_or_default();
-    labels.insert(LABEL_POD_TEMPLATE_HASH.into(), hash.to_string());
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}-{hash}-{}", random_suffix())),
+    let mut template = spec.template.clone();
+    let tmeta = template.metadata.get_or_insert_with(Default::default);
+    tmeta
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(LABEL_POD_TEMPLATE_HASH.into(), hash.to_string());
+    let labels = tmeta.labels.clone();
+    let mut selector = spec.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(Default::default)
+        .insert(LABEL_POD_TEMPLATE_HASH.into(), hash.to_string());
+    serde_json::from_value(json!({
+        "metadata": ObjectMeta {
+            name: Some(format!("{name}-{hash}")),
             namespace: d.namespace(),
-            labels: Some(labels),
-            annotations: tmeta.annotations,
+            labels,
+            annotations: Some([(ANNOTATION_REVISION.to_string(), revision.to_string())].into()),
             owner_references: Some(vec![OwnerReference {
                 api_version: "apps/v1".into(),
                 kind: "Deployment".into(),
@@ -107,75 +129,141 @@ fn build_pod(d: &Deployment, hash: &str) -> Pod {
             }]),
             ..Default::default()
         },
-        spec: spec.template.spec,
-        status: None,
-    }
+        "spec": {"replicas": replicas, "selector": selector, "template": template},
+    }))
+    .expect("a ReplicaSet from its parts")
 }
 
-async fn delete(api: &Api<Pod>, pod: &Pod) -> Result<()> {
-    match api.delete(&pod.name_any(), &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(SimError::kube("delete", "Pod", key_of(pod), e)),
+/// Sets a ReplicaSet's replicas and, when given, its revision.
+async fn scale(
+    client: &Client,
+    rec: &super::Events,
+    d: &Deployment,
+    rs: &ReplicaSet,
+    replicas: i32,
+    revision: Option<u64>,
+) -> Result<()> {
+    let from = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let mut patch = json!({"spec": {"replicas": replicas}});
+    if let Some(r) = revision {
+        patch["metadata"] = json!({"annotations": {ANNOTATION_REVISION: r.to_string()}});
     }
+    Api::<ReplicaSet>::namespaced(client.clone(), &rs.namespace().unwrap_or_default())
+        .patch(
+            &rs.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| SimError::kube("scale", "ReplicaSet", key_of(rs), e))?;
+    if from != replicas {
+        let how = if replicas > from { "up" } else { "down" };
+        let note = format!(
+            "Scaled {how} replica set {} from {from} to {replicas}",
+            rs.name_any()
+        );
+        super::emit(rec, d, false, "ScalingReplicaSet", "Scale", note).await;
+    }
+    Ok(())
 }
 
 async fn reconcile_one(
     client: &Client,
     rec: &super::Events,
     d: &Deployment,
+    all_sets: &[ReplicaSet],
     all_pods: &[Pod],
 ) -> Result<()> {
     let ns = d.namespace().unwrap_or_default();
     let uid = d.uid().unwrap_or_default();
-    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+    let spec = d.spec.clone().unwrap_or_default();
+    let replicas = spec.replicas.unwrap_or(1).max(0);
     let hash = template_hash(d);
-    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let owned: Vec<&Pod> = all_pods
+    let sets_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let owned: Vec<&ReplicaSet> = all_sets
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.owner_references()
+        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+        .filter(|rs| {
+            rs.owner_references()
                 .iter()
                 .any(|o| o.uid == uid && o.controller == Some(true))
         })
         .collect();
-    let finished = |p: &Pod| {
-        matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Failed") | Some("Succeeded")
-        )
-    };
-    let is_new = |p: &Pod| p.labels().get(LABEL_POD_TEMPLATE_HASH) == Some(&hash);
-    for p in owned.iter().filter(|p| finished(p)) {
-        delete(&api, p).await?;
-    }
-    let live: Vec<&Pod> = owned.into_iter().filter(|p| !finished(p)).collect();
-    let new: Vec<&Pod> = live.iter().copied().filter(|p| is_new(p)).collect();
-    let old: Vec<&Pod> = live.iter().copied().filter(|p| !is_new(p)).collect();
-    if new.len() < replicas {
-        for _ in new.len()..replicas {
-            let pod = build_pod(d, &hash);
-            api.create(&PostParams::default(), &pod)
+    let is_new = |rs: &ReplicaSet| rs.labels().get(LABEL_POD_TEMPLATE_HASH) == Some(&hash);
+    let newest = owned.iter().map(|rs| revision_of(rs)).max().unwrap_or(0);
+    let new = owned.iter().copied().find(|rs| is_new(rs));
+    let old: Vec<&ReplicaSet> = owned.iter().copied().filter(|rs| !is_new(rs)).collect();
+    let new_uid = match new {
+        None => {
+            let rs = build_replicaset(d, &hash, replicas, newest + 1);
+            let created = sets_api
+                .create(&PostParams::default(), &rs)
                 .await
                 .map_err(|e| {
-                    SimError::kube("create", "Pod", format!("{ns}/{}", pod.name_any()), e)
+                    SimError::kube("create", "ReplicaSet", format!("{ns}/{}", rs.name_any()), e)
                 })?;
-            let note = format!("Created pod: {}", pod.name_any());
-            super::emit(rec, d, false, "SuccessfulCreate", "Create", note).await;
+            let note = format!(
+                "Scaled up replica set {} from 0 to {replicas}",
+                rs.name_any()
+            );
+            super::emit(rec, d, false, "ScalingReplicaSet", "Scale", note).await;
+            created.uid().unwrap_or_default()
         }
-    } else {
-        for p in new.iter().skip(replicas) {
-            delete(&api, p).await?;
+        Some(rs) => {
+            // An earlier template coming back (a rollback) becomes the newest revision again.
+            let revision = (revision_of(rs) < newest).then_some(newest + 1);
+            if rs.spec.as_ref().and_then(|s| s.replicas) != Some(replicas) || revision.is_some() {
+                scale(client, rec, d, rs, replicas, revision).await?;
+            }
+            rs.uid().unwrap_or_default()
+        }
+    };
+
+    let pods_of = |rs_uid: &str| -> Vec<&Pod> {
+        all_pods
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && !finished(p))
+            .filter(|p| controlled_by(p, rs_uid))
+            .collect()
+    };
+    let new_pods = pods_of(&new_uid);
+    let old_pods: Vec<&Pod> = old
+        .iter()
+        .flat_map(|rs| pods_of(&rs.uid().unwrap_or_default()))
+        .collect();
+    let new_ready = new_pods.iter().filter(|p| pod_ready(p)).count();
+    if new_ready >= replicas as usize {
+        for rs in old
+            .iter()
+            .filter(|rs| rs.spec.as_ref().and_then(|s| s.replicas) != Some(0))
+        {
+            scale(client, rec, d, rs, 0, None).await?;
+        }
+        // Revision history: the newest scaled-down ReplicaSets stay, up to the limit.
+        let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        let mut idle: Vec<&ReplicaSet> = old
+            .iter()
+            .copied()
+            .filter(|rs| pods_of(&rs.uid().unwrap_or_default()).is_empty())
+            .collect();
+        idle.sort_by_key(|rs| std::cmp::Reverse(revision_of(rs)));
+        for rs in idle.into_iter().skip(limit) {
+            match sets_api
+                .delete(&rs.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(SimError::kube("delete", "ReplicaSet", key_of(rs), e)),
+            }
         }
     }
-    let new_ready = new.iter().filter(|p| pod_ready(p)).count();
-    if new_ready >= replicas {
-        for p in &old {
-            delete(&api, p).await?;
-        }
-    }
+    let replicas = replicas as usize;
+    let new = new_pods;
+    let live: Vec<&Pod> = new.iter().chain(old_pods.iter()).copied().collect();
+    let old = old_pods;
 
     let ready = live.iter().filter(|p| pod_ready(p)).count() as i32;
     let available = ready >= replicas as i32;

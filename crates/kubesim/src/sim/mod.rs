@@ -8,8 +8,8 @@
 //! early; a periodic resync (`SimConfig::resync`) makes it correct even when a watch is lost.
 //!
 //! - [`statefulset`]: StatefulSet → ordered Pods and PersistentVolumeClaims, status, rolling update.
-//! - [`deployment`]: Deployment → Pods (no ReplicaSets; enough for the chart's operator
-//!   Deployment and `kubectl rollout status`).
+//! - [`deployment`]: Deployment → one ReplicaSet per pod template, rollouts, revision history.
+//! - [`replicaset`]: ReplicaSet → Pods.
 //! - [`endpointslice`]: Service with a selector → EndpointSlices of its matching Pods.
 //! - [`kubelet`]: Pod → pod IP, status and conditions; RabbitMQ images run as real
 //!   `rabbitmq-server` processes ([`rabbit`]), other images are "running" without a process.
@@ -18,8 +18,8 @@
 //! ## Limits (on purpose, to stay small)
 //!
 //! - One node (`kubesim-node`); pods are never scheduled elsewhere and `spec.nodeName` stays
-//!   unset (the API server has no binding subresource). No DaemonSets, Jobs, ReplicaSets (a
-//!   Deployment owns its pods directly), NetworkPolicies, NodePorts or DNS.
+//!   unset (the API server has no binding subresource). No DaemonSets, Jobs, NetworkPolicies,
+//!   NodePorts or DNS.
 //! - StatefulSets: no `minReadySeconds`, no `ordinals.start`; scale down does not wait for the
 //!   remaining pods to be Ready.
 //! - Pods: only RabbitMQ images run a process; exec/httpGet probes are approximated (see
@@ -35,6 +35,7 @@ pub mod ipam;
 pub mod kubelet;
 pub mod kubeproxy;
 pub mod rabbit;
+pub mod replicaset;
 pub mod statefulset;
 pub mod volumes;
 
@@ -103,7 +104,8 @@ pub struct Sim {
     kubelet: Arc<kubelet::Kubelet>,
 }
 
-/// Starts the StatefulSet, EndpointSlice, kubelet and kube-proxy controllers against `client`.
+/// Starts the StatefulSet, Deployment, ReplicaSet, EndpointSlice, kubelet and kube-proxy
+/// controllers against `client`.
 pub async fn start(client: kube::Client, cfg: SimConfig) -> Result<Sim> {
     std::fs::create_dir_all(&cfg.dir).map_err(|e| SimError::io("create", &cfg.dir, e))?;
     let (stop, stop_rx) = watch::channel(false);
@@ -124,6 +126,11 @@ pub async fn start(client: kube::Client, cfg: SimConfig) -> Result<Sim> {
             stop_rx.clone(),
         )),
         tokio::spawn(deployment::run(
+            client.clone(),
+            cfg.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(replicaset::run(
             client.clone(),
             cfg.clone(),
             stop_rx.clone(),

@@ -1,5 +1,6 @@
-//! Real kubectl (/usr/bin/kubectl) against the kubesim API server through a kubeconfig: the
-//! everyday commands an operator's users and the project's docs rely on.
+//! Real kubectl (/usr/bin/kubectl, or the one `KUBECTL` names) against the kubesim API server
+//! through a kubeconfig: the everyday commands an operator's users and the project's docs rely on.
+//! `kubectl_skew` runs these tests again with the newest kubectl `make setup` installs.
 
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -13,7 +14,10 @@ use crate::common;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+/// The kubectl under test: `KUBECTL` if set (the version-skew run sets it), else the machine's.
+fn kubectl_bin() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| tiermq_testkit::tools::MACHINE_KUBECTL.into())
+}
 
 struct Kubectl {
     server: ApiServerHandle,
@@ -39,7 +43,7 @@ impl Kubectl {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(KUBECTL);
+        let mut c = tokio::process::Command::new(kubectl_bin());
         c.arg("--kubeconfig")
             .arg(self.dir.path().join("kubeconfig"))
             .arg("--cache-dir")

@@ -537,12 +537,13 @@ async fn kube_proxy_round_robins_new_connections_and_keeps_established_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployment_runs_pods_without_processes_and_rolls_out_template_changes() {
-    use k8s_openapi::api::apps::v1::Deployment;
+async fn deployment_runs_pods_through_replicasets_and_rolls_out_template_changes() {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
     let (c, _dir) = start_cluster().await;
     tokio::time::timeout(Duration::from_secs(90), async {
         let client = c.client();
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         let d: Deployment = serde_json::from_value(json!({
             "metadata": {"name": "op"},
@@ -565,7 +566,10 @@ async fn deployment_runs_pods_without_processes_and_rolls_out_template_changes()
                         && st.ready_replicas == Some(2)
                         && st.updated_replicas == Some(2)
                         && st.replicas == Some(2)
-                        && st.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True");
+                        && st.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True")
+                        && st.conditions.iter().flatten().any(|c| {
+                            c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+                        });
                     let list = pods.list(&ListParams::default().labels("app=op")).await.ok()?;
                     let images_ok = list.items.len() == 2
                         && list.items.iter().all(|p| {
@@ -576,29 +580,93 @@ async fn deployment_runs_pods_without_processes_and_rolls_out_template_changes()
                 }
             }
         };
+        // (name, revision, spec.replicas, status.readyReplicas) of the Deployment's ReplicaSets.
+        let replicasets = || async {
+            let mut v: Vec<(String, String, i32, i32)> = sets
+                .list(&ListParams::default().labels("app=op"))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|rs| {
+                    assert_eq!(rs.owner_references()[0].kind, "Deployment");
+                    (
+                        rs.name_any(),
+                        rs.annotations()["deployment.kubernetes.io/revision"].clone(),
+                        rs.spec.as_ref().unwrap().replicas.unwrap(),
+                        rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
+                    )
+                })
+                .collect();
+            v.sort_by(|a, b| a.1.cmp(&b.1));
+            v
+        };
         let first = wait_for("deployment available", T, available("example/tiermq-operator:1")).await.unwrap();
+        let rs1 = first[0].owner_references()[0].name.clone();
         for p in &first {
-            assert_eq!(p.owner_references()[0].kind, "Deployment");
+            let owner = &p.owner_references()[0];
+            assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", rs1.as_str()));
+            assert!(p.name_any().starts_with(&format!("{rs1}-")), "{}", p.name_any());
             assert!(p.status.as_ref().unwrap().pod_ip.is_some());
         }
-        deployments
-            .patch(
-                "op",
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": {"template": {"spec": {"containers": [
-                    {"name": "op", "image": "example/tiermq-operator:2"}]}}}})),
-            )
-            .await
-            .unwrap();
+        assert!(rs1.starts_with("op-"), "{rs1}");
+        let set_image = |image: &'static str| {
+            let deployments = deployments.clone();
+            async move {
+                deployments
+                    .patch(
+                        "op",
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"spec": {"template": {"spec": {"containers": [
+                            {"name": "op", "image": image}]}}}})),
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        set_image("example/tiermq-operator:2").await;
         let second = wait_for("rolled out", T, available("example/tiermq-operator:2")).await.unwrap();
         let old: BTreeSet<String> = first.iter().map(|p| p.name_any()).collect();
         assert!(second.iter().all(|p| !old.contains(&p.name_any())));
+        let rs2 = second[0].owner_references()[0].name.clone();
+        assert_ne!(rs1, rs2);
+        // The old ReplicaSet stays, scaled to 0, as revision 1.
+        let history = wait_for("old ReplicaSet scaled down", T, || async {
+            let v = replicasets().await;
+            (v.len() == 2 && v[0].3 == 0).then_some(v)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            history,
+            [(rs1.clone(), "1".into(), 0, 0), (rs2.clone(), "2".into(), 2, 2)]
+        );
+
+        // Back to the first template: its ReplicaSet comes back as revision 3.
+        set_image("example/tiermq-operator:1").await;
+        let third = wait_for("rolled back", T, available("example/tiermq-operator:1")).await.unwrap();
+        assert!(third.iter().all(|p| p.owner_references()[0].name == rs1));
+        let history = wait_for("second ReplicaSet scaled down", T, || async {
+            let v = replicasets().await;
+            (v.len() == 2 && v[0].3 == 0).then_some(v)
+        })
+        .await
+        .unwrap();
+        assert_eq!(history, [(rs2, "2".into(), 0, 0), (rs1, "3".into(), 2, 2)]);
+
         deployments
             .patch("op", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 0}})))
             .await
             .unwrap();
         wait_for("no pods left", T, || async {
             pods.list(&ListParams::default().labels("app=op")).await.ok()?.items.is_empty().then_some(())
+        })
+        .await
+        .unwrap();
+        // Deleting the Deployment takes its ReplicaSets with it.
+        deployments.delete("op", &Default::default()).await.unwrap();
+        wait_for("ReplicaSets garbage-collected", T, || async {
+            sets.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
         })
         .await
         .unwrap();

@@ -138,7 +138,7 @@ impl State {
                     }
                 }
             }
-            ("apps", "statefulsets") | ("apps", "deployments") => {
+            ("apps", "statefulsets") | ("apps", "deployments") | ("apps", "replicasets") => {
                 if obj["spec"]["replicas"].is_null() {
                     obj["spec"]["replicas"] = json!(1);
                 }
@@ -151,7 +151,7 @@ impl State {
                             json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
                     }
                 }
-                if obj["spec"]["revisionHistoryLimit"].is_null() {
+                if rt.plural != "replicasets" && obj["spec"]["revisionHistoryLimit"].is_null() {
                     obj["spec"]["revisionHistoryLimit"] = json!(10);
                 }
             }

@@ -1,5 +1,5 @@
 //! DELETE: the propagation policy, finalizers and `deletionTimestamp`, graceful termination of
-//! scheduled pods, emptying a namespace, and removing an object for good (freeing its ClusterIP,
+//! scheduled pods, marking a namespace Terminating, and removing an object for good (freeing its ClusterIP,
 //! or taking a CRD's custom resources with it).
 
 use serde_json::{Value, json};
@@ -129,27 +129,7 @@ impl State {
         }
         let key = Self::key(rt, ns, name);
         if rt.group.is_empty() && rt.plural == "namespaces" {
-            let members: Vec<(ResourceType, String)> = self
-                .objects
-                .keys()
-                .filter(|k| k.2 == name && !k.2.is_empty())
-                .filter_map(|k| {
-                    self.registry
-                        .any_version(&k.0, &k.1)
-                        .map(|t| (t.clone(), k.3.clone()))
-                })
-                .collect();
-            for (t, n) in members {
-                let _ = self.delete(
-                    &t,
-                    Some(name),
-                    &n,
-                    Propagation::Background,
-                    None,
-                    false,
-                    None,
-                );
-            }
+            // Its content goes a moment later (see `namespaces`).
             obj["status"]["phase"] = json!("Terminating");
         }
         let mut fins = finalizers(&obj);

@@ -10,12 +10,14 @@
 //! - `delete`: DELETE with its propagation policy, finalizers and graceful pod termination;
 //! - `gc`: owner-reference garbage collection (orphan, foreground, background) and the end of
 //!   terminating namespaces, run after every deletion until nothing changes;
+//! - `namespaces`: the namespace controller that empties a terminating namespace a moment later;
 //! - `watch`: the bounded event history watches resume from, and 410 Gone past it;
 //! - `scale`: the `autoscaling/v1` Scale view of workloads.
 
 mod admit;
 mod delete;
 mod gc;
+mod namespaces;
 mod scale;
 mod watch;
 mod write;
@@ -32,6 +34,7 @@ use super::registry::{Registry, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 
 pub use delete::Propagation;
+pub use namespaces::{CONTENT_DELAY, spawn_namespace_controller};
 pub use watch::{HISTORY_LEN, Subscription, WatchEvent};
 pub use write::WriteOpts;
 
