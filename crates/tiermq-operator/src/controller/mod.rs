@@ -103,6 +103,51 @@ fn instances_for_shared(
         .collect()
 }
 
+/// What of an instance a SharedCluster's reconcile depends on: the clusters it is recorded on.
+fn placement(i: &RabbitMQInstance) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(s) = &i.status {
+        s.serving.hash(&mut h);
+        s.migration
+            .as_ref()
+            .map(|m| (&m.source, &m.destination))
+            .hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Instances whose placement changed (first seen, moved, deleted): the SharedCluster controller's
+/// trigger. Status writes that change nothing else (every drain sample) do not reconcile the
+/// SharedCluster.
+fn placement_changes(
+    api: Api<RabbitMQInstance>,
+) -> impl futures::Stream<Item = Result<RabbitMQInstance, watcher::Error>> + Send + 'static {
+    let seen = std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new());
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .flat_map(move |ev| {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            let key = |i: &RabbitMQInstance| i.uid().unwrap_or_else(|| i.name_any());
+            let out: Vec<Result<RabbitMQInstance, watcher::Error>> = match ev {
+                Ok(watcher::Event::Apply(i) | watcher::Event::InitApply(i)) => {
+                    let h = placement(&i);
+                    match seen.insert(key(&i), h) {
+                        Some(old) if old == h => vec![],
+                        _ => vec![Ok(i)],
+                    }
+                }
+                Ok(watcher::Event::Delete(i)) => {
+                    seen.remove(&key(&i));
+                    vec![Ok(i)]
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(out)
+        })
+}
+
 /// Runs both controllers until `shutdown` resolves (then they finish in-flight reconciles).
 pub async fn run_controllers(
     client: kube::Client,
@@ -176,9 +221,8 @@ pub async fn run_controllers(
         watcher::Config::default(),
     )
     .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-    .watches(
-        Api::<RabbitMQInstance>::all(client.clone()),
-        watcher::Config::default(),
+    .watches_stream(
+        placement_changes(Api::<RabbitMQInstance>::all(client.clone())),
         |i: RabbitMQInstance| {
             // Placement counts change with the instance's recorded clusters.
             let Some(s) = i.status else { return Vec::new() };
