@@ -34,6 +34,7 @@ use super::selector::{FieldSelector, LabelSelector};
 pub use delete::Propagation;
 pub use watch::{HISTORY_LEN, Subscription, WatchEvent};
 pub use write::WriteOpts;
+pub(crate) use write::new_uid;
 
 /// Where an object is stored: (group, plural, namespace or empty, name). One entry per object,
 /// whichever version it was written through.
