@@ -1,12 +1,13 @@
 //! The protobuf bodies kubectl's typed clients send for authentication and authorization:
 //! TokenRequest (`kubectl create token`), SelfSubjectAccessReview (`kubectl auth can-i`),
 //! SelfSubjectRulesReview (`can-i --list`), SelfSubjectReview (`kubectl auth whoami`) and
-//! SubjectAccessReview, decoded into their JSON form. Field numbers are those of
-//! `k8s.io/api/{authentication,authorization}/v1/generated.proto`.
+//! SubjectAccessReview, decoded into their JSON form; and the RBAC objects `kubectl create
+//! role|clusterrole|rolebinding|clusterrolebinding` send ([`decode_rbac`]). Field numbers are
+//! those of `k8s.io/api/{authentication,authorization,rbac}/v1/generated.proto`.
 
 use serde_json::{Map, Value, json};
 
-use super::proto::{Wire, envelope, fields, object_meta, string};
+use super::proto::{Wire, envelope, fields, map_entry, object_meta, string};
 
 /// Decodes a `k8s\0`-prefixed body of one of the kinds above.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
@@ -33,6 +34,115 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         }
     }
     Ok(obj)
+}
+
+/// Decodes the object bytes of an `rbac.authorization.k8s.io/v1` Role, ClusterRole,
+/// RoleBinding or ClusterRoleBinding; None for other kinds.
+pub fn decode_rbac(api_version: &str, kind: &str, raw: &[u8]) -> Option<Result<Value, String>> {
+    let binding = match (api_version, kind) {
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => false,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => true,
+        _ => return None,
+    };
+    let decoded = (|| -> Result<Value, String> {
+        let mut obj = json!({"apiVersion": api_version, "kind": kind});
+        let mut list = vec![];
+        for (n, w) in fields(raw)? {
+            let Wire::Bytes(x) = w else { continue };
+            match (n, binding) {
+                (1, _) => obj["metadata"] = object_meta(x)?,
+                (2, false) => list.push(policy_rule(x)?),
+                (2, true) => list.push(strings_of(
+                    x,
+                    &[(1, "kind"), (2, "apiGroup"), (3, "name"), (4, "namespace")],
+                )?),
+                (3, true) => {
+                    obj["roleRef"] = strings_of(x, &[(1, "apiGroup"), (2, "kind"), (3, "name")])?
+                }
+                (3, false) => {
+                    let mut selectors = vec![];
+                    for (sn, sw) in fields(x)? {
+                        if let (1, Wire::Bytes(sel)) = (sn, sw) {
+                            selectors.push(label_selector(sel)?);
+                        }
+                    }
+                    obj["aggregationRule"] = json!({"clusterRoleSelectors": selectors});
+                }
+                _ => {}
+            }
+        }
+        obj[if binding { "subjects" } else { "rules" }] = Value::Array(list);
+        Ok(obj)
+    })();
+    Some(decoded)
+}
+
+fn policy_rule(b: &[u8]) -> Result<Value, String> {
+    let mut m = Map::new();
+    for (n, w) in fields(b)? {
+        let Wire::Bytes(x) = w else { continue };
+        let key = match n {
+            1 => "verbs",
+            2 => "apiGroups",
+            3 => "resources",
+            4 => "resourceNames",
+            5 => "nonResourceURLs",
+            _ => continue,
+        };
+        let list = m.entry(key).or_insert_with(|| json!([]));
+        if let Value::Array(a) = list {
+            a.push(json!(string(x)?));
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// A message of string fields, by field number.
+fn strings_of(b: &[u8], names: &[(u64, &str)]) -> Result<Value, String> {
+    let mut m = Map::new();
+    for (n, w) in fields(b)? {
+        if let Wire::Bytes(x) = w
+            && let Some((_, k)) = names.iter().find(|(num, _)| *num == n)
+        {
+            put(&mut m, k, string(x)?);
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// `metav1.LabelSelector`: matchLabels = 1, matchExpressions = 2 (key, operator, values).
+fn label_selector(b: &[u8]) -> Result<Value, String> {
+    let (mut labels, mut exprs) = (Map::new(), vec![]);
+    for (n, w) in fields(b)? {
+        let Wire::Bytes(x) = w else { continue };
+        match n {
+            1 => {
+                let (k, v) = map_entry(x, false)?;
+                labels.insert(k, v);
+            }
+            2 => {
+                let mut e = strings_of(x, &[(1, "key"), (2, "operator")])?;
+                let values: Vec<Value> = fields(x)?
+                    .into_iter()
+                    .filter_map(|(vn, vw)| match (vn, vw) {
+                        (3, Wire::Bytes(v)) => string(v).ok().map(Value::String),
+                        _ => None,
+                    })
+                    .collect();
+                e["values"] = Value::Array(values);
+                exprs.push(e);
+            }
+            _ => {}
+        }
+    }
+    let mut sel = json!({});
+    if !labels.is_empty() {
+        sel["matchLabels"] = Value::Object(labels);
+    }
+    if !exprs.is_empty() {
+        sel["matchExpressions"] = Value::Array(exprs);
+    }
+    Ok(sel)
 }
 
 fn put(m: &mut Map<String, Value>, k: &str, v: String) {

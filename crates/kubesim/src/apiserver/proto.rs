@@ -54,7 +54,7 @@ pub(crate) fn string(b: &[u8]) -> Result<String, String> {
 }
 
 /// A `map<string, string|bytes>` field: entries of (key = 1, value = 2).
-fn map_entry(b: &[u8], bytes_values: bool) -> Result<(String, Value), String> {
+pub(crate) fn map_entry(b: &[u8], bytes_values: bool) -> Result<(String, Value), String> {
     let (mut k, mut v) = (String::new(), Value::String(String::new()));
     for (n, w) in fields(b)? {
         if let Wire::Bytes(x) = w {
@@ -166,8 +166,12 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         )
     );
     if !supported {
+        // `kubectl create role|rolebinding|clusterrole|clusterrolebinding`
+        if let Some(rbac) = super::authproto::decode_rbac(&api_version, &kind, raw) {
+            return rbac;
+        }
         return Err(format!(
-            "kubesim reads protobuf only for Namespace, ConfigMap, Secret and ServiceAccount, not {api_version} {kind}; send JSON or YAML (e.g. kubectl apply -f)"
+            "kubesim reads protobuf only for Namespace, ConfigMap, Secret, ServiceAccount and RBAC objects, not {api_version} {kind}; send JSON or YAML (e.g. kubectl apply -f)"
         ));
     }
     for (n, w) in fields(raw)? {

@@ -1,5 +1,6 @@
 //! kubesim's tests that start no broker, in one test binary so they are linked once: the API
-//! server against kube-rs ([`apiserver_kube`]) and real kubectl ([`kubectl_cli`]), the simulated
+//! server against kube-rs ([`apiserver_kube`]) and real kubectl ([`kubectl_cli`]), its
+//! authentication, RBAC, request log and per-client faults ([`auth`], [`client_faults`]), the simulated
 //! controllers ([`sim_controllers`]), the `kubesim up` binary ([`sim_binary`]) and the rule that
 //! the operator never depends on kubesim ([`sim_dependency_boundary`]).
 //!
@@ -7,6 +8,8 @@
 //! time.
 
 mod apiserver_kube;
+mod auth;
+mod client_faults;
 mod common;
 mod kubectl_cli;
 mod sim_binary;
