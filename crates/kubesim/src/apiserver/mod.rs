@@ -59,7 +59,9 @@
 //!   Event (core; events.k8s.io/v1 is a converted view of the same objects),
 //!   PersistentVolumeClaim, StatefulSet and Deployment (with `scale`), EndpointSlice,
 //!   PodDisruptionBudget, Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
-//!   CustomResourceDefinition. Namespaces `default`, `kube-system`, `kube-public`,
+//!   CustomResourceDefinition; the create-only reviews SelfSubjectAccessReview,
+//!   SelfSubjectRulesReview, SubjectAccessReview and SelfSubjectReview, and the TokenRequest
+//!   subresource `serviceaccounts/{name}/token`. Namespaces `default`, `kube-system`, `kube-public`,
 //!   `kube-node-lease` exist from the start (the first three cannot be deleted).
 //! - CRDs are served as soon as they are created (Established/NamesAccepted conditions set):
 //!   structural pruning, schema defaults, OpenAPI validation (jsonschema crate),
@@ -167,8 +169,8 @@ impl Default for ApiServerConfig {
     }
 }
 
-/// A running server. Dropping it without [`ApiServerHandle::shutdown`] leaves the server task
-/// running until the runtime ends.
+/// A running server. Dropping it without [`ApiServerHandle::shutdown`] stops it too, without
+/// waiting.
 pub struct ApiServerHandle {
     addr: SocketAddr,
     faults: FaultInjector,

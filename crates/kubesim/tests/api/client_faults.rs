@@ -118,11 +118,17 @@ async fn error_and_hang_faults_hit_one_token_and_spare_another_of_the_same_accou
     let two: Api<ConfigMap> = Api::namespaced(w.token_client(&t2.token), "team");
     let faults = w.server.client_faults();
 
+    let mut watch_one = watch_from_now(&one).await;
     let conflict = faults.start(
         ClientSelector::credential(&t1.credential_id),
         ClientFaultMode::Error(409),
         None,
     );
+    // the server ends the open watch; the client's re-watch would get the error
+    let next = tokio::time::timeout(Duration::from_secs(2), watch_one.next())
+        .await
+        .expect("the watch ends at once");
+    assert!(next.is_none(), "ended by the server: {next:?}");
     match one.create(&PostParams::default(), &cm("x")).await {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "Conflict")),
         other => panic!("expected 409, got {other:?}"),
