@@ -6,17 +6,22 @@
 //!
 //! | what | address |
 //! |---|---|
-//! | API server | `http://127.19.s.1:6443` |
+//! | API server | `https://127.19.s.1:6443` |
 //! | Service ClusterIPs | `127.20.s.1..254` (allocated by the API server) |
 //! | pod IPs | `127.30.s.1..254` (allocated by the kubelet) |
 //!
 //! A slot is free when its API server address and the first pod IP's AMQP port can be bound; the
 //! API server's own listener then holds the slot, so parallel test processes never share one.
 //!
-//! State lives under `ClusterConfig::dir`: `kubeconfig`, `pods/<ns>/<pod>-<uid>/` (materialised
+//! State lives under `ClusterConfig::dir`: `kubeconfig` (the admin's: the cluster CA and the
+//! client certificate of `kubernetes-admin`, in `system:masters`), `pods/<ns>/<pod>-<uid>/` (materialised
 //! volumes; broker data and logs for pods without a PVC) and `pvc/<ns>/<claim>/` (PVC data, kept
 //! across pod restarts). The `pods/` and `pvc/` folders are emptied at start: the API server
 //! keeps objects in memory only, so nothing outlives a cluster.
+//!
+//! The simulated controllers act as their own user, `system:kubesim-controllers` (in
+//! `system:masters`), so the request log tells their requests from the admin's and a client fault
+//! on the admin does not stop them.
 //!
 //! [`Cluster::shutdown`] stops every broker process gracefully; dropping a `Cluster` (also while a
 //! test panics) kills them at once, by process group.
@@ -50,6 +55,8 @@ pub struct ClusterConfig {
     pub max_brokers: usize,
     /// Controllers' full resync interval.
     pub resync: Duration,
+    /// Append the API server's request log to this file (see `apiserver::audit`).
+    pub request_log: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -59,6 +66,7 @@ impl ClusterConfig {
             dir: dir.into(),
             max_brokers: 3,
             resync: Duration::from_secs(1),
+            request_log: None,
         }
     }
 }
@@ -114,6 +122,7 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
         match apiserver::start(ApiServerConfig {
             bind,
             service_ip_prefix: [127, SERVICE_OCTET, slot],
+            request_log: cfg.request_log.clone(),
         })
         .await
         {
@@ -135,12 +144,16 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
     let kubeconfig = cfg.dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig)
         .with_context(|| format!("write {}", kubeconfig.display()))?;
-    let client = kube::Client::try_from(kube::Config::new(
-        api.url().parse().context("API server URL")?,
-    ))
-    .context("build kube client for the kubesim API server")?;
+    let client = api
+        .admin_client()
+        .context("build kube client for the kubesim API server")?;
+    let controllers = kube::Client::try_from(api.user_config(
+        apiserver::authn::CONTROLLERS_USER,
+        &[apiserver::authn::MASTERS.to_string()],
+    )?)
+    .context("build the simulated controllers' kube client")?;
     let sim = sim::start(
-        client.clone(),
+        controllers,
         SimConfig {
             dir: cfg.dir.clone(),
             pod_ip_prefix: [127, POD_OCTET, slot],
@@ -167,7 +180,8 @@ impl Cluster {
         self.slot
     }
 
-    /// A kube-rs client for this cluster's API server.
+    /// A kube-rs client for this cluster's API server, acting as the admin (`kubernetes-admin`
+    /// in `system:masters`).
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }
@@ -182,7 +196,7 @@ impl Cluster {
         &self.dir
     }
 
-    /// The API server (for its URL and fault injection).
+    /// The API server (its URL, identities, request log and fault injection).
     pub fn api(&self) -> &ApiServerHandle {
         self.api.as_ref().expect("API server runs until shutdown")
     }

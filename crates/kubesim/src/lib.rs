@@ -2,8 +2,9 @@
 //! kubesim: a small Kubernetes-like cluster on loopback for tiermq's tests and demo. It is test
 //! and demo infrastructure only and never a dependency of the operator (a test checks this).
 //!
-//! - [`apiserver`]: an in-process Kubernetes API server over plain HTTP (kubectl and kube-rs
-//!   talk to it unmodified).
+//! - [`apiserver`]: an in-process Kubernetes API server over HTTPS (kubectl and kube-rs talk to
+//!   it unmodified through the kubeconfig it writes), with authentication (client certificates,
+//!   ServiceAccount tokens), RBAC, a request log and per-client fault injection.
 //! - [`sim`]: the simulated controllers, each an ordinary kube-rs client of that API server:
 //!   StatefulSet, Deployment, ReplicaSet and EndpointSlice controllers, a kubelet that runs
 //!   RabbitMQ pods as real `rabbitmq-server` processes on their own pod IPs, and a kube-proxy for

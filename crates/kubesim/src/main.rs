@@ -25,6 +25,9 @@ enum Cmd {
         /// At most this many RabbitMQ broker processes at once.
         #[arg(long, default_value_t = 3)]
         max_brokers: usize,
+        /// Append the API server's request log (one JSON line per request) to this file.
+        #[arg(long, env = "KUBESIM_REQUEST_LOG")]
+        request_log: Option<PathBuf>,
     },
 }
 
@@ -38,14 +41,22 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Up { dir, max_brokers } => {
+        Cmd::Up {
+            dir,
+            max_brokers,
+            request_log,
+        } => {
             let dir = std::path::absolute(&dir)?;
             let mut cfg = kubesim::cluster::ClusterConfig::new(&dir);
             cfg.max_brokers = max_brokers;
+            cfg.request_log = request_log.map(std::path::absolute).transpose()?;
             let cluster = kubesim::cluster::start(cfg).await?;
             let kc = cluster.kubeconfig_path().display().to_string();
             println!("kubesim is up (API server {})", cluster.api().url());
-            println!("kubeconfig: {kc}");
+            println!("kubeconfig: {kc} (admin: kubernetes-admin, in system:masters)");
+            if let Some(log) = cluster.api().request_log().path() {
+                println!("request log: {}", log.display());
+            }
             println!("  export KUBECONFIG={kc}");
             println!("  kubectl get pods,svc,statefulsets -A");
             println!(

@@ -52,7 +52,8 @@ pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
 }
 
 fn verbs(rt: &ResourceType) -> Vec<&'static str> {
-    if rt.plural == "selfsubjectaccessreviews" {
+    // SelfSubjectAccessReview and the other create-only reviews
+    if rt.plural.ends_with("reviews") {
         return vec!["create"];
     }
     vec![

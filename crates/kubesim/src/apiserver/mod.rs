@@ -1,18 +1,50 @@
-//! An in-process Kubernetes API server for tests and the demo, served over plain HTTP on
-//! loopback. Real kubectl (1.32 and 1.37 are tested), Helm 4 and kube-rs 5 clients talk to it
-//! unmodified.
+//! An in-process Kubernetes API server for tests and the demo, served over HTTPS on loopback,
+//! with authentication, RBAC and a request log. Real kubectl (1.32 and 1.37 are tested), Helm 4
+//! and kube-rs 5 clients talk to it unmodified through the kubeconfig it writes.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use kubesim::apiserver::{start, ApiServerConfig};
+//! use std::time::Duration;
+//! use kubesim::apiserver::{start, ApiServerConfig, ClientFaultMode, ClientSelector};
 //! let server = start(ApiServerConfig::default()).await?;
-//! let client = kube::Client::try_from(kube::Config::new(server.url().parse()?))?;
+//! let admin = server.admin_client()?; // kubernetes-admin, in system:masters
 //! server.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig"))?; // kubectl --kubeconfig
+//! // a ServiceAccount's identity (it must exist; RBAC decides what it may do)
+//! let token = server.issue_token("tiermq", "operator", Duration::from_secs(3600))?;
+//! let operator = kube::Client::try_from(server.token_config(&token.token))?;
+//! // or a user of your choosing, by client certificate, e.g. for a second operator process
+//! let kubeconfig_b = server.kubeconfig_for_user("operator-b", &["system:masters".into()])?;
 //! server.faults().fail_writes("apps", "statefulsets", Some("web"), 2, 500);
 //! server.faults().end_watches(); // every open watch ends; clients resume
+//! // cut one client off for 20 s; everyone else keeps working
+//! let cut = server.client_faults().start(
+//!     ClientSelector::user("system:serviceaccount:tiermq:operator"),
+//!     ClientFaultMode::Refuse,
+//!     Some(Duration::from_secs(20)),
+//! );
+//! let log = server.request_log().records_of("system:serviceaccount:tiermq:operator");
 //! server.shutdown().await;
-//! # let _ = client; Ok(()) }
+//! # let _ = (admin, operator, kubeconfig_b, cut, log); Ok(()) }
 //! ```
+//!
+//! # Security, as on a real API server
+//!
+//! - HTTPS only, with a CA generated at start ([`tls`]); the kubeconfig carries the CA
+//!   (`certificate-authority-data`) and the admin's client certificate.
+//! - Authentication ([`authn`]): X.509 client certificates (the admin `kubernetes-admin` in
+//!   `system:masters`; [`ApiServerHandle::kubeconfig_for_user`] makes more), ServiceAccount
+//!   tokens (TokenRequest `serviceaccounts/{name}/token`, `kubectl create token`,
+//!   [`ApiServerHandle::issue_token`]), anonymous requests; 401 for a bad or expired token.
+//!   Impersonation headers (`kubectl --as`, `--as-group`) need the `impersonate` verb.
+//! - Authorization ([`rbac`]): RBAC over the stored Roles, ClusterRoles and bindings, 403 bodies
+//!   worded like the real server's; `kubectl auth can-i` (SelfSubjectAccessReview, also
+//!   `--list`), SubjectAccessReview and `kubectl auth whoami` (SelfSubjectReview) answer from it.
+//! - Request log ([`audit`]): one JSON line per request (user, RBAC verb, group, resource,
+//!   subresource, namespace, name, code) in memory ([`ApiServerHandle::request_log`]) and in
+//!   the file [`ApiServerConfig::request_log`] names.
+//! - Per-client faults ([`client_faults`]): refuse, hang or fail with a status code the
+//!   requests (and open watches) of one user or one token for a time window;
+//!   [`ApiServerHandle::client_faults`] in-process, `/kubesim/v1/client-faults` over HTTP.
 //!
 //! # What is served
 //!
@@ -27,7 +59,9 @@
 //!   Event (core; events.k8s.io/v1 is a converted view of the same objects),
 //!   PersistentVolumeClaim, StatefulSet, Deployment and ReplicaSet (with `scale`), EndpointSlice,
 //!   PodDisruptionBudget, Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
-//!   CustomResourceDefinition. Namespaces `default`, `kube-system`, `kube-public`,
+//!   CustomResourceDefinition; the create-only reviews SelfSubjectAccessReview,
+//!   SelfSubjectRulesReview, SubjectAccessReview and SelfSubjectReview, and the TokenRequest
+//!   subresource `serviceaccounts/{name}/token`. Namespaces `default`, `kube-system`, `kube-public`,
 //!   `kube-node-lease` exist from the start (the first three cannot be deleted).
 //! - CRDs are served as soon as they are created (Established/NamesAccepted conditions set):
 //!   structural pruning, schema defaults, OpenAPI validation (jsonschema crate),
@@ -67,9 +101,10 @@
 //!
 //! # Not served / limits
 //!
-//! - Plain HTTP only, no TLS.
-//! - No authentication or authorization: every request is allowed and a
-//!   SelfSubjectAccessReview says so; RBAC objects are stored, not evaluated.
+//! - HTTP/1.1 only (ALPN offers no h2), so one client connection carries one request at a time.
+//! - No legacy ServiceAccount token Secrets, no TokenReview, no LocalSubjectAccessReview, no
+//!   OIDC or webhook authentication; tokens are HS256 JWTs only this server can verify.
+//! - The default user-facing roles `admin`, `edit` and `view` are not created (see [`rbac`]).
 //! - No admission webhooks and no conversion webhooks: several CRD versions are served from one
 //!   stored object whose apiVersion is rewritten.
 //! - No pagination: `limit` and `continue` are ignored, lists are complete.
@@ -79,6 +114,10 @@
 //! - Strategic merge patch and server-side apply pick the merge keys of built-in kinds' lists by
 //!   field name (see [`merge`]), not from each type's declared patch strategy.
 
+pub mod audit;
+pub mod authn;
+pub mod authproto;
+pub mod client_faults;
 pub mod crd;
 pub mod discovery;
 pub mod error;
@@ -89,26 +128,36 @@ mod http;
 pub mod merge;
 pub mod openapi;
 pub mod proto;
+pub mod rbac;
 pub mod registry;
 pub mod selector;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod validate;
 
+mod identities;
+
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use audit::{RequestLog, RequestRecord};
+pub use authn::{IssuedToken, UserInfo};
+pub use client_faults::{ClientFaultMode, ClientFaults, ClientSelector};
 pub use error::ApiError;
 pub use faults::FaultInjector;
 
-/// Where to listen and which addresses Services get.
+/// Where to listen, which addresses Services get, where the request log goes.
 #[derive(Debug, Clone)]
 pub struct ApiServerConfig {
     /// Listen address; port 0 picks a free port. Default 127.0.0.1:0.
     pub bind: SocketAddr,
     /// ClusterIPs are allocated as `prefix.1` ..= `prefix.254`.
     pub service_ip_prefix: [u8; 3],
+    /// Append the request log to this file (JSON lines, see [`audit`]); it is always kept in
+    /// memory too.
+    pub request_log: Option<PathBuf>,
 }
 
 impl Default for ApiServerConfig {
@@ -116,18 +165,23 @@ impl Default for ApiServerConfig {
         ApiServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             service_ip_prefix: [127, 20, 7],
+            request_log: None,
         }
     }
 }
 
-/// A running server. Dropping it without [`ApiServerHandle::shutdown`] leaves the server task
-/// running until the runtime ends.
+/// A running server. Dropping it without [`ApiServerHandle::shutdown`] stops it too, without
+/// waiting.
 pub struct ApiServerHandle {
     addr: SocketAddr,
     faults: FaultInjector,
     state: Arc<Mutex<store::State>>,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    pki: Arc<tls::Pki>,
+    /// The admin's client certificate (`kubernetes-admin` in `system:masters`).
+    admin: tls::ClientCert,
+    app: http::App,
 }
 
 impl ApiServerHandle {
@@ -136,22 +190,21 @@ impl ApiServerHandle {
         self.addr
     }
 
-    /// `http://<addr>`, usable as `kube::Config::new(url.parse()?)` and as the kubeconfig server.
+    /// `https://<addr>`, the kubeconfig's server (clients must trust [`Self::ca_pem`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
-    /// A kubeconfig with cluster, user and context all named `kubesim` (no auth).
+    /// The admin kubeconfig: cluster, user and context all named `kubesim`, the CA and the
+    /// client certificate of `kubernetes-admin` (in `system:masters`).
     pub fn kubeconfig_yaml(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {}\nusers:\n- name: kubesim\n  user: {{}}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\npreferences: {{}}\n",
-            self.url()
-        )
+        self.kubeconfig_with_user(identities::cert_user(&self.admin))
     }
 
-    /// Writes [`ApiServerHandle::kubeconfig_yaml`] to `path`.
+    /// Writes [`ApiServerHandle::kubeconfig_yaml`] to `path`, readable by its owner only (it
+    /// holds the admin's private key).
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, self.kubeconfig_yaml())
+        identities::write_private(path, &self.kubeconfig_yaml())
     }
 
     /// Fault injection for tests (failing writes, delays, ending watches).
@@ -173,7 +226,7 @@ impl ApiServerHandle {
     /// Stops accepting connections, ends open watches and waits for the server task.
     pub async fn shutdown(self) {
         self.faults.end_watches();
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         let _ = self.task.await;
     }
 }
@@ -184,30 +237,49 @@ pub async fn start(cfg: ApiServerConfig) -> anyhow::Result<ApiServerHandle> {
         .await
         .map_err(|e| anyhow::anyhow!("kubesim API server cannot listen on {}: {e}", cfg.bind))?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(Mutex::new(store::State::new(cfg.service_ip_prefix)));
+    let mut ips = vec![addr.ip()];
+    if addr.ip() != std::net::IpAddr::from([127, 0, 0, 1]) {
+        ips.push([127, 0, 0, 1].into());
+    }
+    let pki = tls::Pki::generate(&ips)?;
+    let tls_config = pki.server_config()?;
+    let requests = Arc::new(
+        RequestLog::new(cfg.request_log.as_deref())
+            .map_err(|e| anyhow::anyhow!("kubesim request log {:?}: {e}", cfg.request_log))?,
+    );
+    let mut st = store::State::new(cfg.service_ip_prefix);
+    for rt in http::review_types() {
+        st.registry.insert(rt);
+    }
+    rbac::bootstrap(&mut st);
+    let state = Arc::new(Mutex::new(st));
     store::spawn_namespace_controller(Arc::downgrade(&state));
     let faults = FaultInjector::new();
     let app = http::App {
         state: state.clone(),
         faults: faults.clone(),
         addr: addr.to_string(),
+        auth: Arc::new(authn::Authenticator::new()),
+        requests,
+        client_faults: ClientFaults::new(),
     };
-    let router = axum::Router::new().fallback(http::handle).with_state(app);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stopped.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("kubesim API server stopped with an error: {e}");
-        }
-    });
-    tracing::info!(%addr, "kubesim API server listening");
+    let router = axum::Router::new()
+        .fallback(http::handle)
+        .with_state(app.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(tls::serve(listener, tls_config, router, stopped));
+    tracing::info!(%addr, "kubesim API server listening (HTTPS)");
+    let admin =
+        app.auth
+            .register_user_cert(&pki, authn::ADMIN_USER, &[authn::MASTERS.to_string()])?;
     Ok(ApiServerHandle {
         addr,
         faults,
         state,
         stop,
         task,
+        pki: Arc::new(pki),
+        admin,
+        app,
     })
 }

@@ -6,7 +6,7 @@
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-enum Wire<'a> {
+pub(crate) enum Wire<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
 }
@@ -24,7 +24,7 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
     Err("varint too long".into())
 }
 
-fn fields(buf: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
+pub(crate) fn fields(buf: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
     let mut out = vec![];
     let mut pos = 0;
     while pos < buf.len() {
@@ -49,12 +49,12 @@ fn fields(buf: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
     Ok(out)
 }
 
-fn string(b: &[u8]) -> Result<String, String> {
+pub(crate) fn string(b: &[u8]) -> Result<String, String> {
     String::from_utf8(b.to_vec()).map_err(|_| "a string field is not UTF-8".to_string())
 }
 
 /// A `map<string, string|bytes>` field: entries of (key = 1, value = 2).
-fn map_entry(b: &[u8], bytes_values: bool) -> Result<(String, Value), String> {
+pub(crate) fn map_entry(b: &[u8], bytes_values: bool) -> Result<(String, Value), String> {
     let (mut k, mut v) = (String::new(), Value::String(String::new()));
     for (n, w) in fields(b)? {
         if let Wire::Bytes(x) = w {
@@ -85,7 +85,7 @@ fn owner_reference(b: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(o))
 }
 
-fn object_meta(b: &[u8]) -> Result<Value, String> {
+pub(crate) fn object_meta(b: &[u8]) -> Result<Value, String> {
     let mut m = Map::new();
     let (mut labels, mut annotations, mut finalizers, mut owners) =
         (Map::new(), Map::new(), vec![], vec![]);
@@ -125,8 +125,8 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(m))
 }
 
-/// Decodes a `k8s\0`-prefixed protobuf body of a supported kind into its JSON form.
-pub fn decode(body: &[u8]) -> Result<Value, String> {
+/// The `k8s\0` envelope of a protobuf body: apiVersion, kind and the object's own bytes.
+pub(crate) fn envelope(body: &[u8]) -> Result<(String, String, &[u8]), String> {
     let rest = body
         .strip_prefix(b"k8s\0")
         .ok_or("the body lacks the Kubernetes protobuf envelope")?;
@@ -146,6 +146,12 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
+    Ok((api_version, kind, raw))
+}
+
+/// Decodes a `k8s\0`-prefixed protobuf body of a supported kind into its JSON form.
+pub fn decode(body: &[u8]) -> Result<Value, String> {
+    let (api_version, kind, raw) = envelope(body)?;
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), json!(api_version));
     obj.insert("kind".into(), json!(kind));
@@ -160,8 +166,12 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         )
     );
     if !supported {
+        // `kubectl create role|rolebinding|clusterrole|clusterrolebinding`
+        if let Some(rbac) = super::authproto::decode_rbac(&api_version, &kind, raw) {
+            return rbac;
+        }
         return Err(format!(
-            "kubesim reads protobuf only for Namespace, ConfigMap, Secret and ServiceAccount, not {api_version} {kind}; send JSON or YAML (e.g. kubectl apply -f)"
+            "kubesim reads protobuf only for Namespace, ConfigMap, Secret, ServiceAccount and RBAC objects, not {api_version} {kind}; send JSON or YAML (e.g. kubectl apply -f)"
         ));
     }
     for (n, w) in fields(raw)? {

@@ -1,7 +1,8 @@
 //! The simulated cluster: controllers that make a bare API server behave like a small Kubernetes
 //! cluster on one machine.
 //!
-//! Every controller here is an ordinary kube-rs client of the API server over HTTP, exactly like
+//! Every controller here is an ordinary kube-rs client of the API server over HTTPS (as the user
+//! `system:kubesim-controllers`), exactly like
 //! kube-controller-manager, kubelet and kube-proxy are clients of a real kube-apiserver. None of
 //! them reaches into the API server's storage. Each controller is level-triggered: it lists what
 //! it cares about, compares with what should exist, and writes the difference. Watches only wake it

@@ -763,7 +763,7 @@ async fn create_subcommands_that_send_protobuf_work_for_simple_kinds() {
 }
 
 #[tokio::test]
-async fn auth_can_i_says_yes_because_there_is_no_authorization() {
+async fn auth_can_i_says_yes_to_the_admin_in_system_masters() {
     let k = Kubectl::new().await;
     assert_eq!(
         k.ok(&["auth", "can-i", "create", "statefulsets"])

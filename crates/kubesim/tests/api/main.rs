@@ -1,6 +1,7 @@
 //! kubesim's tests that start no broker, in one test binary so they are linked once: the API
 //! server against kube-rs ([`apiserver_kube`]) and real kubectl ([`kubectl_cli`], run again with
-//! the newest kubectl by [`kubectl_skew`]), how namespaces end ([`namespace_lifecycle`]), the
+//! the newest kubectl by [`kubectl_skew`]), its authentication, RBAC, request log and per-client
+//! faults ([`auth`], [`client_faults`]), how namespaces end ([`namespace_lifecycle`]), the
 //! simulated controllers ([`sim_controllers`]), the `kubesim up` binary ([`sim_binary`]) and the
 //! rule that the operator never depends on kubesim ([`sim_dependency_boundary`]).
 //!
@@ -8,6 +9,8 @@
 //! time.
 
 mod apiserver_kube;
+mod auth;
+mod client_faults;
 mod common;
 mod kubectl_cli;
 mod kubectl_skew;

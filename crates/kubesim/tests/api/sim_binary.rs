@@ -1,4 +1,5 @@
-//! `kubesim up` runs a cluster that real kubectl can use, and stops cleanly on SIGTERM.
+//! `kubesim up` runs a cluster that real kubectl can use, logs its requests where
+//! `--request-log` says, and stops cleanly on SIGTERM.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -7,9 +8,12 @@ use std::time::{Duration, Instant};
 fn kubesim_up_serves_kubectl_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    let log = dir.path().join("requests.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kubesim"))
         .args(["up", "--dir"])
         .arg(&state)
+        .arg("--request-log")
+        .arg(&log)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -58,4 +62,12 @@ fn kubesim_up_serves_kubectl_and_stops_on_sigterm() {
         "{printed}"
     );
     assert!(printed.contains("kubesim stopped"), "{printed}");
+    let records = kubesim::apiserver::RequestLog::read_file(&log).unwrap();
+    assert!(
+        records.iter().any(|r| r.user == "kubernetes-admin"
+            && r.verb == "list"
+            && r.resource == "namespaces"
+            && r.code == 200),
+        "kubectl's list is in the request log"
+    );
 }

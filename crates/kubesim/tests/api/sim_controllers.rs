@@ -489,15 +489,20 @@ async fn kube_proxy_round_robins_new_connections_and_keeps_established_ones() {
                    {"addresses": [addr_b.ip().to_string()]}]),
         )
         .await;
-        // The change reaches kube-proxy within a resync; then 4 connections alternate.
+        // The change reaches kube-proxy within a resync; then 4 connections alternate. A round
+        // of 4 that straddles the change does not alternate and is asked again.
         let seen = wait_for("both endpoints in rotation", T, || async {
-            let mut got: BTreeMap<String, usize> = BTreeMap::new();
+            let mut answers = vec![];
             for _ in 0..4 {
                 let mut conn = Conn::open(vip).await.ok()?;
-                let ans = conn.ask("rr").await?;
-                *got.entry(ans).or_insert(0) += 1;
+                answers.push(conn.ask("rr").await?);
             }
-            (got.len() == 2).then_some(got)
+            let mut got: BTreeMap<String, usize> = BTreeMap::new();
+            for a in &answers {
+                *got.entry(a.clone()).or_insert(0) += 1;
+            }
+            let alternating = answers.windows(2).all(|p| p[0] != p[1]);
+            (got.len() == 2 && alternating).then_some(got)
         })
         .await
         .unwrap();

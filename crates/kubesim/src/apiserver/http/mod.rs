@@ -1,35 +1,46 @@
 //! The HTTP front of the API server: one fallback handler that takes every request through the
 //! same steps, in this order:
 //!
-//! 1. [`handle`]: the injected delay (see `faults`), query parameters and the path;
-//! 2. `route`: a path under `/api/{v}/` or `/apis/{g}/{v}/` is parsed into a [`ResourcePath`]
+//! 1. [`handle`]: the injected delay (see `faults`), query parameters and the path, then the
+//!    `gate`: authentication, the client's faults (`client_faults`), impersonation and RBAC
+//!    authorization before serving, the request log after;
+//! 2. `route`: kubesim's own endpoints (`admin`, under `/kubesim/`); a path under `/api/{v}/` or `/apis/{g}/{v}/` is parsed into a [`ResourcePath`]
 //!    and its resource looked up in the registry; any other path is a non-resource request
 //!    (`nonresource`: version, health, discovery, OpenAPI);
-//! 3. serving the resource: SelfSubjectAccessReviews (`access_review`) and events.k8s.io Events
-//!    (`events_view`, a view of core Events) have their own handlers; everything else goes through
-//!    `resource` (write faults, field validation, one arm per verb) and `watch` (streams).
-//!
-//! Requests are not authenticated or authorized (see "Not served / limits" in `apiserver`).
+//! 3. serving the resource: the reviews (`access_review`), ServiceAccount tokens (`token`) and
+//!    events.k8s.io Events (`events_view`, a view of core Events) have their own handlers;
+//!    everything else goes through `resource` (write faults, field validation, one arm per verb)
+//!    and `watch` (streams).
 
 mod access_review;
+mod admin;
 mod events_view;
+mod gate;
 mod nonresource;
 mod resource;
+mod token;
 mod watch;
+
+pub(crate) use access_review::review_types;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
 
+use super::audit::RequestLog;
+use super::authn::{Authenticator, UserInfo};
+use super::client_faults::ClientFaults;
 use super::error::{ApiError, ApiResult};
 use super::faults::FaultInjector;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{self, State};
+use super::tls::Connection;
 
 /// What every request handler shares: the store, the fault injector and the server's address.
 #[derive(Clone)]
@@ -40,12 +51,20 @@ pub struct App {
     pub faults: FaultInjector,
     /// `host:port` the server listens on, announced in discovery.
     pub addr: String,
+    /// Who requests come from (client certificates, tokens).
+    pub auth: Arc<Authenticator>,
+    /// The request log.
+    pub requests: Arc<RequestLog>,
+    /// Faults injected for one client at a time.
+    pub client_faults: ClientFaults,
 }
 
-/// The handler of every request: applies the injected delay, serves the request and turns an
-/// error into its `Status` answer.
+/// The handler of every request: applies the injected delay, lets the request through the gate
+/// (authentication, client faults, authorization), serves it, turns an error into its `Status`
+/// answer and logs it.
 pub async fn handle(
     AxState(app): AxState<App>,
+    conn: Option<Extension<Arc<Connection>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -59,19 +78,35 @@ pub async fn handle(
         .map(|q| q.0)
         .unwrap_or_default();
     let path = uri.path().trim_end_matches('/').to_string();
-    let result = route(&app, &method, &path, &params, &headers, body).await;
-    match result {
+    let admitted =
+        match gate::admit(&app, conn.map(|c| c.0), &method, &uri, &headers, &params).await {
+            Ok(a) => a,
+            Err(denied) => return denied,
+        };
+    let result = route(
+        &app,
+        &admitted.user,
+        &method,
+        &path,
+        &params,
+        &headers,
+        body,
+    )
+    .await;
+    let response = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%method, %path, code = e.code, "request failed: {}", e.message);
             e.into_response()
         }
-    }
+    };
+    gate::finish(&app, admitted, response)
 }
 
 /// Resource or non-resource request, which resource, and who serves it.
 async fn route(
     app: &App,
+    user: &UserInfo,
     method: &Method,
     path: &str,
     params: &HashMap<String, String>,
@@ -79,6 +114,9 @@ async fn route(
     body: Bytes,
 ) -> ApiResult<Response> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segs.first() == Some(&"kubesim") {
+        return admin::serve(app, method, &segs, &body);
+    }
     let Some(target) = ResourcePath::parse(&segs) else {
         return nonresource::serve(app, &segs, headers);
     };
@@ -90,7 +128,12 @@ async fn route(
     }
     .ok_or_else(not_found)?;
     if access_review::is_review(&rt) {
-        return access_review::answer(method, headers, &body);
+        return access_review::answer(app, user, &rt, method, headers, &body);
+    }
+    if token::is_token_request(&rt, target.subresource)
+        && let (Some(ns), Some(name)) = (target.namespace, target.name)
+    {
+        return token::create(app, method, ns, name, headers, &body);
     }
     if events_view::is_events_view(&rt) {
         return events_view::serve(app, method, path, params, headers, rt, &target, body).await;

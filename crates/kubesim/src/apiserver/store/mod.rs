@@ -37,6 +37,7 @@ pub use delete::Propagation;
 pub use namespaces::{CONTENT_DELAY, spawn_namespace_controller};
 pub use watch::{HISTORY_LEN, Subscription, WatchEvent};
 pub use write::WriteOpts;
+pub(crate) use write::new_uid;
 
 /// Where an object is stored: (group, plural, namespace or empty, name). One entry per object,
 /// whichever version it was written through.

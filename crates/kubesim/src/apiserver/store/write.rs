@@ -552,7 +552,8 @@ fn apply_json_patch(
     Ok(())
 }
 
-fn new_uid() -> String {
+/// A random version-4 UUID, as object uids are.
+pub(crate) fn new_uid() -> String {
     let mut rng = rand::rng();
     let b: [u8; 16] = rng.random();
     format!(
