@@ -201,3 +201,173 @@ mod matrix {
         .await;
     }
 }
+
+/// Split brain: two operator processes under leader election; in the middle of a conversion
+/// the leader is cut off from the API server (its requests hang; the brokers stay reachable),
+/// and the partition heals 30 s later. The cut-off leader gives up within its renew deadline
+/// (10 s) and exits; the other replica takes the Lease once it expired (15 s) and finishes the
+/// conversion with nothing lost; the request log shows the old leader wrote nothing after its
+/// deadline, also after the partition healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_api_server_steps_down_and_the_other_replica_finishes() {
+    use futures::StreamExt;
+    use kubesim::apiserver::{ClientFaultMode, ClientSelector};
+    use tiermq_tests::harness::{
+        InstanceSpec, OperatorProcess, operator_binary, shared_cluster_yaml,
+    };
+    use tiermq_tests::load::Load;
+
+    const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+    let mut world = World::start("split-brain").await.unwrap();
+    world.kubectl.apply(&shared_cluster_yaml(10)).await.unwrap();
+    let requests = world.cluster.api().request_log();
+    let client_faults = world.cluster.api().client_faults();
+    let bin = operator_binary().unwrap();
+    let ids = ["operator-a", "operator-b"];
+    let mut ops = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let kubeconfig = world.dir.join(format!("{id}.kubeconfig"));
+        world
+            .cluster
+            .api()
+            .write_kubeconfig_for_user(&kubeconfig, id, &["system:masters".to_string()])
+            .unwrap();
+        let metrics = format!("127.19.{}.{}:8080", world.cluster.slot(), 3 + i);
+        ops.push(
+            OperatorProcess::spawn_as(
+                &bin,
+                &kubeconfig,
+                &world.dir.join(format!("{id}.log")),
+                &metrics,
+                &[],
+                Some(id),
+            )
+            .unwrap(),
+        );
+    }
+    let spec = InstanceSpec {
+        namespace: NS,
+        name: NAME,
+        tier: "Shared",
+        drain_strategy: "Consume",
+        grace_period_seconds: 3,
+        connection_policy: None,
+    };
+    world.kubectl.apply(&spec.yaml()).await.unwrap();
+    world
+        .wait_ready(NS, NAME, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let lease = |c: kube::Client| async move {
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c, "tiermq-system")
+            .get("tiermq-operator")
+            .await
+            .ok()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    let leader = lease(world.cluster.client())
+        .await
+        .expect("a leader holds the Lease");
+    let (old, new) = if leader == ids[0] { (0, 1) } else { (1, 0) };
+    println!("split-brain: {leader} leads");
+
+    let target = world.instance_target(NS, NAME).await.unwrap();
+    let load = Load::start(load_config(target)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Cut the leader off once the conversion is in its dual phase.
+    let cutter = {
+        let instances = world.instances(NS);
+        let faults = client_faults.clone();
+        let leader = leader.clone();
+        tokio::spawn(async move {
+            let cfg =
+                kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
+            let mut stream = kube::runtime::watcher::watcher(instances, cfg).boxed();
+            while let Some(ev) = stream.next().await {
+                if let Ok(
+                    kube::runtime::watcher::Event::Apply(i)
+                    | kube::runtime::watcher::Event::InitApply(i),
+                ) = ev
+                    && matches!(
+                        i.status.and_then(|s| s.migration_phase),
+                        Some(
+                            tiermq_crd::MigrationPhase::DualWriteDualRead
+                                | tiermq_crd::MigrationPhase::SingleWriteDualRead
+                        )
+                    )
+                {
+                    let at = chrono::Utc::now();
+                    faults.start(
+                        ClientSelector::user(leader.clone()),
+                        ClientFaultMode::Hang,
+                        Some(Duration::from_secs(30)),
+                    );
+                    return Some((at, std::time::Instant::now()));
+                }
+            }
+            None
+        })
+    };
+    tiermq_tests::harness::flip_tier(&world.kubectl, NS, NAME, "Dedicated")
+        .await
+        .unwrap();
+    let (cut_at, cut) = tokio::time::timeout(Duration::from_secs(90), cutter)
+        .await
+        .expect("the dual phase is reached")
+        .unwrap()
+        .expect("the watch saw it");
+    // The old leader exits by itself.
+    let mut exited = None;
+    while cut.elapsed() < RENEW_DEADLINE + Duration::from_secs(20) {
+        if let Some(status) = ops[old].exited() {
+            exited = Some((cut.elapsed(), status));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (after, status) = exited.expect("the cut-off leader exits");
+    println!("split-brain: {leader} exited {after:?} after the cut ({status})");
+    let done = world
+        .wait_status(
+            NS,
+            NAME,
+            "the other replica finishes",
+            Duration::from_secs(240),
+            |s| {
+                s.tier == Some(Tier::Dedicated)
+                    && s.migration_phase == Some(tiermq_crd::MigrationPhase::Stable)
+            },
+        )
+        .await;
+    if let Err(e) = &done {
+        panic!("{e}\n{} log:\n{}", ids[new], ops[new].log_tail(40));
+    }
+    let holder = lease(world.cluster.client()).await;
+    assert_eq!(holder.as_deref(), Some(ids[new]), "the other replica leads");
+    load.stop_publishing();
+    let report = load.finish(Duration::from_secs(60)).await;
+    println!("split-brain: load {report}");
+    assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+    // Let the partition heal (30 s after the cut) and a little more: the old leader must not
+    // come back with stale writes.
+    let heal = Duration::from_secs(35).saturating_sub(cut.elapsed());
+    tokio::time::sleep(heal).await;
+    let deadline = cut_at + chrono::Duration::from_std(RENEW_DEADLINE).unwrap();
+    let late: Vec<_> = requests
+        .records_of(&leader)
+        .into_iter()
+        .filter(|r| r.is_write() && r.time > deadline && (200..300).contains(&r.code))
+        .collect();
+    let writes_before = requests
+        .records_of(&leader)
+        .into_iter()
+        .filter(|r| r.is_write() && (200..300).contains(&r.code))
+        .count();
+    println!(
+        "split-brain: {leader} made {writes_before} successful writes in all, {} after its renew deadline",
+        late.len()
+    );
+    assert!(writes_before > 0, "the log holds the old leader's writes");
+    assert!(late.is_empty(), "writes after the deadline: {late:?}");
+}

@@ -28,6 +28,8 @@ pub struct OperatorProcess {
     extra: Vec<String>,
     supervision: Supervision,
     next_kill: Option<Instant>,
+    /// Leader election under this identity (`None`: `--leader-election false`).
+    identity: Option<String>,
     /// Times the process was started again after it exited by itself (crashed).
     pub restarts: u32,
     /// Times the kill schedule SIGKILLed it.
@@ -45,6 +47,26 @@ impl OperatorProcess {
         metrics_addr: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::spawn_as(
+            bin,
+            kubeconfig,
+            &dir.join("operator.log"),
+            metrics_addr,
+            extra,
+            None,
+        )
+    }
+
+    /// [`Self::spawn`] with its own log file and, with `identity`, leader election under it (for
+    /// tests that run more than one replica).
+    pub fn spawn_as(
+        bin: &Path,
+        kubeconfig: &Path,
+        log: &Path,
+        metrics_addr: &str,
+        extra: &[&str],
+        identity: Option<&str>,
+    ) -> anyhow::Result<Self> {
         if !bin.exists() {
             bail!(
                 "operator binary {} is missing; run `cargo build -p tiermq-operator`",
@@ -53,13 +75,14 @@ impl OperatorProcess {
         }
         let mut op = OperatorProcess {
             child: None,
-            log: dir.join("operator.log"),
+            log: log.to_path_buf(),
             metrics_addr: metrics_addr.to_string(),
             bin: bin.to_path_buf(),
             kubeconfig: kubeconfig.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             supervision: Supervision::default(),
             next_kill: None,
+            identity: identity.map(str::to_string),
             restarts: 0,
             kills: 0,
         };
@@ -70,16 +93,25 @@ impl OperatorProcess {
         Ok(op)
     }
 
+    /// The process's exit status once it has exited by itself (not restarted).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     fn start(&mut self) -> anyhow::Result<()> {
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.log)
             .with_context(|| format!("open operator log {}", self.log.display()))?;
         let mut cmd = Command::new(&self.bin);
+        cmd.arg("run");
+        match &self.identity {
+            Some(id) => cmd.args(["--leader-election", "true", "--identity", id]),
+            None => cmd.args(["--leader-election", "false"]),
+        };
         cmd.args([
-            "run",
-            "--leader-election",
-            "false",
             "--broker-addressing",
             "cluster-ip",
             "--log-format",
