@@ -735,6 +735,16 @@ async fn downgrade_dedicated_to_shared_closes_source_connections_and_loses_nothi
     const N: u64 = 150;
     let conn = connect(&uri).await;
     publish(&conn, "work", 0..N).await;
+    // The dedicated cluster's deletion is cut short twice (its admin Secret goes last and
+    // cannot be deleted at first): it must be finished later, not forgotten once the
+    // StatefulSet is gone.
+    env.cluster.as_ref().unwrap().api().faults().fail_writes(
+        "",
+        "secrets",
+        Some("orders-dedicated-admin"),
+        2,
+        500,
+    );
     // An idle client stays connected to the dedicated broker through the flip.
     let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut events = conn.events_listener();
@@ -787,9 +797,38 @@ async fn downgrade_dedicated_to_shared_closes_source_connections_and_loses_nothi
     assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
     let _ = conn.close(200, "done".into()).await;
 
-    // The dedicated cluster is gone.
+    // The dedicated cluster is gone, every object of it.
     let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.clone(), NS);
     assert!(sts.get_opt("orders-dedicated").await.unwrap().is_none());
+    let labelled = kube::api::ListParams::default().labels(&format!(
+        "{}=orders-dedicated",
+        tiermq_operator::build::LABEL_CLUSTER
+    ));
+    let secrets: Vec<String> = Api::<Secret>::namespaced(c.clone(), NS)
+        .list(&labelled)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.metadata.name.unwrap_or_default())
+        .collect();
+    let services = Api::<Service>::namespaced(c.clone(), NS)
+        .list(&labelled)
+        .await
+        .unwrap()
+        .items
+        .len();
+    let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(c.clone(), NS)
+        .list(&labelled)
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(
+        (secrets.clone(), services, maps),
+        (Vec::<String>::new(), 0, 0),
+        "left behind by the dedicated cluster's deletion"
+    );
     env.shutdown().await;
 }
 

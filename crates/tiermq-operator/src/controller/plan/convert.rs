@@ -478,9 +478,12 @@ pub(super) fn destination_only(o: &Observed, now: DateTime<Utc>) -> Decision {
                     let s = m.source.clone();
                     if exists(o, &s) {
                         steps.push(Step::DeleteTenant { cluster: s.clone() });
-                        if s.kind == ClusterKind::Dedicated {
-                            steps.push(Step::DeleteDedicatedCluster { cluster: s.clone() });
-                        }
+                    }
+                    // Also when its StatefulSet is gone already: a deletion cut short (a crash,
+                    // an API error) leaves its other objects, and this pass repeats until the
+                    // step succeeded for all of them.
+                    if s.kind == ClusterKind::Dedicated {
+                        steps.push(Step::DeleteDedicatedCluster { cluster: s.clone() });
                     }
                     let note = format!("grace period over: {} retired", describe(&s));
                     Decision::migrating(Completed, m, steps)
