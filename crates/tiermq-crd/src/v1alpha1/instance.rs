@@ -13,6 +13,16 @@ use super::common::{ClusterKind, ClusterRef, DEFAULT_IMAGE, StorageSpec};
 pub const SERIES_IMMUTABLE_MESSAGE: &str = "spec.series is immutable: tier conversion only works \
 within one series; to move to another series create a new RabbitMQInstance and move clients to it";
 
+/// Refused: `spec.dedicated.storage` changed while the instance has a dedicated cluster.
+pub const DEDICATED_STORAGE_MESSAGE: &str = "spec.dedicated.storage cannot change while the \
+instance is on the dedicated tier: a StatefulSet's volume claims are fixed once created. Convert \
+to Shared, change it, and convert back (the new dedicated cluster gets the new storage)";
+
+/// Refused: `spec.dedicated.replicas` went down while the instance has a dedicated cluster.
+pub const DEDICATED_SCALE_DOWN_MESSAGE: &str = "spec.dedicated.replicas cannot go down while the \
+instance is on the dedicated tier: scaling a StatefulSet down removes RabbitMQ nodes without \
+moving the queue replicas they hold. Convert to Shared and back with the new count";
+
 /// Desired state of a tenant's RabbitMQ. Flip `tier` to convert between shared and dedicated.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -52,6 +62,8 @@ within one series; to move to another series create a new RabbitMQInstance and m
     )
 )]
 #[x_kube(validation = Rule::new("self.series == oldSelf.series").message(SERIES_IMMUTABLE_MESSAGE))]
+#[x_kube(validation = Rule::new("oldSelf.tier == 'Shared' || self.dedicated.storage == oldSelf.dedicated.storage").message(DEDICATED_STORAGE_MESSAGE))]
+#[x_kube(validation = Rule::new("oldSelf.tier == 'Shared' || self.dedicated.replicas >= oldSelf.dedicated.replicas").message(DEDICATED_SCALE_DOWN_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct RabbitMQInstanceSpec {
     /// Product series. Conversion happens only within one series, so this never changes.

@@ -2,14 +2,24 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DEFAULT_IMAGE, StorageSpec};
 
+/// Refused: a SharedCluster's storage changed.
+pub const SHARED_STORAGE_MESSAGE: &str = "spec.storage of a SharedCluster cannot change: a \
+StatefulSet's volume claims are fixed once created. Create a new SharedCluster with the storage \
+you want and move instances to it";
+
+/// Refused: a SharedCluster's replicas went down.
+pub const SHARED_SCALE_DOWN_MESSAGE: &str = "spec.replicas of a SharedCluster cannot go down: \
+scaling a StatefulSet down removes RabbitMQ nodes without moving the queue replicas they hold. \
+Create a smaller SharedCluster and move instances to it";
+
 /// Desired state of a shared broker cluster.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "tiermq.io",
     version = "v1alpha1",
@@ -39,6 +49,8 @@ use super::common::{DEFAULT_IMAGE, StorageSpec};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("self.storage == oldSelf.storage").message(SHARED_STORAGE_MESSAGE))]
+#[x_kube(validation = Rule::new("self.replicas >= oldSelf.replicas").message(SHARED_SCALE_DOWN_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct SharedClusterSpec {
     /// Number of broker nodes (1 to 7).

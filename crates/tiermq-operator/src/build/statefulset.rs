@@ -11,10 +11,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    ExecAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    ExecAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -40,6 +40,9 @@ pub const CONFIG_MOUNT_PATH: &str = "/etc/rabbitmq/";
 const VOLUME_CONFIG: &str = "config";
 /// Time a broker gets to stop cleanly (sync queues, close connections).
 pub const TERMINATION_GRACE_SECONDS: i64 = 120;
+/// Time a broker of a multi-node cluster gets to stop: its pre-stop hook first waits until
+/// every quorum queue it holds a replica of has a quorum without it.
+pub const CLUSTERED_TERMINATION_GRACE_SECONDS: i64 = 900;
 
 pub fn build(c: &BrokerCluster) -> StatefulSet {
     let headless = headless_service_name(&c.name);
@@ -48,7 +51,10 @@ pub fn build(c: &BrokerCluster) -> StatefulSet {
         spec: Some(StatefulSetSpec {
             replicas: Some(c.replicas),
             service_name: Some(headless),
-            pod_management_policy: Some("OrderedReady".into()),
+            // All pods start (and restart) together: after a full stop, the node that went down
+            // last must boot before the others can finish booting, so one-by-one readiness
+            // (OrderedReady) deadlocks a full restart of a multi-node cluster.
+            pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
                 match_labels: Some(c.selector_labels()),
                 ..LabelSelector::default()
@@ -144,7 +150,11 @@ fn pod_spec(c: &BrokerCluster) -> PodSpec {
             ..PodSecurityContext::default()
         }),
         affinity: Some(anti_affinity(c)),
-        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        termination_grace_period_seconds: Some(if c.replicas > 1 {
+            CLUSTERED_TERMINATION_GRACE_SECONDS
+        } else {
+            TERMINATION_GRACE_SECONDS
+        }),
         automount_service_account_token: Some(false),
         ..PodSpec::default()
     }
@@ -171,6 +181,27 @@ fn anti_affinity(c: &BrokerCluster) -> Affinity {
         }),
         ..Affinity::default()
     }
+}
+
+/// A rolling restart keeps quorum: before a node of a multi-node cluster stops, it waits until
+/// every quorum queue (and stream) it holds a replica of would keep a quorum without it
+/// (`rabbitmq-upgrade await_online_quorum_plus_one`), bounded by the grace period. A single node
+/// has nothing to wait for.
+fn pre_stop(c: &BrokerCluster) -> Option<Lifecycle> {
+    (c.replicas > 1).then(|| Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "rabbitmq-upgrade".into(),
+                    "await_online_quorum_plus_one".into(),
+                    "-t".into(),
+                    (CLUSTERED_TERMINATION_GRACE_SECONDS - 60).to_string(),
+                ]),
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    })
 }
 
 fn container(c: &BrokerCluster) -> Container {
@@ -232,6 +263,7 @@ fn container(c: &BrokerCluster) -> Container {
             failure_threshold: Some(5),
             ..Probe::default()
         }),
+        lifecycle: pre_stop(c),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RABBITMQ_UID),
@@ -340,7 +372,7 @@ mod tests {
         let spec = sts.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.service_name.as_deref(), Some("orders-dedicated-nodes"));
-        assert_eq!(spec.pod_management_policy.as_deref(), Some("OrderedReady"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
         assert_eq!(spec.selector.match_labels, Some(c.selector_labels()));
         // The template's labels must match the selector, or the API server rejects the object.
         let tpl = spec

@@ -52,9 +52,90 @@ pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
     apply(client, &config_map).await?;
     apply(client, &headless_service).await?;
     apply(client, &service).await?;
-    apply(client, &statefulset).await?;
+    match apply(client, &statefulset).await {
+        Err(e) if forbidden_statefulset_update(&e) => recreate(client, &statefulset).await?,
+        other => {
+            other?;
+        }
+    }
     apply(client, &pdb).await?;
     Ok(())
+}
+
+/// The API server refused a StatefulSet change because the field cannot change in place.
+fn forbidden_statefulset_update(e: &Error) -> bool {
+    matches!(
+        e.cause(),
+        Error::Kube { source: kube::Error::Api(s), .. }
+            if s.code == 422 && s.message.contains("updates to statefulset spec for fields other than")
+    )
+}
+
+/// (StorageClass, size) of each volume claim template.
+fn claim_storage(sts: &StatefulSet) -> Vec<(Option<String>, Option<String>)> {
+    sts.spec
+        .iter()
+        .flat_map(|s| s.volume_claim_templates.iter().flatten())
+        .map(|c| {
+            let spec = c.spec.as_ref();
+            (
+                spec.and_then(|s| s.storage_class_name.clone()),
+                spec.and_then(|s| s.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("storage"))
+                    .map(|q| q.0.clone()),
+            )
+        })
+        .collect()
+}
+
+/// A StatefulSet field that cannot change in place (a cluster made by an older operator with
+/// another pod management policy): delete the StatefulSet but not its pods (orphan), then create
+/// it anew; the new one adopts the running pods, so brokers keep running. Storage is the
+/// exception: its volumes cannot follow, and admission refuses such changes, so a cluster whose
+/// storage differs from its spec is reported, never recreated.
+async fn recreate(client: &kube::Client, desired: &StatefulSet) -> Result<()> {
+    let ns = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let what = format!("StatefulSet {ns}/{name}");
+    let Some(live) = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_err("get", what.clone()))?
+    else {
+        apply(client, desired).await?;
+        return Ok(());
+    };
+    if claim_storage(&live) != claim_storage(desired) {
+        return Err(Error::InvalidSpec(format!(
+            "{what} has storage {:?}, its spec asks for {:?}: volumes cannot change in place; \
+             set the storage back (or move the tenants to a new cluster)",
+            claim_storage(&live),
+            claim_storage(desired)
+        )));
+    }
+    tracing::warn!(statefulset = %what, "a field that cannot change in place differs: recreating the StatefulSet, keeping its pods");
+    match api.delete(&name, &DeleteParams::orphan()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(kube_err("delete (orphan)", what)(e)),
+    }
+    for _ in 0..100 {
+        if api
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get", what.clone()))?
+            .is_none()
+        {
+            apply(client, desired).await?;
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(Error::NotReady(format!(
+        "{what} is being deleted (orphaning its pods) to be created anew"
+    )))
 }
 
 /// Deletes every object of a dedicated cluster that the cluster's owner controls, kind by kind

@@ -1,10 +1,12 @@
 //! The operator against real brokers, one test binary (its name starts with `rabbit_`, so
 //! nextest runs its tests one at a time, see `.config/nextest.toml`):
 //!
+//! - [`admission`]: day-two changes refused at admission (CEL, no broker);
 //! - [`broker_config`]: the builders' broker configuration boots a real RabbitMQ;
 //! - [`reconcilers`]: the real reconcilers in-process against kubesim and real brokers;
 //! - [`leader`]: leader election against kubesim (no broker).
 
+mod admission;
 mod broker_config;
 mod leader;
 mod reconcilers;

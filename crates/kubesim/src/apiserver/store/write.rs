@@ -452,6 +452,35 @@ impl State {
                     ));
                 }
             }
+            ("apps", "statefulsets") if sub.is_empty() => {
+                // As the real server: only these spec fields may change.
+                const MUTABLE: [&str; 6] = [
+                    "replicas",
+                    "ordinals",
+                    "template",
+                    "updateStrategy",
+                    "persistentVolumeClaimRetentionPolicy",
+                    "minReadySeconds",
+                ];
+                let fixed = |v: &Value| {
+                    let mut spec = v["spec"].as_object().cloned().unwrap_or_default();
+                    for k in MUTABLE {
+                        spec.remove(k);
+                    }
+                    spec
+                };
+                if fixed(&old) != fixed(&new) {
+                    return Err(ApiError::invalid(
+                        "StatefulSet",
+                        name,
+                        "apps",
+                        vec![(
+                            "spec".into(),
+                            "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".into(),
+                        )],
+                    ));
+                }
+            }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 registry::from_crd(&new).map_err(|why| {
                     ApiError::invalid(
