@@ -76,12 +76,16 @@ pub mod reasons {
     /// `Degraded`: something the next step needs keeps not being there (a cluster that does not
     /// become ready, a Service without its IP).
     pub const WAITING: &str = "Waiting";
+    /// SharedCluster `Ready` False: it is being deleted but instances are still placed on it.
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     /// `Degraded` False: the last pass succeeded.
     pub const RECONCILED: &str = "Reconciled";
 }
 
 /// Reasons of the Events the operator emits on a `RabbitMQInstance`, one per transition.
 pub mod events {
+    /// Warning (SharedCluster): its deletion waits for the instances placed on it.
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     /// Warning: reconciling keeps failing (see the `Degraded` condition).
     pub const RECONCILE_FAILING: &str = "ReconcileFailing";
     /// Warning: a flip is held (see the `ConversionBlocked` condition).

@@ -74,8 +74,9 @@ pub fn cluster_rules() -> Vec<Rule> {
         rule(
             "tiermq.io",
             &["sharedclusters"],
-            &["get", "list", "watch"],
-            "SharedClusters: read only (users own them).",
+            &["get", "list", "watch", "patch"],
+            "SharedClusters: read, and patched only to add or remove the finalizer that keeps one \
+             with instances placed on it.",
         ),
         rule(
             "tiermq.io",

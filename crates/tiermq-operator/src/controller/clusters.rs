@@ -47,6 +47,41 @@ pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
         statefulset,
         pdb,
     } = c.objects(&cookie, &admin_password);
+    // A generated Secret that is gone while the brokers exist is never made anew: the brokers
+    // keep the cookie and admin password they booted with (on their volumes), and a new one
+    // would only give 401s and nodes that cannot talk to each other.
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &c.namespace);
+    let brokers_exist = sts_api
+        .get_opt(&c.name)
+        .await
+        .map_err(kube_err(
+            "get",
+            format!("StatefulSet {}/{}", c.namespace, c.name),
+        ))?
+        .is_some();
+    if brokers_exist {
+        let secrets: Api<SecretObject> = Api::namespaced(client.clone(), &c.namespace);
+        for s in [&erlang_cookie, &admin_secret] {
+            let name = s.name_any();
+            let present = secrets
+                .get_opt(&name)
+                .await
+                .map_err(kube_err("get", format!("Secret {}/{name}", c.namespace)))?
+                .is_some();
+            if !present {
+                return Err(Error::Secret {
+                    name: format!("{}/{name}", c.namespace),
+                    problem: format!(
+                        "was deleted while the brokers of {} keep the value they booted with; \
+                         the operator does not generate a new one (every broker call would be \
+                         refused): restore the Secret from a backup, or delete StatefulSet {} \
+                         and its volume claims to start the cluster empty",
+                        c.name, c.name
+                    ),
+                });
+            }
+        }
+    }
     create_once(client, &erlang_cookie).await?;
     create_once(client, &admin_secret).await?;
     apply(client, &config_map).await?;

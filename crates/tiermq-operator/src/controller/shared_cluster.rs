@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tiermq_crd::conditions::{self, reasons};
@@ -32,10 +33,62 @@ pub async fn reconcile(sc: Arc<SharedCluster>, ctx: Arc<Context>) -> Result<Acti
         shared_cluster = %ObjectRef::from_obj(&*sc)
     );
     let r = tracing::Instrument::instrument(reconcile_inner(&sc, &ctx), span).await;
-    if r.is_ok() {
-        ctx.succeeded(&ObjectRef::from_obj(&*sc));
+    match &r {
+        Ok(_) => ctx.succeeded(&ObjectRef::from_obj(&*sc)),
+        // From the second failure in a row it shows on the object, not only in the log.
+        Err(e)
+            if ctx.failures(&ObjectRef::from_obj(&*sc)) + 1
+                >= conditions::DEGRADED_AFTER_FAILURES =>
+        {
+            if let Err(report) = report_degraded(&ctx, &sc, e).await {
+                tracing::warn!(error = %report, "could not report the failure on the object");
+            }
+        }
+        Err(_) => {}
     }
     r
+}
+
+async fn report_degraded(ctx: &Context, sc: &SharedCluster, e: &Error) -> Result<()> {
+    let old = sc.status.clone().unwrap_or_default();
+    let reason = e.degraded_reason();
+    let message = e.to_string();
+    let announce = !cond::holds(
+        &old.conditions,
+        conditions::DEGRADED,
+        true,
+        reason,
+        &message,
+    );
+    let mut new = old.clone();
+    let c = crate::controller::plan::conditions::degraded(
+        &old.conditions,
+        sc.metadata.generation.unwrap_or(0),
+        Some((reason, &message)),
+        Utc::now(),
+    );
+    cond::set(&mut new.conditions, c);
+    status::write(
+        &ctx.client,
+        sc,
+        sc.status.as_ref(),
+        &new,
+        status::Precondition::None,
+    )
+    .await?;
+    if announce {
+        status::emit(
+            ctx,
+            sc,
+            &[crate::controller::plan::PlannedEvent {
+                type_: crate::controller::plan::EventType::Warning,
+                reason: conditions::events::RECONCILE_FAILING,
+                note: message,
+            }],
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Error policy for the controller: count, log, retry per [`Error::retry`].
@@ -52,10 +105,136 @@ pub fn error_policy(sc: Arc<SharedCluster>, err: &Error, ctx: Arc<Context>) -> A
     Action::requeue(delay)
 }
 
-async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
-    if sc.metadata.deletion_timestamp.is_some() {
-        // Owner references cascade the broker objects.
+/// The SharedCluster's finalizer: it is not deleted while instances are placed on it.
+pub const FINALIZER: &str = "tiermq.io/instances";
+
+/// Instances placed on `me` (serving, or source or destination of a running conversion), as
+/// `namespace/name`, sorted.
+fn placed_instances<'a>(
+    instances: impl Iterator<Item = &'a RabbitMQInstance>,
+    me: &ClusterRef,
+) -> Vec<String> {
+    let mut v: Vec<String> = instances
+        .filter(|i| placed_on(i, me))
+        .map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn set_finalizers(ctx: &Context, sc: &SharedCluster, list: Vec<String>) -> Result<()> {
+    let api: kube::Api<SharedCluster> =
+        kube::Api::namespaced(ctx.client.clone(), &sc.namespace().unwrap_or_default());
+    // Compare-and-swap: a concurrent change gives a 409 and a retry.
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": list,
+        "resourceVersion": sc.resource_version(),
+    }});
+    match api
+        .patch(
+            &sc.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(crate::error::kube_err(
+            "update finalizers of",
+            ObjectRef::from_obj(sc).to_string(),
+        )(e)),
+    }
+}
+
+/// Deleting: wait while instances are placed here (condition + one Warning Event naming them),
+/// then let the deletion go on (owner references cascade the broker objects).
+async fn deleting(sc: &SharedCluster, ctx: &Context, me: &ClusterRef) -> Result<Action> {
+    if !sc.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
+    }
+    let instances = ctx.all_instances().await?;
+    let placed = placed_instances(instances.iter().map(|a| a.as_ref()), me);
+    if placed.is_empty() {
+        let rest = sc
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        set_finalizers(ctx, sc, rest).await?;
+        return Ok(Action::await_change());
+    }
+    let shown: Vec<&str> = placed.iter().take(10).map(String::as_str).collect();
+    let message = format!(
+        "deletion waits: {} instances are placed on this cluster ({}{}); convert them to \
+         Dedicated or to another SharedCluster, or delete them",
+        placed.len(),
+        shown.join(", "),
+        if placed.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    );
+    let old = sc.status.clone().unwrap_or_default();
+    let announce = !cond::holds(
+        &old.conditions,
+        conditions::READY,
+        false,
+        reasons::DELETION_BLOCKED,
+        &message,
+    );
+    let mut new = old.clone();
+    cond::update(
+        &mut new.conditions,
+        conditions::READY,
+        false,
+        reasons::DELETION_BLOCKED,
+        message.clone(),
+        sc.metadata.generation.unwrap_or(0),
+        Utc::now(),
+    );
+    status::write(
+        &ctx.client,
+        sc,
+        sc.status.as_ref(),
+        &new,
+        status::Precondition::None,
+    )
+    .await?;
+    if announce {
+        status::emit(
+            ctx,
+            sc,
+            &[crate::controller::plan::PlannedEvent {
+                type_: crate::controller::plan::EventType::Warning,
+                reason: conditions::events::DELETION_BLOCKED,
+                note: message,
+            }],
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
+    let me = ClusterRef {
+        kind: ClusterKind::Shared,
+        name: sc.name_any(),
+        namespace: sc.namespace().unwrap_or_default(),
+    };
+    if sc.metadata.deletion_timestamp.is_some() {
+        return deleting(sc, ctx, &me)
+            .await
+            .map_err(Error::during(Stage::Finalizer));
+    }
+    if !sc.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut list = sc.finalizers().to_vec();
+        list.push(FINALIZER.to_string());
+        set_finalizers(ctx, sc, list)
+            .await
+            .map_err(Error::during(Stage::Finalizer))?;
     }
     let mut cluster = BrokerCluster::for_shared_cluster(sc)
         .map_err(Error::from)
@@ -64,11 +243,6 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
     clusters::ensure_cluster(&ctx.client, &cluster)
         .await
         .map_err(Error::during(Stage::Apply))?;
-    let me = ClusterRef {
-        kind: ClusterKind::Shared,
-        name: cluster.name.clone(),
-        namespace: cluster.namespace.clone(),
-    };
     let sts = clusters::statefulset(&ctx.client, &me)
         .await
         .map_err(Error::during(Stage::Observe))?;
@@ -132,6 +306,10 @@ pub fn desired_status<'a>(
         generation,
         now,
     );
+    if cond::is_true(&conds, conditions::DEGRADED) {
+        let c = crate::controller::plan::conditions::degraded(&conds, generation, None, now);
+        cond::set(&mut conds, c);
+    }
     SharedClusterStatus {
         ready,
         ready_replicas,

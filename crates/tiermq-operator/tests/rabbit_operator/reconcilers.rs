@@ -1228,3 +1228,125 @@ async fn a_step_that_keeps_failing_is_reported_on_the_instance_and_cleared_after
     assert_eq!(c.status, "False", "{c:?}");
     env.shutdown().await;
 }
+
+/// SharedCluster lifecycle: a deleted admin Secret is not generated anew against brokers that
+/// keep the old password (Degraded, SecretProblem, saying what to do; restoring it clears that);
+/// a SharedCluster with an instance placed on it is not deleted (Ready False, DeletionBlocked,
+/// naming the instance) until the instance is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_cluster_keeps_its_secrets_and_is_not_deleted_under_its_instances() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    wait_ready_shared(&c, "orders").await;
+    let scs = Api::<SharedCluster>::namespaced(c.clone(), NS);
+    let secrets = Api::<Secret>::namespaced(c.clone(), NS);
+    let kept = secrets.get("main-admin").await.unwrap();
+    secrets
+        .delete("main-admin", &Default::default())
+        .await
+        .unwrap();
+    let poke = |n: u32| {
+        let scs = scs.clone();
+        async move {
+            let _ = scs
+                .patch(
+                    "main",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"test/poke": n.to_string()}}}),
+                    ),
+                )
+                .await;
+        }
+    };
+    let mut n = 0;
+    let degraded = eventually(
+        "the SharedCluster reports the missing Secret",
+        Duration::from_secs(60),
+        || {
+            n += 1;
+            let (scs, poke) = (scs.clone(), poke(n));
+            async move {
+                poke.await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let st = scs.get("main").await.ok()?.status?;
+                st.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "True")
+            }
+        },
+    )
+    .await;
+    println!("degraded: {}", degraded.message);
+    assert_eq!(
+        degraded.reason,
+        tiermq_crd::conditions::reasons::SECRET_PROBLEM
+    );
+    assert!(
+        degraded.message.contains("restore the Secret"),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        secrets.get_opt("main-admin").await.unwrap().is_none(),
+        "no new admin password generated against the running brokers"
+    );
+    // Restored from the backup: the next pass is clean.
+    let mut restored = kept.clone();
+    restored.metadata.resource_version = None;
+    restored.metadata.uid = None;
+    restored.metadata.creation_timestamp = None;
+    restored.metadata.managed_fields = None;
+    secrets
+        .create(&PostParams::default(), &restored)
+        .await
+        .unwrap();
+    let mut n = 100;
+    eventually("Degraded clears", Duration::from_secs(60), || {
+        n += 1;
+        let (scs, poke) = (scs.clone(), poke(n));
+        async move {
+            poke.await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let st = scs.get("main").await.ok()?.status?;
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "False")
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Deleting the SharedCluster waits for the instance placed on it.
+    scs.delete("main", &Default::default()).await.unwrap();
+    let blocked = eventually("deletion is held", Duration::from_secs(30), || async {
+        let sc = scs.get_opt("main").await.ok()??;
+        let st = sc.status?;
+        st.conditions.into_iter().find(|c| {
+            c.type_ == tiermq_crd::conditions::READY
+                && c.reason == tiermq_crd::conditions::reasons::DELETION_BLOCKED
+        })
+    })
+    .await;
+    assert!(
+        blocked.message.contains("default/orders"),
+        "{}",
+        blocked.message
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(scs.get_opt("main").await.unwrap().is_some(), "still there");
+    Api::<RabbitMQInstance>::namespaced(c.clone(), NS)
+        .delete("orders", &Default::default())
+        .await
+        .unwrap();
+    eventually(
+        "the SharedCluster goes once its instance is gone",
+        Duration::from_secs(90),
+        || async { scs.get_opt("main").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    env.shutdown().await;
+}
