@@ -294,7 +294,13 @@ impl Authenticator {
         let now = Utc::now();
         let lifetime = chrono::Duration::from_std(spec.lifetime)
             .map_err(|_| ApiError::bad_request("the token lifetime is too long"))?;
+        // `exp` has whole seconds: round up, so a token is never valid for less than asked
+        // (rounding down made a 1 s token expire within milliseconds now and then).
         let expires = now + lifetime;
+        let expires = match expires.timestamp_subsec_nanos() {
+            0 => expires,
+            n => expires + chrono::Duration::nanoseconds(1_000_000_000 - i64::from(n)),
+        };
         let audiences = if spec.audiences.is_empty() {
             vec![API_AUDIENCE.to_string()]
         } else {
