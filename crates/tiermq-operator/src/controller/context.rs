@@ -25,7 +25,13 @@ pub struct Context {
     pub leadership: Option<crate::leader::Leadership>,
     /// Consecutive failures per object and when the last one happened.
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Placements onto SharedClusters decided but maybe not yet in the instance cache:
+    /// cluster → instance → when (see [`Self::reserve`]).
+    placing: Mutex<HashMap<String, HashMap<String, Instant>>>,
 }
+
+/// How long a placement reservation stands without the cache showing the placement.
+pub const RESERVATION_TTL: Duration = Duration::from_secs(120);
 
 /// First retry delay of a transient failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_secs(2);
@@ -54,6 +60,7 @@ impl Context {
             instances,
             leadership,
             failures: Mutex::new(HashMap::new()),
+            placing: Mutex::new(HashMap::new()),
         })
     }
 
@@ -80,6 +87,46 @@ impl Context {
         *n = n.saturating_add(1);
         *last = now;
         backoff_after(*n)
+    }
+
+    /// Instances counted on SharedCluster `cluster` (`ns/name`): those the cache shows placed
+    /// there (`placed`), plus reservations of others not yet in the cache.
+    pub fn placed_count(&self, cluster: &str, placed: &[String]) -> usize {
+        let mut p = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let entry = p.entry(cluster.to_string()).or_default();
+        // A reservation ends when the cache shows the placement or after its TTL.
+        entry.retain(|i, at| {
+            now.duration_since(*at) < RESERVATION_TTL && !placed.iter().any(|x| x == i)
+        });
+        placed.len() + entry.len()
+    }
+
+    /// Takes a slot on SharedCluster `cluster` for `instance` unless `max` are taken, counting
+    /// the cache's `placed` and every reservation: the check and the reservation are one step,
+    /// so two instances placed at once never both take the last slot. Returns whether it got
+    /// one (also true when it already had one or is placed there).
+    pub fn reserve(&self, cluster: &str, instance: &str, placed: &[String], max: usize) -> bool {
+        let mut p = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let entry = p.entry(cluster.to_string()).or_default();
+        entry.retain(|i, at| {
+            now.duration_since(*at) < RESERVATION_TTL && !placed.iter().any(|x| x == i)
+        });
+        if placed.iter().any(|x| x == instance) || entry.contains_key(instance) {
+            return true;
+        }
+        if placed.len() + entry.len() >= max {
+            return false;
+        }
+        entry.insert(instance.to_string(), now);
+        true
+    }
+
+    /// `instance` holds a reservation on `cluster`.
+    pub fn holds_reservation(&self, cluster: &str, instance: &str) -> bool {
+        let p = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        p.get(cluster).is_some_and(|e| e.contains_key(instance))
     }
 
     /// Consecutive failures of `obj` recorded so far.

@@ -262,6 +262,7 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     }
 
     let p = plan(&observed, Utc::now());
+    reserve_placement(ctx, i, &observed, &p).await?;
     tracing::debug!(phase = ?p.phase, steps = ?p.steps.iter().map(|s| s.name()).collect::<Vec<_>>(), "planned");
     let t = Target {
         instance: i,
@@ -316,6 +317,48 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         &p,
         ctx.config.drain_poll_seconds,
     )))
+}
+
+/// A plan that newly places the instance on a SharedCluster (a new instance, or a downgrade's
+/// destination) first takes a slot there: the capacity check and the reservation are one step,
+/// so two instances placed at once never both get the last slot. The one that loses plans
+/// again, seeing the cluster full.
+async fn reserve_placement(
+    ctx: &Context,
+    i: &RabbitMQInstance,
+    o: &plan::Observed,
+    p: &Plan,
+) -> Result<()> {
+    let onto = p
+        .status
+        .serving
+        .iter()
+        .chain(p.status.migration.as_ref().map(|m| &m.destination))
+        .find(|r| r.kind == ClusterKind::Shared && **r == o.shared.cluster)
+        .cloned();
+    let (Some(c), Some(cap)) = (onto, o.shared.capacity.as_ref()) else {
+        return Ok(());
+    };
+    if observe::placed_on(i, &c) {
+        return Ok(());
+    }
+    let placed = observe::placed_keys(ctx, &c)
+        .await
+        .map_err(Error::during(Stage::Observe))?;
+    let max = usize::try_from(cap.max_instances).unwrap_or(0);
+    if ctx.reserve(
+        &observe::cluster_key(&c),
+        &observe::instance_key(i),
+        &placed,
+        max,
+    ) {
+        return Ok(());
+    }
+    Err(Error::during(Stage::Validate)(Error::NotReady(format!(
+        "SharedCluster {}/{} has no free slot left: another instance took the last one; \
+         planning again",
+        c.namespace, c.name
+    ))))
 }
 
 /// The plan's status plus what the executor knows: the endpoint, and `InvalidSpec` and

@@ -89,6 +89,27 @@ pub fn dedicated_ref(i: &RabbitMQInstance) -> ClusterRef {
 }
 
 /// The instance is placed on `r`: served by it, or migrating onto or off it.
+/// `ns/name` of an instance, the key of placement reservations.
+pub fn instance_key(i: &RabbitMQInstance) -> String {
+    format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any())
+}
+
+/// `ns/name` of a cluster.
+pub fn cluster_key(r: &ClusterRef) -> String {
+    format!("{}/{}", r.namespace, r.name)
+}
+
+/// The instances the cache shows placed on `r`.
+pub async fn placed_keys(ctx: &Context, r: &ClusterRef) -> Result<Vec<String>> {
+    Ok(ctx
+        .all_instances()
+        .await?
+        .iter()
+        .filter(|o| placed_on(o, r))
+        .map(|o| instance_key(o))
+        .collect())
+}
+
 pub fn placed_on(i: &RabbitMQInstance, r: &ClusterRef) -> bool {
     let Some(s) = &i.status else { return false };
     s.serving.as_ref() == Some(r)
@@ -389,16 +410,15 @@ pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -
     let mut shared_obs =
         observe_cluster(ctx, shared, sc.is_some(), &tenant, draining(shared)).await?;
     if let Some(sc) = &sc {
-        let count = ctx
-            .all_instances()
-            .await?
-            .iter()
-            .filter(|o| placed_on(o, shared))
-            .count() as i32;
+        let placed = placed_keys(ctx, shared).await?;
+        let me = instance_key(i);
+        let count = ctx.placed_count(&cluster_key(shared), &placed) as i32;
         shared_obs.capacity = Some(SharedCapacity {
             instance_count: count,
             max_instances: sc.spec.capacity.max_instances,
-            counts_this_instance: placed_on(i, shared),
+            // Placed, or holding a reservation there (counted above either way).
+            counts_this_instance: placed_on(i, shared)
+                || ctx.holds_reservation(&cluster_key(shared), &me),
         });
     }
     let dedicated_obs =

@@ -1350,3 +1350,59 @@ async fn a_shared_cluster_keeps_its_secrets_and_is_not_deleted_under_its_instanc
     .await;
     env.shutdown().await;
 }
+
+/// Two instances created at the same moment for the last free slot of a SharedCluster: exactly
+/// one is placed, the other is held with SharedClusterFull, and the cluster never holds more than
+/// its capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_placed_at_once_onto_the_last_slot_get_exactly_one_placement() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    let sc: SharedCluster = serde_json::from_value(json!({
+        "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+        "metadata": {"name": "small", "namespace": NS},
+        "spec": {"replicas": 1, "capacity": {"maxInstances": 1}}
+    }))
+    .unwrap();
+    Api::<SharedCluster>::namespaced(c.clone(), NS)
+        .create(&PostParams::default(), &sc)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        create_instance(&c, "first", "small"),
+        create_instance(&c, "second", "small")
+    );
+    let _ = (a, b);
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    let outcome = eventually("one placed, one held", BOOT, || {
+        let api = api.clone();
+        async move {
+            let mut placed = 0;
+            let mut held = 0;
+            for n in ["first", "second"] {
+                let st = api.get(n).await.ok()?.status?;
+                if st.serving.is_some() {
+                    placed += 1;
+                }
+                if st.conditions.iter().any(|c| {
+                    c.status == "True" && c.reason == tiermq_crd::conditions::reasons::NO_CAPACITY
+                }) {
+                    held += 1;
+                }
+            }
+            (placed + held == 2).then_some((placed, held))
+        }
+    })
+    .await;
+    assert_eq!(outcome, (1, 1), "(placed, held)");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let count = Api::<SharedCluster>::namespaced(c.clone(), NS)
+        .get("small")
+        .await
+        .unwrap()
+        .status
+        .map(|s| s.instance_count);
+    assert_eq!(count, Some(1));
+    env.shutdown().await;
+}
