@@ -90,10 +90,12 @@ fn redact_uri_passwords(text: &str) -> String {
                 out.push_str(&authority[..colon]);
                 out.push_str(":<redacted>");
                 out.push_str(&authority[at..]);
+                rest = &tail[end..];
             }
-            _ => out.push_str(authority),
+            // No userinfo here: scan on from just after this "://", since another URI may start
+            // inside what looked like this one's authority (as in "://amqp://u:p@h").
+            _ => rest = tail,
         }
-        rest = &tail[end..];
     }
     out.push_str(rest);
     out
@@ -131,6 +133,13 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("amqp://bob@h/v"), "{out}");
+    }
+
+    #[test]
+    fn a_uri_right_after_a_stray_scheme_separator_is_scrubbed() {
+        // Found by the property below: the stray "://" once swallowed the real URI's scheme.
+        let out = redact("://amqp://a:s3cr3tpassword@0:5672/v", &[]);
+        assert_eq!(out, "://amqp://a:<redacted>@0:5672/v");
     }
 
     proptest::proptest! {
