@@ -501,15 +501,15 @@ fn rbac_grants_what_the_operator_needs_and_no_more() {
         verbs_for(&cr, "", "secrets"),
         set(&["get", "list", "watch", "create", "delete"])
     );
-    // Instances are patched only for the finalizer; SharedClusters only read.
-    assert_eq!(
-        verbs_for(&cr, "tiermq.io", "rabbitmqinstances"),
-        set(&["get", "list", "watch", "patch"])
-    );
-    assert_eq!(
-        verbs_for(&cr, "tiermq.io", "sharedclusters"),
-        set(&["get", "list", "watch"])
-    );
+    // Instances and SharedClusters are patched only for their finalizers (a SharedCluster's
+    // keeps it while instances are placed on it); specs are never written.
+    for r in ["rabbitmqinstances", "sharedclusters"] {
+        assert_eq!(
+            verbs_for(&cr, "tiermq.io", r),
+            set(&["get", "list", "watch", "patch"]),
+            "{r}"
+        );
+    }
     assert_eq!(verbs_for(&cr, "", "pods"), set(&["get", "list", "watch"]));
     assert_eq!(
         verbs_for(&cr, "", "persistentvolumeclaims"),
