@@ -332,7 +332,7 @@ async fn flip_back_during_dual_write_dual_read_aborts_and_loses_nothing() {
                     faults.fail_writes(
                         "discovery.k8s.io",
                         "endpointslices",
-                        Some(&format!("{NAME}-main")),
+                        Some(&format!("{NAME}.main")),
                         10_000,
                         500,
                     );

@@ -123,7 +123,7 @@ mod tests {
             pod("main-0", [127, 30, 0, 1], true),
         ];
         let s = build(&i, "main", &pods).unwrap();
-        assert_eq!(s.metadata.name.as_deref(), Some("orders-main"));
+        assert_eq!(s.metadata.name.as_deref(), Some("orders.main"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("team-a"));
         assert_owned(&s.metadata, "RabbitMQInstance", "orders");
         let labels = s.metadata.labels.as_ref().unwrap();
@@ -194,7 +194,7 @@ mod tests {
     fn slice_without_pods_has_no_endpoints() {
         let i = instance("orders", "team-a");
         let s = build(&i, "orders-dedicated", &[]).unwrap();
-        assert_eq!(s.metadata.name.as_deref(), Some("orders-orders-dedicated"));
+        assert_eq!(s.metadata.name.as_deref(), Some("orders.orders-dedicated"));
         assert!(s.endpoints.is_empty());
     }
 }

@@ -19,7 +19,7 @@
 //! | PodDisruptionBudget | `c` | [`pdb_name`] |
 //! | volume claim of pod `n` | `data-c-n` | [`VOLUME_DATA`] (StatefulSet naming) |
 //! | client Service of instance `i` (no selector) | `i` | [`instance_service_name`] |
-//! | EndpointSlice of `i` for serving cluster `c` | `i-c` | [`endpoint_slice_name`] |
+//! | EndpointSlice of `i` for serving cluster `c` | `i.c` | [`endpoint_slice_name`] |
 //! | credentials Secret (service binding) | `i-credentials` | [`credentials_secret_name`] |
 //! | tenant vhost and username, on either tier | `<namespace>.<instance>` | [`tenant_name`] |
 //!
@@ -209,7 +209,8 @@ mod tests {
         assert_eq!(admin_secret_name("main"), "main-admin");
         assert_eq!(pdb_name("main"), "main");
         assert_eq!(instance_service_name("orders"), "orders");
-        assert_eq!(endpoint_slice_name("orders", "main"), "orders-main");
+        assert_eq!(endpoint_slice_name("orders", "main"), "orders.main");
+        assert_ne!(endpoint_slice_name("a", "b-c"), endpoint_slice_name("a-b", "c"));
         assert_eq!(credentials_secret_name("orders"), "orders-credentials");
         assert_eq!(tenant_name("team-a", "orders"), "team-a.orders");
         assert_eq!(

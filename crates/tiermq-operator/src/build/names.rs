@@ -28,8 +28,10 @@ pub fn instance_service_name(instance: &str) -> String {
     instance.to_string()
 }
 /// The EndpointSlice that routes the instance's Service to one serving cluster.
+/// `<instance>.<cluster>`: both are DNS labels (no dots), so the dot keeps every pair apart
+/// (with a dash, instance `a` on cluster `b-c` and instance `a-b` on cluster `c` collide).
 pub fn endpoint_slice_name(instance: &str, cluster: &str) -> String {
-    format!("{instance}-{cluster}")
+    format!("{instance}.{cluster}")
 }
 pub fn credentials_secret_name(instance: &str) -> String {
     format!("{instance}-credentials")

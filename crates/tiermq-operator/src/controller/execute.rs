@@ -303,11 +303,15 @@ async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef]) -
         let endpoints = endpoint_slice::pod_endpoints(&pods);
         apply(&ctx.client, &endpoint_slice::build(i, &c.name, &endpoints)?).await?;
     }
-    let keep: BTreeSet<&str> = to.iter().map(|c| c.name.as_str()).collect();
+    // Every other slice of the instance goes: those of clusters no longer routed to, and any
+    // under another name (slices named by an older operator).
+    let keep: BTreeSet<String> = to
+        .iter()
+        .map(|c| build::endpoint_slice_name(&i.name_any(), &c.name))
+        .collect();
     let ns = i.namespace().unwrap_or_default();
     for s in crate::controller::observe::instance_slices(&ctx.client, i).await? {
-        let cluster = s.labels().get(LABEL_CLUSTER).cloned().unwrap_or_default();
-        if !keep.contains(cluster.as_str()) {
+        if !keep.contains(&s.name_any()) {
             delete_if_exists::<EndpointSlice>(&ctx.client, &ns, &s.name_any()).await?;
         }
     }
