@@ -25,7 +25,7 @@ use tiermq_broker::model::{Permissions, VhostLimits};
 use tiermq_broker::steps::{self, DrainCriteria, Tenant};
 use tiermq_crd::{ClusterRef, RabbitMQInstance};
 
-use crate::build::{self, BrokerCluster, LABEL_CLUSTER, Secret, endpoint_slice, instance_service};
+use crate::build::{self, BrokerCluster, Secret, endpoint_slice, instance_service};
 use crate::controller::apply::{FIELD_MANAGER, apply, delete_if_exists};
 use crate::controller::clusters;
 use crate::controller::context::Context;
