@@ -176,9 +176,9 @@ pub fn mirroring_policies(defs: &Definitions) -> Vec<String> {
 /// permit transient non-exclusive queues.
 pub fn refuses_transient_queues(conf: &str) -> bool {
     conf.lines()
+        .rev()
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.trim() == "deprecated_features.permit.transient_nonexcl_queues")
-        .last()
+        .find(|(k, _)| k.trim() == "deprecated_features.permit.transient_nonexcl_queues")
         .is_some_and(|(_, v)| v.trim() == "false")
 }
 
