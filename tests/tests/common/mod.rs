@@ -348,7 +348,7 @@ pub fn cluster_of(tier: Tier) -> (&'static str, String) {
     }
 }
 
-async fn wait_for_flow(load: &Load) {
+pub async fn wait_for_flow(load: &Load) {
     let until = Instant::now() + Duration::from_secs(30);
     while load.stats().received < 50 {
         assert!(
