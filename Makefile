@@ -57,6 +57,11 @@ e2e: setup ## Only the end-to-end scenarios (operator binary on kubesim, real br
 	$(CARGO) build -p tiermq-operator --bin tiermq-operator
 	$(CARGO) nextest run -p tiermq-tests
 
+.PHONY: test-matrix
+test-matrix: setup ## Opt-in, ~10 min: every end-to-end conversion on RabbitMQ 3.10 and 4.0 (both directions x both drains x both versions) and the per-tenant 3.10 -> 4.0 moves (nextest profile `matrix`)
+	$(CARGO) build -p tiermq-operator --bin tiermq-operator
+	$(CARGO) nextest run -p tiermq-tests --profile matrix
+
 .PHONY: bench
 bench: setup ## Consume vs Shovel and shared vs dedicated throughput side by side; writes target/bench-report.md (~5 min)
 	$(CARGO) build --release -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo

@@ -187,18 +187,36 @@ pub const NS: &str = "team-a";
 pub const NAME: &str = "orders";
 
 /// A world with the operator running, SharedCluster `main` (one broker) and instance
-/// `team-a/orders` on `tier`, in service.
+/// `team-a/orders` on `tier`, in service; both clusters run RabbitMQ 3.10.
 pub async fn world_with_instance(
     scenario: &str,
     tier: Tier,
     drain_strategy: &str,
     grace_period_seconds: u32,
 ) -> anyhow::Result<World> {
+    world_with_instance_on(
+        scenario,
+        tier,
+        drain_strategy,
+        grace_period_seconds,
+        crate::harness::IMAGE_3_10,
+    )
+    .await
+}
+
+/// [`world_with_instance`] with both clusters (`main` and the dedicated one) running `image`.
+pub async fn world_with_instance_on(
+    scenario: &str,
+    tier: Tier,
+    drain_strategy: &str,
+    grace_period_seconds: u32,
+    image: &str,
+) -> anyhow::Result<World> {
     let mut world = World::start(scenario).await?;
     world.start_operator(&[])?;
     world
         .kubectl
-        .apply(&crate::harness::shared_cluster_yaml(10))
+        .apply(&crate::harness::shared_cluster_yaml_with("main", image, 10))
         .await?;
     let spec = crate::harness::InstanceSpec {
         namespace: NS,
@@ -208,7 +226,7 @@ pub async fn world_with_instance(
         grace_period_seconds,
         connection_policy: None,
     };
-    world.kubectl.apply(&spec.yaml()).await?;
+    world.kubectl.apply(&spec.yaml_with(image)).await?;
     world.wait_ready(NS, NAME, Duration::from_secs(120)).await?;
     Ok(world)
 }

@@ -42,9 +42,11 @@ fn downgrade_checks(o: &Outcome) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn downgrade_with_consume_drain_closes_source_connections_and_loses_nothing() {
+async fn downgrade_with_consume_drain_closes_source_connections_and_loses_nothing(
+    runtime: BrokerRuntime,
+) {
     let o = convert_under_load(
+        runtime,
         "downgrade-consume",
         Tier::Dedicated,
         Tier::Shared,
@@ -58,10 +60,17 @@ async fn downgrade_with_consume_drain_closes_source_connections_and_loses_nothin
     .await;
     downgrade_checks(&o);
 }
+tiermq_testkit::test_each_runtime!(
+    downgrade_with_consume_drain_closes_source_connections_and_loses_nothing,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn downgrade_with_shovel_drain_closes_source_connections_and_loses_nothing() {
+async fn downgrade_with_shovel_drain_closes_source_connections_and_loses_nothing(
+    runtime: BrokerRuntime,
+) {
     let o = convert_under_load(
+        runtime,
         "downgrade-shovel",
         Tier::Dedicated,
         Tier::Shared,
@@ -76,3 +85,8 @@ async fn downgrade_with_shovel_drain_closes_source_connections_and_loses_nothing
     .await;
     downgrade_checks(&o);
 }
+tiermq_testkit::test_each_runtime!(
+    downgrade_with_shovel_drain_closes_source_connections_and_loses_nothing,
+    flavor = "multi_thread",
+    worker_threads = 4
+);

@@ -74,9 +74,9 @@ fn upgrade_checks(o: &Outcome) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upgrade_with_consume_drain_under_load_loses_nothing() {
+async fn upgrade_with_consume_drain_under_load_loses_nothing(runtime: BrokerRuntime) {
     let o = convert_under_load(
+        runtime,
         "upgrade-consume",
         Tier::Shared,
         Tier::Dedicated,
@@ -90,12 +90,17 @@ async fn upgrade_with_consume_drain_under_load_loses_nothing() {
     .await;
     upgrade_checks(&o);
 }
+tiermq_testkit::test_each_runtime!(
+    upgrade_with_consume_drain_under_load_loses_nothing,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
 /// Also carries the tenant's own shovel: it moves to the destination at the cutover and
 /// ingestion goes on there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upgrade_with_shovel_drain_under_load_loses_nothing() {
+async fn upgrade_with_shovel_drain_under_load_loses_nothing(runtime: BrokerRuntime) {
     let o = convert_under_load_with(
+        runtime,
         "upgrade-shovel",
         Tier::Shared,
         Tier::Dedicated,
@@ -110,3 +115,8 @@ async fn upgrade_with_shovel_drain_under_load_loses_nothing() {
     .await;
     upgrade_checks(&o);
 }
+tiermq_testkit::test_each_runtime!(
+    upgrade_with_shovel_drain_under_load_loses_nothing,
+    flavor = "multi_thread",
+    worker_threads = 4
+);

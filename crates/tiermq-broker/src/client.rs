@@ -365,6 +365,22 @@ impl ManagementClient {
         self.send_empty(call).await
     }
 
+    /// Sets the queue type a declare without `x-queue-type` gets in the existing vhost `name`
+    /// (RabbitMQ 3.11+; 3.10 ignores it).
+    pub async fn set_default_queue_type(
+        &self,
+        name: &str,
+        queue_type: &str,
+    ) -> Result<(), BrokerError> {
+        let op = format!("set the default queue type of vhost {name:?} to {queue_type:?}");
+        self.check(&op, "vhost", name)?;
+        // A PUT with metadata replaces all of it: keep the description put_vhost writes.
+        let call = Call::new(Method::PUT, op, format!("vhosts/{}", segment(name))).body(
+            serde_json::json!({"description": "managed by tiermq", "default_queue_type": queue_type}),
+        );
+        self.send_empty(call).await
+    }
+
     /// Deletes the vhost with everything in it. `false` if it did not exist.
     pub async fn delete_vhost(&self, name: &str) -> Result<bool, BrokerError> {
         let op = format!("delete vhost {name:?}");
@@ -556,15 +572,52 @@ impl ManagementClient {
 
     // ---- queues ----
 
+    /// The vhost's queues with their statistics. A queue the statistics give no message counts
+    /// for (not emitted yet, or every queue when the broker collects no statistics, as with
+    /// RabbitMQ 4.x's `management_agent.disable_metrics_collector = true`) gets the counts its
+    /// queue process reports now (`messages`, `messages_ready`, `messages_unacknowledged` from
+    /// the management API's queue totals, which need no statistics); rates, consumer counts and
+    /// `messages_dlx` stay statistics-only.
     pub async fn list_queues(&self, vhost: &str) -> Result<Vec<QueueInfo>, BrokerError> {
         let op = format!("list queues of vhost {vhost:?}");
         self.check(&op, "vhost", vhost)?;
-        self.get_json(Call::new(
-            Method::GET,
-            op,
-            format!("queues/{}", segment(vhost)),
-        ))
-        .await
+        let mut queues: Vec<QueueInfo> = self
+            .get_json(Call::new(
+                Method::GET,
+                op.clone(),
+                format!("queues/{}", segment(vhost)),
+            ))
+            .await?;
+        let uncounted =
+            |q: &QueueInfo| q.messages_ready.is_none() || q.messages_unacknowledged.is_none();
+        if queues.iter().any(uncounted) {
+            /// A queue as the totals listing has it (other fields may be null there).
+            #[derive(serde::Deserialize)]
+            struct Totals {
+                name: String,
+                messages: Option<u64>,
+                messages_ready: Option<u64>,
+                messages_unacknowledged: Option<u64>,
+            }
+            let totals: Vec<Totals> = self
+                .get_json(Call::new(
+                    Method::GET,
+                    format!("{op} (queue totals)"),
+                    format!(
+                        "queues/{}?disable_stats=true&enable_queue_totals=true",
+                        segment(vhost)
+                    ),
+                ))
+                .await?;
+            for q in queues.iter_mut().filter(|q| uncounted(q)) {
+                if let Some(t) = totals.iter().find(|t| t.name == q.name) {
+                    q.messages = t.messages;
+                    q.messages_ready = t.messages_ready;
+                    q.messages_unacknowledged = t.messages_unacknowledged;
+                }
+            }
+        }
+        Ok(queues)
     }
 
     pub async fn get_queue(

@@ -49,6 +49,28 @@ impl ClusterHealth {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Vhost {
     pub name: String,
+    /// The queue type a client gets when it declares a queue without `x-queue-type` (RabbitMQ
+    /// 3.11+: `classic`, `quorum` or `stream`). 3.10 has none: it reports `undefined` and
+    /// declares classic queues.
+    #[serde(default)]
+    pub default_queue_type: Option<String>,
+}
+
+impl Vhost {
+    /// The queue type a declare without `x-queue-type` gets in this vhost: its default queue
+    /// type, else `classic` (3.10, or a vhost without one).
+    pub fn effective_default_queue_type(&self) -> &str {
+        match self.default_queue_type.as_deref() {
+            Some(t) if !t.is_empty() && t != "undefined" => t,
+            _ => "classic",
+        }
+    }
+}
+
+/// The major version of a RabbitMQ version string (`4.0.5` → 4), as the management API's
+/// `rabbitmq_version` reports it.
+pub fn major_version(version: &str) -> Option<u32> {
+    version.split('.').next()?.trim().parse().ok()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

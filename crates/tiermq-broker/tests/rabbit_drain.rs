@@ -654,3 +654,150 @@ async fn queue_limits_are_read_from_arguments_and_policies(runtime: BrokerRuntim
     assert_eq!(summary("by-policy-dlx"), (true, Some(5000), true));
     let _ = conn.close(200, "done".into()).await;
 }
+
+/// RabbitMQ 4.x deprecates the management statistics (`management_metrics_collection`) and lets
+/// a cluster turn their collector off (`management_agent.disable_metrics_collector = true`).
+/// Measured on 4.0.5: queues are then listed without message counts or rates, and channels and
+/// consumers are refused ("Stats in management UI are disabled on this node"). The drain proof
+/// still holds: the client fills every queue's counts from the queue totals, which the queues
+/// report without statistics (ready and unacknowledged, at once), and the passive declares ask
+/// the queues as before. A consumer's unacknowledged messages hold the drain, the vhost is
+/// called drained only after the last acknowledgement, and retiring proves it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_proof_holds_on_4_0_without_management_statistics() {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_nodes_with(BrokerRuntime::Debian13V40, 1, |_, cfg| {
+        cfg.config
+            .push_str("management_agent.disable_metrics_collector = true\n");
+    })
+    .await
+    .unwrap()
+    .pop()
+    .unwrap();
+    let c = admin(&node, "shared/no-stats");
+    let t = tenant("nostats", "nostats-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    let conn = connect(&tenant_uri(&node, &t), "producer").await;
+    let ch = confirm_channel(&conn).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("work".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_declare(
+        "votes".into(),
+        durable,
+        args(&[("x-queue-type", AMQPValue::LongString("quorum".into()))]),
+    )
+    .await
+    .unwrap();
+    publish_confirmed(&ch, "work", 0..20).await;
+    publish_confirmed(&ch, "votes", 100..105).await;
+    tokio::time::sleep(Duration::from_secs(6)).await; // longer than a statistics emission
+
+    // What the statistics give without their collector: no counts, no channels, no consumers.
+    let q = c.get_queue(&t.vhost, "work").await.unwrap().unwrap();
+    assert_eq!(
+        (q.messages, q.messages_ready, q.consumers),
+        (None, None, None)
+    );
+    let err = c.list_channels(&t.vhost).await.unwrap_err().to_string();
+    assert!(err.contains("disabled"), "{err}");
+    println!("without statistics: GET queue has no counts; channels: {err}");
+
+    // The backlog is complete all the same, from the queue totals.
+    let b = measure_backlog(&c, &t.vhost).await.unwrap();
+    assert!(b.complete, "{b:?}");
+    assert_eq!((b.total_ready, b.total_unacked), (25, 0), "{b:?}");
+
+    steps::revoke_writes(&c, &t.vhost, &t.user).await.unwrap();
+    let watcher = {
+        let c = c.clone();
+        let vhost = t.vhost.clone();
+        tokio::spawn(async move {
+            let crit = criteria();
+            let mut progress = DrainProgress::default();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                let b = measure_backlog(&c, &vhost).await.unwrap();
+                progress = progress.observe(&b, &crit);
+                if progress.drained(&crit) {
+                    return Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            None
+        })
+    };
+
+    // A consumer takes five and holds them: they show as unacknowledged at once.
+    let consumer = connect(&tenant_uri(&node, &t), "holder").await;
+    let cch = consumer.create_channel().await.unwrap();
+    cch.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+    let mut work = cch
+        .basic_consume(
+            "work".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    while held.len() < 5 {
+        held.push(
+            tokio::time::timeout(Duration::from_secs(5), work.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let b = eventually(
+        "five unacknowledged messages in the totals",
+        Duration::from_secs(5),
+        || async {
+            let b = measure_backlog(&c, &t.vhost).await.unwrap();
+            (b.total_unacked == 5).then_some(b)
+        },
+    )
+    .await;
+    assert_eq!(b.total_ready, 20, "{b:?}");
+    let votes = consume_ids(&consumer, "votes", 5, Duration::from_secs(5)).await;
+    assert_eq!(votes.len(), 5);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the watcher keeps reading meanwhile
+    assert!(!watcher.is_finished(), "drained while messages were held");
+    for d in held.drain(..) {
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    // The rest of "work", acknowledged one by one.
+    let mut acked = 5;
+    while acked < 20 {
+        let d = tokio::time::timeout(Duration::from_secs(5), work.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        acked += 1;
+    }
+    let last_ack = Instant::now();
+    let drained_at = watcher
+        .await
+        .unwrap()
+        .expect("drained in the end without statistics");
+    assert!(drained_at > last_ack, "drained before the last ack");
+    println!(
+        "drained {:.1} s after the last ack, from queue totals alone",
+        (drained_at - last_ack).as_secs_f64()
+    );
+    let _ = consumer.close(200, "done".into()).await;
+    assert_eq!(
+        steps::retire_tenant(&c, &t.vhost, &t.user, &criteria())
+            .await
+            .unwrap(),
+        steps::RetireOutcome::Retired
+    );
+}

@@ -33,7 +33,9 @@ pub mod reasons {
     /// `ConversionBlocked`: the destination cluster is not ready.
     pub const DESTINATION_NOT_READY: &str = "DestinationNotReady";
     /// `ConversionBlocked`: a queue cannot move without losing messages (a stream's history, a
-    /// short TTL without dead-lettering); the message names it and the way out.
+    /// short TTL without dead-lettering, a length limit dropping the oldest) or would be refused
+    /// by the destination (a transient queue onto a RabbitMQ 4.x cluster that does not permit
+    /// them); the message names it and the way out.
     pub const QUEUE_CANNOT_MOVE: &str = "QueueCannotMove";
     /// `ConversionBlocked`: the cutover waits for a subscriber to consume its backlog.
     pub const SUBSCRIBER_BACKLOG: &str = "SubscriberBacklog";
@@ -94,6 +96,10 @@ pub mod events {
     pub const CONVERSION_WITHDRAWN: &str = "ConversionWithdrawn";
     /// A conversion started (`PreparingDestination`).
     pub const CONVERSION_STARTED: &str = "ConversionStarted";
+    /// Warning, with `ConversionStarted`: the destination runs a RabbitMQ release that does not
+    /// take the tenant's topology as it is (classic mirroring policy keys dropped on 4.x,
+    /// deprecated transient queues); the note says what changes.
+    pub const TRANSLATED_FOR_DESTINATION: &str = "TranslatedForDestination";
     /// The Service routes to both clusters.
     pub const DUAL_WRITE: &str = "DualWriteDualRead";
     /// The source refuses writes and left the Service.

@@ -1,6 +1,7 @@
 //! tiermq's API types: `RabbitMQInstance` and `SharedCluster` (group `tiermq.io`, version
 //! [`v1alpha1`], re-exported at the crate root), the condition types and reasons users match on
-//! ([`conditions`]), and the name facts admission and the operator share ([`names`]).
+//! ([`conditions`]), the name facts admission and the operator share ([`names`]), and the RabbitMQ
+//! releases images name and the in-place image changes they allow ([`versions`]).
 //!
 //! Types only: no client, no IO. The CRD YAML in `crd/` and the chart is generated from these types
 //! (`tiermq-operator crd`, `make generate`).
@@ -12,6 +13,7 @@
 pub mod conditions;
 pub mod names;
 pub mod v1alpha1;
+pub mod versions;
 
 pub use names::{MAX_INSTANCE_NAME_LEN, MAX_SHARED_CLUSTER_NAME_LEN};
 pub use v1alpha1::*;

@@ -40,8 +40,9 @@ pub struct RabbitNode {
     child: Mutex<Child>,
     marker: PathBuf,
     /// 4.0: the empty folder inside the root the node's folder is bound to (in the node's own
-    /// mount namespace); removed after the node.
-    mount_point: Option<PathBuf>,
+    /// mount namespace), and the topmost folder the start created for it; removed after the
+    /// node, from the mount point up to that one, as far as they are empty.
+    mount_point: Option<(PathBuf, PathBuf)>,
     // Held only for nodes made by `start_nodes`; released after the process is gone
     // (fields drop after `Drop::drop`).
     _lease: Option<IpLease>,
@@ -131,10 +132,7 @@ impl RabbitNode {
                         base.display()
                     ))
                 })?;
-                fs::create_dir_all(&mount_point).map_err(TestkitError::io(
-                    "create mount point in the root",
-                    &mount_point,
-                ))?;
+                let created_from = make_mount_point(&mount_point)?;
                 let mut cmd = Command::new(UNSHARE);
                 cmd.args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
                     .arg(MOUNT_AND_EXEC)
@@ -147,7 +145,7 @@ impl RabbitNode {
                     .arg(format!("--groups={gid}"))
                     .arg(root)
                     .arg(SERVER_SCRIPT);
-                (cmd, UNSHARE.to_string(), Some(mount_point))
+                (cmd, UNSHARE.to_string(), Some((mount_point, created_from)))
             }
         };
         let ip = config.ip.octets();
@@ -436,11 +434,51 @@ impl RabbitNode {
 impl Drop for RabbitNode {
     fn drop(&mut self) {
         self.kill();
-        if let Some(mount_point) = &self.mount_point {
-            // Empty on the host (the bind mount lived in the node's own namespace, gone now);
-            // `remove_dir` never removes anything else.
-            let _ = fs::remove_dir(mount_point);
+        if let Some((mount_point, created_from)) = &self.mount_point {
+            remove_mount_point(mount_point, created_from);
         }
+    }
+}
+
+/// Folders inside the 4.0 root that nodes of this process made for their mount points (the
+/// lock also orders making and removing them). A folder made for one node may hold another's
+/// mount point (two nodes below one temp dir); it goes with the last of them.
+static MADE_IN_ROOT: Mutex<std::collections::BTreeSet<PathBuf>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// Makes `mount_point` inside the root; returns the topmost folder on its way that did not exist
+/// or was made for another node of this process: the folders the node's removal may remove.
+fn make_mount_point(mount_point: &Path) -> Result<PathBuf, TestkitError> {
+    let mut made = MADE_IN_ROOT.lock().unwrap_or_else(|e| e.into_inner());
+    let created_from = mount_point
+        .ancestors()
+        .take_while(|p| !p.exists() || made.contains(*p))
+        .last()
+        .unwrap_or(mount_point)
+        .to_path_buf();
+    fs::create_dir_all(mount_point).map_err(TestkitError::io(
+        "create mount point in the root",
+        mount_point,
+    ))?;
+    for dir in mount_point.ancestors() {
+        if !dir.starts_with(&created_from) {
+            break;
+        }
+        made.insert(dir.to_path_buf());
+    }
+    Ok(created_from)
+}
+
+/// Removes a stopped node's mount point and the folders made for it, as far as they are empty.
+/// Empty on the host (the bind mount lived in the node's own namespace, gone with the node);
+/// `remove_dir` never removes a folder that is not empty.
+fn remove_mount_point(mount_point: &Path, created_from: &Path) {
+    let mut made = MADE_IN_ROOT.lock().unwrap_or_else(|e| e.into_inner());
+    for dir in mount_point.ancestors() {
+        if !dir.starts_with(created_from) || fs::remove_dir(dir).is_err() {
+            break;
+        }
+        made.remove(dir);
     }
 }
 

@@ -166,6 +166,13 @@ async fn nodes_sharing_a_cookie_form_a_real_cluster(runtime: BrokerRuntime) {
         .expect("b serves the management API after joining");
     let v = version(&b).await;
     assert!(runtime.matches_version(&v), "{runtime} node reports {v}");
+    // The folders a 4.0 start made inside the root for these mount points (the temp dir's own
+    // and one per node) go with the nodes; nothing of the host's folder stays in the root.
+    let inside = mount_point(runtime, dir.path());
+    drop((a, b));
+    if let Some(inside) = inside {
+        assert!(!inside.exists(), "{} left in the root", inside.display());
+    }
 }
 test_each_runtime!(nodes_sharing_a_cookie_form_a_real_cluster);
 

@@ -1,7 +1,17 @@
 //! YAML of the objects scenarios apply.
 
-/// YAML of a SharedCluster `main` in `tiermq-system` with one broker.
+/// The broker image of RabbitMQ 3.10 (kubesim runs the host's 3.10 for any 3.x tag).
+pub const IMAGE_3_10: &str = "rabbitmq:3.10-management";
+/// The broker image of RabbitMQ 4.0 (kubesim runs 4.0.5 from the Debian 13 root for any 4.x tag).
+pub const IMAGE_4_0: &str = "rabbitmq:4.0-management";
+
+/// YAML of a SharedCluster `main` in `tiermq-system` with one RabbitMQ 3.10 broker.
 pub fn shared_cluster_yaml(max_instances: u32) -> String {
+    shared_cluster_yaml_with("main", IMAGE_3_10, max_instances)
+}
+
+/// YAML of a SharedCluster `name` in `tiermq-system` with one broker running `image`.
+pub fn shared_cluster_yaml_with(name: &str, image: &str, max_instances: u32) -> String {
     [
         "apiVersion: v1",
         "kind: Namespace",
@@ -11,11 +21,11 @@ pub fn shared_cluster_yaml(max_instances: u32) -> String {
         "apiVersion: tiermq.io/v1alpha1",
         "kind: SharedCluster",
         "metadata:",
-        "  name: main",
+        &format!("  name: {name}"),
         "  namespace: tiermq-system",
         "spec:",
         "  replicas: 1",
-        "  image: rabbitmq:3.10-management",
+        &format!("  image: {image}"),
         "  capacity:",
         &format!("    maxInstances: {max_instances}"),
         "",
@@ -36,8 +46,14 @@ pub struct InstanceSpec<'a> {
 }
 
 impl InstanceSpec<'_> {
-    /// The instance YAML (with its namespace) for `kubectl apply`.
+    /// The instance YAML (with its namespace) for `kubectl apply`; its dedicated cluster runs
+    /// RabbitMQ 3.10.
     pub fn yaml(&self) -> String {
+        self.yaml_with(IMAGE_3_10)
+    }
+
+    /// [`InstanceSpec::yaml`] with the dedicated cluster running `image`.
+    pub fn yaml_with(&self, image: &str) -> String {
         let policy = self
             .connection_policy
             .map(|p| format!("    connectionPolicy: {p}\n"))
@@ -58,7 +74,7 @@ impl InstanceSpec<'_> {
             format!("  tier: {}", self.tier),
             "  dedicated:".into(),
             "    replicas: 1".into(),
-            "    image: rabbitmq:3.10-management".into(),
+            format!("    image: {image}"),
             "  shared:".into(),
             "    clusterRef:".into(),
             "      name: main".into(),

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use tiermq_crd::{MigrationPhase, Tier};
+pub use tiermq_testkit::BrokerRuntime;
 use tiermq_tests::harness::{CONVERSION_PHASES, Supervision, World};
 use tiermq_tests::load::{
     Load, LoadConfig, LoadReport, Pattern, Role, Workload, WorkloadConfig, WorkloadReport,
@@ -35,24 +36,35 @@ pub struct Outcome {
     pub probe: ProbeResult,
 }
 
-/// Runs one conversion `from` → `to` with `drain` ("Consume" or "Shovel") under load and checks:
+/// The broker image whose RabbitMQ kubesim runs as `runtime`.
+pub fn image_of(runtime: BrokerRuntime) -> &'static str {
+    match runtime {
+        BrokerRuntime::Host310 => tiermq_tests::harness::IMAGE_3_10,
+        BrokerRuntime::Debian13V40 => tiermq_tests::harness::IMAGE_4_0,
+    }
+}
+
+/// Runs one conversion `from` → `to` with `drain` ("Consume" or "Shovel") under load, both
+/// clusters running RabbitMQ as `runtime`, and checks:
 /// 0 lost, phases in order, source tenant gone, credentials unchanged. Besides the work queue
 /// (whose clients the direction-specific checks look at), the client `patterns` run through the
 /// same conversion and must lose nothing either (a subscriber: nothing published while it was
 /// subscribed). Returns the rest for the direction-specific checks.
 pub async fn convert_under_load(
+    runtime: BrokerRuntime,
     scenario_name: &str,
     from: Tier,
     to: Tier,
     drain: &str,
     patterns: &[Pattern],
 ) -> Outcome {
-    convert_under_load_with(scenario_name, from, to, drain, patterns, None).await
+    convert_under_load_with(runtime, scenario_name, from, to, drain, patterns, None).await
 }
 
 /// [`convert_under_load`], with the tenant's own shovel carrying `tenant_shovel` messages before
 /// the flip when given (see [`TenantShovel`]).
 pub async fn convert_under_load_with(
+    runtime: BrokerRuntime,
     scenario_name: &str,
     from: Tier,
     to: Tier,
@@ -61,6 +73,7 @@ pub async fn convert_under_load_with(
     tenant_shovel: Option<u64>,
 ) -> Outcome {
     let opts = Opts {
+        runtime,
         tenant_shovel,
         ..Opts::default()
     };
@@ -69,6 +82,8 @@ pub async fn convert_under_load_with(
 
 /// What else a conversion scenario does.
 pub struct Opts {
+    /// The RabbitMQ both clusters run.
+    pub runtime: BrokerRuntime,
     /// Messages the tenant's own shovel carries before the flip (see [`TenantShovel`]).
     pub tenant_shovel: Option<u64>,
     /// How the operator is treated from the flip on (crash hook, kills, restarts).
@@ -80,6 +95,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
+            runtime: BrokerRuntime::Host310,
             tenant_shovel: None,
             supervision: None,
             timeout: Duration::from_secs(150),
@@ -97,12 +113,15 @@ pub async fn convert_under_load_opts(
     opts: Opts,
 ) -> Outcome {
     let tenant_shovel = opts.tenant_shovel;
+    let runtime = opts.runtime;
     let started = Instant::now();
-    let mut world = scenario::world_with_instance(scenario_name, from, drain, 3)
-        .await
-        .unwrap();
+    let scenario_name = &format!("{scenario_name}-{}", runtime.series());
+    let mut world =
+        scenario::world_with_instance_on(scenario_name, from, drain, 3, image_of(runtime))
+            .await
+            .unwrap();
     println!(
-        "{scenario_name}: instance ready on {from} after {:.1}s",
+        "{scenario_name}: instance ready on {from} ({runtime}) after {:.1}s",
         started.elapsed().as_secs_f64()
     );
     if patterns.contains(&Pattern::MaxLength) {
@@ -135,6 +154,11 @@ pub async fn convert_under_load_opts(
     assert!(
         source.get_vhost(TENANT).await.unwrap().is_some(),
         "tenant vhost on the source before the flip"
+    );
+    let version = source.overview().await.unwrap().rabbitmq_version;
+    assert!(
+        runtime.matches_version(&version),
+        "the source runs {runtime}, reports {version}"
     );
 
     let shovel = match tenant_shovel {
@@ -187,6 +211,11 @@ pub async fn convert_under_load_opts(
     };
     println!("{scenario_name}: a connection opened in DestinationOnly landed on: {probe:?}");
     let destination = world.management(dst_ns, &dst_cluster).await.unwrap();
+    let version = destination.overview().await.unwrap().rabbitmq_version;
+    assert!(
+        runtime.matches_version(&version),
+        "the destination runs {runtime}, reports {version}"
+    );
     // The clients go on on the destination: their reconnected connections are listed there.
     let clients_on_destination = wait_until(Duration::from_secs(15), || async {
         destination
@@ -319,7 +348,7 @@ pub fn cluster_of(tier: Tier) -> (&'static str, String) {
     }
 }
 
-async fn wait_for_flow(load: &Load) {
+pub async fn wait_for_flow(load: &Load) {
     let until = Instant::now() + Duration::from_secs(30);
     while load.stats().received < 50 {
         assert!(

@@ -2,6 +2,20 @@
 //!
 //! A container whose image contains `rabbitmq` runs as a real `rabbitmq-server` process:
 //!
+//! - **Version**: the image's tag picks the RabbitMQ that runs ([`runtime_for_image`]), by its
+//!   major version:
+//!
+//!   | image tag | runs | from |
+//!   |---|---|---|
+//!   | `3`, `3.x…` (e.g. `rabbitmq:3.10-management`, `3.13.7-alpine`) | RabbitMQ 3.10.8 on Erlang 25 | the host's Debian 12 package |
+//!   | `4`, `4.x…` (e.g. `rabbitmq:4.0-management`, `4.1.2`) | RabbitMQ 4.0.5 on Erlang 27 | the Debian 13 root `make setup` builds (`TIERMQ_RABBITMQ4_ROOT`) |
+//!   | anything else (`latest`, `management`, no tag, a digest only, `5.0`) | nothing: the container waits with reason `ErrImagePull` and a message naming the image and these tags, and a Warning Event `Failed` | |
+//!
+//!   The machine has one release of each series, so every 3.x tag runs 3.10.8 and every 4.x tag
+//!   4.0.5; the container status's `imageID` says which one ran (`kubesim://rabbitmq-server/4.0
+//!   (Debian 13 root)`). A 4.x pod on a machine without the 4.0 root waits with
+//!   `CreateContainerError` and a message saying to run `make setup`. Either runtime's node is
+//!   stopped and cleaned up the same way (see `tiermq_testkit::RabbitNode`).
 //! - **Configuration**: `rabbitmq.conf` is read from the container's filesystem as mounted from its
 //!   volumes: `$RABBITMQ_CONFIG_FILE`, else `/etc/rabbitmq/rabbitmq.conf`, else any mounted
 //!   ConfigMap/projected volume that has a `rabbitmq.conf` key; files under
@@ -41,7 +55,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
-use tiermq_testkit::{Credentials, NodeConfig};
+use tiermq_testkit::{BrokerRuntime, Credentials, NodeConfig};
 
 use super::volumes::{VolumePaths, host_path};
 use super::{Result, SimError, key_of};
@@ -56,6 +70,48 @@ pub const DEFAULT_DIST_PORT: u16 = 25672;
 /// Does this container run RabbitMQ (and so a real broker process)?
 pub fn is_rabbit_container(c: &Container) -> bool {
     c.image.as_deref().is_some_and(|i| i.contains("rabbitmq"))
+}
+
+/// The RabbitMQ runtime kubesim runs for a container `image`, from the major version its tag
+/// starts with (see the module docs for the mapping). `Err` says why none fits, for the pod's
+/// status.
+pub fn runtime_for_image(image: &str) -> std::result::Result<BrokerRuntime, String> {
+    // `name[:tag][@digest]`; a registry host may carry a port (`host:5000/rabbitmq:4.0`), so the
+    // tag is what follows the last ':' after the last '/'.
+    let named = image.split('@').next().unwrap_or_default();
+    let last = named.rsplit('/').next().unwrap_or_default();
+    let tag = last.split_once(':').map(|(_, t)| t);
+    let major = tag.and_then(|t| {
+        let digits = t.len() - t.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let rest = &t[digits..];
+        (digits > 0 && (rest.is_empty() || rest.starts_with(['.', '-'])))
+            .then(|| t[..digits].parse::<u32>().ok())
+            .flatten()
+    });
+    match major {
+        Some(3) => Ok(BrokerRuntime::Host310),
+        Some(4) => Ok(BrokerRuntime::Debian13V40),
+        _ => {
+            let what = match (tag, major) {
+                (None, _) => "has no version tag".to_string(),
+                (Some(t), None) => format!("has tag {t:?}, which names no RabbitMQ version"),
+                (Some(_), Some(m)) => format!("names RabbitMQ {m}"),
+            };
+            Err(format!(
+                "image {image:?} {what}; kubesim runs RabbitMQ images tagged 3.x (as RabbitMQ \
+                 3.10, the host's package) or 4.x (as RabbitMQ 4.0, from the Debian 13 root): \
+                 name a version tag such as rabbitmq:4.0-management"
+            ))
+        }
+    }
+}
+
+/// What the container status's `imageID` says ran for a runtime.
+pub fn image_id(runtime: BrokerRuntime) -> String {
+    match runtime {
+        BrokerRuntime::Host310 => "kubesim://rabbitmq-server/3.10 (host package)".into(),
+        BrokerRuntime::Debian13V40 => "kubesim://rabbitmq-server/4.0 (Debian 13 root)".into(),
+    }
 }
 
 /// The broker container of a pod, if any.
@@ -378,6 +434,52 @@ mod tests {
         let (body, amqp, mgmt) = strip_listeners(conf);
         assert_eq!((amqp, mgmt), (Some(5673), Some(15673)));
         assert_eq!(body, "collect_statistics_interval = 500\n");
+    }
+
+    #[test]
+    fn the_image_tag_picks_the_runtime_by_major_version() {
+        for image in [
+            "rabbitmq:3.10-management",
+            "rabbitmq:3",
+            "docker.io/library/rabbitmq:3.13.7-management-alpine",
+            "registry.local:5000/mirror/rabbitmq:3.12@sha256:0123",
+        ] {
+            assert_eq!(
+                runtime_for_image(image),
+                Ok(BrokerRuntime::Host310),
+                "{image}"
+            );
+        }
+        for image in [
+            "rabbitmq:4.0-management",
+            "rabbitmq:4",
+            "rabbitmq:4-management",
+            "rabbitmq:4.0.5",
+            "registry.local:5000/rabbitmq:4.1.2-alpine",
+        ] {
+            assert_eq!(
+                runtime_for_image(image),
+                Ok(BrokerRuntime::Debian13V40),
+                "{image}"
+            );
+        }
+        for (image, says) in [
+            ("rabbitmq", "has no version tag"),
+            ("registry.local:5000/rabbitmq", "has no version tag"),
+            ("rabbitmq@sha256:0123", "has no version tag"),
+            (
+                "rabbitmq:latest",
+                "tag \"latest\", which names no RabbitMQ version",
+            ),
+            ("rabbitmq:management", "names no RabbitMQ version"),
+            ("rabbitmq:40", "names RabbitMQ 40"),
+            ("rabbitmq:5.0-management", "names RabbitMQ 5"),
+            ("rabbitmq:3x", "names no RabbitMQ version"),
+        ] {
+            let err = runtime_for_image(image).unwrap_err();
+            assert!(err.contains(says), "{image}: {err}");
+            assert!(err.contains("tagged 3.x") && err.contains("4.x"), "{err}");
+        }
     }
 
     #[test]

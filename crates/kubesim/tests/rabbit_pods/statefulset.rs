@@ -2,7 +2,8 @@
 //! and ClusterIP Services, ConfigMap and Secrets shaped like the operator's) yields running
 //! `rabbitmq-server` processes reachable through the Service's ClusterIP; deleting a pod kills its
 //! broker and the StatefulSet brings it back with its data; a crashed broker is restarted; two
-//! replicas form a real RabbitMQ cluster. The two tests start 1 and 2 brokers.
+//! replicas form a real RabbitMQ cluster; a 4.x image runs RabbitMQ 4.0 and an unknown tag waits
+//! with a reason. The three tests start 1, 2 and 2 brokers.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -23,7 +24,7 @@ struct Broker {
 }
 
 /// The objects the operator creates for a broker cluster, applied with server-side apply.
-async fn apply_broker_objects(client: &Client, name: &str, replicas: i32) -> Broker {
+async fn apply_broker_objects(client: &Client, name: &str, replicas: i32, image: &str) -> Broker {
     let admin_pass: String = format!("pw{}", std::process::id());
     let cookie = format!(
         "COOKIE{}{}",
@@ -71,7 +72,7 @@ async fn apply_broker_objects(client: &Client, name: &str, replicas: i32) -> Bro
                         "items": [{"key": "rabbitmq.conf", "path": "rabbitmq.conf"},
                                   {"key": "enabled_plugins", "path": "enabled_plugins"}]}}],
                     "containers": [{
-                        "name": "rabbitmq", "image": "rabbitmq:3.10-management",
+                        "name": "rabbitmq", "image": image,
                         "ports": [{"name": "amqp", "containerPort": 5672},
                                   {"name": "management", "containerPort": 15672},
                                   {"name": "dist", "containerPort": 25672},
@@ -206,6 +207,16 @@ async fn amqp_connect(b: &Broker, addr: SocketAddr) -> lapin::Connection {
     .unwrap()
 }
 
+/// The broker container's `imageID`: which RabbitMQ the kubelet ran for its image.
+fn image_id(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .map(|c| c.image_id.clone())
+        .unwrap_or_default()
+}
+
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -229,7 +240,7 @@ async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_cr
     let (c, dir) = start_cluster().await;
     let client = c.client();
     let result = tokio::time::timeout(Duration::from_secs(240), async {
-        let b = apply_broker_objects(&client, "solo", 1).await;
+        let b = apply_broker_objects(&client, "solo", 1, "rabbitmq:3.10-management").await;
         wait_ready_replicas(&client, &b.name, 1).await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         let pod = pods.get("solo-0").await.unwrap();
@@ -256,6 +267,13 @@ async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_cr
         assert_eq!(
             overview["node"],
             format!("rabbit-{}@{pod_ip}", pod_ip.to_string().replace('.', "-"))
+        );
+        // A 3.x tag runs the host's RabbitMQ 3.10, and the pod says so.
+        let version = overview["rabbitmq_version"].as_str().unwrap_or_default();
+        assert!(version.starts_with("3.10."), "{version}");
+        assert_eq!(
+            image_id(&pod),
+            "kubesim://rabbitmq-server/3.10 (host package)"
         );
         let r = http()
             .put(format!("http://{vip}:15672/api/vhosts/keep-me"))
@@ -404,7 +422,7 @@ async fn two_replicas_form_a_rabbitmq_cluster() {
     let (c, _dir) = start_cluster().await;
     let client = c.client();
     let result = tokio::time::timeout(Duration::from_secs(240), async {
-        let b = apply_broker_objects(&client, "duo", 2).await;
+        let b = apply_broker_objects(&client, "duo", 2, "rabbitmq:3.10-management").await;
         wait_ready_replicas(&client, &b.name, 2).await;
         let vip = cluster_ip(&client, "duo").await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -438,4 +456,124 @@ async fn two_replicas_form_a_rabbitmq_cluster() {
     .await;
     c.shutdown().await;
     result.expect("test took too long");
+}
+
+/// A 4.x tag runs RabbitMQ 4.0 from the Debian 13 root: two replicas form a 4.0 cluster (the
+/// kubelet's join runs the root's `rabbitmqctl`), the pods name the runtime, and deleting the
+/// StatefulSet stops both brokers and leaves nothing in the root. A tag that names no version
+/// never starts a broker: the container waits with `ErrImagePull`, a message naming the image
+/// and the tags kubesim runs, and a Warning Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4x_tag_runs_rabbitmq_4_0_and_an_unknown_tag_waits_with_a_reason() {
+    let (c, dir) = start_cluster().await;
+    let client = c.client();
+    let root = tiermq_testkit::BrokerRuntime::Debian13V40.root().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(240), async {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let unknown: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "no-version"},
+            "spec": {"containers": [{"name": "rabbitmq", "image": "rabbitmq:management"}]}
+        }))
+        .unwrap();
+        pods.create(&Default::default(), &unknown).await.unwrap();
+
+        let b = apply_broker_objects(&client, "four", 2, "rabbitmq:4.0-management").await;
+        wait_ready_replicas(&client, &b.name, 2).await;
+        let vip = cluster_ip(&client, "four").await;
+        let overview = mgmt_get(&b, vip, "/api/overview").await;
+        let version = overview["rabbitmq_version"].as_str().unwrap_or_default();
+        assert!(version.starts_with("4.0."), "{version}");
+        let mut expected: Vec<String> = Vec::new();
+        for i in 0..2 {
+            let p = pods.get(&format!("four-{i}")).await.unwrap();
+            assert_eq!(
+                image_id(&p),
+                "kubesim://rabbitmq-server/4.0 (Debian 13 root)"
+            );
+            let ip = p.status.unwrap().pod_ip.unwrap();
+            expected.push(format!("rabbit-{}@{ip}", ip.replace('.', "-")));
+        }
+        expected.sort();
+        wait_for(
+            "both 4.0 nodes running in one cluster",
+            Duration::from_secs(60),
+            || async {
+                let nodes = mgmt_get(&b, vip, "/api/nodes").await;
+                let mut running: Vec<String> = nodes
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["running"] == true)
+                    .map(|n| n["name"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                running.sort();
+                (running == expected).then_some(())
+            },
+        )
+        .await
+        .unwrap();
+
+        // The pod whose tag names no version never got a broker, and says why.
+        let p = pods.get("no-version").await.unwrap();
+        let st = p.status.clone().unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        let waiting = st.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("ErrImagePull"));
+        let message = waiting.message.unwrap_or_default();
+        assert!(
+            message.contains("\"rabbitmq:management\"")
+                && message.contains("tagged 3.x")
+                && message.contains("4.x"),
+            "{message}"
+        );
+        assert!(!c.broker_pids().contains_key("default/no-version"));
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(client.clone(), "default");
+        let failed: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.clone()) == p.uid())
+            .filter(|e| {
+                e.reason.as_deref() == Some("Failed") && e.type_.as_deref() == Some("Warning")
+            })
+            .filter_map(|e| e.note)
+            .collect();
+        assert!(
+            failed.iter().any(|n| n.contains("rabbitmq:management")),
+            "{failed:?}"
+        );
+
+        // Deleting the StatefulSet stops both 4.0 brokers.
+        let pids: Vec<u32> = c.broker_pids().values().copied().collect();
+        assert_eq!(pids.len(), 2);
+        Api::<StatefulSet>::namespaced(client.clone(), "default")
+            .delete("four", &Default::default())
+            .await
+            .unwrap();
+        wait_for("the 4.0 brokers gone", Duration::from_secs(30), || async {
+            pids.iter().all(|p| !pid_alive(*p)).then_some(())
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+    c.shutdown().await;
+    result.expect("test took too long");
+    // Nothing of the cluster's folder is left inside the 4.0 root (the nodes' mount points and
+    // the folders made for them), and the host sees no mount of it.
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    let inside = root.join(real.strip_prefix("/").unwrap());
+    assert!(!inside.exists(), "{} left in the root", inside.display());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(root.to_str().unwrap()),
+        "mounts inside the root: {mounts}"
+    );
 }

@@ -44,6 +44,10 @@ pub struct QueueBacklog {
     pub exclusive: bool,
     /// Auto-delete (deleted with its last consumer).
     pub auto_delete: bool,
+    /// Not durable (transient): gone with a broker restart. RabbitMQ 4.x deprecates transient
+    /// queues that are not exclusive.
+    #[serde(default)]
+    pub transient: bool,
     /// `false` until the queue's first statistics emission: its counts are unknown.
     pub stats_known: bool,
     pub ready: u64,
@@ -91,6 +95,7 @@ impl QueueBacklog {
             queue_type: q.queue_type.clone().unwrap_or_else(|| "classic".into()),
             exclusive: q.exclusive,
             auto_delete: q.auto_delete,
+            transient: !q.durable,
             stats_known: q.messages_ready.is_some() && q.messages_unacknowledged.is_some(),
             ready: q.messages_ready.unwrap_or(0),
             unacked: q.messages_unacknowledged.unwrap_or(0),

@@ -33,7 +33,10 @@ pub use shovel::{
     DRAIN_SHOVEL_PREFIX, ShovelDrain, drain_shovel_name, ensure_drain_shovels, remove_drain_shovels,
 };
 pub use tenant::{Tenant, ensure_tenant, ensure_tenant_with};
-pub use topology::{TopologyCopy, copy_topology, missing_objects, tenant_topology};
+pub use topology::{
+    MIRRORING_POLICY_KEYS, TopologyCopy, copy_topology, for_destination, mirroring_keys,
+    mirroring_only, missing_objects, tenant_topology,
+};
 pub use transfers::{TRANSFER_COMPONENTS, copy_transfers, stop_transfers, tenant_transfers};
 
 /// Prefix of every broker object tiermq itself manages.

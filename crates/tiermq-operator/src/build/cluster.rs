@@ -274,6 +274,21 @@ fn checked_additional_config(sc: &SharedCluster) -> Result<Option<String>, Build
                 reason: format!("{key:?} is set by the operator ({reserved}*): remove that line"),
             });
         }
+        let value = line.split_once('=').map(|(_, v)| v.trim()).unwrap_or("");
+        if key == "management_agent.disable_metrics_collector" && value == "true" {
+            // Checked on RabbitMQ 4.0.5: without the collector the management API refuses to
+            // list channels and consumers, which the operator reads to move clients.
+            return Err(BuildError::InvalidConfig {
+                kind: "SharedCluster",
+                name: sc.name_any(),
+                field: "spec.additionalConfig",
+                reason: format!(
+                    "{key:?} turns off the management statistics; without them RabbitMQ refuses \
+                     to list channels and consumers, which the operator reads to tell publishers, \
+                     consumers and subscribers apart during a conversion: remove that line"
+                ),
+            });
+        }
         if !line.contains('=') {
             return Err(BuildError::InvalidConfig {
                 kind: "SharedCluster",

@@ -159,6 +159,7 @@ mod tests {
             "management.tcp.port = 1",
             "default_pass = x",
             "cluster_formation.peer_discovery_backend = k8s",
+            "management_agent.disable_metrics_collector = true",
             "just words",
         ] {
             sc.spec.additional_config = Some(bad.into());
@@ -168,5 +169,9 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+        // Statistics on (the default) is fine to say.
+        sc.spec.additional_config =
+            Some("management_agent.disable_metrics_collector = false".into());
+        BrokerCluster::for_shared_cluster(&sc).unwrap();
     }
 }

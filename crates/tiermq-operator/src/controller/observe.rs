@@ -151,10 +151,50 @@ pub fn topology_names(defs: &Definitions) -> BTreeSet<String> {
             s(b, "routing_key")
         ));
     }
-    for p in &defs.policies {
+    // A policy of classic mirroring keys only is not copied onto RabbitMQ 4.x (nothing of it
+    // would remain there): a destination in step need not hold it.
+    for p in defs.policies.iter().filter(|p| !steps::mirroring_only(p)) {
         out.insert(format!("policy/{}", s(p, "name")));
     }
     out
+}
+
+/// The policies of a tenant topology that set classic queue mirroring keys, as
+/// `name (key, key)`.
+pub fn mirroring_policies(defs: &Definitions) -> Vec<String> {
+    defs.policies
+        .iter()
+        .filter_map(|p| {
+            let keys = steps::mirroring_keys(p);
+            let name = p.get("name").and_then(Value::as_str)?;
+            (!keys.is_empty()).then(|| format!("{name} ({})", keys.join(", ")))
+        })
+        .collect()
+}
+
+/// Whether a broker configuration (`rabbitmq.conf` lines, the later line winning) does not
+/// permit transient non-exclusive queues.
+pub fn refuses_transient_queues(conf: &str) -> bool {
+    conf.lines()
+        .rev()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "deprecated_features.permit.transient_nonexcl_queues")
+        .is_some_and(|(_, v)| v.trim() == "false")
+}
+
+/// The RabbitMQ major version a StatefulSet's broker image names.
+pub fn statefulset_major(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> Option<u32> {
+    sts.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .filter_map(|c| c.image.as_deref())
+        .find(|i| i.contains("rabbitmq"))
+        .and_then(tiermq_crd::versions::image_version)
+        .map(|v| v.major)
 }
 
 /// A backlog reading as the planner's sample, timestamped `lag` before it was taken (the counts
@@ -187,6 +227,7 @@ pub fn backlog_sample(
                     ttl_ms: q.message_ttl_ms,
                     dead_letters: q.dead_letters,
                     drops_oldest: q.drops_oldest,
+                    transient: q.transient && !q.exclusive,
                 }
             })
             .collect(),
@@ -330,6 +371,7 @@ pub async fn observe_tenant(
             shovels: shovel_observation(&declared, &statuses),
             federated,
             backlog: backlog_sample(&backlog, stats_lag, live_ready),
+            mirroring_policies: mirroring_policies(&defs),
         }),
     })
 }
@@ -364,6 +406,8 @@ pub async fn observe_cluster(
         ready_replicas: ready,
         capacity: None,
         broker: None,
+        rabbitmq_major: statefulset_major(&sts),
+        refuses_transient_queues: false,
     };
     if ready > 0
         && let Some(mc) = clusters::management_client(ctx, r).await?
@@ -410,6 +454,11 @@ pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -
     let mut shared_obs =
         observe_cluster(ctx, shared, sc.is_some(), &tenant, draining(shared)).await?;
     if let Some(sc) = &sc {
+        shared_obs.refuses_transient_queues = sc
+            .spec
+            .additional_config
+            .as_deref()
+            .is_some_and(refuses_transient_queues);
         let placed = placed_keys(ctx, shared).await?;
         let me = instance_key(i);
         let count = ctx.placed_count(&cluster_key(shared), &placed) as i32;
@@ -460,6 +509,7 @@ mod tests {
             queue_type: "classic".into(),
             exclusive: false,
             auto_delete: false,
+            transient: false,
             stats_known: true,
             ready,
             unacked,
@@ -543,6 +593,45 @@ mod tests {
                 "queue/q1"
             ]
         );
+    }
+
+    #[test]
+    fn mirroring_policies_are_named_and_not_expected_on_the_destination() {
+        let defs: Definitions = serde_json::from_value(json!({
+            "policies": [
+                {"name": "ha-all", "definition": {"ha-mode": "all", "ha-sync-mode": "automatic"}},
+                {"name": "capped", "definition": {"ha-mode": "exactly", "ha-params": 2, "max-length": 9}},
+                {"name": "ttl", "definition": {"message-ttl": 5}}
+            ]
+        }))
+        .unwrap();
+        let names: Vec<String> = topology_names(&defs).into_iter().collect();
+        assert_eq!(names, ["policy/capped", "policy/ttl"]);
+        assert_eq!(
+            mirroring_policies(&defs),
+            [
+                "ha-all (ha-mode, ha-sync-mode)",
+                "capped (ha-mode, ha-params)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_permit_line_decides_and_images_name_their_major() {
+        let key = "deprecated_features.permit.transient_nonexcl_queues";
+        assert!(!refuses_transient_queues(""));
+        assert!(refuses_transient_queues(&format!("{key} = false\n")));
+        assert!(!refuses_transient_queues(&format!(
+            "{key} = false\n{key}=true\n"
+        )));
+        let sts = |image: &str| -> k8s_openapi::api::apps::v1::StatefulSet {
+            serde_json::from_value(json!({"spec": {"selector": {}, "serviceName": "x",
+                "template": {"spec": {"containers": [{"name": "rabbitmq", "image": image}]}}}}))
+            .unwrap()
+        };
+        assert_eq!(statefulset_major(&sts("rabbitmq:4.0-management")), Some(4));
+        assert_eq!(statefulset_major(&sts("rabbitmq:3.10-management")), Some(3));
+        assert_eq!(statefulset_major(&sts("rabbitmq:latest")), None);
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub fn tenant(access: Access, backlog: Option<BacklogSample>) -> TenantObservati
         shovels: ShovelObservation::default(),
         federated: false,
         backlog,
+        mirroring_policies: Vec::new(),
     }
 }
 
@@ -121,6 +122,8 @@ pub fn up(r: ClusterRef, tenant: Option<TenantObservation>) -> ClusterObservatio
         ready_replicas: 1,
         capacity,
         broker: Some(BrokerObservation { tenant }),
+        rabbitmq_major: Some(3),
+        refuses_transient_queues: false,
     }
 }
 
@@ -256,6 +259,7 @@ impl SimCluster {
                     let (at, n, live) = self.samples[i];
                     sample_live(at, n, live)
                 }),
+                mirroring_policies: Vec::new(),
             }),
         });
         ClusterObservation {
@@ -265,6 +269,8 @@ impl SimCluster {
             ready_replicas: i32::from(self.ready),
             capacity,
             broker,
+            rabbitmq_major: Some(3),
+            refuses_transient_queues: false,
         }
     }
 }

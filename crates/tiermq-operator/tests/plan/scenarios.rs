@@ -915,3 +915,76 @@ fn limits_that_could_drop_messages_hold_the_flip_until_the_tenant_accepts() {
         assert_eq!(phase, PreparingDestination, "{q:?}: {msg}");
     }
 }
+
+/// A tenant moving onto RabbitMQ 4.x: what the destination does not take as it is is said in a
+/// Warning Event when the conversion starts (mirroring policy keys dropped, deprecated transient
+/// queues), and a transient queue onto a 4.x cluster that does not permit them holds the flip.
+#[test]
+fn moves_onto_rabbitmq_4_say_what_changes_and_hold_what_the_destination_refuses() {
+    use tiermq_operator::controller::plan::QueueMessages;
+    let with_legacy = |o: &mut tiermq_operator::controller::plan::Observed, kind: ClusterKind| {
+        let c = match kind {
+            ClusterKind::Shared => &mut o.shared,
+            ClusterKind::Dedicated => &mut o.dedicated,
+        };
+        let t = c.broker.as_mut().unwrap().tenant.as_mut().unwrap();
+        t.mirroring_policies = vec!["ha-all (ha-mode, ha-sync-mode)".into()];
+        t.backlog.as_mut().unwrap().queues.push(QueueMessages {
+            queue: "scratch".into(),
+            transient: true,
+            ..Default::default()
+        });
+    };
+    let translated = |p: &Plan| {
+        p.events
+            .iter()
+            .find(|e| e.reason == conditions::events::TRANSLATED_FOR_DESTINATION)
+            .map(|e| (e.type_, e.note.clone()))
+    };
+
+    // Upgrade from a 3.10 SharedCluster onto a dedicated 4.0 cluster not created yet: the image
+    // in spec.dedicated says what it will run.
+    let mut o = stable_observed(Tier::Shared);
+    o.spec.tier = Tier::Dedicated;
+    o.spec.dedicated.image = "rabbitmq:4.0-management".into();
+    with_legacy(&mut o, ClusterKind::Shared);
+    let p = plan(&o, t0());
+    assert_eq!(p.phase, PreparingDestination);
+    let (kind, note) = translated(&p).expect("a Warning Event says what changes");
+    assert_eq!(kind, EventType::Warning);
+    assert!(
+        note.contains("RabbitMQ 4.x")
+            && note.contains("ha-all (ha-mode, ha-sync-mode)")
+            && note.contains("\"scratch\""),
+        "{note}"
+    );
+    // Onto 3.10 nothing changes and nothing is said.
+    o.spec.dedicated.image = "rabbitmq:3.10-management".into();
+    let p = plan(&o, t0());
+    assert_eq!(p.phase, PreparingDestination);
+    assert_eq!(translated(&p), None);
+
+    // Downgrade from a dedicated 3.10 cluster onto a 4.0 SharedCluster that does not permit
+    // transient non-exclusive queues: held, naming the queue and the way out.
+    let mut o = stable_observed(Tier::Dedicated);
+    o.spec.tier = Tier::Shared;
+    o.shared.rabbitmq_major = Some(4);
+    o.shared.refuses_transient_queues = true;
+    with_legacy(&mut o, ClusterKind::Dedicated);
+    let p = plan(&o, t0());
+    assert_eq!(p.phase, Blocked);
+    let c = p.condition(conditions::CONVERSION_BLOCKED).unwrap();
+    assert_eq!(c.reason, conditions::reasons::QUEUE_CANNOT_MOVE);
+    assert!(
+        c.message.contains("\"scratch\"")
+            && c.message.contains("transient_nonexcl_queues = false")
+            && c.message.contains("durable"),
+        "{}",
+        c.message
+    );
+    // A 4.0 SharedCluster that permits them (4.0's default) takes the move, and says it.
+    o.shared.refuses_transient_queues = false;
+    let p = plan(&o, t0());
+    assert_eq!(p.phase, PreparingDestination);
+    assert!(translated(&p).unwrap().1.contains("deprecates"));
+}

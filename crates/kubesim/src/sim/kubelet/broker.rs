@@ -1,5 +1,5 @@
-//! A RabbitMQ container as a real `rabbitmq-server` process on the pod's IP: wait for a broker
-//! slot, build the node's configuration from the pod (see `rabbit`), start it, join the
+//! A RabbitMQ container as a real `rabbitmq-server` process on the pod's IP: pick the RabbitMQ
+//! runtime from the image's tag (see `rabbit::runtime_for_image`), wait for a broker slot, build the node's configuration from the pod (see `rabbit`), start it, join the
 //! StatefulSet's first pod, probe readiness, and restart or fail it per `restartPolicy` when the
 //! process exits.
 
@@ -131,6 +131,29 @@ impl Kubelet {
             .as_ref()
             .and_then(|s| s.restart_policy.clone())
             .unwrap_or_else(|| "Always".into());
+        // The image decides which RabbitMQ runs; one kubesim cannot run waits, as a real kubelet
+        // waits on an image it cannot pull, until the pod goes.
+        let image = container.image.clone().unwrap_or_default();
+        let runtime = match rabbit::runtime_for_image(&image) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(pod = %key, image, "no RabbitMQ runtime for the image");
+                self.event(
+                    pod_rx,
+                    true,
+                    "Failed",
+                    format!("Failed to pull image {image:?}: {why}"),
+                )
+                .await;
+                obs.state = waiting("ErrImagePull", Some(why));
+                loop {
+                    self.publish(pod_rx, obs).await;
+                    if let Some(c) = pause(Duration::from_secs(30), ctl, pod_rx).await {
+                        return c;
+                    }
+                }
+            }
+        };
         let mut crashes: u32 = 0;
         loop {
             // A broker slot.
@@ -176,7 +199,7 @@ impl Kubelet {
                 }
                 _ => None,
             };
-            let node = match RabbitNode::start(cfg) {
+            let node = match RabbitNode::start_on(runtime, cfg) {
                 Ok(n) => Arc::new(n),
                 Err(e) => {
                     drop(permit);
@@ -196,13 +219,14 @@ impl Kubelet {
             obs.phase = "Running";
             obs.state = running(now());
             obs.ready = false;
+            obs.image_id = Some(rabbit::image_id(runtime));
             self.publish(pod_rx, obs).await;
             self.event(
                 pod_rx,
                 false,
                 "Started",
                 format!(
-                    "Started container {} (rabbitmq-server pid {})",
+                    "Started container {} ({runtime}, rabbitmq-server pid {})",
                     container.name,
                     node.pid()
                 ),

@@ -2,9 +2,10 @@
 //!
 //! For every Pod it runs a worker that:
 //! - assigns the pod an IP from the cluster's 127.x.y.0/24 (stable per pod name, see `ipam`);
-//! - for a RabbitMQ container (image contains `rabbitmq`): materialises the pod's volumes,
-//!   resolves its env, starts a real `rabbitmq-server` (`tiermq_testkit::RabbitNode`) bound to the
-//!   pod IP, joins StatefulSet peers (see `rabbit`), evaluates readiness every second, restarts a
+//! - for a RabbitMQ container (image contains `rabbitmq`): picks RabbitMQ 3.10 or 4.0 from the
+//!   image's tag (3.x or 4.x; any other tag waits with `ErrImagePull`, see `rabbit`), materialises
+//!   the pod's volumes, resolves its env, starts a real `rabbitmq-server`
+//!   (`tiermq_testkit::RabbitNode`) bound to the pod IP, joins StatefulSet peers (see `rabbit`), evaluates readiness every second, restarts a
 //!   crashed broker per `restartPolicy` (Always/OnFailure: with back-off 1 s, 2 s, 4 s, then 5 s;
 //!   Never: the pod fails), and stops the broker when the pod is deleted;
 //! - for any other image: reports the containers running and ready without starting a process

@@ -41,6 +41,9 @@ pub struct Observed {
     pub last_state: Option<ContainerState>,
     /// The pod's `status.message` (why it waits, for instance).
     pub message: Option<String>,
+    /// The tracked container's `imageID`: what actually runs for its image (a broker's
+    /// runtime); empty when nothing runs yet.
+    pub image_id: Option<String>,
 }
 
 /// Now, as a pod status timestamp.
@@ -103,20 +106,27 @@ pub fn compute_status(pod: &Pod, obs: &Observed) -> PodStatus {
         .iter()
         .map(|c: &Container| {
             let tracked = obs.main.as_deref().is_none_or(|m| m == c.name);
-            let (state, ready, restarts, last) = if tracked {
+            let (state, ready, restarts, last, image_id) = if tracked {
                 (
                     obs.state.clone(),
                     obs.ready,
                     obs.restarts,
                     obs.last_state.clone(),
+                    obs.image_id.clone().unwrap_or_default(),
                 )
             } else {
-                (running(obs.start_time.clone()), true, 0, None)
+                (
+                    running(obs.start_time.clone()),
+                    true,
+                    0,
+                    None,
+                    String::new(),
+                )
             };
             ContainerStatus {
                 name: c.name.clone(),
                 image: c.image.clone().unwrap_or_default(),
-                image_id: String::new(),
+                image_id,
                 container_id: Some(format!("kubesim://{}-{}", pod.name_any(), c.name)),
                 ready,
                 started: Some(state.running.is_some()),
@@ -206,6 +216,7 @@ mod tests {
             restarts: 0,
             last_state: None,
             message: None,
+            image_id: None,
         };
         let st = compute_status(&pod, &obs);
         assert_eq!(st.pod_ip.as_deref(), Some("127.30.1.5"));

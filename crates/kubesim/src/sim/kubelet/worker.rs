@@ -122,6 +122,7 @@ impl Kubelet {
             restarts: 0,
             last_state: None,
             message: None,
+            image_id: None,
         };
         let end = match rabbit::rabbit_container(&pod).cloned() {
             Some(c) => self.run_broker(&mut pod_rx, &mut ctl, &mut obs, c).await,

@@ -35,9 +35,14 @@ pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -
             // destination state is created from the next pass on, once the recorded migration
             // owns it, so a crash plus a flip back can never leave an orphaned destination.
             let steps = steady(o, from, Stable).steps;
-            Decision::migrating(PreparingDestination, m, steps)
+            let translated = queues::version_notes(o, &m.source);
+            let mut d = Decision::migrating(PreparingDestination, m, steps)
                 .event(EventType::Normal, events::CONVERSION_STARTED, note.clone())
-                .progress(note)
+                .progress(note);
+            if let Some(t) = translated {
+                d = d.event(EventType::Warning, events::TRANSLATED_FOR_DESTINATION, t);
+            }
+            d
         }
         current => {
             let tier = current.unwrap_or(o.spec.tier);

@@ -84,6 +84,13 @@ pub struct ClusterObservation {
     /// What the management API said; `None` when it could not be reached (or was not asked because
     /// the cluster does not exist). The planner never treats an unreachable broker as empty.
     pub broker: Option<BrokerObservation>,
+    /// The RabbitMQ major version the cluster's image names (its StatefulSet's broker image);
+    /// `None` when the cluster does not exist or the tag names no version.
+    pub rabbitmq_major: Option<u32>,
+    /// The cluster's configuration does not permit transient non-exclusive queues (RabbitMQ 4.x:
+    /// `deprecated_features.permit.transient_nonexcl_queues = false`): it refuses clients
+    /// declaring them, and its definitions import skips them.
+    pub refuses_transient_queues: bool,
 }
 
 impl ClusterObservation {
@@ -96,6 +103,8 @@ impl ClusterObservation {
             ready_replicas: 0,
             capacity: None,
             broker: None,
+            rabbitmq_major: None,
+            refuses_transient_queues: false,
         }
     }
 
@@ -189,6 +198,9 @@ pub struct TenantObservation {
     pub federated: bool,
     /// The latest queue statistics, `None` when the broker gave none.
     pub backlog: Option<BacklogSample>,
+    /// The tenant's policies that set classic queue mirroring keys (RabbitMQ 3.x), each as
+    /// `name (key, key)`: a copy onto RabbitMQ 4.x drops those keys.
+    pub mirroring_policies: Vec<String>,
 }
 
 /// Permissions of the tenant's user on its vhost.
@@ -275,6 +287,8 @@ pub struct QueueMessages {
     pub dead_letters: bool,
     /// A length limit whose overflow drops (or dead-letters) the oldest message.
     pub drops_oldest: bool,
+    /// Not durable and not exclusive: deprecated in RabbitMQ 4.x, refused where not permitted.
+    pub transient: bool,
 }
 
 impl QueueMessages {
