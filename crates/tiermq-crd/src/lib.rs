@@ -32,10 +32,17 @@ pub fn crd_files() -> Vec<(String, String)> {
             MAX_INSTANCE_NAME_LEN,
             &names::instance_name_message(),
         ),
-        with_name_limit(
-            SharedCluster::crd(),
-            MAX_SHARED_CLUSTER_NAME_LEN,
-            &names::shared_cluster_name_message(),
+        with_root_rule(
+            with_name_limit(
+                SharedCluster::crd(),
+                MAX_SHARED_CLUSTER_NAME_LEN,
+                &names::shared_cluster_name_message(),
+            ),
+            &format!(
+                "!self.metadata.name.endsWith('{}')",
+                names::DEDICATED_CLUSTER_SUFFIX
+            ),
+            &names::shared_cluster_suffix_message(),
         ),
     ]
     .iter()
@@ -56,8 +63,17 @@ pub fn crds_yaml() -> String {
 /// Adds a root-level CEL rule bounding `metadata.name` (only the root schema may look at metadata;
 /// kube-derive's root `validation` attribute does not reach the CRD, so it is added here).
 fn with_name_limit(
-    mut crd: CustomResourceDefinition,
+    crd: CustomResourceDefinition,
     max: usize,
+    message: &str,
+) -> CustomResourceDefinition {
+    with_root_rule(crd, &format!("self.metadata.name.size() <= {max}"), message)
+}
+
+/// Adds the root-level CEL `rule` with `message` to every version's schema.
+fn with_root_rule(
+    mut crd: CustomResourceDefinition,
+    rule: &str,
     message: &str,
 ) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
@@ -70,7 +86,7 @@ fn with_name_limit(
                 .x_kubernetes_validations
                 .get_or_insert_with(Vec::new)
                 .push(ValidationRule {
-                    rule: format!("self.metadata.name.size() <= {max}"),
+                    rule: rule.to_string(),
                     message: Some(message.to_string()),
                     ..Default::default()
                 });
@@ -133,8 +149,18 @@ mod tests {
         );
         let sc = crd_json("sharedclusters.tiermq.io");
         assert_eq!(
-            rule_of(sc),
+            rule_of(sc.clone()),
             format!("self.metadata.name.size() <= {MAX_SHARED_CLUSTER_NAME_LEN}")
+        );
+        // A SharedCluster `foo-dedicated` would collide with instance `foo`'s dedicated cluster.
+        let suffix =
+            &sc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"][1];
+        assert_eq!(suffix["rule"], "!self.metadata.name.endsWith('-dedicated')");
+        assert!(
+            suffix["message"]
+                .as_str()
+                .unwrap()
+                .contains("dedicated cluster")
         );
     }
 

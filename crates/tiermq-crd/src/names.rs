@@ -43,6 +43,14 @@ pub fn shared_cluster_name_message() -> String {
     )
 }
 
+/// Admission message for a SharedCluster named like an instance's dedicated cluster.
+pub fn shared_cluster_suffix_message() -> String {
+    format!(
+        "metadata.name must not end in {DEDICATED_CLUSTER_SUFFIX}: instance <name> runs its \
+         dedicated cluster as <name>{DEDICATED_CLUSTER_SUFFIX}, and the two would share objects"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
