@@ -75,6 +75,10 @@ pub mod reasons {
     pub const KUBERNETES_API_ERROR: &str = "KubernetesApiError";
     /// `Degraded`: a Secret the operator needs is missing or malformed.
     pub const SECRET_PROBLEM: &str = "SecretProblem";
+    /// `Degraded`: an object the operator would write under this resource's name exists and is
+    /// controlled by something else (for example an instance named like a SharedCluster in its
+    /// namespace); the operator leaves it alone.
+    pub const NAME_CONFLICT: &str = "NameConflict";
     /// `Degraded`: something the next step needs keeps not being there (a cluster that does not
     /// become ready, a Service without its IP).
     pub const WAITING: &str = "Waiting";

@@ -108,6 +108,13 @@ pub enum Error {
     /// (another writer, for example a second operator replica): plan again from what is stored.
     #[error("{0} changed since it was read; planning again")]
     Conflict(String),
+    /// An object the operator would write exists and is not controlled by the resource it would
+    /// belong to; the operator never takes over or deletes such an object.
+    #[error(
+        "{object} exists and is controlled by {controller}, not by this resource: the operator \
+         leaves it alone; rename this resource or remove the other object"
+    )]
+    NotOwned { object: String, controller: String },
     /// A step that needs leadership could not confirm it (see [`crate::leader::Leadership::confirm`]).
     #[error("{0}")]
     NotLeader(String),
@@ -181,6 +188,7 @@ impl Error {
             Error::Conflict(_) => "Conflict",
             Error::NotLeader(_) => "NotLeader",
             Error::Placement { .. } => "Placement",
+            Error::NotOwned { .. } => "NameConflict",
             Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
     }
@@ -202,6 +210,7 @@ impl Error {
                 reasons::KUBERNETES_API_ERROR
             }
             Error::Secret { .. } => reasons::SECRET_PROBLEM,
+            Error::NotOwned { .. } => reasons::NAME_CONFLICT,
             Error::NotReady(_) | Error::NotLeader(_) => reasons::WAITING,
             Error::InvalidSpec(_) | Error::Build(_) | Error::Placement { .. } => {
                 tiermq_crd::conditions::INVALID_SPEC
@@ -217,6 +226,8 @@ impl Error {
             Error::InvalidSpec(_) | Error::Build(_) => Retry::Report(Duration::from_secs(300)),
             // A SharedCluster may be created or get room soon.
             Error::Placement { .. } => Retry::Report(Duration::from_secs(30)),
+            // Clears when the other object goes; nothing to retry quickly.
+            Error::NotOwned { .. } => Retry::Report(Duration::from_secs(60)),
             // Broker refusals (a conflicting queue, messages still on a vhost) and API failures
             // clear up by themselves or by a fix on the broker; a missing Secret by a restore.
             Error::Broker(_)

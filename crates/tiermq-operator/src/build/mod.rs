@@ -210,7 +210,10 @@ mod tests {
         assert_eq!(pdb_name("main"), "main");
         assert_eq!(instance_service_name("orders"), "orders");
         assert_eq!(endpoint_slice_name("orders", "main"), "orders.main");
-        assert_ne!(endpoint_slice_name("a", "b-c"), endpoint_slice_name("a-b", "c"));
+        assert_ne!(
+            endpoint_slice_name("a", "b-c"),
+            endpoint_slice_name("a-b", "c")
+        );
         assert_eq!(credentials_secret_name("orders"), "orders-credentials");
         assert_eq!(tenant_name("team-a", "orders"), "team-a.orders");
         assert_eq!(

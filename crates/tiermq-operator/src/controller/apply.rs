@@ -1,5 +1,7 @@
 //! The one place that writes Kubernetes objects. Server-side apply with one field manager, forced
-//! because the operator owns every field it sets on its children.
+//! because the operator owns every field it sets on its children — but only on objects it
+//! controls: an existing object of the same name whose controller is another resource (or none)
+//! is never taken over ([`Error::NotOwned`]).
 
 use std::fmt::Debug;
 
@@ -8,7 +10,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Result, kube_err};
+use crate::error::{Error, Result, kube_err};
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "tiermq-operator";
@@ -33,6 +35,22 @@ where
 {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    if let Some(ours) = controller_uid(obj) {
+        let existing = api
+            .get_metadata_opt(&obj.name_any())
+            .await
+            .map_err(kube_err("get", describe(obj)))?;
+        if let Some(existing) = existing {
+            match existing
+                .owner_references()
+                .iter()
+                .find(|r| r.controller == Some(true))
+            {
+                Some(r) if r.uid == ours => {}
+                theirs => return Err(not_owned(obj, theirs)),
+            }
+        }
+    }
     api.patch(
         &obj.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -60,6 +78,18 @@ where
         .await
         .map_err(kube_err("get", describe(obj)))?
     {
+        // A Secret without a controller is taken as the user's (restored from a backup); one
+        // controlled by another resource is not ours to use.
+        if let Some(ours) = controller_uid(obj) {
+            match existing
+                .owner_references()
+                .iter()
+                .find(|r| r.controller == Some(true))
+            {
+                Some(r) if r.uid != ours => return Err(not_owned(obj, Some(r))),
+                _ => {}
+            }
+        }
         return Ok(existing);
     }
     match api
@@ -79,6 +109,26 @@ where
             .await
             .map_err(kube_err("get", describe(obj))),
         Err(e) => Err(kube_err("create", describe(obj))(e)),
+    }
+}
+
+/// The UID of `obj`'s controller owner, as the builders set it.
+fn controller_uid<K: Resource>(obj: &K) -> Option<String> {
+    obj.owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
+}
+
+fn not_owned<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    theirs: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> Error {
+    Error::NotOwned {
+        object: describe(obj),
+        controller: theirs
+            .map(|r| format!("{} {}", r.kind, r.name))
+            .unwrap_or_else(|| "no tiermq resource (it was made by someone else)".into()),
     }
 }
 

@@ -183,6 +183,7 @@ async fn report_degraded(ctx: &Context, cached: &RabbitMQInstance, e: &Error) ->
 async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Result<()> {
     let (reason, message) = match e.cause() {
         Error::Placement { reason, message } => (*reason, message.clone()),
+        e @ Error::NotOwned { .. } => (conditions::reasons::NAME_CONFLICT, e.to_string()),
         other => (conditions::INVALID_SPEC, other.to_string()),
     };
     let old = i.status.clone().unwrap_or_default();

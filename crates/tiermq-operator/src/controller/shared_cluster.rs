@@ -35,10 +35,12 @@ pub async fn reconcile(sc: Arc<SharedCluster>, ctx: Arc<Context>) -> Result<Acti
     let r = tracing::Instrument::instrument(reconcile_inner(&sc, &ctx), span).await;
     match &r {
         Ok(_) => ctx.succeeded(&ObjectRef::from_obj(&*sc)),
-        // From the second failure in a row it shows on the object, not only in the log.
+        // From the second failure in a row it shows on the object, not only in the log; a
+        // failure only a person can clear (a name conflict, a bad spec) shows at once.
         Err(e)
-            if ctx.failures(&ObjectRef::from_obj(&*sc)) + 1
-                >= conditions::DEGRADED_AFTER_FAILURES =>
+            if matches!(e.retry(), Retry::Report(_))
+                || ctx.failures(&ObjectRef::from_obj(&*sc)) + 1
+                    >= conditions::DEGRADED_AFTER_FAILURES =>
         {
             if let Err(report) = report_degraded(&ctx, &sc, e).await {
                 tracing::warn!(error = %report, "could not report the failure on the object");
@@ -94,9 +96,11 @@ async fn report_degraded(ctx: &Context, sc: &SharedCluster, e: &Error) -> Result
 /// Error policy for the controller: count, log, retry per [`Error::retry`].
 pub fn error_policy(sc: Arc<SharedCluster>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(CONTROLLER, err);
+    // Every failure counts towards `Degraded`, whichever way it is retried.
+    let backoff = ctx.backoff(&ObjectRef::from_obj(&*sc));
     let delay = match err.retry() {
         Retry::Report(after) => after,
-        Retry::Backoff => ctx.backoff(&ObjectRef::from_obj(&*sc)),
+        Retry::Backoff => backoff,
     };
     tracing::warn!(
         shared_cluster = %ObjectRef::from_obj(&*sc),

@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -1404,5 +1405,123 @@ async fn two_instances_placed_at_once_onto_the_last_slot_get_exactly_one_placeme
         .status
         .map(|s| s.instance_count);
     assert_eq!(count, Some(1));
+    env.shutdown().await;
+}
+
+/// Names that would make two resources share objects: a SharedCluster named like an instance's
+/// dedicated cluster is refused at admission; a SharedCluster named like an instance in its
+/// namespace is reported (`Degraded`, NameConflict, naming the object) and never takes over the
+/// instance's Service — the instance that came first keeps serving its clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_that_would_collide_are_refused_and_the_first_owner_keeps_serving() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    let i = wait_ready_shared(&c, "orders").await;
+    let uid = i.metadata.uid.clone().unwrap();
+    let scs = Api::<SharedCluster>::namespaced(c.clone(), NS);
+    let sc_named = |name: &str| -> SharedCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicas": 1, "capacity": {"maxInstances": 5}}
+        }))
+        .unwrap()
+    };
+
+    // `orders-dedicated` is instance orders' dedicated cluster: refused with the reason.
+    let err = scs
+        .create(&PostParams::default(), &sc_named("orders-dedicated"))
+        .await
+        .expect_err("a SharedCluster named <instance>-dedicated is refused");
+    assert!(
+        err.to_string().contains("must not end in -dedicated"),
+        "{err}"
+    );
+
+    // A SharedCluster named like the instance wants a Service of the instance's Service's name.
+    scs.create(&PostParams::default(), &sc_named("orders"))
+        .await
+        .unwrap();
+    let mut n = 0;
+    let degraded = eventually(
+        "the later SharedCluster reports the name conflict",
+        Duration::from_secs(150),
+        || {
+            n += 1;
+            let scs = scs.clone();
+            async move {
+                // Each annotation change is a reconcile (the retry after a report waits 60 s).
+                let _ = scs
+                    .patch(
+                        "orders",
+                        &PatchParams::default(),
+                        &Patch::Merge(
+                            json!({"metadata": {"annotations": {"test/poke": n.to_string()}}}),
+                        ),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let st = scs.get("orders").await.ok()?.status?;
+                st.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "True")
+            }
+        },
+    )
+    .await;
+    println!("degraded: {}", degraded.message);
+    assert_eq!(
+        degraded.reason,
+        tiermq_crd::conditions::reasons::NAME_CONFLICT
+    );
+    assert!(
+        degraded.message.contains("Service default/orders")
+            && degraded.message.contains("RabbitMQInstance orders"),
+        "{}",
+        degraded.message
+    );
+
+    // The instance's Service is untouched: no selector, one controller (the instance).
+    let svc = Api::<Service>::namespaced(c.clone(), NS)
+        .get("orders")
+        .await
+        .unwrap();
+    let controllers: Vec<_> = svc
+        .owner_references()
+        .iter()
+        .filter(|r| r.controller == Some(true))
+        .map(|r| (r.kind.clone(), r.uid.clone()))
+        .collect();
+    assert_eq!(controllers, [("RabbitMQInstance".to_string(), uid)]);
+    assert!(
+        svc.spec.as_ref().unwrap().selector.is_none(),
+        "the instance Service still routes through its EndpointSlices"
+    );
+    // ... and its clients still reach their tenant through it.
+    let (uri, _) = instance_uri(&c, "orders").await;
+    let conn = connect(&uri).await;
+    publish(&conn, "still-here", 0..5).await;
+    let seen = consume(&conn, "still-here", 5, Duration::from_secs(10)).await;
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    let _ = conn.close(200, "done".into()).await;
+
+    scs.delete("orders", &Default::default()).await.unwrap();
+    eventually(
+        "the conflicting SharedCluster goes (nothing is placed on it)",
+        Duration::from_secs(60),
+        || async { scs.get_opt("orders").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        Api::<Service>::namespaced(c.clone(), NS)
+            .get_opt("orders")
+            .await
+            .unwrap()
+            .is_some(),
+        "deleting the other SharedCluster leaves the instance's Service"
+    );
     env.shutdown().await;
 }
