@@ -14,7 +14,9 @@ mod world;
 
 pub use binary::{operator_binary, workspace_root};
 pub use kubectl::{Kubectl, KubectlOutput, flip_tier};
-pub use manifests::{IMAGE_3_10, IMAGE_4_0, InstanceSpec, shared_cluster_yaml, shared_cluster_yaml_with};
+pub use manifests::{
+    IMAGE_3_10, IMAGE_4_0, InstanceSpec, shared_cluster_yaml, shared_cluster_yaml_with,
+};
 pub use operator::{OperatorProcess, Supervision};
 pub use phases::{
     CONVERSION_PHASES, PhaseChange, PhaseRecorder, collapse_drain_retries, conversion_sequence,
