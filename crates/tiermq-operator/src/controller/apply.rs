@@ -5,6 +5,7 @@
 
 use std::fmt::Debug;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -41,11 +42,7 @@ where
             .await
             .map_err(kube_err("get", describe(obj)))?;
         if let Some(existing) = existing {
-            match existing
-                .owner_references()
-                .iter()
-                .find(|r| r.controller == Some(true))
-            {
+            match controller(&existing) {
                 Some(r) if r.uid == ours => {}
                 theirs => return Err(not_owned(obj, theirs)),
             }
@@ -81,11 +78,7 @@ where
         // A Secret without a controller is taken as the user's (restored from a backup); one
         // controlled by another resource is not ours to use.
         if let Some(ours) = controller_uid(obj) {
-            match existing
-                .owner_references()
-                .iter()
-                .find(|r| r.controller == Some(true))
-            {
+            match controller(&existing) {
                 Some(r) if r.uid != ours => return Err(not_owned(obj, Some(r))),
                 _ => {}
             }
@@ -114,16 +107,17 @@ where
 
 /// The UID of `obj`'s controller owner, as the builders set it.
 fn controller_uid<K: Resource>(obj: &K) -> Option<String> {
+    controller(obj).map(|r| r.uid.clone())
+}
+
+/// `obj`'s controller owner reference (at most one may have `controller: true`).
+pub fn controller<K: Resource>(obj: &K) -> Option<&OwnerReference> {
     obj.owner_references()
         .iter()
         .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.clone())
 }
 
-fn not_owned<K: Resource<DynamicType = ()>>(
-    obj: &K,
-    theirs: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Error {
+fn not_owned<K: Resource<DynamicType = ()>>(obj: &K, theirs: Option<&OwnerReference>) -> Error {
     Error::NotOwned {
         object: describe(obj),
         controller: theirs

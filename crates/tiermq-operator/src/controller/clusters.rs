@@ -222,9 +222,7 @@ pub async fn delete_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
 
 /// `obj` has a controller owner reference with this UID.
 fn controlled_by(obj: &DynamicObject, uid: &str) -> bool {
-    obj.owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && r.uid == uid)
+    crate::controller::apply::controller(obj).is_some_and(|r| r.uid == uid)
 }
 
 /// `data-<cluster>-<ordinal>`; the ordinal must be all digits so `data-a-b-0` is not taken for
