@@ -456,8 +456,10 @@ mod tests {
                 "migration": migration("DrainingSource", "2026-01-01T00:10:00Z"),
                 "conditions": [cond("DrainTimedOut", "True", "2026-01-01T01:10:00Z"),
                                cond("Degraded", "False", "2026-01-01T00:00:00Z")]})),
-            status(json!({"tier": "Dedicated", "migrationPhase": "DrainingSource",
-                "migration": migration("DrainingSource", "2026-01-01T00:05:00Z")})),
+            status(
+                json!({"tier": "Dedicated", "migrationPhase": "DrainingSource",
+                "migration": migration("DrainingSource", "2026-01-01T00:05:00Z")}),
+            ),
             status(json!({"tier": "Dedicated", "migrationPhase": "Blocked",
                 "conditions": [cond("ConversionBlocked", "True", "2026-01-01T00:00:30Z")]})),
             status(json!({})),
@@ -523,7 +525,9 @@ mod tests {
         m.conversion_finished(MigrationOutcome::Aborted, Tier::Shared);
         let text = m.encode();
         assert!(
-            text.contains(r#"tiermq_migrations_finished_total{outcome="Completed",to="Dedicated"} 1"#),
+            text.contains(
+                r#"tiermq_migrations_finished_total{outcome="Completed",to="Dedicated"} 1"#
+            ),
             "{text}"
         );
         assert!(

@@ -13,10 +13,38 @@ use std::collections::BTreeSet;
 /// Keywords, operators and aggregations (which may be followed by `by (...)` rather than `(`)
 /// that read like identifiers.
 const KEYWORDS: &[&str] = &[
-    "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
-    "group_right", "inf", "nan", "Inf", "NaN", "atan2", "start", "end", "sum", "min", "max",
-    "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile",
-    "limitk", "limit_ratio",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+    "Inf",
+    "NaN",
+    "atan2",
+    "start",
+    "end",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
 ];
 
 /// Keywords followed by a parenthesised list of label names.
@@ -258,6 +286,9 @@ mod tests {
                     # TYPE rabbitmq_channels_opened_total counter\n\
                     rabbitmq_channels_opened_total{a=\"b\"} 7\n";
         let got: Vec<String> = exposed_names(text).into_iter().collect();
-        assert_eq!(got, ["rabbitmq_channels_opened_total", "rabbitmq_connections"]);
+        assert_eq!(
+            got,
+            ["rabbitmq_channels_opened_total", "rabbitmq_connections"]
+        );
     }
 }

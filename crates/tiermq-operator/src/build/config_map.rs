@@ -136,10 +136,9 @@ mod tests {
         assert_eq!(conf["cluster_partition_handling"], "autoheal");
         assert_eq!(conf["loopback_users.guest"], "true");
         assert!(
-            conf.keys()
-                .all(|k| !k.starts_with("listeners.")
-                    && !k.starts_with("management.tcp")
-                    && !k.starts_with("prometheus.tcp")),
+            conf.keys().all(|k| !k.starts_with("listeners.")
+                && !k.starts_with("management.tcp")
+                && !k.starts_with("prometheus.tcp")),
             "{text}"
         );
         // No credentials in the ConfigMap: they come from Secrets through env.

@@ -27,8 +27,8 @@ use super::erlang_cookie::KEY_COOKIE;
 use super::{
     AMQP_PORT, BrokerCluster, DIST_PORT, EPMD_PORT, MANAGEMENT_PORT, PORT_NAME_AMQP,
     PORT_NAME_DIST, PORT_NAME_EPMD, PORT_NAME_MANAGEMENT, PORT_NAME_PROMETHEUS, PROMETHEUS_PORT,
-    VOLUME_DATA, admin_secret_name,
-    config_map_name, erlang_cookie_secret_name, headless_service_name,
+    VOLUME_DATA, admin_secret_name, config_map_name, erlang_cookie_secret_name,
+    headless_service_name,
 };
 
 /// The broker container's name.

@@ -23,9 +23,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tiermq_crd::conditions;
-use tiermq_crd::{
-    ClusterKind, ClusterRef, RabbitMQInstance, RabbitMQInstanceStatus,
-};
+use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstance, RabbitMQInstanceStatus};
 
 use crate::build::{self, InstanceTarget, credentials, generate_secret};
 use crate::controller::apply::create_once;
