@@ -206,14 +206,23 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
             let mut flipped = i.clone();
             flipped.spec.tier = to;
             let shared = crate::preview::shared_ref(&flipped, &config);
-            let all = || async {
+            // Placed instances, counted as the operator counts them; the operator's in-memory
+            // reservations (instances being placed this very moment) are not visible from here.
+            let placement = || async {
                 let api: Api<RabbitMQInstance> = Api::all(client.clone());
                 let list = api.list(&ListParams::default()).await.map_err(
                     tiermq_operator::error::kube_err("list", "RabbitMQInstances"),
                 )?;
-                Ok(list.items.into_iter().map(std::sync::Arc::new).collect())
+                Ok(observe::Placement {
+                    count: list
+                        .items
+                        .iter()
+                        .filter(|o| observe::placed_on(o, &shared))
+                        .count(),
+                    reserved: false,
+                })
             };
-            let observed = observe::observe_with(&client, &config, &flipped, &shared, all)
+            let observed = observe::observe_with(&client, &config, &flipped, &shared, placement)
                 .await
                 .context(
                     "observe the instance as the operator does (StatefulSets, Services, the \

@@ -28,8 +28,8 @@ async fn cluster(namespaces: &[&str]) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
-    let config = kube::Config::new(server.url().parse().unwrap());
-    let client = kube::Client::try_from(config).unwrap();
+    // kubesim serves HTTPS with its own CA and authenticates clients: the admin identity.
+    let client = server.admin_client().unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for (_, yaml) in tiermq_crd::crd_files() {
         let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
