@@ -206,6 +206,13 @@ pub fn render(
         }
     }
 
+    // What the operator recorded for the running conversion (whose source is the one shown):
+    // the fallback when the source cannot be read from here.
+    let recorded = st
+        .migration
+        .as_ref()
+        .filter(|m| m.remaining_messages.is_some());
+
     // The source's queues, as the operator reads them.
     let _ = writeln!(out, "\nQueues and backlog on the source");
     let tenant = source.map(ClusterObservation::tenant_state);
@@ -291,6 +298,13 @@ pub fn render(
                     ctx.addressing.as_str()
                 }
             );
+            if let Some(m) = recorded {
+                let _ = writeln!(
+                    out,
+                    "  as the operator last recorded it (status.migration): {}",
+                    crate::status::backlog_phrase(m)
+                );
+            }
         }
     }
     if let Some((reason, msg)) = cutover_hold(o, &source_ref) {
@@ -338,9 +352,19 @@ pub fn render(
                 "  {n} messages and no consumption measured right now: {how}"
             );
         }
-        None => {
-            let _ = writeln!(out, "  unknown without the source's queue statistics");
-        }
+        None => match recorded.and_then(|m| m.eta_seconds) {
+            Some(eta) => {
+                let _ = writeln!(
+                    out,
+                    "  about {} as the operator last estimated it (status.migration.etaSeconds); \
+                     the source's queue statistics cannot be read from here",
+                    human_duration(eta)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  unknown without the source's queue statistics");
+            }
+        },
     }
     let drained: Vec<String> = st
         .history
@@ -696,6 +720,51 @@ mod tests {
         );
         assert!(
             out.contains("connections with consumers are closed so they reconnect to the destination; idle connections stay (connection policy Keep)"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_source_of_a_running_conversion_falls_back_to_what_the_operator_recorded() {
+        let mut i = instance("Shared", json!({}));
+        let st = i.status.as_mut().unwrap();
+        st.tier = Some(Tier::Shared);
+        st.migration_phase = Some(MigrationPhase::DrainingSource);
+        st.migration = Some(
+            serde_json::from_value(json!({
+                "from": "Dedicated", "to": "Shared",
+                "source": {"kind": "Dedicated", "name": "orders-dedicated", "namespace": "team-a"},
+                "destination": {"kind": "Shared", "name": "main", "namespace": "ops"},
+                "drainStrategy": "Consume", "connectionPolicy": "Close",
+                "started": "2025-12-31T23:58:00Z",
+                "remainingMessages": 900, "drainRate": 15.0, "etaSeconds": 60
+            }))
+            .unwrap(),
+        );
+        let mut o = observed(
+            &i,
+            Tier::Shared,
+            None,
+            Some(SharedCapacity {
+                instance_count: 1,
+                max_instances: 5,
+                counts_this_instance: true,
+            }),
+        );
+        o.dedicated.broker = None;
+        let out = render(&i, Tier::Shared, &o, &ctx(), now());
+        assert!(
+            out.contains("nothing new: the Dedicated -> Shared conversion already runs (phase DrainingSource)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("as the operator last recorded it (status.migration): 900 messages left on the source, draining 15.0 msg/s, ETA 1m00s"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "about 1m00s as the operator last estimated it (status.migration.etaSeconds)"
+            ),
             "{out}"
         );
     }
