@@ -154,7 +154,9 @@ async fn status_through_kubectl_shows_the_phase_timeline_backlog_and_conditions(
         bin.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = tokio::process::Command::new("/usr/bin/kubectl")
+    // Real kubectl, as kubesim's kubectl tests run it: /usr/bin/kubectl or the one KUBECTL names.
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
+    let out = tokio::process::Command::new(kubectl)
         .args(["tiermq", "status", "orders", "-n", "team-a"])
         .env("PATH", path)
         .env("KUBECONFIG", &c.kubeconfig)
