@@ -20,6 +20,10 @@ tools: ## Only the pinned helm 4.1.4 and kubectl 1.37.1 into .tools/bin (two ~37
 build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin: target/release/kubectl-tiermq; put it on PATH for `kubectl tiermq` (docs/kubectl-plugin.md)
+	$(CARGO) build --release -p kubectl-tiermq
+
 .PHONY: generate
 generate: ## Write the CRD YAML (crd/, the chart's crds/, deploy/crds/) and the RBAC (deploy/, chart) from the Rust code
 	$(CARGO) run -q -p tiermq-operator -- crd --out-dir crd --out-dir charts/tiermq/crds --out-dir deploy/crds
