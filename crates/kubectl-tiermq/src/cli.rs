@@ -29,6 +29,7 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The plugin's commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Tiers, the conversion's phase timeline with durations, backlog, drain rate, ETA,
@@ -62,8 +63,10 @@ pub enum Command {
 /// The target tier.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TierArg {
+    /// An own RabbitMQ cluster.
     #[value(name = "Dedicated")]
     Dedicated,
+    /// A vhost on a SharedCluster.
     #[value(name = "Shared")]
     Shared,
 }
@@ -97,7 +100,9 @@ pub struct OperatorFlags {
 /// `--broker-addressing`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Addressing {
+    /// The cluster Service's ClusterIP.
     ClusterIp,
+    /// `<cluster>.<namespace>.svc`.
     ServiceDns,
 }
 
@@ -194,13 +199,24 @@ async fn instance(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result
 /// Runs one command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let (client, ns) = connect(&cli).await?;
-    match cli.command {
+    execute(client, &ns, cli.command, out).await
+}
+
+/// Runs `command` in namespace `ns` with an API client made already (the binary's comes from the
+/// kubeconfig; tests pass their cluster's).
+pub async fn execute(
+    client: kube::Client,
+    ns: &str,
+    command: Command,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    match command {
         Command::Status { name } => {
-            let i = instance(&client, &ns, &name).await?;
+            let i = instance(&client, ns, &name).await?;
             write!(out, "{}", crate::status::render(&i, chrono::Utc::now()))?;
         }
         Command::Preview { name, to, operator } => {
-            let i = instance(&client, &ns, &name).await?;
+            let i = instance(&client, ns, &name).await?;
             let to = Tier::from(to);
             let (config, note) = operator_settings(&client, &operator).await;
             let mut flipped = i.clone();
@@ -250,7 +266,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
                     }
                 }
             };
-            crate::watch::follow(client, &ns, &name, out, stop).await?;
+            crate::watch::follow(client, ns, &name, out, stop).await?;
         }
     }
     Ok(())

@@ -254,8 +254,7 @@ pub fn render(
                         if q.drops_oldest {
                             notes.push("length limit drops oldest".to_string());
                         }
-                        let _ = writeln!(
-                            out,
+                        let row = format!(
                             "  {:<32} {:>8} {:>8} {:>8}  {}",
                             q.queue,
                             q.ready,
@@ -263,6 +262,7 @@ pub fn render(
                             q.delayed,
                             notes.join(", ")
                         );
+                        let _ = writeln!(out, "{}", row.trim_end());
                     }
                     let _ = writeln!(
                         out,
