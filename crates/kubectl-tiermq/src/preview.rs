@@ -22,7 +22,8 @@ use tiermq_crd::{
     Tier, conditions,
 };
 use tiermq_operator::controller::plan::{
-    self, ClusterObservation, Observed, TenantState, cutover_hold, describe, effective_policy,
+    self, ClusterObservation, EventType, Observed, TenantState, cutover_hold, describe,
+    effective_policy,
 };
 
 use crate::status::human_duration;
@@ -125,6 +126,10 @@ pub fn render(
     let _ = writeln!(out, "  {verdict}");
     if let Some(c) = blocked {
         let _ = writeln!(out, "  blocker: {} ({}): {}", c.type_, c.reason, c.message);
+    }
+    // Warning Events of that pass, e.g. what a move onto RabbitMQ 4.x changes.
+    for e in p.events.iter().filter(|e| e.type_ == EventType::Warning) {
+        let _ = writeln!(out, "  warning ({}): {}", e.reason, e.note);
     }
     if from == to && st.migration.is_none() {
         return out;
@@ -537,6 +542,7 @@ mod tests {
                 drain_rate: rate,
                 live_ready: None,
             }),
+            mirroring_policies: Vec::new(),
         }
     }
 
@@ -566,6 +572,8 @@ mod tests {
             ready_replicas: 3,
             capacity: shared,
             broker: shared.map(|_| BrokerObservation { tenant: None }),
+            rabbitmq_major: Some(3),
+            refuses_transient_queues: false,
         };
         Observed {
             generation: 2,
@@ -580,6 +588,8 @@ mod tests {
                 ready_replicas: 1,
                 capacity: None,
                 broker: Some(BrokerObservation { tenant: t }),
+                rabbitmq_major: Some(3),
+                refuses_transient_queues: false,
             },
             service_routes: vec![ded],
         }
@@ -767,6 +777,47 @@ mod tests {
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_move_onto_rabbitmq_4_says_what_the_operator_translates() {
+        let mut i = instance("Shared", json!({}));
+        i.spec.dedicated.image = "rabbitmq:4.0-management".into();
+        let st = i.status.as_mut().unwrap();
+        st.tier = Some(Tier::Shared);
+        st.serving = Some(cluster(ClusterKind::Shared, "main", "ops"));
+        let mut o = observed(
+            &i,
+            Tier::Dedicated,
+            None,
+            Some(SharedCapacity {
+                instance_count: 1,
+                max_instances: 5,
+                counts_this_instance: true,
+            }),
+        );
+        let mut t = tenant(vec![queue("orders", 3)], Some(1.0), 1);
+        t.mirroring_policies = vec!["ha-all (ha-mode, ha-sync-mode)".into()];
+        o.shared.broker = Some(BrokerObservation { tenant: Some(t) });
+        o.dedicated = ClusterObservation::absent(cluster(
+            ClusterKind::Dedicated,
+            "orders-dedicated",
+            "team-a",
+        ));
+        let out = render(&i, Tier::Dedicated, &o, &ctx(), now());
+        assert!(
+            out.contains("start the conversion on its next pass (PreparingDestination)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("warning (TranslatedForDestination): dedicated cluster team-a/orders-dedicated runs RabbitMQ 4.x: classic queue mirroring keys are dropped from policies ha-all (ha-mode, ha-sync-mode)"),
+            "{out}"
+        );
+        // Onto 3.x nothing is translated.
+        i.spec.dedicated.image = "rabbitmq:3.10-management".into();
+        o.spec.dedicated.image = i.spec.dedicated.image.clone();
+        let out = render(&i, Tier::Dedicated, &o, &ctx(), now());
+        assert!(!out.contains("warning ("), "{out}");
     }
 
     #[test]
