@@ -9,7 +9,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: setup
-setup: ## Install what tests and demo need on a fresh Debian machine if missing: rabbitmq-server (3.10), debootstrap, helm and a newer kubectl (make tools), and once a cached Debian 13 root with RabbitMQ 4.0 (~1-2 min; TIERMQ_RABBITMQ4_ROOT)
+setup: ## Install what tests and demo need on a fresh Debian machine if missing: rabbitmq-server (3.10), debootstrap, promtool (Debian's prometheus package, server never started), helm and a newer kubectl (make tools), and once a cached Debian 13 root with RabbitMQ 4.0 (~1-2 min; TIERMQ_RABBITMQ4_ROOT)
 	bash .ci/setup
 
 .PHONY: tools
@@ -19,6 +19,10 @@ tools: ## Only the pinned helm 4.1.4 and kubectl 1.37.1 into .tools/bin (two ~37
 .PHONY: build
 build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin: target/release/kubectl-tiermq; put it on PATH for `kubectl tiermq` (docs/kubectl-plugin.md)
+	$(CARGO) build --release -p kubectl-tiermq
 
 .PHONY: generate
 generate: ## Write the CRD YAML (crd/, the chart's crds/, deploy/crds/) and the RBAC (deploy/, chart) from the Rust code

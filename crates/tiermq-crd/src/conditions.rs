@@ -16,6 +16,16 @@ pub const INVALID_SPEC: &str = "InvalidSpec";
 /// Secret missing); the reason and message say which step and why. Set after
 /// [`DEGRADED_AFTER_FAILURES`] consecutive failed passes, cleared by the next pass that succeeds.
 pub const DEGRADED: &str = "Degraded";
+/// Every condition type the operator sets (a metric counts the instances with each one True).
+pub const ALL: [&str; 6] = [
+    READY,
+    MIGRATING,
+    CONVERSION_BLOCKED,
+    DRAIN_TIMED_OUT,
+    INVALID_SPEC,
+    DEGRADED,
+];
+
 /// Consecutive failed reconciles after which [`DEGRADED`] turns True (one failure is often a
 /// race that the retry settles).
 pub const DEGRADED_AFTER_FAILURES: u32 = 2;

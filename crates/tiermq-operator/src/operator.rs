@@ -105,7 +105,16 @@ pub async fn run_with_client(
     if !args.leader_election {
         tracing::info!("leader election disabled: reconciling at once");
         ready.store(true, Ordering::Relaxed);
-        run_controllers(client, args, metrics, None, shared_future(stopped(stop_rx))).await;
+        metrics.leader.set(1);
+        run_controllers(
+            client,
+            args,
+            metrics.clone(),
+            None,
+            shared_future(stopped(stop_rx)),
+        )
+        .await;
+        metrics.leader.set(0);
         server.abort();
         return Ok(());
     }
@@ -137,6 +146,7 @@ pub async fn run_with_client(
         }
     }
     tracing::info!(%identity, "leading: starting controllers");
+    metrics.leader.set(1);
     let controllers = run_controllers(
         client.clone(),
         args.clone(),
@@ -151,6 +161,7 @@ pub async fn run_with_client(
         _ = controllers => false,
         _ = leading.wait_for(|l| !*l) => true,
     };
+    metrics.leader.set(0);
     server.abort();
     if lost {
         anyhow::bail!(

@@ -39,7 +39,7 @@ impl fmt::Debug for Credentials {
 }
 
 /// Everything needed to start one node. The launcher adds only the listener lines (AMQP and
-/// management on `ip`) to `config`; everything else — the admin user, statistics interval,
+/// management on `ip`, and Prometheus on `ip` when `plugins` has `rabbitmq_prometheus`) to `config`; everything else — the admin user, statistics interval,
 /// limits — is the caller's `rabbitmq.conf` body, as a ConfigMap would carry it.
 #[derive(Clone)]
 pub struct NodeConfig {
@@ -150,6 +150,10 @@ impl NodeConfig {
             amqp = self.amqp_port,
             mgmt = self.management_port,
         ));
+        // Only with the plugin: without it RabbitMQ does not know the key and refuses to boot.
+        if self.plugins.iter().any(|p| p == crate::PROMETHEUS_PLUGIN) {
+            out.push_str(&format!("prometheus.tcp.ip = {}\n", self.ip));
+        }
         out
     }
 
@@ -231,6 +235,14 @@ mod tests {
             "{advanced}"
         );
         assert_eq!(cfg.full_node_name(), "t-1@127.3.0.9");
+        assert!(!text.contains("prometheus.tcp"), "{text}");
+        let mut with_metrics = cfg.clone();
+        with_metrics.plugins.push(crate::PROMETHEUS_PLUGIN.into());
+        assert!(
+            with_metrics
+                .rendered_config()
+                .ends_with("prometheus.tcp.ip = 127.3.0.9\n")
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::error::TestkitError;
 use crate::sweep::{pid_alive, testkit_root};
-use crate::{AMQP_PORT, MANAGEMENT_PORT};
+use crate::{AMQP_PORT, MANAGEMENT_PORT, PROMETHEUS_PORT};
 
 /// A loopback IP from `127.3.0.0`–`127.3.19.254` reserved for this process until dropped, with
 /// its own Erlang distribution port.
@@ -99,7 +99,7 @@ fn try_claim(file: &PathBuf) -> Result<bool, TestkitError> {
 }
 
 fn ports_free(ip: Ipv4Addr, dist_port: u16) -> bool {
-    [AMQP_PORT, MANAGEMENT_PORT, dist_port]
+    [AMQP_PORT, MANAGEMENT_PORT, PROMETHEUS_PORT, dist_port]
         .iter()
         .all(|port| TcpListener::bind(SocketAddrV4::new(ip, *port)).is_ok())
 }

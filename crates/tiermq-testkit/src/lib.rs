@@ -1,5 +1,6 @@
 //! Real `rabbitmq-server` nodes on loopback, for the broker integration tests, kubesim's simulated
-//! kubelet and the demo; and ([`tools`]) where tests find the pinned `helm` and newest `kubectl`.
+//! kubelet and the demo; ([`tools`]) where tests find the pinned `helm`, the newest `kubectl` and
+//! `promtool`; and ([`promql`]) the metric names PromQL expressions and `/metrics` pages use.
 //!
 //! Two levels:
 //!
@@ -67,6 +68,7 @@ mod config;
 mod error;
 mod ip;
 mod node;
+pub mod promql;
 mod runtime;
 mod sweep;
 pub mod tools;
@@ -89,6 +91,11 @@ pub use sweep::sweep_stale_nodes;
 pub const AMQP_PORT: u16 = 5672;
 /// The standard management HTTP port.
 pub const MANAGEMENT_PORT: u16 = 15672;
+/// `rabbitmq_prometheus`'s standard port. A node that runs the plugin listens on it on its own IP
+/// (the launcher adds `prometheus.tcp.ip`), so nodes on distinct IPs never collide.
+pub const PROMETHEUS_PORT: u16 = 15692;
+/// The plugin that serves Prometheus metrics on [`PROMETHEUS_PORT`].
+pub const PROMETHEUS_PLUGIN: &str = "rabbitmq_prometheus";
 /// The standard Erlang distribution port of a RabbitMQ node. Two nodes on one machine need
 /// different distribution ports even on different IPs: RabbitMQ's start-up check asks the
 /// machine's one epmd whether any node already uses the port.

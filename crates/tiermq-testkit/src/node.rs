@@ -225,6 +225,12 @@ impl RabbitNode {
         format!("http://{}:{}", self.config.ip, self.config.management_port)
     }
 
+    /// `http://ip:15692`: the `rabbitmq_prometheus` endpoint (`/metrics`), when the node runs
+    /// that plugin.
+    pub fn prometheus_url(&self) -> String {
+        format!("http://{}:{}", self.config.ip, crate::PROMETHEUS_PORT)
+    }
+
     /// `host:port` of the AMQP listener.
     pub fn amqp_address(&self) -> String {
         format!("{}:{}", self.config.ip, self.config.amqp_port)

@@ -1,5 +1,6 @@
-//! The command-line tools tests drive: the machine's kubectl and the pinned `helm` and newest
-//! `kubectl` that `make setup` (`.ci/setup-tools`) puts into the project's tools folder.
+//! The command-line tools tests drive: the machine's kubectl, the pinned `helm` and newest
+//! `kubectl` that `make setup` (`.ci/setup-tools`) puts into the project's tools folder, and
+//! `promtool` from Debian's `prometheus` package (`make setup` installs it when missing).
 //!
 //! A test that needs a pinned tool asks [`require`]: when the tool is missing it is skipped with a
 //! message saying how to install it, except under CI (`CI` set to anything but `false`/`0`),
@@ -20,6 +21,8 @@ pub enum Tool {
     Helm,
     /// The newest `kubectl` the wheels carry (1.37.1).
     NewestKubectl,
+    /// `promtool`, from Debian's `prometheus` package (2.42 on Debian 12), found on `PATH`.
+    Promtool,
 }
 
 impl Tool {
@@ -28,6 +31,7 @@ impl Tool {
         match self {
             Tool::Helm => "helm",
             Tool::NewestKubectl => "kubectl",
+            Tool::Promtool => "promtool",
         }
     }
 
@@ -36,6 +40,22 @@ impl Tool {
         match self {
             Tool::Helm => "v4.1.4",
             Tool::NewestKubectl => "v1.37.1",
+            Tool::Promtool => "(Debian's prometheus package)",
+        }
+    }
+
+    /// Where the tool is looked for: the tools folder, or `PATH` for a Debian package's tool.
+    fn location(self) -> PathBuf {
+        match self {
+            Tool::Helm | Tool::NewestKubectl => bin_dir().join(self.file_name()),
+            Tool::Promtool => std::env::var_os("PATH")
+                .map(|path| {
+                    std::env::split_paths(&path)
+                        .map(|d| d.join(self.file_name()))
+                        .find(|p| p.is_file())
+                        .unwrap_or_else(|| PathBuf::from("/usr/bin").join(self.file_name()))
+                })
+                .unwrap_or_else(|| PathBuf::from("/usr/bin").join(self.file_name())),
         }
     }
 }
@@ -50,7 +70,7 @@ pub fn bin_dir() -> PathBuf {
 
 /// Where `tool` is installed, if it is.
 pub fn installed(tool: Tool) -> Option<PathBuf> {
-    let p = bin_dir().join(tool.file_name());
+    let p = tool.location();
     p.is_file().then_some(p)
 }
 
@@ -65,11 +85,15 @@ pub fn require(tool: Tool, test: &str) -> Option<PathBuf> {
     if let Some(p) = installed(tool) {
         return Some(p);
     }
+    let how = match tool {
+        Tool::Helm | Tool::NewestKubectl => "run `make tools` or `make setup`",
+        Tool::Promtool => "run `make setup`, which installs Debian's prometheus package",
+    };
     let why = format!(
-        "{} {} is not installed at {} (run `make tools` or `make setup`)",
+        "{} {} is not installed at {} ({how})",
         tool.file_name(),
         tool.pinned_version(),
-        bin_dir().join(tool.file_name()).display()
+        tool.location().display()
     );
     if under_ci() {
         panic!("{test}: {why}; CI must not skip this test");

@@ -22,8 +22,8 @@
 //!   `/etc/rabbitmq/conf.d/*.conf` are appended. `enabled_plugins` likewise
 //!   (`$RABBITMQ_ENABLED_PLUGINS_FILE`, `/etc/rabbitmq/enabled_plugins`, any mounted key
 //!   `enabled_plugins`). The kubelet removes listener lines (`listeners.tcp.*`,
-//!   `management.tcp.*`) and `cluster_formation.*` lines and lets the launcher bind AMQP and
-//!   management to the pod IP (ports from those lines, else from the container ports named `amqp`
+//!   `management.tcp.*`, `prometheus.tcp.*`) and `cluster_formation.*` lines and lets the launcher
+//!   bind AMQP, management and (with `rabbitmq_prometheus`) Prometheus to the pod IP (ports from those lines, else from the container ports named `amqp`
 //!   and `management`, else 5672/15672).
 //! - **Erlang cookie**: env `RABBITMQ_ERLANG_COOKIE` (usually `valueFrom.secretKeyRef`), else a
 //!   mounted `/var/lib/rabbitmq/.erlang.cookie`, else any mounted Secret key `.erlang.cookie`,
@@ -186,7 +186,11 @@ pub fn strip_listeners(conf: &str) -> (String, Option<u16>, Option<u16>) {
             mgmt = port_of(value);
             continue;
         }
-        if key.starts_with("management.tcp.") || key.starts_with("cluster_formation.") {
+        // The launcher binds Prometheus to the pod IP itself (standard port).
+        if key.starts_with("management.tcp.")
+            || key.starts_with("prometheus.tcp.")
+            || key.starts_with("cluster_formation.")
+        {
             continue;
         }
         kept.push_str(line);
@@ -430,7 +434,7 @@ mod tests {
     fn listener_lines_are_replaced_and_ports_kept() {
         let conf = "listeners.tcp.default = 5673\nmanagement.tcp.port = 15673\n\
                     management.tcp.ip = 0.0.0.0\ncluster_formation.peer_discovery_backend = k8s\n\
-                    collect_statistics_interval = 500\n";
+                    prometheus.tcp.ip = 0.0.0.0\ncollect_statistics_interval = 500\n";
         let (body, amqp, mgmt) = strip_listeners(conf);
         assert_eq!((amqp, mgmt), (Some(5673), Some(15673)));
         assert_eq!(body, "collect_statistics_interval = 500\n");

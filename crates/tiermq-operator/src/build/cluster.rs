@@ -245,11 +245,12 @@ pub fn instance_kinds() -> Vec<ManagedKind> {
 }
 
 /// Keys of `rabbitmq.conf` that belong to the operator: where the brokers listen (clients, the
-/// Service, kube-proxy and the operator depend on it), who the administrator is, and how the
+/// Service, kube-proxy, the operator and the chart's Prometheus monitors depend on it), who the administrator is, and how the
 /// cluster forms.
-const RESERVED_CONFIG_KEYS: [&str; 6] = [
+const RESERVED_CONFIG_KEYS: [&str; 7] = [
     "listeners.",
     "management.tcp.",
+    "prometheus.tcp.",
     "default_user",
     "default_pass",
     "loopback_users",

@@ -1,12 +1,13 @@
 //! The cluster's ClusterIP Service `<cluster>`: selects the broker pods; the operator reaches the
-//! cluster's management API through it (`http://<cluster>.<ns>.svc:15672`).
+//! cluster's management API through it (`http://<cluster>.<ns>.svc:15672`), and a broker
+//! ServiceMonitor finds every broker's `/metrics` through its `prometheus` port.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
     AMQP_PORT, BrokerCluster, MANAGEMENT_PORT, PORT_NAME_AMQP, PORT_NAME_MANAGEMENT,
-    cluster_service_name,
+    PORT_NAME_PROMETHEUS, PROMETHEUS_PORT, cluster_service_name,
 };
 
 pub fn build(c: &BrokerCluster) -> Service {
@@ -25,6 +26,7 @@ pub fn build(c: &BrokerCluster) -> Service {
             ports: Some(vec![
                 port(PORT_NAME_AMQP, AMQP_PORT),
                 port(PORT_NAME_MANAGEMENT, MANAGEMENT_PORT),
+                port(PORT_NAME_PROMETHEUS, PROMETHEUS_PORT),
             ]),
             ..ServiceSpec::default()
         }),
@@ -38,7 +40,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cluster_service_exposes_amqp_and_management_of_ready_pods() {
+    fn cluster_service_exposes_amqp_management_and_prometheus_of_ready_pods() {
         let c = shared();
         let svc = build(&c);
         assert_eq!(svc.metadata.name.as_deref(), Some("main"));
@@ -53,7 +55,7 @@ mod tests {
         assert_eq!(spec.selector, Some(c.selector_labels()));
         assert_eq!(spec.publish_not_ready_addresses, None);
         let ports = spec.ports.unwrap();
-        assert_eq!(ports.len(), 2);
+        assert_eq!(ports.len(), 3);
         assert_eq!(
             (ports[0].name.as_deref(), ports[0].port),
             (Some("amqp"), 5672)
@@ -65,6 +67,10 @@ mod tests {
         assert_eq!(
             ports[1].target_port,
             Some(IntOrString::String("management".into()))
+        );
+        assert_eq!(
+            (ports[2].name.as_deref(), ports[2].port),
+            (Some("prometheus"), 15692)
         );
     }
 }

@@ -13,13 +13,16 @@ pub const KEY_RABBITMQ_CONF: &str = "rabbitmq.conf";
 pub const KEY_ENABLED_PLUGINS: &str = "enabled_plugins";
 
 /// Plugins every cluster runs: the management API the operator drives, shovels for the active
-/// drain, federation for dual reads.
-pub const PLUGINS: [&str; 5] = [
+/// drain, federation for dual reads, and `rabbitmq_prometheus` so Prometheus can scrape every
+/// broker on [`super::PROMETHEUS_PORT`] (`/metrics`; the chart's broker PodMonitor or
+/// ServiceMonitor scrapes it).
+pub const PLUGINS: [&str; 6] = [
     "rabbitmq_management",
     "rabbitmq_shovel",
     "rabbitmq_shovel_management",
     "rabbitmq_federation",
     "rabbitmq_federation_management",
+    "rabbitmq_prometheus",
 ];
 
 /// `enabled_plugins` in Erlang term syntax.
@@ -101,7 +104,7 @@ mod tests {
         assert_eq!(
             data[KEY_ENABLED_PLUGINS],
             "[rabbitmq_management,rabbitmq_shovel,rabbitmq_shovel_management,\
-             rabbitmq_federation,rabbitmq_federation_management].\n"
+             rabbitmq_federation,rabbitmq_federation_management,rabbitmq_prometheus].\n"
         );
     }
 
@@ -133,8 +136,9 @@ mod tests {
         assert_eq!(conf["cluster_partition_handling"], "autoheal");
         assert_eq!(conf["loopback_users.guest"], "true");
         assert!(
-            conf.keys()
-                .all(|k| !k.starts_with("listeners.") && !k.starts_with("management.tcp")),
+            conf.keys().all(|k| !k.starts_with("listeners.")
+                && !k.starts_with("management.tcp")
+                && !k.starts_with("prometheus.tcp")),
             "{text}"
         );
         // No credentials in the ConfigMap: they come from Secrets through env.
@@ -157,6 +161,7 @@ mod tests {
         for bad in [
             "listeners.tcp.1 = 0.0.0.0:5673",
             "management.tcp.port = 1",
+            "prometheus.tcp.port = 9419",
             "default_pass = x",
             "cluster_formation.peer_discovery_backend = k8s",
             "management_agent.disable_metrics_collector = true",

@@ -69,6 +69,8 @@ use k8s_openapi::ByteString;
 pub const AMQP_PORT: i32 = 5672;
 /// RabbitMQ management HTTP API port.
 pub const MANAGEMENT_PORT: i32 = 15672;
+/// `rabbitmq_prometheus`'s port (`/metrics`, `/metrics/per-object`, `/metrics/detailed`).
+pub const PROMETHEUS_PORT: i32 = 15692;
 /// Erlang distribution (inter-node) port.
 pub const DIST_PORT: i32 = 25672;
 /// Erlang port mapper daemon.
@@ -77,6 +79,8 @@ pub const EPMD_PORT: i32 = 4369;
 /// Port names. kubesim and kube-proxy match Service and EndpointSlice ports by these names.
 pub const PORT_NAME_AMQP: &str = "amqp";
 pub const PORT_NAME_MANAGEMENT: &str = "management";
+/// The broker's Prometheus endpoint; the chart's monitors select the port by this name.
+pub const PORT_NAME_PROMETHEUS: &str = "prometheus";
 pub const PORT_NAME_DIST: &str = "dist";
 pub const PORT_NAME_EPMD: &str = "epmd";
 

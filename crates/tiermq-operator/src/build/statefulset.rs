@@ -26,8 +26,9 @@ use super::config_map::{KEY_ENABLED_PLUGINS, KEY_RABBITMQ_CONF};
 use super::erlang_cookie::KEY_COOKIE;
 use super::{
     AMQP_PORT, BrokerCluster, DIST_PORT, EPMD_PORT, MANAGEMENT_PORT, PORT_NAME_AMQP,
-    PORT_NAME_DIST, PORT_NAME_EPMD, PORT_NAME_MANAGEMENT, VOLUME_DATA, admin_secret_name,
-    config_map_name, erlang_cookie_secret_name, headless_service_name,
+    PORT_NAME_DIST, PORT_NAME_EPMD, PORT_NAME_MANAGEMENT, PORT_NAME_PROMETHEUS, PROMETHEUS_PORT,
+    VOLUME_DATA, admin_secret_name, config_map_name, erlang_cookie_secret_name,
+    headless_service_name,
 };
 
 /// The broker container's name.
@@ -217,6 +218,7 @@ fn container(c: &BrokerCluster) -> Container {
         ports: Some(vec![
             port(PORT_NAME_AMQP, AMQP_PORT),
             port(PORT_NAME_MANAGEMENT, MANAGEMENT_PORT),
+            port(PORT_NAME_PROMETHEUS, PROMETHEUS_PORT),
             port(PORT_NAME_DIST, DIST_PORT),
             port(PORT_NAME_EPMD, EPMD_PORT),
         ]),
@@ -389,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn broker_container_exposes_amqp_management_and_inter_node_ports() {
+    fn broker_container_exposes_amqp_management_prometheus_and_inter_node_ports() {
         let sts = build(&dedicated());
         let c = broker(&sts);
         assert_eq!(c.image.as_deref(), Some(tiermq_crd::DEFAULT_IMAGE));
@@ -404,6 +406,7 @@ mod tests {
             [
                 ("amqp", 5672),
                 ("management", 15672),
+                ("prometheus", 15692),
                 ("dist", 25672),
                 ("epmd", 4369)
             ]

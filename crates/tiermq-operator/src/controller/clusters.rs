@@ -23,7 +23,7 @@ use crate::build::{
     self, AMQP_PORT, BrokerCluster, ClusterObjects, MANAGEMENT_PORT, Secret, Write, admin_secret,
     generate_secret,
 };
-use crate::config::BrokerAddressing;
+use crate::config::{BrokerAddressing, RunArgs};
 use crate::controller::apply::{apply, create_once};
 use crate::controller::context::Context;
 use crate::error::{Error, Result, kube_err};
@@ -258,14 +258,18 @@ pub async fn pods(client: &kube::Client, r: &ClusterRef) -> Result<Vec<Pod>> {
 
 /// Host (no port) under which the operator and other brokers reach cluster `r`; `None` when the
 /// cluster Service has no ClusterIP yet (cluster-ip addressing).
-pub async fn host(ctx: &Context, r: &ClusterRef) -> Result<Option<String>> {
-    match ctx.config.broker_addressing {
+pub async fn host(
+    client: &kube::Client,
+    config: &RunArgs,
+    r: &ClusterRef,
+) -> Result<Option<String>> {
+    match config.broker_addressing {
         BrokerAddressing::ServiceDns => Ok(Some(build::service_host(
             &build::cluster_service_name(&r.name),
             &r.namespace,
         ))),
         BrokerAddressing::ClusterIp => {
-            let api: Api<Service> = Api::namespaced(ctx.client.clone(), &r.namespace);
+            let api: Api<Service> = Api::namespaced(client.clone(), &r.namespace);
             let name = build::cluster_service_name(&r.name);
             let svc = api
                 .get_opt(&name)
@@ -290,8 +294,12 @@ pub fn label(r: &ClusterRef) -> String {
 
 /// A management-API client for cluster `r`, logged in with its admin Secret. `None` when the
 /// Secret or the address does not exist yet.
-pub async fn management_client(ctx: &Context, r: &ClusterRef) -> Result<Option<ManagementClient>> {
-    let secrets: Api<SecretObject> = Api::namespaced(ctx.client.clone(), &r.namespace);
+pub async fn management_client(
+    client: &kube::Client,
+    config: &RunArgs,
+    r: &ClusterRef,
+) -> Result<Option<ManagementClient>> {
+    let secrets: Api<SecretObject> = Api::namespaced(client.clone(), &r.namespace);
     let name = build::admin_secret_name(&r.name);
     let Some(secret) = secrets
         .get_opt(&name)
@@ -306,7 +314,7 @@ pub async fn management_client(ctx: &Context, r: &ClusterRef) -> Result<Option<M
                   (only while the cluster's brokers are not yet initialised)"
             .into(),
     })?;
-    let Some(host) = host(ctx, r).await? else {
+    let Some(host) = host(client, config, r).await? else {
         return Ok(None);
     };
     let endpoint = ClusterEndpoint {
@@ -336,7 +344,7 @@ pub async fn tenant_amqp_uri(
     tenant: &str,
     password: &str,
 ) -> Result<tiermq_broker::Secret> {
-    let host = host(ctx, r).await?.ok_or_else(|| {
+    let host = host(&ctx.client, &ctx.config, r).await?.ok_or_else(|| {
         Error::NotReady(format!(
             "Service {}/{} has no ClusterIP yet",
             r.namespace, r.name

@@ -80,12 +80,14 @@ pub async fn run(ctx: &Context, t: &Target<'_>, steps: &[Step]) -> Result<()> {
 }
 
 async fn broker(ctx: &Context, r: &ClusterRef) -> Result<ManagementClient> {
-    clusters::management_client(ctx, r).await?.ok_or_else(|| {
-        Error::NotReady(format!(
-            "the management API of {} has no admin Secret or address yet",
-            clusters::label(r)
-        ))
-    })
+    clusters::management_client(&ctx.client, &ctx.config, r)
+        .await?
+        .ok_or_else(|| {
+            Error::NotReady(format!(
+                "the management API of {} has no admin Secret or address yet",
+                clusters::label(r)
+            ))
+        })
 }
 
 /// The management client of `r` when the tenant's vhost exists there; `None` when it does not

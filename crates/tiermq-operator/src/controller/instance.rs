@@ -23,9 +23,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tiermq_crd::conditions;
-use tiermq_crd::{
-    ClusterKind, ClusterRef, MigrationPhase, RabbitMQInstance, RabbitMQInstanceStatus,
-};
+use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstance, RabbitMQInstanceStatus};
 
 use crate::build::{self, InstanceTarget, credentials, generate_secret};
 use crate::controller::apply::create_once;
@@ -166,7 +164,7 @@ async fn report_degraded(ctx: &Context, cached: &RabbitMQInstance, e: &Error) ->
     let old = i.status.clone().unwrap_or_default();
     let generation = i.metadata.generation.unwrap_or(0);
     let (new, event) = degraded_status(&old, generation, e, Utc::now());
-    status::write(
+    let wrote = status::write(
         &ctx.client,
         i,
         i.status.as_ref(),
@@ -174,6 +172,10 @@ async fn report_degraded(ctx: &Context, cached: &RabbitMQInstance, e: &Error) ->
         status::Precondition::Unchanged,
     )
     .await?;
+    if wrote {
+        // Failing passes record no metrics otherwise: count the Degraded condition now.
+        recount_instances(ctx, Some((i, &new)));
+    }
     if let Some(ev) = event {
         status::emit(ctx, i, &[ev]).await;
     }
@@ -189,7 +191,7 @@ async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Res
     let old = i.status.clone().unwrap_or_default();
     let generation = i.metadata.generation.unwrap_or(0);
     let (new, event) = permanent_status(&old, generation, reason, &message, Utc::now());
-    status::write(
+    let wrote = status::write(
         &ctx.client,
         i,
         i.status.as_ref(),
@@ -197,6 +199,9 @@ async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Res
         status::Precondition::None,
     )
     .await?;
+    if wrote {
+        recount_instances(ctx, Some((i, &new)));
+    }
     if let Some(ev) = event {
         status::emit(ctx, i, &[ev]).await;
     }
@@ -300,12 +305,7 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         // Counted here, once: a conversion ends when its record is written (the write is a
         // compare-and-swap, so a rerun after a crash plans from the stored history).
         if let Some(record) = &p.finished {
-            ctx.metrics
-                .migrations_finished
-                .get_or_create(&PhaseLabels {
-                    phase: format!("{:?}", record.outcome),
-                })
-                .inc();
+            ctx.metrics.conversion_finished(record.outcome, record.to);
             tracing::info!(
                 from = %record.from, to = %record.to, outcome = ?record.outcome,
                 phases = ?record.phase_seconds, "conversion finished"
@@ -444,7 +444,7 @@ fn labels_of(i: &RabbitMQInstance) -> InstanceLabels {
     }
 }
 
-/// Instances by tier and phase (recounted from the cache), drain backlog, phase durations.
+/// Phase durations, the drain gauges and the fleet gauges (recounted from the cache).
 fn record_metrics(ctx: &Context, i: &RabbitMQInstance, new: &RabbitMQInstanceStatus) {
     let m = &ctx.metrics;
     // Phase durations: a phase ended when the recorded phase list moved on or the migration ended.
@@ -465,54 +465,28 @@ fn record_metrics(ctx: &Context, i: &RabbitMQInstance, new: &RabbitMQInstanceSta
                 .observe(secs);
         }
     }
-    match new.migration.as_ref().and_then(|mg| mg.remaining_messages) {
-        Some(n) => {
-            m.drain_backlog.get_or_create(&labels_of(i)).set(n);
-        }
-        None => {
-            m.drain_backlog.remove(&labels_of(i));
-        }
-    }
+    m.record_drain(&labels_of(i), Some(new));
     recount_instances(ctx, Some((i, new)));
 }
 
 fn forget_metrics(ctx: &Context, i: &RabbitMQInstance) {
-    ctx.metrics.drain_backlog.remove(&labels_of(i));
+    ctx.metrics.record_drain(&labels_of(i), None);
     recount_instances(ctx, None);
 }
 
-/// Sets the instances-by-tier-and-phase gauge from the cache, with `fresh` overriding the cached
-/// status of the instance just reconciled.
+/// Sets the fleet gauges from the cache, with `fresh` overriding the cached status of the
+/// instance just reconciled (the cache may not have its write yet).
 fn recount_instances(ctx: &Context, fresh: Option<(&RabbitMQInstance, &RabbitMQInstanceStatus)>) {
-    use std::collections::BTreeMap;
-    let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for o in ctx.instances.state() {
-        if o.meta().deletion_timestamp.is_some() {
-            continue;
-        }
-        let status = match fresh {
-            Some((f, st)) if f.uid() == o.uid() => Some(st.clone()),
-            _ => o.status.clone(),
-        };
-        let tier = status
-            .as_ref()
-            .and_then(|s| s.tier)
-            .map_or("Unknown".to_string(), |t| t.to_string());
-        let phase = status
-            .as_ref()
-            .and_then(|s| s.migration_phase)
-            .unwrap_or(MigrationPhase::Stable)
-            .as_str()
-            .to_string();
-        *counts.entry((tier, phase)).or_default() += 1;
-    }
-    ctx.metrics.instances.clear();
-    for ((tier, phase), n) in counts {
-        ctx.metrics
-            .instances
-            .get_or_create(&crate::metrics::TierPhaseLabels { tier, phase })
-            .set(n);
-    }
+    let cached = ctx.instances.state();
+    let empty = RabbitMQInstanceStatus::default();
+    let statuses = cached
+        .iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .map(|o| match fresh {
+            Some((f, st)) if f.uid() == o.uid() => st,
+            _ => o.status.as_ref().unwrap_or(&empty),
+        });
+    ctx.metrics.record_fleet(statuses);
 }
 
 #[cfg(test)]
@@ -520,6 +494,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::time::Duration;
+    use tiermq_crd::MigrationPhase;
     use tiermq_crd::conditions::reasons;
 
     fn instance(tier: &str) -> RabbitMQInstance {

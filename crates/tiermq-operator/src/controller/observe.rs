@@ -379,14 +379,15 @@ pub async fn observe_tenant(
 /// One cluster: its StatefulSet, and (when a pod is ready) its broker. `parent_exists` is false
 /// for a SharedCluster whose object is gone (its StatefulSet is then being deleted too).
 pub async fn observe_cluster(
-    ctx: &Context,
+    client: &kube::Client,
+    config: &RunArgs,
     r: &ClusterRef,
     parent_exists: bool,
     tenant: &str,
     live: bool,
 ) -> Result<ClusterObservation> {
     let sts = if parent_exists && !r.name.is_empty() {
-        clusters::statefulset(&ctx.client, r).await?
+        clusters::statefulset(client, r).await?
     } else {
         None
     };
@@ -410,9 +411,9 @@ pub async fn observe_cluster(
         refuses_transient_queues: false,
     };
     if ready > 0
-        && let Some(mc) = clusters::management_client(ctx, r).await?
+        && let Some(mc) = clusters::management_client(client, config, r).await?
     {
-        let lag = Duration::from_millis(u64::from(ctx.config.broker_stats_interval_ms));
+        let lag = Duration::from_millis(u64::from(config.broker_stats_interval_ms));
         match observe_tenant(&mc, tenant, lag, live).await {
             Ok(b) => obs.broker = Some(b),
             Err(e) => {
@@ -425,12 +426,46 @@ pub async fn observe_cluster(
 
 /// Everything the planner needs about instance `i`.
 pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -> Result<Observed> {
+    let placement = || async {
+        let placed = placed_keys(ctx, shared).await?;
+        let key = cluster_key(shared);
+        Ok(Placement {
+            count: ctx.placed_count(&key, &placed),
+            reserved: ctx.holds_reservation(&key, &instance_key(i)),
+        })
+    };
+    observe_with(&ctx.client, &ctx.config, i, shared, placement).await
+}
+
+/// How full the SharedCluster being observed is, as the planner's capacity check counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Instances placed on it, plus slots reserved there and not placed yet.
+    pub count: usize,
+    /// The observed instance holds one of those reservations.
+    pub reserved: bool,
+}
+
+/// [`observe`] outside the operator (the kubectl plugin's preview): the API client, the
+/// operator's settings, and how full the SharedCluster is (asked only when it exists; outside
+/// the operator there are no reservations, only placed instances).
+pub async fn observe_with<F, Fut>(
+    client: &kube::Client,
+    config: &RunArgs,
+    i: &RabbitMQInstance,
+    shared: &ClusterRef,
+    placement: F,
+) -> Result<Observed>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Placement>>,
+{
     let tenant = build::tenant_name(&i.namespace().unwrap_or_default(), &i.name_any());
     let dedicated = dedicated_ref(i);
     let sc = if shared.name.is_empty() {
         None
     } else {
-        let api: Api<SharedCluster> = Api::namespaced(ctx.client.clone(), &shared.namespace);
+        let api: Api<SharedCluster> = Api::namespaced(client.clone(), &shared.namespace);
         api.get_opt(&shared.name).await.map_err(kube_err(
             "get",
             format!("SharedCluster {}/{}", shared.namespace, shared.name),
@@ -451,28 +486,40 @@ pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -
                 )
             })
     };
-    let mut shared_obs =
-        observe_cluster(ctx, shared, sc.is_some(), &tenant, draining(shared)).await?;
+    let mut shared_obs = observe_cluster(
+        client,
+        config,
+        shared,
+        sc.is_some(),
+        &tenant,
+        draining(shared),
+    )
+    .await?;
     if let Some(sc) = &sc {
         shared_obs.refuses_transient_queues = sc
             .spec
             .additional_config
             .as_deref()
             .is_some_and(refuses_transient_queues);
-        let placed = placed_keys(ctx, shared).await?;
-        let me = instance_key(i);
-        let count = ctx.placed_count(&cluster_key(shared), &placed) as i32;
+        let placement = placement().await?;
+        let count = placement.count as i32;
         shared_obs.capacity = Some(SharedCapacity {
             instance_count: count,
             max_instances: sc.spec.capacity.max_instances,
             // Placed, or holding a reservation there (counted above either way).
-            counts_this_instance: placed_on(i, shared)
-                || ctx.holds_reservation(&cluster_key(shared), &me),
+            counts_this_instance: placed_on(i, shared) || placement.reserved,
         });
     }
-    let dedicated_obs =
-        observe_cluster(ctx, &dedicated, true, &tenant, draining(&dedicated)).await?;
-    let slices = instance_slices(&ctx.client, i).await?;
+    let dedicated_obs = observe_cluster(
+        client,
+        config,
+        &dedicated,
+        true,
+        &tenant,
+        draining(&dedicated),
+    )
+    .await?;
+    let slices = instance_slices(client, i).await?;
     Ok(Observed {
         generation: i.metadata.generation.unwrap_or(0),
         deletion_requested: i.metadata.deletion_timestamp.is_some(),

@@ -7,7 +7,9 @@
 //!   dry run), and the chart's `kubeVersion` range;
 //! - [`release`]: `helm install`, `upgrade`, `rollback` and `uninstall` on kubesim, with
 //!   server-side apply (Helm 4's default) and with client-side apply, checked with kubectl;
-//! - [`kustomize`]: `kubectl apply -k deploy/` with both kubectl versions.
+//! - [`kustomize`]: `kubectl apply -k deploy/` with both kubectl versions;
+//! - [`monitoring`]: the monitoring toggles (monitors, alerting rules through `promtool`, the
+//!   dashboard) and the metrics their queries name.
 //!
 //! Without the pinned tools a test is skipped with a message, except under CI (`CI=true`), where
 //! it fails. The checks that need no tools are in `packaging.rs`.
@@ -15,4 +17,5 @@
 mod chart;
 mod common;
 mod kustomize;
+mod monitoring;
 mod release;

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use tiermq_crd::conditions::{events, reasons};
 use tiermq_crd::{
-    ClusterKind, ConnectionPolicy, DrainStrategy, MigrationOutcome, MigrationRecord,
+    ClusterKind, ClusterRef, ConnectionPolicy, DrainStrategy, MigrationOutcome, MigrationRecord,
     MigrationStatus, PhaseDuration,
 };
 
@@ -155,7 +155,7 @@ pub(super) fn dual(o: &Observed, now: DateTime<Utc>) -> Decision {
         );
         return Decision::migrating(DualWriteDualRead, m, steps).progress(note);
     }
-    if let Some((reason, msg)) = cutover_hold(o, &m) {
+    if let Some((reason, msg)) = cutover_hold(o, &m.source) {
         let mut d = Decision::migrating(DualWriteDualRead, m, steps).progress(msg.clone());
         d.blocked = Some((reason, msg));
         return d;
@@ -173,13 +173,14 @@ pub(super) fn dual(o: &Observed, now: DateTime<Utc>) -> Decision {
         .progress(note)
 }
 
-/// Why the cutover must wait: a queue that cannot move without loss, or a subscriber that has
-/// not consumed what was published for it (closing it would drop its queue with them).
-fn cutover_hold(o: &Observed, m: &MigrationStatus) -> Option<(&'static str, String)> {
-    if let Some(problem) = queues::cannot_move(o, &m.source) {
+/// Why the write cutover off `source` must wait, as (reason, message): a queue that cannot move
+/// without loss, or a subscriber that has not consumed what was published for it (closing it
+/// would drop its queue with them). Judged from the source's last observation.
+pub fn cutover_hold(o: &Observed, source: &ClusterRef) -> Option<(&'static str, String)> {
+    if let Some(problem) = queues::cannot_move(o, source) {
         return Some(problem);
     }
-    let backlog = tenant(o, &m.source)
+    let backlog = tenant(o, source)
         .and_then(|t| t.backlog.as_ref())
         .map_or(0, |b| b.subscriber_backlog());
     (backlog > 0).then(|| {
@@ -189,7 +190,7 @@ fn cutover_hold(o: &Observed, m: &MigrationStatus) -> Option<(&'static str, Stri
                 "the write cutover waits: subscribers on {} have {backlog} messages not consumed \
                  yet (their exclusive or auto-delete queues would be dropped with them when they \
                  move)",
-                describe(&m.source)
+                describe(source)
             ),
         )
     })

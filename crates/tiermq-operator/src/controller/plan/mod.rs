@@ -108,7 +108,7 @@ mod requeue;
 mod roles;
 mod time;
 
-pub use convert::{CUTOVER_REASON, RETIRE_REASON};
+pub use convert::{CUTOVER_REASON, RETIRE_REASON, cutover_hold};
 pub use drain::DRAINED_AFTER;
 pub use edges::{EDGES, is_allowed};
 pub use observed::{
@@ -119,7 +119,7 @@ pub use output::{EventType, Plan, PlannedEvent, Step};
 pub use placement::new_instance_problem;
 pub use queues::MIN_SAFE_TTL_SECONDS;
 pub use requeue::requeue_after;
-pub use roles::effective_policy;
+pub use roles::{describe, effective_policy};
 pub use time::{from_time, to_time};
 
 use chrono::{DateTime, Utc};

@@ -132,7 +132,8 @@ pub(super) fn flipped_back(o: &Observed, m: &MigrationStatus) -> bool {
     o.spec.tier == m.from
 }
 
-pub(super) fn describe(c: &ClusterRef) -> String {
+/// How messages name a cluster: `SharedCluster <ns>/<name>` or `dedicated cluster <ns>/<name>`.
+pub fn describe(c: &ClusterRef) -> String {
     let kind = match c.kind {
         ClusterKind::Shared => "SharedCluster",
         ClusterKind::Dedicated => "dedicated cluster",
