@@ -23,11 +23,17 @@ use super::{
 pub struct BrokerCluster {
     /// Cluster name: the StatefulSet's name and the stem of every per-cluster object.
     pub name: String,
+    /// Namespace of every per-cluster object.
     pub namespace: String,
+    /// A shared cluster or an instance's dedicated one.
     pub kind: ClusterKind,
+    /// Number of broker pods.
     pub replicas: i32,
+    /// Broker image.
     pub image: String,
+    /// CPU and memory of each broker container.
     pub resources: Option<ResourceRequirements>,
+    /// Each broker's data volume claim.
     pub storage: StorageSpec,
     /// The object whose deletion removes the cluster (the instance or the SharedCluster).
     pub owner: OwnerReference,

@@ -9,6 +9,7 @@ use super::{
     cluster_service_name,
 };
 
+/// The ClusterIP Service `<cluster>` with the AMQP and management ports.
 pub fn build(c: &BrokerCluster) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.into()),
