@@ -857,8 +857,8 @@ impl ManagementClient {
 
     // ---- federation ----
 
-    /// Creates the federation upstream or replaces the one of the same name. Its URI is a secret: it
-    /// is scrubbed from any error text.
+    /// Creates the federation upstream or replaces the one of the same name. Its URI is a
+    /// secret: it is scrubbed from any error text.
     pub async fn put_federation_upstream(
         &self,
         vhost: &str,

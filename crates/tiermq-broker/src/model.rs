@@ -120,7 +120,7 @@ fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 pub struct Permissions {
     /// Names of the queues and exchanges the user may declare or delete (a regular expression).
     pub configure: String,
-    /// Names of the exchanges the user may publish to and of the queues or exchanges it may bind to.
+    /// Names of exchanges the user may publish to and of queues or exchanges it may bind to.
     pub write: String,
     /// Names of the queues the user may consume from and of the exchanges it may bind from.
     pub read: String,
@@ -316,7 +316,8 @@ impl QueueInfo {
 /// A client connection as the management API lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ConnectionInfo {
-    /// The connection's name (`<peer> -> <broker>`), as [`crate::ManagementClient::close_connection`] takes it.
+    /// The connection's name (`<peer> -> <broker>`), as
+    /// [`crate::ManagementClient::close_connection`] takes it.
     pub name: String,
     /// The vhost it is open on.
     #[serde(default)]

@@ -167,8 +167,8 @@ pub struct ClusterObjects {
 
 impl ClusterObjects {
     /// The kinds of object a cluster consists of: those above, and the data volume claims its
-    /// StatefulSet creates from [`VOLUME_DATA`]. Deleting a cluster lists each kind by the
-    /// cluster's label; the operator's RBAC rules are generated from them.
+    /// StatefulSet creates from [`VOLUME_DATA`](super::VOLUME_DATA). Deleting a cluster lists
+    /// each kind by the cluster's label; the operator's RBAC rules are generated from them.
     pub fn kinds(&self) -> Vec<ManagedKind> {
         let ClusterObjects {
             erlang_cookie,

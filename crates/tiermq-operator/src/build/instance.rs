@@ -25,8 +25,8 @@ pub struct InstanceTarget {
 }
 
 impl InstanceTarget {
-    /// The parts of `instance` the builders use. Fails when it lacks a uid or namespace, or its name
-    /// cannot carry the derived names.
+    /// The parts of `instance` the builders use. Fails when it lacks a uid or namespace, or its
+    /// name cannot carry the derived names.
     pub fn of(instance: &RabbitMQInstance) -> Result<Self, BuildError> {
         let name = instance.name_any();
         validate_instance_name(&name)?;
