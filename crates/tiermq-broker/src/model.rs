@@ -209,7 +209,7 @@ impl fmt::Debug for Definitions {
 /// A rate as the management API reports it.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 pub struct Rate {
-    /// Events per second over the last statistics interval.
+    /// Events per second, from the most recent statistics samples.
     #[serde(default)]
     pub rate: f64,
 }

@@ -140,7 +140,8 @@ pub struct Backlog {
     pub delayed: u64,
     /// Consumers over all queues.
     pub consumers: u64,
-    /// Messages per second leaving the vhost's queues (acknowledged, or delivered without ack).
+    /// Messages per second leaving the vhost's queues (acknowledged, or delivered or fetched
+    /// without ack).
     pub drain_rate: f64,
     /// Messages per second published into the vhost's queues.
     pub publish_rate: f64,

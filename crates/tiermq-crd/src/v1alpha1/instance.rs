@@ -460,7 +460,7 @@ pub struct MigrationStatus {
     pub source: ClusterRef,
     /// The cluster that serves the instance once the conversion is done.
     pub destination: ClusterRef,
-    /// The drain strategy in effect, fixed when the conversion started.
+    /// The drain strategy in effect: the spec's, which may change during the conversion.
     pub drain_strategy: DrainStrategy,
     /// The effective policy (the spec's, or the direction's default).
     pub connection_policy: ConnectionPolicy,

@@ -33,7 +33,7 @@ pub struct BrokerCluster {
     pub image: String,
     /// CPU and memory of each broker container.
     pub resources: Option<ResourceRequirements>,
-    /// Each broker's data volume claim.
+    /// Size and StorageClass of each broker's data volume claim.
     pub storage: StorageSpec,
     /// The object whose deletion removes the cluster (the instance or the SharedCluster).
     pub owner: OwnerReference,

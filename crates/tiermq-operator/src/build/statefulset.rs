@@ -45,7 +45,7 @@ pub const TERMINATION_GRACE_SECONDS: i64 = 120;
 /// every quorum queue it holds a replica of has a quorum without it.
 pub const CLUSTERED_TERMINATION_GRACE_SECONDS: i64 = 900;
 
-/// The broker StatefulSet `<cluster>`, as described in the module docs.
+/// The broker StatefulSet, named like the cluster; the module docs say what its pods get.
 pub fn build(c: &BrokerCluster) -> StatefulSet {
     let headless = headless_service_name(&c.name);
     StatefulSet {
