@@ -17,7 +17,9 @@ use crate::secret::{Secret, redact};
 pub struct RetryPolicy {
     /// Tries in all, the first included; 1 disables retries.
     pub max_attempts: u32,
+    /// Pause after the first failed attempt; each later pause doubles.
     pub initial_backoff: Duration,
+    /// Upper bound of any pause.
     pub max_backoff: Duration,
 }
 
@@ -32,6 +34,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// A single attempt, no retry.
     pub fn none() -> Self {
         RetryPolicy {
             max_attempts: 1,
@@ -58,7 +61,9 @@ pub struct ClusterEndpoint {
     pub cluster: String,
     /// `http://host:15672`, no trailing slash needed.
     pub url: String,
+    /// Administrator user of the management API.
     pub username: String,
+    /// Its password.
     pub password: Secret,
 }
 
@@ -76,8 +81,11 @@ impl fmt::Debug for ClusterEndpoint {
 /// Client settings beyond the endpoint.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// How transient failures are retried.
     pub retry: RetryPolicy,
+    /// Limit on establishing the TCP connection.
     pub connect_timeout: Duration,
+    /// Limit on a whole request, answer included.
     pub request_timeout: Duration,
     /// Definitions documents above this size are refused before sending (RabbitMQ's own HTTP
     /// body limit is 20 MB by default; staying well below keeps imports fast and predictable).
@@ -142,10 +150,12 @@ impl<'a> Call<'a> {
 }
 
 impl ManagementClient {
+    /// A client with the default options. Fails only if the HTTP client cannot be built.
     pub fn new(endpoint: ClusterEndpoint) -> Result<Self, BrokerError> {
         Self::with_options(endpoint, ClientOptions::default())
     }
 
+    /// A client with the given options. Fails only if the HTTP client cannot be built.
     pub fn with_options(
         endpoint: ClusterEndpoint,
         options: ClientOptions,
@@ -170,6 +180,7 @@ impl ManagementClient {
         })
     }
 
+    /// The cluster's name as errors and logs give it ([`ClusterEndpoint::cluster`]).
     pub fn cluster(&self) -> &str {
         &self.endpoint.cluster
     }
@@ -195,6 +206,7 @@ impl ManagementClient {
         &self.endpoint
     }
 
+    /// The options the client was built with.
     pub fn options(&self) -> &ClientOptions {
         &self.options
     }
@@ -300,11 +312,13 @@ impl ManagementClient {
 
     // ---- cluster ----
 
+    /// Cluster-wide facts: version, cluster and node name (`GET /api/overview`).
     pub async fn overview(&self) -> Result<Overview, BrokerError> {
         self.get_json(Call::new(Method::GET, "read overview", "overview".into()))
             .await
     }
 
+    /// Every node of the cluster with its alarms and partitions (`GET /api/nodes`).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         self.get_json(Call::new(Method::GET, "list nodes", "nodes".into()))
             .await
@@ -339,11 +353,13 @@ impl ManagementClient {
 
     // ---- vhosts ----
 
+    /// Every vhost of the cluster.
     pub async fn list_vhosts(&self) -> Result<Vec<Vhost>, BrokerError> {
         self.get_json(Call::new(Method::GET, "list vhosts", "vhosts".into()))
             .await
     }
 
+    /// The vhost, or `None` if it does not exist.
     pub async fn get_vhost(&self, name: &str) -> Result<Option<Vhost>, BrokerError> {
         let op = format!("read vhost {name:?}");
         self.check(&op, "vhost", name)?;
@@ -395,6 +411,7 @@ impl ManagementClient {
 
     // ---- users and permissions ----
 
+    /// The user, or `None` if it does not exist.
     pub async fn get_user(&self, name: &str) -> Result<Option<User>, BrokerError> {
         let op = format!("read user {name:?}");
         self.check(&op, "user", name)?;
@@ -422,6 +439,7 @@ impl ManagementClient {
         self.send_empty(call).await
     }
 
+    /// Deletes the user (and with it its permissions). `false` if it was already gone.
     pub async fn delete_user(&self, name: &str) -> Result<bool, BrokerError> {
         let op = format!("delete user {name:?}");
         self.check(&op, "user", name)?;
@@ -433,6 +451,7 @@ impl ManagementClient {
         .await
     }
 
+    /// The user's permissions on the vhost, or `None` if it has none there.
     pub async fn get_permissions(
         &self,
         vhost: &str,
@@ -447,6 +466,7 @@ impl ManagementClient {
             .optional()
     }
 
+    /// Sets the user's permissions on the vhost, replacing what it had.
     pub async fn put_permissions(
         &self,
         vhost: &str,
@@ -464,6 +484,7 @@ impl ManagementClient {
 
     // ---- vhost limits ----
 
+    /// The vhost's `max-connections` and `max-queues` limits; `None` for a limit not set.
     pub async fn get_vhost_limits(&self, vhost: &str) -> Result<VhostLimits, BrokerError> {
         let op = format!("read limits of vhost {vhost:?}");
         self.check(&op, "vhost", vhost)?;
@@ -511,6 +532,7 @@ impl ManagementClient {
 
     // ---- definitions ----
 
+    /// The vhost's definitions: exchanges, queues, bindings, policies and parameters.
     pub async fn export_definitions(&self, vhost: &str) -> Result<Definitions, BrokerError> {
         let op = format!("export definitions of vhost {vhost:?}");
         self.check(&op, "vhost", vhost)?;
@@ -620,6 +642,7 @@ impl ManagementClient {
         Ok(queues)
     }
 
+    /// The queue, or `None` if it does not exist.
     pub async fn get_queue(
         &self,
         vhost: &str,
@@ -636,6 +659,7 @@ impl ManagementClient {
 
     // ---- connections ----
 
+    /// The vhost's client connections.
     pub async fn list_connections(&self, vhost: &str) -> Result<Vec<ConnectionInfo>, BrokerError> {
         let op = format!("list connections of vhost {vhost:?}");
         self.check(&op, "vhost", vhost)?;
@@ -661,6 +685,7 @@ impl ManagementClient {
         .map(Option::unwrap_or_default)
     }
 
+    /// The vhost's channels (a channel shows up after its first statistics emission).
     pub async fn list_channels(&self, vhost: &str) -> Result<Vec<ChannelInfo>, BrokerError> {
         let op = format!("list channels of vhost {vhost:?}");
         self.check(&op, "vhost", vhost)?;
@@ -695,6 +720,7 @@ impl ManagementClient {
 
     // ---- policies and parameters ----
 
+    /// The vhost's user policies.
     pub async fn list_policies(&self, vhost: &str) -> Result<Vec<Policy>, BrokerError> {
         let op = format!("list policies of vhost {vhost:?}");
         self.check(&op, "vhost", vhost)?;
@@ -706,6 +732,7 @@ impl ManagementClient {
         .await
     }
 
+    /// Creates the policy or replaces the one of the same name.
     pub async fn put_policy(&self, vhost: &str, policy: &Policy) -> Result<(), BrokerError> {
         let op = format!("set policy {:?} in vhost {vhost:?}", policy.name);
         self.check(&op, "vhost", vhost)?;
@@ -721,6 +748,7 @@ impl ManagementClient {
             .await
     }
 
+    /// Deletes the policy. `false` if it was already gone.
     pub async fn delete_policy(&self, vhost: &str, name: &str) -> Result<bool, BrokerError> {
         let op = format!("delete policy {name:?} in vhost {vhost:?}");
         self.check(&op, "vhost", vhost)?;
@@ -730,6 +758,7 @@ impl ManagementClient {
             .await
     }
 
+    /// The vhost's runtime parameters of one component (`shovel`, `federation-upstream`, …).
     pub async fn list_parameters(
         &self,
         component: &str,
@@ -804,6 +833,7 @@ impl ManagementClient {
         self.send_empty(call).await
     }
 
+    /// The vhost's shovel definitions (values hold URIs with credentials).
     pub async fn list_shovels(&self, vhost: &str) -> Result<Vec<Parameter>, BrokerError> {
         self.list_parameters("shovel", vhost).await
     }
@@ -820,12 +850,15 @@ impl ManagementClient {
         .await
     }
 
+    /// Deletes the shovel; a running transfer stops. `false` if it was already gone.
     pub async fn delete_shovel(&self, vhost: &str, name: &str) -> Result<bool, BrokerError> {
         self.delete_parameter("shovel", vhost, name).await
     }
 
     // ---- federation ----
 
+    /// Creates the federation upstream or replaces the one of the same name. Its URI is a
+    /// secret: it is scrubbed from any error text.
     pub async fn put_federation_upstream(
         &self,
         vhost: &str,
@@ -842,6 +875,7 @@ impl ManagementClient {
         .await
     }
 
+    /// The vhost's federation upstream definitions (values hold URIs with credentials).
     pub async fn list_federation_upstreams(
         &self,
         vhost: &str,
@@ -849,6 +883,7 @@ impl ManagementClient {
         self.list_parameters("federation-upstream", vhost).await
     }
 
+    /// Deletes the federation upstream. `false` if it was already gone.
     pub async fn delete_federation_upstream(
         &self,
         vhost: &str,

@@ -11,6 +11,7 @@ pub struct BrokerError {
     pub cluster: String,
     /// What was being done, with the names involved: `create vhost "orders"`.
     pub operation: String,
+    /// What went wrong.
     pub kind: ErrorKind,
 }
 
@@ -19,28 +20,60 @@ pub struct BrokerError {
 #[non_exhaustive]
 pub enum ErrorKind {
     /// No answer: connection refused, DNS, timeout. Transient: retried.
-    Unreachable { url: String, detail: String },
+    Unreachable {
+        /// The management API's URL, with any credentials removed.
+        url: String,
+        /// The HTTP client's error and its causes, redacted.
+        detail: String,
+    },
     /// 401/403 from the management API: wrong admin credentials or missing tag. Permanent.
-    Unauthorized { status: u16, user: String },
+    Unauthorized {
+        /// The HTTP status, 401 or 403.
+        status: u16,
+        /// The user the client logged in as.
+        user: String,
+    },
     /// 404: the named object does not exist. Permanent.
     NotFound,
     /// Another 4xx: the request was refused; `reason` is the broker's text. Permanent, except
     /// 408 and 429, which are retried.
-    Client { status: u16, reason: String },
+    Client {
+        /// The HTTP status.
+        status: u16,
+        /// The broker's explanation, redacted.
+        reason: String,
+    },
     /// 5xx: the broker failed. Transient: retried.
-    Server { status: u16, reason: String },
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The broker's explanation, redacted.
+        reason: String,
+    },
     /// The answer was not what the management API documents.
-    InvalidResponse { detail: String },
+    InvalidResponse {
+        /// What did not match (usually the decoding error).
+        detail: String,
+    },
     /// Refused before anything was sent: a name that cannot be addressed, a document over the
     /// size limit, a malformed definitions document. Nothing was changed on the broker.
-    InvalidInput { reason: String },
+    InvalidInput {
+        /// What is wrong with the input.
+        reason: String,
+    },
     /// The destination holds an object that differs from the source's (a queue with other
     /// arguments): RabbitMQ's import keeps the existing one silently, so the copy verifies and
     /// reports it. Permanent until someone removes or fixes the object.
-    Conflict { reason: String },
+    Conflict {
+        /// Which object differs, and how.
+        reason: String,
+    },
     /// A step refused to act because it would lose messages or state (for example retiring a
     /// tenant whose vhost still holds messages). Nothing was changed.
-    Refused { reason: String },
+    Refused {
+        /// What would have been lost.
+        reason: String,
+    },
 }
 
 impl ErrorKind {
@@ -105,10 +138,12 @@ impl fmt::Display for ErrorKind {
 }
 
 impl BrokerError {
+    /// Worth retrying with backoff (see [`ErrorKind::is_transient`]).
     pub fn is_transient(&self) -> bool {
         self.kind.is_transient()
     }
 
+    /// The named object does not exist (HTTP 404).
     pub fn is_not_found(&self) -> bool {
         matches!(self.kind, ErrorKind::NotFound)
     }
@@ -116,6 +151,7 @@ impl BrokerError {
 
 /// `Ok(None)` for a 404, so "absent" reads as data where absence is an answer.
 pub trait NotFoundExt<T> {
+    /// `Ok(Some(v))` for success, `Ok(None)` for a 404, the error otherwise.
     fn optional(self) -> Result<Option<T>, BrokerError>;
 }
 

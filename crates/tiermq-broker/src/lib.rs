@@ -16,6 +16,8 @@
 //! data; the operator maps them into its planner's own observation types, and shares the drain
 //! threshold ([`steps::DRAINED_AFTER`]) and the secret type ([`Secret`]) with this crate.
 
+#![warn(missing_docs)]
+
 mod client;
 mod encode;
 mod error;

@@ -7,24 +7,34 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Cluster-wide facts from `GET /api/overview`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Overview {
+    /// The RabbitMQ version of the node that answered (`3.10.7`, `4.0.5`).
     pub rabbitmq_version: String,
+    /// The cluster's name, if the API reports one.
     #[serde(default)]
     pub cluster_name: Option<String>,
+    /// The node that answered the request.
     #[serde(default)]
     pub node: Option<String>,
 }
 
+/// One node from `GET /api/nodes`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct NodeInfo {
+    /// The Erlang node name (`rabbit@host`).
     pub name: String,
+    /// Whether the node is up.
     #[serde(default)]
     pub running: bool,
+    /// A memory alarm is set: publishers are blocked.
     #[serde(default)]
     pub mem_alarm: bool,
+    /// A disk alarm is set: publishers are blocked.
     #[serde(default)]
     pub disk_free_alarm: bool,
+    /// The nodes this node is partitioned from; empty when there is no partition.
     #[serde(default)]
     pub partitions: Vec<Value>,
 }
@@ -33,21 +43,27 @@ pub struct NodeInfo {
 /// partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterHealth {
+    /// The RabbitMQ version of the node that answered.
     pub version: String,
+    /// Nodes in the cluster.
     pub nodes: usize,
+    /// Of those, the nodes that are running.
     pub running_nodes: usize,
     /// Human-readable problems; empty when healthy.
     pub problems: Vec<String>,
 }
 
 impl ClusterHealth {
+    /// True when every node runs and no alarm or partition was seen.
     pub fn healthy(&self) -> bool {
         self.problems.is_empty() && self.running_nodes == self.nodes && self.nodes > 0
     }
 }
 
+/// A vhost from `GET /api/vhosts`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Vhost {
+    /// The vhost's name.
     pub name: String,
     /// The queue type a client gets when it declares a queue without `x-queue-type` (RabbitMQ
     /// 3.11+: `classic`, `quorum` or `stream`). 3.10 has none: it reports `undefined` and
@@ -73,9 +89,12 @@ pub fn major_version(version: &str) -> Option<u32> {
     version.split('.').next()?.trim().parse().ok()
 }
 
+/// A user from `GET /api/users`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct User {
+    /// The user's name.
     pub name: String,
+    /// Its tags (`administrator`, `management`, …).
     #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
 }
@@ -99,16 +118,21 @@ fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 /// A user's permissions on a vhost: three regular expressions over resource names.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Permissions {
+    /// Names of the queues and exchanges the user may declare or delete (a regular expression).
     pub configure: String,
+    /// Names of exchanges the user may publish to and of queues or exchanges it may bind to.
     pub write: String,
+    /// Names of the queues the user may consume from and of the exchanges it may bind from.
     pub read: String,
 }
 
 /// `^$` matches no resource name: the way RabbitMQ spells "nothing".
 pub const DENY_ALL: &str = "^$";
+/// `.*` matches every resource name.
 pub const ALLOW_ALL: &str = ".*";
 
 impl Permissions {
+    /// Everything allowed: a tenant's user on the cluster that serves it.
     pub fn full() -> Self {
         Permissions {
             configure: ALLOW_ALL.into(),
@@ -117,6 +141,7 @@ impl Permissions {
         }
     }
 
+    /// Nothing allowed: the user stays but can neither read, write nor configure.
     pub fn none() -> Self {
         Permissions {
             configure: DENY_ALL.into(),
@@ -138,7 +163,9 @@ impl Permissions {
 /// The vhost limits tiermq manages. `None` means "no limit".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VhostLimits {
+    /// Most client connections the vhost accepts.
     pub max_connections: Option<u32>,
+    /// Most queues the vhost holds.
     pub max_queues: Option<u32>,
 }
 
@@ -147,16 +174,22 @@ pub struct VhostLimits {
 /// parameters may hold URIs with passwords.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Definitions {
+    /// Exchanges, as the API exports them.
     #[serde(default)]
     pub exchanges: Vec<Value>,
+    /// Queues, as the API exports them.
     #[serde(default)]
     pub queues: Vec<Value>,
+    /// Bindings, as the API exports them.
     #[serde(default)]
     pub bindings: Vec<Value>,
+    /// Policies, as the API exports them.
     #[serde(default)]
     pub policies: Vec<Value>,
+    /// Runtime parameters (shovels, federation upstreams, …); may hold credentials.
     #[serde(default)]
     pub parameters: Vec<Value>,
+    /// Any other top-level field, kept so a round trip loses nothing.
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -173,8 +206,10 @@ impl fmt::Debug for Definitions {
     }
 }
 
+/// A rate as the management API reports it.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 pub struct Rate {
+    /// Events per second, from the most recent statistics samples.
     #[serde(default)]
     pub rate: f64,
 }
@@ -182,52 +217,73 @@ pub struct Rate {
 /// Cumulative counters and their rates (messages per second) for a queue.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct MessageStats {
+    /// Messages published into the queue.
     #[serde(default)]
     pub publish: Option<u64>,
+    /// Rate of `publish`.
     #[serde(default)]
     pub publish_details: Option<Rate>,
+    /// Messages acknowledged by consumers.
     #[serde(default)]
     pub ack: Option<u64>,
+    /// Rate of `ack`.
     #[serde(default)]
     pub ack_details: Option<Rate>,
+    /// Messages delivered to consumers or fetched with `basic.get`, in every ack mode.
     #[serde(default)]
     pub deliver_get: Option<u64>,
+    /// Rate of `deliver_get`.
     #[serde(default)]
     pub deliver_get_details: Option<Rate>,
+    /// Rate of deliveries to consumers with automatic acknowledgement.
     #[serde(default)]
     pub deliver_no_ack_details: Option<Rate>,
+    /// Rate of `basic.get` fetches with automatic acknowledgement.
     #[serde(default)]
     pub get_no_ack_details: Option<Rate>,
+    /// Messages delivered again (after a requeue or a lost consumer).
     #[serde(default)]
     pub redeliver: Option<u64>,
 }
 
+/// A queue from `GET /api/queues/{vhost}`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct QueueInfo {
+    /// The queue's name.
     pub name: String,
+    /// The vhost holding it.
     pub vhost: String,
     /// `classic`, `quorum` or `stream`.
     #[serde(rename = "type", default)]
     pub queue_type: Option<String>,
+    /// Survives a broker restart.
     #[serde(default)]
     pub durable: bool,
+    /// Deleted when its last consumer goes.
     #[serde(default)]
     pub auto_delete: bool,
+    /// Owned by one connection and deleted with it.
     #[serde(default)]
     pub exclusive: bool,
+    /// The `x-` arguments it was declared with.
     #[serde(default)]
     pub arguments: Map<String, Value>,
+    /// The name of the policy that applies to it, if any.
     #[serde(default)]
     pub policy: Option<String>,
+    /// The definition of the policy that applies to it, if any.
     #[serde(default)]
     pub effective_policy_definition: Option<Value>,
     /// Ready + unacknowledged; absent until the queue's first statistics emission.
     #[serde(default)]
     pub messages: Option<u64>,
+    /// Messages ready for delivery; absent until the first statistics emission.
     #[serde(default)]
     pub messages_ready: Option<u64>,
+    /// Messages delivered and not yet acknowledged; absent until the first statistics emission.
     #[serde(default)]
     pub messages_unacknowledged: Option<u64>,
+    /// Consumers on the queue.
     #[serde(default)]
     pub consumers: Option<u64>,
     /// Quorum queues with `dead-letter-strategy: at-least-once`: messages waiting for their
@@ -238,8 +294,10 @@ pub struct QueueInfo {
     /// The connection owning an exclusive queue.
     #[serde(default)]
     pub owner_pid_details: Option<ConnectionDetails>,
+    /// Its message counters and rates, once a message passed.
     #[serde(default)]
     pub message_stats: Option<MessageStats>,
+    /// Its process state (`running`, `idle`, `flow`, …; quorum queues may report others).
     #[serde(default)]
     pub state: Option<String>,
 }
@@ -258,15 +316,22 @@ impl QueueInfo {
 /// A client connection as the management API lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ConnectionInfo {
+    /// The connection's name (`<peer> -> <broker>`), as
+    /// [`crate::ManagementClient::close_connection`] takes it.
     pub name: String,
+    /// The vhost it is open on.
     #[serde(default)]
     pub vhost: Option<String>,
+    /// The user it authenticated as.
     #[serde(default)]
     pub user: Option<String>,
+    /// The properties the client sent when it connected.
     #[serde(default)]
     pub client_properties: Option<Value>,
+    /// The client's address.
     #[serde(default)]
     pub peer_host: Option<String>,
+    /// The client's port.
     #[serde(default)]
     pub peer_port: Option<u16>,
 }
@@ -285,17 +350,22 @@ impl ConnectionInfo {
 /// first emission).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ChannelInfo {
+    /// The channel's name (`<connection name> (<channel number>)`).
     pub name: String,
+    /// The connection it belongs to.
     #[serde(default)]
     pub connection_details: Option<ConnectionDetails>,
+    /// The user of its connection.
     #[serde(default)]
     pub user: Option<String>,
+    /// The vhost of its connection.
     #[serde(default)]
     pub vhost: Option<String>,
     /// Set once the channel went idle (hibernated). An idle channel has dropped its cached
     /// permission checks, so a revocation reaches its next operation.
     #[serde(default)]
     pub idle_since: Option<String>,
+    /// Its message counters and rates, as the API reports them.
     #[serde(default)]
     pub message_stats: Option<Value>,
 }
@@ -304,15 +374,19 @@ pub struct ChannelInfo {
 /// it (`<peer> -> <broker>`, the name [`crate::ManagementClient::close_connection`] takes).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ConnectionDetails {
+    /// The connection's name.
     pub name: String,
 }
 
 /// One consumer (`GET /api/consumers/{vhost}`): which queue it reads and on which connection.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ConsumerInfo {
+    /// The queue it consumes from.
     pub queue: QueueRef,
+    /// The channel it was registered on.
     #[serde(default)]
     pub channel_details: Option<ConsumerChannel>,
+    /// The tag the consumer was registered with.
     #[serde(default)]
     pub consumer_tag: Option<String>,
 }
@@ -320,7 +394,9 @@ pub struct ConsumerInfo {
 /// A queue named by a consumer.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct QueueRef {
+    /// The queue's name.
     pub name: String,
+    /// The queue's vhost.
     #[serde(default)]
     pub vhost: Option<String>,
 }
@@ -328,8 +404,10 @@ pub struct QueueRef {
 /// The channel of a consumer, with its connection's name and user.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ConsumerChannel {
+    /// The name of the consumer's connection.
     #[serde(default)]
     pub connection_name: Option<String>,
+    /// The user of the consumer's connection.
     #[serde(default)]
     pub user: Option<String>,
 }
@@ -338,14 +416,19 @@ pub struct ConsumerChannel {
 /// hence [`crate::Secret`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShovelSpec {
+    /// AMQP URI of the source cluster, with the vhost and credentials.
     pub src_uri: crate::Secret,
+    /// Queue the shovel consumes from.
     pub src_queue: String,
+    /// AMQP URI of the destination cluster, with the vhost and credentials.
     pub dest_uri: crate::Secret,
+    /// Queue the shovel publishes to.
     pub dest_queue: String,
     /// `on-confirm`: a message is acknowledged at the source only after the destination confirmed it.
     pub ack_mode: String,
     /// `queue-length`: move what the queue holds when the shovel starts, then delete the shovel.
     pub src_delete_after: Option<String>,
+    /// Messages in flight between source and destination; `None` leaves RabbitMQ's default.
     pub prefetch: Option<u32>,
 }
 
@@ -373,12 +456,15 @@ impl ShovelSpec {
 /// A shovel's runtime status (`GET /api/shovels/{vhost}`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ShovelStatus {
+    /// The shovel's name.
     pub name: String,
+    /// The vhost it is defined in.
     #[serde(default)]
     pub vhost: Option<String>,
     /// `starting`, `running` or `terminated`.
     #[serde(default)]
     pub state: Option<String>,
+    /// `dynamic` or `static`.
     #[serde(default, rename = "type")]
     pub shovel_type: Option<String>,
 }
@@ -386,11 +472,13 @@ pub struct ShovelStatus {
 /// A federation upstream (`federation-upstream` parameter); the URI carries credentials.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FederationUpstream {
+    /// AMQP URI of the upstream cluster, with the vhost and credentials.
     pub uri: crate::Secret,
     /// Messages fetched per link before acks; bounds what is in flight between clusters.
     pub prefetch_count: u32,
     /// `on-confirm` so a message leaves the upstream only once the downstream confirmed it.
     pub ack_mode: String,
+    /// Seconds a broken link waits before it reconnects.
     pub reconnect_delay_secs: u32,
 }
 
@@ -408,13 +496,19 @@ impl FederationUpstream {
 /// A user policy. `apply_to` is `queues`, `exchanges` or `all`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Policy {
+    /// The policy's name.
     pub name: String,
+    /// The vhost it applies in.
     #[serde(default)]
     pub vhost: String,
+    /// Regular expression over the names of the queues or exchanges it applies to.
     pub pattern: String,
+    /// `queues`, `exchanges` or `all`.
     #[serde(rename = "apply-to")]
     pub apply_to: String,
+    /// The settings it applies (`max-length`, `message-ttl`, …).
     pub definition: Map<String, Value>,
+    /// Among policies matching the same object, the highest priority wins.
     pub priority: i64,
 }
 
@@ -422,9 +516,12 @@ pub struct Policy {
 /// so `Debug` leaves it out.
 #[derive(Clone, Deserialize)]
 pub struct Parameter {
+    /// The parameter's name.
     pub name: String,
+    /// The plugin that owns it (`shovel`, `federation-upstream`).
     #[serde(default)]
     pub component: String,
+    /// The parameter's value as the plugin defines it.
     #[serde(default)]
     pub value: Value,
 }

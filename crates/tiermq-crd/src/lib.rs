@@ -9,6 +9,7 @@
 // kube's `printcolumn(...)` repeats `type_ = ...` once per column, which clippy mistakes for a
 // duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
+#![warn(missing_docs)]
 
 pub mod conditions;
 pub mod names;

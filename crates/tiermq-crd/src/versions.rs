@@ -21,7 +21,9 @@ pub const OLDEST_TESTED: RabbitVersion = RabbitVersion {
 /// the minor (`rabbitmq:4` names 4 only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RabbitVersion {
+    /// Major release (3, 4).
     pub major: u32,
+    /// Minor release, when the tag names one.
     pub minor: Option<u32>,
 }
 

@@ -1,9 +1,12 @@
 //! Operator configuration: flags, each with an environment variable (the chart sets those).
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 
 use clap::{Args, ValueEnum};
 
+/// The settings of `tiermq-operator run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
@@ -82,14 +85,20 @@ impl RunArgs {
     }
 }
 
+/// How the operator writes its logs.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
     Json,
+    /// Human-readable lines, for people.
     Pretty,
 }
 
+/// How the operator reaches a cluster's management API.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerAddressing {
+    /// The management Service's DNS name, `<cluster>.<ns>.svc:15672` (in-cluster).
     ServiceDns,
+    /// The management Service's ClusterIP (also from outside the cluster network).
     ClusterIp,
 }

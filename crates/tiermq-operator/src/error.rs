@@ -11,6 +11,8 @@
 //! (the spec, a missing SharedCluster), so it is reported on the object (condition and one Warning
 //! Event) and looked at again after the given delay.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::time::Duration;
 
@@ -72,8 +74,11 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("Kubernetes API: {action} {object}: {}", kube_message(source))]
     Kube {
+        /// What was being done (`get`, `list`, `delete`, …).
         action: &'static str,
+        /// What it was done to, readable (`StatefulSet ns/name`).
         object: String,
+        /// The client's error.
         #[source]
         source: kube::Error,
     },
@@ -85,7 +90,12 @@ pub enum Error {
     InvalidSpec(String),
     /// A Secret the operator relies on is missing a key or malformed.
     #[error("secret {name}: {problem}")]
-    Secret { name: String, problem: String },
+    Secret {
+        /// The Secret's name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Serializing an object failed (a bug, not a user error).
     #[error("serialization: {0}")]
     Serialization(#[from] serde_json::Error),
@@ -97,7 +107,9 @@ pub enum Error {
     /// condition/Event reason.
     #[error("{message}")]
     Placement {
+        /// The condition and Event reason.
         reason: &'static str,
+        /// What is wrong and what the user can do.
         message: String,
     },
     /// A builder refused its input (a name that cannot name Services, an object not read from
@@ -114,15 +126,23 @@ pub enum Error {
         "{object} exists and is controlled by {controller}, not by this resource: the operator \
          leaves it alone; rename this resource or remove the other object"
     )]
-    NotOwned { object: String, controller: String },
+    NotOwned {
+        /// The object the operator would write.
+        object: String,
+        /// Who controls it instead.
+        controller: String,
+    },
     /// A step that needs leadership could not confirm it (see [`crate::leader::Leadership::confirm`]).
     #[error("{0}")]
     NotLeader(String),
     /// `source` happened in `stage` (and, while executing a plan, in `step`).
     #[error("{stage}{}: {source}", step.map(|s| format!(" step {s}")).unwrap_or_default())]
     In {
+        /// The reconcile stage.
         stage: Stage,
+        /// The plan step being executed, in the execute stage.
         step: Option<&'static str>,
+        /// The error itself.
         #[source]
         source: Box<Error>,
     },

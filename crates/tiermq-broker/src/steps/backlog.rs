@@ -38,7 +38,9 @@ use crate::model::QueueInfo;
 /// One queue's share of the backlog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueBacklog {
+    /// The queue's name.
     pub name: String,
+    /// `classic`, `quorum` or `stream` (`classic` when the API names none).
     pub queue_type: String,
     /// Exclusive (its messages belong to the owning connection).
     pub exclusive: bool,
@@ -50,14 +52,18 @@ pub struct QueueBacklog {
     pub transient: bool,
     /// `false` until the queue's first statistics emission: its counts are unknown.
     pub stats_known: bool,
+    /// Messages ready for delivery (0 while `stats_known` is false).
     pub ready: u64,
+    /// Messages delivered and not yet acknowledged (0 while `stats_known` is false).
     pub unacked: u64,
     /// Quorum queue messages waiting for at-least-once dead-lettering: held by the queue,
     /// counted in neither `ready` nor `unacked`.
     pub dlx_pending: u64,
+    /// Consumers on the queue.
     pub consumers: u64,
     /// Messages per second acknowledged or delivered without ack.
     pub drain_rate: f64,
+    /// Messages per second published into the queue.
     pub publish_rate: f64,
     /// For a delay queue: its message TTL in milliseconds.
     pub delay_ttl_ms: Option<u64>,
@@ -116,20 +122,30 @@ impl QueueBacklog {
 /// A reading of a vhost's backlog: plain data for status, the state machine and metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Backlog {
+    /// The cluster's name, as the client was configured.
     pub cluster: String,
+    /// The vhost read.
     pub vhost: String,
     /// When the reading was taken (the operator's clock).
     pub sampled_at: DateTime<Utc>,
+    /// Every queue of the vhost.
     pub queues: Vec<QueueBacklog>,
+    /// Ready messages over all queues.
     pub total_ready: u64,
+    /// Unacknowledged messages over all queues.
     pub total_unacked: u64,
     /// Messages waiting for at-least-once dead-lettering (quorum queues).
     pub total_dlx_pending: u64,
     /// Of `total_ready`, the messages waiting in delay queues.
     pub delayed: u64,
+    /// Consumers over all queues.
     pub consumers: u64,
+    /// Messages per second leaving the vhost's queues (acknowledged, or delivered or fetched
+    /// without ack).
     pub drain_rate: f64,
+    /// Messages per second published into the vhost's queues.
     pub publish_rate: f64,
+    /// Estimated seconds until the vhost is empty: 0 when it is, `None` when nothing drains.
     pub eta_seconds: Option<f64>,
     /// Every queue had statistics; otherwise the totals are a lower bound.
     pub complete: bool,
@@ -229,7 +245,9 @@ impl Default for DrainCriteria {
 /// in status across reconciles.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainProgress {
+    /// Empty readings counted in a row.
     pub consecutive_empty: u32,
+    /// When the last counted reading was taken.
     pub last_counted_at: Option<DateTime<Utc>>,
 }
 
@@ -251,6 +269,7 @@ impl DrainProgress {
         }
     }
 
+    /// Enough empty readings were counted for the vhost to count as drained.
     pub fn drained(&self, criteria: &DrainCriteria) -> bool {
         self.consecutive_empty >= criteria.required_samples
     }

@@ -28,6 +28,7 @@ pub const FEDERATION_POLICY_PREFIX: &str = "tiermq-federation";
 /// What [`ensure_queue_federation`] put in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FederationSetup {
+    /// The name of the upstream the policies point at.
     pub upstream: String,
     /// Names of the federation policies now present.
     pub policies: Vec<String>,

@@ -20,10 +20,12 @@ use crate::error::{BrokerError, ErrorKind};
 /// One queue's live state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveQueue {
+    /// The queue's name.
     pub name: String,
     /// Ready messages now; `None` when the queue could not be asked (an exclusive queue of a
     /// live connection).
     pub ready: Option<u32>,
+    /// Consumers on the queue now (0 when it could not be asked).
     pub consumers: u32,
 }
 

@@ -9,6 +9,7 @@ use crate::secret::Secret;
 /// Drain shovels are named `tiermq-drain-<queue>`.
 pub const DRAIN_SHOVEL_PREFIX: &str = "tiermq-drain-";
 
+/// The name of the drain shovel that empties `queue`.
 pub fn drain_shovel_name(queue: &str) -> String {
     format!("{DRAIN_SHOVEL_PREFIX}{queue}")
 }

@@ -8,9 +8,13 @@ use crate::secret::Secret;
 /// [`crate::generate_password`] and keep it in the instance's Secret).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
+    /// The vhost, `<namespace>.<instance>` for an instance.
     pub vhost: String,
+    /// The user clients log in as.
     pub user: String,
+    /// The user's password.
     pub password: Secret,
+    /// The vhost limits to enforce.
     pub limits: VhostLimits,
 }
 

@@ -10,9 +10,13 @@ use crate::model::{Definitions, major_version};
 /// What a topology copy carried over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopologyCopy {
+    /// Exchanges copied.
     pub exchanges: usize,
+    /// Queues copied.
     pub queues: usize,
+    /// Bindings copied.
     pub bindings: usize,
+    /// Policies copied.
     pub policies: usize,
     /// What was changed for the destination's RabbitMQ release, one readable line each (see
     /// [`for_destination`]); empty when everything was copied as it is.

@@ -41,8 +41,10 @@ pub enum ClusterKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterRef {
+    /// Whether it is a `SharedCluster` or an instance's own cluster.
     pub kind: ClusterKind,
     /// For `Shared`: the SharedCluster's name. For `Dedicated`: the StatefulSet's name.
     pub name: String,
+    /// Namespace of that SharedCluster or StatefulSet.
     pub namespace: String,
 }

@@ -90,7 +90,9 @@ pub struct RabbitMQInstanceSpec {
 /// Product series (after the reference service: subscription and serverless).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Series {
+    /// Subscription plans: Professional and Enterprise are shared, Platinum is dedicated.
     Subscription,
+    /// Serverless, with a shared and a dedicated tier.
     Serverless,
 }
 
@@ -104,6 +106,7 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// The name used in the CRD and in status (`Shared`, `Dedicated`).
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Shared => "Shared",
@@ -169,6 +172,7 @@ pub struct SharedSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SharedClusterRef {
+    /// Name of the SharedCluster.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Namespace of the SharedCluster; defaults to the operator's shared-cluster namespace.
@@ -194,6 +198,7 @@ pub struct Limits {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessSpec {
+    /// Type of the instance's client Service (`ClusterIP` unless set).
     #[serde(default)]
     pub service_type: ServiceType,
 }
@@ -201,13 +206,17 @@ pub struct AccessSpec {
 /// Kubernetes Service type of the instance endpoint.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ServiceType {
+    /// Reachable inside the Kubernetes cluster only.
     #[default]
     ClusterIP,
+    /// Also exposed through the cloud provider's load balancer.
     LoadBalancer,
+    /// Also exposed on a port of every node.
     NodePort,
 }
 
 impl ServiceType {
+    /// The Kubernetes name of the type, as a Service's `spec.type` takes it.
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceType::ClusterIP => "ClusterIP",
@@ -270,8 +279,10 @@ impl Default for MigrationSpec {
 /// How the source backlog reaches consumers.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DrainStrategy {
+    /// Clients consume the source backlog themselves (the reference behaviour).
     #[default]
     Consume,
+    /// Dynamic shovels move the source backlog to the destination.
     Shovel,
 }
 
@@ -314,23 +325,29 @@ pub struct RabbitMQInstanceStatus {
     /// The tier that serves the instance now (during a conversion: the source tier until cutover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,
+    /// Coarse lifecycle: provisioning, ready, migrating, blocked or deleting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<InstancePhase>,
     /// Where the running tier conversion is. `Stable` when none runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_phase: Option<MigrationPhase>,
+    /// The running conversion; cleared when it ends (`history` keeps the record). While
+    /// `Aborting`, the drain fields describe the destination being drained back onto the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationStatus>,
     /// Completed and aborted conversions, newest last (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<MigrationRecord>,
+    /// Where clients connect; the same on either tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<EndpointStatus>,
     /// The cluster currently serving the instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ClusterRef>,
+    /// Standard Kubernetes conditions (`Ready`, `Migrating`, `ConversionBlocked`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
@@ -384,6 +401,7 @@ pub enum MigrationPhase {
 }
 
 impl MigrationPhase {
+    /// Every phase, in the order a conversion passes them (for tables and exhaustive tests).
     pub const ALL: [MigrationPhase; 9] = [
         MigrationPhase::Stable,
         MigrationPhase::Blocked,
@@ -396,6 +414,7 @@ impl MigrationPhase {
         MigrationPhase::Aborting,
     ];
 
+    /// The name used in the CRD and in status.
     pub fn as_str(self) -> &'static str {
         match self {
             MigrationPhase::Stable => "Stable",
@@ -433,13 +452,19 @@ impl std::fmt::Display for MigrationPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationStatus {
+    /// The tier converted from.
     pub from: Tier,
+    /// The tier converted to.
     pub to: Tier,
+    /// The cluster that served the instance when the conversion started.
     pub source: ClusterRef,
+    /// The cluster that serves the instance once the conversion is done.
     pub destination: ClusterRef,
+    /// The drain strategy in effect: the spec's, which may change during the conversion.
     pub drain_strategy: DrainStrategy,
     /// The effective policy (the spec's, or the direction's default).
     pub connection_policy: ConnectionPolicy,
+    /// When the conversion started.
     pub started: Time,
     /// When each phase was entered, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -492,7 +517,9 @@ pub struct MigrationStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseTiming {
+    /// The phase entered.
     pub phase: MigrationPhase,
+    /// When it was entered.
     pub started: Time,
 }
 
@@ -500,26 +527,37 @@ pub struct PhaseTiming {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationRecord {
+    /// The tier converted from.
     pub from: Tier,
+    /// The tier converted to (the intended one, also when aborted).
     pub to: Tier,
+    /// When the conversion started.
     pub started: Time,
+    /// When it completed or its abort finished.
     pub finished: Time,
+    /// Whether it completed or was aborted.
     pub outcome: MigrationOutcome,
     /// Seconds spent in each phase.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phase_seconds: Vec<PhaseDuration>,
 }
 
+/// Time a finished conversion spent in one phase.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseDuration {
+    /// The phase.
     pub phase: MigrationPhase,
+    /// Whole seconds spent in it.
     pub seconds: i64,
 }
 
+/// How a conversion ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum MigrationOutcome {
+    /// The instance reached the destination tier.
     Completed,
+    /// A flip back before the write cutover restored the source.
     Aborted,
 }
 
@@ -529,7 +567,9 @@ pub enum MigrationOutcome {
 pub struct EndpointStatus {
     /// The client Service's DNS name.
     pub host: String,
+    /// The AMQP port (5672).
     pub port: i32,
+    /// The instance's vhost (`<namespace>.<name>`), the same on either tier.
     pub vhost: String,
     /// The Secret with host, port, vhost, username, password and uri (service-binding shape).
     pub secret_name: String,

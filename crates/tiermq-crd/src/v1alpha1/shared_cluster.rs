@@ -57,13 +57,17 @@ pub struct SharedClusterSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 7))]
     pub replicas: i32,
+    /// Broker image.
     #[serde(default = "default_image")]
     #[schemars(length(min = 1))]
     pub image: String,
+    /// CPU and memory for each broker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Persistent storage for each broker node; fixed once the cluster exists.
     #[serde(default)]
     pub storage: StorageSpec,
+    /// How many instances may be placed on the cluster.
     #[serde(default)]
     pub capacity: Capacity,
     /// Lines appended to the brokers' `rabbitmq.conf`, after the operator's own (the later line
@@ -106,15 +110,19 @@ fn default_max_instances() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SharedClusterStatus {
+    /// True when every requested broker node is ready.
     #[serde(default)]
     pub ready: bool,
+    /// Broker nodes ready, from the StatefulSet's status.
     #[serde(default)]
     pub ready_replicas: i32,
     /// Instances placed here (including ones migrating onto or off it).
     #[serde(default)]
     pub instance_count: i32,
+    /// Standard conditions (`Ready`, `Degraded`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }

@@ -11,7 +11,9 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{BrokerCluster, admin_secret_name};
 
+/// The Secret key holding the administrator's user name.
 pub const KEY_USERNAME: &str = "username";
+/// The Secret key holding the administrator's password.
 pub const KEY_PASSWORD: &str = "password";
 
 /// The administrator's user name on every cluster the operator runs.
@@ -20,10 +22,14 @@ pub const ADMIN_USERNAME: &str = "tiermq-admin";
 /// An administrator's login as read from the Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminCredentials {
+    /// The administrator's user name.
     pub username: String,
+    /// The administrator's password.
     pub password: tiermq_broker::Secret,
 }
 
+/// The admin Secret `<cluster>-admin` (type `kubernetes.io/basic-auth`) with [`ADMIN_USERNAME`]
+/// and `password`.
 pub fn build(c: &BrokerCluster, password: &tiermq_broker::Secret) -> Secret {
     Secret {
         metadata: c.meta(admin_secret_name(&c.name)),

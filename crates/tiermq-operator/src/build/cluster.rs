@@ -23,11 +23,17 @@ use super::{
 pub struct BrokerCluster {
     /// Cluster name: the StatefulSet's name and the stem of every per-cluster object.
     pub name: String,
+    /// Namespace of every per-cluster object.
     pub namespace: String,
+    /// A shared cluster or an instance's dedicated one.
     pub kind: ClusterKind,
+    /// Number of broker pods.
     pub replicas: i32,
+    /// Broker image.
     pub image: String,
+    /// CPU and memory of each broker container.
     pub resources: Option<ResourceRequirements>,
+    /// Size and StorageClass of each broker's data volume claim.
     pub storage: StorageSpec,
     /// The object whose deletion removes the cluster (the instance or the SharedCluster).
     pub owner: OwnerReference,
@@ -161,8 +167,8 @@ pub struct ClusterObjects {
 
 impl ClusterObjects {
     /// The kinds of object a cluster consists of: those above, and the data volume claims its
-    /// StatefulSet creates from [`VOLUME_DATA`]. Deleting a cluster lists each kind by the
-    /// cluster's label; the operator's RBAC rules are generated from them.
+    /// StatefulSet creates from [`VOLUME_DATA`](super::VOLUME_DATA). Deleting a cluster lists
+    /// each kind by the cluster's label; the operator's RBAC rules are generated from them.
     pub fn kinds(&self) -> Vec<ManagedKind> {
         let ClusterObjects {
             erlang_cookie,

@@ -10,6 +10,7 @@ use super::{
     PORT_NAME_PROMETHEUS, PROMETHEUS_PORT, cluster_service_name,
 };
 
+/// The ClusterIP Service `<cluster>` with the AMQP and management ports.
 pub fn build(c: &BrokerCluster) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.into()),

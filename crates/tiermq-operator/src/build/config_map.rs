@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::{BrokerCluster, config_map_name};
 
+/// The ConfigMap key holding `rabbitmq.conf`.
 pub const KEY_RABBITMQ_CONF: &str = "rabbitmq.conf";
+/// The ConfigMap key holding `enabled_plugins`.
 pub const KEY_ENABLED_PLUGINS: &str = "enabled_plugins";
 
 /// Plugins every cluster runs: the management API the operator drives, shovels for the active
@@ -67,6 +69,7 @@ pub fn rabbitmq_conf(c: &BrokerCluster) -> String {
     s
 }
 
+/// The ConfigMap `<cluster>-config` with [`rabbitmq_conf`] and [`enabled_plugins`].
 pub fn build(c: &BrokerCluster) -> ConfigMap {
     ConfigMap {
         metadata: c.meta(config_map_name(&c.name)),

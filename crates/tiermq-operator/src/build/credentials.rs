@@ -15,15 +15,24 @@ use super::{AMQP_PORT, BuildError, InstanceTarget, credentials_secret_name};
 
 /// The service-binding Secret type for RabbitMQ.
 pub const SECRET_TYPE: &str = "servicebinding.io/rabbitmq";
+/// Secret key: the binding type, always `rabbitmq`.
 pub const KEY_TYPE: &str = "type";
+/// Secret key: the provider, always `tiermq`.
 pub const KEY_PROVIDER: &str = "provider";
+/// Secret key: the client Service's DNS name.
 pub const KEY_HOST: &str = "host";
+/// Secret key: the AMQP port.
 pub const KEY_PORT: &str = "port";
+/// Secret key: the tenant's vhost.
 pub const KEY_VHOST: &str = "vhost";
+/// Secret key: the tenant's user name (the same as the vhost).
 pub const KEY_USERNAME: &str = "username";
+/// Secret key: the tenant's password.
 pub const KEY_PASSWORD: &str = "password";
+/// Secret key: the full `amqp://` URI, credentials included.
 pub const KEY_URI: &str = "uri";
 
+/// The credentials Secret `<instance>-credentials` for the instance's tenant and `password`.
 pub fn build(
     instance: &RabbitMQInstance,
     password: &tiermq_broker::Secret,

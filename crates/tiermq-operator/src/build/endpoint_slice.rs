@@ -1,4 +1,4 @@
-//! One EndpointSlice per cluster serving an instance: `<instance>-<cluster>`, labelled with the
+//! One EndpointSlice per cluster serving an instance: `<instance>.<cluster>`, labelled with the
 //! instance's Service name so the Service routes to it. Rewiring the Service during a conversion
 //! means writing or deleting these slices.
 
@@ -22,10 +22,13 @@ pub const LABEL_ENDPOINTSLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/ma
 /// A broker pod as observed: its IP and whether it is ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodEndpoint {
+    /// The pod's name.
     pub pod_name: String,
     /// The pod's namespace (the cluster's; a shared cluster may live elsewhere than the instance).
     pub namespace: String,
+    /// The pod's IPv4 address.
     pub ip: Ipv4Addr,
+    /// The pod's `Ready` condition is `True`.
     pub ready: bool,
 }
 

@@ -12,6 +12,7 @@ use super::{BrokerCluster, erlang_cookie_secret_name};
 /// The Secret key holding the cookie (read by the pods through `RABBITMQ_ERLANG_COOKIE`).
 pub const KEY_COOKIE: &str = "cookie";
 
+/// The Opaque Secret `<cluster>-erlang-cookie` holding `cookie` under [`KEY_COOKIE`].
 pub fn build(c: &BrokerCluster, cookie: &tiermq_broker::Secret) -> Secret {
     Secret {
         metadata: c.meta(erlang_cookie_secret_name(&c.name)),

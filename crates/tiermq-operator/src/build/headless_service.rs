@@ -8,6 +8,8 @@ use super::{
     headless_service_name,
 };
 
+/// The headless Service `<cluster>-nodes` with the epmd, distribution and AMQP ports, publishing
+/// not-ready pods so peers resolve each other while they start.
 pub fn build(c: &BrokerCluster) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.into()),

@@ -16,12 +16,17 @@ use super::{
 /// The parts of a `RabbitMQInstance` the per-instance builders use.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceTarget {
+    /// The instance's name.
     pub name: String,
+    /// The instance's namespace, where its own objects live.
     pub namespace: String,
+    /// The reference that makes the instance own its objects.
     pub owner: OwnerReference,
 }
 
 impl InstanceTarget {
+    /// The parts of `instance` the builders use. Fails when it lacks a uid or namespace, or its
+    /// name cannot carry the derived names.
     pub fn of(instance: &RabbitMQInstance) -> Result<Self, BuildError> {
         let name = instance.name_any();
         validate_instance_name(&name)?;

@@ -9,6 +9,7 @@ use tiermq_crd::RabbitMQInstance;
 
 use super::{AMQP_PORT, BuildError, InstanceTarget, PORT_NAME_AMQP, instance_service_name};
 
+/// The selector-less client Service `<instance>` with the AMQP port and the spec's Service type.
 pub fn build(instance: &RabbitMQInstance) -> Result<Service, BuildError> {
     let target = InstanceTarget::of(instance)?;
     Ok(Service {

@@ -41,6 +41,8 @@
 //! [`Secret`] never shows its content in `Debug`; the built Kubernetes `Secret` objects hold the
 //! values, so callers must not log them.
 
+#![warn(missing_docs)]
+
 pub mod admin_secret;
 pub mod cluster_service;
 pub mod config_map;
@@ -78,10 +80,13 @@ pub const EPMD_PORT: i32 = 4369;
 
 /// Port names. kubesim and kube-proxy match Service and EndpointSlice ports by these names.
 pub const PORT_NAME_AMQP: &str = "amqp";
+/// Name of the management API port.
 pub const PORT_NAME_MANAGEMENT: &str = "management";
 /// The broker's Prometheus endpoint; the chart's monitors select the port by this name.
 pub const PORT_NAME_PROMETHEUS: &str = "prometheus";
+/// Name of the Erlang distribution port.
 pub const PORT_NAME_DIST: &str = "dist";
+/// Name of the epmd port.
 pub const PORT_NAME_EPMD: &str = "epmd";
 
 /// Name of the StatefulSet's volume claim template (mounted at `/var/lib/rabbitmq`).
@@ -89,9 +94,13 @@ pub const VOLUME_DATA: &str = "data";
 
 /// `app.kubernetes.io/managed-by` value and EndpointSlice manager.
 pub const MANAGED_BY: &str = "tiermq-operator";
+/// Recommended label: the application (`rabbitmq`).
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Recommended label: the object's cluster or instance name.
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// Recommended label: the tool that manages the object ([`MANAGED_BY`]).
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Recommended label: the higher-level application (`tiermq`).
 pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 /// The broker cluster an object belongs to (StatefulSet, pods, Services, EndpointSlices).
 pub const LABEL_CLUSTER: &str = "tiermq.io/cluster";
@@ -109,25 +118,38 @@ pub use tiermq_crd::names::{MAX_CLUSTER_NAME_LEN, MAX_INSTANCE_NAME_LEN, dedicat
 /// Why a builder could not build.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
+    /// A field the API server always sets (uid, namespace) is missing.
     #[error(
         "{kind} {name:?} has no {field}; builders need objects read from the API server (get or list it first)"
     )]
     MissingField {
+        /// The object's kind.
         kind: &'static str,
+        /// The object's name.
         name: String,
+        /// The missing field's path (`metadata.uid`).
         field: &'static str,
     },
+    /// The object's name cannot be used to derive the names of its children.
     #[error("{kind} name {name:?} is not usable: {reason}; rename the object")]
     InvalidName {
+        /// The object's kind.
         kind: &'static str,
+        /// The object's name.
         name: String,
+        /// Why it cannot be used.
         reason: String,
     },
+    /// A spec field holds a value the operator refuses.
     #[error("{field} of {kind} {name:?}: {reason}")]
     InvalidConfig {
+        /// The object's kind.
         kind: &'static str,
+        /// The object's name.
         name: String,
+        /// The field, as the spec spells it.
         field: &'static str,
+        /// Why it is refused.
         reason: String,
     },
 }

@@ -11,15 +11,19 @@ pub fn headless_service_name(cluster: &str) -> String {
 pub fn cluster_service_name(cluster: &str) -> String {
     cluster.to_string()
 }
+/// The ConfigMap with `rabbitmq.conf` and `enabled_plugins`.
 pub fn config_map_name(cluster: &str) -> String {
     format!("{cluster}-config")
 }
+/// The Secret holding the cluster's Erlang cookie.
 pub fn erlang_cookie_secret_name(cluster: &str) -> String {
     format!("{cluster}-erlang-cookie")
 }
+/// The Secret holding the cluster's administrator login.
 pub fn admin_secret_name(cluster: &str) -> String {
     format!("{cluster}-admin")
 }
+/// The cluster's PodDisruptionBudget.
 pub fn pdb_name(cluster: &str) -> String {
     cluster.to_string()
 }
@@ -33,6 +37,7 @@ pub fn instance_service_name(instance: &str) -> String {
 pub fn endpoint_slice_name(instance: &str, cluster: &str) -> String {
     format!("{instance}.{cluster}")
 }
+/// The instance's service-binding credentials Secret.
 pub fn credentials_secret_name(instance: &str) -> String {
     format!("{instance}-credentials")
 }

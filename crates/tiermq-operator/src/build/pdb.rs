@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{BrokerCluster, pdb_name};
 
+/// The PodDisruptionBudget `<cluster>` allowing one broker pod down at a time.
 pub fn build(c: &BrokerCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: c.meta(pdb_name(&c.name)),

@@ -37,6 +37,7 @@ pub const CONTAINER_NAME: &str = "rabbitmq";
 pub const RABBITMQ_UID: i64 = 999;
 /// Where the data volume is mounted (RabbitMQ's home; `mnesia/` lives below it).
 pub const DATA_MOUNT_PATH: &str = "/var/lib/rabbitmq";
+/// Where the ConfigMap is mounted (`rabbitmq.conf`, `enabled_plugins`).
 pub const CONFIG_MOUNT_PATH: &str = "/etc/rabbitmq/";
 const VOLUME_CONFIG: &str = "config";
 /// Time a broker gets to stop cleanly (sync queues, close connections).
@@ -45,6 +46,7 @@ pub const TERMINATION_GRACE_SECONDS: i64 = 120;
 /// every quorum queue it holds a replica of has a quorum without it.
 pub const CLUSTERED_TERMINATION_GRACE_SECONDS: i64 = 900;
 
+/// The broker StatefulSet, named like the cluster; the module docs say what its pods get.
 pub fn build(c: &BrokerCluster) -> StatefulSet {
     let headless = headless_service_name(&c.name);
     StatefulSet {
