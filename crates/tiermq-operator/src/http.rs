@@ -1,6 +1,8 @@
 //! `/metrics`, `/healthz` (the process is alive) and `/readyz` (this replica is either the leader
 //! with its controllers running, or a healthy standby).
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +14,17 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
+/// What the handlers read; cloned into each request.
 #[derive(Clone)]
 pub struct HttpState {
+    /// The registry `/metrics` encodes.
     pub metrics: Metrics,
     /// Set once the operator has connected to the API server and started (or stands by).
     pub ready: Arc<AtomicBool>,
 }
 
+/// The routes: `/metrics` (OpenMetrics text), `/healthz` (always 200) and `/readyz` (200 once
+/// `ready` is set, 503 before).
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -47,6 +53,8 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
     }
 }
 
+/// Binds `addr` and serves [`router`] on it; returns only with an error (the address could not
+/// be bound, or the server stopped).
 pub async fn serve(addr: SocketAddr, state: HttpState) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");

@@ -7,6 +7,8 @@
 //! categories, stages and steps, tiers, phases, condition types, outcomes), except the drain
 //! gauges, which carry `namespace` and `instance` and exist only while that instance drains.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -21,15 +23,20 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tiermq_crd::{MigrationOutcome, MigrationPhase, RabbitMQInstanceStatus, Tier, conditions};
 
+/// Labels of a reconcile count or duration.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
+    /// The controller that reconciled (`instance` or `sharedcluster`).
     pub controller: &'static str,
 }
 
 /// Labels of a failed reconcile: which controller, which kind of error, where it happened.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
+    /// The controller whose reconcile failed (`instance` or `sharedcluster`).
     pub controller: &'static str,
+    /// The error's category (`KubernetesApi`, `BrokerApi`, `NotReady`, ...), from
+    /// [`crate::error::Error::category`].
     pub category: &'static str,
     /// The reconcile stage (`observe`, `execute`, ...), empty when unknown.
     pub stage: &'static str,
@@ -37,33 +44,45 @@ pub struct ErrorLabels {
     pub step: &'static str,
 }
 
+/// Labels of the instance count: effective tier and migration phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierPhaseLabels {
+    /// The tier the instance runs on now (`Shared`, `Dedicated`, or `Unknown` before the first
+    /// status).
     pub tier: String,
+    /// The migration phase (`Stable` when none is recorded).
     pub phase: String,
 }
 
+/// A migration phase, for the per-phase gauges and histograms.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
+    /// The phase's name as in the status (`DrainingSource`, ...).
     pub phase: String,
 }
 
 /// A condition type (`Degraded`, `DrainTimedOut`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabels {
+    /// One of [`tiermq_crd::conditions::ALL`].
     pub condition: &'static str,
 }
 
 /// How a conversion ended and which tier it went to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
+    /// `Completed` or `Aborted`.
     pub outcome: &'static str,
+    /// The conversion's destination tier.
     pub to: &'static str,
 }
 
+/// Labels of the per-instance drain gauges (series exist only while that instance drains).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceLabels {
+    /// The RabbitMQInstance's namespace.
     pub namespace: String,
+    /// The RabbitMQInstance's name.
     pub instance: String,
 }
 
@@ -81,16 +100,28 @@ pub struct Metrics {
     registry: Arc<Registry>,
     /// 1 while this replica runs the controllers (the leader, or the only replica), else 0.
     pub leader: Gauge,
+    /// Reconciles started, per controller (counted by [`Metrics::reconcile_timer`]).
     pub reconciles: Family<ControllerLabels, Counter>,
+    /// Failed reconciles (counted by [`Metrics::reconcile_failed`]).
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// Seconds per reconcile, per controller (observed when a [`ReconcileTimer`] drops).
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    /// Instances by tier and phase; recounted from scratch by [`Metrics::record_fleet`].
     pub instances: Family<TierPhaseLabels, Gauge>,
+    /// Instances whose condition of each type is True, every known type present (0 if none).
     pub instances_with_condition: Family<ConditionLabels, Gauge>,
+    /// Unix time (seconds) at which the longest stay in each phase began; a phase no instance
+    /// is in has no series.
     pub phase_oldest_start: Family<PhaseLabels, FloatGauge>,
+    /// Seconds a conversion spent in each phase.
     pub phase_duration: Family<PhaseLabels, Histogram>,
+    /// Messages left on a draining source, per instance (see [`Metrics::record_drain`]).
     pub drain_backlog: Family<InstanceLabels, Gauge>,
+    /// Messages per second leaving a draining source, per instance.
     pub drain_rate: Family<InstanceLabels, FloatGauge>,
+    /// Estimated seconds until a draining source is empty, per instance.
     pub drain_eta: Family<InstanceLabels, Gauge>,
+    /// Finished conversions (counted by [`Metrics::conversion_finished`]).
     pub migrations_finished: Family<OutcomeLabels, Counter>,
 }
 
@@ -374,6 +405,7 @@ fn phase_start(st: &RabbitMQInstanceStatus, phase: MigrationPhase) -> Option<f64
     }
 }
 
+/// Guard from [`Metrics::reconcile_timer`]: observes the reconcile's duration when dropped.
 pub struct ReconcileTimer {
     metrics: Metrics,
     controller: &'static str,

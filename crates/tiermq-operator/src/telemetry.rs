@@ -1,9 +1,15 @@
 //! Structured logs. `RUST_LOG` filters (default `info`); the format is JSON or pretty.
 
+#![warn(missing_docs)]
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
+/// Installs the global log subscriber; call once, at startup (a second call panics).
+///
+/// Without `RUST_LOG` the filter is `info`, with `kube`, `tower` and `hyper` at `warn`. JSON
+/// lines include the current span's fields.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));

@@ -1,6 +1,8 @@
 //! What every reconcile shares: the API client, the configuration, metrics, the Event recorder,
 //! the cache of instances (for placement counts) and per-object retry backoff.
 
+#![warn(missing_docs)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,9 +16,13 @@ use crate::metrics::Metrics;
 
 /// Shared state of the controllers; cheap to clone behind an `Arc`.
 pub struct Context {
+    /// The API server connection every reconcile reads and writes through.
     pub client: kube::Client,
+    /// The operator's command-line configuration.
     pub config: RunArgs,
+    /// Where reconciles count themselves, their errors and the fleet's state.
     pub metrics: Metrics,
+    /// Emits Events as the operator's field manager and this replica's identity (if set).
     pub recorder: Recorder,
     /// Every RabbitMQInstance as the instance controller's reflector sees it.
     pub instances: Store<RabbitMQInstance>,
@@ -41,6 +47,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
 pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 impl Context {
+    /// The shared state for one run of the controllers, with no failures or reservations yet.
     pub fn new(
         client: kube::Client,
         config: RunArgs,

@@ -14,6 +14,8 @@
 //!   open there (the planner closes them first and waits for a sample after that), then lets
 //!   `retire_tenant` look at the vhost, its queues included, once more.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -38,6 +40,7 @@ pub const FINALIZER: &str = "tiermq.io/cleanup";
 
 /// What the steps of one plan act for.
 pub struct Target<'a> {
+    /// The instance whose plan runs.
     pub instance: &'a RabbitMQInstance,
     /// The tenant's vhost and user name.
     pub tenant: String,

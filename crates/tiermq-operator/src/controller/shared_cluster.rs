@@ -3,6 +3,8 @@
 //! (instances placed on it, including ones migrating onto or off it) and a `Ready` condition with
 //! `observedGeneration`. Status is written only when it changed.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! What the planner returns: the next phase, the steps that bring the world to it, the status to
 //! record, the Events to emit and when to look again.
 
+#![warn(missing_docs)]
+
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -51,54 +53,121 @@ impl Plan {
 pub enum Step {
     /// The dedicated cluster's objects (StatefulSet, headless Service, ConfigMap, Secrets, PDB)
     /// exist as the spec says.
-    EnsureDedicatedCluster { cluster: ClusterRef },
+    EnsureDedicatedCluster {
+        /// The dedicated cluster to create or bring up to date.
+        cluster: ClusterRef,
+    },
     /// The instance's vhost, user (with the instance's one set of credentials) and vhost limits
     /// exist on `cluster`, the user with full permissions when `writable`, else read only (a
     /// conversion's destination until its write cutover is complete).
-    EnsureTenant { cluster: ClusterRef, writable: bool },
+    EnsureTenant {
+        /// Where the tenant must exist.
+        cluster: ClusterRef,
+        /// Full permissions when true, read only when false.
+        writable: bool,
+    },
     /// Every exchange, queue, binding and policy of the tenant's vhost on `from` exists on `to`.
-    CopyTopology { from: ClusterRef, to: ClusterRef },
+    CopyTopology {
+        /// The cluster whose definitions are copied.
+        from: ClusterRef,
+        /// The cluster that receives them.
+        to: ClusterRef,
+    },
     /// The tenant's own shovels and federation upstreams on `from` exist on `to` too.
-    CopyTransfers { from: ClusterRef, to: ClusterRef },
+    CopyTransfers {
+        /// The cluster whose shovels and upstreams are copied.
+        from: ClusterRef,
+        /// The cluster that receives them.
+        to: ClusterRef,
+    },
     /// The instance's client Service routes new connections to exactly these clusters (one
     /// EndpointSlice each; empty slices for the others).
-    RouteService { to: Vec<ClusterRef> },
+    RouteService {
+        /// The clusters that take new connections; empty routes them nowhere.
+        to: Vec<ClusterRef>,
+    },
     /// No federation upstreams/policies of the tenant remain on either cluster.
     DisableFederation {
+        /// The conversion's source cluster.
         source: ClusterRef,
+        /// The conversion's destination cluster.
         destination: ClusterRef,
     },
     /// The source at the cutover and while it drains: the tenant's user may read but neither
     /// write nor change topology on `cluster` (this also gives reads back after `RevokeAll`),
     /// and connections still publishing there are closed (a busy channel keeps a cached
     /// permission); subscribers are left for `CloseSubscribers`.
-    FreezeSource { cluster: ClusterRef },
+    FreezeSource {
+        /// The source cluster to make read only.
+        cluster: ClusterRef,
+    },
     /// The tenant's user has full permissions on `cluster` again.
-    RestoreWrites { cluster: ClusterRef },
+    RestoreWrites {
+        /// The cluster where the tenant may write again.
+        cluster: ClusterRef,
+    },
     /// The tenant's user has no permissions at all on `cluster`.
-    RevokeAll { cluster: ClusterRef },
+    RevokeAll {
+        /// The cluster the tenant loses all access to.
+        cluster: ClusterRef,
+    },
     /// A dynamic shovel (`src-delete-after: queue-length`, `ack-mode: on-confirm`) exists for every
     /// non-empty queue of the tenant on `from`, moving its backlog to the same queue on `to`.
-    StartShovels { from: ClusterRef, to: ClusterRef },
+    StartShovels {
+        /// The draining source whose queues are shovelled.
+        from: ClusterRef,
+        /// The cluster that receives the messages.
+        to: ClusterRef,
+    },
     /// No shovel of the tenant remains on `from`.
-    StopShovels { from: ClusterRef },
+    StopShovels {
+        /// The cluster the drain shovels run from.
+        from: ClusterRef,
+    },
     /// No tenant-defined shovel or federation upstream remains on `cluster`.
-    StopTransfers { cluster: ClusterRef },
+    StopTransfers {
+        /// The cluster to clear of the tenant's own shovels and upstreams.
+        cluster: ClusterRef,
+    },
     /// The tenant's subscriber connections on `cluster` (exclusive or auto-delete queues) are
     /// closed with `reason`.
-    CloseSubscribers { cluster: ClusterRef, reason: String },
+    CloseSubscribers {
+        /// The cluster whose subscriber connections are closed.
+        cluster: ClusterRef,
+        /// Close reason sent to the clients.
+        reason: String,
+    },
     /// The tenant's connections with a consumer on `cluster` are closed with `reason`.
-    CloseConsumers { cluster: ClusterRef, reason: String },
+    CloseConsumers {
+        /// The cluster whose consuming connections are closed.
+        cluster: ClusterRef,
+        /// Close reason sent to the clients.
+        reason: String,
+    },
     /// The tenant's client connections on `cluster` are closed with `reason` (shown to clients).
-    CloseConnections { cluster: ClusterRef, reason: String },
+    CloseConnections {
+        /// The cluster whose tenant connections are closed.
+        cluster: ClusterRef,
+        /// Close reason sent to the clients.
+        reason: String,
+    },
     /// The tenant's vhost and user are gone from a retired source: its connections closed, and
     /// only once the statistics and the queues themselves show it empty.
-    DeleteTenant { cluster: ClusterRef },
+    DeleteTenant {
+        /// The retired source to remove the tenant from.
+        cluster: ClusterRef,
+    },
     /// The tenant's vhost and user are gone from `cluster`, whatever it holds: the instance is
     /// deleted, or an aborted destination that never took a client's message.
-    DiscardTenant { cluster: ClusterRef },
+    DiscardTenant {
+        /// The cluster to remove the tenant from.
+        cluster: ClusterRef,
+    },
     /// The dedicated cluster's objects are gone (PVCs per the documented retention choice).
-    DeleteDedicatedCluster { cluster: ClusterRef },
+    DeleteDedicatedCluster {
+        /// The dedicated cluster to remove.
+        cluster: ClusterRef,
+    },
     /// Remove the operator's finalizer: every cleanup step before it succeeded.
     RemoveFinalizer,
 }
@@ -177,6 +246,7 @@ impl Step {
 /// A Kubernetes Event to emit (on `RabbitMQInstance`), type Normal or Warning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedEvent {
+    /// Normal or Warning.
     pub type_: EventType,
     /// CamelCase reason, one of [`tiermq_crd::conditions::events`].
     pub reason: &'static str,
