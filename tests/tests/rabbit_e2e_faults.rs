@@ -137,9 +137,57 @@ async fn a_crash_before_every_status_write_of_an_upgrade_loses_nothing() {
     .await;
 }
 
+/// The operator's API requests fail in turns (500, 409, 503, 429, reset, hang; watches broken)
+/// through a whole upgrade under load: the conversion completes and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upgrade_through_api_server_faults_loses_nothing() {
+    let o = convert_under_load_opts(
+        "api-faults-upgrade",
+        Tier::Shared,
+        Tier::Dedicated,
+        "Consume",
+        &[Pattern::FanoutPubSub],
+        Opts {
+            api_faults: true,
+            timeout: Duration::from_secs(300),
+            ..Opts::default()
+        },
+    )
+    .await;
+    println!(
+        "api-faults-upgrade: conversion took {:.1}s; lost {}",
+        o.conversion.duration.as_secs_f64(),
+        o.report.lost
+    );
+    assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
+}
+
 /// The fault matrix, opt-in (`make test-faults`).
 mod matrix {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_downgrade_with_shovel_through_api_server_faults_loses_nothing() {
+        let o = convert_under_load_opts(
+            "api-faults-downgrade",
+            Tier::Dedicated,
+            Tier::Shared,
+            "Shovel",
+            &[Pattern::FanoutPubSub],
+            Opts {
+                api_faults: true,
+                timeout: Duration::from_secs(300),
+                ..Opts::default()
+            },
+        )
+        .await;
+        println!(
+            "api-faults-downgrade: conversion took {:.1}s; lost {}",
+            o.conversion.duration.as_secs_f64(),
+            o.report.lost
+        );
+        assert_nothing_duplicated_or_orphaned(&o.world, Tier::Shared).await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_crash_before_every_status_write_of_an_upgrade_with_shovel_loses_nothing() {

@@ -90,6 +90,8 @@ pub struct Opts {
     pub supervision: Option<Supervision>,
     /// How long the conversion may take.
     pub timeout: Duration,
+    /// The operator's API requests fail in turns while the conversion runs (see [`ApiChaos`]).
+    pub api_faults: bool,
 }
 
 impl Default for Opts {
@@ -99,6 +101,7 @@ impl Default for Opts {
             tenant_shovel: None,
             supervision: None,
             timeout: Duration::from_secs(150),
+            api_faults: false,
         }
     }
 }
@@ -191,6 +194,7 @@ pub async fn convert_under_load_opts(
             .restart_with(sup)
             .unwrap();
     }
+    let chaos = opts.api_faults.then(|| ApiChaos::start(&mut world));
     let conversion = scenario::convert(
         &mut world,
         NS,
@@ -202,6 +206,9 @@ pub async fn convert_under_load_opts(
     )
     .await
     .unwrap();
+    if let Some(chaos) = chaos {
+        chaos.stop(&world, scenario_name).await;
+    }
     load.stop_publishing();
     workload.stop_publishing();
     let probe = tokio::time::timeout(Duration::from_secs(15), probe).await;
@@ -611,5 +618,87 @@ async fn ready_in(conn: &lapin::Connection, queue: &str) -> u64 {
     {
         Ok(q) => u64::from(q.message_count()),
         Err(_) => 0,
+    }
+}
+
+/// Kubernetes API faults aimed at the operator alone: it runs as its own user, and while the
+/// conversion runs its requests fail in turns for 3 s each with 4 s between — answered 500,
+/// 409, 503 and 429, refused (connection reset), and left hanging until the window ends — and
+/// its open watches break at the start of each window. The test's own clients are unaffected.
+pub struct ApiChaos {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<u32>,
+}
+
+/// The user the operator runs as under [`ApiChaos`].
+const CHAOS_USER: &str = "tiermq-operator-under-faults";
+
+impl ApiChaos {
+    fn start(world: &mut World) -> ApiChaos {
+        use kubesim::apiserver::{ClientFaultMode, ClientSelector};
+        let kubeconfig = world.dir.join("operator-under-faults.kubeconfig");
+        world
+            .cluster
+            .api()
+            .write_kubeconfig_for_user(&kubeconfig, CHAOS_USER, &["system:masters".to_string()])
+            .unwrap();
+        world
+            .operator
+            .as_mut()
+            .expect("the scenario started the operator")
+            .restart_with(Supervision {
+                restart: true,
+                kill_every: None,
+                env: vec![("KUBECONFIG".into(), kubeconfig.display().to_string())],
+            })
+            .unwrap();
+        let faults = world.cluster.api().client_faults();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let modes = [
+                    ClientFaultMode::Error(500),
+                    ClientFaultMode::Error(409),
+                    ClientFaultMode::Refuse,
+                    ClientFaultMode::Error(503),
+                    ClientFaultMode::Hang,
+                    ClientFaultMode::Error(429),
+                ];
+                let mut windows = 0;
+                // Bounded: at most 60 windows (7 minutes), fewer when the conversion ends.
+                for mode in modes.iter().cycle().take(60) {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    faults.start(
+                        ClientSelector::user(CHAOS_USER),
+                        *mode,
+                        Some(Duration::from_secs(3)),
+                    );
+                    windows += 1;
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                faults.clear();
+                windows
+            }
+        });
+        ApiChaos { stop, task }
+    }
+
+    /// Ends the faults and checks they hit the operator.
+    async fn stop(self, world: &World, scenario_name: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let windows = self.task.await.unwrap();
+        world.cluster.api().client_faults().clear();
+        let records = world.cluster.api().request_log().records_of(CHAOS_USER);
+        let failed = records.iter().filter(|r| r.fault.is_some()).count();
+        println!(
+            "{scenario_name}: {windows} fault windows; the operator sent {} requests, {failed} of them failed by a fault",
+            records.len()
+        );
+        assert!(windows >= 2, "the conversion ran through fault windows");
+        assert!(failed > 0, "the faults hit the operator's requests");
     }
 }
