@@ -40,7 +40,7 @@ lint: ## rustfmt check, clippy and rustdoc (broken doc links) with warnings as e
 	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --workspace --no-deps
 
 .PHONY: test
-test: setup lint ## Installs what is missing, then fmt check, clippy and every test (unit, real-broker, kubesim, end-to-end)
+test: setup lint ## Installs what is missing, then fmt check, clippy and the CI suite (unit, real-broker, kubesim, end-to-end; full matrices are test-faults and test-matrix)
 	$(CARGO) nextest run --workspace --profile $(if $(CI),ci,default)
 
 .PHONY: test-unit
