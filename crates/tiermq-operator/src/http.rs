@@ -3,7 +3,6 @@
 
 #![warn(missing_docs)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -51,12 +50,4 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
-}
-
-/// Binds `addr` and serves [`router`] on it; returns only with an error (the address could not
-/// be bound, or the server stopped).
-pub async fn serve(addr: SocketAddr, state: HttpState) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    axum::serve(listener, router(state)).await
 }
