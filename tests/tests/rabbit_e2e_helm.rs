@@ -67,6 +67,44 @@ async fn operator_log(world: &World) -> String {
         .unwrap_or_default()
 }
 
+/// (API group, resource, verb) of every rule the chart's ClusterRole and Role grant, as installed.
+async fn granted_rules(world: &World) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for args in [
+        vec!["get", "clusterrole", "tiermq", "-o", "json"],
+        vec![
+            "get",
+            "role",
+            "-n",
+            OPERATOR_NS,
+            "tiermq-leader-election",
+            "-o",
+            "json",
+        ],
+    ] {
+        let json = world.kubectl.ok(&args, None).await.unwrap();
+        let role: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            let list = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            };
+            for g in list("apiGroups") {
+                for r in list("resources") {
+                    for v in list("verbs") {
+                        out.push((g.clone(), r.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
     let Some(helm_bin) = tools::require(
@@ -142,6 +180,25 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
         panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
     }
 
+    // And back: the dedicated cluster's objects are deleted under the same RBAC.
+    flip_tier(&world.kubectl, NS, NAME, "Shared").await.unwrap();
+    let done = world
+        .wait_status(
+            NS,
+            NAME,
+            "converted back to Shared",
+            Duration::from_secs(240),
+            |s| {
+                s.tier == Some(Tier::Shared)
+                    && s.migration_phase == Some(MigrationPhase::Stable)
+                    && s.phase == Some(tiermq_crd::InstancePhase::Ready)
+            },
+        )
+        .await;
+    if let Err(e) = done {
+        panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
+    }
+
     // Everything above was done by the in-cluster operator under its ServiceAccount, and the
     // chart's RBAC allowed every request it made.
     let log = world.cluster.api().request_log().records_of(SA_USER);
@@ -156,6 +213,25 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
         })
         .collect();
     assert!(denied.is_empty(), "denied by the chart's RBAC: {denied:#?}");
+    let granted = granted_rules(&world).await;
+    let unused: Vec<String> = granted
+        .iter()
+        .filter(|(group, resource, verb)| {
+            let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+            !log.iter().any(|r| {
+                r.api_group == *group
+                    && r.resource == resource
+                    && r.subresource == sub
+                    && (r.verb == *verb
+                        // A server-side apply that creates its object is authorized as create.
+                        || (verb == "create" && r.verb == "patch" && r.code == 201))
+            })
+        })
+        .map(|(g, r, v)| format!("{v} {g}/{r}"))
+        .collect();
+    // Not asserted (yet): some grants are used only on paths this run does not take, others
+    // are candidates for narrowing; printed for the record.
+    println!("granted but unused in this run: {unused:#?}");
     for resource in ["statefulsets", "services", "secrets", "endpointslices"] {
         assert!(
             log.iter()
