@@ -4,7 +4,9 @@
 //! - its own **mount namespace** (`unshare(CLONE_NEWNS)`, made private so nothing leaks back to
 //!   the host), with a fresh tmpfs on `/run` (a container has its own) and the pod's
 //!   ServiceAccount folder bound read-only at `/var/run/secrets/kubernetes.io/serviceaccount`,
-//!   where client libraries (kube-rs, client-go) look for `token`, `ca.crt` and `namespace`;
+//!   where client libraries (kube-rs, client-go) look for `token`, `ca.crt` and `namespace`
+//!   (the host's `/run` is hidden from it, so an `/etc/resolv.conf` that links into `/run`, as
+//!   with systemd-resolved, leaves the program without DNS: address services by IP);
 //! - the pod's **user and groups** (`runAsUser`, `runAsGroup`, `supplementalGroups`, `fsGroup`)
 //!   and `no_new_privs` when `allowPrivilegeEscalation: false`;
 //! - the container's environment only (nothing of kubesim's), working directory `/` (or
