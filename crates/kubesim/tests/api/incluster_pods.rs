@@ -183,13 +183,20 @@ async fn a_failing_container_crash_loops_with_its_exit_code_and_a_warning() {
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let st = wait_for("CrashLoopBackOff after two restarts", T, || async {
+    let created = std::time::Instant::now();
+    let st = wait_for("CrashLoopBackOff after three restarts", T, || async {
         let st = container_status(&pods.get("crash").await.ok()?)?;
         let waiting = st.state.as_ref()?.waiting.as_ref()?.reason.clone();
-        (waiting.as_deref() == Some("CrashLoopBackOff") && st.restart_count >= 2).then_some(st)
+        (waiting.as_deref() == Some("CrashLoopBackOff") && st.restart_count >= 3).then_some(st)
     })
     .await
     .unwrap();
+    // The third restart comes only after the back-offs of the first two (1 s, then 2 s).
+    assert!(
+        created.elapsed() >= Duration::from_secs(3),
+        "three restarts within {:?}: no back-off",
+        created.elapsed()
+    );
     assert!(!st.ready);
     let term = st.last_state.unwrap().terminated.unwrap();
     assert_eq!(term.exit_code, 3, "{term:?}");

@@ -253,6 +253,17 @@ impl Kubelet {
             Some(backoff_message(backoff, container, &pod)),
         );
         self.publish(pod_rx, obs).await;
-        pause(backoff, ctl, pod_rx).await
+        // The whole back-off: `pause` also ends on any change of the pod, the status write
+        // just made included.
+        let until = tokio::time::Instant::now() + backoff;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if let Some(c) = pause(left, ctl, pod_rx).await {
+                return Some(c);
+            }
+        }
     }
 }
