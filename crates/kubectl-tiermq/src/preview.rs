@@ -574,6 +574,7 @@ mod tests {
             broker: shared.map(|_| BrokerObservation { tenant: None }),
             rabbitmq_major: Some(3),
             refuses_transient_queues: false,
+            pod_problems: Vec::new(),
         };
         Observed {
             generation: 2,
@@ -590,6 +591,7 @@ mod tests {
                 broker: Some(BrokerObservation { tenant: t }),
                 rabbitmq_major: Some(3),
                 refuses_transient_queues: false,
+                pod_problems: Vec::new(),
             },
             service_routes: vec![ded],
         }

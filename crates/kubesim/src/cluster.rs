@@ -57,6 +57,9 @@ pub struct ClusterConfig {
     pub resync: Duration,
     /// Append the API server's request log to this file (see `apiserver::audit`).
     pub request_log: Option<PathBuf>,
+    /// Images the kubelet runs as local binaries, by repository name (see `sim::images`); the
+    /// pods get their ServiceAccount token, the CA and `KUBERNETES_SERVICE_HOST`/`PORT`.
+    pub image_binaries: sim::images::ImageBinaries,
 }
 
 impl ClusterConfig {
@@ -67,7 +70,18 @@ impl ClusterConfig {
             max_brokers: 3,
             resync: Duration::from_secs(1),
             request_log: None,
+            image_binaries: sim::images::ImageBinaries::new(),
         }
+    }
+
+    /// Runs images whose repository name is `repository` as `binary` (see `sim::images`).
+    pub fn with_image_binary(
+        mut self,
+        repository: impl Into<String>,
+        binary: impl Into<PathBuf>,
+    ) -> Self {
+        self.image_binaries.insert(repository, binary);
+        self
     }
 }
 
@@ -123,6 +137,7 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
             bind,
             service_ip_prefix: [127, SERVICE_OCTET, slot],
             request_log: cfg.request_log.clone(),
+            pod_logs: Some(cfg.dir.join("pods")),
         })
         .await
         {
@@ -159,6 +174,11 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
             pod_ip_prefix: [127, POD_OCTET, slot],
             max_brokers: cfg.max_brokers,
             resync: cfg.resync,
+            image_binaries: cfg.image_binaries.clone(),
+            api_server: Some(sim::InClusterApi {
+                addr: api.addr(),
+                ca_pem: api.ca_pem().to_string(),
+            }),
         },
     )
     .await

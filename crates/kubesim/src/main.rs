@@ -28,6 +28,12 @@ enum Cmd {
         /// Append the API server's request log (one JSON line per request) to this file.
         #[arg(long, env = "KUBESIM_REQUEST_LOG")]
         request_log: Option<PathBuf>,
+        /// Run containers whose image's repository name is REPOSITORY as the local binary PATH
+        /// (repeatable), e.g. `tiermq-operator=target/debug/tiermq-operator`: such pods get their
+        /// ServiceAccount token, the CA and KUBERNETES_SERVICE_HOST/PORT, so in-cluster clients
+        /// work unmodified. Needs root (a private mount namespace per container).
+        #[arg(long = "image-binary", value_name = "REPOSITORY=PATH", value_parser = kubesim::sim::images::ImageBinaries::parse_entry)]
+        image_binaries: Vec<(String, PathBuf)>,
     },
 }
 
@@ -45,10 +51,21 @@ async fn main() -> anyhow::Result<()> {
             dir,
             max_brokers,
             request_log,
+            image_binaries,
         } => {
             let dir = std::path::absolute(&dir)?;
             let mut cfg = kubesim::cluster::ClusterConfig::new(&dir);
             cfg.max_brokers = max_brokers;
+            for (repository, binary) in image_binaries {
+                let binary = std::path::absolute(&binary)?;
+                anyhow::ensure!(
+                    binary.is_file(),
+                    "--image-binary {repository}={}: no such file",
+                    binary.display()
+                );
+                println!("images named {repository} run as {}", binary.display());
+                cfg.image_binaries.insert(repository, binary);
+            }
             cfg.request_log = request_log.map(std::path::absolute).transpose()?;
             let cluster = kubesim::cluster::start(cfg).await?;
             let kc = cluster.kubeconfig_path().display().to_string();

@@ -54,7 +54,7 @@ pub struct RunArgs {
     /// `collect_statistics_interval` of the brokers the operator creates, in milliseconds. Message
     /// counts lag by this much, so the drain check treats a sample as describing the state this
     /// long before it was taken. Lower it in tests for quick drains.
-    #[arg(long, default_value_t = crate::build::DEFAULT_STATS_INTERVAL_MS)]
+    #[arg(long, env = "TIERMQ_BROKER_STATS_INTERVAL_MS", default_value_t = crate::build::DEFAULT_STATS_INTERVAL_MS)]
     pub broker_stats_interval_ms: u32,
 }
 

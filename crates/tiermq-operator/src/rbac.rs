@@ -133,7 +133,8 @@ pub fn cluster_rules() -> Vec<Rule> {
         "",
         &["pods"],
         &["get", "list", "watch"],
-        "Broker pods are only observed: their IPs and readiness feed the EndpointSlices.",
+        "Broker pods are only observed: their IPs and readiness feed the EndpointSlices, their \
+         container statuses (a crash loop) the instance's conditions.",
     ));
     rules.push(Rule {
         api_groups: vec![String::new(), "events.k8s.io".into()],

@@ -44,6 +44,20 @@ pub enum TestkitError {
     #[error("invalid node configuration: {0}")]
     Config(String),
     #[error(
+        "the node's folder {base} is not reachable by its user {user} (uid {uid}): {blocked} has \
+         mode {mode:04o} and owner uid {owner}; give that folder o+x (chmod o+x) or put the node's \
+         folder elsewhere"
+    )]
+    FolderUnreachable {
+        base: PathBuf,
+        user: String,
+        uid: u32,
+        /// The first folder on the way the user may not enter.
+        blocked: PathBuf,
+        mode: u32,
+        owner: u32,
+    },
+    #[error(
         "{runtime} is not installed at {root}: {reason}; run `make setup` (it builds the root \
          once; TIERMQ_RABBITMQ4_ROOT names another place)"
     )]

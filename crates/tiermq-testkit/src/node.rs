@@ -107,6 +107,11 @@ impl RabbitNode {
         };
         if let Some((uid, gid)) = run_as {
             chown_tree(base, uid, gid)?;
+            // A 3.10 node starts in its folder as that user: say which folder stops it (a 4.0
+            // node sees its folder through a bind mount, whatever the host path's modes).
+            if root.is_none() {
+                unreachable_folder(base, uid, gid)?;
+            }
         }
 
         let stdout = fs::File::create(logs.join("stdout.log"))
@@ -250,6 +255,16 @@ impl RabbitNode {
     /// `true` while the node's process has not exited.
     pub fn is_running(&self) -> bool {
         matches!(self.child.lock().expect("child lock").try_wait(), Ok(None))
+    }
+
+    /// How the node's process ended, once it has (`None` while it runs).
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.child
+            .lock()
+            .expect("child lock")
+            .try_wait()
+            .ok()
+            .flatten()
     }
 
     /// One readiness probe: the management API answers an authenticated request.
@@ -486,6 +501,39 @@ fn remove_mount_point(mount_point: &Path, created_from: &Path) {
         }
         made.remove(dir);
     }
+}
+
+/// Fails with [`TestkitError::FolderUnreachable`] when a folder on the way to `base` cannot be
+/// entered by `uid`/`gid` (no search permission): the node would fail to start in its folder with
+/// a bare "Permission denied". A private temporary folder (`mktemp -d`, mode 0700) above the
+/// node's folder is the usual cause.
+pub(crate) fn unreachable_folder(base: &Path, uid: u32, gid: u32) -> Result<(), TestkitError> {
+    use std::os::unix::fs::MetadataExt;
+    let base = fs::canonicalize(base).map_err(TestkitError::io("resolve node folder", base))?;
+    for dir in base.ancestors().collect::<Vec<_>>().into_iter().rev() {
+        let Ok(meta) = fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.mode() & 0o7777;
+        let search = if meta.uid() == uid {
+            mode & 0o100
+        } else if meta.gid() == gid {
+            mode & 0o010
+        } else {
+            mode & 0o001
+        };
+        if search == 0 {
+            return Err(TestkitError::FolderUnreachable {
+                base: base.clone(),
+                user: "rabbitmq".into(),
+                uid,
+                blocked: dir.to_path_buf(),
+                mode,
+                owner: meta.uid(),
+            });
+        }
+    }
+    Ok(())
 }
 
 static NEXT_NODE: AtomicU32 = AtomicU32::new(0);

@@ -67,6 +67,29 @@ impl World {
         Ok(w)
     }
 
+    /// Starts kubesim in a fresh folder with images mapped to local binaries (repository name →
+    /// binary, see `kubesim::sim::images`), without CRDs and without an operator: for installing
+    /// the operator the way users do (`helm install`), whose pod then runs the mapped binary.
+    pub async fn start_with_images(name: &str, images: &[(&str, &Path)]) -> anyhow::Result<World> {
+        let tmp = tempfile_dir::TempDir::new(name).context("create the scenario folder")?;
+        let dir = tmp.path().to_path_buf();
+        let mut cfg = kubesim::cluster::ClusterConfig::new(&dir);
+        for (repository, binary) in images {
+            cfg = cfg.with_image_binary(*repository, *binary);
+        }
+        let cluster = kubesim::cluster::start(cfg)
+            .await
+            .context("start kubesim")?;
+        let kubectl = Kubectl::new(cluster.kubeconfig_path());
+        Ok(World {
+            operator: None,
+            cluster,
+            kubectl,
+            dir,
+            _tmp: Some(tmp),
+        })
+    }
+
     /// Like [`World::start`] in a given folder that is kept afterwards.
     pub async fn start_in(dir: &Path) -> anyhow::Result<World> {
         let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(dir))

@@ -108,7 +108,9 @@
 //! - No admission webhooks and no conversion webhooks: several CRD versions are served from one
 //!   stored object whose apiVersion is rewritten.
 //! - No pagination: `limit` and `continue` are ignored, lists are complete.
-//! - No pod logs, exec or port-forward.
+//! - Pod logs (`kubectl logs`, also `--previous`, `--tail`) are read from the files the kubelet
+//!   writes ([`ApiServerConfig::pod_logs`]); `--follow` prints what is there and ends. No exec,
+//!   attach or port-forward.
 //! - No built-in defaulting or validation beyond a few fields per kind.
 //! - Watch timeouts default to 30 minutes.
 //! - Strategic merge patch and server-side apply pick the merge keys of built-in kinds' lists by
@@ -147,6 +149,7 @@ pub use authn::{IssuedToken, UserInfo};
 pub use client_faults::{ClientFaultMode, ClientFaults, ClientSelector};
 pub use error::ApiError;
 pub use faults::FaultInjector;
+pub use http::pod_log::log_file as container_log_file;
 
 /// Where to listen, which addresses Services get, where the request log goes.
 #[derive(Debug, Clone)]
@@ -158,6 +161,10 @@ pub struct ApiServerConfig {
     /// Append the request log to this file (JSON lines, see [`audit`]); it is always kept in
     /// memory too.
     pub request_log: Option<PathBuf>,
+    /// The folder under which the kubelet writes container logs
+    /// (`<ns>/<pod>-<uid>/logs/<container>/<restartCount>.log`), served as `pods/{name}/log`
+    /// (`kubectl logs`); `None`: no logs are served.
+    pub pod_logs: Option<PathBuf>,
 }
 
 impl Default for ApiServerConfig {
@@ -166,6 +173,7 @@ impl Default for ApiServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             service_ip_prefix: [127, 20, 7],
             request_log: None,
+            pod_logs: None,
         }
     }
 }
@@ -262,6 +270,7 @@ pub async fn start(cfg: ApiServerConfig) -> anyhow::Result<ApiServerHandle> {
         auth: Arc::new(authn::Authenticator::new()),
         requests,
         client_faults: ClientFaults::new(),
+        pod_logs: cfg.pod_logs.clone(),
     };
     let router = axum::Router::new()
         .fallback(http::handle)

@@ -32,6 +32,7 @@
 pub mod deployment;
 pub mod endpointslice;
 pub mod error;
+pub mod images;
 pub mod ipam;
 pub mod kubelet;
 pub mod kubeproxy;
@@ -41,6 +42,7 @@ pub mod statefulset;
 pub mod volumes;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,16 +85,34 @@ pub struct SimConfig {
     pub max_brokers: usize,
     /// Full relist interval of every controller (watch events wake them earlier).
     pub resync: Duration,
+    /// Images that run as local programs (see [`images`]).
+    pub image_binaries: images::ImageBinaries,
+    /// The API server as pods see it (`KUBERNETES_SERVICE_HOST`/`PORT`, the ServiceAccount's
+    /// `ca.crt`); `None`: container processes get no in-cluster configuration.
+    pub api_server: Option<InClusterApi>,
+}
+
+/// How a pod's processes reach the API server: its address and the CA that signed its serving
+/// certificate.
+#[derive(Debug, Clone)]
+pub struct InClusterApi {
+    /// `KUBERNETES_SERVICE_HOST`:`KUBERNETES_SERVICE_PORT`.
+    pub addr: SocketAddr,
+    /// The cluster CA (PEM), written as `ca.crt` next to each pod's ServiceAccount token.
+    pub ca_pem: String,
 }
 
 impl SimConfig {
-    /// A configuration with at most 3 brokers and a 1 s resync.
+    /// A configuration with at most 3 brokers, a 1 s resync, no image run as a local binary and
+    /// no in-cluster API configuration for pods.
     pub fn new(dir: impl Into<PathBuf>, pod_ip_prefix: [u8; 3]) -> Self {
         SimConfig {
             dir: dir.into(),
             pod_ip_prefix,
             max_brokers: 3,
             resync: Duration::from_secs(1),
+            image_binaries: images::ImageBinaries::new(),
+            api_server: None,
         }
     }
 }

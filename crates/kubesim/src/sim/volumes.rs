@@ -198,8 +198,44 @@ pub fn host_path(
     best.map(|(_, p)| p)
 }
 
+/// `$(NAME)` references in `input` replaced by the variables' values, as Kubernetes expands env
+/// values, `command` and `args`: `$$` is a literal `$` (so `$$(NAME)` stays `$(NAME)`), and a
+/// reference to an unknown variable is left as written.
+pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(')
+            && let Some(end) = body.find(')')
+        {
+            let name = &body[..end];
+            match vars.get(name) {
+                Some(v) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A container's environment with `value` and `valueFrom` (secretKeyRef, configMapKeyRef,
-/// fieldRef for name/namespace/podIP) resolved. Values are secrets in general: never log them.
+/// fieldRef for name/namespace/uid/podIP/serviceAccountName) resolved and `$(NAME)` references
+/// to variables defined earlier in the list expanded. Values are secrets in general: never log
+/// them.
 pub async fn resolve_env(
     client: &Client,
     pod: &Pod,
@@ -210,7 +246,8 @@ pub async fn resolve_env(
     let mut out = BTreeMap::new();
     for e in container.env.iter().flatten() {
         if let Some(v) = &e.value {
-            out.insert(e.name.clone(), v.clone());
+            let v = expand(v, &out);
+            out.insert(e.name.clone(), v);
             continue;
         }
         let Some(from) = &e.value_from else { continue };
@@ -239,6 +276,12 @@ pub async fn resolve_env(
             let v = match f.field_path.as_str() {
                 "metadata.name" => pod.name_any(),
                 "metadata.namespace" => ns.clone(),
+                "metadata.uid" => pod.uid().unwrap_or_default(),
+                "spec.serviceAccountName" => pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .unwrap_or_else(|| "default".into()),
                 "status.podIP" | "status.hostIP" => pod_ip.to_string(),
                 "spec.nodeName" => super::NODE_NAME.to_string(),
                 _ => continue,
@@ -253,6 +296,20 @@ pub async fn resolve_env(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn references_expand_like_kubernetes() {
+        let vars: BTreeMap<String, String> = [
+            ("POD_IP".to_string(), "127.30.1.4".to_string()),
+            ("A".to_string(), "x".to_string()),
+        ]
+        .into();
+        assert_eq!(expand("$(POD_IP):8080", &vars), "127.30.1.4:8080");
+        assert_eq!(expand("$$(POD_IP)", &vars), "$(POD_IP)");
+        assert_eq!(expand("$(NOPE)-$(A)", &vars), "$(NOPE)-x");
+        assert_eq!(expand("cost $5 $(A", &vars), "cost $5 $(A");
+        assert_eq!(expand("a$$b$", &vars), "a$b$");
+    }
 
     #[test]
     fn container_paths_resolve_through_mounts() {

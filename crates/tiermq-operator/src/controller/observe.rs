@@ -16,6 +16,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -409,7 +411,11 @@ pub async fn observe_cluster(
         broker: None,
         rabbitmq_major: statefulset_major(&sts),
         refuses_transient_queues: false,
+        pod_problems: Vec::new(),
     };
+    if ready < desired {
+        obs.pod_problems = broker_pod_problems(client, &sts).await;
+    }
     if ready > 0
         && let Some(mc) = clusters::management_client(client, config, r).await?
     {
@@ -531,8 +537,162 @@ where
     })
 }
 
+/// Why the StatefulSet's pods are not ready, per [`pod_problems`]; a failed list only loses the
+/// detail (it is logged), never the observation.
+async fn broker_pod_problems(client: &kube::Client, sts: &StatefulSet) -> Vec<String> {
+    let selector = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    let ns = sts.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => pod_problems(&list.items),
+        Err(e) => {
+            tracing::info!(statefulset = %sts.name_any(), error = %e, "broker pods not listed; their problems stay unknown");
+            Vec::new()
+        }
+    }
+}
+
+/// Waiting reasons that only say a container is on its way, not that something is wrong.
+const ON_ITS_WAY: &[&str] = &["ContainerCreating", "PodInitializing"];
+
+/// One line per pod whose container the kubelet reports failing: waiting for a reason other
+/// than being on its way (`CrashLoopBackOff`, `CreateContainerConfigError`, ...) or terminated
+/// with a non-zero exit code, with the last exit code, the restarts and the last line of the
+/// termination message (with `FallbackToLogsOnError`, the end of the container's log).
+pub(crate) fn pod_problems(pods: &[Pod]) -> Vec<String> {
+    let mut out = Vec::new();
+    for pod in pods {
+        for cs in pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|cs| !cs.ready)
+        {
+            let state = cs.state.clone().unwrap_or_default();
+            let waiting = state
+                .waiting
+                .filter(|w| !ON_ITS_WAY.contains(&w.reason.as_deref().unwrap_or_default()));
+            let failed = state.terminated.filter(|t| t.exit_code != 0);
+            let last = cs
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.clone())
+                .filter(|t| t.exit_code != 0);
+            let mut what = match (&waiting, &failed) {
+                (Some(w), _) => w.reason.clone().unwrap_or_else(|| "Waiting".into()),
+                (None, Some(t)) => t.reason.clone().unwrap_or_else(|| "Terminated".into()),
+                (None, None) => continue,
+            };
+            let ended = failed.or(last);
+            if let Some(t) = &ended {
+                what.push_str(&format!(", last exit code {}", t.exit_code));
+            }
+            if cs.restart_count > 0 {
+                what.push_str(&format!(", {} restarts", cs.restart_count));
+            }
+            // The waiting message says what a configuration error is; a crash is told by the
+            // end of the run.
+            let detail = ended
+                .and_then(|t| t.message)
+                .or_else(|| waiting.and_then(|w| w.message));
+            let detail = detail
+                .as_deref()
+                .and_then(|m| m.lines().rev().find(|l| !l.trim().is_empty()))
+                .map(|l| {
+                    let l = l.trim();
+                    let cut = l.char_indices().nth(200).map_or(l.len(), |(i, _)| i);
+                    format!(": {}", &l[..cut])
+                })
+                .unwrap_or_default();
+            out.push(format!(
+                "pod {} container {}: {what}{detail}",
+                pod.name_any(),
+                cs.name
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pod_problems_tell_a_crash_loop_and_a_config_error_but_not_a_start() {
+        let pod = |name: &str, status: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"containerStatuses": [status]}
+            }))
+            .unwrap()
+        };
+        let cs = |ready: bool, state: serde_json::Value, last: serde_json::Value, restarts: i32| {
+            serde_json::json!({"name": "rabbitmq", "image": "rabbitmq", "imageID": "", "ready": ready,
+                "restartCount": restarts, "state": state, "lastState": last})
+        };
+        let pods = [
+            pod(
+                "crash-0",
+                cs(
+                    false,
+                    serde_json::json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 4s"}}),
+                    serde_json::json!({"terminated": {"exitCode": 1, "reason": "Error",
+                        "message": "starting\nerl: cannot open /var/lib/rabbitmq: Permission denied\n"}}),
+                    3,
+                ),
+            ),
+            pod(
+                "config-0",
+                cs(
+                    false,
+                    serde_json::json!({"waiting": {"reason": "CreateContainerConfigError",
+                        "message": "secret \"x\" not found"}}),
+                    serde_json::json!({}),
+                    0,
+                ),
+            ),
+            pod(
+                "starting-0",
+                cs(
+                    false,
+                    serde_json::json!({"waiting": {"reason": "ContainerCreating"}}),
+                    serde_json::json!({}),
+                    0,
+                ),
+            ),
+            pod(
+                "running-0",
+                cs(
+                    true,
+                    serde_json::json!({"running": {}}),
+                    serde_json::json!({"terminated": {"exitCode": 1}}),
+                    1,
+                ),
+            ),
+        ];
+        assert_eq!(
+            pod_problems(&pods),
+            [
+                "pod crash-0 container rabbitmq: CrashLoopBackOff, last exit code 1, 3 restarts: erl: cannot open /var/lib/rabbitmq: Permission denied",
+                "pod config-0 container rabbitmq: CreateContainerConfigError: secret \"x\" not found",
+            ]
+        );
+    }
     use super::*;
     use chrono::{DateTime, Utc};
     use serde_json::json;

@@ -258,7 +258,16 @@ async fn helm_template_renders_what_each_values_file_asks_for() {
         );
         assert_eq!(
             env("TIERMQ_METRICS_ADDR"),
-            format!("0.0.0.0:{}", v["metrics"]["port"]),
+            format!(
+                "{}:{}",
+                v["metrics"]["bindAddress"].as_str().unwrap(),
+                v["metrics"]["port"]
+            ),
+            "{what}"
+        );
+        assert_eq!(
+            env("TIERMQ_BROKER_STATS_INTERVAL_MS"),
+            op["brokerStatsIntervalMs"].to_string(),
             "{what}"
         );
         assert_eq!(

@@ -9,13 +9,16 @@
 //!   server-side apply (Helm 4's default) and with client-side apply, checked with kubectl;
 //! - [`kustomize`]: `kubectl apply -k deploy/` with both kubectl versions;
 //! - [`monitoring`]: the monitoring toggles (monitors, alerting rules through `promtool`, the
-//!   dashboard) and the metrics their queries name.
+//!   dashboard) and the metrics their queries name;
+//! - [`incluster`]: `helm install` running the operator in-cluster (kubesim runs the operator
+//!   image as this build's binary) under the chart's RBAC, no request denied.
 //!
 //! Without the pinned tools a test is skipped with a message, except under CI (`CI=true`), where
 //! it fails. The checks that need no tools are in `packaging.rs`.
 
 mod chart;
 mod common;
+mod incluster;
 mod kustomize;
 mod monitoring;
 mod release;

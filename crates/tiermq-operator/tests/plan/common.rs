@@ -124,6 +124,7 @@ pub fn up(r: ClusterRef, tenant: Option<TenantObservation>) -> ClusterObservatio
         broker: Some(BrokerObservation { tenant }),
         rabbitmq_major: Some(3),
         refuses_transient_queues: false,
+        pod_problems: Vec::new(),
     }
 }
 
@@ -271,6 +272,7 @@ impl SimCluster {
             broker,
             rabbitmq_major: Some(3),
             refuses_transient_queues: false,
+            pod_problems: Vec::new(),
         }
     }
 }

@@ -47,6 +47,12 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
+        Self::start_in(false).await
+    }
+
+    /// With `private`, kubesim's folder sits inside a folder only root may enter (a `mktemp -d`
+    /// folder, mode 0700), so no broker's user can reach its data folder.
+    async fn start_in(private: bool) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn,kubesim=warn".into()),
@@ -54,7 +60,14 @@ impl Env {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap();
-        let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(dir.path()))
+        let cluster_dir = if private {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+            dir.path().join("cluster")
+        } else {
+            dir.path().to_path_buf()
+        };
+        let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(cluster_dir))
             .await
             .expect("kubesim starts");
         let client = cluster.client();
@@ -1522,6 +1535,86 @@ async fn names_that_would_collide_are_refused_and_the_first_owner_keeps_serving(
             .unwrap()
             .is_some(),
         "deleting the other SharedCluster leaves the instance's Service"
+    );
+    env.shutdown().await;
+}
+
+/// A broker that cannot start (its data folder lies in a folder its user cannot enter, as with
+/// `kubesim up --dir` inside a `mktemp -d` folder) is reported as a real kubelet reports it — the
+/// pod's container waits in `CrashLoopBackOff` with the start error as its last termination,
+/// restarts counted, Warning Events `Failed` and `BackOff` — and the instance's Ready condition
+/// carries that, so `kubectl describe rmqi` says why it stays Provisioning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_that_cannot_start_is_reported_on_its_pod_and_on_the_instance() {
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    let _serial = SERIAL.lock().await;
+    let env = Env::start_in(true).await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
+    let st = eventually(
+        "the broker pod in CrashLoopBackOff after two restarts",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            async move {
+                let p = pods.get("main-0").await.ok()?;
+                let cs = p.status?.container_statuses?.into_iter().next()?;
+                let waiting = cs.state.as_ref()?.waiting.as_ref()?.reason.clone();
+                (waiting.as_deref() == Some("CrashLoopBackOff") && cs.restart_count >= 2)
+                    .then_some(cs)
+            }
+        },
+    )
+    .await;
+    let last = st.last_state.unwrap().terminated.unwrap();
+    assert_eq!(
+        (last.exit_code, last.reason.as_deref()),
+        (128, Some("StartError")),
+        "{last:?}"
+    );
+    let why = last.message.unwrap_or_default();
+    assert!(why.contains("not reachable by its user"), "{why}");
+    let reasons: Vec<(String, String)> = Api::<Event>::namespaced(c.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some("main-0"))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+        .collect();
+    for reason in ["Failed", "BackOff"] {
+        assert!(
+            reasons.contains(&("Warning".into(), reason.into())),
+            "no Warning {reason} on the pod: {reasons:?}"
+        );
+    }
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    let ready = eventually(
+        "the instance's Ready condition naming the crash loop",
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let st = api.get("orders").await.ok()?.status?;
+                st.conditions.into_iter().find(|c| {
+                    c.type_ == tiermq_crd::conditions::READY
+                        && c.message.contains("CrashLoopBackOff")
+                })
+            }
+        },
+    )
+    .await;
+    println!("Ready: {} — {}", ready.reason, ready.message);
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("pod main-0 container")
+            && ready.message.contains("last exit code 128")
+            && ready.message.contains("not reachable by its user"),
+        "{}",
+        ready.message
     );
     env.shutdown().await;
 }

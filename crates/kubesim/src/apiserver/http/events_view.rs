@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::watch::watch_response;
 use super::{App, ResourcePath, View, resource};
+use crate::apiserver::authn::UserInfo;
 use crate::apiserver::error::{ApiError, ApiResult};
 use crate::apiserver::events;
 use crate::apiserver::registry::ResourceType;
@@ -25,6 +26,7 @@ pub(super) fn is_events_view(rt: &ResourceType) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     app: &App,
+    user: &UserInfo,
     method: &Method,
     path: &str,
     params: &HashMap<String, String>,
@@ -63,8 +65,12 @@ pub(super) async fn serve(
             Some(rt),
         ));
     }
+    let caller = resource::Caller {
+        user,
+        group: &rt.group,
+    };
     let resp = resource::serve(
-        app, method, path, &params, headers, core, ns, name, sub, body,
+        app, &caller, method, path, &params, headers, core, ns, name, sub, body,
     )?;
     let (parts, b) = resp.into_parts();
     let bytes = axum::body::to_bytes(b, usize::MAX)

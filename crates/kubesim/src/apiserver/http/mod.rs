@@ -17,6 +17,7 @@ mod admin;
 mod events_view;
 mod gate;
 mod nonresource;
+pub(crate) mod pod_log;
 mod resource;
 mod token;
 mod watch;
@@ -57,6 +58,8 @@ pub struct App {
     pub requests: Arc<RequestLog>,
     /// Faults injected for one client at a time.
     pub client_faults: ClientFaults,
+    /// Where the kubelet writes container logs (`pods/{name}/log`); `None`: no logs.
+    pub pod_logs: Option<std::path::PathBuf>,
 }
 
 /// The handler of every request: applies the injected delay, lets the request through the gate
@@ -135,11 +138,23 @@ async fn route(
     {
         return token::create(app, method, ns, name, headers, &body);
     }
-    if events_view::is_events_view(&rt) {
-        return events_view::serve(app, method, path, params, headers, rt, &target, body).await;
+    if pod_log::is_pod_log(&rt.group, &rt.plural, target.subresource)
+        && *method == Method::GET
+        && let (Some(ns), Some(name)) = (target.namespace, target.name)
+    {
+        return pod_log::serve(app, ns, name, params);
     }
+    if events_view::is_events_view(&rt) {
+        return events_view::serve(app, user, method, path, params, headers, rt, &target, body)
+            .await;
+    }
+    let caller = resource::Caller {
+        user,
+        group: &rt.group.clone(),
+    };
     resource::serve(
         app,
+        &caller,
         method,
         path,
         params,

@@ -11,17 +11,29 @@ use serde_json::{Value, json};
 
 use super::watch::watch_response;
 use super::{App, View, json_response, not_found, ok, parse_body, partial, selectors};
+use crate::apiserver::authn::UserInfo;
 use crate::apiserver::error::{ApiError, ApiResult};
+use crate::apiserver::rbac::{self, Attributes};
 use crate::apiserver::registry::ResourceType;
 use crate::apiserver::selector::{FieldSelector, LabelSelector};
 use crate::apiserver::store::{self, Propagation, WriteOpts};
 use crate::apiserver::{fields, merge, table};
+
+/// Who asks, and the API group they addressed (a view such as events.k8s.io Events is
+/// authorized in its own group, not in the one it is stored in).
+pub(super) struct Caller<'a> {
+    /// The requester (after impersonation).
+    pub user: &'a UserInfo,
+    /// The API group of the request's path.
+    pub group: &'a str,
+}
 
 /// Serves a request on resource `rt` (collection when `name` is None), after the checks every
 /// request on a resource passes; `Warning` headers carry `fieldValidation=Warn` findings.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn serve(
     app: &App,
+    caller: &Caller<'_>,
     method: &Method,
     path: &str,
     params: &HashMap<String, String>,
@@ -86,6 +98,7 @@ pub(super) fn serve(
     let warnings = check_fields(&rt, method, sub, &content_type, &body, params)?;
     let mut response = dispatch(
         app,
+        caller,
         method,
         path,
         params,
@@ -158,6 +171,7 @@ fn check_fields(
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     app: &App,
+    caller: &Caller<'_>,
     method: &Method,
     path: &str,
     params: &HashMap<String, String>,
@@ -253,14 +267,33 @@ fn dispatch(
                 subresource: sub.map(str::to_string),
                 force,
             };
-            Ok(ok(&st.patch(
-                &rt,
-                ns_for_write,
-                n,
-                &content_type,
-                &body,
-                &opts,
-            )?))
+            // An apply that creates its object needs `create` as well, as on a real server
+            // (which answers 201 then).
+            let apply = content_type.starts_with("application/apply-patch");
+            let creates = apply
+                && sub.is_none()
+                && matches!(st.get(&rt, ns_for_write, n), Err(e) if e.code == 404);
+            if creates {
+                let mut a = Attributes::resource(
+                    caller.user,
+                    "create",
+                    caller.group,
+                    &rt.plural,
+                    ns_for_write.unwrap_or(""),
+                    n,
+                );
+                a.api_version = rt.version.clone();
+                if let rbac::Decision::Deny(reason) = rbac::authorize(&st, &a) {
+                    return Err(rbac::forbidden(&a, &reason));
+                }
+            }
+            let obj = st.patch(&rt, ns_for_write, n, &content_type, &body, &opts)?;
+            let code = if creates {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(code, &obj))
         }
         (Method::DELETE, Some(n)) => {
             let opts: Value = if body.is_empty() {

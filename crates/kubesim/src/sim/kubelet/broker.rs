@@ -7,19 +7,22 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStateTerminated, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use tiermq_testkit::RabbitNode;
+use tiermq_testkit::{RabbitNode, TestkitError};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use super::status::{Observed, now, running, waiting};
+use super::process;
+use super::status::{Observed, now, running, terminated, waiting};
 use super::worker::pause;
 use super::{Ctl, Kubelet, STOP_GRACE};
 use crate::sim::rabbit::{self, broker_error};
 use crate::sim::{Result, SimError, key_of, volumes};
 
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
+/// Console lines kept as the termination message under `FallbackToLogsOnError`.
+const MESSAGE_LINES: usize = 80;
 const JOIN_RETRY: Duration = Duration::from_secs(5);
 
 impl Kubelet {
@@ -203,10 +206,36 @@ impl Kubelet {
                 Ok(n) => Arc::new(n),
                 Err(e) => {
                     drop(permit);
-                    let err = broker_error(&pod, e);
-                    obs.state = waiting("CreateContainerError", Some(err.to_string()));
-                    self.publish(pod_rx, obs).await;
-                    if let Some(c) = pause(Duration::from_secs(2), ctl, pod_rx).await {
+                    // What a runtime reports as StartError: the process could not be started
+                    // (here: its folder cannot be entered by its user, or exec failed).
+                    let start_error = matches!(e, TestkitError::FolderUnreachable { .. })
+                        || matches!(&e, TestkitError::Io { what, .. } if what.starts_with("spawn"));
+                    let err = broker_error(&pod, e).to_string();
+                    if obs.state.waiting.as_ref().and_then(|w| w.message.as_ref()) != Some(&err) {
+                        self.event(pod_rx, true, "Failed", format!("Error: {err}"))
+                            .await;
+                    }
+                    if !start_error {
+                        obs.state = waiting("CreateContainerError", Some(err));
+                        self.publish(pod_rx, obs).await;
+                        if let Some(c) = pause(Duration::from_secs(2), ctl, pod_rx).await {
+                            return c;
+                        }
+                        continue;
+                    }
+                    tracing::warn!(pod = %key, "broker cannot start: {err}");
+                    obs.last_state = Some(terminated(128, "StartError", Some(err), None));
+                    if let Some(c) = self
+                        .restart_after_failure(
+                            pod_rx,
+                            ctl,
+                            obs,
+                            &container.name,
+                            &restart_policy,
+                            &mut crashes,
+                        )
+                        .await
+                    {
                         return c;
                     }
                     continue;
@@ -216,8 +245,9 @@ impl Kubelet {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key.clone(), node.clone());
+            let started_at = now();
             obs.phase = "Running";
-            obs.state = running(now());
+            obs.state = running(started_at.clone());
             obs.ready = false;
             obs.image_id = Some(rabbit::image_id(runtime));
             self.publish(pod_rx, obs).await;
@@ -290,45 +320,33 @@ impl Kubelet {
                     return c;
                 }
                 Ok(()) => {
-                    let tail = node.log_tail(5);
+                    let code = node.exit_status().map_or(1, process::exit_code);
+                    // As `kubectl logs` would show it: the broker's console output.
+                    let message = (container.termination_message_policy.as_deref()
+                        == Some("FallbackToLogsOnError")
+                        && code != 0)
+                        .then(|| {
+                            process::log_tail(
+                                &node.config().base_dir.join("log").join("stdout.log"),
+                                MESSAGE_LINES,
+                            )
+                        });
                     node.kill();
                     drop(permit);
-                    crashes += 1;
-                    tracing::warn!(pod = %key, crashes, "broker process exited; restart policy {restart_policy}");
-                    obs.restarts += 1;
-                    obs.ready = false;
-                    obs.last_state = Some(ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            exit_code: 1,
-                            reason: Some("Error".into()),
-                            message: Some(tail),
-                            finished_at: Some(now()),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    });
-                    if restart_policy == "Never" {
-                        obs.restarts -= 1;
-                        obs.phase = "Failed";
-                        obs.state = obs.last_state.take().unwrap_or_default();
-                        self.publish(pod_rx, obs).await;
-                        loop {
-                            if let Some(c) = pause(Duration::from_secs(30), ctl, pod_rx).await {
-                                return c;
-                            }
-                        }
-                    }
-                    let backoff = Duration::from_secs((1u64 << crashes.min(4)).min(10) / 2)
-                        .max(Duration::from_secs(1));
-                    let msg = format!(
-                        "back-off {}s restarting failed container {}",
-                        backoff.as_secs(),
-                        container.name
-                    );
-                    self.event(pod_rx, true, "BackOff", msg.clone()).await;
-                    obs.state = waiting("CrashLoopBackOff", Some(msg));
-                    self.publish(pod_rx, obs).await;
-                    if let Some(c) = pause(backoff, ctl, pod_rx).await {
+                    tracing::warn!(pod = %key, code, "broker process exited; restart policy {restart_policy}");
+                    let reason = if code == 0 { "Completed" } else { "Error" };
+                    obs.last_state = Some(terminated(code, reason, message, Some(started_at)));
+                    if let Some(c) = self
+                        .restart_after_failure(
+                            pod_rx,
+                            ctl,
+                            obs,
+                            &container.name,
+                            &restart_policy,
+                            &mut crashes,
+                        )
+                        .await
+                    {
                         return c;
                     }
                 }

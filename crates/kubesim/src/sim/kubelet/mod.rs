@@ -7,9 +7,16 @@
 //!   the pod's volumes, resolves its env, starts a real `rabbitmq-server`
 //!   (`tiermq_testkit::RabbitNode`) bound to the pod IP, joins StatefulSet peers (see `rabbit`), evaluates readiness every second, restarts a
 //!   crashed broker per `restartPolicy` (Always/OnFailure: with back-off 1 s, 2 s, 4 s, then 5 s;
-//!   Never: the pod fails), and stops the broker when the pod is deleted;
+//!   Never: the pod fails), and stops the broker when the pod is deleted; a broker that cannot
+//!   start or exits is reported as a real kubelet reports it (`lastState.terminated` with exit
+//!   code and reason, `CrashLoopBackOff`, restarts, Warning Events `Failed`/`BackOff`);
+//! - for an image mapped to a local binary (see `sim::images`, e.g. the operator's image →
+//!   `target/debug/tiermq-operator`): runs that binary as the container (see `container`) with
+//!   the pod's args and env, its ServiceAccount token, CA and namespace at
+//!   `/var/run/secrets/kubernetes.io/serviceaccount` in a private mount namespace,
+//!   `KUBERNETES_SERVICE_HOST`/`PORT` pointing at kubesim, and its probes evaluated;
 //! - for any other image: reports the containers running and ready without starting a process
-//!   (the operator Deployment of the Helm chart, test pods). `readinessGates` are honoured: such a
+//!   (test pods). `readinessGates` are honoured: such a
 //!   pod is Ready only once every gate condition is True, which tests use to hold pods un-ready.
 //! - writes phase, podIP(s), hostIP, startTime, conditions (PodScheduled, Initialized,
 //!   PodReadyToStartContainers, ContainersReady, Ready) and containerStatuses through the status
@@ -25,10 +32,16 @@
 //!
 //! Where that lives: this module keeps the node's pod list in step with the API
 //! (one worker per pod, confirming deletes, releasing PVC folders); `worker` is one pod's life
-//! (IP, volumes, status writes, the end); `broker` runs a RabbitMQ container; `status` turns
+//! (IP, volumes, status writes, the end); `broker` runs a RabbitMQ container; `container` runs a
+//! mapped image's binary through `process` (namespaces, user, process group), `probe` (probes)
+//! and `serviceaccount` (the projected credentials); `status` turns
 //! what a worker observed into the PodStatus it writes.
 
 mod broker;
+mod container;
+pub mod probe;
+pub mod process;
+mod serviceaccount;
 mod status;
 mod worker;
 
@@ -49,7 +62,7 @@ use super::{
     Result, SimConfig, SimError, is_conflict, is_not_found, key_of, spawn_trigger, wait_next,
 };
 
-pub use status::{Observed, compute_status};
+pub use status::{Observed, compute_status, crash_backoff};
 
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -85,6 +98,8 @@ pub struct Kubelet {
     stopping: Mutex<BTreeMap<String, JoinHandle<()>>>,
     /// The running broker processes, by pod.
     brokers: Mutex<BTreeMap<String, Arc<RabbitNode>>>,
+    /// The process group of each running container process (images mapped to binaries), by pod.
+    processes: Mutex<BTreeMap<String, u32>>,
     /// One permit per broker that may run (`SimConfig::max_brokers`).
     broker_slots: Arc<Semaphore>,
     /// The Erlang cookie of each StatefulSet (or bare pod) without one of its own.
@@ -120,6 +135,7 @@ impl Kubelet {
             workers: Mutex::new(BTreeMap::new()),
             stopping: Mutex::new(BTreeMap::new()),
             brokers: Mutex::new(BTreeMap::new()),
+            processes: Mutex::new(BTreeMap::new()),
             broker_slots: slots,
             cookies: Mutex::new(BTreeMap::new()),
         }
@@ -168,6 +184,13 @@ impl Kubelet {
                 .collect();
         for n in nodes {
             n.kill();
+        }
+        let groups: Vec<u32> =
+            std::mem::take(&mut *self.processes.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .collect();
+        for g in groups {
+            process::kill_group(g);
         }
         for w in self
             .workers

@@ -66,6 +66,44 @@ pub(super) fn waiting(reason: &str, message: Option<String>) -> ContainerState {
     }
 }
 
+/// How long a container waits before its `crashes`-th restart (`CrashLoopBackOff`): 1 s, 2 s,
+/// 4 s, then 5 s. Kubernetes doubles from 10 s up to 5 minutes; kubesim keeps the shape but not
+/// the length, so tests of crash loops take seconds.
+pub fn crash_backoff(crashes: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(((1u64 << crashes.clamp(1, 4)).min(10) / 2).max(1))
+}
+
+/// The `CrashLoopBackOff` waiting message, worded like the kubelet's.
+pub(super) fn backoff_message(backoff: std::time::Duration, container: &str, pod: &Pod) -> String {
+    format!(
+        "back-off {}s restarting failed container={container} pod={}_{}({})",
+        backoff.as_secs(),
+        pod.name_any(),
+        pod.namespace().unwrap_or_default(),
+        pod.uid().unwrap_or_default()
+    )
+}
+
+/// A terminated container state.
+pub(super) fn terminated(
+    exit_code: i32,
+    reason: &str,
+    message: Option<String>,
+    started_at: Option<Time>,
+) -> ContainerState {
+    ContainerState {
+        terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+            exit_code,
+            reason: Some(reason.into()),
+            message: message.filter(|m| !m.is_empty()),
+            started_at,
+            finished_at: Some(now()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub(super) fn running(since: Time) -> ContainerState {
     ContainerState {
         running: Some(ContainerStateRunning {
@@ -196,6 +234,12 @@ pub fn compute_status(pod: &Pod, obs: &Observed) -> PodStatus {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn crash_backoff_grows_then_stays() {
+        let secs: Vec<u64> = (1..=6).map(|c| crash_backoff(c).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 5, 5, 5]);
+    }
 
     #[test]
     fn status_reports_ip_conditions_and_gates() {

@@ -13,7 +13,9 @@ use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::status::{Observed, compute_status, now, running, waiting};
+use super::status::{
+    Observed, backoff_message, compute_status, crash_backoff, now, running, waiting,
+};
 use super::{Ctl, Kubelet};
 use crate::sim::{Result, is_conflict, is_not_found, key_of, rabbit, volumes};
 
@@ -124,12 +126,14 @@ impl Kubelet {
             message: None,
             image_id: None,
         };
-        let end = match rabbit::rabbit_container(&pod).cloned() {
-            Some(c) => self.run_broker(&mut pod_rx, &mut ctl, &mut obs, c).await,
-            None => {
-                self.run_without_process(&pod, &mut pod_rx, &mut ctl, &mut obs)
-                    .await
-            }
+        let end = if let Some(c) = rabbit::rabbit_container(&pod).cloned() {
+            self.run_broker(&mut pod_rx, &mut ctl, &mut obs, c).await
+        } else if let Some((c, program)) = self.mapped_container(&pod) {
+            self.run_process(&mut pod_rx, &mut ctl, &mut obs, c, program)
+                .await
+        } else {
+            self.run_without_process(&pod, &mut pod_rx, &mut ctl, &mut obs)
+                .await
         };
         self.finish(&pod, end).await;
     }
@@ -190,6 +194,75 @@ impl Kubelet {
             self.publish(pod_rx, obs).await;
             if let Some(c) = pause(Duration::from_secs(30), ctl, pod_rx).await {
                 return c;
+            }
+        }
+    }
+
+    /// After a run ended (`obs.last_state` says how): per `restartPolicy`, either the pod ends
+    /// (`Never`, or `OnFailure` after success: `Failed`/`Succeeded`, returning only once the pod
+    /// goes) or the container is restarted after a back-off (`CrashLoopBackOff`, Warning
+    /// `BackOff`, `restartCount` + 1). `Some` when the pod went meanwhile.
+    pub(super) async fn restart_after_failure(
+        &self,
+        pod_rx: &mut watch::Receiver<Pod>,
+        ctl: &mut watch::Receiver<Ctl>,
+        obs: &mut Observed,
+        container: &str,
+        restart_policy: &str,
+        crashes: &mut u32,
+    ) -> Option<Ctl> {
+        obs.ready = false;
+        let code = obs
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map_or(1, |t| t.exit_code);
+        let restart = match restart_policy {
+            "Never" => false,
+            "OnFailure" => code != 0,
+            _ => true,
+        };
+        if !restart {
+            obs.phase = if code == 0 { "Succeeded" } else { "Failed" };
+            obs.state = obs.last_state.take().unwrap_or_default();
+            self.publish(pod_rx, obs).await;
+            loop {
+                if let Some(c) = pause(Duration::from_secs(30), ctl, pod_rx).await {
+                    return Some(c);
+                }
+            }
+        }
+        *crashes += 1;
+        obs.restarts += 1;
+        let backoff = crash_backoff(*crashes);
+        let pod = pod_rx.borrow().clone();
+        self.event(
+            pod_rx,
+            true,
+            "BackOff",
+            format!(
+                "Back-off restarting failed container {container} in pod {}_{}({})",
+                pod.name_any(),
+                pod.namespace().unwrap_or_default(),
+                pod.uid().unwrap_or_default()
+            ),
+        )
+        .await;
+        obs.state = waiting(
+            "CrashLoopBackOff",
+            Some(backoff_message(backoff, container, &pod)),
+        );
+        self.publish(pod_rx, obs).await;
+        // The whole back-off: `pause` also ends on any change of the pod, the status write
+        // just made included.
+        let until = tokio::time::Instant::now() + backoff;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if let Some(c) = pause(left, ctl, pod_rx).await {
+                return Some(c);
             }
         }
     }

@@ -28,11 +28,18 @@ pub(super) fn ready(
             format!("served by {}", routed.join(" and ")),
         )
     } else {
-        (
-            false,
-            reasons::PROVISIONING,
-            format!("waiting for {} to serve the tenant", routed.join(" and ")),
-        )
+        // What the kubelet says about broker pods that do not come up, so the instance shows
+        // why it waits (a crash-looping broker), not only that it does.
+        let problems: Vec<&str> = [&o.shared, &o.dedicated]
+            .into_iter()
+            .flat_map(|c| c.pod_problems.iter().map(String::as_str))
+            .collect();
+        let mut message = format!("waiting for {} to serve the tenant", routed.join(" and "));
+        if !problems.is_empty() {
+            message.push_str("; ");
+            message.push_str(&problems.join("; "));
+        }
+        (false, reasons::PROVISIONING, message)
     };
     cond(o, conditions::READY, on, reason, message, now)
 }

@@ -85,12 +85,19 @@ pub(super) fn preparing(o: &Observed, now: DateTime<Utc>) -> Decision {
             .progress(note);
     }
     let waiting = match o.cluster_by_ref(&m.destination) {
-        Some(c) if !c.ready() => format!(
-            "waiting for {}: {}/{} replicas ready",
-            describe(&m.destination),
-            c.ready_replicas,
-            c.desired_replicas
-        ),
+        Some(c) if !c.ready() => {
+            let mut w = format!(
+                "waiting for {}: {}/{} replicas ready",
+                describe(&m.destination),
+                c.ready_replicas,
+                c.desired_replicas
+            );
+            for p in &c.pod_problems {
+                w.push_str("; ");
+                w.push_str(p);
+            }
+            w
+        }
         Some(c) if !c.reachable() => format!(
             "waiting for the management API of {}",
             describe(&m.destination)

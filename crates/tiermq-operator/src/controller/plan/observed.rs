@@ -91,6 +91,10 @@ pub struct ClusterObservation {
     /// `deprecated_features.permit.transient_nonexcl_queues = false`): it refuses clients
     /// declaring them, and its definitions import skips them.
     pub refuses_transient_queues: bool,
+    /// Why broker pods are not ready, as their kubelet reports it (a container in
+    /// `CrashLoopBackOff` with its last exit code, a configuration error), one line per pod;
+    /// looked at only while replicas are missing. Carried into the instance's conditions.
+    pub pod_problems: Vec<String>,
 }
 
 impl ClusterObservation {
@@ -105,6 +109,7 @@ impl ClusterObservation {
             broker: None,
             rabbitmq_major: None,
             refuses_transient_queues: false,
+            pod_problems: Vec::new(),
         }
     }
 

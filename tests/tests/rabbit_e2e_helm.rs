@@ -1,0 +1,275 @@
+//! The operator installed the way users install it: `helm install` of `charts/tiermq` onto
+//! kubesim, whose kubelet runs the chart's operator image as this build's `tiermq-operator`
+//! binary in-cluster (its ServiceAccount token, `KUBERNETES_SERVICE_HOST`, probes). A SharedCluster
+//! and an instance are applied with kubectl and the instance is converted shared → dedicated with
+//! real brokers; the operator does all of it under the chart's RBAC, and kubesim's request log
+//! shows not one of its requests denied.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tiermq_crd::{MigrationPhase, Tier};
+use tiermq_testkit::tools::{self, Tool};
+use tiermq_tests::harness::{
+    InstanceSpec, World, flip_tier, operator_binary, shared_cluster_yaml, workspace_root,
+};
+
+const OPERATOR_NS: &str = "tiermq-system";
+const SA_USER: &str = "system:serviceaccount:tiermq-system:tiermq";
+const NS: &str = "team-a";
+const NAME: &str = "orders";
+
+/// `helm` with a private HOME and the cluster's kubeconfig; panics with its output on failure.
+async fn helm(helm: &PathBuf, world: &World, home: &std::path::Path, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(helm)
+            .args(args)
+            .env("HOME", home)
+            .env("HELM_CACHE_HOME", home.join("helm-cache"))
+            .env("HELM_CONFIG_HOME", home.join("helm-config"))
+            .env("HELM_DATA_HOME", home.join("helm-data"))
+            .env("KUBECONFIG", world.cluster.kubeconfig_path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("helm finishes within 120 s")
+    .expect("helm runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm {}: {text}", args.join(" "));
+    text
+}
+
+/// The operator pod's log (for failure messages).
+async fn operator_log(world: &World) -> String {
+    world
+        .kubectl
+        .run(
+            &[
+                "logs",
+                "-n",
+                OPERATOR_NS,
+                "-l",
+                "app.kubernetes.io/instance=tiermq",
+                "--tail=40",
+            ],
+            None,
+        )
+        .await
+        .map(|o| o.stdout)
+        .unwrap_or_default()
+}
+
+/// (API group, resource, verb) of every rule the chart's ClusterRole and Role grant, as installed.
+async fn granted_rules(world: &World) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for args in [
+        vec!["get", "clusterrole", "tiermq", "-o", "json"],
+        vec![
+            "get",
+            "role",
+            "-n",
+            OPERATOR_NS,
+            "tiermq-leader-election",
+            "-o",
+            "json",
+        ],
+    ] {
+        let json = world.kubectl.ok(&args, None).await.unwrap();
+        let role: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            let list = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            };
+            for g in list("apiGroups") {
+                for r in list("resources") {
+                    for v in list("verbs") {
+                        out.push((g.clone(), r.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
+    let Some(helm_bin) = tools::require(
+        Tool::Helm,
+        "helm_installed_operator_converts_an_instance_under_the_charts_rbac",
+    ) else {
+        return;
+    };
+    let bin = operator_binary().unwrap();
+    let mut world = World::start_with_images("helm-e2e", &[("tiermq-operator", bin.as_path())])
+        .await
+        .unwrap();
+    let home = world.dir.join("helm-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let chart = workspace_root().join("charts/tiermq");
+    helm(
+        &helm_bin,
+        &world,
+        &home,
+        &[
+            "install",
+            "tiermq",
+            &chart.display().to_string(),
+            "-n",
+            OPERATOR_NS,
+            "--create-namespace",
+            // Pods share the host's network on kubesim: listen on the pod's own address.
+            "--set-string",
+            "metrics.bindAddress=$(POD_IP)",
+            // Host processes (kubesim's pods) reach brokers by ClusterIP, not cluster DNS.
+            "--set",
+            "operator.brokerAddressing=cluster-ip",
+            "--set",
+            "operator.drainPollSeconds=1",
+            "--set",
+            "operator.brokerStatsIntervalMs=500",
+            "--wait",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+
+    world.kubectl.apply(&shared_cluster_yaml(10)).await.unwrap();
+    let spec = InstanceSpec {
+        namespace: NS,
+        name: NAME,
+        tier: "Shared",
+        drain_strategy: "Consume",
+        grace_period_seconds: 2,
+        connection_policy: None,
+    };
+    world.kubectl.apply(&spec.yaml()).await.unwrap();
+    if let Err(e) = world.wait_ready(NS, NAME, Duration::from_secs(180)).await {
+        panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
+    }
+    flip_tier(&world.kubectl, NS, NAME, "Dedicated")
+        .await
+        .unwrap();
+    let done = world
+        .wait_status(
+            NS,
+            NAME,
+            "converted to Dedicated",
+            Duration::from_secs(240),
+            |s| {
+                s.tier == Some(Tier::Dedicated)
+                    && s.migration_phase == Some(MigrationPhase::Stable)
+                    && s.phase == Some(tiermq_crd::InstancePhase::Ready)
+            },
+        )
+        .await;
+    if let Err(e) = done {
+        panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
+    }
+
+    // And back: the dedicated cluster's objects are deleted under the same RBAC.
+    flip_tier(&world.kubectl, NS, NAME, "Shared").await.unwrap();
+    let done = world
+        .wait_status(
+            NS,
+            NAME,
+            "converted back to Shared",
+            Duration::from_secs(240),
+            |s| {
+                s.tier == Some(Tier::Shared)
+                    && s.migration_phase == Some(MigrationPhase::Stable)
+                    && s.phase == Some(tiermq_crd::InstancePhase::Ready)
+            },
+        )
+        .await;
+    if let Err(e) = done {
+        panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
+    }
+
+    // Everything above was done by the in-cluster operator under its ServiceAccount, and the
+    // chart's RBAC allowed every request it made.
+    let log = world.cluster.api().request_log().records_of(SA_USER);
+    let denied: Vec<String> = log
+        .iter()
+        .filter(|r| r.code == 401 || r.code == 403)
+        .map(|r| {
+            format!(
+                "{} {}/{} {} -> {}",
+                r.verb, r.api_group, r.resource, r.uri, r.code
+            )
+        })
+        .collect();
+    assert!(denied.is_empty(), "denied by the chart's RBAC: {denied:#?}");
+    let granted = granted_rules(&world).await;
+    let unused: Vec<String> = granted
+        .iter()
+        .filter(|(group, resource, verb)| {
+            let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+            !log.iter().any(|r| {
+                r.api_group == *group
+                    && r.resource == resource
+                    && r.subresource == sub
+                    && (r.verb == *verb
+                        // A server-side apply that creates its object is authorized as create.
+                        || (verb == "create" && r.verb == "patch" && r.code == 201))
+            })
+        })
+        .map(|(g, r, v)| format!("{v} {g}/{r}"))
+        .collect();
+    // Not asserted (yet): some grants are used only on paths this run does not take, others
+    // are candidates for narrowing; printed for the record.
+    println!("granted but unused in this run: {unused:#?}");
+    for resource in ["statefulsets", "services", "secrets", "endpointslices"] {
+        assert!(
+            log.iter()
+                .any(|r| r.resource == resource && r.is_write() && r.code < 300),
+            "the operator wrote no {resource} under its ServiceAccount"
+        );
+    }
+    assert!(
+        log.iter().any(|r| r.resource == "rabbitmqinstances"
+            && r.subresource == "status"
+            && r.is_write()
+            && r.code < 300),
+        "the operator wrote no instance status under its ServiceAccount"
+    );
+    // The operator pod ran throughout: never restarted.
+    let pods = world
+        .kubectl
+        .ok(
+            &[
+                "get",
+                "pods",
+                "-n",
+                OPERATOR_NS,
+                "-l",
+                "app.kubernetes.io/instance=tiermq",
+                "-o",
+                "jsonpath={.items[*].status.containerStatuses[*].restartCount}",
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pods.trim(), "0", "operator restarts: {pods}");
+    helm(
+        &helm_bin,
+        &world,
+        &home,
+        &["uninstall", "tiermq", "-n", OPERATOR_NS, "--wait"],
+    )
+    .await;
+}
