@@ -1,7 +1,5 @@
 //! Operator configuration: flags, each with an environment variable (the chart sets those).
 
-#![warn(missing_docs)]
-
 use std::net::SocketAddr;
 
 use clap::{Args, ValueEnum};

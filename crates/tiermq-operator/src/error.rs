@@ -11,8 +11,6 @@
 //! (the spec, a missing SharedCluster), so it is reported on the object (condition and one Warning
 //! Event) and looked at again after the given delay.
 
-#![warn(missing_docs)]
-
 use std::fmt;
 use std::time::Duration;
 

@@ -9,8 +9,6 @@
 //! Why in the binary: a kill from outside lands between a step and its record only by chance;
 //! this lands there every time, in every phase.
 
-#![warn(missing_docs)]
-
 use std::path::PathBuf;
 
 use tiermq_crd::MigrationPhase;

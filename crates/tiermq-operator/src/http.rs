@@ -1,8 +1,6 @@
 //! `/metrics`, `/healthz` (the process is alive) and `/readyz` (this replica is either the leader
 //! with its controllers running, or a healthy standby).
 
-#![warn(missing_docs)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -19,8 +19,6 @@
 //! up leadership at a renew deadline shorter than the lease (the guarantee split-brain safety
 //! rests on) or offer a per-action confirmation.
 
-#![warn(missing_docs)]
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,8 @@
 //! - [`config`], [`telemetry`], [`metrics`], [`http`], [`leader`]: the process around them.
 //! - [`fault`]: the crash tests' hook (inert unless its environment variable is set).
 
+#![warn(missing_docs)]
+
 pub mod build;
 pub mod config;
 pub mod controller;

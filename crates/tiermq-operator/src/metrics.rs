@@ -7,8 +7,6 @@
 //! categories, stages and steps, tiers, phases, condition types, outcomes), except the drain
 //! gauges, which carry `namespace` and `instance` and exist only while that instance drains.
 
-#![warn(missing_docs)]
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

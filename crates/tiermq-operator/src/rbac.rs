@@ -8,8 +8,6 @@
 //! every write is a PATCH (server-side apply or merge patch), so there is no `update` except on
 //! `*/finalizers`, which owner references with `blockOwnerDeletion` require.
 
-#![warn(missing_docs)]
-
 use std::collections::BTreeMap;
 
 use crate::build::{self, BrokerCluster, ClusterObjects, Secret, Write};

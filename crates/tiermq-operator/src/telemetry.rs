@@ -1,7 +1,5 @@
 //! Structured logs. `RUST_LOG` filters (default `info`); the format is JSON or pretty.
 
-#![warn(missing_docs)]
-
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;

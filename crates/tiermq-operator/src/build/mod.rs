@@ -41,8 +41,6 @@
 //! [`Secret`] never shows its content in `Debug`; the built Kubernetes `Secret` objects hold the
 //! values, so callers must not log them.
 
-#![warn(missing_docs)]
-
 pub mod admin_secret;
 pub mod cluster_service;
 pub mod config_map;

@@ -3,8 +3,6 @@
 //! controls: an existing object of the same name whose controller is another resource (or none)
 //! is never taken over ([`Error::NotOwned`]).
 
-#![warn(missing_docs)]
-
 use std::fmt::Debug;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

@@ -12,8 +12,6 @@
 //! on them is still needed. Deletion goes by the cluster label and the owner's UID, kind by kind,
 //! so it never touches an object the cluster's owner does not control.
 
-#![warn(missing_docs)]
-
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret as SecretObject, Service};
 use kube::ResourceExt;

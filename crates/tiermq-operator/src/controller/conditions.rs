@@ -6,8 +6,6 @@
 //! [`super::shared_cluster::desired_status`]. Their types and reasons are in
 //! [`tiermq_crd::conditions`].
 
-#![warn(missing_docs)]
-
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 

@@ -1,8 +1,6 @@
 //! What every reconcile shares: the API client, the configuration, metrics, the Event recorder,
 //! the cache of instances (for placement counts) and per-object retry backoff.
 
-#![warn(missing_docs)]
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

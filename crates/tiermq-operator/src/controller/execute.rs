@@ -14,8 +14,6 @@
 //!   open there (the planner closes them first and waits for a sample after that), then lets
 //!   `retire_tenant` look at the vhost, its queues included, once more.
 
-#![warn(missing_docs)]
-
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;

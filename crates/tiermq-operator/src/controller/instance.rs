@@ -16,8 +16,6 @@
 //! the others (API server, broker, not ready yet) return an error, and the controller retries with
 //! a per-object exponential backoff.
 
-#![warn(missing_docs)]
-
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};

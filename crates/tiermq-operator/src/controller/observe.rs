@@ -112,6 +112,8 @@ pub async fn placed_keys(ctx: &Context, r: &ClusterRef) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Instance `i` is placed on cluster `r`: it serves from it, or `r` is the source or the
+/// destination of its running conversion.
 pub fn placed_on(i: &RabbitMQInstance, r: &ClusterRef) -> bool {
     let Some(s) = &i.status else { return false };
     s.serving.as_ref() == Some(r)

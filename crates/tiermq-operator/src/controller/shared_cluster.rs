@@ -3,8 +3,6 @@
 //! (instances placed on it, including ones migrating onto or off it) and a `Ready` condition with
 //! `observedGeneration`. Status is written only when it changed.
 
-#![warn(missing_docs)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

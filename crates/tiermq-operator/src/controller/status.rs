@@ -3,8 +3,6 @@
 //! `null`, so an ended migration really disappears). Events go out after the status was written,
 //! so a failed write never announces a transition that was not recorded.
 
-#![warn(missing_docs)]
-
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType as KubeEventType};
 use kube::{Resource, ResourceExt};

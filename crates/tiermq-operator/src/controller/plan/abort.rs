@@ -4,8 +4,6 @@
 //! at once. Nothing waits for a destination that never served, so an abort also ends when the
 //! destination never became ready (a broken image, an unbindable volume).
 
-#![warn(missing_docs)]
-
 use chrono::{DateTime, Utc};
 use tiermq_crd::conditions::events;
 use tiermq_crd::{ClusterKind, MigrationOutcome, MigrationStatus};

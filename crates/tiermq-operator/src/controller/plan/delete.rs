@@ -1,7 +1,5 @@
 //! R-delete: the finalizer's cleanup when the instance is deleted.
 
-#![warn(missing_docs)]
-
 use tiermq_crd::{ClusterKind, ClusterRef, MigrationPhase};
 
 use super::Decision;

@@ -29,8 +29,6 @@
 //! period before the source is retired is never shorter than twice that
 //! ([`grace_seconds`]).
 
-#![warn(missing_docs)]
-
 use chrono::{DateTime, Utc};
 use tiermq_crd::MigrationStatus;
 

@@ -1,8 +1,6 @@
 //! The allowed phase transitions, written down once as data. The planner's tests check every
 //! transition it makes against this table; staying in a phase is always allowed.
 
-#![warn(missing_docs)]
-
 use tiermq_crd::MigrationPhase::{self, *};
 
 /// Every transition between two different phases the planner may make, with the rule that makes it.

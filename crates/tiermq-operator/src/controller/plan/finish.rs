@@ -2,8 +2,6 @@
 //! cluster, migration with per-phase start times, history, phase, conditions), the Events and the
 //! requeue delay.
 
-#![warn(missing_docs)]
-
 use chrono::{DateTime, Utc};
 use tiermq_crd::conditions::{self as types, events};
 use tiermq_crd::{

@@ -1,8 +1,6 @@
 //! R-stable and R-blocked: an instance without a running conversion, and the gate a tier flip
 //! passes before a conversion starts.
 
-#![warn(missing_docs)]
-
 use chrono::{DateTime, Utc};
 use tiermq_crd::conditions::{events, reasons};
 use tiermq_crd::{MigrationPhase, Tier};

@@ -72,6 +72,7 @@ fn route_key(r: &ClusterRef) -> (String, String, bool) {
 /// One broker cluster (a SharedCluster or an instance's dedicated StatefulSet).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterObservation {
+    /// Which cluster this is.
     pub cluster: ClusterRef,
     /// The StatefulSet (for a SharedCluster: the SharedCluster object and its StatefulSet) exists.
     pub exists: bool,
@@ -149,8 +150,11 @@ impl ClusterObservation {
 /// Three-valued tenant presence: the planner deletes or skips only on a definite answer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TenantState<'a> {
+    /// The broker answered and the tenant's vhost exists.
     Present(&'a TenantObservation),
+    /// The broker answered and the vhost does not exist (or the cluster itself is gone).
     Absent,
+    /// The broker could not be asked; nothing may be concluded.
     Unknown,
 }
 
@@ -229,6 +233,7 @@ impl Access {
 /// Dynamic shovels on the vhost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShovelObservation {
+    /// Drain shovels declared and not terminated (starting, running, or not reported yet).
     pub running: u32,
     /// Shovels in a failed/terminated state; reported in conditions, re-created by `StartShovels`.
     pub failed: u32,
@@ -277,10 +282,13 @@ impl BacklogSample {
 /// Message counts of one queue, and what decides whether it can move.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueMessages {
+    /// The queue's name.
     pub queue: String,
+    /// Ready messages, not counting `delayed`.
     pub ready: i64,
     /// Unacknowledged, plus a quorum queue's messages waiting for at-least-once dead-lettering.
     pub unacked: i64,
+    /// Ready messages of a delay queue (TTL + dead-letter delayed delivery), counted apart.
     pub delayed: i64,
     /// Exclusive or auto-delete: its messages belong to one connection.
     pub subscriber: bool,
@@ -297,6 +305,7 @@ pub struct QueueMessages {
 }
 
 impl QueueMessages {
+    /// Every message still in the queue: ready, unacknowledged and delayed.
     pub fn total(&self) -> i64 {
         self.ready.max(0) + self.unacked.max(0) + self.delayed.max(0)
     }

@@ -1,8 +1,6 @@
 //! What the planner returns: the next phase, the steps that bring the world to it, the status to
 //! record, the Events to emit and when to look again.
 
-#![warn(missing_docs)]
-
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -2,8 +2,6 @@
 //! ([`new_instance_problem`]) and a downgrade (the gate in `idle`). The SharedCluster must exist
 //! and have room; an instance already placed or migrating there counts as having room.
 
-#![warn(missing_docs)]
-
 use tiermq_crd::conditions::reasons;
 use tiermq_crd::{ClusterRef, Tier};
 

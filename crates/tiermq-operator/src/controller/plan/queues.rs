@@ -28,8 +28,6 @@
 //! (4.x refuses them; the broker step's copy does it), and transient non-exclusive queues move
 //! although 4.x deprecates them.
 
-#![warn(missing_docs)]
-
 use tiermq_crd::conditions::reasons;
 use tiermq_crd::{ClusterKind, ClusterRef};
 

@@ -2,8 +2,6 @@
 //! puts on it while a conversion runs (the operator's own status writes do not trigger
 //! reconciles, so the requeue is what moves a conversion along and samples a draining cluster).
 
-#![warn(missing_docs)]
-
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -1,8 +1,6 @@
 //! Roles and small observation helpers the phase functions share: which cluster is the source and
 //! which the destination, what the observation says about each, and how to name them in messages.
 
-#![warn(missing_docs)]
-
 use chrono::{DateTime, Utc};
 use tiermq_crd::{ClusterKind, ClusterRef, ConnectionPolicy, MigrationStatus, Tier};
 

@@ -1,7 +1,5 @@
 //! Conversions between the planner's clock (`chrono`) and Kubernetes `Time` (`jiff` inside).
 
-#![warn(missing_docs)]
-
 use chrono::{DateTime, TimeZone, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
