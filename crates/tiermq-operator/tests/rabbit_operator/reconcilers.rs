@@ -139,6 +139,40 @@ where
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Changes an annotation of SharedCluster `name` every second (each change is a reconcile, so
+/// a test need not wait out a slow retry) until its `Degraded` condition has `status`; returns
+/// that condition.
+async fn poke_until_degraded_is(
+    scs: &Api<SharedCluster>,
+    name: &str,
+    status: &str,
+    what: &str,
+    timeout: Duration,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let pokes = std::sync::atomic::AtomicU32::new(0);
+    eventually(what, timeout, || {
+        let n = pokes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let scs = scs.clone();
+        async move {
+            let _ = scs
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"test/poke": n.to_string()}}}),
+                    ),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let st = scs.get(name).await.ok()?.status?;
+            st.conditions
+                .into_iter()
+                .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == status)
+        }
+    })
+    .await
+}
+
 async fn create_shared_cluster(c: &kube::Client, name: &str) {
     let sc: SharedCluster = serde_json::from_value(json!({
         "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
@@ -462,136 +496,6 @@ async fn a_shared_instance_gets_a_tenant_and_working_credentials_through_its_ser
     .await;
     assert!(admin.get_vhost("default.orders").await.unwrap().is_none());
     assert!(admin.get_user("default.orders").await.unwrap().is_none());
-    env.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upgrade_shared_to_dedicated_passes_the_phases_in_order_and_loses_nothing() {
-    let _serial = SERIAL.lock().await;
-    let env = Env::start().await;
-    let c = env.client();
-    create_shared_cluster(&c, "main").await;
-    create_instance(&c, "orders", "main").await;
-    wait_ready_shared(&c, "orders").await;
-    let (uri, secret_before) = instance_uri(&c, "orders").await;
-
-    // Messages waiting on the shared broker before the flip.
-    const N: u64 = 200;
-    let conn = connect(&uri).await;
-    publish(&conn, "work", 0..N).await;
-    let _ = conn.close(200, "done".into()).await;
-
-    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
-    api.patch(
-        "orders",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
-    )
-    .await
-    .unwrap();
-
-    // Watch the phases as they are recorded.
-    let seen_log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<MigrationPhase>::new()));
-    let done = eventually(
-        "the upgrade completes",
-        BOOT + Duration::from_secs(120),
-        || {
-            let api = api.clone();
-            let seen = seen_log.clone();
-            async move {
-                let i = api.get("orders").await.ok()?;
-                let st = i.status?;
-                if let Some(p) = st.migration_phase {
-                    let mut seen = seen.lock().unwrap();
-                    if seen.last() != Some(&p) {
-                        seen.push(p);
-                    }
-                }
-                (st.tier == Some(Tier::Dedicated)
-                    && st.migration_phase == Some(MigrationPhase::Stable)
-                    && !st.history.is_empty())
-                .then_some(st)
-            }
-        },
-    )
-    .await;
-    let expected = [
-        MigrationPhase::Stable,
-        MigrationPhase::PreparingDestination,
-        MigrationPhase::DualWriteDualRead,
-        MigrationPhase::SingleWriteDualRead,
-        MigrationPhase::DrainingSource,
-        MigrationPhase::DestinationOnly,
-        MigrationPhase::Completed,
-        MigrationPhase::Stable,
-    ];
-    let seen = seen_log.lock().unwrap().clone();
-    // Polling may miss short phases, but what it saw must follow the expected order.
-    let mut rest = expected.iter();
-    assert!(
-        seen.iter().all(|p| rest.any(|e| e == p)),
-        "phases observed in order: {seen:?}"
-    );
-    let record = done.history.last().unwrap();
-    assert_eq!(
-        (record.from, record.to, format!("{:?}", record.outcome)),
-        (Tier::Shared, Tier::Dedicated, "Completed".to_string())
-    );
-    let recorded: Vec<MigrationPhase> = record.phase_seconds.iter().map(|p| p.phase).collect();
-    assert_eq!(
-        recorded,
-        expected[1..7].to_vec(),
-        "every phase recorded in order"
-    );
-    assert_eq!(done.serving.as_ref().unwrap().name, "orders-dedicated");
-
-    // Zero loss: every message is on the dedicated broker, reached through the same Service.
-    let (uri_after, secret_after) = instance_uri(&c, "orders").await;
-    assert_eq!(secret_before, secret_after, "credentials Secret unchanged");
-    let conn = connect(&uri_after).await;
-    let got = consume(&conn, "work", N as usize, Duration::from_secs(15)).await;
-    let lost: Vec<u64> = (0..N).filter(|id| !got.contains_key(id)).collect();
-    let dups: u32 = got.values().map(|n| n - 1).sum();
-    assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
-    eprintln!(
-        "upgrade: {N} sent, {} received, 0 lost, {dups} duplicates; phases {seen:?}",
-        got.len()
-    );
-    let _ = conn.close(200, "done".into()).await;
-
-    // The source tenant is gone from the shared broker; the dedicated one serves it.
-    let shared = admin_client(&c, "main").await;
-    assert!(shared.get_vhost("default.orders").await.unwrap().is_none());
-    let dedicated = admin_client(&c, "orders-dedicated").await;
-    assert!(
-        dedicated
-            .get_vhost("default.orders")
-            .await
-            .unwrap()
-            .is_some()
-    );
-
-    // The transitions were announced as Events (once each).
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), NS);
-    let list = events.list(&Default::default()).await.unwrap();
-    let reasons: Vec<String> = list
-        .items
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orders"))
-        .filter_map(|e| e.reason.clone())
-        .collect();
-    for want in [
-        "ConversionStarted",
-        "WriteCutover",
-        "SourceDrained",
-        "ConversionCompleted",
-    ] {
-        assert_eq!(
-            reasons.iter().filter(|r| *r == want).count(),
-            1,
-            "{want} emitted once: {reasons:?}"
-        );
-    }
     env.shutdown().await;
 }
 
@@ -1132,16 +1036,147 @@ async fn conversion_under_steady_load(from: &str, to: Tier, drain: &str) {
     env.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing() {
-    let _serial = SERIAL.lock().await;
-    conversion_under_steady_load("Shared", Tier::Dedicated, "Shovel").await;
-}
-
-/// The other steady-load combinations (the end-to-end tests in `tests/` run all four through
-/// the binary in `make test`); opt-in with `make test-faults` / the `full` nextest profile.
+/// The steady-load combinations (the end-to-end tests in `tests/` run the conversions under
+/// load through the binary in `make test`); opt-in with `make test-faults` / the `full` nextest
+/// profile.
 mod matrix {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn upgrade_shared_to_dedicated_passes_the_phases_in_order_and_loses_nothing() {
+        let _serial = SERIAL.lock().await;
+        let env = Env::start().await;
+        let c = env.client();
+        create_shared_cluster(&c, "main").await;
+        create_instance(&c, "orders", "main").await;
+        wait_ready_shared(&c, "orders").await;
+        let (uri, secret_before) = instance_uri(&c, "orders").await;
+
+        // Messages waiting on the shared broker before the flip.
+        const N: u64 = 200;
+        let conn = connect(&uri).await;
+        publish(&conn, "work", 0..N).await;
+        let _ = conn.close(200, "done".into()).await;
+
+        let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+        )
+        .await
+        .unwrap();
+
+        // Watch the phases as they are recorded.
+        let seen_log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<MigrationPhase>::new()));
+        let done = eventually(
+            "the upgrade completes",
+            BOOT + Duration::from_secs(120),
+            || {
+                let api = api.clone();
+                let seen = seen_log.clone();
+                async move {
+                    let i = api.get("orders").await.ok()?;
+                    let st = i.status?;
+                    if let Some(p) = st.migration_phase {
+                        let mut seen = seen.lock().unwrap();
+                        if seen.last() != Some(&p) {
+                            seen.push(p);
+                        }
+                    }
+                    (st.tier == Some(Tier::Dedicated)
+                        && st.migration_phase == Some(MigrationPhase::Stable)
+                        && !st.history.is_empty())
+                    .then_some(st)
+                }
+            },
+        )
+        .await;
+        let expected = [
+            MigrationPhase::Stable,
+            MigrationPhase::PreparingDestination,
+            MigrationPhase::DualWriteDualRead,
+            MigrationPhase::SingleWriteDualRead,
+            MigrationPhase::DrainingSource,
+            MigrationPhase::DestinationOnly,
+            MigrationPhase::Completed,
+            MigrationPhase::Stable,
+        ];
+        let seen = seen_log.lock().unwrap().clone();
+        // Polling may miss short phases, but what it saw must follow the expected order.
+        let mut rest = expected.iter();
+        assert!(
+            seen.iter().all(|p| rest.any(|e| e == p)),
+            "phases observed in order: {seen:?}"
+        );
+        let record = done.history.last().unwrap();
+        assert_eq!(
+            (record.from, record.to, format!("{:?}", record.outcome)),
+            (Tier::Shared, Tier::Dedicated, "Completed".to_string())
+        );
+        let recorded: Vec<MigrationPhase> = record.phase_seconds.iter().map(|p| p.phase).collect();
+        assert_eq!(
+            recorded,
+            expected[1..7].to_vec(),
+            "every phase recorded in order"
+        );
+        assert_eq!(done.serving.as_ref().unwrap().name, "orders-dedicated");
+
+        // Zero loss: every message is on the dedicated broker, reached through the same Service.
+        let (uri_after, secret_after) = instance_uri(&c, "orders").await;
+        assert_eq!(secret_before, secret_after, "credentials Secret unchanged");
+        let conn = connect(&uri_after).await;
+        let got = consume(&conn, "work", N as usize, Duration::from_secs(15)).await;
+        let lost: Vec<u64> = (0..N).filter(|id| !got.contains_key(id)).collect();
+        let dups: u32 = got.values().map(|n| n - 1).sum();
+        assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
+        eprintln!(
+            "upgrade: {N} sent, {} received, 0 lost, {dups} duplicates; phases {seen:?}",
+            got.len()
+        );
+        let _ = conn.close(200, "done".into()).await;
+
+        // The source tenant is gone from the shared broker; the dedicated one serves it.
+        let shared = admin_client(&c, "main").await;
+        assert!(shared.get_vhost("default.orders").await.unwrap().is_none());
+        let dedicated = admin_client(&c, "orders-dedicated").await;
+        assert!(
+            dedicated
+                .get_vhost("default.orders")
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        // The transitions were announced as Events (once each).
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), NS);
+        let list = events.list(&Default::default()).await.unwrap();
+        let reasons: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orders"))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        for want in [
+            "ConversionStarted",
+            "WriteCutover",
+            "SourceDrained",
+            "ConversionCompleted",
+        ] {
+            assert_eq!(
+                reasons.iter().filter(|r| *r == want).count(),
+                1,
+                "{want} emitted once: {reasons:?}"
+            );
+        }
+        env.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn upgrade_under_steady_load_completes_while_publishing_and_loses_nothing() {
+        let _serial = SERIAL.lock().await;
+        conversion_under_steady_load("Shared", Tier::Dedicated, "Shovel").await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn downgrade_under_steady_load_with_consume_drain_loses_nothing() {
@@ -1262,36 +1297,12 @@ async fn a_shared_cluster_keeps_its_secrets_and_is_not_deleted_under_its_instanc
         .delete("main-admin", &Default::default())
         .await
         .unwrap();
-    let poke = |n: u32| {
-        let scs = scs.clone();
-        async move {
-            let _ = scs
-                .patch(
-                    "main",
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"metadata": {"annotations": {"test/poke": n.to_string()}}}),
-                    ),
-                )
-                .await;
-        }
-    };
-    let mut n = 0;
-    let degraded = eventually(
+    let degraded = poke_until_degraded_is(
+        &scs,
+        "main",
+        "True",
         "the SharedCluster reports the missing Secret",
         Duration::from_secs(60),
-        || {
-            n += 1;
-            let (scs, poke) = (scs.clone(), poke(n));
-            async move {
-                poke.await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let st = scs.get("main").await.ok()?.status?;
-                st.conditions
-                    .into_iter()
-                    .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "True")
-            }
-        },
     )
     .await;
     println!("degraded: {}", degraded.message);
@@ -1318,20 +1329,13 @@ async fn a_shared_cluster_keeps_its_secrets_and_is_not_deleted_under_its_instanc
         .create(&PostParams::default(), &restored)
         .await
         .unwrap();
-    let mut n = 100;
-    eventually("Degraded clears", Duration::from_secs(60), || {
-        n += 1;
-        let (scs, poke) = (scs.clone(), poke(n));
-        async move {
-            poke.await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let st = scs.get("main").await.ok()?.status?;
-            st.conditions
-                .iter()
-                .any(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "False")
-                .then_some(())
-        }
-    })
+    poke_until_degraded_is(
+        &scs,
+        "main",
+        "False",
+        "Degraded clears",
+        Duration::from_secs(60),
+    )
     .await;
 
     // Deleting the SharedCluster waits for the instance placed on it.
@@ -1458,31 +1462,12 @@ async fn names_that_would_collide_are_refused_and_the_first_owner_keeps_serving(
     scs.create(&PostParams::default(), &sc_named("orders"))
         .await
         .unwrap();
-    let mut n = 0;
-    let degraded = eventually(
+    let degraded = poke_until_degraded_is(
+        &scs,
+        "orders",
+        "True",
         "the later SharedCluster reports the name conflict",
         Duration::from_secs(150),
-        || {
-            n += 1;
-            let scs = scs.clone();
-            async move {
-                // Each annotation change is a reconcile (the retry after a report waits 60 s).
-                let _ = scs
-                    .patch(
-                        "orders",
-                        &PatchParams::default(),
-                        &Patch::Merge(
-                            json!({"metadata": {"annotations": {"test/poke": n.to_string()}}}),
-                        ),
-                    )
-                    .await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let st = scs.get("orders").await.ok()?.status?;
-                st.conditions
-                    .into_iter()
-                    .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "True")
-            }
-        },
     )
     .await;
     println!("degraded: {}", degraded.message);
