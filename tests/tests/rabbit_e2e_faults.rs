@@ -1,5 +1,5 @@
-//! The operator crashes, and the conversion completes anyway with nothing lost, nothing
-//! duplicated and nothing left behind.
+//! The operator crashes, the API server fails its requests or a broker is killed, and the
+//! conversion completes anyway with nothing lost, nothing duplicated and nothing left behind.
 //!
 //! Two kinds of crash, both with the operator restarted at once as a kubelet would:
 //! - **before every status write that records a phase change**: the operator's test hook
@@ -9,9 +9,13 @@
 //! - **a crash loop**: SIGKILL every 3–6 s for the whole conversion (every retirement step must be
 //!   short and recorded, or the loop never converges).
 //!
-//! `make test` runs one representative (an upgrade with a crash before every status write);
+//! Broker kills SIGKILL one side's broker process group in a given phase; the kubelet restarts
+//! it after its back-off.
+//!
+//! `make test` runs one representative of each (an upgrade with a crash before every status
+//! write, an upgrade through API faults, the destination killed in the dual phase);
 //! `make test-faults` runs the matrix (module `matrix`): both directions × both drains, an abort,
-//! and the crash loop both ways.
+//! the crash loop both ways, and the source killed in either drain.
 
 mod common;
 
@@ -168,9 +172,97 @@ async fn an_upgrade_through_api_server_faults_loses_nothing() {
     assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
 }
 
+/// A conversion under load during which one side's brokers are SIGKILLed (the kubelet restarts
+/// them): it completes, nothing is lost and nothing is left behind.
+async fn conversion_with_a_broker_killed(
+    name: &str,
+    from: Tier,
+    to: Tier,
+    drain: &str,
+    side: Side,
+    phase: tiermq_crd::MigrationPhase,
+) {
+    let o = convert_under_load_opts(
+        name,
+        from,
+        to,
+        drain,
+        &[Pattern::FanoutPubSub],
+        Opts {
+            broker_kill: Some(BrokerKill { side, phase }),
+            timeout: Duration::from_secs(300),
+            ..Opts::default()
+        },
+    )
+    .await;
+    println!(
+        "{name}: conversion took {:.1}s; lost {}; duplicates {}",
+        o.conversion.duration.as_secs_f64(),
+        o.report.lost,
+        o.report.duplicates
+    );
+    assert_nothing_duplicated_or_orphaned(&o.world, to).await;
+}
+
+/// The destination (the new dedicated broker) killed while clients write to both clusters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_destination_broker_killed_during_dual_write_loses_nothing() {
+    conversion_with_a_broker_killed(
+        "kill-destination-dual-write",
+        Tier::Shared,
+        Tier::Dedicated,
+        "Consume",
+        Side::Destination,
+        tiermq_crd::MigrationPhase::DualWriteDualRead,
+    )
+    .await;
+}
+
 /// The fault matrix, opt-in (`make test-faults`).
 mod matrix {
     use super::*;
+
+    /// The source (the dedicated broker) killed while the operator shovels its backlog away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_source_broker_killed_during_a_shovel_drain_loses_nothing() {
+        conversion_with_a_broker_killed(
+            "kill-source-shovel-drain",
+            Tier::Dedicated,
+            Tier::Shared,
+            "Shovel",
+            Side::Source,
+            tiermq_crd::MigrationPhase::DrainingSource,
+        )
+        .await;
+    }
+
+    /// The source (the shared broker) killed while its consumers drain it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_source_broker_killed_during_a_consume_drain_loses_nothing() {
+        conversion_with_a_broker_killed(
+            "kill-source-consume-drain",
+            Tier::Shared,
+            Tier::Dedicated,
+            "Consume",
+            Side::Source,
+            tiermq_crd::MigrationPhase::DrainingSource,
+        )
+        .await;
+    }
+
+    /// The destination (the shared broker) killed during the dual phase of a downgrade.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_destination_broker_killed_during_a_downgrade_loses_nothing() {
+        conversion_with_a_broker_killed(
+            "kill-destination-downgrade",
+            Tier::Dedicated,
+            Tier::Shared,
+            "Shovel",
+            Side::Destination,
+            tiermq_crd::MigrationPhase::DualWriteDualRead,
+        )
+        .await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_downgrade_with_shovel_through_api_server_faults_loses_nothing() {

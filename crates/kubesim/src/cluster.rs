@@ -244,6 +244,12 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// A handle that reads [`Cluster::broker_pids`] from another task; `None` without the
+    /// simulated controllers.
+    pub fn broker_pids_handle(&self) -> Option<sim::BrokerPids> {
+        self.sim.as_ref().map(|s| s.broker_pids_handle())
+    }
+
     /// Stops brokers gracefully, then the controllers and the API server.
     pub async fn shutdown(mut self) {
         if let Some(sim) = self.sim.take() {

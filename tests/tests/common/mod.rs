@@ -92,6 +92,23 @@ pub struct Opts {
     pub timeout: Duration,
     /// The operator's API requests fail in turns while the conversion runs (see [`ApiChaos`]).
     pub api_faults: bool,
+    /// A broker killed when the conversion reaches a phase (see [`BrokerKill`]).
+    pub broker_kill: Option<BrokerKill>,
+}
+
+/// Which cluster of a conversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+/// SIGKILL every broker process of one side's cluster once the conversion first reaches
+/// `phase`; the kubelet restarts them after its back-off, as a real one would.
+#[derive(Clone, Copy, Debug)]
+pub struct BrokerKill {
+    pub side: Side,
+    pub phase: MigrationPhase,
 }
 
 impl Default for Opts {
@@ -102,6 +119,7 @@ impl Default for Opts {
             supervision: None,
             timeout: Duration::from_secs(150),
             api_faults: false,
+            broker_kill: None,
         }
     }
 }
@@ -195,6 +213,13 @@ pub async fn convert_under_load_opts(
             .unwrap();
     }
     let chaos = opts.api_faults.then(|| ApiChaos::start(&mut world));
+    let killer = opts.broker_kill.map(|k| {
+        let (ns, cluster) = match k.side {
+            Side::Source => cluster_of(from),
+            Side::Destination => cluster_of(to),
+        };
+        spawn_broker_kill(&world, k.phase, ns, cluster)
+    });
     let conversion = scenario::convert(
         &mut world,
         NS,
@@ -208,6 +233,14 @@ pub async fn convert_under_load_opts(
     .unwrap();
     if let Some(chaos) = chaos {
         chaos.stop(&world, scenario_name).await;
+    }
+    if let Some(killer) = killer {
+        let kill = tokio::time::timeout(Duration::from_secs(60), killer)
+            .await
+            .expect("the broker-kill task ends with the conversion")
+            .unwrap();
+        let kill = kill.expect("the conversion reached the phase and its brokers were killed");
+        println!("{scenario_name}: {kill}");
     }
     load.stop_publishing();
     workload.stop_publishing();
@@ -701,4 +734,96 @@ impl ApiChaos {
         assert!(windows >= 2, "the conversion ran through fault windows");
         assert!(failed > 0, "the faults hit the operator's requests");
     }
+}
+
+/// What [`spawn_broker_kill`] did.
+pub struct KilledBrokers {
+    pub phase: MigrationPhase,
+    pub pods: Vec<String>,
+    /// From the kill to the last of the pods' brokers running again (a new process).
+    pub back_after: Option<Duration>,
+}
+
+impl std::fmt::Display for KilledBrokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SIGKILLed the brokers of {:?} in {:?}; running again after {}",
+            self.pods,
+            self.phase,
+            self.back_after
+                .map_or("(not seen)".to_string(), |d| format!(
+                    "{:.1}s",
+                    d.as_secs_f64()
+                ))
+        )
+    }
+}
+
+/// Watches the instance and, the first time it is in `phase`, SIGKILLs the broker process
+/// groups of `cluster`'s pods in `ns`; then waits (bounded) for the kubelet to run them again.
+/// Ends with `None` when the phase never came within 5 minutes.
+fn spawn_broker_kill(
+    world: &World,
+    phase: MigrationPhase,
+    ns: &'static str,
+    cluster: String,
+) -> tokio::task::JoinHandle<Option<KilledBrokers>> {
+    use futures::StreamExt;
+    let pids = world
+        .cluster
+        .broker_pids_handle()
+        .expect("kubesim runs its controllers");
+    let instances = world.instances(NS);
+    tokio::spawn(async move {
+        let cfg =
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
+        let mut stream = kube::runtime::watcher::watcher(instances, cfg).boxed();
+        let reached = tokio::time::timeout(Duration::from_secs(300), async {
+            while let Some(ev) = stream.next().await {
+                if let Ok(
+                    kube::runtime::watcher::Event::Apply(i)
+                    | kube::runtime::watcher::Event::InitApply(i),
+                ) = ev
+                    && i.status.and_then(|s| s.migration_phase) == Some(phase)
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if reached != Ok(true) {
+            return None;
+        }
+        let prefix = format!("{ns}/{cluster}-");
+        let victims: Vec<(String, u32)> = pids
+            .get()
+            .into_iter()
+            .filter(|(pod, _)| pod.starts_with(&prefix))
+            .collect();
+        assert!(!victims.is_empty(), "no running broker matches {prefix}");
+        let killed = Instant::now();
+        for (_, pid) in &victims {
+            // The broker's whole process group (rabbitmq-server and its Erlang VM).
+            unsafe { libc::kill(-(*pid as i32), libc::SIGKILL) };
+        }
+        let mut back_after = None;
+        while killed.elapsed() < Duration::from_secs(60) {
+            let now = pids.get();
+            if victims
+                .iter()
+                .all(|(pod, old)| now.get(pod).is_some_and(|new| new != old))
+            {
+                back_after = Some(killed.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(KilledBrokers {
+            phase,
+            pods: victims.into_iter().map(|(p, _)| p).collect(),
+            back_after,
+        })
+    })
 }

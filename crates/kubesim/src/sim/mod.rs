@@ -182,9 +182,27 @@ impl Sim {
         self.kubelet.broker_pids()
     }
 
+    /// A handle that reads [`Sim::broker_pids`] from another task (a fault injector that must
+    /// not borrow the cluster).
+    pub fn broker_pids_handle(&self) -> BrokerPids {
+        BrokerPids(self.kubelet.clone())
+    }
+
     /// Number of `rabbitmq-server` processes currently running for this cluster.
     pub fn running_brokers(&self) -> usize {
         self.kubelet.running_brokers()
+    }
+}
+
+/// Reads the kubelet's running broker processes; see [`Sim::broker_pids_handle`].
+#[derive(Clone)]
+pub struct BrokerPids(Arc<kubelet::Kubelet>);
+
+impl BrokerPids {
+    /// `namespace/pod` → pid of the pod's running `rabbitmq-server` (leader of its process
+    /// group), as of now.
+    pub fn get(&self) -> BTreeMap<String, u32> {
+        self.0.broker_pids()
     }
 }
 
