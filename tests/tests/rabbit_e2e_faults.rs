@@ -172,6 +172,31 @@ async fn an_upgrade_through_api_server_faults_loses_nothing() {
     assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
 }
 
+/// The brokers' management API answers 500, hangs or resets in turns (3 s windows, 4 s apart)
+/// through a whole upgrade under load: the conversion completes and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upgrade_through_management_api_faults_loses_nothing() {
+    let o = convert_under_load_opts(
+        "mgmt-faults-upgrade",
+        Tier::Shared,
+        Tier::Dedicated,
+        "Consume",
+        &[Pattern::FanoutPubSub],
+        Opts {
+            management_faults: true,
+            timeout: Duration::from_secs(300),
+            ..Opts::default()
+        },
+    )
+    .await;
+    println!(
+        "mgmt-faults-upgrade: conversion took {:.1}s; lost {}",
+        o.conversion.duration.as_secs_f64(),
+        o.report.lost
+    );
+    assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
+}
+
 /// A conversion under load during which one side's brokers are SIGKILLed (the kubelet restarts
 /// them): it completes, nothing is lost and nothing is left behind.
 async fn conversion_with_a_broker_killed(
@@ -262,6 +287,29 @@ mod matrix {
             tiermq_crd::MigrationPhase::DualWriteDualRead,
         )
         .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_downgrade_with_shovel_through_management_api_faults_loses_nothing() {
+        let o = convert_under_load_opts(
+            "mgmt-faults-downgrade",
+            Tier::Dedicated,
+            Tier::Shared,
+            "Shovel",
+            &[Pattern::FanoutPubSub],
+            Opts {
+                management_faults: true,
+                timeout: Duration::from_secs(300),
+                ..Opts::default()
+            },
+        )
+        .await;
+        println!(
+            "mgmt-faults-downgrade: conversion took {:.1}s; lost {}",
+            o.conversion.duration.as_secs_f64(),
+            o.report.lost
+        );
+        assert_nothing_duplicated_or_orphaned(&o.world, Tier::Shared).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

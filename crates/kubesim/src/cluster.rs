@@ -250,6 +250,12 @@ impl Cluster {
         self.sim.as_ref().map(|s| s.broker_pids_handle())
     }
 
+    /// kube-proxy's fault switch for Service ports (see [`sim::kubeproxy::ProxyFaults`]);
+    /// `None` without the simulated controllers.
+    pub fn proxy_faults(&self) -> Option<sim::kubeproxy::ProxyFaults> {
+        self.sim.as_ref().map(|s| s.proxy_faults())
+    }
+
     /// Stops brokers gracefully, then the controllers and the API server.
     pub async fn shutdown(mut self) {
         if let Some(sim) = self.sim.take() {

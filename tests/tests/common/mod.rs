@@ -94,6 +94,9 @@ pub struct Opts {
     pub api_faults: bool,
     /// A broker killed when the conversion reaches a phase (see [`BrokerKill`]).
     pub broker_kill: Option<BrokerKill>,
+    /// The brokers' management API fails in turns while the conversion runs (see
+    /// [`ManagementChaos`]).
+    pub management_faults: bool,
 }
 
 /// Which cluster of a conversion.
@@ -120,6 +123,7 @@ impl Default for Opts {
             timeout: Duration::from_secs(150),
             api_faults: false,
             broker_kill: None,
+            management_faults: false,
         }
     }
 }
@@ -213,6 +217,9 @@ pub async fn convert_under_load_opts(
             .unwrap();
     }
     let chaos = opts.api_faults.then(|| ApiChaos::start(&mut world));
+    let management_chaos = opts
+        .management_faults
+        .then(|| ManagementChaos::start(&world));
     let killer = opts.broker_kill.map(|k| {
         let (ns, cluster) = match k.side {
             Side::Source => cluster_of(from),
@@ -233,6 +240,9 @@ pub async fn convert_under_load_opts(
     .unwrap();
     if let Some(chaos) = chaos {
         chaos.stop(&world, scenario_name).await;
+    }
+    if let Some(chaos) = management_chaos {
+        chaos.stop(scenario_name).await;
     }
     if let Some(killer) = killer {
         let kill = tokio::time::timeout(Duration::from_secs(60), killer)
@@ -733,6 +743,67 @@ impl ApiChaos {
         );
         assert!(windows >= 2, "the conversion ran through fault windows");
         assert!(failed > 0, "the faults hit the operator's requests");
+    }
+}
+
+/// Every broker's management API (Service port 15672, through kubesim's kube-proxy) fails in
+/// turns while the conversion runs: for 3 s with 4 s between, new connections are answered
+/// `500`, left hanging until the window ends, or reset, and the connections open at the start of
+/// a window are closed. AMQP is untouched.
+pub struct ManagementChaos {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<u32>,
+    faults: kubesim::sim::kubeproxy::ProxyFaults,
+}
+
+const MANAGEMENT_PORT: u16 = 15672;
+
+impl ManagementChaos {
+    fn start(world: &World) -> ManagementChaos {
+        use kubesim::sim::kubeproxy::ProxyFaultMode;
+        let faults = world
+            .cluster
+            .proxy_faults()
+            .expect("kubesim runs its controllers");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            let faults = faults.clone();
+            async move {
+                let modes = [
+                    ProxyFaultMode::Http500,
+                    ProxyFaultMode::Hang,
+                    ProxyFaultMode::Reset,
+                ];
+                let mut windows = 0;
+                // Bounded: at most 60 windows (7 minutes), fewer when the conversion ends.
+                for mode in modes.iter().cycle().take(60) {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    faults.set(MANAGEMENT_PORT, *mode);
+                    windows += 1;
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    faults.clear(MANAGEMENT_PORT);
+                }
+                windows
+            }
+        });
+        ManagementChaos { stop, task, faults }
+    }
+
+    /// Ends the faults and checks they hit the operator.
+    async fn stop(self, scenario_name: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let windows = self.task.await.unwrap();
+        self.faults.clear(MANAGEMENT_PORT);
+        let hits = self.faults.hits();
+        println!(
+            "{scenario_name}: {windows} management fault windows; {hits} management connections failed by a fault"
+        );
+        assert!(windows >= 2, "the conversion ran through fault windows");
+        assert!(hits > 0, "the faults hit the operator's management calls");
     }
 }
 

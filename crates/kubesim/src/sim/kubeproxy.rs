@@ -18,6 +18,11 @@
 //!
 //! The operator runs as a host process against kubesim and reaches brokers exactly as it would
 //! from inside a real cluster: through the Service's ClusterIP (`spec.clusterIP:port`).
+//!
+//! Fault injection for tests ([`ProxyFaults`]): new connections to a given service port can be
+//! answered `HTTP 500` without reaching the backend, left hanging, or reset; connections already
+//! forwarded to that port are closed when the fault starts (so pooled keep-alive connections meet
+//! it too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -58,7 +63,90 @@ struct Forwarder {
     task: JoinHandle<()>,
 }
 
-pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receiver<bool>) {
+/// How kube-proxy treats a new connection to a faulted service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyFaultMode {
+    /// Read the request, answer `HTTP/1.1 500` and close (an HTTP server failing).
+    Http500,
+    /// Accept and never answer or close until the fault ends (a server that timed out).
+    Hang,
+    /// Close at once (a connection refused or reset).
+    Reset,
+}
+
+/// Faults by service port, shared by every forwarder of one cluster; see the module docs.
+#[derive(Clone)]
+pub struct ProxyFaults {
+    ports: Arc<RwLock<BTreeMap<u16, ProxyFaultMode>>>,
+    /// Bumped by every [`ProxyFaults::set`]: forwarded connections on a port that just got a
+    /// fault are closed, so that pooled (keep-alive) connections meet the fault too.
+    changed: Arc<watch::Sender<u64>>,
+    /// Connections failed by a fault so far.
+    hits: Arc<AtomicUsize>,
+}
+
+impl Default for ProxyFaults {
+    fn default() -> Self {
+        ProxyFaults {
+            ports: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+            hits: Arc::default(),
+        }
+    }
+}
+
+impl ProxyFaults {
+    /// Connections to any ClusterIP on `port` get `mode` until [`ProxyFaults::clear`]; the ones
+    /// already forwarded there are closed.
+    pub fn set(&self, port: u16, mode: ProxyFaultMode) {
+        self.ports
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port, mode);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// No more faults on `port`.
+    pub fn clear(&self, port: u16) {
+        self.ports
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&port);
+    }
+
+    /// How many new connections a fault has failed so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    fn get(&self, port: u16) -> Option<ProxyFaultMode> {
+        self.ports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&port)
+            .copied()
+    }
+
+    /// Resolves once `port` gets a fault.
+    async fn faulted(&self, port: u16) {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if self.get(port).is_some() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(
+    client: Client,
+    cfg: SimConfig,
+    faults: ProxyFaults,
+    mut stop: watch::Receiver<bool>,
+) {
     let notify = Arc::new(Notify::new());
     let triggers = [
         spawn_trigger::<Service>(client.clone(), notify.clone(), stop.clone()),
@@ -66,7 +154,7 @@ pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receive
     ];
     let mut forwarders: BTreeMap<SocketAddr, Forwarder> = BTreeMap::new();
     loop {
-        if let Err(e) = reconcile(&client, &mut forwarders, &stop).await {
+        if let Err(e) = reconcile(&client, &mut forwarders, &faults, &stop).await {
             tracing::warn!(error = %e, "kube-proxy pass failed");
         }
         if !wait_next(&notify, &mut stop, cfg.resync).await {
@@ -145,6 +233,7 @@ pub fn desired_routes(
 async fn reconcile(
     client: &Client,
     forwarders: &mut BTreeMap<SocketAddr, Forwarder>,
+    faults: &ProxyFaults,
     stop: &watch::Receiver<bool>,
 ) -> Result<()> {
     let services = Api::<Service>::all(client.clone())
@@ -186,7 +275,12 @@ async fn reconcile(
         };
         let b = Arc::new(Backends::default());
         *b.list.write().unwrap_or_else(|e| e.into_inner()) = backends;
-        let task = tokio::spawn(accept_loop(listener, b.clone(), stop.clone()));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            b.clone(),
+            faults.clone(),
+            stop.clone(),
+        ));
         tracing::info!(%addr, "kube-proxy forwarding ClusterIP");
         forwarders.insert(addr, Forwarder { backends: b, task });
     }
@@ -241,17 +335,29 @@ fn bind_reuse(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.listen(1024)
 }
 
-async fn accept_loop(listener: TcpListener, backends: Arc<Backends>, stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    backends: Arc<Backends>,
+    faults: ProxyFaults,
+    stop: watch::Receiver<bool>,
+) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let Ok((inbound, _peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if let Some(mode) = faults.get(port) {
+            faults.hits.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(fail_connection(inbound, mode, faults.clone(), port));
+            continue;
+        }
         let Some(target) = backends.pick() else {
             drop(inbound); // no ready endpoint: close
             continue;
         };
         let mut stop = stop.clone();
+        let faults = faults.clone();
         tokio::spawn(async move {
             let outbound = match tokio::time::timeout(
                 Duration::from_secs(3),
@@ -272,8 +378,45 @@ async fn accept_loop(listener: TcpListener, backends: Arc<Backends>, stop: watch
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
                 _ = stop.wait_for(|s| *s) => {}
+                _ = faults.faulted(port) => {}
             }
         });
+    }
+}
+
+/// Treats one connection as `mode` says (bounded: a hang lasts while the fault does, at most
+/// 5 minutes).
+async fn fail_connection(
+    mut inbound: TcpStream,
+    mode: ProxyFaultMode,
+    faults: ProxyFaults,
+    port: u16,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    match mode {
+        ProxyFaultMode::Reset => drop(inbound),
+        ProxyFaultMode::Http500 => {
+            // Read the request head (or what comes within a second), then answer.
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), inbound.read(&mut buf)).await;
+            let body = "kubesim fault injection: 500";
+            let reply = format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = inbound.write_all(reply.as_bytes()).await;
+            let _ = inbound.shutdown().await;
+        }
+        ProxyFaultMode::Hang => {
+            let until = std::time::Instant::now() + Duration::from_secs(300);
+            while faults.get(port) == Some(ProxyFaultMode::Hang)
+                && std::time::Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(inbound);
+        }
     }
 }
 
@@ -334,5 +477,70 @@ mod tests {
         *b.list.write().unwrap() = vec![a1, a2];
         let picks: Vec<_> = (0..4).map(|_| b.pick().unwrap()).collect();
         assert_eq!(picks, vec![a1, a2, a1, a2]);
+    }
+
+    /// A faulted port answers 500 / resets / hangs new connections without reaching the
+    /// backend, and forwards again once cleared.
+    #[tokio::test]
+    async fn faulted_ports_fail_new_connections_until_cleared() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_addr = backend.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = backend.accept().await {
+                // Answers, then keeps the connection open (the client closes it).
+                tokio::spawn(async move {
+                    let _ = c.write_all(b"backend").await;
+                    let mut sink = [0u8; 64];
+                    while let Ok(n) = c.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let b = Arc::new(Backends::default());
+        *b.list.write().unwrap() = vec![backend_addr];
+        let faults = ProxyFaults::default();
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(accept_loop(front, b, faults.clone(), stop));
+        let backend_answers = || async move {
+            let mut c = TcpStream::connect(front_addr).await.unwrap();
+            let mut got = [0u8; 7];
+            tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut got))
+                .await
+                .is_ok_and(|r| r.is_ok())
+                && &got == b"backend"
+        };
+        let read_all = |req: &'static [u8]| async move {
+            let mut c = TcpStream::connect(front_addr).await.unwrap();
+            let _ = c.write_all(req).await;
+            let mut out = Vec::new();
+            let r =
+                tokio::time::timeout(Duration::from_millis(1500), c.read_to_end(&mut out)).await;
+            (r.is_ok(), String::from_utf8_lossy(&out).into_owned())
+        };
+        assert!(backend_answers().await);
+        // An established connection is closed when a fault starts on its port.
+        let mut open = TcpStream::connect(front_addr).await.unwrap();
+        let mut first = [0u8; 7];
+        open.read_exact(&mut first).await.unwrap();
+        faults.set(front_addr.port(), ProxyFaultMode::Http500);
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), open.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the forwarded connection was closed");
+        let (_, got) = read_all(b"GET / HTTP/1.1\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 500 "), "{got}");
+        faults.set(front_addr.port(), ProxyFaultMode::Reset);
+        assert_eq!(read_all(b"").await, (true, String::new()));
+        faults.set(front_addr.port(), ProxyFaultMode::Hang);
+        assert_eq!(read_all(b"").await, (false, String::new()), "hangs");
+        faults.clear(front_addr.port());
+        assert!(backend_answers().await);
+        assert_eq!(faults.hits(), 3);
     }
 }

@@ -123,6 +123,7 @@ pub struct Sim {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     kubelet: Arc<kubelet::Kubelet>,
+    proxy_faults: kubeproxy::ProxyFaults,
 }
 
 /// Starts the StatefulSet, Deployment, ReplicaSet, EndpointSlice, kubelet and kube-proxy
@@ -135,6 +136,7 @@ pub async fn start(client: kube::Client, cfg: SimConfig) -> Result<Sim> {
         cfg.clone(),
         stop_rx.clone(),
     ));
+    let proxy_faults = kubeproxy::ProxyFaults::default();
     let tasks = vec![
         tokio::spawn(statefulset::run(
             client.clone(),
@@ -157,12 +159,18 @@ pub async fn start(client: kube::Client, cfg: SimConfig) -> Result<Sim> {
             stop_rx.clone(),
         )),
         tokio::spawn(kubelet::run(kubelet.clone(), stop_rx.clone())),
-        tokio::spawn(kubeproxy::run(client.clone(), cfg.clone(), stop_rx.clone())),
+        tokio::spawn(kubeproxy::run(
+            client.clone(),
+            cfg.clone(),
+            proxy_faults.clone(),
+            stop_rx.clone(),
+        )),
     ];
     Ok(Sim {
         stop,
         tasks,
         kubelet,
+        proxy_faults,
     })
 }
 
@@ -186,6 +194,11 @@ impl Sim {
     /// not borrow the cluster).
     pub fn broker_pids_handle(&self) -> BrokerPids {
         BrokerPids(self.kubelet.clone())
+    }
+
+    /// kube-proxy's fault switch (see [`kubeproxy::ProxyFaults`]).
+    pub fn proxy_faults(&self) -> kubeproxy::ProxyFaults {
+        self.proxy_faults.clone()
     }
 
     /// Number of `rabbitmq-server` processes currently running for this cluster.
