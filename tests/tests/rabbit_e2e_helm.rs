@@ -3,7 +3,7 @@
 //! binary in-cluster (its ServiceAccount token, `KUBERNETES_SERVICE_HOST`, probes). A SharedCluster
 //! and an instance are applied with kubectl and the instance is converted shared → dedicated with
 //! real brokers; the operator does all of it under the chart's RBAC, and kubesim's request log
-//! shows not one of its requests denied.
+//! shows not one of its requests denied and not one granted rule unused.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -229,9 +229,13 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
         })
         .map(|(g, r, v)| format!("{v} {g}/{r}"))
         .collect();
-    // Not asserted (yet): some grants are used only on paths this run does not take, others
-    // are candidates for narrowing; printed for the record.
-    println!("granted but unused in this run: {unused:#?}");
+    // Least privilege: every granted (group, resource, verb) was used in this run. The
+    // `update */finalizers` grants are used by kubesim's OwnerReferencesPermissionEnforcement
+    // check of each write that sets blockOwnerDeletion (logged as a request of its own).
+    assert!(
+        unused.is_empty(),
+        "granted by the chart but never used by the operator: {unused:#?}"
+    );
     for resource in ["statefulsets", "services", "secrets", "endpointslices"] {
         assert!(
             log.iter()

@@ -20,6 +20,9 @@
 //!   revision is deleted and re-created from the new template; one pod at a time. `OnDelete`
 //!   leaves old pods until someone deletes them.
 //! - Failed or Succeeded pods are deleted so they are re-created.
+//! - Orphaned pods named and labelled like the set's are adopted, and with `whenDeleted: Delete`
+//!   the set's claims are made its dependents when they are not (a set deleted with
+//!   `propagationPolicy: Orphan` and created anew gets its pods and claims back).
 //! - status: replicas, readyReplicas, availableReplicas (no minReadySeconds), currentReplicas,
 //!   updatedReplicas, currentRevision, updateRevision, observedGeneration.
 
@@ -295,6 +298,84 @@ async fn delete_pod(
     }
 }
 
+/// As the real controller does: pods named like this set's and matching its selector that no
+/// controller owns (left by a StatefulSet deleted with `propagationPolicy: Orphan`) are adopted,
+/// and with `whenDeleted: Delete` the set's claims that lack it get the set as owner (the real
+/// controller keeps claims matching the retention policy). Adopted pods are seen on the next pass.
+async fn adopt_orphans(client: &Client, sts: &StatefulSet, all_pods: &[Pod]) -> Result<()> {
+    let name = sts.name_any();
+    let ns = sts.namespace().unwrap_or_default();
+    let uid = sts.uid().unwrap_or_default();
+    let spec = sts.spec.clone().unwrap_or_default();
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    let matches = |labels: &BTreeMap<String, String>| {
+        !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let no_controller = |refs: &[OwnerReference]| !refs.iter().any(|o| o.controller == Some(true));
+    let adopt = json!({"metadata": {"ownerReferences": [owner_ref(sts)]}});
+    for p in all_pods {
+        if p.namespace().as_deref() != Some(ns.as_str())
+            || ordinal_of(&name, &p.name_any()).is_none()
+            || !no_controller(p.owner_references())
+            || !matches(p.labels())
+            || p.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .patch(
+                &p.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&adopt),
+            )
+            .await
+            .map_err(|e| SimError::kube("adopt", "Pod", key_of(p), e))?;
+        tracing::info!(pod = %key_of(p), statefulset = %name, "adopted orphaned pod");
+    }
+    let delete_with_set = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .and_then(|p| p.when_deleted.as_deref())
+        == Some("Delete");
+    let templates: Vec<String> = spec
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .map(|c| c.name_any())
+        .collect();
+    if !delete_with_set || templates.is_empty() {
+        return Ok(());
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let listed = claims
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| SimError::kube("list", "PersistentVolumeClaim", ns.clone(), e))?;
+    for c in listed.items {
+        let cname = c.name_any();
+        let ours = templates.iter().any(|t| {
+            cname
+                .strip_prefix(&format!("{t}-"))
+                .and_then(|rest| ordinal_of(&name, rest))
+                .is_some()
+        });
+        if !ours
+            || c.owner_references().iter().any(|o| o.uid == uid)
+            || !no_controller(c.owner_references())
+        {
+            continue;
+        }
+        claims
+            .patch(&cname, &PatchParams::default(), &Patch::Merge(&adopt))
+            .await
+            .map_err(|e| {
+                SimError::kube("adopt", "PersistentVolumeClaim", format!("{ns}/{cname}"), e)
+            })?;
+        tracing::info!(pvc = %format!("{ns}/{cname}"), statefulset = %name, "claim now owned by its StatefulSet (whenDeleted: Delete)");
+    }
+    Ok(())
+}
+
 async fn reconcile_one(
     client: &Client,
     rec: &super::Events,
@@ -309,6 +390,7 @@ async fn reconcile_one(
     let ordered = spec.pod_management_policy.as_deref() != Some("Parallel");
     let revision = template_revision(&name, sts);
 
+    adopt_orphans(client, sts, all_pods).await?;
     let mut pods: BTreeMap<u32, &Pod> = BTreeMap::new();
     for p in all_pods {
         if p.namespace().as_deref() != Some(ns.as_str()) {

@@ -615,3 +615,89 @@ async fn the_request_log_has_one_line_per_request_with_its_rbac_verb_and_code() 
         .expect("the /version request");
     assert_eq!((version.verb.as_str(), version.code), ("get", 200));
 }
+
+/// `OwnerReferencesPermissionEnforcement`: setting `blockOwnerDeletion` on a reference needs
+/// `update` on the owner's `finalizers`; the check is refused like the real plugin refuses it and
+/// is written to the request log either way.
+#[tokio::test]
+async fn block_owner_deletion_needs_update_on_the_owners_finalizers() {
+    let w = World::new().await;
+    w.service_account("team", "robot").await;
+    w.grant(
+        "team",
+        "robot",
+        "cms",
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]),
+    )
+    .await;
+    let owner = Api::<ConfigMap>::namespaced(w.admin.clone(), "team")
+        .create(&PostParams::default(), &cm("team", "owner"))
+        .await
+        .unwrap();
+    let owned = |name: &str, block: bool| {
+        let mut c = cm("team", name);
+        c.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "owner".into(),
+                uid: owner.metadata.uid.clone().unwrap(),
+                controller: Some(true),
+                block_owner_deletion: Some(block),
+            },
+        ]);
+        c
+    };
+    let t = w.token("team", "robot");
+    let cms: Api<ConfigMap> = Api::namespaced(w.token_client(&t.token), "team");
+    // Without blockOwnerDeletion no finalizers permission is needed.
+    cms.create(&PostParams::default(), &owned("free", false))
+        .await
+        .unwrap();
+    let s = status_of(
+        cms.create(&PostParams::default(), &owned("blocking", true))
+            .await,
+    );
+    assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"), "{s:?}");
+    assert_eq!(
+        s.message,
+        r#"configmaps "blocking" is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: , <nil>"#
+    );
+    // The same through a server-side apply.
+    let s = status_of(
+        cms.patch(
+            "blocking",
+            &PatchParams::apply("robot"),
+            &Patch::Apply(owned("blocking", true)),
+        )
+        .await,
+    );
+    assert_eq!(s.code, 403, "{s:?}");
+    w.grant(
+        "team",
+        "robot",
+        "finalizers",
+        json!([{"apiGroups": [""], "resources": ["configmaps/finalizers"], "verbs": ["update"]}]),
+    )
+    .await;
+    cms.create(&PostParams::default(), &owned("blocking", true))
+        .await
+        .unwrap();
+    let checks: Vec<(String, String, String, u16)> = w
+        .server
+        .request_log()
+        .records_of("system:serviceaccount:team:robot")
+        .into_iter()
+        .filter(|r| r.subresource == "finalizers")
+        .map(|r| (r.verb, r.resource, r.name, r.code))
+        .collect();
+    let check = |code| {
+        (
+            "update".to_string(),
+            "configmaps".to_string(),
+            "owner".to_string(),
+            code,
+        )
+    };
+    assert_eq!(checks, vec![check(403), check(403), check(200)]);
+}

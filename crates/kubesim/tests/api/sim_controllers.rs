@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubesim::cluster::{self, Cluster, ClusterConfig, wait_for};
 use serde_json::json;
@@ -740,5 +740,95 @@ async fn pvc_retention_policy_deletes_claims_and_their_folders() {
     })
     .await
     .expect("test took too long");
+    c.shutdown().await;
+}
+
+/// A StatefulSet deleted with `propagationPolicy: Orphan` and created anew gets its pods back
+/// (adopted, not re-created) and, with `whenDeleted: Delete`, its claims as dependents again, so
+/// that deleting the new set removes both, as the real controllers do.
+#[tokio::test]
+async fn a_statefulset_created_anew_adopts_its_orphaned_pods_and_claims() {
+    let (c, _dir) = start_cluster().await;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let client = c.client();
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(client.clone(), "default");
+        let mut sts = gated_statefulset("db", 1, "example/db:1", "Parallel");
+        sts.spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_claim_retention_policy = Some(
+            serde_json::from_value(json!({"whenDeleted": "Delete", "whenScaled": "Retain"}))
+                .unwrap(),
+        );
+        let first = sets.create(&PostParams::default(), &sts).await.unwrap();
+        let owner_of =
+            |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+                refs.unwrap_or_default()
+                    .into_iter()
+                    .find(|r| r.controller == Some(true))
+                    .map(|r| r.uid)
+            };
+        let pod_uid = wait_for("db-0 exists", T, || async {
+            pods.get_opt("db-0")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| p.metadata.uid)
+        })
+        .await
+        .unwrap();
+        wait_for("data-db-0 owned by the first set", T, || async {
+            let c = claims.get_opt("data-db-0").await.ok().flatten()?;
+            (owner_of(c.metadata.owner_references) == first.metadata.uid).then_some(())
+        })
+        .await
+        .unwrap();
+
+        sets.delete("db", &DeleteParams::orphan()).await.unwrap();
+        wait_for("the set is gone and its dependents orphaned", T, || async {
+            let gone = sets.get_opt("db").await.ok()?.is_none();
+            let p = pods.get_opt("db-0").await.ok().flatten()?;
+            let c = claims.get_opt("data-db-0").await.ok().flatten()?;
+            (gone
+                && owner_of(p.metadata.owner_references).is_none()
+                && owner_of(c.metadata.owner_references).is_none())
+            .then_some(())
+        })
+        .await
+        .unwrap();
+
+        let second = sets.create(&PostParams::default(), &sts).await.unwrap();
+        wait_for("pod and claim adopted by the new set", T, || async {
+            let p = pods.get_opt("db-0").await.ok().flatten()?;
+            let c = claims.get_opt("data-db-0").await.ok().flatten()?;
+            (owner_of(p.metadata.owner_references) == second.metadata.uid
+                && owner_of(c.metadata.owner_references) == second.metadata.uid)
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        let now = pods.get("db-0").await.unwrap();
+        assert_eq!(
+            now.metadata.uid.as_ref(),
+            Some(&pod_uid),
+            "the pod was adopted, not re-created"
+        );
+
+        sets.delete("db", &DeleteParams::background())
+            .await
+            .unwrap();
+        wait_for("pod and claim deleted with the set", T, || async {
+            let p = pods.get_opt("db-0").await.ok()?;
+            let c = claims.get_opt("data-db-0").await.ok()?;
+            (p.is_none() && c.is_none()).then_some(())
+        })
+        .await
+        .unwrap();
+    })
+    .await
+    .expect("within 120 s");
     c.shutdown().await;
 }

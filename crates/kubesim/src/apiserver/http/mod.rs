@@ -17,6 +17,7 @@ mod admin;
 mod events_view;
 mod gate;
 mod nonresource;
+mod owner_refs;
 pub(crate) mod pod_log;
 mod resource;
 mod token;

@@ -96,6 +96,13 @@ pub(super) fn serve(
         None
     };
     let warnings = check_fields(&rt, method, sub, &content_type, &body, params)?;
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && sub.is_none()
+        && !content_type.contains("json-patch")
+        && let Ok(obj) = parse_body(&body, &content_type)
+    {
+        super::owner_refs::check(app, caller.user, &rt, ns_for_write, path, &obj)?;
+    }
     let mut response = dispatch(
         app,
         caller,
