@@ -42,7 +42,6 @@ fn verbs_of(write: Write) -> &'static [&'static str] {
         // get: read before deciding; list/watch: the controllers' `owns` watches.
         Write::Apply => &["get", "list", "watch", "create", "patch", "delete"],
         Write::CreateOnce => &["get", "list", "watch", "create", "delete"],
-        Write::DeleteOnly => &["get", "list", "delete"],
     }
 }
 
@@ -55,9 +54,6 @@ fn why_of(write: Write) -> &'static str {
         Write::CreateOnce => {
             "Secrets (Erlang cookie, admin, instance credentials) are created once and never \
              changed: no patch or update."
-        }
-        Write::DeleteOnly => {
-            "Volume claims of retired dedicated clusters are deleted by the operator."
         }
     }
 }
@@ -130,16 +126,17 @@ pub fn cluster_rules() -> Vec<Rule> {
     rules.push(rule(
         "",
         &["pods"],
-        &["get", "list", "watch"],
-        "Broker pods are only observed: their IPs and readiness feed the EndpointSlices, their \
+        &["list", "watch"],
+        "Broker pods are only observed (listed and watched, never read one by one): their IPs and readiness feed the EndpointSlices, their \
          container statuses (a crash loop) the instance's conditions.",
     ));
-    rules.push(Rule {
-        api_groups: vec![String::new(), "events.k8s.io".into()],
-        resources: vec!["events".into()],
-        verbs: vec!["create", "patch"],
-        why: Some("Events on transitions and problems."),
-    });
+    rules.push(rule(
+        "events.k8s.io",
+        &["events"],
+        &["create", "patch"],
+        "Events on transitions and problems (events.k8s.io/v1; patch adds to a repeated \
+         Event's series).",
+    ));
     rules
 }
 
@@ -148,8 +145,9 @@ pub fn leader_election_rules() -> Vec<Rule> {
     vec![rule(
         "coordination.k8s.io",
         &["leases"],
-        &["get", "list", "watch", "create", "update", "patch"],
-        "Leader election.",
+        &["get", "create", "update"],
+        "Leader election: read the Lease, create it once, renew or take it over with an \
+         update that carries its resourceVersion.",
     )]
 }
 

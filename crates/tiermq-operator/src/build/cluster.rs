@@ -179,8 +179,6 @@ impl ClusterObjects {
             statefulset,
             pdb,
         } = self;
-        let claims =
-            ManagedKind::of::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(Write::DeleteOnly);
         dedup(vec![
             ManagedKind::like(statefulset, Write::Apply),
             ManagedKind::like(pdb, Write::Apply),
@@ -189,7 +187,6 @@ impl ClusterObjects {
             ManagedKind::like(config_map, Write::Apply),
             ManagedKind::like(erlang_cookie, Write::CreateOnce),
             ManagedKind::like(admin_secret, Write::CreateOnce),
-            claims,
         ])
     }
 }
@@ -201,8 +198,6 @@ pub enum Write {
     Apply,
     /// Created once and never changed (generated Secrets), watched, deleted with their cluster.
     CreateOnce,
-    /// Created by another controller from a template (volume claims); only deleted.
-    DeleteOnly,
 }
 
 /// A kind of object the operator manages, and how it writes it.

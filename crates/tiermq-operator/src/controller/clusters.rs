@@ -20,7 +20,7 @@ use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolic
 use tiermq_crd::{ClusterKind, ClusterRef};
 
 use crate::build::{
-    self, AMQP_PORT, BrokerCluster, ClusterObjects, MANAGEMENT_PORT, Secret, Write, admin_secret,
+    self, AMQP_PORT, BrokerCluster, ClusterObjects, MANAGEMENT_PORT, Secret, admin_secret,
     generate_secret,
 };
 use crate::config::{BrokerAddressing, RunArgs};
@@ -174,14 +174,15 @@ async fn recreate(client: &kube::Client, desired: &StatefulSet) -> Result<()> {
 }
 
 /// Deletes every object of a dedicated cluster that the cluster's owner controls, kind by kind
-/// ([`ClusterObjects::kinds`], found by the cluster label), and its data volume claims; absent
-/// objects are fine. An object that carries the label but is controlled by someone else (or by
+/// ([`ClusterObjects::kinds`], found by the cluster label); absent objects are fine. Its data
+/// volume claims go with its StatefulSet (retention policy `whenDeleted: Delete`, which the
+/// StatefulSet controller also re-applies to the claims of a StatefulSet created anew), so the
+/// operator needs no right to delete claims. An object that carries the label but is controlled by someone else (or by
 /// nobody) is left alone. Returns how many objects were left to delete.
 pub async fn delete_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<usize> {
     let placeholder = Secret::new("");
     let kinds = c.objects(&placeholder, &placeholder).kinds();
     let selector = format!("{}={}", build::LABEL_CLUSTER, c.name);
-    let claim_prefix = format!("{}-{}-", build::VOLUME_DATA, c.name);
     let mut deleted = 0;
     for kind in &kinds {
         let ar = &kind.resource;
@@ -195,13 +196,7 @@ pub async fn delete_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
             ))?;
         for obj in list.items {
             let name = obj.name_any();
-            let ours = if kind.write == Write::DeleteOnly {
-                // Claims are made by the StatefulSet controller, not owned by the instance.
-                is_claim_of(&name, &claim_prefix)
-            } else {
-                controlled_by(&obj, &c.owner.uid)
-            };
-            if !ours {
+            if !controlled_by(&obj, &c.owner.uid) {
                 tracing::warn!(kind = %ar.kind, object = %name, cluster = %c.name, "not deleting an object with the cluster's label that the cluster's owner does not control");
                 continue;
             }
@@ -223,14 +218,6 @@ pub async fn delete_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
 /// `obj` has a controller owner reference with this UID.
 fn controlled_by(obj: &DynamicObject, uid: &str) -> bool {
     crate::controller::apply::controller(obj).is_some_and(|r| r.uid == uid)
-}
-
-/// `data-<cluster>-<ordinal>`; the ordinal must be all digits so `data-a-b-0` is not taken for
-/// cluster `a`'s.
-fn is_claim_of(claim: &str, prefix: &str) -> bool {
-    claim
-        .strip_prefix(prefix)
-        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// The cluster's StatefulSet, if it exists.
@@ -354,19 +341,4 @@ pub async fn tenant_amqp_uri(
     Ok(tiermq_broker::Secret::new(build::credentials::amqp_uri(
         tenant, password, &host, tenant,
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_clusters_own_claims_are_matched() {
-        let prefix = "data-orders-dedicated-";
-        assert!(is_claim_of("data-orders-dedicated-0", prefix));
-        assert!(is_claim_of("data-orders-dedicated-12", prefix));
-        assert!(!is_claim_of("data-orders-dedicated-x-0", prefix));
-        assert!(!is_claim_of("data-orders-dedicated-", prefix));
-        assert!(!is_claim_of("data-other-0", prefix));
-    }
 }
