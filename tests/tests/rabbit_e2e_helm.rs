@@ -1,9 +1,12 @@
 //! The operator installed the way users install it: `helm install` of `charts/tiermq` onto
 //! kubesim, whose kubelet runs the chart's operator image as this build's `tiermq-operator`
-//! binary in-cluster (its ServiceAccount token, `KUBERNETES_SERVICE_HOST`, probes). A SharedCluster
-//! and an instance are applied with kubectl and the instance is converted shared → dedicated with
-//! real brokers; the operator does all of it under the chart's RBAC, and kubesim's request log
-//! shows not one of its requests denied and not one granted rule unused.
+//! binary in-cluster (its ServiceAccount token, `KUBERNETES_SERVICE_HOST`, probes). A
+//! SharedCluster and an instance are applied with kubectl and the instance is converted shared →
+//! dedicated and back with real brokers under AMQP load (0 lost); the operator does all of it
+//! under the chart's RBAC, and kubesim's request log shows not one of its requests denied and
+//! not one granted rule unused.
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -160,6 +163,12 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
     if let Err(e) = world.wait_ready(NS, NAME, Duration::from_secs(180)).await {
         panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
     }
+    // AMQP load through the instance's Service for both conversions.
+    let target = world.instance_target(NS, NAME).await.unwrap();
+    let load = tiermq_tests::load::Load::start(common::load_config(target))
+        .await
+        .unwrap();
+    common::wait_for_flow(&load).await;
     flip_tier(&world.kubectl, NS, NAME, "Dedicated")
         .await
         .unwrap();
@@ -198,6 +207,15 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
     if let Err(e) = done {
         panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
     }
+
+    load.stop_publishing();
+    let report = load.finish(Duration::from_secs(60)).await;
+    println!("helm-e2e: load through both conversions: {report}");
+    assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+    assert!(
+        report.stats.confirmed >= 200,
+        "the load ran through both conversions: {report}"
+    );
 
     // Everything above was done by the in-cluster operator under its ServiceAccount, and the
     // chart's RBAC allowed every request it made.
