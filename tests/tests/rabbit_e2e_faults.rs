@@ -371,6 +371,121 @@ mod matrix {
         .await;
     }
 
+    /// An abort with a crash before every status write: the flip back lands in the dual phase
+    /// (held there by failing writes of the source's EndpointSlice, as in the guards test), the
+    /// operator crashes before it records `DualWriteDualRead`, `Aborting` and `Stable`, and the
+    /// abort still completes: back on the source, 0 lost, the dedicated cluster gone, one
+    /// EndpointSlice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_abort_with_a_crash_before_every_status_write_loses_nothing() {
+        use futures::StreamExt;
+        use tiermq_crd::{MigrationOutcome, MigrationPhase};
+        use tiermq_tests::harness::{PhaseRecorder, conversion_sequence, flip_tier};
+        use tiermq_tests::load::Load;
+
+        let mut world =
+            tiermq_tests::scenario::world_with_instance("crash-abort", Tier::Shared, "Consume", 2)
+                .await
+                .unwrap();
+        let target = world.instance_target(NS, NAME).await.unwrap();
+        let load = Load::start(load_config(target)).await.unwrap();
+        wait_for_flow(&load).await;
+        let dir = world.dir.clone();
+        world
+            .operator
+            .as_mut()
+            .expect("the scenario started the operator")
+            .restart_with(crash_before_every_status_write(&dir))
+            .unwrap();
+        let recorder = PhaseRecorder::start(world.instances(NS), NAME);
+        let faults = world.cluster.api().faults();
+        let holder = {
+            let api = world.instances(NS);
+            let faults = faults.clone();
+            tokio::spawn(async move {
+                let cfg = kube::runtime::watcher::Config::default()
+                    .fields(&format!("metadata.name={NAME}"));
+                let mut stream = kube::runtime::watcher::watcher(api, cfg).boxed();
+                while let Some(ev) = stream.next().await {
+                    if let Ok(
+                        kube::runtime::watcher::Event::Apply(i)
+                        | kube::runtime::watcher::Event::InitApply(i),
+                    ) = ev
+                        && i.status.and_then(|s| s.migration_phase)
+                            == Some(MigrationPhase::DualWriteDualRead)
+                    {
+                        faults.fail_writes(
+                            "discovery.k8s.io",
+                            "endpointslices",
+                            Some(&format!("{NAME}.main")),
+                            10_000,
+                            500,
+                        );
+                        return true;
+                    }
+                }
+                false
+            })
+        };
+        flip_tier(&world.kubectl, NS, NAME, "Dedicated")
+            .await
+            .unwrap();
+        // The operator is restarted after each crash (as a kubelet would) while the test waits.
+        let started = std::time::Instant::now();
+        while !holder.is_finished() {
+            world.operator.as_mut().unwrap().tend().unwrap();
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "DualWriteDualRead not reached; phases {:?}\n{}",
+                recorder.phases(),
+                world.operator_log_tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(holder.await.unwrap());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        flip_tier(&world.kubectl, NS, NAME, "Shared").await.unwrap();
+        faults.clear();
+        let started = std::time::Instant::now();
+        let done = loop {
+            world.operator.as_mut().unwrap().tend().unwrap();
+            let s = world.status(NS, NAME).await.unwrap_or_default();
+            if s.migration_phase == Some(MigrationPhase::Stable) && !s.history.is_empty() {
+                break s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "the abort did not finish; phases {:?}\n{}",
+                recorder.phases(),
+                world.operator_log_tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let seq = conversion_sequence(&recorder.phases());
+        let rec = done.history.last().unwrap();
+        assert_eq!(rec.outcome, MigrationOutcome::Aborted, "{rec:?} {seq:?}");
+        assert_eq!(done.tier, Some(Tier::Shared));
+        load.stop_publishing();
+        let report = load.finish(Duration::from_secs(60)).await;
+        let op = world.operator.as_ref().unwrap();
+        println!(
+            "crash-abort: phases {seq:?}; {} crashes by the hook; load {report}",
+            op.restarts
+        );
+        assert!(
+            op.restarts >= 2,
+            "the hook crashed the operator on the way: {}",
+            op.restarts
+        );
+        assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+        let gone = wait_until(Duration::from_secs(30), || async {
+            !world.statefulset_exists(NS, &dedicated()).await.unwrap()
+        })
+        .await;
+        assert!(gone, "the dedicated cluster is removed after the abort");
+        assert_nothing_duplicated_or_orphaned(&world, Tier::Shared).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn an_upgrade_completes_with_the_operator_killed_every_3_to_6_seconds() {
         crashing_conversion(
