@@ -8,6 +8,10 @@
 //!   every message arrives on the dedicated broker, the source tenant is gone, the credentials
 //!   Secret is unchanged.
 //!
+//! - A flip back before the cutover: the abort keeps every message; GitOps tools read the
+//!   conversion as `Reconciling` and its end as `TierServed` (`kubectl wait` on it, for real);
+//!   the `tiermq.io/paused` annotation stops reconciling until it is removed.
+//!
 //! At most 2 brokers run per test (shared + dedicated); tests in this binary run one at a time.
 
 use std::collections::BTreeMap;
@@ -779,22 +783,55 @@ async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
     };
     flip("Dedicated").await;
     // The dedicated cluster takes a while to boot: flip back while it is being prepared.
-    eventually(
+    let during = eventually(
         "the conversion prepares the destination",
         Duration::from_secs(60),
         || async {
-            let st = api.get("orders").await.ok()?.status?;
-            (st.migration_phase == Some(MigrationPhase::PreparingDestination)).then_some(())
+            let i = api.get("orders").await.ok()?;
+            let st = i.status.as_ref()?;
+            (st.migration_phase == Some(MigrationPhase::PreparingDestination)).then_some(i)
         },
     )
     .await;
+    // GitOps tools read the conversion as under way: the spec is observed, Reconciling True,
+    // TierServed False, not stalled.
+    assert_gitops(&during, ("True", "Converting"), ("False", "Converting"));
     flip("Shared").await;
-    let done = eventually("the abort completes", BOOT, || async {
-        let st = api.get("orders").await.ok()?.status?;
-        (st.migration_phase == Some(MigrationPhase::Stable) && !st.history.is_empty()).then_some(st)
+    // `kubectl wait` on TierServed returns only once the spec's tier serves with no conversion
+    // left (kubectl also requires the condition's observedGeneration to be current).
+    let kubeconfig = env
+        .cluster
+        .as_ref()
+        .unwrap()
+        .kubeconfig_path()
+        .to_path_buf();
+    let waited = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([
+                "wait",
+                "-n",
+                NS,
+                "rabbitmqinstance/orders",
+                "--for=condition=TierServed",
+                "--timeout=180s",
+            ])
+            .output()
+            .expect("kubectl runs")
     })
-    .await;
-    let record = done.history.last().unwrap();
+    .await
+    .unwrap();
+    assert!(
+        waited.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let done_i = api.get("orders").await.unwrap();
+    let done = done_i.status.clone().unwrap();
+    assert_eq!(done.migration_phase, Some(MigrationPhase::Stable));
+    assert_gitops(&done_i, ("False", "UpToDate"), ("True", "SpecTierServed"));
+    let record = done.history.last().expect("the abort is recorded");
     assert_eq!(format!("{:?}", record.outcome), "Aborted");
     assert_eq!(done.tier, Some(Tier::Shared));
     assert_eq!(done.serving.as_ref().unwrap().name, "main");
@@ -818,7 +855,74 @@ async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
     assert_eq!(got.len(), N as usize, "every message kept: {got:?}");
     publish(&conn, "work", N..N + 1).await;
     let _ = conn.close(200, "done".into()).await;
+
+    // Paused: a flip is not acted on (nor observed), the pause shows as a condition.
+    let annotate = |v: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"tiermq.io/paused": v}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    annotate(json!("true")).await;
+    eventually("the pause is recorded", Duration::from_secs(30), || async {
+        let st = api.get("orders").await.ok()?.status?;
+        has(&st, "Paused", "True").then_some(())
+    })
+    .await;
+    flip("Dedicated").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let paused = api.get("orders").await.unwrap();
+    let st = paused.status.as_ref().unwrap();
+    assert_eq!(st.migration_phase, Some(MigrationPhase::Stable), "paused");
+    assert!(
+        st.observed_generation < paused.metadata.generation,
+        "a paused instance does not observe its new spec"
+    );
+    assert!(has(st, "Reconciling", "False"));
+    // Flipped back and resumed: nothing to convert, the pause clears.
+    flip("Shared").await;
+    annotate(serde_json::Value::Null).await;
+    let resumed = eventually("reconciling resumes", Duration::from_secs(30), || async {
+        let i = api.get("orders").await.ok()?;
+        let st = i.status.as_ref()?;
+        (has(st, "Paused", "False") && st.observed_generation == i.metadata.generation).then_some(i)
+    })
+    .await;
+    assert_gitops(&resumed, ("False", "UpToDate"), ("True", "SpecTierServed"));
     env.shutdown().await;
+}
+
+/// True when `st` has condition `type_` with `status`.
+fn has(st: &tiermq_crd::RabbitMQInstanceStatus, type_: &str, status: &str) -> bool {
+    st.conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == status)
+}
+
+/// `i`'s status observes its spec, is not stalled, and has `Reconciling` and `TierServed` as
+/// `(status, reason)`, every condition at the current generation.
+fn assert_gitops(i: &RabbitMQInstance, reconciling: (&str, &str), tier_served: (&str, &str)) {
+    let st = i.status.as_ref().unwrap();
+    let generation = i.metadata.generation;
+    assert_eq!(st.observed_generation, generation);
+    let get = |t: &str| {
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap_or_else(|| panic!("{t} in {:?}", st.conditions));
+        assert_eq!(c.observed_generation, generation, "{t}");
+        (c.status.as_str(), c.reason.as_str())
+    };
+    assert_eq!(get("Reconciling"), reconciling);
+    assert_eq!(get("TierServed"), tier_served);
+    assert_eq!(get("Stalled"), ("False", "NotStalled"));
 }
 
 /// Publishes ids with confirms through the instance Service every `every`, reconnecting on any
