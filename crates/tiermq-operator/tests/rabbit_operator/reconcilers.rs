@@ -1585,6 +1585,17 @@ async fn names_that_would_collide_are_refused_and_the_first_owner_keeps_serving(
         "{}",
         degraded.message
     );
+    // Only a person can clear it: kstatus reads it as stalled, not as still reconciling.
+    let st = scs.get("orders").await.unwrap().status.unwrap();
+    let of = |t: &str| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let conflict = tiermq_crd::conditions::reasons::NAME_CONFLICT.to_string();
+    assert_eq!(of("Stalled"), Some(("True".into(), conflict.clone())));
+    assert_eq!(of("Reconciling"), Some(("False".into(), conflict)));
 
     // The instance's Service is untouched: no selector, one controller (the instance).
     let svc = Api::<Service>::namespaced(c.clone(), NS)
