@@ -89,11 +89,7 @@ pub fn render(i: &RabbitMQInstance, now: DateTime<Utc>) -> String {
             show(st.observed_generation.map(|g| g.to_string()))
         );
     }
-    let paused = i
-        .annotations()
-        .get(tiermq_crd::conditions::PAUSED_ANNOTATION)
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    if paused {
+    if tiermq_crd::conditions::paused_by(i.annotations()) {
         let _ = writeln!(
             o,
             "  note:         reconciling is paused by the annotation {}; remove it to resume",

@@ -1,6 +1,6 @@
-//! Condition types, condition reasons and Event reasons the operator sets. Kept with the API
-//! because users, dashboards and GitOps health checks match on them; the operator names no
-//! reason anywhere else.
+//! Condition types, condition reasons and Event reasons the operator sets, and the annotation
+//! that pauses it. Kept with the API because users, dashboards and GitOps health checks match on
+//! them; the operator names no reason anywhere else.
 
 /// The instance serves clients.
 pub const READY: &str = "Ready";
@@ -51,6 +51,14 @@ pub const ALL: [&str; 10] = [
 
 /// The annotation that pauses reconciling one instance when set to `"true"` (see [`PAUSED`]).
 pub const PAUSED_ANNOTATION: &str = "tiermq.io/paused";
+
+/// True when `annotations` pause the object: [`PAUSED_ANNOTATION`] is `"true"`, in any case,
+/// surrounding blanks ignored; any other value (or none) does not pause.
+pub fn paused_by(annotations: &std::collections::BTreeMap<String, String>) -> bool {
+    annotations
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 
 /// Consecutive failed reconciles after which [`DEGRADED`] turns True (one failure is often a
 /// race that the retry settles).
@@ -178,4 +186,31 @@ pub mod events {
     pub const PAUSED: &str = "ReconcilePaused";
     /// Reconciling resumed after a pause.
     pub const RESUMED: &str = "ReconcileResumed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_true_in_any_case_pauses() {
+        let with = |v: &str| {
+            [(PAUSED_ANNOTATION.to_string(), v.to_string())]
+                .into_iter()
+                .collect()
+        };
+        assert!(paused_by(&with("true")));
+        assert!(paused_by(&with(" TRUE ")));
+        assert!(!paused_by(&with("false")));
+        assert!(!paused_by(&with("yes")));
+        assert!(!paused_by(&Default::default()));
+    }
+
+    #[test]
+    fn every_condition_type_is_counted_once() {
+        let mut seen = ALL.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), ALL.len());
+    }
 }

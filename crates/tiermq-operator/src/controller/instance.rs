@@ -131,9 +131,7 @@ pub fn permanent_status(
 
 /// True when the annotation `tiermq.io/paused` asks the operator to leave the instance alone.
 pub fn is_paused(i: &RabbitMQInstance) -> bool {
-    i.annotations()
-        .get(conditions::PAUSED_ANNOTATION)
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    conditions::paused_by(i.annotations())
 }
 
 /// The status of a paused instance: `Paused` True and `Reconciling` False (nothing moves), all

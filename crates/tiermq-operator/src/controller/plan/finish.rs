@@ -131,8 +131,8 @@ fn instance_phase(d: &Decision, serving_ok: bool) -> InstancePhase {
     }
 }
 
-/// The decision's Events, plus one Warning when the drain timeout is passed for the first time
-/// and one when reconciling resumes after a pause.
+/// The decision's Events, plus a Warning when the drain timeout is passed for the first time and
+/// a Normal Event when reconciling resumes after a pause.
 fn events_of(o: &Observed, d: &Decision) -> Vec<PlannedEvent> {
     let mut out = d.events.clone();
     if is_true(&o.status.conditions, types::PAUSED) {
