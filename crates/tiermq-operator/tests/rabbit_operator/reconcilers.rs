@@ -10,7 +10,8 @@
 //!
 //! - A flip back before the cutover: the abort keeps every message; GitOps tools read the
 //!   conversion as `Reconciling` and its end as `TierServed` (`kubectl wait` on it, for real);
-//!   the `tiermq.io/paused` annotation stops reconciling until it is removed.
+//!   the `tiermq.io/paused` annotation stops reconciling until it is removed, and does not hold
+//!   a deletion (instance deleted mid-conversion).
 //!
 //! At most 2 brokers run per test (shared + dedicated); tests in this binary run one at a time.
 
@@ -614,6 +615,19 @@ async fn deleting_an_instance_mid_conversion_removes_its_state_on_both_clusters(
             .is_some()
     );
 
+    // Paused mid-conversion, then deleted: the pause does not hold the deletion.
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"tiermq.io/paused": "true"}}})),
+    )
+    .await
+    .unwrap();
+    eventually("the pause is recorded", Duration::from_secs(30), || async {
+        let st = api.get("orders").await.ok()?.status?;
+        has(&st, "Paused", "True").then_some(())
+    })
+    .await;
     api.delete("orders", &Default::default()).await.unwrap();
     eventually("instance gone", Duration::from_secs(90), || async {
         api.get_opt("orders").await.ok()?.is_none().then_some(())
