@@ -819,23 +819,7 @@ async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
         .unwrap()
         .kubeconfig_path()
         .to_path_buf();
-    let waited = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args([
-                "wait",
-                "-n",
-                NS,
-                "rabbitmqinstance/orders",
-                "--for=condition=TierServed",
-                "--timeout=180s",
-            ])
-            .output()
-            .expect("kubectl runs")
-    })
-    .await
-    .unwrap();
+    let waited = kubectl_wait_tier_served(&kubeconfig, "180s").await;
     assert!(
         waited.status.success(),
         "kubectl wait: {}",
@@ -890,7 +874,14 @@ async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
     })
     .await;
     flip("Dedicated").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // TierServed is still True, but for the generation before the flip: kubectl does not take
+    // it for the new spec and times out.
+    let waited = kubectl_wait_tier_served(&kubeconfig, "3s").await;
+    let said = String::from_utf8_lossy(&waited.stderr);
+    assert!(
+        !waited.status.success() && said.contains("timed out"),
+        "kubectl wait must time out, not return on the previous generation's TierServed: {said}"
+    );
     let paused = api.get("orders").await.unwrap();
     let st = paused.status.as_ref().unwrap();
     assert_eq!(st.migration_phase, Some(MigrationPhase::Stable), "paused");
@@ -910,6 +901,32 @@ async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
     .await;
     assert_gitops(&resumed, ("False", "UpToDate"), ("True", "SpecTierServed"));
     env.shutdown().await;
+}
+
+/// `kubectl wait` for instance `orders`' `TierServed` condition, at most `timeout`.
+async fn kubectl_wait_tier_served(
+    kubeconfig: &std::path::Path,
+    timeout: &str,
+) -> std::process::Output {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let timeout = format!("--timeout={timeout}");
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([
+                "wait",
+                "-n",
+                NS,
+                "rabbitmqinstance/orders",
+                "--for=condition=TierServed",
+                &timeout,
+            ])
+            .output()
+            .expect("kubectl runs")
+    })
+    .await
+    .unwrap()
 }
 
 /// True when `st` has condition `type_` with `status`.
