@@ -9,7 +9,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z0-9_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: setup
-setup: ## Install what tests and demo need on a fresh Debian machine if missing: rabbitmq-server (3.10), debootstrap, promtool (Debian's prometheus package, server never started), helm and a newer kubectl (make tools), and once a cached Debian 13 root with RabbitMQ 4.0 (~1-2 min; TIERMQ_RABBITMQ4_ROOT)
+setup: ## Install what tests and demo need on a fresh Debian machine if missing: rabbitmq-server (3.10), debootstrap, promtool (Debian's prometheus package, server never started), lua5.4 (Argo CD health check tests), helm and a newer kubectl (make tools), and once a cached Debian 13 root with RabbitMQ 4.0 (~1-2 min; TIERMQ_RABBITMQ4_ROOT)
 	bash .ci/setup
 
 .PHONY: tools

@@ -89,6 +89,13 @@ pub fn render(i: &RabbitMQInstance, now: DateTime<Utc>) -> String {
             show(st.observed_generation.map(|g| g.to_string()))
         );
     }
+    if tiermq_crd::conditions::paused_by(i.annotations()) {
+        let _ = writeln!(
+            o,
+            "  note:         reconciling is paused by the annotation {}; remove it to resume",
+            tiermq_crd::conditions::PAUSED_ANNOTATION
+        );
+    }
 
     match &st.migration {
         Some(m) => {
@@ -192,6 +199,32 @@ mod tests {
 
     pub(crate) fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_paused_instance_says_so() {
+        let mut i: RabbitMQInstance = serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+            "metadata": {"name": "orders", "namespace": "team-a", "generation": 3,
+                         "annotations": {"tiermq.io/paused": "true"}},
+            "spec": {"series": "Subscription", "tier": "Shared"},
+            "status": {"conditions": [{"type": "Paused", "status": "True",
+                "reason": "PausedByAnnotation", "message": "paused",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap();
+        let now = "2026-01-01T00:01:00Z".parse().unwrap();
+        let page = render(&i, now);
+        assert!(
+            page.contains("reconciling is paused by the annotation tiermq.io/paused"),
+            "{page}"
+        );
+        assert!(
+            page.contains("Paused             True    PausedByAnnotation"),
+            "{page}"
+        );
+        i.metadata.annotations = None;
+        assert!(!render(&i, now).contains("is paused"));
     }
 
     #[test]

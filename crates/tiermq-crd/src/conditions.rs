@@ -1,6 +1,6 @@
-//! Condition types, condition reasons and Event reasons the operator sets. Kept with the API
-//! because users, dashboards and GitOps health checks match on them; the operator names no
-//! reason anywhere else.
+//! Condition types, condition reasons and Event reasons the operator sets, and the annotation
+//! that pauses it. Kept with the API because users, dashboards and GitOps health checks match on
+//! them; the operator names no reason anywhere else.
 
 /// The instance serves clients.
 pub const READY: &str = "Ready";
@@ -16,15 +16,49 @@ pub const INVALID_SPEC: &str = "InvalidSpec";
 /// Secret missing); the reason and message say which step and why. Set after
 /// [`DEGRADED_AFTER_FAILURES`] consecutive failed passes, cleared by the next pass that succeeds.
 pub const DEGRADED: &str = "Degraded";
+/// kstatus convention (read by Flux, `kstatus` and Argo CD health checks): True while the
+/// operator works towards the spec: a conversion or its abort runs, a flip is held, a cluster is
+/// being provisioned, the object is being deleted. False once the spec is served, and also when
+/// [`STALLED`] is True or reconciling is [`PAUSED`] (nothing moves then). With
+/// `status.observedGeneration == metadata.generation`, `Ready` True and this False, the resource
+/// is current.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus convention: True when the operator cannot go on without someone changing something:
+/// an invalid spec, an unknown or full SharedCluster for a new instance, a name conflict, a
+/// drain past its timeout (the drain still goes on). The reason and message say which.
+pub const STALLED: &str = "Stalled";
+/// True when the annotation [`PAUSED_ANNOTATION`] is `"true"`: the operator does nothing for the
+/// instance but set this condition (deletion still proceeds).
+pub const PAUSED: &str = "Paused";
+/// True when the tier of `spec.tier` serves the tenant with no conversion running or held: what
+/// `kubectl wait --for=condition=TierServed` waits for after a flip (kubectl also requires the
+/// condition's `observedGeneration` to be current, so it never returns on the previous spec's
+/// state).
+pub const TIER_SERVED: &str = "TierServed";
 /// Every condition type the operator sets (a metric counts the instances with each one True).
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 10] = [
     READY,
     MIGRATING,
     CONVERSION_BLOCKED,
     DRAIN_TIMED_OUT,
     INVALID_SPEC,
     DEGRADED,
+    RECONCILING,
+    STALLED,
+    PAUSED,
+    TIER_SERVED,
 ];
+
+/// The annotation that pauses reconciling one instance when set to `"true"` (see [`PAUSED`]).
+pub const PAUSED_ANNOTATION: &str = "tiermq.io/paused";
+
+/// True when `annotations` pause the object: [`PAUSED_ANNOTATION`] is `"true"`, in any case,
+/// surrounding blanks ignored; any other value (or none) does not pause.
+pub fn paused_by(annotations: &std::collections::BTreeMap<String, String>) -> bool {
+    annotations
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 
 /// Consecutive failed reconciles after which [`DEGRADED`] turns True (one failure is often a
 /// race that the retry settles).
@@ -96,6 +130,16 @@ pub mod reasons {
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     /// `Degraded` False: the last pass succeeded.
     pub const RECONCILED: &str = "Reconciled";
+    /// `Reconciling` False: the spec is served and nothing is left to do.
+    pub const UP_TO_DATE: &str = "UpToDate";
+    /// `Stalled` False: nothing needs someone's change.
+    pub const NOT_STALLED: &str = "NotStalled";
+    /// `Paused` True (and `Reconciling` False): the annotation `tiermq.io/paused` is `"true"`.
+    pub const PAUSED_BY_ANNOTATION: &str = "PausedByAnnotation";
+    /// `Paused` False: the operator reconciles the instance.
+    pub const NOT_PAUSED: &str = "NotPaused";
+    /// `TierServed` True: the tier of `spec.tier` serves the tenant, no conversion runs.
+    pub const SPEC_TIER_SERVED: &str = "SpecTierServed";
 }
 
 /// Reasons of the Events the operator emits on a `RabbitMQInstance`, one per transition.
@@ -138,4 +182,35 @@ pub mod events {
     pub const REVERSE_QUEUED: &str = "ReverseQueued";
     /// Warning: the drain exceeded `drainTimeoutSeconds`.
     pub const DRAIN_TIMED_OUT: &str = "DrainTimedOut";
+    /// Reconciling stopped: the annotation `tiermq.io/paused` was set to `"true"`.
+    pub const PAUSED: &str = "ReconcilePaused";
+    /// Reconciling resumed after a pause.
+    pub const RESUMED: &str = "ReconcileResumed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_true_in_any_case_pauses() {
+        let with = |v: &str| {
+            [(PAUSED_ANNOTATION.to_string(), v.to_string())]
+                .into_iter()
+                .collect()
+        };
+        assert!(paused_by(&with("true")));
+        assert!(paused_by(&with(" TRUE ")));
+        assert!(!paused_by(&with("false")));
+        assert!(!paused_by(&with("yes")));
+        assert!(!paused_by(&Default::default()));
+    }
+
+    #[test]
+    fn every_condition_type_is_counted_once() {
+        let mut seen = ALL.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), ALL.len());
+    }
 }

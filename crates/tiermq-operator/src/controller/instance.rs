@@ -88,8 +88,9 @@ pub fn error_policy(obj: Arc<RabbitMQInstance>, err: &Error, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
-/// The status after a permanent problem: `InvalidSpec` True with the message, and the Warning
-/// Event to emit — only when the condition did not already say exactly this.
+/// The status after a permanent problem: `InvalidSpec` and `Stalled` True with the message,
+/// `Reconciling` False (nothing moves until someone changes something), and the Warning Event to
+/// emit — only when the condition did not already say exactly this.
 pub fn permanent_status(
     old: &RabbitMQInstanceStatus,
     generation: i64,
@@ -113,8 +114,76 @@ pub fn permanent_status(
     let c =
         plan::conditions::invalid_spec(&old.conditions, generation, Some((reason, message)), now);
     cond::set(&mut st.conditions, c);
+    let c = plan::conditions::stalled(&old.conditions, generation, Some((reason, message)), now);
+    cond::set(&mut st.conditions, c);
+    cond::update(
+        &mut st.conditions,
+        conditions::RECONCILING,
+        false,
+        reason,
+        format!("stalled: {message}"),
+        generation,
+        now,
+    );
     st.observed_generation = Some(generation);
     (st, event)
+}
+
+/// True when the annotation `tiermq.io/paused` asks the operator to leave the instance alone.
+pub fn is_paused(i: &RabbitMQInstance) -> bool {
+    conditions::paused_by(i.annotations())
+}
+
+/// The status of a paused instance: `Paused` True and `Reconciling` False (nothing moves), all
+/// else as recorded — `observedGeneration` included, so a spec changed while paused does not
+/// read as current. The Normal Event to emit when the pause is new.
+pub fn paused_status(
+    old: &RabbitMQInstanceStatus,
+    generation: i64,
+    now: DateTime<Utc>,
+) -> (RabbitMQInstanceStatus, Option<PlannedEvent>) {
+    let mut st = old.clone();
+    let c = plan::conditions::paused(&old.conditions, generation, true, now);
+    let event = (!cond::is_true(&old.conditions, conditions::PAUSED)).then(|| PlannedEvent {
+        type_: EventType::Normal,
+        reason: conditions::events::PAUSED,
+        note: c.message.clone(),
+    });
+    cond::update(
+        &mut st.conditions,
+        conditions::RECONCILING,
+        false,
+        conditions::reasons::PAUSED_BY_ANNOTATION,
+        c.message.clone(),
+        generation,
+        now,
+    );
+    cond::set(&mut st.conditions, c);
+    (st, event)
+}
+
+/// A paused instance: record the pause (once), emit its Event, and wait for a change of the
+/// annotation (or the spec) to look again.
+async fn pause(ctx: &Context, i: &RabbitMQInstance) -> Result<Action> {
+    let old = i.status.clone().unwrap_or_default();
+    let (new, event) = paused_status(&old, i.metadata.generation.unwrap_or(0), Utc::now());
+    let wrote = status::write(
+        &ctx.client,
+        i,
+        i.status.as_ref(),
+        &new,
+        status::Precondition::Unchanged,
+    )
+    .await
+    .map_err(Error::during(Stage::Status))?;
+    if wrote {
+        tracing::info!("reconciling paused by annotation");
+        recount_instances(ctx, Some((i, &new)));
+    }
+    if let Some(ev) = event {
+        status::emit(ctx, i, &[ev]).await;
+    }
+    Ok(Action::await_change())
 }
 
 /// The status after a pass failed again: `Degraded` True naming the stage, step and cause, and
@@ -231,6 +300,11 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     let deleting = fresh.meta().deletion_timestamp.is_some();
     if deleting && !fresh.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
+    }
+    // A pause stops everything but deletion: deleting is the user's explicit wish, and a paused
+    // instance must not hold its namespace's deletion hostage.
+    if !deleting && is_paused(&fresh) {
+        return pause(ctx, &fresh).await;
     }
     InstanceTarget::of(&fresh)
         .map_err(Error::from)
@@ -597,6 +671,72 @@ mod tests {
         assert_eq!(again, st);
         let (_, ev3) = permanent_status(&st, 5, reasons::NO_CAPACITY, "full", Utc::now());
         assert!(ev3.is_some(), "a different problem is a transition");
+    }
+
+    fn cond_of<'a>(st: &'a RabbitMQInstanceStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = st.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_permanent_problem_stalls_the_instance_and_stops_it_reading_as_reconciling() {
+        let (st, _) = permanent_status(
+            &RabbitMQInstanceStatus::default(),
+            4,
+            reasons::NAME_CONFLICT,
+            "taken",
+            Utc::now(),
+        );
+        assert_eq!(
+            cond_of(&st, conditions::STALLED),
+            ("True", reasons::NAME_CONFLICT)
+        );
+        assert_eq!(
+            cond_of(&st, conditions::RECONCILING),
+            ("False", reasons::NAME_CONFLICT)
+        );
+        assert_eq!(st.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn the_pause_annotation_is_read_and_recorded_once() {
+        let mut i = instance("Shared");
+        assert!(!is_paused(&i));
+        i.metadata.annotations = Some(
+            [(conditions::PAUSED_ANNOTATION.to_string(), "false".into())]
+                .into_iter()
+                .collect(),
+        );
+        assert!(!is_paused(&i));
+        i.metadata.annotations = Some(
+            [(conditions::PAUSED_ANNOTATION.to_string(), "True".into())]
+                .into_iter()
+                .collect(),
+        );
+        assert!(is_paused(&i));
+        let old = RabbitMQInstanceStatus {
+            observed_generation: Some(3),
+            ..Default::default()
+        };
+        let (st, ev) = paused_status(&old, 4, Utc::now());
+        let ev = ev.expect("a new pause is announced");
+        assert_eq!(
+            (ev.type_, ev.reason),
+            (EventType::Normal, conditions::events::PAUSED)
+        );
+        assert_eq!(
+            cond_of(&st, conditions::PAUSED),
+            ("True", reasons::PAUSED_BY_ANNOTATION)
+        );
+        assert_eq!(
+            cond_of(&st, conditions::RECONCILING),
+            ("False", reasons::PAUSED_BY_ANNOTATION)
+        );
+        // A spec changed while paused is not observed: kstatus must not read it as current.
+        assert_eq!(st.observed_generation, Some(3));
+        let (again, ev) = paused_status(&st, 4, Utc::now());
+        assert!(ev.is_none(), "one Event per pause");
+        assert_eq!(status::status_patch(Some(&st), &again).unwrap(), None);
     }
 
     #[test]

@@ -43,12 +43,16 @@ use crate::config::RunArgs;
 use crate::metrics::Metrics;
 use context::Context;
 
-/// Hash of what should trigger an instance reconcile: generation (spec), finalizers, deletion.
+/// Hash of what should trigger an instance reconcile: generation (spec), finalizers, deletion,
+/// the pause annotation.
 pub fn spec_or_lifecycle(i: &RabbitMQInstance) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     i.metadata.generation.hash(&mut h);
     i.finalizers().hash(&mut h);
+    i.annotations()
+        .get(tiermq_crd::conditions::PAUSED_ANNOTATION)
+        .hash(&mut h);
     i.metadata
         .deletion_timestamp
         .as_ref()

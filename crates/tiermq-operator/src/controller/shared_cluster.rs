@@ -1,7 +1,8 @@
 //! The `SharedCluster` reconciler: build and apply the cluster's broker objects (Secrets created
 //! once), then record status: `ready` (every replica ready), `readyReplicas`, `instanceCount`
-//! (instances placed on it, including ones migrating onto or off it) and a `Ready` condition with
-//! `observedGeneration`. Status is written only when it changed.
+//! (instances placed on it, including ones migrating onto or off it), a `Ready` condition, the
+//! kstatus conditions `Reconciling` (True until every broker is ready) and `Stalled` (True after a
+//! failure only a person can clear, such as a name conflict), each with `observedGeneration`. Status is written only when it changed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,13 +64,20 @@ async fn report_degraded(ctx: &Context, sc: &SharedCluster, e: &Error) -> Result
         &message,
     );
     let mut new = old.clone();
+    let generation = sc.metadata.generation.unwrap_or(0);
+    let now = Utc::now();
     let c = crate::controller::plan::conditions::degraded(
         &old.conditions,
-        sc.metadata.generation.unwrap_or(0),
+        generation,
         Some((reason, &message)),
-        Utc::now(),
+        now,
     );
     cond::set(&mut new.conditions, c);
+    // A failure only a person can clear stalls the cluster (kstatus): Stalled True, Reconciling
+    // False; the next pass that succeeds clears both.
+    if matches!(e.retry(), Retry::Report(_)) {
+        stall(&mut new.conditions, generation, reason, &message, now);
+    }
     status::write(
         &ctx.client,
         sc,
@@ -91,6 +99,32 @@ async fn report_degraded(ctx: &Context, sc: &SharedCluster, e: &Error) -> Result
         .await;
     }
     Ok(())
+}
+
+/// Sets `Stalled` True and `Reconciling` False with `reason` and `message`.
+fn stall(
+    conds: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    generation: i64,
+    reason: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) {
+    let c = crate::controller::plan::conditions::stalled(
+        conds,
+        generation,
+        Some((reason, message)),
+        now,
+    );
+    cond::set(conds, c);
+    cond::update(
+        conds,
+        conditions::RECONCILING,
+        false,
+        reason,
+        format!("stalled: {message}"),
+        generation,
+        now,
+    );
 }
 
 /// Error policy for the controller: count, log, retry per [`Error::retry`].
@@ -301,15 +335,33 @@ pub fn desired_status<'a>(
     } else {
         reasons::PROVISIONING
     };
+    let message = format!("{ready_replicas}/{want} brokers ready");
     cond::update(
         &mut conds,
         conditions::READY,
         ready,
         reason,
-        format!("{ready_replicas}/{want} brokers ready"),
+        message.clone(),
         generation,
         now,
     );
+    // kstatus: reconciling until every broker is ready; a pass that got here is not stalled.
+    let (reason, message) = if ready {
+        (reasons::UP_TO_DATE, "every broker is ready".to_string())
+    } else {
+        (reasons::PROVISIONING, message)
+    };
+    cond::update(
+        &mut conds,
+        conditions::RECONCILING,
+        !ready,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    let c = crate::controller::plan::conditions::stalled(&conds, generation, None, now);
+    cond::set(&mut conds, c);
     if cond::is_true(&conds, conditions::DEGRADED) {
         let c = crate::controller::plan::conditions::degraded(&conds, generation, None, now);
         cond::set(&mut conds, c);
@@ -392,6 +444,52 @@ mod tests {
         assert_eq!(s.conditions[0].status, "True");
         let s = desired_status(&sc(1), None, std::iter::empty(), &me(), Utc::now());
         assert_eq!((s.ready, s.ready_replicas, s.instance_count), (false, 0, 0));
+    }
+
+    fn status_of<'a>(s: &'a SharedClusterStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        assert_eq!(c.observed_generation, Some(2), "{type_}");
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn the_cluster_reconciles_until_ready_and_a_good_pass_clears_a_stall() {
+        let mut c = sc(3);
+        let s = desired_status(&c, Some(&sts(1)), std::iter::empty(), &me(), Utc::now());
+        assert_eq!(
+            status_of(&s, conditions::RECONCILING),
+            ("True", reasons::PROVISIONING)
+        );
+        assert_eq!(
+            status_of(&s, conditions::STALLED),
+            ("False", reasons::NOT_STALLED)
+        );
+        let mut stalled = s.clone();
+        stall(
+            &mut stalled.conditions,
+            2,
+            reasons::NAME_CONFLICT,
+            "taken",
+            Utc::now(),
+        );
+        assert_eq!(
+            status_of(&stalled, conditions::STALLED),
+            ("True", reasons::NAME_CONFLICT)
+        );
+        assert_eq!(
+            status_of(&stalled, conditions::RECONCILING),
+            ("False", reasons::NAME_CONFLICT)
+        );
+        c.status = Some(stalled);
+        let s = desired_status(&c, Some(&sts(3)), std::iter::empty(), &me(), Utc::now());
+        assert_eq!(
+            status_of(&s, conditions::RECONCILING),
+            ("False", reasons::UP_TO_DATE)
+        );
+        assert_eq!(
+            status_of(&s, conditions::STALLED),
+            ("False", reasons::NOT_STALLED)
+        );
     }
 
     #[test]

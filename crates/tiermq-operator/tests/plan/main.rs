@@ -2,10 +2,12 @@
 //!
 //! - [`table`]: every phase × every kind of observation, both directions, exhaustive by `match`;
 //! - [`scenarios`]: named conversions told as stories against a simulated world;
-//! - [`properties`]: random observation sequences against that world, checking the safety rules.
+//! - [`properties`]: random observation sequences against that world, checking the safety rules;
+//! - [`argocd`]: the chart's Argo CD health checks run by `lua5.4` against recorded statuses.
 //!
 //! [`common`] holds the fixtures and the simulated world.
 
+mod argocd;
 mod common;
 mod properties;
 mod scenarios;

@@ -988,3 +988,176 @@ fn moves_onto_rabbitmq_4_say_what_changes_and_hold_what_the_destination_refuses(
     assert_eq!(p.phase, PreparingDestination);
     assert!(translated(&p).unwrap().1.contains("deprecates"));
 }
+
+/// `(status, reason)` of the planned condition `type_`, which must be at the plan's generation.
+fn cond_of(p: &Plan, type_: &str, generation: i64) -> (String, String) {
+    let c = p
+        .condition(type_)
+        .unwrap_or_else(|| panic!("{type_} planned"));
+    assert_eq!(c.observed_generation, Some(generation), "{type_}");
+    (c.status.clone(), c.reason.clone())
+}
+
+fn is(status: &str, reason: &str) -> (String, String) {
+    (status.to_string(), reason.to_string())
+}
+
+#[test]
+fn gitops_conditions_read_reconciling_during_a_conversion_and_tier_served_after_it() {
+    use conditions::reasons;
+    let mut w = World::new(Tier::Shared);
+    let p = w.reconcile();
+    assert_eq!(
+        cond_of(&p, conditions::RECONCILING, 1),
+        is("False", reasons::UP_TO_DATE)
+    );
+    assert_eq!(
+        cond_of(&p, conditions::TIER_SERVED, 1),
+        is("True", reasons::SPEC_TIER_SERVED)
+    );
+    w.publish_via_service(20);
+    w.set_tier(Tier::Dedicated);
+    let plans = drive(
+        &mut w,
+        200,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+            w.consume(ClusterKind::Shared, 5);
+        },
+        stable_on(Tier::Dedicated),
+    );
+    let g = w.generation;
+    let (last, during) = plans.split_last().unwrap();
+    assert!(!during.is_empty());
+    for p in during {
+        assert_ne!(p.phase, Stable);
+        assert_eq!(p.status.observed_generation, Some(g));
+        let (on, _) = cond_of(p, conditions::RECONCILING, g);
+        assert_eq!(on, "True", "{:?} reads as reconciling", p.phase);
+        assert_eq!(
+            cond_of(p, conditions::TIER_SERVED, g).0,
+            "False",
+            "{:?}",
+            p.phase
+        );
+        assert_eq!(
+            cond_of(p, conditions::STALLED, g),
+            is("False", reasons::NOT_STALLED)
+        );
+    }
+    assert_eq!(
+        cond_of(&plans[0], conditions::RECONCILING, g),
+        is("True", reasons::CONVERTING)
+    );
+    // Done: kstatus "Current" (generation observed, Ready, not reconciling, not stalled) and
+    // TierServed True for `kubectl wait`.
+    assert_eq!(last.phase, Stable);
+    assert_eq!(last.status.observed_generation, Some(g));
+    assert_eq!(cond_of(last, conditions::READY, g).0, "True");
+    assert_eq!(
+        cond_of(last, conditions::RECONCILING, g),
+        is("False", reasons::UP_TO_DATE)
+    );
+    assert_eq!(
+        cond_of(last, conditions::STALLED, g),
+        is("False", reasons::NOT_STALLED)
+    );
+    assert_eq!(
+        cond_of(last, conditions::TIER_SERVED, g),
+        is("True", reasons::SPEC_TIER_SERVED)
+    );
+    assert_eq!(
+        cond_of(last, conditions::PAUSED, g),
+        is("False", reasons::NOT_PAUSED)
+    );
+}
+
+#[test]
+fn a_held_flip_reads_as_reconciling_and_a_timed_out_drain_as_stalled() {
+    use conditions::reasons;
+    let mut w = World::new(Tier::Shared);
+    w.shared.ready = false;
+    w.set_tier(Tier::Dedicated);
+    let p = w.reconcile();
+    assert_eq!(p.phase, Blocked);
+    assert_eq!(
+        cond_of(&p, conditions::RECONCILING, 2),
+        is("True", reasons::NOT_IN_SERVICE)
+    );
+    assert_eq!(
+        cond_of(&p, conditions::TIER_SERVED, 2),
+        is("False", reasons::NOT_IN_SERVICE)
+    );
+    assert_eq!(cond_of(&p, conditions::STALLED, 2).0, "False");
+    w.shared.ready = true;
+    w.publish_via_service(50);
+    drive(
+        &mut w,
+        50,
+        10,
+        |w| {
+            if w.dedicated.exists {
+                w.dedicated.ready = true;
+            }
+        },
+        |w| w.phase() == DrainingSource,
+    );
+    // Nobody consumes for two hours (the timeout is one hour): stalled, not reconciling.
+    let plans = drive(&mut w, 72, 100, |_| {}, |_| false);
+    let p = plans.last().unwrap();
+    assert_eq!(p.phase, DrainingSource);
+    assert_eq!(
+        cond_of(p, conditions::STALLED, 2),
+        is("True", reasons::BACKLOG_REMAINS)
+    );
+    assert_eq!(
+        cond_of(p, conditions::RECONCILING, 2),
+        is("False", reasons::BACKLOG_REMAINS)
+    );
+    assert_eq!(cond_of(p, conditions::TIER_SERVED, 2).0, "False");
+    // Consumers return: the drain ends and the stall clears.
+    let plans = drive(
+        &mut w,
+        100,
+        10,
+        |w| {
+            w.consume(ClusterKind::Shared, 10);
+        },
+        stable_on(Tier::Dedicated),
+    );
+    let p = plans.last().unwrap();
+    assert_eq!(
+        cond_of(p, conditions::STALLED, 2),
+        is("False", reasons::NOT_STALLED)
+    );
+    assert_eq!(cond_of(p, conditions::TIER_SERVED, 2).0, "True");
+}
+
+#[test]
+fn the_first_pass_after_a_pause_clears_it_and_announces_the_resume() {
+    use tiermq_operator::controller::conditions::update;
+    let mut w = World::new(Tier::Shared);
+    update(
+        &mut w.status.conditions,
+        conditions::PAUSED,
+        true,
+        conditions::reasons::PAUSED_BY_ANNOTATION,
+        "paused".into(),
+        1,
+        w.now,
+    );
+    let p = w.reconcile();
+    assert_eq!(
+        events(std::slice::from_ref(&p)),
+        [conditions::events::RESUMED]
+    );
+    assert_eq!(
+        cond_of(&p, conditions::PAUSED, 1),
+        is("False", conditions::reasons::NOT_PAUSED)
+    );
+    let p = w.reconcile();
+    assert!(p.events.is_empty(), "the resume is announced once");
+}

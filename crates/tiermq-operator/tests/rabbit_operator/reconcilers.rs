@@ -8,6 +8,11 @@
 //!   every message arrives on the dedicated broker, the source tenant is gone, the credentials
 //!   Secret is unchanged.
 //!
+//! - A flip back before the cutover: the abort keeps every message; GitOps tools read the
+//!   conversion as `Reconciling` and its end as `TierServed` (`kubectl wait` on it, for real);
+//!   the `tiermq.io/paused` annotation stops reconciling until it is removed, and does not hold
+//!   a deletion (instance deleted mid-conversion).
+//!
 //! At most 2 brokers run per test (shared + dedicated); tests in this binary run one at a time.
 
 use std::collections::BTreeMap;
@@ -610,6 +615,19 @@ async fn deleting_an_instance_mid_conversion_removes_its_state_on_both_clusters(
             .is_some()
     );
 
+    // Paused mid-conversion, then deleted: the pause does not hold the deletion.
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"tiermq.io/paused": "true"}}})),
+    )
+    .await
+    .unwrap();
+    eventually("the pause is recorded", Duration::from_secs(30), || async {
+        let st = api.get("orders").await.ok()?.status?;
+        has(&st, "Paused", "True").then_some(())
+    })
+    .await;
     api.delete("orders", &Default::default()).await.unwrap();
     eventually("instance gone", Duration::from_secs(90), || async {
         api.get_opt("orders").await.ok()?.is_none().then_some(())
@@ -779,22 +797,39 @@ async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
     };
     flip("Dedicated").await;
     // The dedicated cluster takes a while to boot: flip back while it is being prepared.
-    eventually(
+    let during = eventually(
         "the conversion prepares the destination",
         Duration::from_secs(60),
         || async {
-            let st = api.get("orders").await.ok()?.status?;
-            (st.migration_phase == Some(MigrationPhase::PreparingDestination)).then_some(())
+            let i = api.get("orders").await.ok()?;
+            let st = i.status.as_ref()?;
+            (st.migration_phase == Some(MigrationPhase::PreparingDestination)).then_some(i)
         },
     )
     .await;
+    // GitOps tools read the conversion as under way: the spec is observed, Reconciling True,
+    // TierServed False, not stalled.
+    assert_gitops(&during, ("True", "Converting"), ("False", "Converting"));
     flip("Shared").await;
-    let done = eventually("the abort completes", BOOT, || async {
-        let st = api.get("orders").await.ok()?.status?;
-        (st.migration_phase == Some(MigrationPhase::Stable) && !st.history.is_empty()).then_some(st)
-    })
-    .await;
-    let record = done.history.last().unwrap();
+    // `kubectl wait` on TierServed returns only once the spec's tier serves with no conversion
+    // left (kubectl also requires the condition's observedGeneration to be current).
+    let kubeconfig = env
+        .cluster
+        .as_ref()
+        .unwrap()
+        .kubeconfig_path()
+        .to_path_buf();
+    let waited = kubectl_wait_tier_served(&kubeconfig, "180s").await;
+    assert!(
+        waited.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let done_i = api.get("orders").await.unwrap();
+    let done = done_i.status.clone().unwrap();
+    assert_eq!(done.migration_phase, Some(MigrationPhase::Stable));
+    assert_gitops(&done_i, ("False", "UpToDate"), ("True", "SpecTierServed"));
+    let record = done.history.last().expect("the abort is recorded");
     assert_eq!(format!("{:?}", record.outcome), "Aborted");
     assert_eq!(done.tier, Some(Tier::Shared));
     assert_eq!(done.serving.as_ref().unwrap().name, "main");
@@ -818,7 +853,107 @@ async fn a_flip_back_before_the_cutover_aborts_and_keeps_every_message() {
     assert_eq!(got.len(), N as usize, "every message kept: {got:?}");
     publish(&conn, "work", N..N + 1).await;
     let _ = conn.close(200, "done".into()).await;
+
+    // Paused: a flip is not acted on (nor observed), the pause shows as a condition.
+    let annotate = |v: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"tiermq.io/paused": v}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    annotate(json!("true")).await;
+    eventually("the pause is recorded", Duration::from_secs(30), || async {
+        let st = api.get("orders").await.ok()?.status?;
+        has(&st, "Paused", "True").then_some(())
+    })
+    .await;
+    flip("Dedicated").await;
+    // TierServed is still True, but for the generation before the flip: kubectl does not take
+    // it for the new spec and times out.
+    let waited = kubectl_wait_tier_served(&kubeconfig, "3s").await;
+    let said = String::from_utf8_lossy(&waited.stderr);
+    assert!(
+        !waited.status.success() && said.contains("timed out"),
+        "kubectl wait must time out, not return on the previous generation's TierServed: {said}"
+    );
+    let paused = api.get("orders").await.unwrap();
+    let st = paused.status.as_ref().unwrap();
+    assert_eq!(st.migration_phase, Some(MigrationPhase::Stable), "paused");
+    assert!(
+        st.observed_generation < paused.metadata.generation,
+        "a paused instance does not observe its new spec"
+    );
+    assert!(has(st, "Reconciling", "False"));
+    // Flipped back and resumed: nothing to convert, the pause clears.
+    flip("Shared").await;
+    annotate(serde_json::Value::Null).await;
+    let resumed = eventually("reconciling resumes", Duration::from_secs(30), || async {
+        let i = api.get("orders").await.ok()?;
+        let st = i.status.as_ref()?;
+        (has(st, "Paused", "False") && st.observed_generation == i.metadata.generation).then_some(i)
+    })
+    .await;
+    assert_gitops(&resumed, ("False", "UpToDate"), ("True", "SpecTierServed"));
     env.shutdown().await;
+}
+
+/// `kubectl wait` for instance `orders`' `TierServed` condition, at most `timeout`.
+async fn kubectl_wait_tier_served(
+    kubeconfig: &std::path::Path,
+    timeout: &str,
+) -> std::process::Output {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let timeout = format!("--timeout={timeout}");
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([
+                "wait",
+                "-n",
+                NS,
+                "rabbitmqinstance/orders",
+                "--for=condition=TierServed",
+                &timeout,
+            ])
+            .output()
+            .expect("kubectl runs")
+    })
+    .await
+    .unwrap()
+}
+
+/// True when `st` has condition `type_` with `status`.
+fn has(st: &tiermq_crd::RabbitMQInstanceStatus, type_: &str, status: &str) -> bool {
+    st.conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == status)
+}
+
+/// `i`'s status observes its spec, is not stalled, and has `Reconciling` and `TierServed` as
+/// `(status, reason)`, every condition at the current generation.
+fn assert_gitops(i: &RabbitMQInstance, reconciling: (&str, &str), tier_served: (&str, &str)) {
+    let st = i.status.as_ref().unwrap();
+    let generation = i.metadata.generation;
+    assert_eq!(st.observed_generation, generation);
+    let get = |t: &str| {
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap_or_else(|| panic!("{t} in {:?}", st.conditions));
+        assert_eq!(c.observed_generation, generation, "{t}");
+        (c.status.as_str(), c.reason.as_str())
+    };
+    assert_eq!(get("Reconciling"), reconciling);
+    assert_eq!(get("TierServed"), tier_served);
+    assert_eq!(get("Stalled"), ("False", "NotStalled"));
 }
 
 /// Publishes ids with confirms through the instance Service every `every`, reconnecting on any
@@ -1481,6 +1616,17 @@ async fn names_that_would_collide_are_refused_and_the_first_owner_keeps_serving(
         "{}",
         degraded.message
     );
+    // Only a person can clear it: kstatus reads it as stalled, not as still reconciling.
+    let st = scs.get("orders").await.unwrap().status.unwrap();
+    let of = |t: &str| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let conflict = tiermq_crd::conditions::reasons::NAME_CONFLICT.to_string();
+    assert_eq!(of("Stalled"), Some(("True".into(), conflict.clone())));
+    assert_eq!(of("Reconciling"), Some(("False".into(), conflict)));
 
     // The instance's Service is untouched: no selector, one controller (the instance).
     let svc = Api::<Service>::namespaced(c.clone(), NS)

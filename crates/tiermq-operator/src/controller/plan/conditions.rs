@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tiermq_crd::conditions::{self, reasons};
-use tiermq_crd::{MigrationPhase, MigrationStatus};
+use tiermq_crd::{MigrationPhase, MigrationStatus, Tier};
 
 use super::Decision;
 use super::observed::Observed;
@@ -51,18 +51,11 @@ pub(super) fn migrating(
     migration: Option<&MigrationStatus>,
     now: DateTime<Utc>,
 ) -> Condition {
-    let running = migration.is_some()
-        && d.phase != MigrationPhase::Stable
-        && d.phase != MigrationPhase::Blocked;
-    if !running {
+    if !conversion_runs(d, migration) {
         let msg = "no conversion runs".to_string();
         return cond(o, conditions::MIGRATING, false, reasons::STABLE, msg, now);
     }
-    let reason = match d.phase {
-        MigrationPhase::Aborting => reasons::ABORTING,
-        _ if migration.is_some_and(|m| m.reverse_requested) => reasons::REVERSE_QUEUED,
-        _ => reasons::CONVERTING,
-    };
+    let reason = migrating_reason(d, migration);
     cond(
         o,
         conditions::MIGRATING,
@@ -115,6 +108,141 @@ pub(super) fn drain_timed_out(o: &Observed, d: &Decision, now: DateTime<Utc>) ->
             now,
         ),
     }
+}
+
+/// What the operator is still working on for this decision, as the reason and message of
+/// `Reconciling` True; `None` when the spec is served and nothing is left to do.
+fn work(
+    d: &Decision,
+    migration: Option<&MigrationStatus>,
+    serving_ok: bool,
+) -> Option<(&'static str, String)> {
+    if d.deleting {
+        return Some((reasons::DELETING, d.progress.clone()));
+    }
+    if let Some((reason, msg)) = &d.blocked {
+        return Some((reason, msg.clone()));
+    }
+    if conversion_runs(d, migration) {
+        return Some((migrating_reason(d, migration), d.progress.clone()));
+    }
+    if !serving_ok {
+        let msg = "waiting for a cluster to serve the tenant".to_string();
+        return Some((reasons::PROVISIONING, msg));
+    }
+    None
+}
+
+fn conversion_runs(d: &Decision, migration: Option<&MigrationStatus>) -> bool {
+    migration.is_some() && d.phase != MigrationPhase::Stable && d.phase != MigrationPhase::Blocked
+}
+
+fn migrating_reason(d: &Decision, migration: Option<&MigrationStatus>) -> &'static str {
+    match d.phase {
+        MigrationPhase::Aborting => reasons::ABORTING,
+        _ if migration.is_some_and(|m| m.reverse_requested) => reasons::REVERSE_QUEUED,
+        _ => reasons::CONVERTING,
+    }
+}
+
+/// `Reconciling` (kstatus): True with the reason of what is under way (a conversion, a held
+/// flip, provisioning, deletion); False once the spec is served, and False too while the drain
+/// is past its timeout (then `Stalled` is True: kstatus reports a stalled resource as failed
+/// only when it does not also read as reconciling).
+pub(super) fn reconciling(
+    o: &Observed,
+    d: &Decision,
+    migration: Option<&MigrationStatus>,
+    serving_ok: bool,
+    now: DateTime<Utc>,
+) -> Condition {
+    let (on, reason, message) = match (&d.drain_timed_out, work(d, migration, serving_ok)) {
+        (Some(msg), _) => (false, reasons::BACKLOG_REMAINS, format!("stalled: {msg}")),
+        (None, Some((reason, msg))) => (true, reason, msg),
+        (None, None) => (false, reasons::UP_TO_DATE, "the spec is served".to_string()),
+    };
+    cond(o, conditions::RECONCILING, on, reason, message, now)
+}
+
+/// `TierServed`: True when the tier of `spec.tier` serves the tenant with no conversion running
+/// or held (what "conversion done" means); False with the reason of what is under way.
+pub(super) fn tier_served(
+    o: &Observed,
+    d: &Decision,
+    migration: Option<&MigrationStatus>,
+    tier: Option<Tier>,
+    serving_ok: bool,
+    now: DateTime<Utc>,
+) -> Condition {
+    let (on, reason, message) = match work(d, migration, serving_ok) {
+        Some((reason, msg)) => (false, reason, msg),
+        None if d.phase == MigrationPhase::Stable && tier == Some(o.spec.tier) => (
+            true,
+            reasons::SPEC_TIER_SERVED,
+            format!("the {} tier serves the tenant", o.spec.tier),
+        ),
+        None => (
+            false,
+            reasons::CONVERTING,
+            format!("the {} tier does not serve the tenant yet", o.spec.tier),
+        ),
+    };
+    cond(o, conditions::TIER_SERVED, on, reason, message, now)
+}
+
+/// `Stalled` (kstatus): True with the problem only someone's change clears (an invalid spec or
+/// a name conflict, reported outside the planner; a drain past its timeout), else False.
+pub fn stalled(
+    previous: &[Condition],
+    generation: i64,
+    problem: Option<(&str, &str)>,
+    now: DateTime<Utc>,
+) -> Condition {
+    let (on, reason, message) = match problem {
+        Some((reason, message)) => (true, reason, message.to_string()),
+        None => (
+            false,
+            reasons::NOT_STALLED,
+            "nothing waits for a change by someone".to_string(),
+        ),
+    };
+    condition(
+        previous,
+        conditions::STALLED,
+        on,
+        reason,
+        message,
+        generation,
+        now,
+    )
+}
+
+/// `Paused`: True while the annotation `tiermq.io/paused` is `"true"` (set outside the planner,
+/// which never runs then), False whenever the planner runs.
+pub fn paused(previous: &[Condition], generation: i64, on: bool, now: DateTime<Utc>) -> Condition {
+    let (reason, message) = if on {
+        (
+            reasons::PAUSED_BY_ANNOTATION,
+            format!(
+                "reconciling is paused by the annotation {}=\"true\"; remove it to resume",
+                conditions::PAUSED_ANNOTATION
+            ),
+        )
+    } else {
+        (
+            reasons::NOT_PAUSED,
+            "the operator reconciles the instance".to_string(),
+        )
+    };
+    condition(
+        previous,
+        conditions::PAUSED,
+        on,
+        reason,
+        message,
+        generation,
+        now,
+    )
 }
 
 /// `InvalidSpec`: True with the problem the operator will not work around (reported outside

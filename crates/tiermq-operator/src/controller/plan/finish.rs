@@ -3,7 +3,7 @@
 //! requeue delay.
 
 use chrono::{DateTime, Utc};
-use tiermq_crd::conditions::{self as types, events};
+use tiermq_crd::conditions::{self as types, events, reasons};
 use tiermq_crd::{
     ClusterRef, InstancePhase, MigrationPhase, MigrationStatus, PhaseTiming, RabbitMQInstanceStatus,
 };
@@ -32,6 +32,24 @@ pub(super) fn finish(
         conditions::migrating(o, &d, status.migration.as_ref(), now),
         conditions::conversion_blocked(o, &d, now),
         conditions::drain_timed_out(o, &d, now),
+        conditions::reconciling(o, &d, status.migration.as_ref(), serving_ok, now),
+        conditions::stalled(
+            &o.status.conditions,
+            o.generation,
+            d.drain_timed_out
+                .as_deref()
+                .map(|m| (reasons::BACKLOG_REMAINS, m)),
+            now,
+        ),
+        conditions::tier_served(
+            o,
+            &d,
+            status.migration.as_ref(),
+            status.tier,
+            serving_ok,
+            now,
+        ),
+        conditions::paused(&o.status.conditions, o.generation, false, now),
     ];
     let mut conds = managed.to_vec();
     conds.extend(
@@ -113,9 +131,20 @@ fn instance_phase(d: &Decision, serving_ok: bool) -> InstancePhase {
     }
 }
 
-/// The decision's Events, plus one Warning when the drain timeout is passed for the first time.
+/// The decision's Events, plus a Warning when the drain timeout is passed for the first time and
+/// a Normal Event when reconciling resumes after a pause.
 fn events_of(o: &Observed, d: &Decision) -> Vec<PlannedEvent> {
     let mut out = d.events.clone();
+    if is_true(&o.status.conditions, types::PAUSED) {
+        out.push(PlannedEvent {
+            type_: EventType::Normal,
+            reason: events::RESUMED,
+            note: format!(
+                "the annotation {} is gone or not \"true\": reconciling resumed",
+                types::PAUSED_ANNOTATION
+            ),
+        });
+    }
     if let Some(msg) = &d.drain_timed_out
         && !is_true(&o.status.conditions, types::DRAIN_TIMED_OUT)
     {
