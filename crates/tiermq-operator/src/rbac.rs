@@ -285,6 +285,6 @@ mod tests {
         }
         let yaml = deploy_yaml();
         assert!(!yaml.contains('*'), "no wildcards");
-        assert!(yaml.contains("# Leader election."), "{yaml}");
+        assert!(yaml.contains("# Leader election:"), "{yaml}");
     }
 }
