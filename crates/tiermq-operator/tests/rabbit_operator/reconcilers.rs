@@ -1608,7 +1608,7 @@ async fn a_broker_that_cannot_start_is_reported_on_its_pod_and_on_the_instance()
     env.shutdown().await;
 }
 
-/// The broker image of SharedCluster `main`'s StatefulSet.
+/// The broker image of StatefulSet `name`.
 async fn statefulset_image(c: &kube::Client, name: &str) -> Option<String> {
     let sts = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(c.clone(), NS)
         .get(name)
@@ -1760,5 +1760,72 @@ async fn a_shared_cluster_image_change_is_refused_or_rolled_with_feature_flags_f
         "the persistent messages survived the roll"
     );
     let _ = conn.close(200, "done".into()).await;
+    env.shutdown().await;
+}
+
+/// A dedicated instance's image change goes by the same rule: 3.10 → 4.0 leaves its
+/// StatefulSet's image alone and is reported on the instance (`InvalidSpec`, UnsupportedUpgrade,
+/// the way there in the message); setting the running image back clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dedicated_cluster_image_jump_is_refused_on_the_instance() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_instance_on(&c, "billing", "Dedicated", "main", "Shovel").await;
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    eventually(
+        "instance billing Ready on the dedicated tier",
+        BOOT,
+        || async {
+            let st = api.get("billing").await.ok()?.status?;
+            (st.tier == Some(Tier::Dedicated) && st.phase == Some(tiermq_crd::InstancePhase::Ready))
+                .then_some(())
+        },
+    )
+    .await;
+    let set_image = |image: &'static str| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "billing",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"dedicated": {"image": image}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    set_image("rabbitmq:4.0-management").await;
+    let refused = eventually(
+        "InvalidSpec UnsupportedUpgrade on the instance",
+        Duration::from_secs(30),
+        || async {
+            let st = api.get("billing").await.ok()?.status?;
+            st.conditions.into_iter().find(|c| {
+                c.type_ == tiermq_crd::conditions::INVALID_SPEC
+                    && c.status == "True"
+                    && c.reason == tiermq_crd::conditions::reasons::UNSUPPORTED_UPGRADE
+            })
+        },
+    )
+    .await;
+    assert!(
+        refused.message.contains("upgrade to 3.13 first"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        statefulset_image(&c, "billing-dedicated").await.as_deref(),
+        Some(IMAGE)
+    );
+    set_image(IMAGE).await;
+    eventually("InvalidSpec cleared", Duration::from_secs(60), || async {
+        let st = api.get("billing").await.ok()?.status?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == tiermq_crd::conditions::INVALID_SPEC && c.status == "False")
+            .then_some(())
+    })
+    .await;
     env.shutdown().await;
 }
