@@ -490,6 +490,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refused_image_keeps_the_running_one_in_the_built_statefulset() {
+        let c = crate::build::testing::shared();
+        let mut sts = crate::build::statefulset::build(&c);
+        assert_eq!(running_image(&sts), Some(c.image.as_str()));
+        set_broker_image(&mut sts, "rabbitmq:3.10-management");
+        assert_eq!(running_image(&sts), Some("rabbitmq:3.10-management"));
+        let e = Error::during(crate::error::Stage::Apply)(Error::UnsupportedUpgrade("why".into()));
+        assert_eq!(
+            e.degraded_reason(),
+            tiermq_crd::conditions::reasons::UNSUPPORTED_UPGRADE
+        );
+        assert!(matches!(e.retry(), crate::error::Retry::Report(_)));
+    }
+
+    #[test]
     fn only_the_clusters_own_claims_are_matched() {
         let prefix = "data-orders-dedicated-";
         assert!(is_claim_of("data-orders-dedicated-0", prefix));
