@@ -56,6 +56,12 @@ impl Env {
     /// With `private`, kubesim's folder sits inside a folder only root may enter (a `mktemp -d`
     /// folder, mode 0700), so no broker's user can reach its data folder.
     async fn start_in(private: bool) -> Env {
+        Self::start_with(private, None).await
+    }
+
+    /// [`Env::start_in`]; with `flags`, brokers boot enabling only those feature flags (like
+    /// brokers upgraded from an older release).
+    async fn start_with(private: bool, flags: Option<&str>) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn,kubesim=warn".into()),
@@ -70,9 +76,11 @@ impl Env {
         } else {
             dir.path().to_path_buf()
         };
-        let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(cluster_dir))
-            .await
-            .expect("kubesim starts");
+        let mut cfg = kubesim::cluster::ClusterConfig::new(cluster_dir);
+        if let Some(flags) = flags {
+            cfg = cfg.with_initial_feature_flags(flags);
+        }
+        let cluster = kubesim::cluster::start(cfg).await.expect("kubesim starts");
         let client = cluster.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for (_, yaml) in tiermq_crd::crd_files() {
@@ -1621,17 +1629,36 @@ async fn statefulset_image(c: &kube::Client, name: &str) -> Option<String> {
 /// take in place (3.10 → 4.0) leaves the StatefulSet's image alone and is reported on the
 /// SharedCluster (`Degraded`, UnsupportedUpgrade, the way there in the message) with a Warning
 /// Event; an allowed change (a 3.10 patch tag, which kubesim runs with the same 3.10) first
-/// enables the stable feature flags (the Normal Event says which), then rolls the brokers, and a
+/// enables the stable feature flags the brokers booted without (the Normal Event names them),
+/// then rolls the brokers, and a
 /// persistent message published before the roll is still on the tenant's durable queue after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shared_cluster_image_change_is_refused_or_rolled_with_feature_flags_first() {
     use k8s_openapi::api::core::v1::{Event, Pod};
     let _serial = SERIAL.lock().await;
-    let env = Env::start().await;
+    // The brokers boot like ones upgraded from an older release: some stable flags disabled.
+    let env = Env::start_with(
+        false,
+        Some("quorum_queue,virtual_host_metadata,user_limits,implicit_default_bindings"),
+    )
+    .await;
     let c = env.client();
     create_shared_cluster(&c, "main").await;
     create_instance(&c, "orders", "main").await;
     wait_ready_shared(&c, "orders").await;
+    let disabled_before: Vec<String> = admin_client(&c, "main")
+        .await
+        .list_feature_flags()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.is_stable() && f.state == "disabled")
+        .map(|f| f.name)
+        .collect();
+    assert!(
+        disabled_before.iter().any(|f| f == "stream_queue"),
+        "{disabled_before:?}"
+    );
     let (uri, _) = instance_uri(&c, "orders").await;
     let conn = connect(&uri).await;
     publish(&conn, "kept", 0..3).await;
@@ -1718,7 +1745,11 @@ async fn a_shared_cluster_image_change_is_refused_or_rolled_with_feature_flags_f
     )
     .await;
     assert!(
-        upgrading.2.contains("stable feature flag(s)") && upgrading.2.contains(PATCH),
+        upgrading.2.contains(&format!(
+            "enabled {} stable feature flag(s)",
+            disabled_before.len()
+        )) && upgrading.2.contains("stream_queue")
+            && upgrading.2.contains(PATCH),
         "{upgrading:?}"
     );
     eventually("a new broker pod ready on the patch tag", BOOT, || async {
