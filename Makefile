@@ -53,7 +53,7 @@ test-faults: setup ## The fault matrix left out of `make test`: crash before eve
 	$(CARGO) nextest run --workspace --profile full -E 'test(/(^|::)matrix::/) or binary(rabbit_e2e_faults)'
 
 .PHONY: demo
-demo: setup ## The main job: kubesim + operator + brokers, an instance converted shared -> dedicated -> shared under load (~1-2 min)
+demo: setup ## The main job: kubesim + operator + brokers (RabbitMQ 4.0, the default image; tiermq-demo --image picks another), an instance converted shared -> dedicated -> shared under load (~1-2 min)
 	$(CARGO) build -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
 	./target/debug/tiermq-demo
 
@@ -68,9 +68,9 @@ test-matrix: setup ## Opt-in, ~10 min: every end-to-end conversion on RabbitMQ 3
 	$(CARGO) nextest run --workspace --profile matrix
 
 .PHONY: bench
-bench: setup ## Consume vs Shovel and shared vs dedicated throughput side by side; writes target/bench-report.md (~5 min)
+bench: setup ## Consume vs Shovel and shared vs dedicated throughput side by side on RabbitMQ 3.10 (comparable with earlier reports); writes target/bench-report.md (~5 min)
 	$(CARGO) build --release -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
-	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/release/tiermq-operator ./target/release/tiermq-demo bench --dir .tiermq/bench --out target/bench-report.md
+	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/release/tiermq-operator ./target/release/tiermq-demo bench --image rabbitmq:3.10-management --dir .tiermq/bench --out target/bench-report.md
 
 .PHONY: kind-e2e
 kind-e2e: ## The same scenario on kind/minikube with the Helm chart (needs docker, kind, helm; cannot run on this project's machines)

@@ -13,7 +13,7 @@
 #   CONTAINER_ENGINE=docker|podman (default docker)
 #   CLUSTER_NAME=tiermq-e2e      DRAIN=Consume|Shovel (default Consume)
 #   KEEP_CLUSTER=1               keep the cluster afterwards (default: deleted on exit)
-#   RABBITMQ_IMAGE=rabbitmq:3.10-management
+#   RABBITMQ_IMAGE=rabbitmq:4.0-management  (the CRDs' default image)
 #   KIND_NODE_IMAGE=kindest/node:v1.33.x  node image for kind (default: kind's own, which must be
 #                                          Kubernetes 1.33-1.37: the chart's kubeVersion)
 #   MINIKUBE_KUBERNETES_VERSION=v1.33.x   the same for minikube
@@ -24,7 +24,7 @@ ENGINE=${CONTAINER_ENGINE:-docker}
 CLUSTER=${CLUSTER_NAME:-tiermq-e2e}
 DRAIN=${DRAIN:-Consume}
 KEEP=${KEEP_CLUSTER:-0}
-RABBITMQ_IMAGE=${RABBITMQ_IMAGE:-rabbitmq:3.10-management}
+RABBITMQ_IMAGE=${RABBITMQ_IMAGE:-rabbitmq:4.0-management}
 IMAGE_REPO=tiermq/tiermq-operator
 IMAGE_TAG=e2e
 IMAGE="$IMAGE_REPO:$IMAGE_TAG"

@@ -60,6 +60,9 @@ pub struct ClusterConfig {
     /// Images the kubelet runs as local binaries, by repository name (see `sim::images`); the
     /// pods get their ServiceAccount token, the CA and `KUBERNETES_SERVICE_HOST`/`PORT`.
     pub image_binaries: sim::images::ImageBinaries,
+    /// Feature flags fresh brokers enable at first boot (see
+    /// [`ClusterConfig::with_initial_feature_flags`]); `None`: every stable flag.
+    pub initial_feature_flags: Option<String>,
 }
 
 impl ClusterConfig {
@@ -71,7 +74,16 @@ impl ClusterConfig {
             resync: Duration::from_secs(1),
             request_log: None,
             image_binaries: sim::images::ImageBinaries::new(),
+            initial_feature_flags: None,
         }
+    }
+
+    /// Brokers booting with an empty data folder enable only `flags` (comma-separated, plus
+    /// what their release requires), like a cluster upgraded from an older release whose newer
+    /// flags were never enabled.
+    pub fn with_initial_feature_flags(mut self, flags: impl Into<String>) -> Self {
+        self.initial_feature_flags = Some(flags.into());
+        self
     }
 
     /// Runs images whose repository name is `repository` as `binary` (see `sim::images`).
@@ -175,6 +187,7 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
             max_brokers: cfg.max_brokers,
             resync: cfg.resync,
             image_binaries: cfg.image_binaries.clone(),
+            initial_feature_flags: cfg.initial_feature_flags.clone(),
             api_server: Some(sim::InClusterApi {
                 addr: api.addr(),
                 ca_pem: api.ca_pem().to_string(),

@@ -20,6 +20,25 @@ pub struct Overview {
     pub node: Option<String>,
 }
 
+/// One feature flag from `GET /api/feature-flags`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FeatureFlag {
+    /// The flag's name (`quorum_queue`, `stream_queue`, …).
+    pub name: String,
+    /// `enabled`, `disabled`, or `unavailable` (some node cannot enable it).
+    pub state: String,
+    /// `stable`, `experimental`, or (4.x) `required`: a required flag is always enabled.
+    #[serde(default)]
+    pub stability: String,
+}
+
+impl FeatureFlag {
+    /// A flag an upgrade enables first: stable or required, not experimental.
+    pub fn is_stable(&self) -> bool {
+        matches!(self.stability.as_str(), "stable" | "required")
+    }
+}
+
 /// One node from `GET /api/nodes`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct NodeInfo {

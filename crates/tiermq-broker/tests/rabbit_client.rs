@@ -425,3 +425,54 @@ async fn passwords_never_reach_logs_errors_or_debug_output(runtime: BrokerRuntim
         }
     }
 }
+
+test_each_runtime!(enabling_stable_feature_flags_leaves_none_disabled);
+/// A node that booted with one feature flag (like one upgraded from an older release, whose
+/// newer flags stay disabled) has disabled stable flags; after
+/// `enable_stable_feature_flags` none is left, and a second call has nothing to do. This is the
+/// step an in-place upgrade runs before the new image starts.
+async fn enabling_stable_feature_flags_leaves_none_disabled(runtime: BrokerRuntime) {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_nodes_with(runtime, 1, |_, c| {
+        c.initial_feature_flags = Some("quorum_queue".into());
+    })
+    .await
+    .unwrap()
+    .pop()
+    .unwrap();
+    let c = admin(&node, "test/flags");
+    let disabled = |flags: &[tiermq_broker::model::FeatureFlag]| -> Vec<String> {
+        flags
+            .iter()
+            .filter(|f| f.is_stable() && f.state != "enabled")
+            .map(|f| f.name.clone())
+            .collect()
+    };
+    let before = c.list_feature_flags().await.unwrap();
+    assert!(
+        before
+            .iter()
+            .any(|f| f.name == "quorum_queue" && f.state == "enabled"),
+        "{before:?}"
+    );
+    let was_disabled = disabled(&before);
+    assert!(
+        !was_disabled.is_empty(),
+        "a node booted with one flag has disabled stable flags: {before:?}"
+    );
+    let mut enabled = c.enable_stable_feature_flags().await.unwrap();
+    enabled.sort();
+    let mut expected = was_disabled.clone();
+    expected.sort();
+    assert_eq!(enabled, expected);
+    let after = c.list_feature_flags().await.unwrap();
+    assert_eq!(disabled(&after), Vec::<String>::new(), "{after:?}");
+    assert_eq!(
+        c.enable_stable_feature_flags().await.unwrap(),
+        Vec::<String>::new()
+    );
+    eprintln!(
+        "{runtime:?}: enabled {} stable flags: {enabled:?}",
+        enabled.len()
+    );
+}

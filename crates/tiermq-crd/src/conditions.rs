@@ -128,6 +128,13 @@ pub mod reasons {
     pub const WAITING: &str = "Waiting";
     /// SharedCluster `Ready` False: it is being deleted but instances are still placed on it.
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+    /// `Degraded`: the spec names a broker image the running brokers cannot change to in place
+    /// (more than one minor release ahead, or older; see `tiermq_crd::versions`). The brokers keep
+    /// running their image; the message says the way there.
+    pub const UNSUPPORTED_UPGRADE: &str = "UnsupportedUpgrade";
+    /// `Degraded`: the feature flags an in-place upgrade needs enabled first could not be
+    /// enabled; the brokers keep their image.
+    pub const FEATURE_FLAGS_NOT_ENABLED: &str = "FeatureFlagsNotEnabled";
     /// `Degraded` False: the last pass succeeded.
     pub const RECONCILED: &str = "Reconciled";
     /// `Reconciling` False: the spec is served and nothing is left to do.
@@ -148,6 +155,9 @@ pub mod events {
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     /// Warning: reconciling keeps failing (see the `Degraded` condition).
     pub const RECONCILE_FAILING: &str = "ReconcileFailing";
+    /// A broker cluster's image changes in place: its stable feature flags were enabled (the
+    /// note names them) and the StatefulSet rolls to the new image.
+    pub const UPGRADING_IMAGE: &str = "UpgradingImage";
     /// Warning: a flip is held (see the `ConversionBlocked` condition).
     pub const CONVERSION_BLOCKED: &str = "ConversionBlocked";
     /// A held flip was withdrawn.

@@ -130,6 +130,20 @@ pub enum Error {
         /// Who controls it instead.
         controller: String,
     },
+    /// The spec names a broker image the running brokers cannot change to in place
+    /// ([`tiermq_crd::versions::in_place_upgrade_problem`] says why); they keep their image.
+    #[error("{0}")]
+    UnsupportedUpgrade(String),
+    /// Enabling the stable feature flags before an in-place upgrade failed; the brokers keep
+    /// their image and the upgrade is tried again.
+    #[error("feature flags must be enabled before the brokers move to {image:?}: {source}")]
+    FeatureFlags {
+        /// The image the brokers would move to.
+        image: String,
+        /// The broker's error.
+        #[source]
+        source: tiermq_broker::BrokerError,
+    },
     /// A step that needs leadership could not confirm it (see [`crate::leader::Leadership::confirm`]).
     #[error("{0}")]
     NotLeader(String),
@@ -207,6 +221,8 @@ impl Error {
             Error::NotLeader(_) => "NotLeader",
             Error::Placement { .. } => "Placement",
             Error::NotOwned { .. } => "NameConflict",
+            Error::UnsupportedUpgrade(_) => "UnsupportedUpgrade",
+            Error::FeatureFlags { .. } => "FeatureFlags",
             Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
     }
@@ -229,6 +245,8 @@ impl Error {
             }
             Error::Secret { .. } => reasons::SECRET_PROBLEM,
             Error::NotOwned { .. } => reasons::NAME_CONFLICT,
+            Error::UnsupportedUpgrade(_) => reasons::UNSUPPORTED_UPGRADE,
+            Error::FeatureFlags { .. } => reasons::FEATURE_FLAGS_NOT_ENABLED,
             Error::NotReady(_) | Error::NotLeader(_) => reasons::WAITING,
             Error::InvalidSpec(_) | Error::Build(_) | Error::Placement { .. } => {
                 tiermq_crd::conditions::INVALID_SPEC
@@ -246,6 +264,8 @@ impl Error {
             Error::Placement { .. } => Retry::Report(Duration::from_secs(30)),
             // Clears when the other object goes; nothing to retry quickly.
             Error::NotOwned { .. } => Retry::Report(Duration::from_secs(60)),
+            // Only a spec change helps; the rest of the cluster's objects were applied.
+            Error::UnsupportedUpgrade(_) => Retry::Report(Duration::from_secs(300)),
             // Broker refusals (a conflicting queue, messages still on a vhost) and API failures
             // clear up by themselves or by a fix on the broker; a missing Secret by a restore.
             Error::Broker(_)
@@ -254,7 +274,8 @@ impl Error {
             | Error::Serialization(_)
             | Error::NotReady(_)
             | Error::Conflict(_)
-            | Error::NotLeader(_) => Retry::Backoff,
+            | Error::NotLeader(_)
+            | Error::FeatureFlags { .. } => Retry::Backoff,
             Error::In { .. } => unreachable!("cause() unwraps every stage"),
         }
     }

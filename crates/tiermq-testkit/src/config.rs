@@ -63,6 +63,12 @@ pub struct NodeConfig {
     /// The administrator the readiness probe logs in as; `config` must create it (for example
     /// with `default_user`/`default_pass`, as [`NodeConfig::for_test`] does).
     pub admin: Credentials,
+    /// `RABBITMQ_FEATURE_FLAGS`: the feature flags a node enables when it boots with an empty
+    /// data folder (comma-separated; RabbitMQ adds the ones its release requires). `None`: every
+    /// stable flag, RabbitMQ's default. Later boots ignore it. Tests of the upgrade path use it to
+    /// get a node with stable flags still disabled, like one that was upgraded from an older
+    /// release.
+    pub initial_feature_flags: Option<String>,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -127,6 +133,7 @@ impl NodeConfig {
             )),
             plugins: TEST_PLUGINS.iter().map(|p| p.to_string()).collect(),
             admin,
+            initial_feature_flags: None,
         }
     }
 

@@ -185,6 +185,9 @@ impl RabbitNode {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
+        if let Some(flags) = &config.initial_feature_flags {
+            cmd.env("RABBITMQ_FEATURE_FLAGS", flags);
+        }
         let child = cmd
             .spawn()
             .map_err(TestkitError::io("spawn rabbitmq-server", &program))?;

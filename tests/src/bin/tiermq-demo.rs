@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tiermq_crd::{MigrationPhase, Tier};
-use tiermq_tests::harness::{InstanceSpec, World, shared_cluster_yaml};
+use tiermq_tests::harness::{InstanceSpec, World, shared_cluster_yaml_with};
 use tiermq_tests::load::{
     Load, LoadConfig, LoadReport, Pattern, Workload, WorkloadConfig, WorkloadReport,
 };
@@ -43,6 +43,10 @@ struct Common {
     /// The operator binary (default: `tiermq-operator` next to this executable).
     #[arg(long, global = true, env = "TIERMQ_OPERATOR_BIN")]
     operator_bin: Option<PathBuf>,
+    /// Broker image of the shared and the dedicated cluster (kubesim runs 3.x tags with
+    /// RabbitMQ 3.10, 4.x tags with 4.0.5). Default: the CRDs' default image.
+    #[arg(long, global = true, default_value = tiermq_crd::DEFAULT_IMAGE)]
+    image: String,
 }
 
 #[derive(Subcommand)]
@@ -228,7 +232,7 @@ async fn bring_up(common: &Common, drain: &str, t0: Instant) -> anyhow::Result<W
                 .unwrap_or_default()
         ),
     );
-    let shared = shared_cluster_yaml(10);
+    let shared = shared_cluster_yaml_with("main", &common.image, 10);
     let instance = InstanceSpec {
         namespace: NS,
         name: NAME,
@@ -237,7 +241,7 @@ async fn bring_up(common: &Common, drain: &str, t0: Instant) -> anyhow::Result<W
         grace_period_seconds: 5,
         connection_policy: None,
     }
-    .yaml();
+    .yaml_with(&common.image);
     std::fs::write(dir.join("shared-cluster.yaml"), &shared)?;
     std::fs::write(dir.join("instance.yaml"), &instance)?;
     world.kubectl.apply(&shared).await?;

@@ -90,6 +90,10 @@ pub struct SimConfig {
     /// The API server as pods see it (`KUBERNETES_SERVICE_HOST`/`PORT`, the ServiceAccount's
     /// `ca.crt`); `None`: container processes get no in-cluster configuration.
     pub api_server: Option<InClusterApi>,
+    /// Feature flags a broker enables when it boots with an empty data folder (see
+    /// `tiermq_testkit::NodeConfig::initial_feature_flags`); `None`: every stable flag, as
+    /// RabbitMQ does. Lets a test run brokers like ones upgraded from an older release.
+    pub initial_feature_flags: Option<String>,
 }
 
 /// How a pod's processes reach the API server: its address and the CA that signed its serving
@@ -113,6 +117,7 @@ impl SimConfig {
             resync: Duration::from_secs(1),
             image_binaries: images::ImageBinaries::new(),
             api_server: None,
+            initial_feature_flags: None,
         }
     }
 }

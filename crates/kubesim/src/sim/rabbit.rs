@@ -295,6 +295,7 @@ pub fn node_config(
         advanced_config: inputs.advanced_config.clone(),
         plugins,
         admin,
+        initial_feature_flags: None,
     })
 }
 

@@ -1,9 +1,10 @@
 //! The typed management-API client. One client talks to one cluster as its administrator. The
 //! requests are grouped by what they manage: `broker` (cluster facts, vhosts, users, limits,
 //! definitions), `queues` (queues and the clients using them), `parameters` (policies,
-//! shovels, federation).
+//! shovels, federation), `feature_flags` (what an in-place upgrade enables first).
 
 mod broker;
+mod feature_flags;
 mod parameters;
 mod queues;
 

@@ -4,8 +4,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Broker image used when a spec names none: the RabbitMQ version the project is tested with.
-pub const DEFAULT_IMAGE: &str = "rabbitmq:3.10-management";
+/// Broker image used when a spec names none: RabbitMQ 4.0, the 4.x release the project runs and
+/// tests (3.x is out of community support; later 4.x minors are reached from it by the in-place
+/// rolling upgrade, one minor at a time). The oldest release tested is
+/// [`crate::versions::OLDEST_TESTED`].
+pub const DEFAULT_IMAGE: &str = "rabbitmq:4.0-management";
 
 /// Persistent storage of one broker node.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

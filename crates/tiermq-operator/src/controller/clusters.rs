@@ -30,8 +30,17 @@ use crate::error::{Error, Result, kube_err};
 
 /// Creates or updates every object of a broker cluster. The two Secrets are created once (their
 /// values are never regenerated); the rest is server-side applied, so in-tier changes (replicas,
-/// image, resources) reach the StatefulSet.
-pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<()> {
+/// resources) reach the StatefulSet.
+///
+/// An image change is an in-place rolling upgrade (see [`image_change`]): refused ones keep the
+/// running image and end in [`Error::UnsupportedUpgrade`] after the other objects were applied;
+/// allowed ones enable the cluster's stable feature flags first. Returns a note for a Normal
+/// Event when the image changed.
+pub async fn ensure_cluster(
+    client: &kube::Client,
+    config: &RunArgs,
+    c: &BrokerCluster,
+) -> Result<Option<String>> {
     // Fresh values are drawn every time but used only when the Secret does not exist yet.
     let (cookie, admin_password) = {
         let mut rng = rand::rng();
@@ -51,14 +60,11 @@ pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
     // keep the cookie and admin password they booted with (on their volumes), and a new one
     // would only give 401s and nodes that cannot talk to each other.
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &c.namespace);
-    let brokers_exist = sts_api
-        .get_opt(&c.name)
-        .await
-        .map_err(kube_err(
-            "get",
-            format!("StatefulSet {}/{}", c.namespace, c.name),
-        ))?
-        .is_some();
+    let live = sts_api.get_opt(&c.name).await.map_err(kube_err(
+        "get",
+        format!("StatefulSet {}/{}", c.namespace, c.name),
+    ))?;
+    let brokers_exist = live.is_some();
     if brokers_exist {
         let secrets: Api<SecretObject> = Api::namespaced(client.clone(), &c.namespace);
         for s in [&erlang_cookie, &admin_secret] {
@@ -87,6 +93,17 @@ pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
     apply(client, &config_map).await?;
     apply(client, &headless_service).await?;
     apply(client, &service).await?;
+    let mut statefulset = statefulset;
+    let running = live.as_ref().and_then(running_image);
+    let change = match running {
+        Some(running) if running != c.image => {
+            Some(image_change(client, config, c, running).await?)
+        }
+        _ => None,
+    };
+    if let Some(ImageChange::Refused { running, .. }) = &change {
+        set_broker_image(&mut statefulset, running);
+    }
     match apply(client, &statefulset).await {
         Err(e) if forbidden_statefulset_update(&e) => recreate(client, &statefulset).await?,
         other => {
@@ -94,7 +111,119 @@ pub async fn ensure_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<
         }
     }
     apply(client, &pdb).await?;
-    Ok(())
+    match change {
+        Some(ImageChange::Refused { problem, .. }) => Err(Error::UnsupportedUpgrade(problem)),
+        Some(ImageChange::Rolling { note }) => Ok(Some(note)),
+        None => Ok(None),
+    }
+}
+
+/// What happens to a running cluster whose spec names another image.
+enum ImageChange {
+    /// Not in place: the StatefulSet keeps `running`; `problem` says why and the way there.
+    Refused { running: String, problem: String },
+    /// The stable feature flags are enabled; the StatefulSet rolls to the new image.
+    Rolling { note: String },
+}
+
+/// Decides an image change of a running cluster (from the StatefulSet's image to the spec's) by
+/// [`tiermq_crd::versions::in_place_upgrade_problem`], and prepares an allowed one: every stable
+/// feature flag that is disabled is enabled first, since a node of the next release refuses to
+/// boot otherwise. Into another release that must succeed, or the cluster is not rolled
+/// ([`Error::FeatureFlags`], tried again); within one release (a patch, a tag that names none)
+/// the new image does not need them, so a failure is logged and the roll goes on — a cluster
+/// whose brokers are down (a mistyped image) must still be able to take the corrected one.
+async fn image_change(
+    client: &kube::Client,
+    config: &RunArgs,
+    c: &BrokerCluster,
+    running: &str,
+) -> Result<ImageChange> {
+    use tiermq_crd::versions::{image_version, in_place_upgrade_problem};
+    if let Some(problem) = in_place_upgrade_problem(running, &c.image) {
+        tracing::warn!(cluster = %c.name, running, wanted = %c.image, %problem, "image change refused");
+        return Ok(ImageChange::Refused {
+            running: running.to_string(),
+            problem,
+        });
+    }
+    let from = image_version(running);
+    let to = image_version(&c.image);
+    let new_release = from.is_none_or(|f| f.minor.is_none())
+        || to.is_none_or(|t| t.minor.is_none())
+        || from != to;
+    let r = ClusterRef {
+        kind: c.kind,
+        name: c.name.clone(),
+        namespace: c.namespace.clone(),
+    };
+    let enabled = async {
+        let mc = management_client(client, config, &r)
+            .await?
+            .ok_or_else(|| {
+                Error::NotReady(format!(
+                    "the management API of {} is not reachable yet",
+                    label(&r)
+                ))
+            })?;
+        mc.enable_stable_feature_flags()
+            .await
+            .map_err(|source| Error::FeatureFlags {
+                image: c.image.clone(),
+                source,
+            })
+    }
+    .await;
+    let note = match enabled {
+        Ok(names) => format!(
+            "enabled {} stable feature flag(s) ({}) before rolling the brokers from {running:?} \
+             to {:?}",
+            names.len(),
+            if names.is_empty() {
+                "none was disabled".to_string()
+            } else {
+                names.join(", ")
+            },
+            c.image
+        ),
+        Err(e) if new_release => return Err(e),
+        Err(e) => {
+            tracing::warn!(cluster = %c.name, error = %e, "feature flags not enabled; the image stays within its release, rolling anyway");
+            format!(
+                "rolling the brokers from {running:?} to {:?} (same release; feature flags \
+                 could not be enabled: {e})",
+                c.image
+            )
+        }
+    };
+    tracing::info!(cluster = %c.name, %note, "rolling upgrade");
+    Ok(ImageChange::Rolling { note })
+}
+
+/// The image of the broker container of a StatefulSet.
+pub fn running_image(sts: &StatefulSet) -> Option<&str> {
+    sts.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == build::statefulset::CONTAINER_NAME)?
+        .image
+        .as_deref()
+}
+
+/// Sets the broker container's image in a built StatefulSet.
+fn set_broker_image(sts: &mut StatefulSet, image: &str) {
+    let containers = sts
+        .spec
+        .iter_mut()
+        .filter_map(|s| s.template.spec.as_mut())
+        .flat_map(|p| p.containers.iter_mut());
+    for c in containers.filter(|c| c.name == build::statefulset::CONTAINER_NAME) {
+        c.image = Some(image.to_string());
+    }
 }
 
 /// The API server refused a StatefulSet change because the field cannot change in place.
@@ -341,4 +470,24 @@ pub async fn tenant_amqp_uri(
     Ok(tiermq_broker::Secret::new(build::credentials::amqp_uri(
         tenant, password, &host, tenant,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_image_keeps_the_running_one_in_the_built_statefulset() {
+        let c = crate::build::testing::shared();
+        let mut sts = crate::build::statefulset::build(&c);
+        assert_eq!(running_image(&sts), Some(c.image.as_str()));
+        set_broker_image(&mut sts, "rabbitmq:3.10-management");
+        assert_eq!(running_image(&sts), Some("rabbitmq:3.10-management"));
+        let e = Error::during(crate::error::Stage::Apply)(Error::UnsupportedUpgrade("why".into()));
+        assert_eq!(
+            e.degraded_reason(),
+            tiermq_crd::conditions::reasons::UNSUPPORTED_UPGRADE
+        );
+        assert!(matches!(e.retry(), crate::error::Retry::Report(_)));
+    }
 }

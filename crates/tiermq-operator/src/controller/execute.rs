@@ -117,7 +117,9 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             let mut c = BrokerCluster::for_dedicated(t.instance)?;
             c.stats_interval_ms = ctx.config.broker_stats_interval_ms;
             debug_assert_eq!(c.name, cluster.name);
-            clusters::ensure_cluster(&ctx.client, &c).await
+            clusters::ensure_cluster(&ctx.client, &ctx.config, &c)
+                .await
+                .map(drop)
         }
         Step::EnsureTenant { cluster, writable } => {
             let mc = broker(ctx, cluster).await?;

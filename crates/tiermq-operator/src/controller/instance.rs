@@ -255,6 +255,7 @@ async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Res
     let (reason, message) = match e.cause() {
         Error::Placement { reason, message } => (*reason, message.clone()),
         e @ Error::NotOwned { .. } => (conditions::reasons::NAME_CONFLICT, e.to_string()),
+        Error::UnsupportedUpgrade(m) => (conditions::reasons::UNSUPPORTED_UPGRADE, m.clone()),
         other => (conditions::INVALID_SPEC, other.to_string()),
     };
     let old = i.status.clone().unwrap_or_default();

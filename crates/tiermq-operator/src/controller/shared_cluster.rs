@@ -278,9 +278,21 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
         .map_err(Error::from)
         .map_err(Error::during(Stage::Validate))?;
     cluster.stats_interval_ms = ctx.config.broker_stats_interval_ms;
-    clusters::ensure_cluster(&ctx.client, &cluster)
+    let upgrade = clusters::ensure_cluster(&ctx.client, &ctx.config, &cluster)
         .await
         .map_err(Error::during(Stage::Apply))?;
+    if let Some(note) = upgrade {
+        status::emit(
+            ctx,
+            sc,
+            &[crate::controller::plan::PlannedEvent {
+                type_: crate::controller::plan::EventType::Normal,
+                reason: conditions::events::UPGRADING_IMAGE,
+                note,
+            }],
+        )
+        .await;
+    }
     let sts = clusters::statefulset(&ctx.client, &me)
         .await
         .map_err(Error::during(Stage::Observe))?;

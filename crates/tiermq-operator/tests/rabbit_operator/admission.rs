@@ -145,14 +145,16 @@ async fn a_statefulset_field_that_cannot_change_is_changed_by_recreating_it_keep
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
-                "metadata": {"name": "main"}, "spec": {"replicas": 1}
+                "metadata": {"name": "main"},
+                "spec": {"replicas": 1, "image": "rabbitmq:3.10-management"}
             }))
             .unwrap(),
         )
         .await
         .unwrap();
     let bc = BrokerCluster::for_shared_cluster(&sc).unwrap();
-    ensure_cluster(&c, &bc).await.unwrap();
+    let args = tiermq_operator::config::RunArgs::local("default");
+    ensure_cluster(&c, &args, &bc).await.unwrap();
     let pods = Api::<Pod>::namespaced(c.clone(), "default");
     let ready_uid = || async {
         let p = pods.get_opt("main-0").await.ok()??;
@@ -188,7 +190,7 @@ async fn a_statefulset_field_that_cannot_change_is_changed_by_recreating_it_keep
     old.spec.as_mut().unwrap().pod_management_policy = Some("OrderedReady".into());
     sets.create(&PostParams::default(), &old).await.unwrap();
 
-    ensure_cluster(&c, &bc).await.expect("no 422 loop");
+    ensure_cluster(&c, &args, &bc).await.expect("no 422 loop");
     let now = sets.get("main").await.unwrap();
     assert_eq!(
         now.spec.unwrap().pod_management_policy.as_deref(),

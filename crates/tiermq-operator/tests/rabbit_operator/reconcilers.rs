@@ -39,6 +39,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const NS: &str = "default";
 const BOOT: Duration = Duration::from_secs(180);
+/// The broker image these tests run (RabbitMQ 3.10, the host's; named so a change of the default
+/// image does not change what they run).
+const IMAGE: &str = "rabbitmq:3.10-management";
 
 /// A kubesim cluster with the CRDs and the operator running in-process; stops both on drop.
 struct Env {
@@ -58,6 +61,12 @@ impl Env {
     /// With `private`, kubesim's folder sits inside a folder only root may enter (a `mktemp -d`
     /// folder, mode 0700), so no broker's user can reach its data folder.
     async fn start_in(private: bool) -> Env {
+        Self::start_with(private, None).await
+    }
+
+    /// [`Env::start_in`]; with `flags`, brokers boot enabling only those feature flags (like
+    /// brokers upgraded from an older release).
+    async fn start_with(private: bool, flags: Option<&str>) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn,kubesim=warn".into()),
@@ -72,9 +81,11 @@ impl Env {
         } else {
             dir.path().to_path_buf()
         };
-        let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(cluster_dir))
-            .await
-            .expect("kubesim starts");
+        let mut cfg = kubesim::cluster::ClusterConfig::new(cluster_dir);
+        if let Some(flags) = flags {
+            cfg = cfg.with_initial_feature_flags(flags);
+        }
+        let cluster = kubesim::cluster::start(cfg).await.expect("kubesim starts");
         let client = cluster.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for (_, yaml) in tiermq_crd::crd_files() {
@@ -182,7 +193,7 @@ async fn create_shared_cluster(c: &kube::Client, name: &str) {
     let sc: SharedCluster = serde_json::from_value(json!({
         "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"replicas": 1, "capacity": {"maxInstances": 5}}
+        "spec": {"replicas": 1, "image": IMAGE, "capacity": {"maxInstances": 5}}
     }))
     .unwrap();
     Api::<SharedCluster>::namespaced(c.clone(), NS)
@@ -206,7 +217,7 @@ async fn create_instance_on(c: &kube::Client, name: &str, tier: &str, shared: &s
         "spec": {
             "series": "Subscription", "tier": tier,
             "shared": {"clusterRef": {"name": shared}},
-            "dedicated": {"replicas": 1},
+            "dedicated": {"replicas": 1, "image": IMAGE},
             "migration": {"drainStrategy": drain, "gracePeriodSeconds": 2}
         }
     }))
@@ -517,7 +528,7 @@ async fn stale_statistics_and_no_grace_period_never_delete_a_message() {
     let sc: SharedCluster = serde_json::from_value(json!({
         "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
         "metadata": {"name": "main", "namespace": NS},
-        "spec": {"replicas": 1, "capacity": {"maxInstances": 5},
+        "spec": {"replicas": 1, "image": IMAGE, "capacity": {"maxInstances": 5},
                  "additionalConfig": "collect_statistics_interval = 15000\n"}
     }))
     .unwrap();
@@ -531,6 +542,7 @@ async fn stale_statistics_and_no_grace_period_never_delete_a_message() {
         "spec": {
             "series": "Subscription", "tier": "Shared",
             "shared": {"clusterRef": {"name": "main"}},
+            "dedicated": {"image": IMAGE},
             "migration": {"drainStrategy": "Shovel", "gracePeriodSeconds": 0}
         }
     }))
@@ -1515,7 +1527,7 @@ async fn two_instances_placed_at_once_onto_the_last_slot_get_exactly_one_placeme
     let sc: SharedCluster = serde_json::from_value(json!({
         "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
         "metadata": {"name": "small", "namespace": NS},
-        "spec": {"replicas": 1, "capacity": {"maxInstances": 1}}
+        "spec": {"replicas": 1, "image": IMAGE, "capacity": {"maxInstances": 1}}
     }))
     .unwrap();
     Api::<SharedCluster>::namespaced(c.clone(), NS)
@@ -1578,7 +1590,7 @@ async fn names_that_would_collide_are_refused_and_the_first_owner_keeps_serving(
         serde_json::from_value(json!({
             "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
             "metadata": {"name": name, "namespace": NS},
-            "spec": {"replicas": 1, "capacity": {"maxInstances": 5}}
+            "spec": {"replicas": 1, "image": IMAGE, "capacity": {"maxInstances": 5}}
         }))
         .unwrap()
     };
@@ -1747,5 +1759,250 @@ async fn a_broker_that_cannot_start_is_reported_on_its_pod_and_on_the_instance()
         "{}",
         ready.message
     );
+    env.shutdown().await;
+}
+
+/// The broker image of StatefulSet `name`.
+async fn statefulset_image(c: &kube::Client, name: &str) -> Option<String> {
+    let sts = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(c.clone(), NS)
+        .get(name)
+        .await
+        .ok()?;
+    tiermq_operator::controller::clusters::running_image(&sts).map(str::to_string)
+}
+
+/// An image change of a running SharedCluster is an in-place upgrade. A jump RabbitMQ cannot
+/// take in place (3.10 → 4.0) leaves the StatefulSet's image alone and is reported on the
+/// SharedCluster (`Degraded`, UnsupportedUpgrade, the way there in the message) with a Warning
+/// Event; an allowed change (a 3.10 patch tag, which kubesim runs with the same 3.10) first
+/// enables the stable feature flags the brokers booted without (the Normal Event names them),
+/// then rolls the brokers, and a
+/// persistent message published before the roll is still on the tenant's durable queue after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_cluster_image_change_is_refused_or_rolled_with_feature_flags_first() {
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    let _serial = SERIAL.lock().await;
+    // The brokers boot like ones upgraded from an older release: some stable flags disabled.
+    let env = Env::start_with(
+        false,
+        Some("quorum_queue,virtual_host_metadata,user_limits,implicit_default_bindings"),
+    )
+    .await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    wait_ready_shared(&c, "orders").await;
+    let disabled_before: Vec<String> = admin_client(&c, "main")
+        .await
+        .list_feature_flags()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.is_stable() && f.state == "disabled")
+        .map(|f| f.name)
+        .collect();
+    assert!(
+        disabled_before.iter().any(|f| f == "stream_queue"),
+        "{disabled_before:?}"
+    );
+    let (uri, _) = instance_uri(&c, "orders").await;
+    let conn = connect(&uri).await;
+    publish(&conn, "kept", 0..3).await;
+    let _ = conn.close(200, "done".into()).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
+    let first_pod = pods.get("main-0").await.unwrap().metadata.uid;
+    let scs = Api::<SharedCluster>::namespaced(c.clone(), NS);
+    let set_image = |image: &'static str| {
+        let scs = scs.clone();
+        async move {
+            scs.patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"image": image}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+
+    // Refused: 3.10 → 4.0 skips 3.11 … 3.13.
+    set_image("rabbitmq:4.0-management").await;
+    let degraded = poke_until_degraded_is(
+        &scs,
+        "main",
+        "True",
+        "Degraded UnsupportedUpgrade",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        degraded.reason,
+        tiermq_crd::conditions::reasons::UNSUPPORTED_UPGRADE,
+        "{degraded:?}"
+    );
+    assert!(
+        degraded.message.contains("upgrade to 3.13 first")
+            && degraded.message.contains("tier conversion per instance"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(statefulset_image(&c, "main").await.as_deref(), Some(IMAGE));
+    let events = || async {
+        Api::<Event>::namespaced(c.clone(), NS)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("main"))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let warned = events().await;
+    assert!(
+        warned
+            .iter()
+            .any(|(t, _, m)| t == "Warning" && m.contains("upgrade to 3.13 first")),
+        "{warned:?}"
+    );
+    assert_eq!(pods.get("main-0").await.unwrap().metadata.uid, first_pod);
+
+    // Allowed: a patch tag of the same release; feature flags first, then the roll.
+    const PATCH: &str = "rabbitmq:3.10.7-management";
+    set_image(PATCH).await;
+    eventually("the StatefulSet rolled to the patch tag", BOOT, || async {
+        (statefulset_image(&c, "main").await.as_deref() == Some(PATCH)).then_some(())
+    })
+    .await;
+    let upgrading = eventually(
+        "the UpgradingImage Event",
+        Duration::from_secs(30),
+        || async {
+            events().await.into_iter().find(|(t, r, _)| {
+                t == "Normal" && r == tiermq_crd::conditions::events::UPGRADING_IMAGE
+            })
+        },
+    )
+    .await;
+    assert!(
+        upgrading.2.contains(&format!(
+            "enabled {} stable feature flag(s)",
+            disabled_before.len()
+        )) && upgrading.2.contains("stream_queue")
+            && upgrading.2.contains(PATCH),
+        "{upgrading:?}"
+    );
+    eventually("a new broker pod ready on the patch tag", BOOT, || async {
+        let p = pods.get("main-0").await.ok()?;
+        let image = p.spec.as_ref()?.containers.first()?.image.clone();
+        let ready = p
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        (p.metadata.uid != first_pod && image.as_deref() == Some(PATCH) && ready).then_some(())
+    })
+    .await;
+    poke_until_degraded_is(
+        &scs,
+        "main",
+        "False",
+        "Degraded cleared after the roll",
+        Duration::from_secs(60),
+    )
+    .await;
+    let admin = admin_client(&c, "main").await;
+    let flags = eventually("the broker answers after the roll", BOOT, || async {
+        admin.list_feature_flags().await.ok()
+    })
+    .await;
+    let disabled: Vec<_> = flags
+        .iter()
+        .filter(|f| f.is_stable() && f.state != "enabled")
+        .collect();
+    assert!(disabled.is_empty(), "{disabled:?}");
+    let conn = connect(&uri).await;
+    let seen = consume(&conn, "kept", 3, Duration::from_secs(10)).await;
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2],
+        "the persistent messages survived the roll"
+    );
+    let _ = conn.close(200, "done".into()).await;
+    env.shutdown().await;
+}
+
+/// A dedicated instance's image change goes by the same rule: 3.10 → 4.0 leaves its
+/// StatefulSet's image alone and is reported on the instance (`InvalidSpec`, UnsupportedUpgrade,
+/// the way there in the message); setting the running image back clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dedicated_cluster_image_jump_is_refused_on_the_instance() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start().await;
+    let c = env.client();
+    create_instance_on(&c, "billing", "Dedicated", "main", "Shovel").await;
+    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    eventually(
+        "instance billing Ready on the dedicated tier",
+        BOOT,
+        || async {
+            let st = api.get("billing").await.ok()?.status?;
+            (st.tier == Some(Tier::Dedicated) && st.phase == Some(tiermq_crd::InstancePhase::Ready))
+                .then_some(())
+        },
+    )
+    .await;
+    let set_image = |image: &'static str| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "billing",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"dedicated": {"image": image}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    set_image("rabbitmq:4.0-management").await;
+    let refused = eventually(
+        "InvalidSpec UnsupportedUpgrade on the instance",
+        Duration::from_secs(30),
+        || async {
+            let st = api.get("billing").await.ok()?.status?;
+            st.conditions.into_iter().find(|c| {
+                c.type_ == tiermq_crd::conditions::INVALID_SPEC
+                    && c.status == "True"
+                    && c.reason == tiermq_crd::conditions::reasons::UNSUPPORTED_UPGRADE
+            })
+        },
+    )
+    .await;
+    assert!(
+        refused.message.contains("upgrade to 3.13 first"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        statefulset_image(&c, "billing-dedicated").await.as_deref(),
+        Some(IMAGE)
+    );
+    set_image(IMAGE).await;
+    eventually("InvalidSpec cleared", Duration::from_secs(60), || async {
+        let st = api.get("billing").await.ok()?.status?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == tiermq_crd::conditions::INVALID_SPEC && c.status == "False")
+            .then_some(())
+    })
+    .await;
     env.shutdown().await;
 }

@@ -54,7 +54,9 @@ impl Kubelet {
         let inputs = rabbit::gather_inputs(c, &vols, env);
         let base = rabbit::data_dir(pod, c, &vols, &pod_dir.join("data"));
         open_dirs(&self.cfg.dir, &base)?;
-        rabbit::node_config(pod, c, &inputs, ip, base, &self.cookie_for(pod))
+        let mut config = rabbit::node_config(pod, c, &inputs, ip, base, &self.cookie_for(pod))?;
+        config.initial_feature_flags = self.cfg.initial_feature_flags.clone();
+        Ok(config)
     }
 
     /// The readiness probe: a declared `tcpSocket` probe is run as is (against the pod IP); any
