@@ -13,9 +13,10 @@
 //! it after its back-off.
 //!
 //! `make test` runs one representative of each (an upgrade with a crash before every status
-//! write, an upgrade through API faults, the destination killed in the dual phase);
+//! write, an upgrade through API-server faults, the destination killed in the dual phase);
 //! `make test-faults` runs the matrix (module `matrix`): both directions × both drains, an abort,
-//! the crash loop both ways, and the source killed in either drain.
+//! the crash loop both ways, management API faults both ways, and the source killed in either
+//! drain.
 
 mod common;
 
@@ -172,31 +173,6 @@ async fn an_upgrade_through_api_server_faults_loses_nothing() {
     assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
 }
 
-/// The brokers' management API answers 500, hangs or resets in turns (3 s windows, 4 s apart)
-/// through a whole upgrade under load: the conversion completes and nothing is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_upgrade_through_management_api_faults_loses_nothing() {
-    let o = convert_under_load_opts(
-        "mgmt-faults-upgrade",
-        Tier::Shared,
-        Tier::Dedicated,
-        "Consume",
-        &[Pattern::FanoutPubSub],
-        Opts {
-            management_faults: true,
-            timeout: Duration::from_secs(300),
-            ..Opts::default()
-        },
-    )
-    .await;
-    println!(
-        "mgmt-faults-upgrade: conversion took {:.1}s; lost {}",
-        o.conversion.duration.as_secs_f64(),
-        o.report.lost
-    );
-    assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
-}
-
 /// A conversion under load during which one side's brokers are SIGKILLed (the kubelet restarts
 /// them): it completes, nothing is lost and nothing is left behind.
 async fn conversion_with_a_broker_killed(
@@ -246,6 +222,31 @@ async fn the_destination_broker_killed_during_dual_write_loses_nothing() {
 /// The fault matrix, opt-in (`make test-faults`).
 mod matrix {
     use super::*;
+
+    /// The brokers' management API answers 500, hangs or resets in turns (3 s windows, 4 s apart)
+    /// through a whole upgrade under load: the conversion completes and nothing is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_upgrade_through_management_api_faults_loses_nothing() {
+        let o = convert_under_load_opts(
+            "mgmt-faults-upgrade",
+            Tier::Shared,
+            Tier::Dedicated,
+            "Consume",
+            &[Pattern::FanoutPubSub],
+            Opts {
+                management_faults: true,
+                timeout: Duration::from_secs(300),
+                ..Opts::default()
+            },
+        )
+        .await;
+        println!(
+            "mgmt-faults-upgrade: conversion took {:.1}s; lost {}",
+            o.conversion.duration.as_secs_f64(),
+            o.report.lost
+        );
+        assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
+    }
 
     /// The source (the dedicated broker) killed while the operator shovels its backlog away.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
