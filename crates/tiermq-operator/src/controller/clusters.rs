@@ -32,7 +32,7 @@ use crate::error::{Error, Result, kube_err};
 /// values are never regenerated); the rest is server-side applied, so in-tier changes (replicas,
 /// resources) reach the StatefulSet.
 ///
-/// An image change is an in-place rolling upgrade (see [`image_change`]): refused ones keep the
+/// An image change is an in-place rolling upgrade (see `image_change`): refused ones keep the
 /// running image and end in [`Error::UnsupportedUpgrade`] after the other objects were applied;
 /// allowed ones enable the cluster's stable feature flags first. Returns a note for a Normal
 /// Event when the image changed.
