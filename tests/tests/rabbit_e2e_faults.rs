@@ -81,6 +81,19 @@ async fn assert_nothing_duplicated_or_orphaned(world: &World, to: Tier) {
     );
 }
 
+/// A conversion under load with the faults `opts` asks for: it completes, nothing is lost (the
+/// scenario asserts it) and nothing is duplicated or left behind.
+async fn conversion_through_faults(name: &str, from: Tier, to: Tier, drain: &str, opts: Opts) {
+    let o = convert_under_load_opts(name, from, to, drain, &[Pattern::FanoutPubSub], opts).await;
+    println!(
+        "{name}: conversion took {:.1}s; lost {}; duplicates {}",
+        o.conversion.duration.as_secs_f64(),
+        o.report.lost,
+        o.report.duplicates
+    );
+    assert_nothing_duplicated_or_orphaned(&o.world, to).await;
+}
+
 fn crash_counts(o: &Outcome) -> (u32, u32) {
     let op = o.world.operator.as_ref().unwrap();
     (op.restarts, op.kills)
@@ -152,12 +165,11 @@ async fn a_crash_before_every_status_write_of_an_upgrade_loses_nothing() {
 /// through a whole upgrade under load: the conversion completes and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upgrade_through_api_server_faults_loses_nothing() {
-    let o = convert_under_load_opts(
+    conversion_through_faults(
         "api-faults-upgrade",
         Tier::Shared,
         Tier::Dedicated,
         "Consume",
-        &[Pattern::FanoutPubSub],
         Opts {
             api_faults: true,
             timeout: Duration::from_secs(300),
@@ -165,12 +177,6 @@ async fn an_upgrade_through_api_server_faults_loses_nothing() {
         },
     )
     .await;
-    println!(
-        "api-faults-upgrade: conversion took {:.1}s; lost {}",
-        o.conversion.duration.as_secs_f64(),
-        o.report.lost
-    );
-    assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
 }
 
 /// A conversion under load during which one side's brokers are SIGKILLed (the kubelet restarts
@@ -183,26 +189,12 @@ async fn conversion_with_a_broker_killed(
     side: Side,
     phase: tiermq_crd::MigrationPhase,
 ) {
-    let o = convert_under_load_opts(
-        name,
-        from,
-        to,
-        drain,
-        &[Pattern::FanoutPubSub],
-        Opts {
-            broker_kill: Some(BrokerKill { side, phase }),
-            timeout: Duration::from_secs(300),
-            ..Opts::default()
-        },
-    )
-    .await;
-    println!(
-        "{name}: conversion took {:.1}s; lost {}; duplicates {}",
-        o.conversion.duration.as_secs_f64(),
-        o.report.lost,
-        o.report.duplicates
-    );
-    assert_nothing_duplicated_or_orphaned(&o.world, to).await;
+    let opts = Opts {
+        broker_kill: Some(BrokerKill { side, phase }),
+        timeout: Duration::from_secs(300),
+        ..Opts::default()
+    };
+    conversion_through_faults(name, from, to, drain, opts).await;
 }
 
 /// The destination (the new dedicated broker) killed while clients write to both clusters.
@@ -227,12 +219,11 @@ mod matrix {
     /// through a whole upgrade under load: the conversion completes and nothing is lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn an_upgrade_through_management_api_faults_loses_nothing() {
-        let o = convert_under_load_opts(
+        conversion_through_faults(
             "mgmt-faults-upgrade",
             Tier::Shared,
             Tier::Dedicated,
             "Consume",
-            &[Pattern::FanoutPubSub],
             Opts {
                 management_faults: true,
                 timeout: Duration::from_secs(300),
@@ -240,12 +231,6 @@ mod matrix {
             },
         )
         .await;
-        println!(
-            "mgmt-faults-upgrade: conversion took {:.1}s; lost {}",
-            o.conversion.duration.as_secs_f64(),
-            o.report.lost
-        );
-        assert_nothing_duplicated_or_orphaned(&o.world, Tier::Dedicated).await;
     }
 
     /// The source (the dedicated broker) killed while the operator shovels its backlog away.
@@ -292,12 +277,11 @@ mod matrix {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_downgrade_with_shovel_through_management_api_faults_loses_nothing() {
-        let o = convert_under_load_opts(
+        conversion_through_faults(
             "mgmt-faults-downgrade",
             Tier::Dedicated,
             Tier::Shared,
             "Shovel",
-            &[Pattern::FanoutPubSub],
             Opts {
                 management_faults: true,
                 timeout: Duration::from_secs(300),
@@ -305,22 +289,15 @@ mod matrix {
             },
         )
         .await;
-        println!(
-            "mgmt-faults-downgrade: conversion took {:.1}s; lost {}",
-            o.conversion.duration.as_secs_f64(),
-            o.report.lost
-        );
-        assert_nothing_duplicated_or_orphaned(&o.world, Tier::Shared).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_downgrade_with_shovel_through_api_server_faults_loses_nothing() {
-        let o = convert_under_load_opts(
+        conversion_through_faults(
             "api-faults-downgrade",
             Tier::Dedicated,
             Tier::Shared,
             "Shovel",
-            &[Pattern::FanoutPubSub],
             Opts {
                 api_faults: true,
                 timeout: Duration::from_secs(300),
@@ -328,12 +305,6 @@ mod matrix {
             },
         )
         .await;
-        println!(
-            "api-faults-downgrade: conversion took {:.1}s; lost {}",
-            o.conversion.duration.as_secs_f64(),
-            o.report.lost
-        );
-        assert_nothing_duplicated_or_orphaned(&o.world, Tier::Shared).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -379,9 +350,8 @@ mod matrix {
     /// EndpointSlice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn an_abort_with_a_crash_before_every_status_write_loses_nothing() {
-        use futures::StreamExt;
         use tiermq_crd::{MigrationOutcome, MigrationPhase};
-        use tiermq_tests::harness::{PhaseRecorder, conversion_sequence, flip_tier};
+        use tiermq_tests::harness::{PhaseRecorder, conversion_sequence, flip_tier, reached_phase};
         use tiermq_tests::load::Load;
 
         let mut world =
@@ -404,28 +374,17 @@ mod matrix {
             let api = world.instances(NS);
             let faults = faults.clone();
             tokio::spawn(async move {
-                let cfg = kube::runtime::watcher::Config::default()
-                    .fields(&format!("metadata.name={NAME}"));
-                let mut stream = kube::runtime::watcher::watcher(api, cfg).boxed();
-                while let Some(ev) = stream.next().await {
-                    if let Ok(
-                        kube::runtime::watcher::Event::Apply(i)
-                        | kube::runtime::watcher::Event::InitApply(i),
-                    ) = ev
-                        && i.status.and_then(|s| s.migration_phase)
-                            == Some(MigrationPhase::DualWriteDualRead)
-                    {
-                        faults.fail_writes(
-                            "discovery.k8s.io",
-                            "endpointslices",
-                            Some(&format!("{NAME}.main")),
-                            10_000,
-                            500,
-                        );
-                        return true;
-                    }
+                let reached = reached_phase(api, NAME, &[MigrationPhase::DualWriteDualRead]).await;
+                if reached {
+                    faults.fail_writes(
+                        "discovery.k8s.io",
+                        "endpointslices",
+                        Some(&format!("{NAME}.main")),
+                        10_000,
+                        500,
+                    );
                 }
-                false
+                reached
             })
         };
         flip_tier(&world.kubectl, NS, NAME, "Dedicated")
@@ -520,7 +479,6 @@ mod matrix {
 /// deadline, also after the partition healed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_cut_off_from_the_api_server_steps_down_and_the_other_replica_finishes() {
-    use futures::StreamExt;
     use kubesim::apiserver::{ClientFaultMode, ClientSelector};
     use tiermq_tests::harness::{
         InstanceSpec, OperatorProcess, operator_binary, shared_cluster_yaml,
@@ -591,32 +549,18 @@ async fn a_leader_cut_off_from_the_api_server_steps_down_and_the_other_replica_f
         let faults = client_faults.clone();
         let leader = leader.clone();
         tokio::spawn(async move {
-            let cfg =
-                kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
-            let mut stream = kube::runtime::watcher::watcher(instances, cfg).boxed();
-            while let Some(ev) = stream.next().await {
-                if let Ok(
-                    kube::runtime::watcher::Event::Apply(i)
-                    | kube::runtime::watcher::Event::InitApply(i),
-                ) = ev
-                    && matches!(
-                        i.status.and_then(|s| s.migration_phase),
-                        Some(
-                            tiermq_crd::MigrationPhase::DualWriteDualRead
-                                | tiermq_crd::MigrationPhase::SingleWriteDualRead
-                        )
-                    )
-                {
-                    let at = chrono::Utc::now();
-                    faults.start(
-                        ClientSelector::user(leader.clone()),
-                        ClientFaultMode::Hang,
-                        Some(Duration::from_secs(30)),
-                    );
-                    return Some((at, std::time::Instant::now()));
-                }
+            use tiermq_crd::MigrationPhase::{DualWriteDualRead, SingleWriteDualRead};
+            let dual = [DualWriteDualRead, SingleWriteDualRead];
+            if !tiermq_tests::harness::reached_phase(instances, NAME, &dual).await {
+                return None;
             }
-            None
+            let at = chrono::Utc::now();
+            faults.start(
+                ClientSelector::user(leader.clone()),
+                ClientFaultMode::Hang,
+                Some(Duration::from_secs(30)),
+            );
+            Some((at, std::time::Instant::now()))
         })
     };
     tiermq_tests::harness::flip_tier(&world.kubectl, NS, NAME, "Dedicated")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tiermq_crd::{MigrationOutcome, MigrationPhase, SERIES_IMMUTABLE_MESSAGE, Tier};
-use tiermq_tests::harness::{PhaseRecorder, conversion_sequence, flip_tier};
+use tiermq_tests::harness::{PhaseRecorder, conversion_sequence, flip_tier, reached_phase};
 use tiermq_tests::load::Load;
 use tiermq_tests::scenario::{self, NAME, NS};
 
@@ -297,7 +297,6 @@ async fn flip_back_before_the_write_cutover_aborts_and_loses_nothing() {
 /// the flip back discards it without a drain back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flip_back_during_dual_write_dual_read_aborts_and_loses_nothing() {
-    use futures::StreamExt;
     let mut world = scenario::world_with_instance("abort-dual", Tier::Shared, "Consume", 2)
         .await
         .unwrap();
@@ -318,28 +317,17 @@ async fn flip_back_during_dual_write_dual_read_aborts_and_loses_nothing() {
         let api = world.instances(NS);
         let faults = faults.clone();
         tokio::spawn(async move {
-            let cfg =
-                kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
-            let mut stream = kube::runtime::watcher::watcher(api, cfg).boxed();
-            while let Some(ev) = stream.next().await {
-                if let Ok(
-                    kube::runtime::watcher::Event::Apply(i)
-                    | kube::runtime::watcher::Event::InitApply(i),
-                ) = ev
-                    && i.status.and_then(|s| s.migration_phase)
-                        == Some(MigrationPhase::DualWriteDualRead)
-                {
-                    faults.fail_writes(
-                        "discovery.k8s.io",
-                        "endpointslices",
-                        Some(&format!("{NAME}.main")),
-                        10_000,
-                        500,
-                    );
-                    return true;
-                }
+            let reached = reached_phase(api, NAME, &[MigrationPhase::DualWriteDualRead]).await;
+            if reached {
+                faults.fail_writes(
+                    "discovery.k8s.io",
+                    "endpointslices",
+                    Some(&format!("{NAME}.main")),
+                    10_000,
+                    500,
+                );
             }
-            false
+            reached
         })
     };
     flip_tier(&world.kubectl, NS, NAME, "Dedicated")

@@ -20,5 +20,6 @@ pub use manifests::{
 pub use operator::{OperatorProcess, Supervision};
 pub use phases::{
     CONVERSION_PHASES, PhaseChange, PhaseRecorder, collapse_drain_retries, conversion_sequence,
+    reached_phase,
 };
 pub use world::{World, management_client};

@@ -142,6 +142,28 @@ pub fn collapse_drain_retries(seq: &[MigrationPhase]) -> Vec<MigrationPhase> {
     out
 }
 
+/// Resolves (true) the first time the instance `name` is seen in any of `phases` (from a watch,
+/// so a short phase is not missed); false when the watch ends first. Fault tests use it to act
+/// at a given moment of a conversion.
+pub async fn reached_phase(
+    api: Api<RabbitMQInstance>,
+    name: &str,
+    phases: &[MigrationPhase],
+) -> bool {
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, cfg).boxed();
+    while let Some(ev) = stream.next().await {
+        if let Ok(watcher::Event::Apply(i) | watcher::Event::InitApply(i)) = ev
+            && i.status
+                .and_then(|s| s.migration_phase)
+                .is_some_and(|p| phases.contains(&p))
+        {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

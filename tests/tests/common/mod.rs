@@ -840,29 +840,16 @@ fn spawn_broker_kill(
     ns: &'static str,
     cluster: String,
 ) -> tokio::task::JoinHandle<Option<KilledBrokers>> {
-    use futures::StreamExt;
     let pids = world
         .cluster
         .broker_pids_handle()
         .expect("kubesim runs its controllers");
     let instances = world.instances(NS);
     tokio::spawn(async move {
-        let cfg =
-            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
-        let mut stream = kube::runtime::watcher::watcher(instances, cfg).boxed();
-        let reached = tokio::time::timeout(Duration::from_secs(300), async {
-            while let Some(ev) = stream.next().await {
-                if let Ok(
-                    kube::runtime::watcher::Event::Apply(i)
-                    | kube::runtime::watcher::Event::InitApply(i),
-                ) = ev
-                    && i.status.and_then(|s| s.migration_phase) == Some(phase)
-                {
-                    return true;
-                }
-            }
-            false
-        })
+        let reached = tokio::time::timeout(
+            Duration::from_secs(300),
+            tiermq_tests::harness::reached_phase(instances, NAME, &[phase]),
+        )
         .await;
         if reached != Ok(true) {
             return None;
