@@ -8,7 +8,7 @@
 //! |---|---|
 //! | API server | `https://127.19.s.1:6443` |
 //! | Service ClusterIPs | `127.20.s.1..254` (allocated by the API server) |
-//! | pod IPs | `127.30.s.1..254` (allocated by the kubelet) |
+//! | pod IPs | `127.30.s.1..254` (allocated by the kubelet; per pod name, or per pod object with [`ClusterConfig::with_fresh_pod_ips`]) |
 //!
 //! A slot is free when its API server address and the first pod IP's AMQP port can be bound; the
 //! API server's own listener then holds the slot, so parallel test processes never share one.
@@ -63,6 +63,9 @@ pub struct ClusterConfig {
     /// Feature flags fresh brokers enable at first boot (see
     /// [`ClusterConfig::with_initial_feature_flags`]); `None`: every stable flag.
     pub initial_feature_flags: Option<String>,
+    /// Re-created pods get new IPs (see [`ClusterConfig::with_fresh_pod_ips`]); `false`: a pod
+    /// name keeps its IP for the life of the cluster.
+    pub fresh_pod_ips: bool,
 }
 
 impl ClusterConfig {
@@ -75,6 +78,7 @@ impl ClusterConfig {
             request_log: None,
             image_binaries: sim::images::ImageBinaries::new(),
             initial_feature_flags: None,
+            fresh_pod_ips: false,
         }
     }
 
@@ -83,6 +87,18 @@ impl ClusterConfig {
     /// flags were never enabled.
     pub fn with_initial_feature_flags(mut self, flags: impl Into<String>) -> Self {
         self.initial_feature_flags = Some(flags.into());
+        self
+    }
+
+    /// Every new pod object gets a new IP, as a real cluster's CNI does: a pod deleted and
+    /// created again under the same name (`kubectl delete pod` on a StatefulSet's pod) comes back
+    /// on an address different from its previous one, while a container restart inside the same
+    /// pod keeps it. Released addresses are reused only once the cluster's /24 wraps. A broker
+    /// pod keeps its Erlang node name, distribution listener and data (the name was made from
+    /// its first IP and is recorded in its data folder); AMQP, management and Prometheus listen
+    /// on the current pod IP. Without this a pod name keeps its IP for the life of the cluster.
+    pub fn with_fresh_pod_ips(mut self) -> Self {
+        self.fresh_pod_ips = true;
         self
     }
 
@@ -188,6 +204,7 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
             resync: cfg.resync,
             image_binaries: cfg.image_binaries.clone(),
             initial_feature_flags: cfg.initial_feature_flags.clone(),
+            fresh_pod_ips: cfg.fresh_pod_ips,
             api_server: Some(sim::InClusterApi {
                 addr: api.addr(),
                 ca_pem: api.ca_pem().to_string(),

@@ -34,6 +34,10 @@ enum Cmd {
         /// work unmodified. Needs root (a private mount namespace per container).
         #[arg(long = "image-binary", value_name = "REPOSITORY=PATH", value_parser = kubesim::sim::images::ImageBinaries::parse_entry)]
         image_binaries: Vec<(String, PathBuf)>,
+        /// Give a pod that is deleted and created again a new IP, as a real cluster's CNI does
+        /// (default: a pod name keeps its IP). Brokers keep their node name and data.
+        #[arg(long)]
+        fresh_pod_ips: bool,
     },
 }
 
@@ -52,10 +56,12 @@ async fn main() -> anyhow::Result<()> {
             max_brokers,
             request_log,
             image_binaries,
+            fresh_pod_ips,
         } => {
             let dir = std::path::absolute(&dir)?;
             let mut cfg = kubesim::cluster::ClusterConfig::new(&dir);
             cfg.max_brokers = max_brokers;
+            cfg.fresh_pod_ips = fresh_pod_ips;
             for (repository, binary) in image_binaries {
                 let binary = std::path::absolute(&binary)?;
                 anyhow::ensure!(

@@ -43,10 +43,16 @@ impl fmt::Debug for Credentials {
 /// limits — is the caller's `rabbitmq.conf` body, as a ConfigMap would carry it.
 #[derive(Clone)]
 pub struct NodeConfig {
-    /// The part of the Erlang node name before `@` (the host part is `ip`). Must be unique on the
-    /// machine: one epmd serves every node.
+    /// The part of the Erlang node name before `@` (the host part is `name_host`). Must be unique
+    /// on the machine: one epmd serves every node.
     pub node_name: String,
+    /// Where AMQP, management and Prometheus listen.
     pub ip: Ipv4Addr,
+    /// The host part of the Erlang node name and the address the distribution listener binds to;
+    /// usually `ip`. kubesim keeps a broker's first pod IP here when its pod comes back on another
+    /// IP, so the node keeps its name (and so its data): every 127.0.0.0/8 address is local, so
+    /// peers and `rabbitmqctl` still reach it there.
+    pub name_host: Ipv4Addr,
     pub amqp_port: u16,
     pub management_port: u16,
     pub dist_port: u16,
@@ -77,6 +83,7 @@ impl fmt::Debug for NodeConfig {
         f.debug_struct("NodeConfig")
             .field("node_name", &self.node_name)
             .field("ip", &self.ip)
+            .field("name_host", &self.name_host)
             .field("amqp_port", &self.amqp_port)
             .field("management_port", &self.management_port)
             .field("dist_port", &self.dist_port)
@@ -118,6 +125,7 @@ impl NodeConfig {
         NodeConfig {
             node_name: node_name.into(),
             ip,
+            name_host: ip,
             amqp_port: AMQP_PORT,
             management_port: MANAGEMENT_PORT,
             dist_port: crate::ip::dist_port_for(ip),
@@ -137,9 +145,9 @@ impl NodeConfig {
         }
     }
 
-    /// `rabbit-0@127.3.0.1`.
+    /// `rabbit-0@127.3.0.1`: `node_name@name_host`.
     pub fn full_node_name(&self) -> String {
-        format!("{}@{}", self.node_name, self.ip)
+        format!("{}@{}", self.node_name, self.name_host)
     }
 
     /// The complete `rabbitmq.conf`: the caller's body plus the listener lines.
@@ -182,11 +190,10 @@ impl NodeConfig {
                 self.node_name
             ));
         }
-        if !self.ip.is_loopback() {
-            return bad(format!(
-                "{} is not a loopback address (127.0.0.0/8)",
-                self.ip
-            ));
+        for ip in [self.ip, self.name_host] {
+            if !ip.is_loopback() {
+                return bad(format!("{ip} is not a loopback address (127.0.0.0/8)"));
+            }
         }
         if self.erlang_cookie.is_empty()
             || !self.erlang_cookie.chars().all(|c| c.is_ascii_graphic())
@@ -243,6 +250,15 @@ mod tests {
         );
         assert_eq!(cfg.full_node_name(), "t-1@127.3.0.9");
         assert!(!text.contains("prometheus.tcp"), "{text}");
+        // A node named after another address still listens on its own.
+        let mut renamed = cfg.clone();
+        renamed.name_host = Ipv4Addr::new(127, 3, 0, 8);
+        assert_eq!(renamed.full_node_name(), "t-1@127.3.0.8");
+        assert!(
+            renamed
+                .rendered_config()
+                .contains("listeners.tcp.1 = 127.3.0.9:5672\n")
+        );
         let mut with_metrics = cfg.clone();
         with_metrics.plugins.push(crate::PROMETHEUS_PLUGIN.into());
         assert!(
@@ -267,6 +283,9 @@ mod tests {
         cfg.ip = Ipv4Addr::new(10, 0, 0, 1);
         assert!(cfg.validate().is_err());
         cfg.ip = Ipv4Addr::LOCALHOST;
+        cfg.name_host = Ipv4Addr::new(10, 0, 0, 1);
+        assert!(cfg.validate().is_err());
+        cfg.name_host = Ipv4Addr::LOCALHOST;
         cfg.node_name = "a@b".into();
         assert!(cfg.validate().is_err());
     }

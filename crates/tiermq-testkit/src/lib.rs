@@ -58,11 +58,12 @@
 //!
 //! How nodes coexist on one machine: each node has its own `RABBITMQ_NODENAME` (the part before `@`
 //! must be unique on the machine, since one epmd serves every node), long names with the IP as the
-//! host part, its own data/log folders, and a distribution listener bound to its IP on a port no
-//! other node on the machine uses (RabbitMQ refuses to start otherwise, also across IPs). When the
-//! process runs as root, the node runs as the `rabbitmq` user and its folders are handed to it.
-//! Nodes of both runtimes run side by side (they share the machine's epmd, the IP leases and the
-//! distribution-port scheme).
+//! host part (`NodeConfig::name_host`, normally the node's `ip`; kubesim keeps a broker's first pod
+//! IP there after its pod moved to another IP), its own data/log folders, and a distribution
+//! listener bound to that host-part address on a port no other node on the machine uses
+//! (RabbitMQ refuses to start otherwise, also across IPs). When the process runs as root, the
+//! node runs as the `rabbitmq` user and its folders are handed to it. Nodes of both runtimes run
+//! side by side (they share the machine's epmd, the IP leases and the distribution-port scheme).
 
 mod config;
 mod error;

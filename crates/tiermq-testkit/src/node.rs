@@ -153,7 +153,8 @@ impl RabbitNode {
                 (cmd, UNSHARE.to_string(), Some((mount_point, created_from)))
             }
         };
-        let ip = config.ip.octets();
+        // Distribution listens where the node name points (the listeners' `ip` may differ).
+        let ip = config.name_host.octets();
         cmd.env_clear()
             .env(
                 "PATH",

@@ -94,6 +94,10 @@ pub struct SimConfig {
     /// `tiermq_testkit::NodeConfig::initial_feature_flags`); `None`: every stable flag, as
     /// RabbitMQ does. Lets a test run brokers like ones upgraded from an older release.
     pub initial_feature_flags: Option<String>,
+    /// Give every new pod object a new IP, as a real cluster's CNI does (see `ipam`); `false`:
+    /// a pod name keeps its IP for the life of the cluster. A broker keeps its node name either
+    /// way (see `rabbit`).
+    pub fresh_pod_ips: bool,
 }
 
 /// How a pod's processes reach the API server: its address and the CA that signed its serving
@@ -118,6 +122,7 @@ impl SimConfig {
             image_binaries: images::ImageBinaries::new(),
             api_server: None,
             initial_feature_flags: None,
+            fresh_pod_ips: false,
         }
     }
 }

@@ -32,10 +32,20 @@
 //!   `default_pass`, administrator tag and full permissions on `/`, as the official image does,
 //!   unless the configuration sets `default_user` itself. That user is what the readiness probe
 //!   logs in with.
-//! - **Node name**: `rabbit-<ip with dashes>@<pod IP>` with long names. A real cluster uses the
-//!   pod's stable DNS name; kubesim has no DNS, so the pod IP stands in and is kept stable per
-//!   pod name (see `ipam`). The part before `@` must be unique on the machine (one epmd).
-//! - **Distribution port**: one free on the whole machine (see [`pick_dist_port`]); the
+//! - **Node name**: `rabbit-<ip with dashes>@<ip>` with long names, made from the pod IP the
+//!   node first booted on in its data folder. A real cluster uses the pod's stable DNS name;
+//!   kubesim has no DNS, so an IP stands in. On that first boot the kubelet records the pod and
+//!   the IP in the base dir ([`IDENTITY_FILE`], see [`node_identity`]); later boots of the same
+//!   pod from that folder take the node name from there, so a pod re-created on another IP
+//!   (`ClusterConfig::with_fresh_pod_ips`, see `ipam`) is the same node with the same data.
+//!   Without fresh IPs the pod IP is stable per pod name and the two are the same. AMQP,
+//!   management and Prometheus always listen on the *current* pod IP; the distribution listener
+//!   on the name's IP (`NodeConfig::name_host`), which is still local, since all of 127.0.0.0/8
+//!   is, so peers and `rabbitmqctl` reach the node by its name. The name's IP stays pinned to
+//!   the pod (no other pod gets it, see `ipam`), so the part before `@` stays unique on the
+//!   machine (one epmd).
+//! - **Distribution port**: one free on the whole machine (see [`pick_dist_port`], searched
+//!   from the name's IP at each boot; peers and `rabbitmqctl` look it up through epmd); the
 //!   container's `25672` cannot be used by two nodes on one host.
 //! - **Data**: the PVC mounted at `/var/lib/rabbitmq` or below (`mnesia`) is the node's base dir,
 //!   so data survives pod deletion; without a PVC a per-pod folder is used (like an emptyDir).
@@ -225,12 +235,14 @@ fn container_port(c: &Container, names: &[&str]) -> Option<u16> {
         .and_then(|p| u16::try_from(p.container_port).ok())
 }
 
-/// Builds the node's configuration (pure).
+/// Builds the node's configuration (pure but for the free distribution port): listeners on the
+/// pod's `ip`, the node named after `name_host` (see [`node_identity`]).
 pub fn node_config(
     pod: &Pod,
     container: &Container,
     inputs: &BrokerInputs,
     ip: Ipv4Addr,
+    name_host: Ipv4Addr,
     base_dir: PathBuf,
     fallback_cookie: &str,
 ) -> Result<NodeConfig> {
@@ -280,15 +292,16 @@ pub fn node_config(
         .filter(|p| p != "rabbitmq_peer_discovery_k8s")
         .collect();
     Ok(NodeConfig {
-        node_name: node_short_name(ip),
+        node_name: node_short_name(name_host),
         ip,
+        name_host,
         amqp_port: amqp
             .or_else(|| container_port(container, &["amqp"]))
             .unwrap_or(DEFAULT_AMQP_PORT),
         management_port: mgmt
             .or_else(|| container_port(container, &["management", "http"]))
             .unwrap_or(DEFAULT_MANAGEMENT_PORT),
-        dist_port: pick_dist_port(ip),
+        dist_port: pick_dist_port(name_host),
         erlang_cookie: cookie,
         base_dir,
         config: body,
@@ -398,6 +411,32 @@ pub fn data_dir(pod: &Pod, container: &Container, vols: &VolumePaths, fallback: 
         .unwrap_or_else(|| fallback.to_path_buf())
 }
 
+/// The file in a broker's base dir that says which pod's node lives there and which IP its name
+/// was made from: `pod=<namespace>/<name>` and `name_ip=<IPv4>` lines.
+pub const IDENTITY_FILE: &str = "kubesim-node-identity";
+
+/// The IP the node name of pod `pod_key`'s broker is made from, booting on `ip` from `base_dir`:
+/// the one recorded there for this pod, else `ip`, which is then recorded (a first boot, or a
+/// folder another pod used before, whose node name this pod does not have, as in Kubernetes).
+pub fn node_identity(base_dir: &Path, pod_key: &str, ip: Ipv4Addr) -> Result<Ipv4Addr> {
+    let path = base_dir.join(IDENTITY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::trim)
+        };
+        if value("pod") == Some(pod_key)
+            && let Some(recorded) = value("name_ip").and_then(|v| v.parse::<Ipv4Addr>().ok())
+        {
+            return Ok(recorded);
+        }
+    }
+    std::fs::write(&path, format!("pod={pod_key}\nname_ip={ip}\n"))
+        .map_err(|e| SimError::io("write", &path, e))?;
+    Ok(ip)
+}
+
 /// Did this node (by its full name) already live in this base dir? Then it rejoins its cluster
 /// by itself; otherwise it is fresh and must join.
 pub fn has_data(base_dir: &Path, full_node_name: &str) -> bool {
@@ -488,6 +527,24 @@ mod tests {
     }
 
     #[test]
+    fn the_node_identity_is_recorded_once_per_pod_and_data_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, later) = (Ipv4Addr::new(127, 30, 4, 1), Ipv4Addr::new(127, 30, 4, 9));
+        assert_eq!(node_identity(dir.path(), "ns/rmq-0", first).unwrap(), first);
+        // The same pod on another IP keeps the name's IP.
+        assert_eq!(node_identity(dir.path(), "ns/rmq-0", later).unwrap(), first);
+        assert_eq!(node_identity(dir.path(), "ns/rmq-0", first).unwrap(), first);
+        // Another pod mounting the folder is a node of its own name, and records it.
+        assert_eq!(
+            node_identity(dir.path(), "ns/other-0", later).unwrap(),
+            later
+        );
+        assert_eq!(node_identity(dir.path(), "ns/rmq-0", first).unwrap(), first);
+        let text = std::fs::read_to_string(dir.path().join(IDENTITY_FILE)).unwrap();
+        assert_eq!(text, "pod=ns/rmq-0\nname_ip=127.30.4.1\n");
+    }
+
+    #[test]
     fn plugins_parse_from_erlang_list() {
         assert_eq!(
             parse_plugins("[rabbitmq_management,rabbitmq_shovel, rabbitmq_federation].\n"),
@@ -523,8 +580,16 @@ mod tests {
             cookie_file: None,
         };
         let ip = Ipv4Addr::new(127, 30, 4, 2);
-        let cfg = node_config(&pod, &c, &inputs, ip, "/d".into(), "fallback").unwrap();
+        let cfg = node_config(&pod, &c, &inputs, ip, ip, "/d".into(), "fallback").unwrap();
         assert_eq!(cfg.full_node_name(), "rabbit-127-30-4-2@127.30.4.2");
+        // Back on another IP: named as before, listening on the new one.
+        let moved = Ipv4Addr::new(127, 30, 4, 7);
+        let cfg2 = node_config(&pod, &c, &inputs, moved, ip, "/d".into(), "fallback").unwrap();
+        assert_eq!(cfg2.full_node_name(), "rabbit-127-30-4-2@127.30.4.2");
+        assert!(
+            cfg2.rendered_config()
+                .contains("listeners.tcp.1 = 127.30.4.7:5672\n")
+        );
         assert_eq!(cfg.erlang_cookie, "COOKIE");
         assert_eq!(cfg.admin, Credentials::new("admin", "s3cret"));
         assert_eq!(cfg.plugins, vec!["rabbitmq_management"]);

@@ -3,7 +3,9 @@
 //! `rabbitmq-server` processes reachable through the Service's ClusterIP; deleting a pod kills its
 //! broker and the StatefulSet brings it back with its data; a crashed broker is restarted; two
 //! replicas form a real RabbitMQ cluster; a 4.x image runs RabbitMQ 4.0 and an unknown tag waits
-//! with a reason. The three tests start 1, 2 and 2 brokers.
+//! with a reason; with fresh pod IPs a re-created pod comes back on a new IP as the same node with
+//! its data, and such moved nodes still form and keep a cluster (in `matrix`, left out of
+//! `make test`). The five tests start 1, 2, 2, 1 and 2 brokers.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -222,6 +224,12 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 async fn start_cluster() -> (Cluster, tempfile::TempDir) {
+    start_cluster_with(|c| c).await
+}
+
+async fn start_cluster_with(
+    configure: impl FnOnce(ClusterConfig) -> ClusterConfig,
+) -> (Cluster, tempfile::TempDir) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             std::env::var("RUST_LOG").unwrap_or_else(|_| "kubesim=info,tiermq_testkit=info".into()),
@@ -229,10 +237,151 @@ async fn start_cluster() -> (Cluster, tempfile::TempDir) {
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().unwrap();
-    let c = cluster::start(ClusterConfig::new(dir.path()))
+    let c = cluster::start(configure(ClusterConfig::new(dir.path())))
         .await
         .unwrap();
     (c, dir)
+}
+
+fn pod_ip(pod: &Pod) -> Ipv4Addr {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_ref())
+        .expect("pod IP")
+        .parse()
+        .unwrap()
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// With `ClusterConfig::with_fresh_pod_ips`, a StatefulSet's broker pod deleted through the API
+/// comes back on a new IP, as in a real cluster, as the same RabbitMQ node with its data: the
+/// persistent message is still there through the new IP, nothing listens on the old one, and the
+/// node (named after its first IP, reached through Erlang distribution there) answers
+/// `rabbitmqctl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fresh_pod_ips_a_recreated_broker_pod_gets_a_new_ip_and_keeps_its_data() {
+    let (c, dir) = start_cluster_with(ClusterConfig::with_fresh_pod_ips).await;
+    let client = c.client();
+    let result = tokio::time::timeout(Duration::from_secs(240), async {
+        let b = apply_broker_objects(&client, "moving", 1, "rabbitmq:3.10-management").await;
+        wait_ready_replicas(&client, &b.name, 1).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let pod = pods.get("moving-0").await.unwrap();
+        let old_ip = pod_ip(&pod);
+        let node = format!("rabbit-{}@{old_ip}", old_ip.to_string().replace('.', "-"));
+        {
+            use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+            let conn = amqp_connect(&b, (old_ip, 5672).into()).await;
+            let ch = conn.create_channel().await.unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .unwrap();
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare("moved".into(), durable, Default::default())
+                .await
+                .unwrap();
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    "moved".into(),
+                    BasicPublishOptions::default(),
+                    b"survives a new pod IP",
+                    lapin::BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(confirm.is_ack(), "{confirm:?}");
+            conn.close(200, "done".into()).await.unwrap();
+        }
+
+        let old_pid = c.broker_pids()["default/moving-0"];
+        pods.delete("moving-0", &Default::default()).await.unwrap();
+        wait_for(
+            "old broker process gone",
+            Duration::from_secs(20),
+            || async { (!pid_alive(old_pid)).then_some(()) },
+        )
+        .await
+        .unwrap();
+        let new_pod = wait_for("moving-0 re-created and Ready", BOOT, || async {
+            pods.get_opt("moving-0")
+                .await
+                .ok()
+                .flatten()
+                .filter(|p| p.uid() != pod.uid() && is_ready(p))
+        })
+        .await
+        .unwrap();
+        let new_ip = pod_ip(&new_pod);
+        assert_ne!(new_ip, old_ip, "a re-created pod gets a new IP");
+
+        // The same node (same name, same data) answers on the new IP.
+        let overview = mgmt_get(&b, new_ip, "/api/overview").await;
+        assert_eq!(overview["node"], node.as_str(), "the node kept its name");
+        {
+            use lapin::options::BasicGetOptions;
+            let conn = amqp_connect(&b, (new_ip, 5672).into()).await;
+            let ch = conn.create_channel().await.unwrap();
+            let msg = ch
+                .basic_get("moved".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .expect("the persistent message survived the new pod IP");
+            assert_eq!(msg.delivery.data, b"survives a new pod IP");
+            conn.close(200, "done".into()).await.unwrap();
+        }
+        // Nothing listens for AMQP on the old address any more.
+        let refused = tokio::net::TcpStream::connect((old_ip, 5672)).await;
+        assert_eq!(
+            refused.map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionRefused),
+            "AMQP on the old IP {old_ip}"
+        );
+        // Erlang distribution reaches the node by its name (on its first IP): rabbitmqctl works.
+        let cookie = format!("COOKIEMOVING{}", std::process::id());
+        let out = tokio::process::Command::new("rabbitmqctl")
+            .args(["--longnames", "--erlang-cookie", &cookie, "-n", &node])
+            .args(["eval", "node()."])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(&node),
+            "rabbitmqctl -n {node}: {}{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let identity = std::fs::read_to_string(
+            dir.path()
+                .join("pvc/default/data-moving-0")
+                .join(kubesim::sim::rabbit::IDENTITY_FILE),
+        )
+        .unwrap();
+        assert!(
+            identity.contains(&format!("name_ip={old_ip}\n")),
+            "{identity}"
+        );
+    })
+    .await;
+    let pids: Vec<u32> = c.broker_pids().into_values().collect();
+    c.shutdown().await;
+    for pid in pids {
+        assert!(!pid_alive(pid), "broker {pid} still running after shutdown");
+    }
+    result.expect("test took too long");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,4 +725,96 @@ async fn a_4x_tag_runs_rabbitmq_4_0_and_an_unknown_tag_waits_with_a_reason() {
         !mounts.contains(root.to_str().unwrap()),
         "mounts inside the root: {mounts}"
     );
+}
+
+/// Left out of `make test` (~55 s, four broker boots): run by `make test-faults`.
+mod matrix {
+    use super::*;
+
+    fn node_name_for(ip: Ipv4Addr) -> String {
+        format!("rabbit-{}@{ip}", ip.to_string().replace('.', "-"))
+    }
+
+    /// Deletes `name` and waits for its successor to be Ready; returns it.
+    async fn recreate(c: &Cluster, pods: &Api<Pod>, name: &str) -> Pod {
+        let old = pods.get(name).await.unwrap();
+        let old_pid = c.broker_pids()[&format!("default/{name}")];
+        pods.delete(name, &Default::default()).await.unwrap();
+        wait_for(
+            &format!("{name}'s old broker gone"),
+            Duration::from_secs(20),
+            || async { (!pid_alive(old_pid)).then_some(()) },
+        )
+        .await
+        .unwrap();
+        wait_for(&format!("{name} re-created and Ready"), BOOT, || async {
+            pods.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|p| p.uid() != old.uid() && is_ready(p))
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the management API (through `via`) lists exactly `expected` as running nodes.
+    async fn wait_running_nodes(b: &Broker, via: Ipv4Addr, mut expected: Vec<String>) {
+        expected.sort();
+        wait_for(
+            &format!("running nodes {expected:?}"),
+            Duration::from_secs(90),
+            || async {
+                let nodes = mgmt_get(b, via, "/api/nodes").await;
+                let mut running: Vec<String> = nodes
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["running"] == true)
+                    .map(|n| n["name"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                running.sort();
+                (running == expected).then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    /// With fresh pod IPs, Erlang distribution between nodes whose names no longer match their pod
+    /// IPs works: pod-0 moves to a new IP, then a new pod-1 joins it by its (old-IP) node name; then
+    /// pod-1 moves and rejoins by itself with its data.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_fresh_pod_ips_moved_nodes_form_and_keep_a_cluster() {
+        let (c, _dir) = start_cluster_with(ClusterConfig::with_fresh_pod_ips).await;
+        let client = c.client();
+        let result = tokio::time::timeout(Duration::from_secs(360), async {
+            let b = apply_broker_objects(&client, "roam", 1, "rabbitmq:3.10-management").await;
+            wait_ready_replicas(&client, &b.name, 1).await;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+            let first0 = pod_ip(&pods.get("roam-0").await.unwrap());
+            let moved0 = pod_ip(&recreate(&c, &pods, "roam-0").await);
+            assert_ne!(moved0, first0);
+
+            Api::<StatefulSet>::namespaced(client.clone(), "default")
+                .patch(
+                    "roam",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": 2}})),
+                )
+                .await
+                .unwrap();
+            wait_ready_replicas(&client, &b.name, 2).await;
+            let first1 = pod_ip(&pods.get("roam-1").await.unwrap());
+            let names = vec![node_name_for(first0), node_name_for(first1)];
+            wait_running_nodes(&b, moved0, names.clone()).await;
+
+            let moved1 = pod_ip(&recreate(&c, &pods, "roam-1").await);
+            assert_ne!(moved1, first1);
+            assert!(moved1 != moved0 && moved1 != first0, "{moved1}");
+            wait_running_nodes(&b, moved1, names).await;
+        })
+        .await;
+        c.shutdown().await;
+        result.expect("test took too long");
+    }
 }

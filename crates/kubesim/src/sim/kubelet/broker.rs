@@ -54,7 +54,16 @@ impl Kubelet {
         let inputs = rabbit::gather_inputs(c, &vols, env);
         let base = rabbit::data_dir(pod, c, &vols, &pod_dir.join("data"));
         open_dirs(&self.cfg.dir, &base)?;
-        let mut config = rabbit::node_config(pod, c, &inputs, ip, base, &self.cookie_for(pod))?;
+        // The node keeps the name it first had in this folder, whatever the pod's IP is now; no
+        // other pod may get that address (its node would want the same name).
+        let key = key_of(pod);
+        let name_host = rabbit::node_identity(&base, &key, ip)?;
+        self.ipam
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pin(&key, name_host);
+        let mut config =
+            rabbit::node_config(pod, c, &inputs, ip, name_host, base, &self.cookie_for(pod))?;
         config.initial_feature_flags = self.cfg.initial_feature_flags.clone();
         Ok(config)
     }
@@ -101,6 +110,17 @@ impl Kubelet {
             Ok(Err(e)) => Err(format!("tcp probe {addr}: {e}")),
             Err(_) => Err(format!("tcp probe {addr}: timeout")),
         }
+    }
+
+    /// The full node name of the broker pod `peer_key` runs now: its name need not match its
+    /// current IP (see `rabbit::node_identity`).
+    fn running_node_name(&self, peer_key: &str) -> std::result::Result<String, String> {
+        self.brokers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer_key)
+            .map(|n| n.node_name())
+            .ok_or_else(|| format!("{peer_key} runs no broker"))
     }
 
     /// Joins `peer` (the full node name of `<sts>-0`): the adapter for testkit's `join_cluster`,
@@ -194,14 +214,12 @@ impl Kubelet {
                 }
             };
             let fresh = !rabbit::has_data(&cfg.base_dir, &cfg.full_node_name());
+            // The pod to join (its node name is looked up when joining).
             let peer = match rabbit::statefulset_peer(&pod) {
-                Some((peer_pod, ord)) if ord > 0 && fresh => {
-                    let peer_key = format!("{}/{peer_pod}", pod.namespace().unwrap_or_default());
-                    match self.assign_ip(&peer_key) {
-                        Ok(ip) => Some(format!("{}@{ip}", rabbit::node_short_name(ip))),
-                        Err(_) => None,
-                    }
-                }
+                Some((peer_pod, ord)) if ord > 0 && fresh => Some(format!(
+                    "{}/{peer_pod}",
+                    pod.namespace().unwrap_or_default()
+                )),
                 _ => None,
             };
             let node = match RabbitNode::start_on(runtime, cfg) {
@@ -283,9 +301,13 @@ impl Kubelet {
                     obs.ready = match (&probe, joined) {
                         (Ok(()), true) => true,
                         (Ok(()), false) if now >= next_join => {
-                            let peer = peer.as_deref().unwrap_or_default();
-                            match Self::join(&node, peer).await {
-                                Ok(()) => {
+                            let peer_pod = peer.as_deref().unwrap_or_default();
+                            let attempt = match self.running_node_name(peer_pod) {
+                                Ok(name) => Self::join(&node, &name).await.map(|()| name),
+                                Err(e) => Err(e),
+                            };
+                            match attempt {
+                                Ok(peer) => {
                                     tracing::info!(pod = %key, peer, "broker joined its StatefulSet's cluster");
                                     joined = true;
                                     obs.message = None;
@@ -293,8 +315,8 @@ impl Kubelet {
                                 Err(e) => {
                                     // Each attempt runs rabbitmqctl (an Erlang VM): back off.
                                     next_join = tokio::time::Instant::now() + JOIN_RETRY;
-                                    tracing::warn!(pod = %key, peer, error = %e, "joining the cluster failed; retrying");
-                                    obs.message = Some(format!("joining {peer} failed: {e}"));
+                                    tracing::warn!(pod = %key, peer = peer_pod, error = %e, "joining the cluster failed; retrying");
+                                    obs.message = Some(format!("joining {peer_pod} failed: {e}"));
                                 }
                             }
                             false

@@ -1,7 +1,8 @@
 //! The "kubelet" of the single simulated node.
 //!
 //! For every Pod it runs a worker that:
-//! - assigns the pod an IP from the cluster's 127.x.y.0/24 (stable per pod name, see `ipam`);
+//! - assigns the pod an IP from the cluster's 127.x.y.0/24 (stable per pod name, or with
+//!   `SimConfig::fresh_pod_ips` a new one per pod object as a CNI would; see `ipam`);
 //! - for a RabbitMQ container (image contains `rabbitmq`): picks RabbitMQ 3.10 or 4.0 from the
 //!   image's tag (3.x or 4.x; any other tag waits with `ErrImagePull`, see `rabbit`), materialises
 //!   the pod's volumes, resolves its env, starts a real `rabbitmq-server`
@@ -25,7 +26,8 @@
 //! A pod with `deletionTimestamp` has its broker stopped (SIGTERM, SIGKILL after 5 s) and is then
 //! deleted with grace period 0, as a real kubelet confirms a graceful delete. A pod that simply
 //! disappears has its broker stopped at once. A re-created pod with the same name starts only after
-//! the previous incarnation's process is gone, since both use the same IP and data dir.
+//! the previous incarnation's process is gone, since both use the same data dir (and, with sticky
+//! IPs, the same IP).
 //!
 //! At most `SimConfig::max_brokers` brokers run at once; further broker pods stay Pending with a
 //! message saying so.
@@ -127,7 +129,11 @@ impl Kubelet {
         let slots = Arc::new(Semaphore::new(cfg.max_brokers));
         Kubelet {
             events: super::recorder(&client, "kubelet"),
-            ipam: Mutex::new(PodIpAllocator::new(cfg.pod_ip_prefix)),
+            ipam: Mutex::new(if cfg.fresh_pod_ips {
+                PodIpAllocator::fresh(cfg.pod_ip_prefix)
+            } else {
+                PodIpAllocator::new(cfg.pod_ip_prefix)
+            }),
             client,
             cfg,
             stop,

@@ -84,12 +84,13 @@ impl Kubelet {
         }
     }
 
-    pub(super) fn assign_ip(&self, key: &str) -> Result<Ipv4Addr> {
+    /// The IP of pod `key` with `uid` (see `ipam`: per name, or per pod object with fresh IPs).
+    pub(super) fn assign_ip(&self, key: &str, uid: &str) -> Result<Ipv4Addr> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.ipam
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .assign(key, &live)
+            .assign(key, uid, &live)
     }
 
     pub(super) async fn worker(
@@ -103,8 +104,9 @@ impl Kubelet {
         }
         let pod = pod_rx.borrow().clone();
         let key = key_of(&pod);
+        let uid = pod.uid().unwrap_or_default();
         let ip = loop {
-            match self.assign_ip(&key) {
+            match self.assign_ip(&key, &uid) {
                 Ok(ip) => break ip,
                 Err(e) => {
                     tracing::warn!(pod = %key, error = %e, "cannot assign a pod IP");
