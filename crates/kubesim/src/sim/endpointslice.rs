@@ -1,7 +1,7 @@
 //! EndpointSlice controller for Services that have a selector.
 //!
 //! For each such Service it keeps EndpointSlices named `<service>-sim-<n>` (one per distinct set
-//! of resolved ports), labelled `kubernetes.io/service-name` and
+//! of resolved ports), labelled with the Service's own labels, `kubernetes.io/service-name` and
 //! `endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io`, owned by the
 //! Service. Endpoints are the matching pods that have a pod IP and are not terminating;
 //! `conditions.ready` follows the pod's Ready condition (or is true for every pod when the Service
@@ -66,7 +66,13 @@ async fn reconcile_all(client: &Client) -> Result<()> {
     let mut wanted_keys = BTreeSet::new();
     for svc in &services.items {
         let ns = svc.namespace().unwrap_or_default();
-        let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.clone()) else {
+        // An empty selector is no selector: a real API server stores `{}` as absent.
+        let Some(selector) = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .filter(|s| !s.is_empty())
+        else {
             continue;
         };
         if svc.metadata.deletion_timestamp.is_some() {
@@ -221,7 +227,10 @@ pub fn build_slices(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
             .collect();
         groups.insert(ports, Vec::new());
     }
-    let mut labels = BTreeMap::new();
+    // Like Kubernetes' controller, the Service's own labels are copied onto its slices (so a
+    // client listing slices by a label of the Service also finds these; the managed-by label
+    // tells them apart).
+    let mut labels = svc.metadata.labels.clone().unwrap_or_default();
     labels.insert(LABEL_SERVICE_NAME.to_string(), name.clone());
     labels.insert(
         LABEL_MANAGED_BY.to_string(),
@@ -270,7 +279,8 @@ mod tests {
     #[test]
     fn slices_follow_pod_readiness_and_named_ports() {
         let svc: Service = serde_json::from_value(json!({
-            "metadata": {"name": "rmq", "namespace": "t", "uid": "s1"},
+            "metadata": {"name": "rmq", "namespace": "t", "uid": "s1",
+                         "labels": {"team": "a", LABEL_MANAGED_BY: "someone"}},
             "spec": {"selector": {"app": "rmq"}, "clusterIP": "127.20.1.1",
                      "ports": [{"name": "amqp", "port": 5672, "targetPort": "amqp"}]}
         }))
@@ -288,10 +298,11 @@ mod tests {
         let slices = build_slices(&svc, &[&a, &b]);
         assert_eq!(slices.len(), 1);
         let s = &slices[0];
-        assert_eq!(
-            s.metadata.labels.as_ref().unwrap()[LABEL_SERVICE_NAME],
-            "rmq"
-        );
+        let labels = s.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_SERVICE_NAME], "rmq");
+        // The Service's labels are copied; the controller's own ones win.
+        assert_eq!(labels["team"], "a");
+        assert_eq!(labels[LABEL_MANAGED_BY], ENDPOINTSLICE_CONTROLLER);
         assert_eq!(s.ports.as_ref().unwrap()[0].port, Some(5673));
         let ready: Vec<(String, Option<bool>)> = s
             .endpoints
