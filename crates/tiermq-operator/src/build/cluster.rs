@@ -101,11 +101,7 @@ impl BrokerCluster {
 
     /// Labels that select the cluster's pods (immutable once the StatefulSet exists).
     pub fn selector_labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (LABEL_NAME.to_string(), "rabbitmq".to_string()),
-            (LABEL_INSTANCE.to_string(), self.name.clone()),
-            (LABEL_CLUSTER.to_string(), self.name.clone()),
-        ])
+        pod_selector(&self.name)
     }
 
     /// Labels on every per-cluster object and pod.
@@ -301,4 +297,14 @@ fn checked_additional_config(sc: &SharedCluster) -> Result<Option<String>, Build
         }
     }
     Ok(Some(text.clone()))
+}
+
+/// The labels that select the broker pods of cluster `name` (a StatefulSet's selector, and the
+/// instance Service's while it routes to that cluster by selector).
+pub fn pod_selector(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), "rabbitmq".to_string()),
+        (LABEL_INSTANCE.to_string(), name.to_string()),
+        (LABEL_CLUSTER.to_string(), name.to_string()),
+    ])
 }

@@ -1,7 +1,12 @@
 //! The instance's client Service `<instance>`: the one endpoint clients use on either tier.
 //!
-//! It has no selector: the operator routes it by writing EndpointSlices (see
-//! [`super::endpoint_slice`]), to one serving cluster or, during the dual phases, to both.
+//! The operator routes it by writing EndpointSlices (see [`super::endpoint_slice`]), to one
+//! serving cluster or, during the dual phases, to both. While it routes to exactly one cluster in
+//! the instance's own namespace (always the case on the dedicated tier), the Service also selects
+//! that cluster's pods, so Kubernetes' EndpointSlice controller keeps the addresses current even
+//! while the operator is not running (a broker pod that comes back with a new IP stays
+//! reachable). A Service cannot select pods in another namespace: a SharedCluster elsewhere is
+//! reached through the operator's slices only.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -9,14 +14,15 @@ use tiermq_crd::RabbitMQInstance;
 
 use super::{AMQP_PORT, BuildError, InstanceTarget, PORT_NAME_AMQP, instance_service_name};
 
-/// The selector-less client Service `<instance>` with the AMQP port and the spec's Service type.
-pub fn build(instance: &RabbitMQInstance) -> Result<Service, BuildError> {
+/// The client Service `<instance>` with the AMQP port and the spec's Service type; it selects the
+/// pods of cluster `select` when given (see the module docs), else it has no selector.
+pub fn build(instance: &RabbitMQInstance, select: Option<&str>) -> Result<Service, BuildError> {
     let target = InstanceTarget::of(instance)?;
     Ok(Service {
         metadata: target.meta(instance_service_name(&target.name), &[]),
         spec: Some(ServiceSpec {
             type_: Some(instance.spec.access.service_type.as_str().into()),
-            selector: None,
+            selector: select.map(super::pod_selector),
             ports: Some(vec![ServicePort {
                 // The name ties this port to the EndpointSlices' port.
                 name: Some(PORT_NAME_AMQP.into()),
@@ -40,7 +46,7 @@ mod tests {
     #[test]
     fn client_service_has_no_selector_and_the_requested_type() {
         let mut i = instance("orders", "team-a");
-        let svc = build(&i).unwrap();
+        let svc = build(&i, None).unwrap();
         assert_eq!(svc.metadata.name.as_deref(), Some("orders"));
         assert_eq!(svc.metadata.namespace.as_deref(), Some("team-a"));
         assert_owned(&svc.metadata, "RabbitMQInstance", "orders");
@@ -56,7 +62,19 @@ mod tests {
         assert_eq!(port.target_port, Some(IntOrString::Int(5672)));
 
         i.spec.access.service_type = ServiceType::LoadBalancer;
-        let spec = build(&i).unwrap().spec.unwrap();
+        let spec = build(&i, None).unwrap().spec.unwrap();
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    }
+
+    #[test]
+    fn a_service_routing_to_one_local_cluster_selects_exactly_its_pods() {
+        let i = instance("orders", "team-a");
+        let spec = build(&i, Some("orders-dedicated")).unwrap().spec.unwrap();
+        let selector = spec.selector.unwrap();
+        assert_eq!(selector, super::super::pod_selector("orders-dedicated"));
+        assert_eq!(selector["tiermq.io/cluster"], "orders-dedicated");
+        // The port is the same either way: slices and selector resolve to the broker's 5672.
+        let port = &spec.ports.unwrap()[0];
+        assert_eq!(port.target_port, Some(IntOrString::Int(5672)));
     }
 }

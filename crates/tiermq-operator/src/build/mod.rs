@@ -57,7 +57,9 @@ mod instance;
 mod meta;
 mod names;
 
-pub use cluster::{BrokerCluster, ClusterObjects, ManagedKind, Write, instance_kinds};
+pub use cluster::{
+    BrokerCluster, ClusterObjects, ManagedKind, Write, instance_kinds, pod_selector,
+};
 pub use instance::InstanceTarget;
 pub use meta::owner_reference;
 pub(crate) use meta::read_key;

@@ -14,9 +14,6 @@
 //!   open there (the planner closes them first and waits for a sample after that), then lets
 //!   `retire_tenant` look at the vhost, its queues included, once more.
 
-use std::collections::BTreeSet;
-
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -25,11 +22,12 @@ use tiermq_broker::model::{Permissions, VhostLimits};
 use tiermq_broker::steps::{self, DrainCriteria, Tenant};
 use tiermq_crd::{ClusterRef, RabbitMQInstance};
 
-use crate::build::{self, BrokerCluster, Secret, endpoint_slice, instance_service};
-use crate::controller::apply::{FIELD_MANAGER, apply, delete_if_exists};
+use crate::build::{self, BrokerCluster, Secret};
+use crate::controller::apply::FIELD_MANAGER;
 use crate::controller::clusters;
 use crate::controller::context::Context;
 use crate::controller::plan::Step;
+use crate::controller::routing;
 use crate::error::{Error, Result, kube_err};
 
 /// The operator's finalizer on `RabbitMQInstance`: broker state (vhost, user) outlives the
@@ -150,7 +148,7 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             steps::copy_transfers(&src, &dst, tenant).await?;
             Ok(())
         }
-        Step::RouteService { to } => route_service(ctx, t.instance, to).await,
+        Step::RouteService { to } => routing::route_service(ctx, t.instance, to).await,
         Step::DisableFederation {
             source,
             destination,
@@ -294,30 +292,6 @@ async fn close_publishers(mc: &ManagementClient, tenant: &str) -> Result<()> {
     for name in clients.publishers_only() {
         if mc.close_connection(name, PUBLISHER_REASON).await? {
             tracing::info!(cluster = mc.cluster(), connection = %name, "closed a connection that kept publishing after writes were revoked");
-        }
-    }
-    Ok(())
-}
-
-/// The instance Service exists (selector-less) and its EndpointSlices route to exactly `to`:
-/// one slice per cluster with that cluster's pod IPs; slices of other clusters are deleted.
-async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef]) -> Result<()> {
-    apply(&ctx.client, &instance_service::build(i)?).await?;
-    for c in to {
-        let pods = clusters::pods(&ctx.client, c).await?;
-        let endpoints = endpoint_slice::pod_endpoints(&pods);
-        apply(&ctx.client, &endpoint_slice::build(i, &c.name, &endpoints)?).await?;
-    }
-    // Every other slice of the instance goes: those of clusters no longer routed to, and any
-    // under another name (slices named by an older operator).
-    let keep: BTreeSet<String> = to
-        .iter()
-        .map(|c| build::endpoint_slice_name(&i.name_any(), &c.name))
-        .collect();
-    let ns = i.namespace().unwrap_or_default();
-    for s in crate::controller::observe::instance_slices(&ctx.client, i).await? {
-        if !keep.contains(&s.name_any()) {
-            delete_if_exists::<EndpointSlice>(&ctx.client, &ns, &s.name_any()).await?;
         }
     }
     Ok(())

@@ -1,7 +1,9 @@
-//! Reconcile concerns, one module each, and the two kube-runtime Controllers that drive them.
+//! Reconcile concerns, one module each, and the three kube-runtime Controllers that drive them.
 //!
 //! - [`instance`]: the `RabbitMQInstance` pipeline (observe → plan → execute → status → Events).
 //! - [`shared_cluster`]: the `SharedCluster` reconciler.
+//! - [`routing`]: the router, which keeps the addresses in an instance's EndpointSlices current
+//!   on its own, whatever the pipeline is waiting for.
 //! - [`observe`], [`plan`], [`execute`], [`status`]: the pipeline's stages.
 //! - [`clusters`]: broker clusters as Kubernetes objects and how to reach their brokers.
 //! - [`apply`]: the one place that writes Kubernetes objects.
@@ -20,6 +22,7 @@ pub mod execute;
 pub mod instance;
 pub mod observe;
 pub mod plan;
+pub mod routing;
 pub mod shared_cluster;
 pub mod status;
 
@@ -152,7 +155,60 @@ fn placement_changes(
         })
 }
 
-/// Runs both controllers until `shutdown` resolves (then they finish in-flight reconciles).
+/// What of an instance its routing depends on: the clusters it is recorded on and its generation
+/// (not the drain samples its status gets every few seconds).
+fn routing_inputs(i: &RabbitMQInstance) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    placement(i).hash(&mut h);
+    i.metadata.generation.hash(&mut h);
+    Some(h.finish())
+}
+
+/// The router (see [`routing`]): its own watches, so it runs whatever the instance controller is
+/// doing. Broker pods' addresses, every EndpointSlice of a Service (the operator's and
+/// Kubernetes'; the Service of an instance has the instance's name) and the instances' placement
+/// trigger it.
+fn routing_controller(
+    client: &kube::Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Controller<RabbitMQInstance> {
+    let (store, writer) = reflector::store::<RabbitMQInstance>();
+    let trigger = watcher::watcher(
+        Api::<RabbitMQInstance>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(routing_inputs, PredicateConfig::default());
+    let pod_store = store.clone();
+    Controller::for_stream(trigger, store)
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(LABEL_CLUSTER),
+            move |pod: Pod| {
+                let ns = pod.namespace().unwrap_or_default();
+                match pod.labels().get(LABEL_CLUSTER) {
+                    Some(c) => instances_on(&pod_store, &ns, c),
+                    None => Vec::new(),
+                }
+            },
+        )
+        .watches(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(crate::build::endpoint_slice::LABEL_SERVICE_NAME),
+            |s: EndpointSlice| {
+                let ns = s.namespace().unwrap_or_default();
+                s.labels()
+                    .get(crate::build::endpoint_slice::LABEL_SERVICE_NAME)
+                    .map(|svc| ObjectRef::new(svc).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+}
+
+/// Runs the controllers until `shutdown` resolves (then they finish in-flight reconciles).
 pub async fn run_controllers(
     client: kube::Client,
     config: RunArgs,
@@ -241,15 +297,26 @@ pub async fn run_controllers(
                 .collect()
         },
     )
-    .graceful_shutdown_on(shutdown)
-    .run(shared_cluster::reconcile, shared_cluster::error_policy, ctx)
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        shared_cluster::reconcile,
+        shared_cluster::error_policy,
+        ctx.clone(),
+    )
     .for_each(|r| async move {
         if let Err(e) = r {
             tracing::debug!(error = %e, "shared-cluster controller event");
         }
     });
+    let router = routing_controller(&client, shutdown)
+        .run(routing::reconcile, routing::error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "routing controller event");
+            }
+        });
     tracing::info!("controllers started");
-    futures::join!(instances, shared);
+    futures::join!(instances, shared, router);
     tracing::info!("controllers stopped");
 }
 

@@ -290,7 +290,15 @@ pub fn routes_from_slices(
     out
 }
 
-/// The instance's EndpointSlices.
+/// The slice is one the operator writes (not Kubernetes' EndpointSlice controller's, which copies
+/// the Service's labels, the instance label among them, onto the slices of a selector).
+pub fn is_operator_slice(s: &EndpointSlice) -> bool {
+    s.labels()
+        .get(build::endpoint_slice::LABEL_ENDPOINTSLICE_MANAGED_BY)
+        .is_some_and(|m| m == build::MANAGED_BY)
+}
+
+/// The instance's EndpointSlices that the operator writes.
 pub async fn instance_slices(
     client: &kube::Client,
     i: &RabbitMQInstance,
@@ -305,7 +313,10 @@ pub async fn instance_slices(
             "list",
             format!("EndpointSlices of instance {ns}/{}", i.name_any()),
         ))?
-        .items)
+        .items
+        .into_iter()
+        .filter(is_operator_slice)
+        .collect())
 }
 
 /// What the management API says about the tenant (`vhost` = `user` = the tenant name). With

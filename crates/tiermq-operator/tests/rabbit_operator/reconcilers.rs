@@ -1640,7 +1640,9 @@ async fn names_that_would_collide_are_refused_and_the_first_owner_keeps_serving(
     assert_eq!(of("Stalled"), Some(("True".into(), conflict.clone())));
     assert_eq!(of("Reconciling"), Some(("False".into(), conflict)));
 
-    // The instance's Service is untouched: no selector, one controller (the instance).
+    // The instance's Service is untouched: one controller (the instance), and it selects the
+    // pods of the cluster the instance is on (`main`, in the same namespace), not the
+    // SharedCluster `orders`'.
     let svc = Api::<Service>::namespaced(c.clone(), NS)
         .get("orders")
         .await
@@ -1652,9 +1654,17 @@ async fn names_that_would_collide_are_refused_and_the_first_owner_keeps_serving(
         .map(|r| (r.kind.clone(), r.uid.clone()))
         .collect();
     assert_eq!(controllers, [("RabbitMQInstance".to_string(), uid)]);
-    assert!(
-        svc.spec.as_ref().unwrap().selector.is_none(),
-        "the instance Service still routes through its EndpointSlices"
+    let selector = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .selector
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        selector.get("tiermq.io/cluster").map(String::as_str),
+        Some("main"),
+        "the instance Service still routes to main: {selector:?}"
     );
     // ... and its clients still reach their tenant through it.
     let (uri, _) = instance_uri(&c, "orders").await;
