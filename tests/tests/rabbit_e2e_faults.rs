@@ -10,13 +10,15 @@
 //!   short and recorded, or the loop never converges).
 //!
 //! Broker kills SIGKILL one side's broker process group in a given phase; the kubelet restarts
-//! it after its back-off.
+//! it after its back-off. A moved broker pod (deleted, recreated with a new IP) must not cut
+//! clients off while the operator is stopped or its reconciles keep failing.
 //!
 //! `make test` runs one representative of each (an upgrade with a crash before every status
-//! write, an upgrade through API-server faults, the destination killed in the dual phase);
+//! write, an upgrade through API-server faults, the destination killed in the dual phase, a
+//! broker pod moved with the operator down and then failing);
 //! `make test-faults` runs the matrix (module `matrix`): both directions × both drains, an abort,
-//! the crash loop both ways, management API faults both ways, and the source killed in either
-//! drain.
+//! the crash loop both ways, management API faults both ways, the source killed in either
+//! drain, and the shared broker killed while three tenants convert.
 
 mod common;
 
@@ -24,9 +26,10 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
 use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use tiermq_crd::Tier;
 use tiermq_tests::harness::{Supervision, World};
 use tiermq_tests::load::Pattern;
@@ -66,19 +69,123 @@ async fn assert_nothing_duplicated_or_orphaned(world: &World, to: Tier) {
         Tier::Shared => vec![],
     };
     assert_eq!(sets, expected, "broker StatefulSets in {NS}");
-    let slices: Vec<String> = Api::<EndpointSlice>::namespaced(c, NS)
+    let slices = Api::<EndpointSlice>::namespaced(c.clone(), NS)
         .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={NAME}")))
         .await
         .unwrap()
-        .items
-        .into_iter()
-        .map(|s| s.metadata.name.unwrap_or_default())
-        .collect();
+        .items;
+    let by = |manager: &str| -> Vec<String> {
+        slices
+            .iter()
+            .filter(|s| s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(manager))
+            .map(|s| s.name_any())
+            .collect()
+    };
     assert_eq!(
-        slices.len(),
+        by("tiermq-operator").len(),
         1,
-        "one EndpointSlice for the instance: {slices:?}"
+        "one operator EndpointSlice for the instance: {slices:?}"
     );
+    // Stable on its dedicated cluster, the Service also selects that cluster's pods, so
+    // Kubernetes keeps a slice too; on a SharedCluster in another namespace it cannot.
+    let selector = Api::<Service>::namespaced(c, NS)
+        .get(NAME)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .selector;
+    match to {
+        Tier::Dedicated => {
+            assert_eq!(
+                selector.as_ref().and_then(|s| s.get("tiermq.io/cluster")),
+                Some(&dedicated()),
+                "the Service selects the dedicated pods"
+            );
+            let theirs = wait_until(Duration::from_secs(10), || async {
+                kubernetes_slices(&world.cluster.client()).await.len() == 1
+            })
+            .await;
+            assert!(theirs, "one Kubernetes EndpointSlice for the selector");
+        }
+        Tier::Shared => {
+            assert_eq!(selector, None, "no selector across namespaces");
+            assert!(
+                by("endpointslice-controller.k8s.io").is_empty(),
+                "{slices:?}"
+            );
+        }
+    }
+}
+
+const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+
+/// The slices Kubernetes' EndpointSlice controller keeps for the instance Service.
+async fn kubernetes_slices(c: &kube::Client) -> Vec<EndpointSlice> {
+    Api::<EndpointSlice>::namespaced(c.clone(), NS)
+        .list(&ListParams::default().labels(&format!(
+            "kubernetes.io/service-name={NAME},{MANAGED_BY_LABEL}=endpointslice-controller.k8s.io"
+        )))
+        .await
+        .unwrap()
+        .items
+}
+
+/// The IP of pod `ns/name` once it is Ready.
+async fn ready_ip(c: &kube::Client, ns: &str, name: &str) -> Option<String> {
+    let pod = Api::<Pod>::namespaced(c.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    let st = pod.status?;
+    let ready = st
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    (ready && pod.metadata.deletion_timestamp.is_none())
+        .then_some(st.pod_ip)
+        .flatten()
+}
+
+/// Deletes broker pod `ns/name` and waits for its replacement to be Ready with a new IP, as a
+/// real cluster's network would give it; returns (old IP, new IP).
+async fn move_broker_pod(world: &World, ns: &str, name: &str) -> (String, String) {
+    let c = world.cluster.client();
+    let old = ready_ip(&c, ns, name).await.expect("the pod is ready");
+    world
+        .kubectl
+        .ok(&["-n", ns, "delete", "pod", name, "--wait=false"], None)
+        .await
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(new) = ready_ip(&c, ns, name).await.filter(|ip| *ip != old) {
+            return (old, new);
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{ns}/{name} came back Ready with a new IP"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the load has confirmed and consumed `more` messages beyond `since`; the time it
+/// took, or `None` after `timeout`.
+async fn flowing_again(
+    load: &tiermq_tests::load::Load,
+    since: tiermq_tests::load::LoadStats,
+    more: u64,
+    timeout: Duration,
+) -> Option<Duration> {
+    let t = std::time::Instant::now();
+    wait_until(timeout, || async {
+        let now = load.stats();
+        now.confirmed >= since.confirmed + more && now.received >= since.received + more
+    })
+    .await
+    .then(|| t.elapsed())
 }
 
 /// A conversion under load with the faults `opts` asks for: it completes, nothing is lost (the
@@ -212,6 +319,175 @@ async fn the_destination_broker_killed_during_dual_write_loses_nothing() {
 }
 
 /// The fault matrix, opt-in (`make test-faults`).
+/// Clients keep reaching a Stable instance whose broker pod comes back with a new IP, both while
+/// the operator is stopped and while its reconciles keep failing. kubesim gives a recreated pod a
+/// new IP (`with_fresh_pod_ips`), as a real cluster's network does.
+/// - Dedicated, operator stopped: the Service selects the dedicated pods, so Kubernetes' own
+///   EndpointSlice follows the new IP (without the selector the operator's slice would keep the
+///   old one and every reconnect would fail).
+/// - Converted to the shared tier (SharedCluster in another namespace, routed by the operator's
+///   slice only), then the credentials Secret is deleted, so each reconcile fails before it
+///   plans: the router, which waits for no step, moves the slice to the new IP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_follow_a_broker_pod_to_its_new_ip_while_the_operator_is_down_or_failing() {
+    let name = "route-new-ip";
+    let started = std::time::Instant::now();
+    let mut world = World::start_configured(name, |c| c.with_fresh_pod_ips())
+        .await
+        .unwrap();
+    world.start_operator(&[]).unwrap();
+    let image = tiermq_tests::harness::IMAGE_3_10;
+    world
+        .kubectl
+        .apply(&tiermq_tests::harness::shared_cluster_yaml_with(
+            "main", image, 10,
+        ))
+        .await
+        .unwrap();
+    let spec = tiermq_tests::harness::InstanceSpec {
+        namespace: NS,
+        name: NAME,
+        tier: "Dedicated",
+        drain_strategy: "Consume",
+        grace_period_seconds: 3,
+        connection_policy: None,
+    };
+    world.kubectl.apply(&spec.yaml_with(image)).await.unwrap();
+    world
+        .wait_ready(NS, NAME, Duration::from_secs(120))
+        .await
+        .unwrap();
+    println!(
+        "{name}: instance ready on Dedicated after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let target = world.instance_target(NS, NAME).await.unwrap();
+    let load = tiermq_tests::load::Load::start(load_config(target))
+        .await
+        .unwrap();
+    wait_for_flow(&load).await;
+    let c = world.cluster.client();
+    let theirs = wait_until(Duration::from_secs(15), || async {
+        !kubernetes_slices(&c).await.is_empty()
+    })
+    .await;
+    assert!(
+        theirs,
+        "Kubernetes keeps a slice for the Service's selector"
+    );
+    // ... and the operator's slice steps back to a record of the route, so no stale copy of
+    // the address outlives the operator.
+    let slices = Api::<EndpointSlice>::namespaced(c.clone(), NS);
+    let record = format!("{NAME}.{}", dedicated());
+    let emptied = wait_until(Duration::from_secs(15), || async {
+        slices
+            .get_opt(&record)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.endpoints.is_empty())
+    })
+    .await;
+    assert!(emptied, "the operator's slice {record} is emptied");
+
+    // 1. The operator is stopped; the dedicated broker pod moves.
+    world
+        .operator
+        .as_mut()
+        .unwrap()
+        .stop(Duration::from_secs(5));
+    let pod = format!("{}-0", dedicated());
+    let (old, new) = move_broker_pod(&world, NS, &pod).await;
+    let since = load.stats();
+    let resumed = flowing_again(&load, since, 50, Duration::from_secs(60)).await;
+    println!(
+        "{name}: operator stopped, {pod} moved {old} -> {new}; clients flowing again after {resumed:?}"
+    );
+    assert!(
+        resumed.is_some(),
+        "clients reach the moved broker with the operator stopped: {:?} {:?}",
+        load.stats(),
+        load.interruptions().last()
+    );
+
+    // 2. The operator is back; the instance moves to the shared tier under the same load.
+    world.start_operator(&[]).unwrap();
+    let conversion = tiermq_tests::scenario::convert(
+        &mut world,
+        NS,
+        NAME,
+        Tier::Shared,
+        &load,
+        Duration::from_secs(150),
+        Some(&mut |l: &str| println!("{l}")),
+    )
+    .await
+    .unwrap();
+    println!(
+        "{name}: converted to Shared in {:.1}s",
+        conversion.duration.as_secs_f64()
+    );
+    assert_nothing_duplicated_or_orphaned(&world, Tier::Shared).await;
+
+    // 3. The credentials Secret is deleted, so every reconcile fails before it plans (a missing
+    //    Secret is reported, never regenerated); the shared broker pod moves.
+    world
+        .kubectl
+        .ok(
+            &["-n", NS, "delete", "secret", &format!("{NAME}-credentials")],
+            None,
+        )
+        .await
+        .unwrap();
+    let secret_problem = |s: &tiermq_crd::RabbitMQInstanceStatus| {
+        s.conditions.iter().any(|c| {
+            c.status == "True" && c.reason == tiermq_crd::conditions::reasons::SECRET_PROBLEM
+        })
+    };
+    let failing = wait_until(Duration::from_secs(60), || async {
+        world
+            .status(NS, NAME)
+            .await
+            .is_ok_and(|s| secret_problem(&s))
+    })
+    .await;
+    assert!(
+        failing,
+        "the instance reports the missing Secret: {:?}",
+        world.status(NS, NAME).await.map(|s| s.conditions)
+    );
+    let (old, new) = move_broker_pod(&world, "tiermq-system", "main-0").await;
+    let since = load.stats();
+    let resumed = flowing_again(&load, since, 50, Duration::from_secs(60)).await;
+    println!(
+        "{name}: reconciles failing (missing Secret), main-0 moved {old} -> {new}; clients flowing again after {resumed:?}"
+    );
+    assert!(
+        resumed.is_some(),
+        "clients reach the moved shared broker while reconciles fail: {:?} {:?}\n{}",
+        load.stats(),
+        load.interruptions().last(),
+        world.operator_log_tail(30)
+    );
+    let still = world
+        .status(NS, NAME)
+        .await
+        .is_ok_and(|s| secret_problem(&s));
+    assert!(still, "the reconciles were failing all along");
+
+    load.stop_publishing();
+    let report = load.finish(Duration::from_secs(60)).await;
+    println!(
+        "{name}: load {report}; whole test {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        report.lost, 0,
+        "confirmed but never consumed: {:?}",
+        report.lost_sample
+    );
+}
+
 mod matrix {
     use super::*;
 
@@ -444,6 +720,118 @@ mod matrix {
         .await;
         assert!(gone, "the dedicated cluster is removed after the abort");
         assert_nothing_duplicated_or_orphaned(&world, Tier::Shared).await;
+    }
+
+    /// Three tenants of one SharedCluster flipped to Dedicated at once, each under its own load;
+    /// the shared broker (the source of all three) is SIGKILLed once the first reaches
+    /// `DualWriteDualRead`. All three complete with 0 lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_shared_broker_killed_while_three_tenants_convert_loses_nothing() {
+        use tiermq_crd::MigrationPhase;
+        let name = "kill-shared-three";
+        let started = std::time::Instant::now();
+        let mut world = World::start(name).await.unwrap();
+        world.start_operator(&[]).unwrap();
+        let image = tiermq_tests::harness::IMAGE_3_10;
+        world
+            .kubectl
+            .apply(&tiermq_tests::harness::shared_cluster_yaml_with(
+                "main", image, 10,
+            ))
+            .await
+            .unwrap();
+        let names = [NAME, "billing", "audit"];
+        for n in names {
+            let spec = tiermq_tests::harness::InstanceSpec {
+                namespace: NS,
+                name: n,
+                tier: "Shared",
+                drain_strategy: "Consume",
+                grace_period_seconds: 3,
+                connection_policy: None,
+            };
+            world.kubectl.apply(&spec.yaml_with(image)).await.unwrap();
+        }
+        for n in names {
+            world
+                .wait_ready(NS, n, Duration::from_secs(120))
+                .await
+                .unwrap();
+        }
+        let mut loads = Vec::new();
+        for n in names {
+            let mut cfg = load_config(world.instance_target(NS, n).await.unwrap());
+            cfg.name = format!("load-{n}");
+            // Three loads on two cores: a lighter rate each.
+            cfg.publish_interval = Duration::from_millis(80);
+            loads.push(tiermq_tests::load::Load::start(cfg).await.unwrap());
+        }
+        for l in &loads {
+            wait_for_flow(l).await;
+        }
+        let killer = spawn_broker_kill(
+            &world,
+            MigrationPhase::DualWriteDualRead,
+            "tiermq-system",
+            "main".into(),
+        );
+        let flipped = std::time::Instant::now();
+        for n in names {
+            world
+                .kubectl
+                .ok(
+                    &[
+                        "-n",
+                        NS,
+                        "patch",
+                        "rmqi",
+                        n,
+                        "--type",
+                        "merge",
+                        "-p",
+                        r#"{"spec":{"tier":"Dedicated"}}"#,
+                    ],
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        let mut took = Vec::new();
+        for n in names {
+            let done = wait_until(Duration::from_secs(300), || async {
+                world.status(NS, n).await.is_ok_and(|s| {
+                    s.tier == Some(Tier::Dedicated)
+                        && matches!(s.migration_phase, None | Some(MigrationPhase::Stable))
+                        && s.history.iter().any(|h| h.to == Tier::Dedicated)
+                })
+            })
+            .await;
+            assert!(
+                done,
+                "{n} completed its upgrade: {:?}\n{}",
+                world.status(NS, n).await,
+                world.operator_log_tail(40)
+            );
+            took.push((n, flipped.elapsed()));
+        }
+        let kill = tokio::time::timeout(Duration::from_secs(60), killer)
+            .await
+            .expect("the broker-kill task ends")
+            .unwrap()
+            .expect("the first tenant reached DualWriteDualRead and the shared broker was killed");
+        println!("{name}: {kill}; completed (since the flips): {took:?}");
+        for (n, l) in names.iter().zip(loads) {
+            l.stop_publishing();
+            let report = l.finish(Duration::from_secs(60)).await;
+            println!("{name}: {n}: load {report}");
+            assert_eq!(
+                report.lost, 0,
+                "{n}: confirmed but never consumed: {:?}",
+                report.lost_sample
+            );
+            assert!(report.stats.confirmed >= 100, "{n}: the load ran: {report}");
+        }
+        println!("{name}: whole test {:.1}s", started.elapsed().as_secs_f64());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

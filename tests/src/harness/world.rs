@@ -90,9 +90,29 @@ impl World {
         })
     }
 
+    /// [`World::start`] with kubesim's configuration changed by `configure` (for example
+    /// `ClusterConfig::with_fresh_pod_ips`).
+    pub async fn start_configured(
+        name: &str,
+        configure: impl FnOnce(kubesim::cluster::ClusterConfig) -> kubesim::cluster::ClusterConfig,
+    ) -> anyhow::Result<World> {
+        let tmp = tempfile_dir::TempDir::new(name).context("create the scenario folder")?;
+        let dir = tmp.path().to_path_buf();
+        let mut w = Self::start_in_with(&dir, configure).await?;
+        w._tmp = Some(tmp);
+        Ok(w)
+    }
+
     /// Like [`World::start`] in a given folder that is kept afterwards.
     pub async fn start_in(dir: &Path) -> anyhow::Result<World> {
-        let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(dir))
+        Self::start_in_with(dir, |c| c).await
+    }
+
+    async fn start_in_with(
+        dir: &Path,
+        configure: impl FnOnce(kubesim::cluster::ClusterConfig) -> kubesim::cluster::ClusterConfig,
+    ) -> anyhow::Result<World> {
+        let cluster = kubesim::cluster::start(configure(kubesim::cluster::ClusterConfig::new(dir)))
             .await
             .context("start kubesim")?;
         let kubectl = Kubectl::new(cluster.kubeconfig_path());

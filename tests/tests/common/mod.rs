@@ -834,7 +834,7 @@ impl std::fmt::Display for KilledBrokers {
 /// Watches the instance and, the first time it is in `phase`, SIGKILLs the broker process
 /// groups of `cluster`'s pods in `ns`; then waits (bounded) for the kubelet to run them again.
 /// Ends with `None` when the phase never came within 5 minutes.
-fn spawn_broker_kill(
+pub fn spawn_broker_kill(
     world: &World,
     phase: MigrationPhase,
     ns: &'static str,
