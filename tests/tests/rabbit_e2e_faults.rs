@@ -730,7 +730,14 @@ mod matrix {
         use tiermq_crd::MigrationPhase;
         let name = "kill-shared-three";
         let started = std::time::Instant::now();
-        let mut world = World::start(name).await.unwrap();
+        // Four brokers at once (kubesim's default is three): otherwise the third dedicated
+        // broker takes the killed shared broker's slot and the shared one never restarts.
+        let mut world = World::start_configured(name, |mut c| {
+            c.max_brokers = 4;
+            c
+        })
+        .await
+        .unwrap();
         world.start_operator(&[]).unwrap();
         let image = tiermq_tests::harness::IMAGE_3_10;
         world
@@ -796,7 +803,6 @@ mod matrix {
                 .await
                 .unwrap();
         }
-        let mut took = Vec::new();
         for n in names {
             let done = wait_until(Duration::from_secs(300), || async {
                 world.status(NS, n).await.is_ok_and(|s| {
@@ -812,14 +818,16 @@ mod matrix {
                 world.status(NS, n).await,
                 world.operator_log_tail(40)
             );
-            took.push((n, flipped.elapsed()));
         }
         let kill = tokio::time::timeout(Duration::from_secs(60), killer)
             .await
             .expect("the broker-kill task ends")
             .unwrap()
             .expect("the first tenant reached DualWriteDualRead and the shared broker was killed");
-        println!("{name}: {kill}; completed (since the flips): {took:?}");
+        println!(
+            "{name}: {kill}; all three completed {:.1}s after the flips",
+            flipped.elapsed().as_secs_f64()
+        );
         for (n, l) in names.iter().zip(loads) {
             l.stop_publishing();
             let report = l.finish(Duration::from_secs(60)).await;

@@ -186,10 +186,14 @@ impl Kubelet {
                 match self.broker_slots.clone().try_acquire_owned() {
                     Ok(p) => break p,
                     Err(_) => {
-                        obs.message = Some(format!(
+                        let why = format!(
                             "kubesim runs at most {} RabbitMQ brokers at once; waiting for a slot",
                             self.cfg.max_brokers
-                        ));
+                        );
+                        // Shown where `kubectl get pod` and the operator look: the container's
+                        // waiting state (a restart would otherwise keep saying CrashLoopBackOff).
+                        obs.state = waiting("ContainerCreating", Some(why.clone()));
+                        obs.message = Some(why);
                         self.publish(pod_rx, obs).await;
                         if let Some(c) = pause(Duration::from_secs(1), ctl, pod_rx).await {
                             return c;
