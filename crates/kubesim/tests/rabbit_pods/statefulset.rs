@@ -259,131 +259,6 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// With `ClusterConfig::with_fresh_pod_ips`, a StatefulSet's broker pod deleted through the API
-/// comes back on a new IP, as in a real cluster, as the same RabbitMQ node with its data: the
-/// persistent message is still there through the new IP, nothing listens on the old one, and the
-/// node (named after its first IP, reached through Erlang distribution there) answers
-/// `rabbitmqctl`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_fresh_pod_ips_a_recreated_broker_pod_gets_a_new_ip_and_keeps_its_data() {
-    let (c, dir) = start_cluster_with(ClusterConfig::with_fresh_pod_ips).await;
-    let client = c.client();
-    let result = tokio::time::timeout(Duration::from_secs(240), async {
-        let b = apply_broker_objects(&client, "moving", 1, "rabbitmq:3.10-management").await;
-        wait_ready_replicas(&client, &b.name, 1).await;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        let pod = pods.get("moving-0").await.unwrap();
-        let old_ip = pod_ip(&pod);
-        let node = format!("rabbit-{}@{old_ip}", old_ip.to_string().replace('.', "-"));
-        {
-            use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-            let conn = amqp_connect(&b, (old_ip, 5672).into()).await;
-            let ch = conn.create_channel().await.unwrap();
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .unwrap();
-            let durable = QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
-            ch.queue_declare("moved".into(), durable, Default::default())
-                .await
-                .unwrap();
-            let confirm = ch
-                .basic_publish(
-                    "".into(),
-                    "moved".into(),
-                    BasicPublishOptions::default(),
-                    b"survives a new pod IP",
-                    lapin::BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-            assert!(confirm.is_ack(), "{confirm:?}");
-            conn.close(200, "done".into()).await.unwrap();
-        }
-
-        let old_pid = c.broker_pids()["default/moving-0"];
-        pods.delete("moving-0", &Default::default()).await.unwrap();
-        wait_for(
-            "old broker process gone",
-            Duration::from_secs(20),
-            || async { (!pid_alive(old_pid)).then_some(()) },
-        )
-        .await
-        .unwrap();
-        let new_pod = wait_for("moving-0 re-created and Ready", BOOT, || async {
-            pods.get_opt("moving-0")
-                .await
-                .ok()
-                .flatten()
-                .filter(|p| p.uid() != pod.uid() && is_ready(p))
-        })
-        .await
-        .unwrap();
-        let new_ip = pod_ip(&new_pod);
-        assert_ne!(new_ip, old_ip, "a re-created pod gets a new IP");
-
-        // The same node (same name, same data) answers on the new IP.
-        let overview = mgmt_get(&b, new_ip, "/api/overview").await;
-        assert_eq!(overview["node"], node.as_str(), "the node kept its name");
-        {
-            use lapin::options::BasicGetOptions;
-            let conn = amqp_connect(&b, (new_ip, 5672).into()).await;
-            let ch = conn.create_channel().await.unwrap();
-            let msg = ch
-                .basic_get("moved".into(), BasicGetOptions { no_ack: true })
-                .await
-                .unwrap()
-                .expect("the persistent message survived the new pod IP");
-            assert_eq!(msg.delivery.data, b"survives a new pod IP");
-            conn.close(200, "done".into()).await.unwrap();
-        }
-        // Nothing listens for AMQP on the old address any more.
-        let refused = tokio::net::TcpStream::connect((old_ip, 5672)).await;
-        assert_eq!(
-            refused.map(|_| ()).map_err(|e| e.kind()),
-            Err(std::io::ErrorKind::ConnectionRefused),
-            "AMQP on the old IP {old_ip}"
-        );
-        // Erlang distribution reaches the node by its name (on its first IP): rabbitmqctl works.
-        let cookie = format!("COOKIEMOVING{}", std::process::id());
-        let out = tokio::process::Command::new("rabbitmqctl")
-            .args(["--longnames", "--erlang-cookie", &cookie, "-n", &node])
-            .args(["eval", "node()."])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.contains(&node),
-            "rabbitmqctl -n {node}: {}{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let identity = std::fs::read_to_string(
-            dir.path()
-                .join("pvc/default/data-moving-0")
-                .join(kubesim::sim::rabbit::IDENTITY_FILE),
-        )
-        .unwrap();
-        assert!(
-            identity.contains(&format!("name_ip={old_ip}\n")),
-            "{identity}"
-        );
-    })
-    .await;
-    let pids: Vec<u32> = c.broker_pids().into_values().collect();
-    c.shutdown().await;
-    for pid in pids {
-        assert!(!pid_alive(pid), "broker {pid} still running after shutdown");
-    }
-    result.expect("test took too long");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_is_reachable_through_cluster_ip_and_survives_pod_deletion_and_crash() {
     let (c, dir) = start_cluster().await;
@@ -727,9 +602,138 @@ async fn a_4x_tag_runs_rabbitmq_4_0_and_an_unknown_tag_waits_with_a_reason() {
     );
 }
 
-/// Left out of `make test` (~55 s, four broker boots): run by `make test-faults`.
+/// Left out of `make test` (~80 s, six broker boots): run by `make test-faults`. `make test`
+/// covers fresh pod IPs end to end (`tests/tests/rabbit_e2e_faults.rs`, clients following a moved
+/// broker pod).
 mod matrix {
     use super::*;
+
+    /// With `ClusterConfig::with_fresh_pod_ips`, a StatefulSet's broker pod deleted through the API
+    /// comes back on a new IP, as in a real cluster, as the same RabbitMQ node with its data: the
+    /// persistent message is still there through the new IP, nothing listens on the old one, and the
+    /// node (named after its first IP, reached through Erlang distribution there) answers
+    /// `rabbitmqctl`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_fresh_pod_ips_a_recreated_broker_pod_gets_a_new_ip_and_keeps_its_data() {
+        let (c, dir) = start_cluster_with(ClusterConfig::with_fresh_pod_ips).await;
+        let client = c.client();
+        let result = tokio::time::timeout(Duration::from_secs(240), async {
+            let b = apply_broker_objects(&client, "moving", 1, "rabbitmq:3.10-management").await;
+            wait_ready_replicas(&client, &b.name, 1).await;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+            let pod = pods.get("moving-0").await.unwrap();
+            let old_ip = pod_ip(&pod);
+            let node = format!("rabbit-{}@{old_ip}", old_ip.to_string().replace('.', "-"));
+            {
+                use lapin::options::{
+                    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+                };
+                let conn = amqp_connect(&b, (old_ip, 5672).into()).await;
+                let ch = conn.create_channel().await.unwrap();
+                ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .unwrap();
+                let durable = QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                };
+                ch.queue_declare("moved".into(), durable, Default::default())
+                    .await
+                    .unwrap();
+                let confirm = ch
+                    .basic_publish(
+                        "".into(),
+                        "moved".into(),
+                        BasicPublishOptions::default(),
+                        b"survives a new pod IP",
+                        lapin::BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                assert!(confirm.is_ack(), "{confirm:?}");
+                conn.close(200, "done".into()).await.unwrap();
+            }
+
+            let old_pid = c.broker_pids()["default/moving-0"];
+            pods.delete("moving-0", &Default::default()).await.unwrap();
+            wait_for(
+                "old broker process gone",
+                Duration::from_secs(20),
+                || async { (!pid_alive(old_pid)).then_some(()) },
+            )
+            .await
+            .unwrap();
+            let new_pod = wait_for("moving-0 re-created and Ready", BOOT, || async {
+                pods.get_opt("moving-0")
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|p| p.uid() != pod.uid() && is_ready(p))
+            })
+            .await
+            .unwrap();
+            let new_ip = pod_ip(&new_pod);
+            assert_ne!(new_ip, old_ip, "a re-created pod gets a new IP");
+
+            // The same node (same name, same data) answers on the new IP.
+            let overview = mgmt_get(&b, new_ip, "/api/overview").await;
+            assert_eq!(overview["node"], node.as_str(), "the node kept its name");
+            {
+                use lapin::options::BasicGetOptions;
+                let conn = amqp_connect(&b, (new_ip, 5672).into()).await;
+                let ch = conn.create_channel().await.unwrap();
+                let msg = ch
+                    .basic_get("moved".into(), BasicGetOptions { no_ack: true })
+                    .await
+                    .unwrap()
+                    .expect("the persistent message survived the new pod IP");
+                assert_eq!(msg.delivery.data, b"survives a new pod IP");
+                conn.close(200, "done".into()).await.unwrap();
+            }
+            // Nothing listens for AMQP on the old address any more.
+            let refused = tokio::net::TcpStream::connect((old_ip, 5672)).await;
+            assert_eq!(
+                refused.map(|_| ()).map_err(|e| e.kind()),
+                Err(std::io::ErrorKind::ConnectionRefused),
+                "AMQP on the old IP {old_ip}"
+            );
+            // Erlang distribution reaches the node by its name (on its first IP): rabbitmqctl works.
+            let cookie = format!("COOKIEMOVING{}", std::process::id());
+            let out = tokio::process::Command::new("rabbitmqctl")
+                .args(["--longnames", "--erlang-cookie", &cookie, "-n", &node])
+                .args(["eval", "node()."])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains(&node),
+                "rabbitmqctl -n {node}: {}{text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let identity = std::fs::read_to_string(
+                dir.path()
+                    .join("pvc/default/data-moving-0")
+                    .join(kubesim::sim::rabbit::IDENTITY_FILE),
+            )
+            .unwrap();
+            assert!(
+                identity.contains(&format!("name_ip={old_ip}\n")),
+                "{identity}"
+            );
+        })
+        .await;
+        let pids: Vec<u32> = c.broker_pids().into_values().collect();
+        c.shutdown().await;
+        for pid in pids {
+            assert!(!pid_alive(pid), "broker {pid} still running after shutdown");
+        }
+        result.expect("test took too long");
+    }
 
     fn node_name_for(ip: Ipv4Addr) -> String {
         format!("rabbit-{}@{ip}", ip.to_string().replace('.', "-"))
