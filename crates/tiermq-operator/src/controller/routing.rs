@@ -191,6 +191,7 @@ fn slice_cluster(i: &RabbitMQInstance, ctx: &Context, cluster: &str) -> Option<C
 /// slice is patched only against the version read (a slice the planner deleted or rewrote in the
 /// meantime is left alone and looked at again).
 pub async fn reconcile(i: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let ns = i.namespace().unwrap_or_default();
     let slices = observe::instance_slices(&ctx.client, &i).await?;
     if slices.is_empty() {
