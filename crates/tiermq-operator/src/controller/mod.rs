@@ -41,7 +41,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use tiermq_crd::{ClusterKind, RabbitMQInstance, SharedCluster};
 
-use crate::build::{LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::build::{LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_TIERMQ_INSTANCE, MANAGED_BY};
 use crate::config::RunArgs;
 use crate::metrics::Metrics;
 use context::Context;
@@ -166,9 +166,8 @@ fn routing_inputs(i: &RabbitMQInstance) -> Option<u64> {
 }
 
 /// The router (see [`routing`]): its own watches, so it runs whatever the instance controller is
-/// doing. Broker pods' addresses, every EndpointSlice of a Service (the operator's and
-/// Kubernetes'; the Service of an instance has the instance's name) and the instances' placement
-/// trigger it.
+/// doing. Broker pods' addresses, the EndpointSlices of instance Services (the operator's and
+/// Kubernetes') and the instances' placement trigger it.
 fn routing_controller(
     client: &kube::Client,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -196,13 +195,15 @@ fn routing_controller(
             },
         )
         .watches(
+            // Only instances' slices: the operator's carry the instance label, and Kubernetes'
+            // copy it from the instance Service (other Services' slices are never cached).
             Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default().labels(crate::build::endpoint_slice::LABEL_SERVICE_NAME),
+            watcher::Config::default().labels(LABEL_TIERMQ_INSTANCE),
             |s: EndpointSlice| {
                 let ns = s.namespace().unwrap_or_default();
                 s.labels()
-                    .get(crate::build::endpoint_slice::LABEL_SERVICE_NAME)
-                    .map(|svc| ObjectRef::new(svc).within(&ns))
+                    .get(LABEL_TIERMQ_INSTANCE)
+                    .map(|name| ObjectRef::new(name).within(&ns))
             },
         )
         .graceful_shutdown_on(shutdown)
