@@ -165,13 +165,13 @@ fn routing_inputs(i: &RabbitMQInstance) -> Option<u64> {
     Some(h.finish())
 }
 
-/// The router (see [`routing`]): its own watches, so it runs whatever the instance controller is
-/// doing. Broker pods' addresses, the EndpointSlices of instance Services (the operator's and
-/// Kubernetes') and the instances' placement trigger it.
-fn routing_controller(
+/// A Controller of instances, triggered by the instance changes `predicate` tells apart and by
+/// the broker pods of the clusters an instance is on (their IPs and readiness); with the store of
+/// instances it keeps.
+fn instance_controller(
     client: &kube::Client,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Controller<RabbitMQInstance> {
+    predicate: fn(&RabbitMQInstance) -> Option<u64>,
+) -> (Controller<RabbitMQInstance>, Store<RabbitMQInstance>) {
     let (store, writer) = reflector::store::<RabbitMQInstance>();
     let trigger = watcher::watcher(
         Api::<RabbitMQInstance>::all(client.clone()),
@@ -180,33 +180,43 @@ fn routing_controller(
     .default_backoff()
     .reflect(writer)
     .applied_objects()
-    .predicate_filter(routing_inputs, PredicateConfig::default());
+    .predicate_filter(predicate, PredicateConfig::default());
     let pod_store = store.clone();
-    Controller::for_stream(trigger, store)
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(LABEL_CLUSTER),
-            move |pod: Pod| {
-                let ns = pod.namespace().unwrap_or_default();
-                match pod.labels().get(LABEL_CLUSTER) {
-                    Some(c) => instances_on(&pod_store, &ns, c),
-                    None => Vec::new(),
-                }
-            },
-        )
-        .watches(
-            // Only instances' slices: the operator's carry the instance label, and Kubernetes'
-            // copy it from the instance Service (other Services' slices are never cached).
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default().labels(LABEL_TIERMQ_INSTANCE),
-            |s: EndpointSlice| {
-                let ns = s.namespace().unwrap_or_default();
-                s.labels()
-                    .get(LABEL_TIERMQ_INSTANCE)
-                    .map(|name| ObjectRef::new(name).within(&ns))
-            },
-        )
-        .graceful_shutdown_on(shutdown)
+    let ctrl = Controller::for_stream(trigger, store.clone()).watches(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().labels(LABEL_CLUSTER),
+        move |pod: Pod| {
+            let ns = pod.namespace().unwrap_or_default();
+            match pod.labels().get(LABEL_CLUSTER) {
+                Some(c) => instances_on(&pod_store, &ns, c),
+                None => Vec::new(),
+            }
+        },
+    );
+    (ctrl, store)
+}
+
+/// The router (see [`routing`]): its own watches, so it runs whatever the instance controller is
+/// doing. Broker pods' addresses, the EndpointSlices of instance Services (the operator's and
+/// Kubernetes') and the instances' placement trigger it.
+fn routing_controller(
+    client: &kube::Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Controller<RabbitMQInstance> {
+    let (ctrl, _) = instance_controller(client, routing_inputs);
+    ctrl.watches(
+        // Only instances' slices: the operator's carry the instance label, and Kubernetes'
+        // copy it from the instance Service (other Services' slices are never cached).
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default().labels(LABEL_TIERMQ_INSTANCE),
+        |s: EndpointSlice| {
+            let ns = s.namespace().unwrap_or_default();
+            s.labels()
+                .get(LABEL_TIERMQ_INSTANCE)
+                .map(|name| ObjectRef::new(name).within(&ns))
+        },
+    )
+    .graceful_shutdown_on(shutdown)
 }
 
 /// Runs the controllers until `shutdown` resolves (then they finish in-flight reconciles).
@@ -222,16 +232,7 @@ pub async fn run_controllers(
     // spec, finalizers or deletion trigger a reconcile: the operator's own status writes must
     // not, or a draining instance (whose status changes with every sample) would loop hot
     // instead of sampling at the requeue interval.
-    let (store, writer) = reflector::store::<RabbitMQInstance>();
-    let trigger = watcher::watcher(
-        Api::<RabbitMQInstance>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
-    let instance_ctrl = Controller::for_stream(trigger, store.clone());
+    let (instance_ctrl, store) = instance_controller(&client, spec_or_lifecycle);
     let ctx: Arc<Context> = Context::new(
         client.clone(),
         config.clone(),
@@ -240,7 +241,6 @@ pub async fn run_controllers(
         leadership,
     );
 
-    let pod_store = store.clone();
     let sc_store = store.clone();
     let sc_config = config.clone();
     let instances = instance_ctrl
@@ -253,17 +253,6 @@ pub async fn run_controllers(
             managed.clone(),
         )
         .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(LABEL_CLUSTER),
-            move |pod: Pod| {
-                let ns = pod.namespace().unwrap_or_default();
-                match pod.labels().get(LABEL_CLUSTER) {
-                    Some(c) => instances_on(&pod_store, &ns, c),
-                    None => Vec::new(),
-                }
-            },
-        )
         .watches(
             Api::<SharedCluster>::all(client.clone()),
             watcher::Config::default(),
