@@ -784,22 +784,7 @@ mod matrix {
         );
         let flipped = std::time::Instant::now();
         for n in names {
-            world
-                .kubectl
-                .ok(
-                    &[
-                        "-n",
-                        NS,
-                        "patch",
-                        "rmqi",
-                        n,
-                        "--type",
-                        "merge",
-                        "-p",
-                        r#"{"spec":{"tier":"Dedicated"}}"#,
-                    ],
-                    None,
-                )
+            tiermq_tests::harness::flip_tier(&world.kubectl, NS, n, "Dedicated")
                 .await
                 .unwrap();
         }
