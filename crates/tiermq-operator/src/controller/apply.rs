@@ -16,6 +16,14 @@ use crate::error::{Error, Result, kube_err};
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "tiermq-operator";
 
+/// Parameters of the operator's merge patches (finalizers, status, routing): its field manager.
+pub fn merge_patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
 fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
         "{} {}/{}",

@@ -15,7 +15,7 @@
 //!   `retire_tenant` look at the vhost, its queues included, once more.
 
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use serde_json::json;
 use tiermq_broker::ManagementClient;
 use tiermq_broker::model::{Permissions, VhostLimits};
@@ -23,7 +23,7 @@ use tiermq_broker::steps::{self, DrainCriteria, Tenant};
 use tiermq_crd::{ClusterRef, RabbitMQInstance};
 
 use crate::build::{self, BrokerCluster, Secret};
-use crate::controller::apply::FIELD_MANAGER;
+use crate::controller::apply::merge_patch_params;
 use crate::controller::clusters;
 use crate::controller::context::Context;
 use crate::controller::plan::Step;
@@ -339,14 +339,7 @@ async fn patch_finalizers(
         "resourceVersion": i.resource_version(),
     }});
     match api
-        .patch(
-            &i.name_any(),
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Merge(&patch),
-        )
+        .patch(&i.name_any(), &merge_patch_params(), &Patch::Merge(&patch))
         .await
     {
         Ok(stored) => Ok(Some(stored)),

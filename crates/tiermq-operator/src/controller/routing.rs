@@ -23,7 +23,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
@@ -32,7 +32,7 @@ use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstance};
 use crate::build::{
     self, LABEL_CLUSTER, endpoint_slice, endpoint_slice::PodEndpoint, instance_service,
 };
-use crate::controller::apply::{FIELD_MANAGER, apply, delete_if_exists};
+use crate::controller::apply::{apply, delete_if_exists, merge_patch_params};
 use crate::controller::clusters;
 use crate::controller::context::Context;
 use crate::controller::observe;
@@ -73,10 +73,7 @@ pub async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef
             Api::<Service>::namespaced(ctx.client.clone(), &ns)
                 .patch(
                     &svc.name_any(),
-                    &PatchParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..PatchParams::default()
-                    },
+                    &merge_patch_params(),
                     &Patch::Merge(json!({"spec": {"selector": null}})),
                 )
                 .await
@@ -226,14 +223,7 @@ pub async fn reconcile(i: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<Ac
             "endpoints": built.endpoints,
         });
         match api
-            .patch(
-                &s.name_any(),
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PatchParams::default()
-                },
-                &Patch::Merge(&patch),
-            )
+            .patch(&s.name_any(), &merge_patch_params(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => tracing::info!(

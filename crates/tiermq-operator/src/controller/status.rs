@@ -3,13 +3,13 @@
 //! `null`, so an ended migration really disappears). Events go out after the status was written,
 //! so a failed write never announces a transition that was not recorded.
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType as KubeEventType};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::controller::apply::FIELD_MANAGER;
+use crate::controller::apply::merge_patch_params;
 use crate::controller::context::Context;
 use crate::controller::plan::{EventType, PlannedEvent};
 use crate::error::{Error, Result, kube_err};
@@ -94,10 +94,7 @@ where
     match api
         .patch_status(
             &obj.name_any(),
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            },
+            &merge_patch_params(),
             &Patch::Merge(&patch),
         )
         .await
