@@ -212,21 +212,46 @@ pub async fn world_with_instance_on(
     grace_period_seconds: u32,
     image: &str,
 ) -> anyhow::Result<World> {
-    let mut world = World::start(scenario).await?;
+    world_with_instances_on(
+        World::start(scenario).await?,
+        &[NAME],
+        tier,
+        drain_strategy,
+        grace_period_seconds,
+        image,
+    )
+    .await
+}
+
+/// In a started `world`: the operator, SharedCluster `main` (room for 10) and the instances
+/// `names` in [`NS`] on `tier`, all clusters running `image`; returns once every instance is
+/// Ready.
+pub async fn world_with_instances_on(
+    mut world: World,
+    names: &[&str],
+    tier: Tier,
+    drain_strategy: &str,
+    grace_period_seconds: u32,
+    image: &str,
+) -> anyhow::Result<World> {
     world.start_operator(&[])?;
     world
         .kubectl
         .apply(&crate::harness::shared_cluster_yaml_with("main", image, 10))
         .await?;
-    let spec = crate::harness::InstanceSpec {
-        namespace: NS,
-        name: NAME,
-        tier: tier.as_str(),
-        drain_strategy,
-        grace_period_seconds,
-        connection_policy: None,
-    };
-    world.kubectl.apply(&spec.yaml_with(image)).await?;
-    world.wait_ready(NS, NAME, Duration::from_secs(120)).await?;
+    for name in names {
+        let spec = crate::harness::InstanceSpec {
+            namespace: NS,
+            name,
+            tier: tier.as_str(),
+            drain_strategy,
+            grace_period_seconds,
+            connection_policy: None,
+        };
+        world.kubectl.apply(&spec.yaml_with(image)).await?;
+    }
+    for name in names {
+        world.wait_ready(NS, name, Duration::from_secs(120)).await?;
+    }
     Ok(world)
 }

@@ -332,31 +332,18 @@ async fn the_destination_broker_killed_during_dual_write_loses_nothing() {
 async fn clients_follow_a_broker_pod_to_its_new_ip_while_the_operator_is_down_or_failing() {
     let name = "route-new-ip";
     let started = std::time::Instant::now();
-    let mut world = World::start_configured(name, |c| c.with_fresh_pod_ips())
-        .await
-        .unwrap();
-    world.start_operator(&[]).unwrap();
-    let image = tiermq_tests::harness::IMAGE_3_10;
-    world
-        .kubectl
-        .apply(&tiermq_tests::harness::shared_cluster_yaml_with(
-            "main", image, 10,
-        ))
-        .await
-        .unwrap();
-    let spec = tiermq_tests::harness::InstanceSpec {
-        namespace: NS,
-        name: NAME,
-        tier: "Dedicated",
-        drain_strategy: "Consume",
-        grace_period_seconds: 3,
-        connection_policy: None,
-    };
-    world.kubectl.apply(&spec.yaml_with(image)).await.unwrap();
-    world
-        .wait_ready(NS, NAME, Duration::from_secs(120))
-        .await
-        .unwrap();
+    let mut world = tiermq_tests::scenario::world_with_instances_on(
+        World::start_configured(name, |c| c.with_fresh_pod_ips())
+            .await
+            .unwrap(),
+        &[NAME],
+        Tier::Dedicated,
+        "Consume",
+        3,
+        tiermq_tests::harness::IMAGE_3_10,
+    )
+    .await
+    .unwrap();
     println!(
         "{name}: instance ready on Dedicated after {:.1}s",
         started.elapsed().as_secs_f64()
@@ -730,41 +717,24 @@ mod matrix {
         use tiermq_crd::MigrationPhase;
         let name = "kill-shared-three";
         let started = std::time::Instant::now();
-        // Four brokers at once (kubesim's default is three): otherwise the third dedicated
-        // broker takes the killed shared broker's slot and the shared one never restarts.
-        let mut world = World::start_configured(name, |mut c| {
-            c.max_brokers = 4;
-            c
-        })
+        let names = [NAME, "billing", "audit"];
+        let world = tiermq_tests::scenario::world_with_instances_on(
+            // Four brokers at once (kubesim's default is three): otherwise the third dedicated
+            // broker takes the killed shared broker's slot and the shared one never restarts.
+            World::start_configured(name, |mut c| {
+                c.max_brokers = 4;
+                c
+            })
+            .await
+            .unwrap(),
+            &names,
+            Tier::Shared,
+            "Consume",
+            3,
+            tiermq_tests::harness::IMAGE_3_10,
+        )
         .await
         .unwrap();
-        world.start_operator(&[]).unwrap();
-        let image = tiermq_tests::harness::IMAGE_3_10;
-        world
-            .kubectl
-            .apply(&tiermq_tests::harness::shared_cluster_yaml_with(
-                "main", image, 10,
-            ))
-            .await
-            .unwrap();
-        let names = [NAME, "billing", "audit"];
-        for n in names {
-            let spec = tiermq_tests::harness::InstanceSpec {
-                namespace: NS,
-                name: n,
-                tier: "Shared",
-                drain_strategy: "Consume",
-                grace_period_seconds: 3,
-                connection_policy: None,
-            };
-            world.kubectl.apply(&spec.yaml_with(image)).await.unwrap();
-        }
-        for n in names {
-            world
-                .wait_ready(NS, n, Duration::from_secs(120))
-                .await
-                .unwrap();
-        }
         let mut loads = Vec::new();
         for n in names {
             let mut cfg = load_config(world.instance_target(NS, n).await.unwrap());
