@@ -89,9 +89,21 @@ pub struct Vhost {
     /// declares classic queues.
     #[serde(default)]
     pub default_queue_type: Option<String>,
+    /// The vhost's message counters from its channels' statistics (`publish` counts every
+    /// message clients published, routed or not); absent without statistics.
+    #[serde(default)]
+    pub message_stats: Option<MessageStats>,
 }
 
 impl Vhost {
+    /// Messages per second clients publish into the vhost, 0 when the broker reports none.
+    pub fn publish_rate(&self) -> f64 {
+        self.message_stats
+            .as_ref()
+            .and_then(|m| m.publish_details)
+            .map_or(0.0, |r| r.rate)
+    }
+
     /// The queue type a declare without `x-queue-type` gets in this vhost: its default queue
     /// type, else `classic` (3.10, or a vhost without one).
     pub fn effective_default_queue_type(&self) -> &str {

@@ -476,3 +476,48 @@ async fn enabling_stable_feature_flags_leaves_none_disabled(runtime: BrokerRunti
         enabled.len()
     );
 }
+
+test_each_runtime!(a_vhost_reports_the_rate_its_clients_publish_at);
+/// Auto-tiering compares the tenant's publish rate from `GET /api/vhosts/{vhost}`: a steady
+/// publisher shows there (0 before it starts), whether or not the messages are routed to a queue.
+async fn a_vhost_reports_the_rate_its_clients_publish_at(runtime: BrokerRuntime) {
+    let _serial = SERIAL.lock().await;
+    let node = tiermq_testkit::start_test_node_on(runtime).await.unwrap();
+    let c = admin(&node, "test/rate");
+    let t = tenant("rate", "rate-user");
+    ensure_tenant(&c, &t).await.unwrap();
+    let idle = c.get_vhost(&t.vhost).await.unwrap().unwrap();
+    assert_eq!(idle.publish_rate(), 0.0, "{idle:?}");
+    let conn = connect(&tenant_uri(&node, &t), "rate-publisher").await;
+    let ch = confirm_channel(&conn).await;
+    ch.queue_declare(
+        "rated".into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    // ~100 msg/s for up to 30 s, in 10-message batches: the statistics need a few emissions.
+    let mut next = 0u64;
+    let rate = eventually(
+        "a publish rate on the vhost",
+        Duration::from_secs(30),
+        || {
+            let (ch, c, vhost) = (&ch, &c, t.vhost.clone());
+            let from = next;
+            next += 10;
+            async move {
+                publish_confirmed(ch, "rated", from..from + 10).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let v = c.get_vhost(&vhost).await.ok()??;
+                (v.publish_rate() > 20.0).then_some(v.publish_rate())
+            }
+        },
+    )
+    .await;
+    println!("vhost publish rate under ~100 msg/s: {rate:.1}");
+    conn.close(200, "done".into()).await.unwrap();
+}
