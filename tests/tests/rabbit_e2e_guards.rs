@@ -611,3 +611,121 @@ async fn queues_that_cannot_move_hold_the_flip_and_name_the_queue() {
     println!("held queues: load {report}");
     assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
 }
+
+mod matrix {
+    use super::*;
+
+    /// Auto-tiering end to end (~1.5 min, so outside `make test`): a shared instance with
+    /// `spec.autoTiering` (upgrade at 10 msg/s sustained for 15 s) stays shared while idle, then
+    /// under ~50 msg/s of confirmed load the operator sets `spec.tier` to Dedicated itself, says
+    /// why in an Event and in `status.autoTiering`, and the conversion it started loses nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sustained_load_upgrades_an_auto_tiered_instance_and_loses_nothing() {
+        let mut world = scenario::world_with_instance("auto-tier", Tier::Shared, "Consume", 2)
+            .await
+            .unwrap();
+        let k = world.kubectl.clone();
+        let auto = r#"{"spec":{"autoTiering":{"upgrade":{"publishRate":10,"forSeconds":15},"cooldownSeconds":0}}}"#;
+        k.ok(
+            &[
+                "-n", NS, "patch", "rmqi", NAME, "--type", "merge", "-p", auto,
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+        // Idle for longer than the sustain time: nothing changes.
+        let idle_until = Instant::now() + Duration::from_secs(25);
+        while Instant::now() < idle_until {
+            if let Some(op) = world.operator.as_mut() {
+                op.tend().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let i = world.instances(NS).get(NAME).await.unwrap();
+        assert_eq!(
+            i.spec.tier,
+            Tier::Shared,
+            "an idle instance is not upgraded"
+        );
+        let seen = i.status.unwrap_or_default().auto_tiering;
+        assert!(
+            seen.as_ref().is_some_and(|s| s.crossed_since.is_none()),
+            "the operator looked at the idle tenant and saw nothing crossed: {seen:?}"
+        );
+
+        let target = world.instance_target(NS, NAME).await.unwrap();
+        let load = Load::start(load_config(target)).await.unwrap();
+        wait_for_flow(&load).await;
+        let loaded_at = Instant::now();
+        let flipped = world
+            .wait_status(
+                NS,
+                NAME,
+                "a conversion to Dedicated",
+                Duration::from_secs(90),
+                |s| {
+                    s.migration
+                        .as_ref()
+                        .is_some_and(|m| m.to == Tier::Dedicated)
+                },
+            )
+            .await
+            .unwrap();
+        println!(
+            "auto-tier: conversion started {:.1}s after the load flowed; status.autoTiering: {:?}",
+            loaded_at.elapsed().as_secs_f64(),
+            flipped.auto_tiering
+        );
+        let i = world.instances(NS).get(NAME).await.unwrap();
+        assert_eq!(i.spec.tier, Tier::Dedicated, "the operator set spec.tier");
+        let reason = flipped
+            .auto_tiering
+            .and_then(|a| a.last_change_reason)
+            .unwrap_or_default();
+        assert!(
+            reason.contains("publishRate >= 10/s") && reason.contains("msg/s published"),
+            "{reason}"
+        );
+        let done = world
+            .wait_status(
+                NS,
+                NAME,
+                "Stable on Dedicated",
+                Duration::from_secs(150),
+                |s| {
+                    s.tier == Some(Tier::Dedicated)
+                        && s.migration_phase == Some(MigrationPhase::Stable)
+                        && !s.history.is_empty()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            done.history.last().unwrap().outcome,
+            MigrationOutcome::Completed
+        );
+        load.stop_publishing();
+        let report = load.finish(Duration::from_secs(60)).await;
+        println!("auto-tier: load {report}");
+        assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+        assert!(report.stats.confirmed > 500, "the load ran: {report}");
+        let described = k
+            .ok(&["-n", NS, "describe", "rmqi", NAME], None)
+            .await
+            .unwrap();
+        let events = described.split("Events:").nth(1).unwrap_or_default();
+        assert!(
+            events.lines().any(|l| l.contains("AutoTiered")),
+            "an AutoTiered Event: {events}"
+        );
+        // No downgrade thresholds: load gone, it stays dedicated.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let i = world.instances(NS).get(NAME).await.unwrap();
+        assert_eq!(
+            i.spec.tier,
+            Tier::Dedicated,
+            "never downgraded unless opted in"
+        );
+    }
+}

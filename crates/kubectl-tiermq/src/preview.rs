@@ -540,6 +540,7 @@ mod tests {
                 stats_at: now(),
                 queues,
                 drain_rate: rate,
+                publish_rate: 0.0,
                 live_ready: None,
             }),
             mirroring_policies: Vec::new(),

@@ -160,6 +160,8 @@ pub mod events {
     pub const UPGRADING_IMAGE: &str = "UpgradingImage";
     /// Warning: a flip is held (see the `ConversionBlocked` condition).
     pub const CONVERSION_BLOCKED: &str = "ConversionBlocked";
+    /// Auto-tiering changed `spec.tier`; the note names the thresholds and the measured load.
+    pub const AUTO_TIERED: &str = "AutoTiered";
     /// A held flip was withdrawn.
     pub const CONVERSION_WITHDRAWN: &str = "ConversionWithdrawn";
     /// A conversion started (`PreparingDestination`).

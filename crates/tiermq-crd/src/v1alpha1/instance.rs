@@ -85,6 +85,63 @@ pub struct RabbitMQInstanceSpec {
     /// How a tier conversion is carried out.
     #[serde(default)]
     pub migration: MigrationSpec,
+    /// Opt-in: the operator changes `spec.tier` itself when the tenant's load stays above (or,
+    /// if also opted in, below) thresholds, the way a HorizontalPodAutoscaler changes a
+    /// Deployment's replicas. GitOps users leave `tier` out of their manifests or ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_tiering: Option<AutoTieringSpec>,
+}
+
+/// When the operator changes the instance's tier on its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoTieringSpec {
+    /// Shared → Dedicated once *any* of these thresholds is met or exceeded on every sample for
+    /// `forSeconds`.
+    pub upgrade: TierThresholds,
+    /// Dedicated → Shared once *every* threshold set here is undercut on every sample for
+    /// `forSeconds`. Absent: the operator never downgrades on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade: Option<TierThresholds>,
+    /// No automatic change sooner than this after the last conversion ended (whoever started
+    /// it) or the last automatic change.
+    #[serde(default = "default_cooldown")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub cooldown_seconds: i64,
+}
+
+/// Load thresholds on the tenant's vhost, as its broker's statistics report them. At least one
+/// must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.publishRate) || has(self.connections) || has(self.backlog)").message(AUTO_TIERING_THRESHOLD_MESSAGE))]
+pub struct TierThresholds {
+    /// Messages per second clients publish to the tenant's vhost (routed or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub publish_rate: Option<u32>,
+    /// Open client connections of the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub connections: Option<u32>,
+    /// Messages waiting in the tenant's queues (ready + unacknowledged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub backlog: Option<u64>,
+    /// How long the condition must hold, sample after sample, before the tier changes.
+    #[serde(default = "default_sustained")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub for_seconds: i64,
+}
+
+/// Refused: auto-tiering thresholds with nothing to compare.
+pub const AUTO_TIERING_THRESHOLD_MESSAGE: &str = "set at least one of publishRate, connections or backlog: thresholds without any of them never trigger";
+
+fn default_cooldown() -> i64 {
+    3600
+}
+fn default_sustained() -> i64 {
+    300
 }
 
 /// Product series (after the reference service: subscription and serverless).
@@ -350,6 +407,29 @@ pub struct RabbitMQInstanceStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// What auto-tiering sees (with `spec.autoTiering` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_tiering: Option<AutoTieringStatus>,
+}
+
+/// Auto-tiering's memory between samples. Written only when something in it changes, never
+/// per sample, so an idle instance causes no writes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoTieringStatus {
+    /// Since when the thresholds towards the other tier have been crossed on every sample;
+    /// absent when they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crossed_since: Option<Time>,
+    /// Which thresholds are crossed, e.g. `publishRate >= 500/s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crossed: Option<String>,
+    /// When the operator last changed `spec.tier` on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<Time>,
+    /// Why it did, with the measured values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change_reason: Option<String>,
 }
 
 /// Coarse lifecycle of the instance.

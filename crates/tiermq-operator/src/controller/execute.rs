@@ -20,7 +20,7 @@ use serde_json::json;
 use tiermq_broker::ManagementClient;
 use tiermq_broker::model::{Permissions, VhostLimits};
 use tiermq_broker::steps::{self, DrainCriteria, Tenant};
-use tiermq_crd::{ClusterRef, RabbitMQInstance};
+use tiermq_crd::{ClusterRef, RabbitMQInstance, Tier};
 
 use crate::build::{self, BrokerCluster, Secret};
 use crate::controller::apply::merge_patch_params;
@@ -43,6 +43,9 @@ pub struct Target<'a> {
     /// The tenant's password from the credentials Secret; `None` while the instance is being
     /// deleted and the Secret is already gone (no step then needs it).
     pub password: Option<Secret>,
+    /// The instance as stored after a step changed it (`SetTier`): the status write that follows
+    /// is a compare-and-swap against this version, not the one the plan was made from.
+    pub updated: std::sync::Mutex<Option<RabbitMQInstance>>,
 }
 
 impl Target<'_> {
@@ -274,7 +277,38 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             Ok(())
         }
         Step::RemoveFinalizer => remove_finalizer(ctx, t.instance).await,
+        Step::SetTier { tier } => {
+            if let Some(stored) = set_tier(ctx, t.instance, *tier).await? {
+                *t.updated.lock().unwrap_or_else(|e| e.into_inner()) = Some(stored);
+            }
+            Ok(())
+        }
     }
+}
+
+/// Auto-tiering's flip: `spec.tier` patched against the version the plan was made from, so a
+/// concurrent edit (a user's own flip, a GitOps sync) gets a 409 and is never overwritten.
+async fn set_tier(
+    ctx: &Context,
+    i: &RabbitMQInstance,
+    tier: Tier,
+) -> Result<Option<RabbitMQInstance>> {
+    if i.spec.tier == tier {
+        return Ok(None);
+    }
+    let ns = i.namespace().unwrap_or_default();
+    let api: Api<RabbitMQInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({
+        "metadata": {"resourceVersion": i.resource_version()},
+        "spec": {"tier": tier},
+    });
+    api.patch(&i.name_any(), &merge_patch_params(), &Patch::Merge(&patch))
+        .await
+        .map(Some)
+        .map_err(kube_err(
+            "patch spec.tier of",
+            format!("RabbitMQInstance {ns}/{}", i.name_any()),
+        ))
 }
 
 /// Reason shown to clients whose connection is closed because they keep publishing to a cluster

@@ -349,8 +349,12 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         instance: i,
         tenant: target.tenant(),
         password,
+        updated: Default::default(),
     };
     execute::run(ctx, &t, &p.steps).await?;
+    // A step that changed the instance itself (auto-tiering's `SetTier`) moved its version on.
+    let respecced = t.updated.into_inner().unwrap_or_else(|e| e.into_inner());
+    let i = respecced.as_ref().unwrap_or(i);
 
     if deleting {
         // The finalizer is gone (last step): the object may be gone too; nothing to record.

@@ -208,6 +208,7 @@ pub fn backlog_sample(
     b: &Backlog,
     lag: Duration,
     live_ready: Option<i64>,
+    publish_rate: f64,
 ) -> Option<BacklogSample> {
     if !b.complete {
         return None;
@@ -236,6 +237,7 @@ pub fn backlog_sample(
             })
             .collect(),
         drain_rate: (b.drain_rate > 0.0).then_some(b.drain_rate),
+        publish_rate,
         live_ready,
     })
 }
@@ -327,9 +329,9 @@ pub async fn observe_tenant(
     stats_lag: Duration,
     live: bool,
 ) -> Result<BrokerObservation, BrokerError> {
-    if mc.get_vhost(tenant).await?.is_none() {
+    let Some(vhost) = mc.get_vhost(tenant).await? else {
         return Ok(BrokerObservation { tenant: None });
-    }
+    };
     let perms = mc.get_permissions(tenant, tenant).await?;
     let exported = mc.export_definitions(tenant).await?;
     let transfers = steps::tenant_transfers(&exported).len() as u32;
@@ -385,7 +387,7 @@ pub async fn observe_tenant(
             transfers,
             shovels: shovel_observation(&declared, &statuses),
             federated,
-            backlog: backlog_sample(&backlog, stats_lag, live_ready),
+            backlog: backlog_sample(&backlog, stats_lag, live_ready, vhost.publish_rate()),
             mirroring_policies: mirroring_policies(&defs),
         }),
     })
@@ -775,7 +777,7 @@ mod tests {
             true,
             1.5,
         );
-        let s = backlog_sample(&b, Duration::from_secs(5), Some(7)).unwrap();
+        let s = backlog_sample(&b, Duration::from_secs(5), Some(7), 0.0).unwrap();
         assert_eq!(s.stats_at.to_rfc3339(), "2026-01-01T00:00:05+00:00");
         assert_eq!(s.total(), 9);
         assert_eq!(s.queues[1].delayed, 4);
@@ -788,8 +790,8 @@ mod tests {
     #[test]
     fn a_backlog_with_unknown_counts_is_no_sample() {
         let b = backlog(vec![queue("orders", 0, 0, None)], false, 0.0);
-        assert_eq!(backlog_sample(&b, Duration::ZERO, None), None);
-        let empty = backlog_sample(&backlog(vec![], true, 0.0), Duration::ZERO, None).unwrap();
+        assert_eq!(backlog_sample(&b, Duration::ZERO, None, 0.0), None);
+        let empty = backlog_sample(&backlog(vec![], true, 0.0), Duration::ZERO, None, 0.0).unwrap();
         assert!(empty.is_empty());
         assert_eq!(empty.drain_rate, None);
     }

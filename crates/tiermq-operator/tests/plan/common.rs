@@ -89,6 +89,7 @@ pub fn sample_live(at: DateTime<Utc>, messages: i64, live: i64) -> BacklogSample
             },
         ],
         drain_rate: None,
+        publish_rate: 0.0,
         live_ready: Some(live),
     }
 }
@@ -660,7 +661,7 @@ impl World {
                         source,
                         destination,
                     } => vec![source, destination],
-                    Step::RemoveFinalizer => vec![],
+                    Step::RemoveFinalizer | Step::SetTier { .. } => vec![],
                 };
                 if touched
                     .iter()
@@ -897,6 +898,13 @@ impl World {
             }
             Step::RemoveFinalizer => {
                 self.finalizer = false;
+                Ok(())
+            }
+            Step::SetTier { tier } => {
+                if self.spec.tier != *tier {
+                    self.spec.tier = *tier;
+                    self.generation += 1;
+                }
                 Ok(())
             }
         }

@@ -8,6 +8,7 @@
 //! [`common`] holds the fixtures and the simulated world.
 
 mod argocd;
+mod autotier;
 mod common;
 mod properties;
 mod scenarios;

@@ -97,6 +97,9 @@ fn next_status(o: &Observed, d: &Decision, now: DateTime<Utc>) -> RabbitMQInstan
         status.serving = d.serving.clone();
     }
     status.migration = d.migration.clone().map(|m| with_phase_start(m, d, now));
+    if let Some(auto) = &d.auto_tiering {
+        status.auto_tiering = auto.clone();
+    }
     if let Some(r) = &d.record {
         status.history.push(r.clone());
         let excess = status.history.len().saturating_sub(HISTORY_LIMIT);

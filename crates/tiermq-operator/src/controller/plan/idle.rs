@@ -9,7 +9,7 @@ use super::Decision;
 use super::observed::Observed;
 use super::output::{EventType, Step};
 use super::roles::{describe, new_migration, reachable, serving_ref};
-use super::{placement, queues};
+use super::{autotier, placement, queues};
 
 use MigrationPhase::*;
 
@@ -47,6 +47,9 @@ pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -
         current => {
             let tier = current.unwrap_or(o.spec.tier);
             let mut d = steady(o, tier, Stable);
+            if current.is_some() {
+                d = auto_tier(d, o, tier, now);
+            }
             if recorded == Blocked {
                 d = d.event(
                     EventType::Normal,
@@ -57,6 +60,18 @@ pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -
             d
         }
     }
+}
+
+/// R-auto on a stable instance: record what auto-tiering saw and, when due, flip `spec.tier`.
+fn auto_tier(mut d: Decision, o: &Observed, tier: Tier, now: DateTime<Utc>) -> Decision {
+    let auto = autotier::evaluate(o, tier, now);
+    d.auto_tiering = Some(auto.status);
+    d.look_again = auto.look_again;
+    if let Some((to, note)) = auto.change {
+        d.steps.push(Step::SetTier { tier: to });
+        d = d.event(EventType::Normal, events::AUTO_TIERED, note);
+    }
+    d
 }
 
 /// The steady state of an instance served by the cluster of `tier`.

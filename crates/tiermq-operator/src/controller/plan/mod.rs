@@ -72,6 +72,10 @@
 //!   should a fresh sample find messages on the source again, the source gets its read access back
 //!   (`DrainingSource`) and the returned backlog is shovelled over (its consumers have moved)
 //!   before anything is deleted.
+//! - **R-auto** (`autotier::evaluate()`, from `idle()`): with `spec.autoTiering`, a `Stable`
+//!   instance in service whose load stays across the thresholds towards the other tier for
+//!   `forSeconds` (and past the cooldown) gets `spec.tier` set by the plan (`Step::SetTier`); the
+//!   conversion starts from the next pass like any flip.
 //! - **R-policy** ([`effective_policy`]): `spec.migration.connectionPolicy` wins; otherwise
 //!   upgrades keep source connections and downgrades close them.
 //! - **R-complete** (`completed()`): history is recorded, `status.tier` becomes the new tier,
@@ -93,6 +97,7 @@
 //! The allowed transitions are listed once in [`EDGES`].
 
 mod abort;
+mod autotier;
 pub mod conditions;
 mod convert;
 mod delete;
@@ -170,6 +175,10 @@ struct Decision {
     record: Option<MigrationRecord>,
     events: Vec<PlannedEvent>,
     deleting: bool,
+    /// `status.autoTiering` to record: `None` keeps the recorded one, `Some(None)` removes it.
+    auto_tiering: Option<Option<tiermq_crd::AutoTieringStatus>>,
+    /// Look again no later than this (auto-tiering's sampling), whatever the phase's delay.
+    look_again: Option<std::time::Duration>,
 }
 
 impl Decision {
@@ -186,6 +195,8 @@ impl Decision {
             record: None,
             events: Vec::new(),
             deleting: false,
+            auto_tiering: None,
+            look_again: None,
         }
     }
 

@@ -251,6 +251,9 @@ pub struct BacklogSample {
     /// Messages per second leaving the vhost as the broker reports it (deliver/get + shovel rates);
     /// `None` lets the planner derive a rate from consecutive samples.
     pub drain_rate: Option<f64>,
+    /// Messages per second clients publish into the vhost, from the vhost's statistics (what
+    /// auto-tiering compares).
+    pub publish_rate: f64,
     /// Ready messages over all queues as the queues themselves answered right after the
     /// statistics were read (passive declares), not from the statistics; `None` when not asked
     /// (only a draining source is) or when some queue could not be asked.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use tiermq_crd::{ClusterRef, MigrationPhase, MigrationRecord, RabbitMQInstanceStatus};
+use tiermq_crd::{ClusterRef, MigrationPhase, MigrationRecord, RabbitMQInstanceStatus, Tier};
 
 /// The outcome of one planning pass.
 ///
@@ -168,6 +168,13 @@ pub enum Step {
     },
     /// Remove the operator's finalizer: every cleanup step before it succeeded.
     RemoveFinalizer,
+    /// Auto-tiering: `spec.tier` becomes `tier`, patched against the instance version the plan
+    /// was made from (a concurrent edit wins; the next pass decides again). The conversion
+    /// itself starts from the next pass, like any flip.
+    SetTier {
+        /// The tier to write into `spec.tier`.
+        tier: Tier,
+    },
 }
 
 impl Step {
@@ -193,6 +200,7 @@ impl Step {
             Step::DiscardTenant { .. } => "DiscardTenant",
             Step::DeleteDedicatedCluster { .. } => "DeleteDedicatedCluster",
             Step::RemoveFinalizer => "RemoveFinalizer",
+            Step::SetTier { .. } => "SetTier",
         }
     }
 
@@ -220,7 +228,8 @@ impl Step {
             | Step::DeleteTenant { .. }
             | Step::DiscardTenant { .. }
             | Step::DeleteDedicatedCluster { .. }
-            | Step::RemoveFinalizer => true,
+            | Step::RemoveFinalizer
+            | Step::SetTier { .. } => true,
             Step::EnsureDedicatedCluster { .. }
             | Step::CopyTopology { .. }
             | Step::CopyTransfers { .. }

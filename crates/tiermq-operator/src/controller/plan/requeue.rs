@@ -31,7 +31,7 @@ pub(super) fn requeue(
         return secs(1);
     }
     match d.phase {
-        Stable if serving_ok => secs(300),
+        Stable if serving_ok => d.look_again.map_or(secs(300), |l| l.min(secs(300))),
         Stable => secs(10),
         Blocked => secs(30),
         PreparingDestination => secs(10),
