@@ -97,6 +97,7 @@ fn next_status(o: &Observed, d: &Decision, now: DateTime<Utc>) -> RabbitMQInstan
         status.serving = d.serving.clone();
     }
     status.migration = d.migration.clone().map(|m| with_phase_start(m, d, now));
+    status.next_maintenance_window = d.window_opens.map(to_time);
     if let Some(r) = &d.record {
         status.history.push(r.clone());
         let excess = status.history.len().saturating_sub(HISTORY_LIMIT);
