@@ -3,13 +3,13 @@
 
 use chrono::{DateTime, Utc};
 use tiermq_crd::conditions::{self as types, events, reasons};
-use tiermq_crd::{MaintenanceWindow, MigrationPhase, Tier};
+use tiermq_crd::{MigrationPhase, Tier};
 
 use super::Decision;
 use super::observed::Observed;
 use super::output::{EventType, Step};
 use super::roles::{describe, new_migration, reachable, serving_ref};
-use super::window::{WindowState, window_state};
+use super::window::{WindowState, describe_window, window_state};
 use super::{placement, queues};
 
 use MigrationPhase::*;
@@ -104,20 +104,6 @@ pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -
             d
         }
     }
-}
-
-/// `Sat 22:00-02:00 UTC`, `Mon,Tue 03:00-04:00 UTC`, `every day 02:00-03:00 UTC`.
-pub(super) fn describe_window(w: &MaintenanceWindow) -> String {
-    let days = if w.days.is_empty() {
-        "every day".to_string()
-    } else {
-        w.days
-            .iter()
-            .map(|d| format!("{d:?}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    format!("{days} {}-{} UTC", w.start_time, w.end_time)
 }
 
 /// The steady state of an instance served by the cluster of `tier`.

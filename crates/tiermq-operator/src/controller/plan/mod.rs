@@ -129,7 +129,7 @@ pub use queues::MIN_SAFE_TTL_SECONDS;
 pub use requeue::requeue_after;
 pub use roles::{describe, effective_policy};
 pub use time::{from_time, to_time};
-pub use window::{WindowState, window_state};
+pub use window::{WindowState, describe_window, window_state};
 
 use chrono::{DateTime, Utc};
 use tiermq_crd::{ClusterRef, MigrationPhase, MigrationRecord, MigrationStatus, Tier};

@@ -50,6 +50,20 @@ pub fn window_state(w: &MaintenanceWindow, now: DateTime<Utc>) -> Result<WindowS
     Ok(WindowState::Closed { opens_at })
 }
 
+/// The window in words: `Sat 22:00-02:00 UTC`, `Mon,Tue 03:00-04:00 UTC`, `every day 02:00-03:00 UTC`.
+pub fn describe_window(w: &MaintenanceWindow) -> String {
+    let days = if w.days.is_empty() {
+        "every day".to_string()
+    } else {
+        w.days
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!("{days} {}-{} UTC", w.start_time, w.end_time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
