@@ -106,7 +106,18 @@ pub fn render(
         (None, MigrationPhase::PreparingDestination) => {
             "start the conversion on its next pass (PreparingDestination)".to_string()
         }
-        (_, MigrationPhase::Blocked) => "hold the flip (migrationPhase Blocked)".to_string(),
+        (_, MigrationPhase::Blocked) => match &p.status.next_maintenance_window {
+            Some(t) => {
+                let at = plan::from_time(t);
+                format!(
+                    "wait for the maintenance window (migrationPhase Blocked), then start the \
+                     conversion at {} (in {})",
+                    at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    human_duration((at - now).num_seconds())
+                )
+            }
+            None => "hold the flip (migrationPhase Blocked)".to_string(),
+        },
         (Some(m), MigrationPhase::Aborting) => format!(
             "abort the running {} -> {} conversion (it is before the write cutover): the source \
              serves alone again and the destination is removed",
@@ -671,6 +682,34 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("the source holds no message now"), "{out}");
+    }
+
+    #[test]
+    fn a_flip_outside_the_maintenance_window_says_when_it_would_start() {
+        let i = instance(
+            "Dedicated",
+            json!({"window": {"days": [], "startTime": "03:00", "endTime": "04:00"}}),
+        );
+        let o = observed(
+            &i,
+            Tier::Shared,
+            Some(tenant(vec![queue("orders", 0)], None, 0)),
+            Some(SharedCapacity {
+                instance_count: 0,
+                max_instances: 5,
+                counts_this_instance: false,
+            }),
+        );
+        let out = render(&i, Tier::Shared, &o, &ctx(), now());
+        // now() is 2026-01-01T00:00:00Z.
+        assert!(
+            out.contains("wait for the maintenance window (migrationPhase Blocked), then start the conversion at 2026-01-01T03:00:00Z (in 3h00m)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("blocker: ConversionBlocked (OutsideMaintenanceWindow): conversion to Shared waits for the maintenance window (every day 03:00-04:00 UTC)"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use tiermq_crd::{MigrationStatus, RabbitMQInstance, RabbitMQInstanceStatus};
-use tiermq_operator::controller::plan::describe;
+use tiermq_operator::controller::plan::{describe, describe_window};
 
 /// `1h02m`, `3m40s`, `12s` (negative spans count as 0).
 pub fn human_duration(seconds: i64) -> String {
@@ -80,6 +80,9 @@ pub fn render(i: &RabbitMQInstance, now: DateTime<Utc>) -> String {
             ep.host, ep.port, ep.vhost, ep.secret_name
         );
     }
+    if let Some(w) = &i.spec.migration.window {
+        let _ = writeln!(o, "  window:       flips start {}", describe_window(w));
+    }
     let generation = i.metadata.generation;
     if st.observed_generation.is_some() && st.observed_generation != generation {
         let _ = writeln!(
@@ -140,6 +143,15 @@ pub fn render(i: &RabbitMQInstance, now: DateTime<Utc>) -> String {
         }
         None => {
             let _ = writeln!(o, "\nNo conversion runs.");
+            if let Some(t) = &st.next_maintenance_window {
+                let _ = writeln!(
+                    o,
+                    "  waiting:      the conversion to {} starts when the maintenance window opens, {} (in {})",
+                    i.spec.tier,
+                    stamp(t),
+                    human_duration((at(t) - now).num_seconds())
+                );
+            }
         }
     }
 
@@ -225,6 +237,26 @@ mod tests {
         );
         i.metadata.annotations = None;
         assert!(!render(&i, now).contains("is paused"));
+    }
+
+    #[test]
+    fn a_flip_waiting_for_its_window_says_when_it_starts() {
+        let i: RabbitMQInstance = serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+            "metadata": {"name": "orders", "namespace": "team-a", "generation": 2},
+            "spec": {"series": "Subscription", "tier": "Dedicated",
+                     "migration": {"window": {"days": ["Sat"], "startTime": "22:00", "endTime": "02:00"}}},
+            "status": {"tier": "Shared", "phase": "Blocked", "migrationPhase": "Blocked",
+                       "observedGeneration": 2, "nextMaintenanceWindow": "2026-01-03T22:00:00Z"}
+        }))
+        .unwrap();
+        let page = render(&i, t("2026-01-03T20:30:00Z"));
+        for want in [
+            "window:       flips start Sat 22:00-02:00 UTC",
+            "waiting:      the conversion to Dedicated starts when the maintenance window opens, 2026-01-03T22:00:00Z (in 1h30m)",
+        ] {
+            assert!(page.contains(want), "missing {want:?} in\n{page}");
+        }
     }
 
     #[test]

@@ -83,6 +83,12 @@ pub mod reasons {
     pub const QUEUE_CANNOT_MOVE: &str = "QueueCannotMove";
     /// `ConversionBlocked`: the cutover waits for a subscriber to consume its backlog.
     pub const SUBSCRIBER_BACKLOG: &str = "SubscriberBacklog";
+    /// `ConversionBlocked`: the flip waits for `spec.migration.window` to open; the message and
+    /// `status.nextMaintenanceWindow` say when it does (the conversion starts then).
+    pub const OUTSIDE_MAINTENANCE_WINDOW: &str = "OutsideMaintenanceWindow";
+    /// `ConversionBlocked`: `spec.migration.window` cannot be read (a time that is not `HH:MM`,
+    /// or a start equal to the end); the flip waits until it is fixed or removed.
+    pub const INVALID_MAINTENANCE_WINDOW: &str = "InvalidMaintenanceWindow";
     /// `ConversionBlocked` False: no flip is held.
     pub const NOT_BLOCKED: &str = "NotBlocked";
     /// `DrainTimedOut` True: the source still holds messages after the drain timeout.
@@ -162,6 +168,8 @@ pub mod events {
     pub const CONVERSION_BLOCKED: &str = "ConversionBlocked";
     /// Auto-tiering changed `spec.tier`; the note names the thresholds and the measured load.
     pub const AUTO_TIERED: &str = "AutoTiered";
+    /// A flip waits for its maintenance window (the note says when it opens).
+    pub const WAITING_FOR_WINDOW: &str = "WaitingForMaintenanceWindow";
     /// A held flip was withdrawn.
     pub const CONVERSION_WITHDRAWN: &str = "ConversionWithdrawn";
     /// A conversion started (`PreparingDestination`).

@@ -137,6 +137,39 @@ mod tests {
     }
 
     #[test]
+    fn a_maintenance_window_is_checked_at_admission() {
+        let crd = instance_crd();
+        let w = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["migration"]["properties"]["window"];
+        for field in ["startTime", "endTime"] {
+            assert_eq!(
+                w["properties"][field]["pattern"],
+                v1alpha1::instance::WINDOW_TIME_PATTERN
+            );
+        }
+        let rule = &w["x-kubernetes-validations"][0];
+        assert_eq!(rule["rule"], "self.startTime != self.endTime");
+        assert!(
+            rule["message"]
+                .as_str()
+                .unwrap()
+                .contains("crosses midnight")
+        );
+        // What the pattern admits, `minutes()` reads.
+        let ok = |s: &str, e: &str| {
+            MaintenanceWindow {
+                days: vec![],
+                start_time: s.into(),
+                end_time: e.into(),
+            }
+            .minutes()
+        };
+        assert_eq!(ok("00:00", "23:59"), Ok((0, 1439)));
+        assert_eq!(ok("22:30", "02:05"), Ok((1350, 125)));
+        assert!(ok("7:00", "08:00").is_err() && ok("07:00", "07:00").is_err());
+    }
+
+    #[test]
     fn names_are_bounded_at_admission() {
         let rule_of = |crd: Value| {
             crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"][0]["rule"]

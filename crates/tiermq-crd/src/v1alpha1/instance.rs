@@ -318,6 +318,101 @@ pub struct MigrationSpec {
     /// this the flip is held with a condition naming the queue.
     #[serde(default)]
     pub allow_limit_drops: bool,
+    /// When a tier flip may start, in UTC. Absent: at any time. A flip outside the window waits
+    /// (`ConversionBlocked`, reason `OutsideMaintenanceWindow`, and `status.nextMaintenanceWindow`)
+    /// and starts when the window opens. A conversion that has started is never interrupted when
+    /// the window closes; deletion and a flip back (abort) are never held by the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<MaintenanceWindow>,
+}
+
+/// Refused: a maintenance window whose start and end are the same minute.
+pub const WINDOW_EMPTY_MESSAGE: &str = "spec.migration.window: startTime and endTime must differ \
+(an endTime before the startTime means the window crosses midnight; leave the window out to \
+allow flips at any time)";
+
+/// The pattern of `startTime` and `endTime`: `HH:MM`, 24-hour, UTC.
+pub const WINDOW_TIME_PATTERN: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
+
+/// A weekly maintenance window in UTC, with minute resolution: on each of `days`, from
+/// `startTime` to `endTime`. An `endTime` before the `startTime` means the window crosses
+/// midnight and ends on the next day (it belongs to the day it opens on).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.startTime != self.endTime").message(WINDOW_EMPTY_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindow {
+    /// The days (UTC) on which the window opens. Empty: every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    pub days: Vec<Weekday>,
+    /// When the window opens, `HH:MM` in UTC (24-hour).
+    #[schemars(regex(pattern = WINDOW_TIME_PATTERN))]
+    pub start_time: String,
+    /// When the window closes, `HH:MM` in UTC (24-hour); before `startTime` when the window
+    /// crosses midnight. Must differ from `startTime`.
+    #[schemars(regex(pattern = WINDOW_TIME_PATTERN))]
+    pub end_time: String,
+}
+
+impl MaintenanceWindow {
+    /// `startTime` and `endTime` as minutes after midnight UTC, or a message naming the field that
+    /// is not `HH:MM` (the API server refuses such values; this guards objects it did not check).
+    pub fn minutes(&self) -> Result<(u32, u32), String> {
+        let parse = |field: &str, v: &str| {
+            let bad = || {
+                format!("spec.migration.window.{field} {v:?} is not HH:MM (UTC, 00:00 to 23:59)")
+            };
+            let (h, m) = v.split_once(':').ok_or_else(bad)?;
+            if h.len() != 2 || m.len() != 2 {
+                return Err(bad());
+            }
+            let h: u32 = h.parse().map_err(|_| bad())?;
+            let m: u32 = m.parse().map_err(|_| bad())?;
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
+            Ok(h * 60 + m)
+        };
+        let start = parse("startTime", &self.start_time)?;
+        let end = parse("endTime", &self.end_time)?;
+        if start == end {
+            return Err(WINDOW_EMPTY_MESSAGE.to_string());
+        }
+        Ok((start, end))
+    }
+}
+
+/// A day of the week (UTC).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Weekday {
+    /// Monday.
+    Mon,
+    /// Tuesday.
+    Tue,
+    /// Wednesday.
+    Wed,
+    /// Thursday.
+    Thu,
+    /// Friday.
+    Fri,
+    /// Saturday.
+    Sat,
+    /// Sunday.
+    Sun,
+}
+
+impl From<chrono::Weekday> for Weekday {
+    fn from(d: chrono::Weekday) -> Self {
+        match d {
+            chrono::Weekday::Mon => Weekday::Mon,
+            chrono::Weekday::Tue => Weekday::Tue,
+            chrono::Weekday::Wed => Weekday::Wed,
+            chrono::Weekday::Thu => Weekday::Thu,
+            chrono::Weekday::Fri => Weekday::Fri,
+            chrono::Weekday::Sat => Weekday::Sat,
+            chrono::Weekday::Sun => Weekday::Sun,
+        }
+    }
 }
 
 impl Default for MigrationSpec {
@@ -329,6 +424,7 @@ impl Default for MigrationSpec {
             grace_period_seconds: default_grace_period(),
             federation: false,
             allow_limit_drops: false,
+            window: None,
         }
     }
 }
@@ -407,6 +503,10 @@ pub struct RabbitMQInstanceStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// While a tier flip waits for `spec.migration.window`: when the window next opens (the
+    /// conversion starts then). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_maintenance_window: Option<Time>,
     /// What auto-tiering sees (with `spec.autoTiering` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_tiering: Option<AutoTieringStatus>,
@@ -441,7 +541,8 @@ pub enum InstancePhase {
     Ready,
     /// In service and converting tiers.
     Migrating,
-    /// Cannot proceed until something outside the operator changes (see conditions).
+    /// A tier flip is held until something outside the operator changes, or until its
+    /// maintenance window opens (see `ConversionBlocked`).
     Blocked,
     /// Being deleted; broker state is cleaned up first.
     Deleting,
@@ -455,7 +556,8 @@ pub enum InstancePhase {
 pub enum MigrationPhase {
     /// No conversion runs.
     Stable,
-    /// A tier flip is held (instance not in service, no capacity); see `ConversionBlocked`.
+    /// A tier flip is held (instance not in service, no capacity, outside the maintenance
+    /// window); see `ConversionBlocked`.
     Blocked,
     /// Destination cluster, tenant and topology are being made ready.
     PreparingDestination,

@@ -208,6 +208,19 @@ fn the_argo_cd_health_check_reads_every_phase_as_the_operator_writes_it() {
     assert_eq!(phase, Blocked);
     cases.push(("held flip", held, "Progressing"));
 
+    // A flip waiting for its maintenance window (it starts by itself when the window opens:
+    // Progressing, like a held flip; not Suspended, which Argo CD reads as paused by someone).
+    let mut w = World::new(Tier::Shared);
+    w.spec.migration.window = Some(tiermq_crd::MaintenanceWindow {
+        days: vec![tiermq_crd::Weekday::Sat],
+        start_time: "22:00".into(),
+        end_time: "02:00".into(),
+    });
+    w.set_tier(Tier::Dedicated);
+    let (phase, waiting) = step(&mut w);
+    assert_eq!(phase, Blocked);
+    cases.push(("waiting for the window", waiting, "Progressing"));
+
     // A drain past its timeout (one hour) with nobody consuming.
     let mut w = World::new(Tier::Shared);
     w.publish_via_service(50);
@@ -302,6 +315,12 @@ fn the_argo_cd_health_check_reads_every_phase_as_the_operator_writes_it() {
         by_name("held flip").contains("InstanceNotInService"),
         "{}",
         by_name("held flip")
+    );
+    assert!(
+        by_name("waiting for the window").contains("OutsideMaintenanceWindow")
+            && by_name("waiting for the window").contains("2026-01-03T22:00:00Z"),
+        "{}",
+        by_name("waiting for the window")
     );
     assert!(
         by_name("paused").contains("PausedByAnnotation"),

@@ -948,6 +948,15 @@ impl World {
                 c.full = false;
                 self.consume(k, i64::MAX);
             }
+            // A flip waiting for its maintenance window: time passes until the window opens.
+            let opens = self
+                .status
+                .next_maintenance_window
+                .as_ref()
+                .map(tiermq_operator::controller::plan::from_time);
+            if let Some(opens) = opens.filter(|t| *t > self.now) {
+                self.tick((opens - self.now).num_seconds());
+            }
             self.tick(20);
             for k in [ClusterKind::Shared, ClusterKind::Dedicated] {
                 self.sample_lagging(k);

@@ -9,14 +9,18 @@
 //! - (d) at most one migration per instance: the migration block exists exactly in conversion
 //!   phases, its identity never changes while it runs, steps touch only its two clusters, and
 //!   outside a conversion only one cluster holds the tenant;
+//! - (w) a conversion starts only inside `spec.migration.window` (random windows come and go);
 //! - determinism: the same input gives the same plan;
 //! - and progress: from any state reached, a cooperative world (everything up, consumers active,
-//!   fresh statistics) ends `Stable` on `spec.tier` (or, when deleted, without any broker state).
+//!   fresh statistics, time passing until a maintenance window opens) ends `Stable` on
+//!   `spec.tier` (or, when deleted, without any broker state).
 
 use crate::common::*;
 use proptest::prelude::*;
-use tiermq_crd::{ClusterKind, ConnectionPolicy, DrainStrategy, MigrationPhase, Tier};
-use tiermq_operator::controller::plan::{EDGES, is_allowed};
+use tiermq_crd::{
+    ClusterKind, ConnectionPolicy, DrainStrategy, MaintenanceWindow, MigrationPhase, Tier, Weekday,
+};
+use tiermq_operator::controller::plan::{EDGES, WindowState, is_allowed, window_state};
 
 #[derive(Clone, Debug)]
 enum Ev {
@@ -35,7 +39,23 @@ enum Ev {
     Strategy(DrainStrategy),
     Policy(Option<ConnectionPolicy>),
     Federation(bool),
+    Window(Option<MaintenanceWindow>),
     Delete,
+}
+
+/// A random weekly window (some days or every day, any start, 1 minute to 23:59 long), or none.
+fn window() -> impl Strategy<Value = Option<MaintenanceWindow>> {
+    use Weekday::*;
+    let days = prop::sample::subsequence(vec![Mon, Tue, Wed, Thu, Fri, Sat, Sun], 0..=7);
+    let some = (days, 0u32..1440, 1u32..1440).prop_map(|(days, start, len)| {
+        let hm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
+        MaintenanceWindow {
+            days,
+            start_time: hm(start),
+            end_time: hm((start + len) % 1440),
+        }
+    });
+    prop_oneof![1 => Just(None), 2 => some.prop_map(Some)]
 }
 
 fn kind() -> impl Strategy<Value = ClusterKind> {
@@ -64,6 +84,7 @@ fn ev_base() -> impl Strategy<Value = Ev> {
         1 => prop_oneof![Just(None), Just(Some(ConnectionPolicy::Keep)), Just(Some(ConnectionPolicy::Close))]
             .prop_map(Ev::Policy),
         1 => any::<bool>().prop_map(Ev::Federation),
+        1 => window().prop_map(Ev::Window),
     ]
 }
 
@@ -100,7 +121,9 @@ fn play(w: &mut World, e: &Ev) {
         Ev::Stale(k, back) => w.show_stale(k, back),
         Ev::Tick(s) => w.tick(s),
         Ev::Reconcile => {
+            let before = w.phase();
             w.reconcile();
+            started_in_window(w, before);
         }
         Ev::Crash(k) => {
             w.reconcile_with(Some(k));
@@ -108,9 +131,24 @@ fn play(w: &mut World, e: &Ev) {
         Ev::Strategy(s) => w.spec.migration.drain_strategy = s,
         Ev::Policy(p) => w.spec.migration.connection_policy = p,
         Ev::Federation(b) => w.spec.migration.federation = b,
+        Ev::Window(ref win) => w.spec.migration.window = win.clone(),
         Ev::Delete => w.deletion = true,
     }
     one_migration_at_most(w);
+}
+
+/// (w): a pass that moved the instance from `Stable`/`Blocked` into a conversion ran inside the
+/// maintenance window (or without one).
+fn started_in_window(w: &mut World, before: MigrationPhase) {
+    let started = matches!(before, MigrationPhase::Stable | MigrationPhase::Blocked)
+        && w.phase() == MigrationPhase::PreparingDestination;
+    if let (true, Some(win)) = (started, &w.spec.migration.window) {
+        let state = window_state(win, w.now);
+        if !matches!(state, Ok(WindowState::Open { .. })) {
+            let msg = format!("(w) a conversion started at {} outside {win:?}", w.now);
+            w.violations.push(msg);
+        }
+    }
 }
 
 /// (d), on the world: outside a conversion only the serving cluster holds the tenant.

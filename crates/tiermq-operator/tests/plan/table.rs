@@ -70,9 +70,11 @@ enum Kind {
     StreamHistory,
     /// A subscriber (exclusive or auto-delete queue) is connected to the source.
     SubscriberConnected,
+    /// `spec.migration.window` is set and closed now: only the start of a conversion waits.
+    OutsideWindow,
 }
 
-const KINDS: [Kind; 15] = [
+const KINDS: [Kind; 16] = [
     Kind::Steady,
     Kind::NotInService,
     Kind::DestinationNotReady,
@@ -88,6 +90,7 @@ const KINDS: [Kind; 15] = [
     Kind::SubscriberBacklog,
     Kind::StreamHistory,
     Kind::SubscriberConnected,
+    Kind::OutsideWindow,
 ];
 
 fn now0() -> DateTime<Utc> {
@@ -373,6 +376,14 @@ fn apply(kind: Kind, phase: MigrationPhase, dir: Dir) -> (Observed, DateTime<Utc
                 t.subscribers = 1;
             }
         }
+        // Closed all the time but one minute a week (`now0()` is a Thursday, 01:00).
+        Kind::OutsideWindow => {
+            o.spec.migration.window = Some(tiermq_crd::MaintenanceWindow {
+                days: vec![tiermq_crd::Weekday::Mon],
+                start_time: "10:00".into(),
+                end_time: "10:01".into(),
+            })
+        }
     }
     (o, now)
 }
@@ -473,6 +484,13 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             | Kind::GraceElapsed
             | Kind::SubscriberBacklog
             | Kind::SubscriberConnected => start(),
+            // Outside the maintenance window: held like a problem, nothing created for the
+            // destination (every other phase reads the closed window as `Steady`).
+            Kind::OutsideWindow => go(Blocked)
+                .has("RouteService", s)
+                .lacks_on("EnsureDedicatedCluster", d)
+                .lacks_on("EnsureTenant", d)
+                .lacks("CopyTopology"),
             // A stream's history cannot move: held before anything is created.
             Kind::StreamHistory => go(Blocked)
                 .has("RouteService", s)
@@ -503,6 +521,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
         },
         PreparingDestination => match kind {
             Kind::Steady
+            | Kind::OutsideWindow
             | Kind::NotInService
             | Kind::DestinationFull
             | Kind::StaleSample
@@ -533,6 +552,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
         DualWriteDualRead => match kind {
             // Write-ahead: the pass that decides the cutover records it and changes nothing.
             Kind::Steady
+            | Kind::OutsideWindow
             | Kind::DestinationReady
             | Kind::DestinationFull
             | Kind::StaleSample
@@ -573,6 +593,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
                 .has("RouteService", d)
                 .has("FreezeSource", s),
             Kind::Steady
+            | Kind::OutsideWindow
             | Kind::DestinationReady
             | Kind::DestinationFull
             | Kind::FlipBack
@@ -602,6 +623,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
                 }
             }
             Kind::Steady
+            | Kind::OutsideWindow
             | Kind::NotInService
             | Kind::DestinationNotReady
             | Kind::DestinationReady
@@ -643,6 +665,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
                     .has("StartShovels", s)
             }
             Kind::Steady
+            | Kind::OutsideWindow
             | Kind::NotInService
             | Kind::DestinationNotReady
             | Kind::DestinationReady
@@ -670,6 +693,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
                 e
             }
             Kind::Steady
+            | Kind::OutsideWindow
             | Kind::NotInService
             | Kind::DestinationNotReady
             | Kind::DestinationReady
@@ -689,6 +713,7 @@ fn expect(phase: MigrationPhase, kind: Kind, dir: Dir) -> Expect {
             // A destination that never took a client's message is not waited for, whether it
             // answers or not.
             Kind::Steady
+            | Kind::OutsideWindow
             | Kind::NotInService
             | Kind::DestinationNotReady
             | Kind::DestinationReady

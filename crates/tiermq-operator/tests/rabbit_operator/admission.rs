@@ -7,7 +7,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tiermq_crd::{
     DEDICATED_SCALE_DOWN_MESSAGE, DEDICATED_STORAGE_MESSAGE, RabbitMQInstance,
-    SHARED_SCALE_DOWN_MESSAGE, SHARED_STORAGE_MESSAGE, SharedCluster,
+    SHARED_SCALE_DOWN_MESSAGE, SHARED_STORAGE_MESSAGE, SharedCluster, WINDOW_EMPTY_MESSAGE,
 };
 
 async fn refused<K>(api: &Api<K>, name: &str, patch: serde_json::Value) -> Option<String>
@@ -105,6 +105,26 @@ async fn storage_changes_and_scale_downs_are_refused_with_what_to_do_instead() {
         msg.as_deref()
             .is_some_and(|m| m.contains(DEDICATED_SCALE_DOWN_MESSAGE)),
         "{msg:?}"
+    );
+    // A maintenance window: HH:MM times that differ (an end before the start crosses midnight).
+    let window = |start: &str, end: &str| json!({"spec": {"migration": {"window": {"days": ["Sat"], "startTime": start, "endTime": end}}}});
+    let msg = refused(&instances, "on-shared", window("02:00", "02:00")).await;
+    assert!(
+        msg.as_deref()
+            .is_some_and(|m| m.contains(WINDOW_EMPTY_MESSAGE)),
+        "{msg:?}"
+    );
+    for (start, end) in [("24:00", "01:00"), ("2:00", "03:00"), ("02:00", "03:60")] {
+        assert!(
+            refused(&instances, "on-shared", window(start, end))
+                .await
+                .is_some(),
+            "{start}-{end} refused"
+        );
+    }
+    assert_eq!(
+        refused(&instances, "on-shared", window("22:00", "02:00")).await,
+        None
     );
     // On the shared tier there is no dedicated cluster yet: both may change.
     assert_eq!(

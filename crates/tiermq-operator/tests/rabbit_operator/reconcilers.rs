@@ -1342,6 +1342,122 @@ mod matrix {
         let _serial = SERIAL.lock().await;
         conversion_under_steady_load("Dedicated", Tier::Shared, "Shovel").await;
     }
+
+    /// A flip outside `spec.migration.window` waits with the window's start in status and
+    /// nothing created on the destination; the operator looks again when the window opens
+    /// (its requeue, not a periodic resync) and the conversion runs to the end. The window opens
+    /// at the first full minute at least 40 s away, on that day only (~1-2 min of waiting).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_flip_outside_the_maintenance_window_waits_for_it_then_converts() {
+        use chrono::{Datelike, DurationRound, TimeDelta, Utc};
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        use tiermq_operator::controller::plan::from_time;
+
+        let _serial = SERIAL.lock().await;
+        let env = Env::start().await;
+        let c = env.client();
+        create_shared_cluster(&c, "main").await;
+        create_instance(&c, "orders", "main").await;
+        wait_ready_shared(&c, "orders").await;
+
+        let opens = (Utc::now() + TimeDelta::seconds(40 + 59))
+            .duration_trunc(TimeDelta::minutes(1))
+            .unwrap();
+        let closes = opens + TimeDelta::minutes(10);
+        let day = tiermq_crd::Weekday::from(opens.weekday());
+        let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "tier": "Dedicated",
+                "migration": {"window": {
+                    "days": [day],
+                    "startTime": opens.format("%H:%M").to_string(),
+                    "endTime": closes.format("%H:%M").to_string(),
+                }},
+            }})),
+        )
+        .await
+        .unwrap();
+        let st = eventually(
+            "the flip waits for the window",
+            Duration::from_secs(30),
+            || async {
+                let st = api.get("orders").await.ok()?.status?;
+                (st.migration_phase == Some(MigrationPhase::Blocked)).then_some(st)
+            },
+        )
+        .await;
+        assert!(Utc::now() < opens, "seen waiting before the window opens");
+        let held = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ConversionBlocked")
+            .unwrap();
+        assert_eq!(
+            (held.status.as_str(), held.reason.as_str()),
+            ("True", "OutsideMaintenanceWindow")
+        );
+        let start = opens.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert!(held.message.contains(&start), "{}", held.message);
+        assert_eq!(
+            st.next_maintenance_window.as_ref().map(from_time),
+            Some(opens)
+        );
+        assert!(has(&st, "Reconciling", "True"));
+
+        // Until the window opens: still waiting, no dedicated cluster.
+        let sets: Api<StatefulSet> = Api::namespaced(c.clone(), NS);
+        while Utc::now() < opens - TimeDelta::seconds(3) {
+            let st = api.get("orders").await.unwrap().status.unwrap();
+            assert_eq!(st.migration_phase, Some(MigrationPhase::Blocked));
+            assert!(sets.get_opt("orders-dedicated").await.unwrap().is_none());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+
+        let wait = (opens - Utc::now()).to_std().unwrap_or_default();
+        let done = eventually(
+            "the conversion runs once the window opens",
+            wait + BOOT,
+            || async {
+                let st = api.get("orders").await.ok()?.status?;
+                (st.migration_phase == Some(MigrationPhase::Stable)
+                    && st.tier == Some(Tier::Dedicated))
+                .then_some(st)
+            },
+        )
+        .await;
+        assert_eq!(done.next_maintenance_window, None);
+        let record = done.history.last().expect("the conversion is in history");
+        let started = from_time(&record.started);
+        assert!(
+            started >= opens && started < opens + TimeDelta::seconds(15),
+            "started at {started}, the window opened at {opens}"
+        );
+        assert!(has(&done, "ConversionBlocked", "False"));
+
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), NS);
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orders"))
+            .filter_map(|e| e.reason)
+            .collect();
+        assert_eq!(
+            reasons
+                .iter()
+                .filter(|r| *r == "WaitingForMaintenanceWindow")
+                .count(),
+            1,
+            "{reasons:?}"
+        );
+        eprintln!("window opened {opens}, conversion started {started}");
+        env.shutdown().await;
+    }
 }
 
 /// A step that keeps failing is reported on the instance (condition `Degraded` naming the step

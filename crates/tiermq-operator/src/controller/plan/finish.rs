@@ -100,6 +100,7 @@ fn next_status(o: &Observed, d: &Decision, now: DateTime<Utc>) -> RabbitMQInstan
     if let Some(auto) = &d.auto_tiering {
         status.auto_tiering = auto.clone();
     }
+    status.next_maintenance_window = d.window_opens.map(to_time);
     if let Some(r) = &d.record {
         status.history.push(r.clone());
         let excess = status.history.len().saturating_sub(HISTORY_LIMIT);

@@ -1,30 +1,77 @@
-//! R-stable and R-blocked: an instance without a running conversion, and the gate a tier flip
-//! passes before a conversion starts.
+//! R-stable, R-blocked and R-window: an instance without a running conversion, and the gates a
+//! tier flip passes before a conversion starts.
 
 use chrono::{DateTime, Utc};
-use tiermq_crd::conditions::{events, reasons};
+use tiermq_crd::conditions::{self as types, events, reasons};
 use tiermq_crd::{MigrationPhase, Tier};
 
 use super::Decision;
 use super::observed::Observed;
 use super::output::{EventType, Step};
 use super::roles::{describe, new_migration, reachable, serving_ref};
+use super::window::{WindowState, describe_window, window_state};
 use super::{autotier, placement, queues};
 
 use MigrationPhase::*;
 
-/// R-stable, R-blocked.
+/// R-stable, R-blocked, R-window.
 pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -> Decision {
+    // The reason the flip was held for in the previous pass, if it was.
+    let held_for = (recorded == Blocked)
+        .then(|| {
+            o.status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == types::CONVERSION_BLOCKED && c.status == "True")
+                .map(|c| c.reason.as_str())
+        })
+        .flatten();
     match o.status.tier {
         Some(from) if from != o.spec.tier => {
             let to = o.spec.tier;
             if let Some((reason, msg)) = blocker(o, from, to) {
                 let mut d = steady(o, from, Blocked);
-                if recorded != Blocked {
+                // A Warning when the flip starts being held by a problem (also right after
+                // waiting for the window: that wait was no problem).
+                if recorded != Blocked || held_for == Some(reasons::OUTSIDE_MAINTENANCE_WINDOW) {
                     d = d.event(EventType::Warning, events::CONVERSION_BLOCKED, msg.clone());
                 }
                 d.blocked = Some((reason, msg));
                 return d;
+            }
+            if let Some(w) = &o.spec.migration.window {
+                match window_state(w, now) {
+                    Ok(WindowState::Open { .. }) => {}
+                    Ok(WindowState::Closed { opens_at }) => {
+                        let reason = reasons::OUTSIDE_MAINTENANCE_WINDOW;
+                        let msg = format!(
+                            "conversion to {to} waits for the maintenance window ({}): it starts at {}",
+                            describe_window(w),
+                            opens_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        );
+                        let mut d = steady(o, from, Blocked);
+                        if held_for != Some(reason) {
+                            d = d.event(EventType::Normal, events::WAITING_FOR_WINDOW, msg.clone());
+                        }
+                        d.blocked = Some((reason, msg));
+                        d.window_opens = Some(opens_at);
+                        return d;
+                    }
+                    Err(problem) => {
+                        let reason = reasons::INVALID_MAINTENANCE_WINDOW;
+                        let msg = format!("conversion to {to} held: {problem}");
+                        let mut d = steady(o, from, Blocked);
+                        if held_for != Some(reason) {
+                            d = d.event(
+                                EventType::Warning,
+                                events::CONVERSION_BLOCKED,
+                                msg.clone(),
+                            );
+                        }
+                        d.blocked = Some((reason, msg));
+                        return d;
+                    }
+                }
             }
             let m = new_migration(o, from, to, now);
             let note = format!(

@@ -36,6 +36,13 @@
 //!   A downgrade onto a SharedCluster that is missing / not ready / at capacity is blocked with
 //!   `SharedClusterNotFound` / `SharedClusterNotReady` / `SharedClusterFull`. Withdrawing the flip
 //!   returns to `Stable`.
+//! - **R-window** (`idle()`, module `window`): with `spec.migration.window`, a flip that passed
+//!   the R-blocked checks outside the window is held too (`Blocked`, `ConversionBlocked` with
+//!   reason `OutsideMaintenanceWindow`, `status.nextMaintenanceWindow`, one Normal Event) and
+//!   looked at again when the window opens. Only the start of a conversion is gated: a running
+//!   conversion, its abort, a deletion and in-tier changes go on whatever the time, and a
+//!   conversion is never interrupted when the window closes. An unreadable window holds the flip
+//!   (`InvalidMaintenanceWindow`).
 //! - **R-write-ahead** (`idle()`): the pass that starts a conversion only records it (source
 //!   kept as is); destination state is created from the next pass on, so everything on the
 //!   destination is owned by a recorded migration and an abort or deletion finds it.
@@ -112,6 +119,7 @@ mod queues;
 mod requeue;
 mod roles;
 mod time;
+mod window;
 
 pub use convert::{CUTOVER_REASON, RETIRE_REASON, cutover_hold};
 pub use drain::DRAINED_AFTER;
@@ -126,6 +134,7 @@ pub use queues::MIN_SAFE_TTL_SECONDS;
 pub use requeue::requeue_after;
 pub use roles::{describe, effective_policy};
 pub use time::{from_time, to_time};
+pub use window::{WindowState, describe_window, window_state};
 
 use chrono::{DateTime, Utc};
 use tiermq_crd::{ClusterRef, MigrationPhase, MigrationRecord, MigrationStatus, Tier};
@@ -170,6 +179,8 @@ struct Decision {
     tier: Option<Tier>,
     serving: Option<ClusterRef>,
     blocked: Option<(&'static str, String)>,
+    /// While a flip waits for the maintenance window: when it opens.
+    window_opens: Option<DateTime<Utc>>,
     progress: String,
     drain_timed_out: Option<String>,
     record: Option<MigrationRecord>,
@@ -190,6 +201,7 @@ impl Decision {
             tier: None,
             serving: None,
             blocked: None,
+            window_opens: None,
             progress: String::new(),
             drain_timed_out: None,
             record: None,

@@ -33,7 +33,15 @@ pub(super) fn requeue(
     match d.phase {
         Stable if serving_ok => d.look_again.map_or(secs(300), |l| l.min(secs(300))),
         Stable => secs(10),
-        Blocked => secs(30),
+        // Waiting for the maintenance window: look again when it opens (at most 5 min away, so a
+        // changed window or clock is seen).
+        Blocked => match d.window_opens {
+            Some(opens) => {
+                let until = (opens - now).num_milliseconds().max(0) as u64;
+                Duration::from_millis(until).clamp(secs(1), secs(300))
+            }
+            None => secs(30),
+        },
         PreparingDestination => secs(10),
         DualWriteDualRead => secs(2),
         // The cutover pauses writes until subscribers moved: look again soon.
