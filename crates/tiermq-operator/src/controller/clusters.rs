@@ -539,10 +539,7 @@ pub async fn tenant_amqp_uri(
     password: &str,
 ) -> Result<tiermq_broker::Secret> {
     let host = host(&ctx.client, &ctx.config, r).await?.ok_or_else(|| {
-        Error::NotReady(format!(
-            "the Service of {} has no ClusterIP yet",
-            label(r)
-        ))
+        Error::NotReady(format!("the Service of {} has no ClusterIP yet", label(r)))
     })?;
     debug_assert_eq!(AMQP_PORT, 5672);
     Ok(tiermq_broker::Secret::new(build::credentials::amqp_uri(

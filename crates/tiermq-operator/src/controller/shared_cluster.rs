@@ -511,7 +511,14 @@ mod tests {
     #[test]
     fn the_cluster_reconciles_until_ready_and_a_good_pass_clears_a_stall() {
         let mut c = sc(3);
-        let s = desired_status(&c, Some(&sts(1)), None, std::iter::empty(), &me(), Utc::now());
+        let s = desired_status(
+            &c,
+            Some(&sts(1)),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         assert_eq!(
             status_of(&s, conditions::RECONCILING),
             ("True", reasons::PROVISIONING)
@@ -537,7 +544,14 @@ mod tests {
             ("False", reasons::NAME_CONFLICT)
         );
         c.status = Some(stalled);
-        let s = desired_status(&c, Some(&sts(3)), None, std::iter::empty(), &me(), Utc::now());
+        let s = desired_status(
+            &c,
+            Some(&sts(3)),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         assert_eq!(
             status_of(&s, conditions::RECONCILING),
             ("False", reasons::UP_TO_DATE)
@@ -556,17 +570,32 @@ mod tests {
             "spec": {"replicas": 1, "external": {"rabbitmqClusterRef": {"name": "prod"}}}
         }))
         .unwrap();
-        let three: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "prod-server"},
+        let three: StatefulSet =
+            serde_json::from_value(json!({"metadata": {"name": "prod-server"},
             "spec": {"replicas": 3, "selector": {}, "template": {}, "serviceName": "prod-nodes"},
             "status": {"replicas": 3, "readyReplicas": 2}}))
-        .unwrap();
+            .unwrap();
         // spec.replicas (1) is ignored: 2 of the StatefulSet's 3 are not enough.
-        let s = desired_status(&c, Some(&three), None, std::iter::empty(), &me(), Utc::now());
+        let s = desired_status(
+            &c,
+            Some(&three),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         assert_eq!((s.ready, s.ready_replicas), (false, 2));
         assert_eq!(s.conditions[0].message, "2/3 brokers ready");
         let mut all_ready = three.clone();
         all_ready.status.as_mut().unwrap().ready_replicas = Some(3);
-        let s = desired_status(&c, Some(&all_ready), None, std::iter::empty(), &me(), Utc::now());
+        let s = desired_status(
+            &c,
+            Some(&all_ready),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         assert!(s.ready);
         let s = desired_status(
             &c,
@@ -583,9 +612,23 @@ mod tests {
     #[test]
     fn an_unchanged_cluster_gives_an_unchanged_status() {
         let mut c = sc(1);
-        let first = desired_status(&c, Some(&sts(1)), None, std::iter::empty(), &me(), Utc::now());
+        let first = desired_status(
+            &c,
+            Some(&sts(1)),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         c.status = Some(first.clone());
-        let again = desired_status(&c, Some(&sts(1)), None, std::iter::empty(), &me(), Utc::now());
+        let again = desired_status(
+            &c,
+            Some(&sts(1)),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         assert_eq!(first, again, "no status write when nothing changed");
         assert_eq!(status::status_patch(Some(&first), &again).unwrap(), None);
     }
