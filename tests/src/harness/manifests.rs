@@ -285,3 +285,75 @@ pub fn external_shared_cluster_yaml(
          external:\n    rabbitmqClusterRef:\n      name: {rabbitmq_cluster}\n"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[test]
+    fn rabbitmq_cluster_objects_carry_the_cluster_operators_names_and_labels() {
+        let yaml = rabbitmq_cluster_objects_yaml("prod", IMAGE_3_10, ("admin", "pw"), 500);
+        let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|d| serde_json::Value::deserialize(d).unwrap())
+            .collect();
+        let names: Vec<(String, String)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["metadata"]["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let want = [
+            ("Namespace", "tiermq-system"),
+            ("Secret", "prod-default-user"),
+            ("Secret", "prod-erlang-cookie"),
+            ("ConfigMap", "prod-plugins-conf"),
+            ("ConfigMap", "prod-server-conf"),
+            ("Service", "prod-nodes"),
+            ("Service", "prod"),
+            ("StatefulSet", "prod-server"),
+        ];
+        assert_eq!(
+            names,
+            want.map(|(k, n)| (k.to_string(), n.to_string())).to_vec()
+        );
+        let sts = &docs[7];
+        let pod_labels = &sts["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in [
+            ("app.kubernetes.io/name", "prod"),
+            ("app.kubernetes.io/component", "rabbitmq"),
+            ("app.kubernetes.io/part-of", "rabbitmq"),
+        ] {
+            assert_eq!(pod_labels[k], v, "{k}");
+            assert_eq!(docs[1]["metadata"]["labels"][k], v, "{k}");
+        }
+        for (k, v) in sts["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&pod_labels[k], v, "the selector matches the pods");
+        }
+        let secret = &docs[1]["stringData"];
+        assert_eq!(
+            (secret["username"].as_str(), secret["password"].as_str()),
+            (Some("admin"), Some("pw"))
+        );
+        assert!(
+            secret["default_user.conf"]
+                .as_str()
+                .unwrap()
+                .contains("default_user = admin\ndefault_pass = pw\n")
+        );
+        assert!(
+            docs[4]["data"]["userDefinedConfiguration.conf"]
+                .as_str()
+                .unwrap()
+                .contains("collect_statistics_interval = 500")
+        );
+        let sc: tiermq_crd::SharedCluster =
+            serde_yaml::from_str(&external_shared_cluster_yaml("main", "prod", 4)).unwrap();
+        let external = sc.spec.external.expect("external");
+        assert_eq!(external.rabbitmq_cluster_ref.name, "prod");
+        assert_eq!(sc.spec.capacity.max_instances, 4);
+    }
+}
