@@ -3,8 +3,10 @@
 //! hand; no cluster operator runs) run a real broker on kubesim; SharedCluster `main` points at
 //! it with `spec.external.rabbitmqClusterRef`. An instance goes shared → dedicated → shared
 //! under load and loses nothing; its tenant lives on the external broker while shared and is
-//! retired from it while dedicated; the operator builds no broker object for `main`, and
-//! deleting `main` leaves the external StatefulSet, its pod and its broker as they were.
+//! retired from it while dedicated; when the external broker pod comes back on a new IP, the
+//! clients follow it through the instance Service; the operator builds no broker object for
+//! `main`, and deleting `main` leaves the external StatefulSet, its pod and its broker as they
+//! were.
 //!
 //! In the `matrix` module (about 2 minutes): `make test-faults` runs it, or
 //! `cargo nextest run -p tiermq-tests --test rabbit_e2e_byo --profile full`.
@@ -25,7 +27,9 @@ mod matrix {
     use tiermq_tests::load::Load;
     use tiermq_tests::scenario::{self, NAME, NS};
 
-    use super::common::{TENANT, load_config, wait_for_flow};
+    use super::common::{
+        TENANT, flowing_again, load_config, move_broker_pod, wait_for_flow, wait_until,
+    };
 
     const SYSTEM: &str = "tiermq-system";
     /// The `RabbitmqCluster` the external objects stand for.
@@ -57,23 +61,22 @@ mod matrix {
         .unwrap()
     }
 
-    async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+    /// Waits until `f` holds, failing the test with `what` after `timeout`.
+    async fn eventually<F, Fut>(what: &str, timeout: Duration, f: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let until = Instant::now() + timeout;
-        while !f().await {
-            assert!(Instant::now() < until, "{what} within {timeout:?}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        assert!(wait_until(timeout, f).await, "{what} within {timeout:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn an_external_rabbitmq_cluster_carries_a_round_trip_under_load_and_outlives_its_shared_cluster()
      {
         let started = Instant::now();
-        let mut world = World::start("byo").await.unwrap();
+        let mut world = World::start_configured("byo", |c| c.with_fresh_pod_ips())
+            .await
+            .unwrap();
         world.start_operator(&[]).unwrap();
         let password = format!("byo-{:016x}", rand::random::<u64>());
         world
@@ -92,7 +95,7 @@ mod matrix {
             .await
             .unwrap();
         let shared: Api<SharedCluster> = Api::namespaced(world.cluster.client(), SYSTEM);
-        wait_until(
+        eventually(
             "SharedCluster main Ready",
             Duration::from_secs(120),
             || async {
@@ -154,7 +157,6 @@ mod matrix {
                     .unwrap()
             }
         };
-        let broker_pod = pod_uid(&world).await;
 
         let target = world.instance_target(NS, NAME).await.unwrap();
         let load = Load::start(load_config(target)).await.unwrap();
@@ -178,7 +180,7 @@ mod matrix {
             scenario::phase_table(&up)
         );
         assert!(scenario::completed(&up), "{:?}", up.phases);
-        wait_until(
+        eventually(
             "the tenant retired from the external broker",
             Duration::from_secs(30),
             || async { external.get_vhost(TENANT).await.is_ok_and(|v| v.is_none()) },
@@ -205,6 +207,22 @@ mod matrix {
             external.get_vhost(TENANT).await.unwrap().is_some(),
             "back on the external broker"
         );
+        // The external broker pod comes back on a new IP (as a re-created pod does on a real
+        // cluster); its pods carry only the cluster operator's labels, and the clients follow.
+        let (old, new) = move_broker_pod(&world, SYSTEM, &format!("{RMQ}-server-0")).await;
+        let since = load.stats();
+        let resumed = flowing_again(&load, since, 50, Duration::from_secs(60)).await;
+        println!(
+            "byo: {RMQ}-server-0 moved {old} -> {new}; clients flowing again after {resumed:?}"
+        );
+        assert!(
+            resumed.is_some(),
+            "clients reach the moved external broker: {:?} {:?}\n{}",
+            load.stats(),
+            load.interruptions().last(),
+            world.operator_log_tail(30)
+        );
+        let broker_pod = pod_uid(&world).await;
         load.stop_publishing();
         let report = load.finish(Duration::from_secs(60)).await;
         println!("byo: load {report}");
@@ -235,7 +253,7 @@ mod matrix {
             )
             .await
             .unwrap();
-        wait_until(
+        eventually(
             "the tenant removed from the external broker",
             Duration::from_secs(60),
             || async { external.get_vhost(TENANT).await.is_ok_and(|v| v.is_none()) },

@@ -96,7 +96,7 @@ impl InstanceSpec<'_> {
 /// `<name>-server`, all labelled as that operator labels them. Its configuration is kubesim's
 /// way in: `default_user.conf` in `conf.d` makes `username` the broker's administrator, and
 /// `enabled_plugins` turns on what tiermq needs (as `spec.rabbitmq.additionalPlugins` would).
-/// No volume claim: the node's data lives in a per-pod folder.
+/// The node's data is on the claim `persistence-<name>-server-0`, so it survives the pod.
 pub fn rabbitmq_cluster_objects_yaml(
     name: &str,
     image: &str,
@@ -246,6 +246,8 @@ metadata:
           mountPath: /etc/rabbitmq/conf.d/
         - name: erlang-cookie-secret
           mountPath: /erlang-cookie-secret/
+        - name: persistence
+          mountPath: /var/lib/rabbitmq/mnesia/
       volumes:
       - name: plugins-conf
         configMap:
@@ -268,6 +270,19 @@ metadata:
       - name: erlang-cookie-secret
         secret:
           secretName: {name}-erlang-cookie
+  volumeClaimTemplates:
+  - metadata:
+      name: persistence
+      labels:
+        app.kubernetes.io/name: {name}
+        app.kubernetes.io/component: rabbitmq
+        app.kubernetes.io/part-of: rabbitmq
+    spec:
+      accessModes:
+      - ReadWriteOnce
+      resources:
+        requests:
+          storage: 1Gi
 "#
     )
 }

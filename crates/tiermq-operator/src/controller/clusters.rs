@@ -353,6 +353,11 @@ fn controlled_by(obj: &DynamicObject, uid: &str) -> bool {
     crate::controller::apply::controller(obj).is_some_and(|r| r.uid == uid)
 }
 
+/// A label selector for the broker pods of every `RabbitmqCluster` (the RabbitMQ cluster
+/// operator's labels; `app.kubernetes.io/name` is the cluster's name).
+pub const RABBITMQ_CLUSTER_PODS: &str =
+    "app.kubernetes.io/component=rabbitmq,app.kubernetes.io/name";
+
 /// Where the objects of one broker cluster are found, by name and label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterNames {
