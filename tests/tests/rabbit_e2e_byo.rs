@@ -3,8 +3,9 @@
 //! hand; no cluster operator runs) run a real broker on kubesim; SharedCluster `main` points at
 //! it with `spec.external.rabbitmqClusterRef`. An instance goes shared → dedicated → shared
 //! under load and loses nothing; its tenant lives on the external broker while shared and is
-//! retired from it while dedicated; when the external broker pod comes back on a new IP, the
-//! clients follow it through the instance Service; the operator builds no broker object for
+//! retired from it while dedicated; when the external broker pod comes back on a new IP while
+//! the instance's reconciles fail, the clients follow it through the instance Service (the
+//! router is woken by the pod); the operator builds no broker object for
 //! `main`, and deleting `main` leaves the external StatefulSet, its pod and its broker as they
 //! were.
 //!
@@ -209,6 +210,28 @@ mod matrix {
         );
         // The external broker pod comes back on a new IP (as a re-created pod does on a real
         // cluster); its pods carry only the cluster operator's labels, and the clients follow.
+        // The instance's credentials Secret is taken away first, so every instance reconcile
+        // fails before it plans: only the router, woken by the pod, can move the route.
+        let creds = Api::<Secret>::namespaced(world.cluster.client(), NS);
+        let creds_name = format!("{NAME}-credentials");
+        let mut saved = creds.get(&creds_name).await.unwrap();
+        creds
+            .delete(&creds_name, &Default::default())
+            .await
+            .unwrap();
+        eventually(
+            "the instance reports the missing Secret",
+            Duration::from_secs(60),
+            || async {
+                world.status(NS, NAME).await.is_ok_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.status == "True"
+                            && c.reason == tiermq_crd::conditions::reasons::SECRET_PROBLEM
+                    })
+                })
+            },
+        )
+        .await;
         let (old, new) = move_broker_pod(&world, SYSTEM, &format!("{RMQ}-server-0")).await;
         let since = load.stats();
         let resumed = flowing_again(&load, since, 50, Duration::from_secs(60)).await;
@@ -222,6 +245,12 @@ mod matrix {
             load.interruptions().last(),
             world.operator_log_tail(30)
         );
+        // The Secret back as it was (the operator never makes a new one).
+        saved.metadata.resource_version = None;
+        saved.metadata.uid = None;
+        saved.metadata.creation_timestamp = None;
+        saved.metadata.managed_fields = None;
+        creds.create(&Default::default(), &saved).await.unwrap();
         let broker_pod = pod_uid(&world).await;
         load.stop_publishing();
         let report = load.finish(Duration::from_secs(60)).await;
