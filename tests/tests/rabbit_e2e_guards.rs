@@ -4,6 +4,8 @@
 //! refused at admission with the CEL message; `kubectl get rmqi` and `kubectl describe` show what
 //! happened.
 
+#[path = "day_two/byo.rs"]
+mod byo;
 mod common;
 
 use std::time::{Duration, Instant};

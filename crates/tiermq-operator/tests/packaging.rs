@@ -606,6 +606,7 @@ fn examples_are_valid_against_the_crds() {
             ),
             ("RabbitMQInstance".to_string(), Some("Shared".to_string())),
             ("SharedCluster".to_string(), None),
+            ("SharedCluster".to_string(), None),
         ]
     );
 }

@@ -885,3 +885,60 @@ pub fn spawn_broker_kill(
         })
     })
 }
+
+/// The IP of pod `ns/name` once it is Ready.
+pub async fn ready_ip(c: &kube::Client, ns: &str, name: &str) -> Option<String> {
+    let pod = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(c.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    let st = pod.status?;
+    let ready = st
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    (ready && pod.metadata.deletion_timestamp.is_none())
+        .then_some(st.pod_ip)
+        .flatten()
+}
+
+/// Deletes broker pod `ns/name` and waits for its replacement to be Ready with a new IP, as a
+/// real cluster's network would give it; returns (old IP, new IP).
+pub async fn move_broker_pod(world: &World, ns: &str, name: &str) -> (String, String) {
+    let c = world.cluster.client();
+    let old = ready_ip(&c, ns, name).await.expect("the pod is ready");
+    world
+        .kubectl
+        .ok(&["-n", ns, "delete", "pod", name, "--wait=false"], None)
+        .await
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(new) = ready_ip(&c, ns, name).await.filter(|ip| *ip != old) {
+            return (old, new);
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{ns}/{name} came back Ready with a new IP"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the load has confirmed and consumed `more` messages beyond `since`; the time it
+/// took, or `None` after `timeout`.
+pub async fn flowing_again(
+    load: &tiermq_tests::load::Load,
+    since: tiermq_tests::load::LoadStats,
+    more: u64,
+    timeout: Duration,
+) -> Option<Duration> {
+    let t = std::time::Instant::now();
+    wait_until(timeout, || async {
+        let now = load.stats();
+        now.confirmed >= since.confirmed + more && now.received >= since.received + more
+    })
+    .await
+    .then(|| t.elapsed())
+}

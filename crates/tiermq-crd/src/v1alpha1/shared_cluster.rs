@@ -18,6 +18,11 @@ pub const SHARED_SCALE_DOWN_MESSAGE: &str = "spec.replicas of a SharedCluster ca
 scaling a StatefulSet down removes RabbitMQ nodes without moving the queue replicas they hold. \
 Create a smaller SharedCluster and move instances to it";
 
+/// Refused: a SharedCluster's `spec.external` was set, removed or pointed elsewhere.
+pub const SHARED_EXTERNAL_MESSAGE: &str = "spec.external of a SharedCluster cannot change: the \
+tenants placed on it live on those brokers. Create another SharedCluster for the other brokers \
+and move instances to it";
+
 /// Desired state of a shared broker cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -51,6 +56,7 @@ Create a smaller SharedCluster and move instances to it";
 )]
 #[x_kube(validation = Rule::new("self.storage == oldSelf.storage").message(SHARED_STORAGE_MESSAGE))]
 #[x_kube(validation = Rule::new("self.replicas >= oldSelf.replicas").message(SHARED_SCALE_DOWN_MESSAGE))]
+#[x_kube(validation = Rule::new("has(self.external) == has(oldSelf.external) && (!has(self.external) || self.external == oldSelf.external)").message(SHARED_EXTERNAL_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct SharedClusterSpec {
     /// Number of broker nodes (1 to 7).
@@ -76,6 +82,34 @@ pub struct SharedClusterSpec {
     /// setting them are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_config: Option<String>,
+    /// Brokers the operator did not create and does not run ("bring your own cluster"). Set,
+    /// the operator creates, changes and deletes no broker object for this SharedCluster
+    /// (`replicas`, `image`, `resources`, `storage` and `additionalConfig` are ignored); it only
+    /// manages the tenants (vhost and user) placed on those brokers. Fixed once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalCluster>,
+}
+
+/// Where the brokers of an external SharedCluster are.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalCluster {
+    /// A `RabbitmqCluster` of the RabbitMQ cluster operator, in the SharedCluster's namespace.
+    /// The operator reaches it through the objects the cluster operator makes for it: the
+    /// client Service `<name>`, the Secret `<name>-default-user` (keys `username`, `password`:
+    /// the admin the operator logs in as), the StatefulSet `<name>-server` (readiness) and the
+    /// pods labelled `app.kubernetes.io/name=<name>` (routing). The `RabbitmqCluster` object
+    /// itself is not read.
+    pub rabbitmq_cluster_ref: RabbitmqClusterRef,
+}
+
+/// Names a `RabbitmqCluster` (`rabbitmq.com/v1beta1`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitmqClusterRef {
+    /// The `RabbitmqCluster`'s name.
+    #[schemars(length(min = 1, max = 52))]
+    pub name: String,
 }
 
 /// How many tenants the cluster accepts.

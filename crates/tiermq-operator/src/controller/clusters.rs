@@ -7,6 +7,10 @@
 //! (its kube-proxy forwards ClusterIPs) and from brokers that cannot resolve cluster DNS. Brokers
 //! reach each other (shovels, federation) by the same address.
 //!
+//! External SharedClusters (`spec.external`, "bring your own cluster") are brokers the operator
+//! did not create: [`ClusterNames`] says under which names their Service, admin Secret,
+//! StatefulSet and pods are found, and nothing here creates, changes or deletes them.
+//!
 //! PVC retention: deleting a dedicated cluster deletes its volume claims too. The cluster is only
 //! deleted after its tenant was proven drained (or the instance itself was deleted), so nothing
 //! on them is still needed. Deletion goes by the cluster label and the owner's UID, kind by kind,
@@ -17,7 +21,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret as SecretObject, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy};
-use tiermq_crd::{ClusterKind, ClusterRef};
+use tiermq_crd::{ClusterKind, ClusterRef, SharedCluster};
 
 use crate::build::{
     self, AMQP_PORT, BrokerCluster, ClusterObjects, MANAGEMENT_PORT, Secret, admin_secret,
@@ -349,19 +353,94 @@ fn controlled_by(obj: &DynamicObject, uid: &str) -> bool {
     crate::controller::apply::controller(obj).is_some_and(|r| r.uid == uid)
 }
 
+/// A label selector for the broker pods of every `RabbitmqCluster` (the RabbitMQ cluster
+/// operator's labels; `app.kubernetes.io/name` is the cluster's name).
+pub const RABBITMQ_CLUSTER_PODS: &str =
+    "app.kubernetes.io/component=rabbitmq,app.kubernetes.io/name";
+
+/// Where the objects of one broker cluster are found, by name and label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNames {
+    /// The client Service (AMQP and management ports).
+    pub service: String,
+    /// The Secret with the admin's `username` and `password`.
+    pub admin_secret: String,
+    /// The brokers' StatefulSet (readiness, running image).
+    pub statefulset: String,
+    /// A label selector for the broker pods (EndpointSlices).
+    pub pod_selector: String,
+    /// The brokers are not the operator's: it never creates, changes or deletes them.
+    pub external: bool,
+}
+
+impl ClusterNames {
+    /// The names of a cluster the operator builds (shared or dedicated) called `name`.
+    pub fn owned(name: &str) -> Self {
+        Self {
+            service: build::cluster_service_name(name),
+            admin_secret: build::admin_secret_name(name),
+            statefulset: name.to_string(),
+            pod_selector: format!("{}={name}", build::LABEL_CLUSTER),
+            external: false,
+        }
+    }
+
+    /// The names the RabbitMQ cluster operator gives the objects of `RabbitmqCluster` `name`:
+    /// client Service `<name>`, Secret `<name>-default-user`, StatefulSet `<name>-server`, pods
+    /// labelled with the cluster's name and the `rabbitmq` component.
+    pub fn rabbitmq_cluster(name: &str) -> Self {
+        Self {
+            service: name.to_string(),
+            admin_secret: format!("{name}-default-user"),
+            statefulset: format!("{name}-server"),
+            pod_selector: format!(
+                "app.kubernetes.io/name={name},app.kubernetes.io/component=rabbitmq"
+            ),
+            external: true,
+        }
+    }
+
+    /// The names for SharedCluster `sc`: its external cluster's, else its own.
+    pub fn for_shared_cluster(sc: &SharedCluster) -> Self {
+        match &sc.spec.external {
+            Some(e) => Self::rabbitmq_cluster(&e.rabbitmq_cluster_ref.name),
+            None => Self::owned(&sc.name_any()),
+        }
+    }
+}
+
+/// The names of cluster `r`. A shared one is looked up (it may be external); one whose
+/// SharedCluster is gone gets the names the operator would have given it.
+pub async fn names(client: &kube::Client, r: &ClusterRef) -> Result<ClusterNames> {
+    if r.kind == ClusterKind::Dedicated {
+        return Ok(ClusterNames::owned(&r.name));
+    }
+    let api: Api<SharedCluster> = Api::namespaced(client.clone(), &r.namespace);
+    let sc = api.get_opt(&r.name).await.map_err(kube_err(
+        "get",
+        format!("SharedCluster {}/{}", r.namespace, r.name),
+    ))?;
+    Ok(sc.map_or_else(
+        || ClusterNames::owned(&r.name),
+        |sc| ClusterNames::for_shared_cluster(&sc),
+    ))
+}
+
 /// The cluster's StatefulSet, if it exists.
 pub async fn statefulset(client: &kube::Client, r: &ClusterRef) -> Result<Option<StatefulSet>> {
+    let name = names(client, r).await?.statefulset;
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), &r.namespace);
-    api.get_opt(&r.name).await.map_err(kube_err(
+    api.get_opt(&name).await.map_err(kube_err(
         "get",
-        format!("StatefulSet {}/{}", r.namespace, r.name),
+        format!("StatefulSet {}/{name}", r.namespace),
     ))
 }
 
 /// The cluster's pods (for EndpointSlices).
 pub async fn pods(client: &kube::Client, r: &ClusterRef) -> Result<Vec<Pod>> {
+    let selector = names(client, r).await?.pod_selector;
     let api: Api<Pod> = Api::namespaced(client.clone(), &r.namespace);
-    let lp = ListParams::default().labels(&format!("{}={}", build::LABEL_CLUSTER, r.name));
+    let lp = ListParams::default().labels(&selector);
     Ok(api
         .list(&lp)
         .await
@@ -379,14 +458,11 @@ pub async fn host(
     config: &RunArgs,
     r: &ClusterRef,
 ) -> Result<Option<String>> {
+    let name = names(client, r).await?.service;
     match config.broker_addressing {
-        BrokerAddressing::ServiceDns => Ok(Some(build::service_host(
-            &build::cluster_service_name(&r.name),
-            &r.namespace,
-        ))),
+        BrokerAddressing::ServiceDns => Ok(Some(build::service_host(&name, &r.namespace))),
         BrokerAddressing::ClusterIp => {
             let api: Api<Service> = Api::namespaced(client.clone(), &r.namespace);
-            let name = build::cluster_service_name(&r.name);
             let svc = api
                 .get_opt(&name)
                 .await
@@ -415,8 +491,9 @@ pub async fn management_client(
     config: &RunArgs,
     r: &ClusterRef,
 ) -> Result<Option<ManagementClient>> {
+    let found = names(client, r).await?;
     let secrets: Api<SecretObject> = Api::namespaced(client.clone(), &r.namespace);
-    let name = build::admin_secret_name(&r.name);
+    let name = found.admin_secret;
     let Some(secret) = secrets
         .get_opt(&name)
         .await
@@ -426,9 +503,15 @@ pub async fn management_client(
     };
     let admin = admin_secret::read_admin(&secret).ok_or_else(|| Error::Secret {
         name: format!("{}/{name}", r.namespace),
-        problem: "lacks a username or password; delete it so the operator creates it again \
-                  (only while the cluster's brokers are not yet initialised)"
-            .into(),
+        problem: if found.external {
+            "lacks a username or password: it is the admin Secret of an external cluster, \
+             which the operator does not write; restore it where it came from"
+                .into()
+        } else {
+            "lacks a username or password; delete it so the operator creates it again \
+             (only while the cluster's brokers are not yet initialised)"
+                .into()
+        },
     })?;
     let Some(host) = host(client, config, r).await? else {
         return Ok(None);
@@ -461,10 +544,7 @@ pub async fn tenant_amqp_uri(
     password: &str,
 ) -> Result<tiermq_broker::Secret> {
     let host = host(&ctx.client, &ctx.config, r).await?.ok_or_else(|| {
-        Error::NotReady(format!(
-            "Service {}/{} has no ClusterIP yet",
-            r.namespace, r.name
-        ))
+        Error::NotReady(format!("the Service of {} has no ClusterIP yet", label(r)))
     })?;
     debug_assert_eq!(AMQP_PORT, 5672);
     Ok(tiermq_broker::Secret::new(build::credentials::amqp_uri(
@@ -475,6 +555,41 @@ pub async fn tenant_amqp_uri(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared_cluster(spec: serde_json::Value) -> SharedCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+            "metadata": {"name": "main", "namespace": "ops"},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_external_shared_cluster_is_found_under_the_cluster_operators_names() {
+        let own = ClusterNames::for_shared_cluster(&shared_cluster(serde_json::json!({})));
+        assert_eq!(own, ClusterNames::owned("main"));
+        assert_eq!(
+            (own.service.as_str(), own.admin_secret.as_str()),
+            ("main", "main-admin")
+        );
+        assert_eq!(own.pod_selector, "tiermq.io/cluster=main");
+        assert!(!own.external);
+        let byo = ClusterNames::for_shared_cluster(&shared_cluster(
+            serde_json::json!({"external": {"rabbitmqClusterRef": {"name": "prod"}}}),
+        ));
+        assert_eq!(
+            byo,
+            ClusterNames {
+                service: "prod".into(),
+                admin_secret: "prod-default-user".into(),
+                statefulset: "prod-server".into(),
+                pod_selector: "app.kubernetes.io/name=prod,app.kubernetes.io/component=rabbitmq"
+                    .into(),
+                external: true,
+            }
+        );
+    }
 
     #[test]
     fn a_refused_image_keeps_the_running_one_in_the_built_statefulset() {

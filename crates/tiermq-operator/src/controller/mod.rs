@@ -11,7 +11,8 @@
 //!
 //! What triggers an instance reconcile: the instance itself; its owned objects (dedicated
 //! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap); broker pods of the clusters it
-//! is placed on (pod IPs and readiness feed its EndpointSlices); its SharedCluster; and the
+//! is placed on (pod IPs and readiness feed its EndpointSlices; for an external SharedCluster,
+//! every RabbitMQ cluster operator broker pod of its namespace); its SharedCluster; and the
 //! requeue delay of the last plan.
 
 pub mod apply;
@@ -88,6 +89,29 @@ fn instances_on(
         out.push(ObjectRef::new(inst).within(ns));
     }
     out
+}
+
+/// Instances placed on (or migrating onto or off) any SharedCluster in namespace `ns`: those an
+/// external cluster's broker pod there may serve. Which SharedCluster points at which external
+/// cluster is not cached, so a pod of one wakes every shared instance of its namespace; the
+/// router's pass for an unchanged slice writes nothing.
+fn instances_on_shared_in(
+    instances: &[Arc<RabbitMQInstance>],
+    ns: &str,
+) -> Vec<ObjectRef<RabbitMQInstance>> {
+    instances
+        .iter()
+        .filter(|i| {
+            let Some(s) = &i.status else { return false };
+            let on =
+                |r: &tiermq_crd::ClusterRef| r.kind == ClusterKind::Shared && r.namespace == ns;
+            s.serving.as_ref().is_some_and(on)
+                || s.migration
+                    .as_ref()
+                    .is_some_and(|m| on(&m.source) || on(&m.destination))
+        })
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect()
 }
 
 /// Instances that name `sc` (placed on it, or asking for it in their spec or by default).
@@ -182,17 +206,29 @@ fn instance_controller(
     .applied_objects()
     .predicate_filter(predicate, PredicateConfig::default());
     let pod_store = store.clone();
-    let ctrl = Controller::for_stream(trigger, store.clone()).watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().labels(LABEL_CLUSTER),
-        move |pod: Pod| {
-            let ns = pod.namespace().unwrap_or_default();
-            match pod.labels().get(LABEL_CLUSTER) {
-                Some(c) => instances_on(&pod_store, &ns, c),
-                None => Vec::new(),
-            }
-        },
-    );
+    let external_store = store.clone();
+    let ctrl = Controller::for_stream(trigger, store.clone())
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(LABEL_CLUSTER),
+            move |pod: Pod| {
+                let ns = pod.namespace().unwrap_or_default();
+                match pod.labels().get(LABEL_CLUSTER) {
+                    Some(c) => instances_on(&pod_store, &ns, c),
+                    None => Vec::new(),
+                }
+            },
+        )
+        // Broker pods of external clusters (`SharedCluster.spec.external`) carry none of the
+        // operator's labels, only the RabbitMQ cluster operator's.
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(clusters::RABBITMQ_CLUSTER_PODS),
+            move |pod: Pod| {
+                let ns = pod.namespace().unwrap_or_default();
+                instances_on_shared_in(&external_store.state(), &ns)
+            },
+        );
     (ctrl, store)
 }
 
@@ -314,6 +350,41 @@ pub async fn run_controllers(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_external_broker_pod_wakes_the_instances_on_shared_clusters_of_its_namespace() {
+        let on = |name: &str, status: serde_json::Value| -> Arc<RabbitMQInstance> {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+                    "metadata": {"name": name, "namespace": "team"},
+                    "spec": {"series": "Subscription", "tier": "Shared"},
+                    "status": status
+                }))
+                .unwrap(),
+            )
+        };
+        let cref = |kind: &str, ns: &str| json!({"kind": kind, "name": "c", "namespace": ns});
+        let all = [
+            on("placed", json!({"serving": cref("Shared", "ops")})),
+            on("elsewhere", json!({"serving": cref("Shared", "other")})),
+            on("dedicated", json!({"serving": cref("Dedicated", "ops")})),
+            on(
+                "arriving",
+                json!({"serving": cref("Dedicated", "team"), "migration": {
+                    "from": "Dedicated", "to": "Shared",
+                    "source": cref("Dedicated", "team"), "destination": cref("Shared", "ops"),
+                    "drainStrategy": "Consume", "connectionPolicy": "Close",
+                    "started": "2026-01-01T00:00:00Z"}}),
+            ),
+            on("new", json!({})),
+        ];
+        let woken: Vec<String> = instances_on_shared_in(&all, "ops")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(woken, ["placed", "arriving"]);
+    }
 
     fn inst(generation: i64, status: serde_json::Value) -> RabbitMQInstance {
         serde_json::from_value(json!({

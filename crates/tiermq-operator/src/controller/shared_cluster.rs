@@ -186,7 +186,8 @@ async fn set_finalizers(ctx: &Context, sc: &SharedCluster, list: Vec<String>) ->
 }
 
 /// Deleting: wait while instances are placed here (condition + one Warning Event naming them),
-/// then let the deletion go on (owner references cascade the broker objects).
+/// then let the deletion go on (owner references cascade the broker objects; an external
+/// cluster's brokers carry none of the SharedCluster's, so they stay).
 async fn deleting(sc: &SharedCluster, ctx: &Context, me: &ClusterRef) -> Result<Action> {
     if !sc.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
@@ -274,13 +275,18 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
             .await
             .map_err(Error::during(Stage::Finalizer))?;
     }
-    let mut cluster = BrokerCluster::for_shared_cluster(sc)
-        .map_err(Error::from)
-        .map_err(Error::during(Stage::Validate))?;
-    cluster.stats_interval_ms = ctx.config.broker_stats_interval_ms;
-    let upgrade = clusters::ensure_cluster(&ctx.client, &ctx.config, &cluster)
-        .await
-        .map_err(Error::during(Stage::Apply))?;
+    // An external cluster's brokers are someone else's: nothing is built or applied.
+    let upgrade = if sc.spec.external.is_some() {
+        None
+    } else {
+        let mut cluster = BrokerCluster::for_shared_cluster(sc)
+            .map_err(Error::from)
+            .map_err(Error::during(Stage::Validate))?;
+        cluster.stats_interval_ms = ctx.config.broker_stats_interval_ms;
+        clusters::ensure_cluster(&ctx.client, &ctx.config, &cluster)
+            .await
+            .map_err(Error::during(Stage::Apply))?
+    };
     if let Some(note) = upgrade {
         status::emit(
             ctx,
@@ -296,6 +302,13 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
     let sts = clusters::statefulset(&ctx.client, &me)
         .await
         .map_err(Error::during(Stage::Observe))?;
+    let unreachable = if sc.spec.external.is_some() {
+        management_problem(ctx, &me)
+            .await
+            .map_err(Error::during(Stage::Observe))?
+    } else {
+        None
+    };
     let instances = ctx
         .all_instances()
         .await
@@ -303,6 +316,7 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
     let new = desired_status(
         sc,
         sts.as_ref(),
+        unreachable.as_deref(),
         instances.iter().map(|a| a.as_ref()),
         &me,
         Utc::now(),
@@ -324,10 +338,30 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
     }))
 }
 
-/// The status the SharedCluster should have (pure).
+/// Why the management API of external cluster `me` cannot be used (no admin Secret or address
+/// yet, or it does not answer with those credentials); `None` when it answers.
+async fn management_problem(ctx: &Context, me: &ClusterRef) -> Result<Option<String>> {
+    let Some(mc) = clusters::management_client(&ctx.client, &ctx.config, me).await? else {
+        let names = clusters::names(&ctx.client, me).await?;
+        return Ok(Some(format!(
+            "no management address yet: Secret {} or Service {} is missing (or the Service has \
+             no ClusterIP)",
+            names.admin_secret, names.service
+        )));
+    };
+    Ok(mc
+        .overview()
+        .await
+        .err()
+        .map(|e| format!("the management API does not answer: {e}")))
+}
+
+/// The status the SharedCluster should have (pure). `unreachable`: why an external cluster's
+/// management API cannot be used, if it cannot.
 pub fn desired_status<'a>(
     sc: &SharedCluster,
     sts: Option<&StatefulSet>,
+    unreachable: Option<&str>,
     instances: impl Iterator<Item = &'a RabbitMQInstance>,
     me: &ClusterRef,
     now: DateTime<Utc>,
@@ -337,8 +371,15 @@ pub fn desired_status<'a>(
         .and_then(|s| s.status.as_ref())
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let want = sc.spec.replicas;
-    let ready = want > 0 && ready_replicas >= want;
+    // An external cluster is as large as its owner made it.
+    let want = if sc.spec.external.is_some() {
+        sts.and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+    } else {
+        sc.spec.replicas
+    };
+    let ready = want > 0 && ready_replicas >= want && unreachable.is_none();
     let instance_count = instances.filter(|i| placed_on(i, me)).count() as i32;
     let old = sc.status.clone().unwrap_or_default();
     let mut conds = old.conditions.clone();
@@ -347,7 +388,10 @@ pub fn desired_status<'a>(
     } else {
         reasons::PROVISIONING
     };
-    let message = format!("{ready_replicas}/{want} brokers ready");
+    let message = match unreachable {
+        Some(why) => format!("{ready_replicas}/{want} brokers ready; {why}"),
+        None => format!("{ready_replicas}/{want} brokers ready"),
+    };
     cond::update(
         &mut conds,
         conditions::READY,
@@ -446,15 +490,15 @@ mod tests {
             }),
         );
         let all = [placed, elsewhere, migrating];
-        let s = desired_status(&sc(3), Some(&sts(2)), all.iter(), &me(), Utc::now());
+        let s = desired_status(&sc(3), Some(&sts(2)), None, all.iter(), &me(), Utc::now());
         assert_eq!((s.ready, s.ready_replicas, s.instance_count), (false, 2, 2));
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].observed_generation, Some(2));
-        let s = desired_status(&sc(3), Some(&sts(3)), all.iter(), &me(), Utc::now());
+        let s = desired_status(&sc(3), Some(&sts(3)), None, all.iter(), &me(), Utc::now());
         assert!(s.ready);
         assert_eq!(s.conditions[0].status, "True");
-        let s = desired_status(&sc(1), None, std::iter::empty(), &me(), Utc::now());
+        let s = desired_status(&sc(1), None, None, std::iter::empty(), &me(), Utc::now());
         assert_eq!((s.ready, s.ready_replicas, s.instance_count), (false, 0, 0));
     }
 
@@ -467,7 +511,14 @@ mod tests {
     #[test]
     fn the_cluster_reconciles_until_ready_and_a_good_pass_clears_a_stall() {
         let mut c = sc(3);
-        let s = desired_status(&c, Some(&sts(1)), std::iter::empty(), &me(), Utc::now());
+        let s = desired_status(
+            &c,
+            Some(&sts(1)),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         assert_eq!(
             status_of(&s, conditions::RECONCILING),
             ("True", reasons::PROVISIONING)
@@ -493,7 +544,14 @@ mod tests {
             ("False", reasons::NAME_CONFLICT)
         );
         c.status = Some(stalled);
-        let s = desired_status(&c, Some(&sts(3)), std::iter::empty(), &me(), Utc::now());
+        let s = desired_status(
+            &c,
+            Some(&sts(3)),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         assert_eq!(
             status_of(&s, conditions::RECONCILING),
             ("False", reasons::UP_TO_DATE)
@@ -505,11 +563,72 @@ mod tests {
     }
 
     #[test]
+    fn an_external_cluster_is_ready_by_its_own_statefulset_and_a_reachable_management_api() {
+        let c: SharedCluster = serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+            "metadata": {"name": "main", "namespace": "ops", "uid": "u", "generation": 2},
+            "spec": {"replicas": 1, "external": {"rabbitmqClusterRef": {"name": "prod"}}}
+        }))
+        .unwrap();
+        let three: StatefulSet =
+            serde_json::from_value(json!({"metadata": {"name": "prod-server"},
+            "spec": {"replicas": 3, "selector": {}, "template": {}, "serviceName": "prod-nodes"},
+            "status": {"replicas": 3, "readyReplicas": 2}}))
+            .unwrap();
+        // spec.replicas (1) is ignored: 2 of the StatefulSet's 3 are not enough.
+        let s = desired_status(
+            &c,
+            Some(&three),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
+        assert_eq!((s.ready, s.ready_replicas), (false, 2));
+        assert_eq!(s.conditions[0].message, "2/3 brokers ready");
+        let mut all_ready = three.clone();
+        all_ready.status.as_mut().unwrap().ready_replicas = Some(3);
+        let s = desired_status(
+            &c,
+            Some(&all_ready),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
+        assert!(s.ready);
+        let s = desired_status(
+            &c,
+            Some(&all_ready),
+            Some("the management API does not answer: 401"),
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
+        assert!(!s.ready);
+        assert!(s.conditions[0].message.ends_with("does not answer: 401"));
+    }
+
+    #[test]
     fn an_unchanged_cluster_gives_an_unchanged_status() {
         let mut c = sc(1);
-        let first = desired_status(&c, Some(&sts(1)), std::iter::empty(), &me(), Utc::now());
+        let first = desired_status(
+            &c,
+            Some(&sts(1)),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         c.status = Some(first.clone());
-        let again = desired_status(&c, Some(&sts(1)), std::iter::empty(), &me(), Utc::now());
+        let again = desired_status(
+            &c,
+            Some(&sts(1)),
+            None,
+            std::iter::empty(),
+            &me(),
+            Utc::now(),
+        );
         assert_eq!(first, again, "no status write when nothing changed");
         assert_eq!(status::status_patch(Some(&first), &again).unwrap(), None);
     }

@@ -362,6 +362,7 @@ fn the_argo_cd_health_check_reads_a_shared_cluster() {
         serde_json::to_value(desired_status(
             &sc,
             Some(&sts(ready)),
+            None,
             std::iter::empty(),
             &me,
             Utc::now(),

@@ -7,7 +7,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tiermq_crd::{
     DEDICATED_SCALE_DOWN_MESSAGE, DEDICATED_STORAGE_MESSAGE, RabbitMQInstance,
-    SHARED_SCALE_DOWN_MESSAGE, SHARED_STORAGE_MESSAGE, SharedCluster, WINDOW_EMPTY_MESSAGE,
+    SHARED_EXTERNAL_MESSAGE, SHARED_SCALE_DOWN_MESSAGE, SHARED_STORAGE_MESSAGE, SharedCluster,
+    WINDOW_EMPTY_MESSAGE,
 };
 
 async fn refused<K>(api: &Api<K>, name: &str, patch: serde_json::Value) -> Option<String>
@@ -25,6 +26,68 @@ where
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_cluster_cannot_become_external_or_stop_being_it_or_point_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    for (_, yaml) in tiermq_crd::crd_files() {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let scs = Api::<SharedCluster>::namespaced(c.clone(), "default");
+    for (name, spec) in [
+        ("own", json!({})),
+        (
+            "byo",
+            json!({"external": {"rabbitmqClusterRef": {"name": "prod"}}}),
+        ),
+    ] {
+        scs.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+                "metadata": {"name": name}, "spec": spec
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let external =
+        |name: &str| json!({"spec": {"external": {"rabbitmqClusterRef": {"name": name}}}});
+    for (name, patch) in [
+        ("own", external("prod")),
+        ("byo", external("other")),
+        ("byo", json!({"spec": {"external": null}})),
+    ] {
+        let msg = refused(&scs, name, patch.clone()).await;
+        assert!(
+            msg.as_deref()
+                .is_some_and(|m| m.contains(SHARED_EXTERNAL_MESSAGE)),
+            "{name} {patch}: {msg:?}"
+        );
+    }
+    assert_eq!(
+        refused(
+            &scs,
+            "byo",
+            json!({"spec": {"capacity": {"maxInstances": 3}}})
+        )
+        .await,
+        None,
+        "the rest of an external cluster's spec may change"
+    );
+    assert_eq!(
+        refused(&scs, "own", json!({"spec": {"replicas": 3}})).await,
+        None
+    );
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
