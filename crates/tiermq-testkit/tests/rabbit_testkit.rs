@@ -121,60 +121,67 @@ async fn two_nodes_start_in_parallel_cluster_and_are_stopped_on_drop(runtime: Br
 }
 test_each_runtime!(two_nodes_start_in_parallel_cluster_and_are_stopped_on_drop);
 
-async fn nodes_sharing_a_cookie_form_a_real_cluster(runtime: BrokerRuntime) {
-    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    let leases = [
-        tiermq_testkit::IpLease::acquire().unwrap(),
-        tiermq_testkit::IpLease::acquire().unwrap(),
-    ];
-    let mut configs = Vec::new();
-    for (i, lease) in leases.iter().enumerate() {
-        let base = dir.path().join(format!("n{i}"));
-        let mut cfg = tiermq_testkit::NodeConfig::for_test(
-            format!("cl{}-{i}", std::process::id()),
-            lease.ip(),
-            base,
-        );
-        if let Some(first) = configs.first() {
-            let first: &tiermq_testkit::NodeConfig = first;
-            cfg.erlang_cookie = first.erlang_cookie.clone();
-            cfg.config = first.config.clone();
-            cfg.admin = first.admin.clone();
+/// Clustering at the testkit level, opt-in (`make test-faults`, or `--profile full`): kubesim's
+/// `two_replicas_form_a_rabbitmq_cluster` covers clustering in `make test`, and
+/// `two_nodes_start_in_parallel_cluster_and_are_stopped_on_drop` the mount-point cleanup.
+mod matrix {
+    use super::*;
+
+    async fn nodes_sharing_a_cookie_form_a_real_cluster(runtime: BrokerRuntime) {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let leases = [
+            tiermq_testkit::IpLease::acquire().unwrap(),
+            tiermq_testkit::IpLease::acquire().unwrap(),
+        ];
+        let mut configs = Vec::new();
+        for (i, lease) in leases.iter().enumerate() {
+            let base = dir.path().join(format!("n{i}"));
+            let mut cfg = tiermq_testkit::NodeConfig::for_test(
+                format!("cl{}-{i}", std::process::id()),
+                lease.ip(),
+                base,
+            );
+            if let Some(first) = configs.first() {
+                let first: &tiermq_testkit::NodeConfig = first;
+                cfg.erlang_cookie = first.erlang_cookie.clone();
+                cfg.config = first.config.clone();
+                cfg.admin = first.admin.clone();
+            }
+            configs.push(cfg);
         }
-        configs.push(cfg);
+        // Let the rabbitmq user reach the folders below the temp dir.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let a = RabbitNode::start_on(runtime, configs[0].clone()).unwrap();
+        let b = RabbitNode::start_on(runtime, configs[1].clone()).unwrap();
+        let ready = tiermq_testkit::READY_TIMEOUT;
+        a.wait_ready(ready).await.unwrap();
+        b.wait_ready(ready).await.unwrap();
+        b.join_cluster(&a).await.expect("join cluster");
+        let status = a.rabbitmqctl(&["cluster_status"]).await.unwrap();
+        assert!(
+            status.contains(&a.node_name()) && status.contains(&b.node_name()),
+            "{status}"
+        );
+        // A second node in the cluster sees the same users: the admin from a's config logs in on b.
+        b.wait_ready(ready)
+            .await
+            .expect("b serves the management API after joining");
+        let v = version(&b).await;
+        assert!(runtime.matches_version(&v), "{runtime} node reports {v}");
+        // The folders a 4.0 start made inside the root for these mount points (the temp dir's own
+        // and one per node) go with the nodes; nothing of the host's folder stays in the root.
+        let inside = mount_point(runtime, dir.path());
+        drop((a, b));
+        if let Some(inside) = inside {
+            assert!(!inside.exists(), "{} left in the root", inside.display());
+        }
     }
-    // Let the rabbitmq user reach the folders below the temp dir.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let a = RabbitNode::start_on(runtime, configs[0].clone()).unwrap();
-    let b = RabbitNode::start_on(runtime, configs[1].clone()).unwrap();
-    let ready = tiermq_testkit::READY_TIMEOUT;
-    a.wait_ready(ready).await.unwrap();
-    b.wait_ready(ready).await.unwrap();
-    b.join_cluster(&a).await.expect("join cluster");
-    let status = a.rabbitmqctl(&["cluster_status"]).await.unwrap();
-    assert!(
-        status.contains(&a.node_name()) && status.contains(&b.node_name()),
-        "{status}"
-    );
-    // A second node in the cluster sees the same users: the admin from a's config logs in on b.
-    b.wait_ready(ready)
-        .await
-        .expect("b serves the management API after joining");
-    let v = version(&b).await;
-    assert!(runtime.matches_version(&v), "{runtime} node reports {v}");
-    // The folders a 4.0 start made inside the root for these mount points (the temp dir's own
-    // and one per node) go with the nodes; nothing of the host's folder stays in the root.
-    let inside = mount_point(runtime, dir.path());
-    drop((a, b));
-    if let Some(inside) = inside {
-        assert!(!inside.exists(), "{} left in the root", inside.display());
-    }
+    test_each_runtime!(nodes_sharing_a_cookie_form_a_real_cluster);
 }
-test_each_runtime!(nodes_sharing_a_cookie_form_a_real_cluster);
 
 async fn a_panicking_test_still_stops_its_node(runtime: BrokerRuntime) {
     let (tx, rx) = std::sync::mpsc::channel();
