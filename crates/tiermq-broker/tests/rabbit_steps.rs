@@ -536,13 +536,19 @@ async fn revoked_writes_refuse_publishes_while_consumers_drain_and_closes_carry_
         assert!(text.contains(reason), "client {i} got: {text}");
         assert!(text.contains("CONNECTION_FORCED"), "client {i} got: {text}");
     }
-    assert_eq!(
-        steps::close_connections(&c, &t.vhost, Some(&t.user), reason)
+    // The connection list comes from the statistics, which can still show a connection that
+    // is closing (seen once on 4.0 in CI): within a few emissions nothing is left to close.
+    let mut left = usize::MAX;
+    for _ in 0..10 {
+        left = steps::close_connections(&c, &t.vhost, Some(&t.user), reason)
             .await
-            .unwrap(),
-        0,
-        "nothing left to close"
-    );
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(left, 0, "nothing left to close");
 
     // Destination only: no reads either.
     steps::revoke_all(&c, &t.vhost, &t.user).await.unwrap();
