@@ -67,6 +67,15 @@ impl Env {
     /// [`Env::start_in`]; with `flags`, brokers boot enabling only those feature flags (like
     /// brokers upgraded from an older release).
     async fn start_with(private: bool, flags: Option<&str>) -> Env {
+        Self::start_configured(private, flags, |_| {}).await
+    }
+
+    /// [`Env::start_with`], the operator's settings changed by `configure` first.
+    async fn start_configured(
+        private: bool,
+        flags: Option<&str>,
+        configure: impl FnOnce(&mut RunArgs),
+    ) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn,kubesim=warn".into()),
@@ -100,6 +109,7 @@ impl Env {
         let metrics_addr = args.metrics_addr;
         args.broker_stats_interval_ms = 500;
         args.drain_poll_seconds = 1;
+        configure(&mut args);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let op = tokio::spawn(tiermq_operator::operator::run_with_client(
             client,
@@ -1456,6 +1466,200 @@ mod matrix {
             "{reasons:?}"
         );
         eprintln!("window opened {opens}, conversion started {started}");
+        env.shutdown().await;
+    }
+
+    /// The bounds on tenants, with real brokers: the operator's policy refuses a dedicated
+    /// cluster larger than allowed (nothing applied); a SharedCluster that does not take the
+    /// instance's namespace holds its downgrade with the dedicated cluster serving; once it
+    /// does, the downgrade runs, the tenant gets the SharedCluster's default vhost limits, its
+    /// policies arrive without the keys the SharedCluster does not admit, and every message
+    /// arrives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tenant_terms_and_operator_policy_bound_what_an_instance_gets() {
+        use tiermq_broker::model::Policy;
+        use tiermq_crd::conditions::{INVALID_SPEC, reasons};
+
+        let _serial = SERIAL.lock().await;
+        let env = Env::start_configured(false, None, |a| {
+            a.dedicated_images = vec![IMAGE.to_string()];
+        })
+        .await;
+        let c = env.client();
+        let sc: SharedCluster = serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+            "metadata": {"name": "main", "namespace": NS},
+            "spec": {"replicas": 1, "image": IMAGE, "tenants": {
+                "namespaces": ["team-b"],
+                "defaultLimits": {"maxConnections": 7, "maxQueues": 11}
+            }}
+        }))
+        .unwrap();
+        let scs = Api::<SharedCluster>::namespaced(c.clone(), NS);
+        scs.create(&PostParams::default(), &sc).await.unwrap();
+        create_instance_on(&c, "orders", "Dedicated", "main", "Shovel").await;
+        let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+        eventually("instance Ready on its dedicated cluster", BOOT, || async {
+            let st = api.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Dedicated) && st.phase == Some(tiermq_crd::InstancePhase::Ready))
+                .then_some(())
+        })
+        .await;
+
+        // Operator policy: another image is refused; nothing of it reaches the StatefulSet.
+        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.clone(), NS);
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"dedicated": {"image": "rabbitmq:4.0-management"}}})),
+        )
+        .await
+        .unwrap();
+        let refused = eventually(
+            "the policy refusal is reported",
+            Duration::from_secs(60),
+            || async {
+                let st = api.get("orders").await.ok()?.status?;
+                st.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == INVALID_SPEC && c.status == "True")
+            },
+        )
+        .await;
+        assert_eq!(refused.reason, reasons::OUTSIDE_OPERATOR_POLICY);
+        assert!(
+            refused
+                .message
+                .contains("\"rabbitmq:4.0-management\" does not start with an allowed prefix"),
+            "{}",
+            refused.message
+        );
+        let replicas = sets
+            .get("orders-dedicated")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas;
+        assert_eq!(replicas, Some(1));
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"dedicated": {"image": IMAGE}}})),
+        )
+        .await
+        .unwrap();
+        eventually("the refusal clears", Duration::from_secs(60), || async {
+            let st = api.get("orders").await.ok()?.status?;
+            has(&st, INVALID_SPEC, "False").then_some(())
+        })
+        .await;
+
+        // A policy with a key shared brokers do not admit, and a backlog.
+        let ded = admin_client(&c, "orders-dedicated").await;
+        let (uri, secret) = instance_uri(&c, "orders").await;
+        let vhost = String::from_utf8(secret[credentials::KEY_VHOST].clone()).unwrap();
+        for (name, def) in [
+            (
+                "bounded",
+                json!({"max-length": 1000, "queue-master-locator": "min-masters"}),
+            ),
+            ("pinned", json!({"queue-master-locator": "client-local"})),
+        ] {
+            let p: Policy = serde_json::from_value(json!({
+                "name": name, "pattern": "^work$", "apply-to": "queues", "priority": 0,
+                "definition": def
+            }))
+            .unwrap();
+            ded.put_policy(&vhost, &p).await.unwrap();
+        }
+        const N: u64 = 120;
+        let conn = connect(&uri).await;
+        publish(&conn, "work", 0..N).await;
+        let _ = conn.close(200, "published".into()).await;
+
+        // The SharedCluster does not take namespace `default`: the downgrade is held.
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tier": "Shared"}})),
+        )
+        .await
+        .unwrap();
+        let held = eventually("the downgrade is held", Duration::from_secs(60), || async {
+            let st = api.get("orders").await.ok()?.status?;
+            (st.migration_phase == Some(MigrationPhase::Blocked)).then_some(st)
+        })
+        .await;
+        let c0 = held
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ConversionBlocked")
+            .unwrap();
+        assert_eq!(c0.reason, reasons::NAMESPACE_NOT_ALLOWED, "{}", c0.message);
+        assert_eq!(held.tier, Some(Tier::Dedicated));
+
+        scs.patch(
+            "main",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tenants": {"namespaces": ["team-b", NS]}}})),
+        )
+        .await
+        .unwrap();
+        let done = eventually("the downgrade completes", BOOT, || async {
+            let st = api.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Shared)
+                && st.migration_phase == Some(MigrationPhase::Stable)
+                && !st.history.is_empty())
+            .then_some(st)
+        })
+        .await;
+        assert_eq!(done.serving.as_ref().unwrap().name, "main");
+
+        let shared = admin_client(&c, "main").await;
+        let limits = shared.get_vhost_limits(&vhost).await.unwrap();
+        assert_eq!(
+            (limits.max_connections, limits.max_queues),
+            (Some(7), Some(11)),
+            "the SharedCluster's default limits"
+        );
+        let policies = shared.list_policies(&vhost).await.unwrap();
+        let mine: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = policies
+            .into_iter()
+            .filter(|p| !p.name.starts_with("tiermq"))
+            .map(|p| (p.name, p.definition))
+            .collect();
+        assert_eq!(
+            mine,
+            BTreeMap::from([(
+                "bounded".to_string(),
+                json!({"max-length": 1000}).as_object().unwrap().clone()
+            )]),
+            "only admitted keys arrive"
+        );
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), NS);
+        let notes: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("TranslatedForDestination"))
+            .filter_map(|e| e.note)
+            .collect();
+        assert!(
+            notes.iter().any(
+                |n| n.contains("bounded (queue-master-locator), pinned (queue-master-locator)")
+            ),
+            "{notes:?}"
+        );
+
+        let (uri, _) = instance_uri(&c, "orders").await;
+        let conn = connect(&uri).await;
+        let got = consume(&conn, "work", N as usize, Duration::from_secs(15)).await;
+        let lost: Vec<u64> = (0..N).filter(|id| !got.contains_key(id)).collect();
+        assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
+        let _ = conn.close(200, "done".into()).await;
         env.shutdown().await;
     }
 }
