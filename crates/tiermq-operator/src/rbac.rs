@@ -41,7 +41,9 @@ fn verbs_of(write: Write) -> &'static [&'static str] {
     match write {
         // get: read before deciding; list/watch: the controllers' `owns` watches.
         Write::Apply => &["get", "list", "watch", "create", "patch", "delete"],
-        Write::CreateOnce => &["get", "list", "watch", "create", "delete"],
+        // No list/watch: Secrets are read one by one, by name, and never watched, so the
+        // operator cannot read every Secret of the cluster.
+        Write::CreateOnce => &["get", "create", "delete"],
     }
 }
 
@@ -53,7 +55,7 @@ fn why_of(write: Write) -> &'static str {
         }
         Write::CreateOnce => {
             "Secrets (Erlang cookie, admin, instance credentials) are created once and never \
-             changed: no patch or update."
+             changed: no patch or update; read by name only, never listed or watched."
         }
     }
 }

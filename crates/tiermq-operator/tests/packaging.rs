@@ -496,10 +496,11 @@ fn rbac_grants_what_the_operator_needs_and_no_more() {
     ] {
         assert_eq!(verbs_for(&cr, g, r), owned, "{g}/{r}");
     }
-    // Generated Secrets are created once and never changed.
+    // Generated Secrets are created once and never changed, and read by name only: no
+    // list or watch, so the operator cannot read every Secret of the cluster.
     assert_eq!(
         verbs_for(&cr, "", "secrets"),
-        set(&["get", "list", "watch", "create", "delete"])
+        set(&["get", "create", "delete"])
     );
     // Instances and SharedClusters are patched only for their finalizers (a SharedCluster's
     // keeps it while instances are placed on it); specs are never written.

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
@@ -283,7 +283,8 @@ pub async fn run_controllers(
         .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
         .owns(Api::<EndpointSlice>::all(client.clone()), managed.clone())
-        .owns(Api::<Secret>::all(client.clone()), managed.clone())
+        // Secrets are not watched: that would need list/watch on every Secret of the cluster.
+        // The operator never rewrites them; a deleted one is reported on the next pass.
         .owns(
             Api::<PodDisruptionBudget>::all(client.clone()),
             managed.clone(),

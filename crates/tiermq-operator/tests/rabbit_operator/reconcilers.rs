@@ -479,8 +479,35 @@ async fn a_shared_instance_gets_a_tenant_and_working_credentials_through_its_ser
         .delete("orders-credentials", &Default::default())
         .await
         .unwrap();
-    // The controller watches the Secrets it owns, so this is several reconciles' worth of time.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Secrets are not watched (that would take list/watch on every Secret): a spec change
+    // makes the next pass, which reports the missing Secret instead of replacing it.
+    let instances = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    instances
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"limits": {"maxQueues": 500}}})),
+        )
+        .await
+        .unwrap();
+    let reported = eventually(
+        "the missing Secret is reported",
+        Duration::from_secs(60),
+        || async {
+            let st = instances.get("orders").await.ok()?.status?;
+            st.conditions.into_iter().find(|c| {
+                c.type_ == tiermq_crd::conditions::DEGRADED
+                    && c.status == "True"
+                    && c.reason == tiermq_crd::conditions::reasons::SECRET_PROBLEM
+            })
+        },
+    )
+    .await;
+    assert!(
+        reported.message.contains("restore the Secret"),
+        "{}",
+        reported.message
+    );
     assert!(
         secrets
             .get_opt("orders-credentials")
