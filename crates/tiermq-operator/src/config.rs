@@ -57,6 +57,12 @@ pub struct RunArgs {
     #[arg(long, env = "TIERMQ_BROKER_STATS_INTERVAL_MS", default_value_t = crate::build::DEFAULT_STATS_INTERVAL_MS)]
     pub broker_stats_interval_ms: u32,
 
+    /// Namespaces the operator watches, comma-separated (namespaced mode: it then needs Roles
+    /// in those namespaces only); empty watches every namespace. The SharedClusters' namespace
+    /// must be one of them.
+    #[arg(long, env = "TIERMQ_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
     /// Image prefixes a dedicated cluster may run, comma-separated (e.g. `rabbitmq:`); empty
     /// allows any image.
     #[arg(long, env = "TIERMQ_DEDICATED_IMAGES", value_delimiter = ',')]
@@ -119,6 +125,7 @@ impl RunArgs {
             broker_addressing: BrokerAddressing::ClusterIp,
             drain_poll_seconds: 2,
             broker_stats_interval_ms: crate::build::DEFAULT_STATS_INTERVAL_MS,
+            watch_namespaces: Vec::new(),
             dedicated_images: Vec::new(),
             dedicated_max_replicas: Optional(None),
             dedicated_max_cpu: Optional(None),

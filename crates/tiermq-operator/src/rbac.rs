@@ -236,12 +236,17 @@ pub fn deploy_yaml() -> String {
     )
 }
 
-/// The chart's `templates/clusterrole.yaml`.
+/// The chart's `templates/clusterrole.yaml`: a ClusterRole, or with
+/// `operator.watchNamespaces` (namespaced mode) the same rules as a Role in each of those
+/// namespaces (every rule is on namespaced resources).
 pub fn chart_cluster_role() -> String {
     format!(
-        "# {GENERATED}\n{{{{- if .Values.rbac.create }}}}\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
-         metadata:\n  name: {{{{ include \"tiermq.fullname\" . }}}}\n  labels:\n    {{{{- include \"tiermq.labels\" . | nindent 4 }}}}\n\
-         # Least privilege: no wildcards.\nrules:\n{}{{{{- end }}}}\n",
+        "# {GENERATED}\n{{{{- if .Values.rbac.create }}}}\n\
+         {{{{- range $ns := (.Values.operator.watchNamespaces | default (list \"\")) }}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: {{{{ if $ns }}}}Role{{{{ else }}}}ClusterRole{{{{ end }}}}\n\
+         metadata:\n  name: {{{{ include \"tiermq.fullname\" $ }}}}\n  {{{{- if $ns }}}}\n  namespace: {{{{ $ns }}}}\n  {{{{- end }}}}\n\
+         \x20 labels:\n    {{{{- include \"tiermq.labels\" $ | nindent 4 }}}}\n\
+         # Least privilege: no wildcards.\nrules:\n{}{{{{- end }}}}\n{{{{- end }}}}\n",
         rules_yaml(&cluster_rules(), 2)
     )
 }

@@ -110,6 +110,13 @@ impl Env {
         args.broker_stats_interval_ms = 500;
         args.drain_poll_seconds = 1;
         configure(&mut args);
+        // Namespaced mode runs as a ServiceAccount with the operator's rules as Roles in the
+        // watched namespaces only, so a request outside them is refused, not quietly allowed.
+        let client = if args.watch_namespaces.is_empty() {
+            client
+        } else {
+            namespaced_identity(&cluster, &args.watch_namespaces).await
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let op = tokio::spawn(tiermq_operator::operator::run_with_client(
             client,
@@ -154,6 +161,59 @@ impl Drop for Env {
         drop(self.cluster.take());
     }
 }
+
+/// The ServiceAccount `default/tiermq-operator` bound to the operator's generated rules as a
+/// Role in each of `namespaces` (created when missing); a client authenticated as it.
+async fn namespaced_identity(
+    cluster: &kubesim::cluster::Cluster,
+    namespaces: &[String],
+) -> kube::Client {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let admin = cluster.client();
+    let pp = PostParams::default();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": OPERATOR_SA, "namespace": NS}}))
+            .unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), NS)
+        .create(&pp, &sa)
+        .await
+        .unwrap();
+    let rules: Vec<serde_json::Value> = tiermq_operator::rbac::cluster_rules()
+        .into_iter()
+        .map(|r| json!({"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}))
+        .collect();
+    for ns in namespaces {
+        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        let _ = Api::<Namespace>::all(admin.clone()).create(&pp, &n).await;
+        let role: Role = serde_json::from_value(json!({
+            "metadata": {"name": "tiermq-operator", "namespace": ns}, "rules": rules
+        }))
+        .unwrap();
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .create(&pp, &role)
+            .await
+            .unwrap();
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "tiermq-operator", "namespace": ns},
+            "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": NS}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tiermq-operator"}
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&pp, &binding)
+            .await
+            .unwrap();
+    }
+    let token = cluster
+        .api()
+        .issue_token(NS, OPERATOR_SA, Duration::from_secs(3600))
+        .unwrap();
+    kube::Client::try_from(cluster.api().token_config(&token.token)).unwrap()
+}
+
+/// The ServiceAccount the namespaced-mode operator runs as.
+const OPERATOR_SA: &str = "tiermq-operator";
 
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
@@ -1493,6 +1553,116 @@ mod matrix {
             "{reasons:?}"
         );
         eprintln!("window opened {opens}, conversion started {started}");
+        env.shutdown().await;
+    }
+
+    /// Namespaced mode: the operator watches `default` and `team-b` with Roles there only
+    /// (no ClusterRole). An instance in `team-b` on the SharedCluster in `default` is served
+    /// and upgraded; an instance in `team-c` is left alone; the API server refused none of the
+    /// operator's requests and it made none outside those namespaces.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_namespaced_operator_serves_its_namespaces_with_roles_only() {
+        let _serial = SERIAL.lock().await;
+        let env = Env::start_configured(false, None, |a| {
+            a.watch_namespaces = vec![NS.to_string(), "team-b".to_string()];
+        })
+        .await;
+        let c = env.client();
+        create_shared_cluster(&c, "main").await;
+        let ns = |name: &str| {
+            serde_json::from_value::<k8s_openapi::api::core::v1::Namespace>(
+                json!({"metadata": {"name": name}}),
+            )
+            .unwrap()
+        };
+        let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(c.clone());
+        let _ = namespaces
+            .create(&PostParams::default(), &ns("team-c"))
+            .await;
+        for (name, in_ns) in [("orders", "team-b"), ("ignored", "team-c")] {
+            let i: RabbitMQInstance = serde_json::from_value(json!({
+                "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+                "metadata": {"name": name, "namespace": in_ns},
+                "spec": {
+                    "series": "Subscription", "tier": "Shared",
+                    "shared": {"clusterRef": {"name": "main", "namespace": NS}},
+                    "dedicated": {"replicas": 1, "image": IMAGE},
+                    "migration": {"drainStrategy": "Shovel", "gracePeriodSeconds": 2}
+                }
+            }))
+            .unwrap();
+            Api::<RabbitMQInstance>::namespaced(c.clone(), in_ns)
+                .create(&PostParams::default(), &i)
+                .await
+                .unwrap();
+        }
+        let team_b = Api::<RabbitMQInstance>::namespaced(c.clone(), "team-b");
+        eventually("orders Ready on the shared tier", BOOT, || async {
+            let st = team_b.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Shared) && st.phase == Some(tiermq_crd::InstancePhase::Ready))
+                .then_some(())
+        })
+        .await;
+        team_b
+            .patch(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+            )
+            .await
+            .unwrap();
+        eventually("the upgrade completes", BOOT, || async {
+            let st = team_b.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Dedicated)
+                && st.migration_phase == Some(MigrationPhase::Stable)
+                && !st.history.is_empty())
+            .then_some(())
+        })
+        .await;
+        let ignored = Api::<RabbitMQInstance>::namespaced(c.clone(), "team-c")
+            .get("ignored")
+            .await
+            .unwrap();
+        assert!(
+            ignored.status.is_none(),
+            "team-c is not watched: {:?}",
+            ignored.status
+        );
+        assert!(ignored.finalizers().is_empty());
+
+        let user = format!("system:serviceaccount:{NS}:{OPERATOR_SA}");
+        let records = env
+            .cluster
+            .as_ref()
+            .unwrap()
+            .api()
+            .request_log()
+            .records_of(&user);
+        assert!(
+            records.len() > 50,
+            "the operator's requests are logged: {}",
+            records.len()
+        );
+        let refused: Vec<String> = records
+            .iter()
+            .filter(|r| r.code == 403)
+            .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+            .collect();
+        assert!(refused.is_empty(), "refused: {refused:?}");
+        let outside: Vec<String> = records
+            .iter()
+            .filter(|r| r.namespace != NS && r.namespace != "team-b")
+            .map(|r| {
+                format!(
+                    "{} {} {:?}/{} ({})",
+                    r.verb, r.resource, r.namespace, r.name, r.uri
+                )
+            })
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "requests outside the watched namespaces: {outside:?}"
+        );
         env.shutdown().await;
     }
 
