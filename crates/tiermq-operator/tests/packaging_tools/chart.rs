@@ -137,6 +137,12 @@ async fn helm_template_renders_what_each_values_file_asks_for() {
             .as_array()
             .map(|a| a.iter().map(|n| n.as_str().unwrap().to_string()).collect())
             .unwrap_or_default();
+        if rbac && v["rbac"]["admissionPolicy"].as_bool().unwrap() {
+            expected.extend([
+                format!("ValidatingAdmissionPolicy/{full}-managed-objects"),
+                format!("ValidatingAdmissionPolicyBinding/{full}-managed-objects"),
+            ]);
+        }
         if rbac {
             expected.extend([
                 format!("Role/{full}-leader-election"),
@@ -198,7 +204,9 @@ async fn helm_template_renders_what_each_values_file_asks_for() {
             let labels = &d["metadata"]["labels"];
             assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm", "{id}");
             assert_eq!(labels["app.kubernetes.io/instance"], RELEASE, "{id}");
-            let cluster_scoped = d["kind"].as_str().unwrap().starts_with("Cluster");
+            let kind = d["kind"].as_str().unwrap();
+            let cluster_scoped =
+                kind.starts_with("Cluster") || kind.starts_with("ValidatingAdmissionPolicy");
             if d["kind"] == "ConfigMap" {
                 assert_eq!(
                     d["metadata"]["namespace"].as_str(),
@@ -212,7 +220,7 @@ async fn helm_template_renders_what_each_values_file_asks_for() {
             } else if !cluster_scoped {
                 assert_eq!(d["metadata"]["namespace"], NAMESPACE, "{id}");
             }
-            if d["kind"].as_str().unwrap().ends_with("Binding") {
+            if kind.ends_with("RoleBinding") {
                 assert_eq!(
                     d["subjects"],
                     json!([{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}]),
