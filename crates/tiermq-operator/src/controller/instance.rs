@@ -335,8 +335,14 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     let observed = observe::observe(ctx, i, &shared)
         .await
         .map_err(Error::during(Stage::Observe))?;
+    // A Service type the SharedCluster does not admit is refused when it is a change; one the
+    // Service already has (admitted before the terms narrowed) stays, as placed tenants do.
+    let tenancy = match plan::tenancy_problem(&observed) {
+        Some(p) if !service_has_type(ctx, i).await? => Some(p),
+        _ => None,
+    };
     if let Some((reason, message)) = plan::new_instance_problem(&observed)
-        .or_else(|| plan::tenancy_problem(&observed))
+        .or(tenancy)
         .or_else(|| policy_problem(i, &ctx.config))
     {
         return Err(Error::during(Stage::Validate)(Error::Placement {
@@ -400,6 +406,27 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         &p,
         ctx.config.drain_poll_seconds,
     )))
+}
+
+/// The instance's client Service exists with the type `spec.access.serviceType` asks for.
+async fn service_has_type(ctx: &Context, i: &RabbitMQInstance) -> Result<bool> {
+    let ns = i.namespace().unwrap_or_default();
+    let name = build::instance_service_name(&i.name_any());
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(ctx.client.clone(), &ns);
+    let svc = api
+        .get_opt(&name)
+        .await
+        .map_err(crate::error::kube_err(
+            "get",
+            format!("Service {ns}/{name}"),
+        ))
+        .map_err(Error::during(Stage::Observe))?;
+    let want = i.spec.access.service_type.as_str();
+    Ok(svc
+        .and_then(|s| s.spec)
+        .and_then(|s| s.type_)
+        .is_some_and(|t| t == want))
 }
 
 /// Why the instance's dedicated cluster is outside the operator's policy, if it is and the

@@ -1857,6 +1857,95 @@ mod matrix {
         let lost: Vec<u64> = (0..N).filter(|id| !got.contains_key(id)).collect();
         assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
         let _ = conn.close(200, "done".into()).await;
+
+        // Service types: NodePort once admitted is kept when the terms narrow; a change to a
+        // type they do not admit is refused and the Service keeps its type.
+        let services = Api::<Service>::namespaced(c.clone(), NS);
+        let svc_type = || async {
+            services
+                .get("orders")
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .type_
+                .unwrap()
+        };
+        let set_types = |types: serde_json::Value| {
+            let scs = scs.clone();
+            async move {
+                scs.patch(
+                    "main",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"tenants": {"accessTypes": types}}})),
+                )
+                .await
+                .unwrap();
+            }
+        };
+        let set_access = |t: &'static str| {
+            let api = api.clone();
+            async move {
+                api.patch(
+                    "orders",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"access": {"serviceType": t}}})),
+                )
+                .await
+                .unwrap();
+            }
+        };
+        set_types(json!(["ClusterIP", "NodePort"])).await;
+        set_access("NodePort").await;
+        eventually(
+            "the Service turns NodePort",
+            Duration::from_secs(60),
+            || async { (svc_type().await == "NodePort").then_some(()) },
+        )
+        .await;
+        set_types(json!(["ClusterIP"])).await;
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"limits": {"maxQueues": 12}}})),
+        )
+        .await
+        .unwrap();
+        eventually(
+            "the pass after narrowing succeeds",
+            Duration::from_secs(60),
+            || async {
+                let i = api.get("orders").await.ok()?;
+                let st = i.status?;
+                (st.observed_generation == i.metadata.generation && has(&st, INVALID_SPEC, "False"))
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            svc_type().await,
+            "NodePort",
+            "kept after the terms narrowed"
+        );
+        set_access("LoadBalancer").await;
+        let refused = eventually(
+            "the LoadBalancer is refused",
+            Duration::from_secs(60),
+            || async {
+                let st = api.get("orders").await.ok()?.status?;
+                st.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == INVALID_SPEC && c.status == "True")
+            },
+        )
+        .await;
+        assert_eq!(
+            refused.reason,
+            reasons::ACCESS_TYPE_NOT_ALLOWED,
+            "{}",
+            refused.message
+        );
+        assert_eq!(svc_type().await, "NodePort", "the Service keeps its type");
         env.shutdown().await;
     }
 }

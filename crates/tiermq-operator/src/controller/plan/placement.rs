@@ -85,9 +85,10 @@ fn access_problem(o: &Observed, c: &ClusterObservation) -> Option<(&'static str,
 }
 
 /// Why the instance cannot go on as it is while a SharedCluster serves it or a conversion moves
-/// it to or from one: its Service type is not one that SharedCluster admits (a changed
-/// `spec.access.serviceType`, or narrowed terms). Nothing is applied until it is fixed, so the
-/// Service keeps its current type.
+/// it to or from one: its Service type is not one that SharedCluster admits. The caller refuses
+/// it only as a change (the Service does not have that type yet): nothing is applied until it
+/// is fixed, so the Service keeps its current type. A type admitted before the terms narrowed
+/// stays, as placed tenants do when the namespaces narrow.
 pub fn tenancy_problem(o: &Observed) -> Option<(&'static str, String)> {
     if o.deletion_requested || o.shared.cluster.name.is_empty() {
         return None;
