@@ -37,6 +37,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{/* The operator pods' selector labels as "k=v,k=v" (the brokers' NetworkPolicies admit them to the management API). */}}
+{{- define "tiermq.selectorLabelsFlag" -}}
+{{- $labels := list -}}
+{{- range $k, $v := (include "tiermq.selectorLabels" . | fromYaml) -}}
+{{- $labels = append $labels (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $labels -}}
+{{- end }}
+
 {{- define "tiermq.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "tiermq.fullname" .) .Values.serviceAccount.name }}

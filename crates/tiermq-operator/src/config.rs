@@ -54,6 +54,49 @@ pub struct RunArgs {
     /// long before it was taken. Lower it in tests for quick drains.
     #[arg(long, env = "TIERMQ_BROKER_STATS_INTERVAL_MS", default_value_t = crate::build::DEFAULT_STATS_INTERVAL_MS)]
     pub broker_stats_interval_ms: u32,
+
+    /// Give every broker cluster a NetworkPolicy (management API from the operator only,
+    /// inter-node ports from the cluster's own pods only). Turn off where the CNI does not
+    /// enforce NetworkPolicy; policies made before are then deleted.
+    #[arg(long, env = "TIERMQ_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub network_policies: bool,
+
+    /// Labels of the operator's pods (`k=v,k=v`), the only pods the NetworkPolicies let reach
+    /// the management API (in `--namespace`).
+    #[arg(long, env = "TIERMQ_OPERATOR_POD_LABELS", value_parser = parse_labels,
+          default_value = "app.kubernetes.io/name=tiermq,app.kubernetes.io/component=operator")]
+    pub operator_pod_labels: Labels,
+
+    /// Namespaces whose pods may open AMQP connections to the brokers (comma-separated); empty:
+    /// every namespace. The operator and other tiermq brokers (shovels) always may.
+    #[arg(long, env = "TIERMQ_AMQP_ALLOWED_NAMESPACES", value_delimiter = ',')]
+    pub amqp_allowed_namespaces: Vec<String>,
+
+    /// Namespaces whose pods may scrape the brokers' Prometheus port (comma-separated); empty:
+    /// every namespace.
+    #[arg(
+        long,
+        env = "TIERMQ_PROMETHEUS_ALLOWED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub prometheus_allowed_namespaces: Vec<String>,
+}
+
+/// Pod labels as a flag value.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// `k=v,k=v` → labels.
+fn parse_labels(s: &str) -> Result<Labels, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("{p:?} is not a `key=value` label"))
+        })
+        .collect()
 }
 
 impl RunArgs {
@@ -72,6 +115,22 @@ impl RunArgs {
             broker_addressing: BrokerAddressing::ClusterIp,
             drain_poll_seconds: 2,
             broker_stats_interval_ms: crate::build::DEFAULT_STATS_INTERVAL_MS,
+            network_policies: true,
+            operator_pod_labels: crate::build::network_policy::default_operator_pod_labels(),
+            amqp_allowed_namespaces: Vec::new(),
+            prometheus_allowed_namespaces: Vec::new(),
+        }
+    }
+
+    /// Who may reach the brokers, for the clusters' NetworkPolicies.
+    pub fn network_access(&self) -> crate::build::network_policy::NetworkAccess {
+        let nonempty = |v: &[String]| v.iter().filter(|n| !n.is_empty()).cloned().collect();
+        crate::build::network_policy::NetworkAccess {
+            enabled: self.network_policies,
+            operator_namespace: self.namespace.clone(),
+            operator_pod_labels: self.operator_pod_labels.clone(),
+            amqp_namespaces: nonempty(&self.amqp_allowed_namespaces),
+            prometheus_namespaces: nonempty(&self.prometheus_allowed_namespaces),
         }
     }
 

@@ -58,7 +58,8 @@
 //! - Built-in kinds: Namespace, Pod, Service, Endpoints, ConfigMap, Secret, ServiceAccount,
 //!   Event (core; events.k8s.io/v1 is a converted view of the same objects),
 //!   PersistentVolumeClaim, StatefulSet, Deployment and ReplicaSet (with `scale`), EndpointSlice,
-//!   PodDisruptionBudget, Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
+//!   PodDisruptionBudget, NetworkPolicy (stored and served, not enforced: kubesim has no CNI),
+//!   Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
 //!   CustomResourceDefinition; the create-only reviews SelfSubjectAccessReview,
 //!   SelfSubjectRulesReview, SubjectAccessReview and SelfSubjectReview, and the TokenRequest
 //!   subresource `serviceaccounts/{name}/token`. Namespaces `default`, `kube-system`, `kube-public`,

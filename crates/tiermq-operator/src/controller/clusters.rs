@@ -59,6 +59,7 @@ pub async fn ensure_cluster(
         service,
         statefulset,
         pdb,
+        network_policy,
     } = c.objects(&cookie, &admin_password);
     // A generated Secret that is gone while the brokers exist is never made anew: the brokers
     // keep the cookie and admin password they booted with (on their volumes), and a new one
@@ -115,11 +116,38 @@ pub async fn ensure_cluster(
         }
     }
     apply(client, &pdb).await?;
+    match &network_policy {
+        Some(np) => {
+            apply(client, np).await?;
+        }
+        None => delete_own_network_policy(client, c).await?,
+    }
     match change {
         Some(ImageChange::Refused { problem, .. }) => Err(Error::UnsupportedUpgrade(problem)),
         Some(ImageChange::Rolling { note }) => Ok(Some(note)),
         None => Ok(None),
     }
+}
+
+/// With NetworkPolicies turned off, removes the one the operator made for `c` before (one that
+/// its owner does not control is left alone).
+async fn delete_own_network_policy(client: &kube::Client, c: &BrokerCluster) -> Result<()> {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let name = build::network_policy_name(&c.name);
+    let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), &c.namespace);
+    let live = api.get_opt(&name).await.map_err(kube_err(
+        "get",
+        format!("NetworkPolicy {}/{name}", c.namespace),
+    ))?;
+    let ours = live
+        .as_ref()
+        .and_then(|np| crate::controller::apply::controller(np))
+        .is_some_and(|r| r.uid == c.owner.uid);
+    if ours {
+        crate::controller::apply::delete_if_exists::<NetworkPolicy>(client, &c.namespace, &name)
+            .await?;
+    }
+    Ok(())
 }
 
 /// What happens to a running cluster whose spec names another image.

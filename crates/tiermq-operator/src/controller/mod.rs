@@ -10,7 +10,7 @@
 //! - [`conditions`]: the one place that builds Kubernetes conditions.
 //!
 //! What triggers an instance reconcile: the instance itself; its owned objects (dedicated
-//! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap); broker pods of the clusters it
+//! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap, NetworkPolicy); broker pods of the clusters it
 //! is placed on (pod IPs and readiness feed its EndpointSlices; for an external SharedCluster,
 //! every RabbitMQ cluster operator broker pod of its namespace); its SharedCluster; and the
 //! requeue delay of the last plan.
@@ -34,6 +34,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -289,6 +290,7 @@ pub async fn run_controllers(
             managed.clone(),
         )
         .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
         .watches(
             Api::<SharedCluster>::all(client.clone()),
             watcher::Config::default(),
