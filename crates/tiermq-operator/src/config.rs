@@ -7,9 +7,21 @@ use clap::{Args, ValueEnum};
 /// The settings of `tiermq-operator run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    /// Address of the HTTP server for /metrics (and /healthz, /readyz unless `--probe-addr`
+    /// is set). `127.0.0.1:8080` keeps the metrics inside the pod (for a sidecar such as
+    /// kube-rbac-proxy to serve them with authentication).
     #[arg(long, env = "TIERMQ_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+
+    /// Address of /healthz and /readyz on their own; unset: they are served on
+    /// `--metrics-addr`.
+    #[arg(long, env = "TIERMQ_PROBE_ADDR")]
+    pub probe_addr: Option<SocketAddr>,
+
+    /// Seconds the controllers' watches may keep failing, or one reconcile may run, before
+    /// /healthz reports the operator wedged (and the liveness probe restarts it).
+    #[arg(long, env = "TIERMQ_HEALTH_STALL_SECONDS", default_value_t = 300)]
+    pub health_stall_seconds: u64,
 
     /// Log format: `json` for log collectors, `pretty` for people.
     #[arg(long, env = "TIERMQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -105,6 +117,8 @@ impl RunArgs {
     pub fn local(namespace: &str) -> Self {
         Self {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe_addr: None,
+            health_stall_seconds: 300,
             log_format: LogFormat::Pretty,
             default_shared_cluster: None,
             shared_cluster_namespace: None,

@@ -1,14 +1,20 @@
-//! `/metrics`, `/healthz` (the process is alive) and `/readyz` (this replica is either the leader
-//! with its controllers running, or a healthy standby).
+//! `/metrics`; `/healthz` (the controllers are not wedged, see [`crate::health`]) and `/readyz`
+//! (this replica is either the leader with its controllers running, or a healthy standby).
+//!
+//! The probes and the metrics can listen on different addresses (`--probe-addr`), so that
+//! `/metrics` can be bound to localhost (read through a sidecar such as kube-rbac-proxy) while
+//! the kubelet still reaches the probes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// What the handlers read; cloned into each request.
@@ -18,14 +24,27 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// Set once the operator has connected to the API server and started (or stands by).
     pub ready: Arc<AtomicBool>,
+    /// Whether the controllers are wedged.
+    pub health: Health,
 }
 
-/// The routes: `/metrics` (OpenMetrics text), `/healthz` (always 200) and `/readyz` (200 once
-/// `ready` is set, 503 before).
+/// Every route: [`metrics_router`] and [`probe_router`] on one address.
 pub fn router(state: HttpState) -> Router {
+    metrics_router(state.clone()).merge(probe_router(state))
+}
+
+/// `/metrics` (OpenMetrics text).
+pub fn metrics_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// `/healthz` (200, or 503 with the reason while the controllers are wedged) and `/readyz`
+/// (200 once `ready` is set, 503 before).
+pub fn probe_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -40,6 +59,16 @@ async fn metrics(
         )],
         s.metrics.encode(),
     )
+}
+
+async fn healthz(State(s): State<HttpState>) -> (StatusCode, String) {
+    match s.health.check(Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ok".into()),
+        Err(why) => {
+            tracing::warn!(%why, "unhealthy");
+            (StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+    }
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {

@@ -7,7 +7,8 @@
 //! - [`rbac`]: the operator's RBAC rules, derived from what it manages (generated into the chart
 //!   and `deploy/`).
 //! - [`operator`]: `tiermq-operator run` — controllers under leader election, HTTP, shutdown.
-//! - [`config`], [`telemetry`], [`metrics`], [`http`], [`leader`]: the process around them.
+//! - [`config`], [`telemetry`], [`metrics`], [`http`], [`health`], [`leader`]: the process around
+//!   them.
 //! - [`fault`]: the crash tests' hook (inert unless its environment variable is set).
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod fault;
+pub mod health;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -45,8 +45,10 @@ use tiermq_crd::{ClusterKind, RabbitMQInstance, SharedCluster};
 
 use crate::build::{LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_TIERMQ_INSTANCE, MANAGED_BY};
 use crate::config::RunArgs;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use context::Context;
+use kube::runtime::controller::Action;
 
 /// Hash of what should trigger an instance reconcile: generation (spec), finalizers, deletion,
 /// the pause annotation.
@@ -257,10 +259,12 @@ fn routing_controller(
 }
 
 /// Runs the controllers until `shutdown` resolves (then they finish in-flight reconciles).
+/// Each controller's outcomes go to `health`: watch errors, and every reconcile while it runs.
 pub async fn run_controllers(
     client: kube::Client,
     config: RunArgs,
     metrics: Metrics,
+    health: Health,
     leadership: Option<crate::leader::Leadership>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
@@ -297,12 +301,12 @@ pub async fn run_controllers(
             move |sc: SharedCluster| instances_for_shared(&sc_store, &sc_config, &sc),
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(instance::reconcile, instance::error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "instance controller event");
-            }
-        });
+        .run(
+            tracked(&health, instance::reconcile),
+            instance::error_policy,
+            ctx.clone(),
+        )
+        .for_each(outcomes(&health, "instance"));
 
     let shared = Controller::new(
         Api::<SharedCluster>::all(client.clone()),
@@ -327,25 +331,76 @@ pub async fn run_controllers(
     )
     .graceful_shutdown_on(shutdown.clone())
     .run(
-        shared_cluster::reconcile,
+        tracked(&health, shared_cluster::reconcile),
         shared_cluster::error_policy,
         ctx.clone(),
     )
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "shared-cluster controller event");
-        }
-    });
+    .for_each(outcomes(&health, "shared-cluster"));
     let router = routing_controller(&client, shutdown)
-        .run(routing::reconcile, routing::error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "routing controller event");
-            }
-        });
+        .run(
+            tracked(&health, routing::reconcile),
+            routing::error_policy,
+            ctx,
+        )
+        .for_each(outcomes(&health, "routing"));
     tracing::info!("controllers started");
     futures::join!(instances, shared, router);
     tracing::info!("controllers stopped");
+}
+
+/// `reconcile`, counted in `health` as in flight while it runs.
+fn tracked<K, E, Fut>(
+    health: &Health,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, E>>
+where
+    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    let health = health.clone();
+    move |obj, ctx| {
+        let what = format!(
+            "{} {}/{}",
+            K::kind(&()),
+            obj.meta().namespace.as_deref().unwrap_or_default(),
+            obj.meta().name.as_deref().unwrap_or_default()
+        );
+        let guard = health.reconcile_started(what, std::time::Instant::now());
+        let fut = reconcile(obj, ctx);
+        Box::pin(async move {
+            let out = fut.await;
+            drop(guard);
+            out
+        })
+    }
+}
+
+/// What a controller's output stream tells: watch errors go to `health`, the rest is logged.
+fn outcomes<K, E>(
+    health: &Health,
+    controller: &'static str,
+) -> impl FnMut(
+    Result<
+        (ObjectRef<K>, Action),
+        kube::runtime::controller::Error<E, kube::runtime::watcher::Error>,
+    >,
+) -> futures::future::Ready<()>
+where
+    K: kube::Resource,
+    E: std::error::Error + 'static,
+{
+    let health = health.clone();
+    move |r| {
+        match r {
+            Err(kube::runtime::controller::Error::QueueError(e)) => {
+                tracing::warn!(error = %e, controller, "watch failed");
+                health.watch_error(std::time::Instant::now(), &e.to_string());
+            }
+            Err(e) => tracing::debug!(error = %e, controller, "controller event"),
+            Ok(_) => {}
+        }
+        futures::future::ready(())
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //! - [`admission`]: day-two changes refused at admission (CEL, no broker);
 //! - [`broker_config`]: the builders' broker configuration boots a real RabbitMQ;
 //! - [`reconcilers`]: the real reconcilers in-process against kubesim and real brokers;
-//! - [`leader`]: leader election against kubesim (no broker).
+//! - [`leader`]: leader election against kubesim (no broker);
+//! - [`health`]: `/healthz` when the watches die (kubesim, no broker).
 
 mod admission;
 mod broker_config;
+mod health;
 mod leader;
 mod reconcilers;
