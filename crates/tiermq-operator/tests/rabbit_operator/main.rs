@@ -5,10 +5,12 @@
 //! - [`broker_config`]: the builders' broker configuration boots a real RabbitMQ;
 //! - [`reconcilers`]: the real reconcilers in-process against kubesim and real brokers;
 //! - [`leader`]: leader election against kubesim (no broker);
-//! - [`health`]: `/healthz` when the watches die (kubesim, no broker).
+//! - [`health`]: `/healthz` when the watches die (kubesim, no broker);
+//! - [`network_policy`]: a broker cluster's NetworkPolicy in kubesim (no broker).
 
 mod admission;
 mod broker_config;
 mod health;
 mod leader;
+mod network_policy;
 mod reconcilers;
