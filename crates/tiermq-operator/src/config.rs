@@ -13,6 +13,12 @@ pub struct RunArgs {
     #[arg(long, env = "TIERMQ_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
 
+    /// Who may read /metrics: `none` (anyone who reaches it) or `kubernetes` (a bearer token
+    /// the API server accepts, whose user may `get` the non-resource URL `/metrics`; checked
+    /// with TokenReview and SubjectAccessReview).
+    #[arg(long, env = "TIERMQ_METRICS_AUTH", value_enum, default_value_t = MetricsAuth::None)]
+    pub metrics_auth: MetricsAuth,
+
     /// Address of /healthz and /readyz on their own; unset: they are served on
     /// `--metrics-addr`.
     #[arg(long, env = "TIERMQ_PROBE_ADDR")]
@@ -118,6 +124,7 @@ impl RunArgs {
         Self {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             probe_addr: None,
+            metrics_auth: MetricsAuth::None,
             health_stall_seconds: 300,
             log_format: LogFormat::Pretty,
             default_shared_cluster: None,
@@ -154,6 +161,15 @@ impl RunArgs {
             .as_deref()
             .unwrap_or(&self.namespace)
     }
+}
+
+/// Who may read `/metrics`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAuth {
+    /// Anyone who reaches it.
+    None,
+    /// Bearer tokens reviewed by the API server (TokenReview, SubjectAccessReview).
+    Kubernetes,
 }
 
 /// How the operator writes its logs.

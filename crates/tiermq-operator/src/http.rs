@@ -11,11 +11,13 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::metrics_auth::{Decision, MetricsAuthenticator};
 
 /// What the handlers read; cloned into each request.
 #[derive(Clone)]
@@ -26,6 +28,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// Whether the controllers are wedged.
     pub health: Health,
+    /// With `--metrics-auth kubernetes`: who may read `/metrics`.
+    pub metrics_auth: Option<Arc<MetricsAuthenticator>>,
 }
 
 /// Every route: [`metrics_router`] and [`probe_router`] on one address.
@@ -33,7 +37,8 @@ pub fn router(state: HttpState) -> Router {
     metrics_router(state.clone()).merge(probe_router(state))
 }
 
-/// `/metrics` (OpenMetrics text).
+/// `/metrics` (OpenMetrics text); with [`HttpState::metrics_auth`] only for callers whose
+/// bearer token may `get /metrics` (401 without a valid token, 403 without the right).
 pub fn metrics_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -49,9 +54,29 @@ pub fn probe_router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(
-    State(s): State<HttpState>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(auth) = &s.metrics_auth {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.decide(header).await {
+            Ok(Decision::Allowed) => {}
+            Ok(Decision::Unauthenticated) => {
+                return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+            }
+            Ok(Decision::Forbidden(user)) => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    format!("{user} may not get /metrics"),
+                )
+                    .into_response();
+            }
+            Err(why) => {
+                tracing::warn!(%why, "cannot check a /metrics caller");
+                return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+            }
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -59,6 +84,7 @@ async fn metrics(
         )],
         s.metrics.encode(),
     )
+        .into_response()
 }
 
 async fn healthz(State(s): State<HttpState>) -> (StatusCode, String) {

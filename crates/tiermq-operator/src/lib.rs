@@ -22,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_auth;
 pub mod operator;
 pub mod rbac;
 pub mod telemetry;

@@ -35,12 +35,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::config::RunArgs;
+use crate::config::{MetricsAuth, RunArgs};
 use crate::controller::run_controllers;
 use crate::health::Health;
 use crate::http::{self, HttpState};
 use crate::leader::{Leadership, Timings};
 use crate::metrics::Metrics;
+use crate::metrics_auth::MetricsAuthenticator;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -85,6 +86,8 @@ pub async fn run_with_client(
         metrics: metrics.clone(),
         ready: ready.clone(),
         health: health.clone(),
+        metrics_auth: (args.metrics_auth == MetricsAuth::Kubernetes)
+            .then(|| Arc::new(MetricsAuthenticator::new(client.clone()))),
     };
     let mut servers = Vec::new();
     let routes = match args.probe_addr {

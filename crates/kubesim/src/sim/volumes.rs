@@ -1,6 +1,7 @@
 //! Pod volumes and environment as the kubelet sees them: ConfigMap, Secret and projected volumes
 //! written as files (Secret files with their `defaultMode`/item mode, group-readable under
-//! `fsGroup` as the kubelet makes them), PVCs and emptyDirs as folders, and `env` with `valueFrom` resolved.
+//! `fsGroup` as the kubelet makes them), PVCs and emptyDirs as folders, and `env` with
+//! `valueFrom` resolved.
 //!
 //! Layout under the cluster dir: `pods/<ns>/<pod>-<uid>/volumes/<volume>/<key>` (gone with the
 //! pod) and `pvc/<ns>/<claim>/` (kept across pod restarts, like a PersistentVolume).

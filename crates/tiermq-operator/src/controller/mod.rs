@@ -10,10 +10,13 @@
 //! - [`conditions`]: the one place that builds Kubernetes conditions.
 //!
 //! What triggers an instance reconcile: the instance itself; its owned objects (dedicated
-//! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap, NetworkPolicy); broker pods of the clusters it
-//! is placed on (pod IPs and readiness feed its EndpointSlices; for an external SharedCluster,
-//! every RabbitMQ cluster operator broker pod of its namespace); its SharedCluster; and the
-//! requeue delay of the last plan.
+//! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap, NetworkPolicy); broker pods of
+//! the clusters it is placed on (pod IPs and readiness feed its EndpointSlices; for an external
+//! SharedCluster, every RabbitMQ cluster operator broker pod of its namespace); its
+//! SharedCluster; and the requeue delay of the last plan.
+//!
+//! Every controller reports to [`crate::health::Health`]: its watch errors, and each reconcile
+//! while it runs (`/healthz` fails when either stalls).
 
 pub mod apply;
 pub mod clusters;
