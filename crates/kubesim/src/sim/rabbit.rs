@@ -641,9 +641,10 @@ mod tests {
         let cfg = node_config(&pod, &c, &inputs(0o400), ip, ip, "/d".into(), "fallback").unwrap();
         assert_eq!(cfg.erlang_cookie, "FROMFILE");
         // A Secret volume with fsGroup: group-readable.
-        let err = node_config(&pod, &c, &inputs(0o440), ip, ip, "/d".into(), "fallback")
-            .err()
-            .expect("refused");
+        let Err(err) = node_config(&pod, &c, &inputs(0o440), ip, ip, "/d".into(), "fallback")
+        else {
+            panic!("a group-readable cookie file is refused");
+        };
         assert!(err.to_string().contains("owner only"), "{err}");
     }
 }

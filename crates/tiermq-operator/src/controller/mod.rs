@@ -378,16 +378,15 @@ where
     }
 }
 
+/// One item of a controller's output stream.
+type Outcome<K, E> =
+    Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>;
+
 /// What a controller's output stream tells: watch errors go to `health`, the rest is logged.
 fn outcomes<K, E>(
     health: &Health,
     controller: &'static str,
-) -> impl FnMut(
-    Result<
-        (ObjectRef<K>, Action),
-        kube::runtime::controller::Error<E, kube::runtime::watcher::Error>,
-    >,
-) -> futures::future::Ready<()>
+) -> impl FnMut(Outcome<K, E>) -> futures::future::Ready<()>
 where
     K: kube::Resource,
     E: std::error::Error + 'static,
