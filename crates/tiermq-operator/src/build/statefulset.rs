@@ -714,7 +714,12 @@ mod tests {
     fn config_map_is_mounted_at_etc_rabbitmq() {
         let sts = build(&shared());
         let p = pod(&sts);
-        let vol = &p.volumes.as_ref().unwrap()[0];
+        let vol = p
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == VOLUME_CONFIG)
+            .unwrap();
         let cm = vol.config_map.as_ref().unwrap();
         assert_eq!(cm.name, "main-config");
         let keys: Vec<&str> = cm.items.iter().flatten().map(|i| i.key.as_str()).collect();
