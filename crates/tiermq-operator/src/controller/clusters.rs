@@ -246,14 +246,23 @@ pub fn running_image(sts: &StatefulSet) -> Option<&str> {
         .as_deref()
 }
 
-/// Sets the broker container's image in a built StatefulSet.
+/// Sets the broker image in a built StatefulSet: the broker container's and the cookie init
+/// container's (both run the broker image; either one changed would roll the pods).
 fn set_broker_image(sts: &mut StatefulSet, image: &str) {
     let containers = sts
         .spec
         .iter_mut()
         .filter_map(|s| s.template.spec.as_mut())
-        .flat_map(|p| p.containers.iter_mut());
-    for c in containers.filter(|c| c.name == build::statefulset::CONTAINER_NAME) {
+        .flat_map(|p| {
+            p.containers
+                .iter_mut()
+                .chain(p.init_containers.iter_mut().flatten())
+        });
+    let ours = [
+        build::statefulset::CONTAINER_NAME,
+        build::statefulset::COOKIE_INIT_CONTAINER,
+    ];
+    for c in containers.filter(|c| ours.contains(&c.name.as_str())) {
         c.image = Some(image.to_string());
     }
 }
@@ -626,6 +635,14 @@ mod tests {
         assert_eq!(running_image(&sts), Some(c.image.as_str()));
         set_broker_image(&mut sts, "rabbitmq:3.10-management");
         assert_eq!(running_image(&sts), Some("rabbitmq:3.10-management"));
+        // The cookie init container runs the same image: the pod template stays as it runs.
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let inits = pod.init_containers.as_ref().unwrap();
+        assert!(
+            inits
+                .iter()
+                .all(|i| i.image.as_deref() == Some("rabbitmq:3.10-management"))
+        );
         let e = Error::during(crate::error::Stage::Apply)(Error::UnsupportedUpgrade("why".into()));
         assert_eq!(
             e.degraded_reason(),
