@@ -45,6 +45,9 @@ pub struct BrokerCluster {
     pub additional_config: Option<String>,
     /// Who may reach the brokers (the NetworkPolicy; operator-wide settings).
     pub network: NetworkAccess,
+    /// The cluster's own narrowing of the AMQP namespaces (a SharedCluster's
+    /// `spec.amqpAllowedNamespaces`).
+    pub amqp_namespaces: Option<Vec<String>>,
 }
 
 impl BrokerCluster {
@@ -64,6 +67,7 @@ impl BrokerCluster {
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: checked_additional_config(sc)?,
             network: NetworkAccess::default(),
+            amqp_namespaces: sc.spec.amqp_allowed_namespaces.clone(),
         })
     }
 
@@ -84,6 +88,7 @@ impl BrokerCluster {
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: None,
             network: NetworkAccess::default(),
+            amqp_namespaces: None,
         })
     }
 
@@ -103,6 +108,7 @@ impl BrokerCluster {
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: None,
             network: NetworkAccess::default(),
+            amqp_namespaces: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | management (15672) | the operator's pods ([`NetworkAccess::operator_namespace`] and [`NetworkAccess::operator_pod_labels`]) |
 //! | epmd (4369), distribution (25672), CLI (35672–35682) | the same cluster's pods |
-//! | AMQP (5672) | pods of [`NetworkAccess::amqp_namespaces`] (all when empty), the operator and every tiermq broker (shovels and federation run between clusters) |
+//! | AMQP (5672) | pods of [`NetworkAccess::amqp_namespaces`] (all when empty) narrowed by the cluster's own list ([`BrokerCluster::amqp_namespaces`], see [`amqp_namespaces`]), the operator and every tiermq broker (shovels and federation run between clusters) |
 //! | Prometheus (15692) | pods of [`NetworkAccess::prometheus_namespaces`] (all when empty) |
 //!
 //! The policy only selects the cluster's broker pods and only restricts ingress. It takes effect
@@ -68,6 +68,22 @@ pub fn default_operator_pod_labels() -> BTreeMap<String, String> {
             "operator".to_string(),
         ),
     ])
+}
+
+/// Namespaces whose pods may use AMQP: `None` every namespace, else exactly these (maybe none).
+/// The operator's list (`operator`, empty: all) narrowed by the cluster's (`cluster`): the
+/// namespaces in both.
+pub fn amqp_namespaces(operator: &[String], cluster: Option<&[String]>) -> Option<Vec<String>> {
+    match cluster {
+        None if operator.is_empty() => None,
+        None => Some(operator.to_vec()),
+        Some(own) => Some(
+            own.iter()
+                .filter(|n| operator.is_empty() || operator.contains(n))
+                .cloned()
+                .collect(),
+        ),
+    }
 }
 
 /// The NetworkPolicy `<cluster>` admitting only the traffic of the module docs' table, or
@@ -146,7 +162,11 @@ pub fn build(c: &BrokerCluster) -> Option<NetworkPolicy> {
                     ],
                 ),
                 rule(
-                    vec![namespaces(&a.amqp_namespaces), operator, any_broker],
+                    match amqp_namespaces(&a.amqp_namespaces, c.amqp_namespaces.as_deref()) {
+                        None => vec![namespaces(&[]), operator, any_broker],
+                        Some(list) if list.is_empty() => vec![operator, any_broker],
+                        Some(list) => vec![namespaces(&list), operator, any_broker],
+                    },
                     vec![port(AMQP_PORT)],
                 ),
                 rule(
@@ -268,6 +288,38 @@ mod tests {
                 .unwrap()[LABEL_MANAGED_BY],
             MANAGED_BY
         );
+    }
+
+    #[test]
+    fn a_shared_cluster_narrows_the_amqp_namespaces() {
+        let s = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(amqp_namespaces(&[], None), None);
+        assert_eq!(amqp_namespaces(&s(&["a"]), None), Some(s(&["a"])));
+        assert_eq!(amqp_namespaces(&[], Some(&s(&["b"]))), Some(s(&["b"])));
+        assert_eq!(
+            amqp_namespaces(&s(&["a", "b"]), Some(&s(&["b", "c"]))),
+            Some(s(&["b"]))
+        );
+        assert_eq!(amqp_namespaces(&s(&["a"]), Some(&s(&["c"]))), Some(s(&[])));
+
+        let mut c = shared();
+        c.amqp_namespaces = Some(s(&["team-a"]));
+        let rules = build(&c).unwrap().spec.unwrap().ingress.unwrap();
+        let from = rules[2].from.as_ref().unwrap();
+        let req = &from[0]
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(req.values, Some(s(&["team-a"])));
+        // Nothing in common: no namespace, only the operator and the brokers.
+        c.network.amqp_namespaces = s(&["team-b"]);
+        let rules = build(&c).unwrap().spec.unwrap().ingress.unwrap();
+        let from = rules[2].from.as_ref().unwrap();
+        assert_eq!(from.len(), 2);
+        assert!(from.iter().all(|p| p.pod_selector.is_some()));
     }
 
     #[test]

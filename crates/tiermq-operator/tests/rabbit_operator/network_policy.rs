@@ -1,5 +1,6 @@
 //! A broker cluster's NetworkPolicy as kubesim takes it (no broker: kubesim runs none here):
-//! applied with the cluster's other objects, stored as built, and deleted again when the
+//! applied with the cluster's other objects, stored as built (the SharedCluster's
+//! `amqpAllowedNamespaces` narrowing the operator's list), and deleted again when the
 //! operator runs with `--network-policies false`. kubesim does not enforce NetworkPolicies;
 //! what they admit is checked by the builder's unit tests.
 
@@ -31,7 +32,8 @@ async fn the_network_policy_is_applied_with_the_cluster_and_removed_when_turned_
             "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
             "metadata": {"name": "main", "namespace": NS},
             "spec": {"replicas": 1, "image": "rabbitmq:3.10-management",
-                     "capacity": {"maxInstances": 5}}
+                     "capacity": {"maxInstances": 5},
+                     "amqpAllowedNamespaces": ["team-a", "team-b"]}
         }))
         .unwrap();
         let sc = Api::<SharedCluster>::namespaced(client.clone(), NS)
@@ -48,6 +50,16 @@ async fn the_network_policy_is_applied_with_the_cluster_and_removed_when_turned_
         let live = nps.get("main").await.expect("the policy was applied");
         let built = tiermq_operator::build::network_policy::build(&c).unwrap();
         assert_eq!(live.spec, built.spec, "stored as built");
+        // The SharedCluster's list narrows the operator's: team-a only.
+        let amqp = &live.spec.as_ref().unwrap().ingress.as_ref().unwrap()[2];
+        let ns = amqp.from.as_ref().unwrap()[0]
+            .namespace_selector
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            ns.match_expressions.as_ref().unwrap()[0].values,
+            Some(vec!["team-a".to_string()])
+        );
         assert_eq!(
             live.metadata.owner_references.as_ref().unwrap()[0].uid,
             sc.metadata.uid.clone().unwrap()
