@@ -9,6 +9,7 @@
 //! - [`operator`]: `tiermq-operator run` — controllers under leader election, HTTP, shutdown.
 //! - [`config`], [`telemetry`], [`metrics`], [`http`], [`health`], [`leader`]: the process around
 //!   them.
+//! - [`policy`]: the admin's bounds on dedicated clusters (images, replicas, resources, storage).
 //! - [`fault`]: the crash tests' hook (inert unless its environment variable is set).
 
 #![warn(missing_docs)]
@@ -24,5 +25,6 @@ pub mod leader;
 pub mod metrics;
 pub mod metrics_auth;
 pub mod operator;
+pub mod policy;
 pub mod rbac;
 pub mod telemetry;
