@@ -4,7 +4,10 @@
 //! SharedCluster and an instance are applied with kubectl and the instance is converted shared →
 //! dedicated and back with real brokers under AMQP load (0 lost); the operator does all of it
 //! under the chart's RBAC, and kubesim's request log shows not one of its requests denied and
-//! not one granted rule unused.
+//! not one granted rule unused. `/metrics` is installed behind authentication
+//! (`metrics.authentication=kubernetes`): a ServiceAccount bound to a `/metrics` reader role
+//! scrapes it with its token, a request without one gets 401 (and the operator's TokenReview and
+//! SubjectAccessReview rights are among the rules checked as used).
 
 mod common;
 
@@ -108,6 +111,62 @@ async fn granted_rules(world: &World) -> Vec<(String, String, String)> {
     out
 }
 
+/// `/metrics` of the in-cluster operator, behind authentication: 200 for a ServiceAccount token
+/// allowed to `get /metrics`, 401 without a token.
+async fn scrape_with_a_token(world: &World) {
+    world
+        .kubectl
+        .apply(&format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: scraper\n  namespace: {OPERATOR_NS}\n\
+             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: metrics-reader\n\
+             rules:\n  - nonResourceURLs: [\"/metrics\"]\n    verbs: [\"get\"]\n\
+             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: scraper-metrics\n\
+             roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: metrics-reader\n\
+             subjects:\n  - kind: ServiceAccount\n    name: scraper\n    namespace: {OPERATOR_NS}\n"
+        ))
+        .await
+        .unwrap();
+    let token = world
+        .kubectl
+        .ok(&["create", "token", "scraper", "-n", OPERATOR_NS], None)
+        .await
+        .unwrap();
+    let ip = world
+        .kubectl
+        .ok(
+            &[
+                "get",
+                "pods",
+                "-n",
+                OPERATOR_NS,
+                "-l",
+                "app.kubernetes.io/instance=tiermq",
+                "-o",
+                "jsonpath={.items[0].status.podIP}",
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let url = format!("http://{}:8080/metrics", ip.trim());
+    let client = reqwest::Client::new();
+    let with = client
+        .get(&url)
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        with.status().as_u16(),
+        200,
+        "{url} with the scraper's token"
+    );
+    let body = with.text().await.unwrap();
+    assert!(body.contains("tiermq_"), "the operator's metrics: {body}");
+    let without = client.get(&url).send().await.unwrap();
+    assert_eq!(without.status().as_u16(), 401, "{url} without a token");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
     let Some(helm_bin) = tools::require(
@@ -144,6 +203,8 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
             "operator.drainPollSeconds=1",
             "--set",
             "operator.brokerStatsIntervalMs=500",
+            "--set",
+            "metrics.authentication=kubernetes",
             "--wait",
             "--timeout=60s",
         ],
@@ -216,6 +277,8 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
         report.stats.confirmed >= 200,
         "the load ran through both conversions: {report}"
     );
+
+    scrape_with_a_token(&world).await;
 
     // Everything above was done by the in-cluster operator under its ServiceAccount, and the
     // chart's RBAC allowed every request it made.

@@ -37,6 +37,27 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{/* The operator pods' selector labels as "k=v,k=v" (the brokers' NetworkPolicies admit them to the management API). */}}
+{{- define "tiermq.selectorLabelsFlag" -}}
+{{- $labels := list -}}
+{{- range $k, $v := (include "tiermq.selectorLabels" . | fromYaml) -}}
+{{- $labels = append $labels (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $labels -}}
+{{- end }}
+
+{{/* Where /healthz and /readyz listen: probes.bindAddress, else metrics.bindAddress unless that is a loopback address (the kubelet must reach the probes), else 0.0.0.0. */}}
+{{- define "tiermq.probeBindAddress" -}}
+{{- $metrics := default "0.0.0.0" .Values.metrics.bindAddress -}}
+{{- if .Values.probes.bindAddress -}}
+{{- .Values.probes.bindAddress -}}
+{{- else if or (hasPrefix "127." $metrics) (eq $metrics "localhost") (eq $metrics "::1") -}}
+0.0.0.0
+{{- else -}}
+{{- $metrics -}}
+{{- end -}}
+{{- end }}
+
 {{- define "tiermq.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "tiermq.fullname" .) .Values.serviceAccount.name }}

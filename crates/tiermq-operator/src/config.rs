@@ -9,9 +9,27 @@ use crate::policy::{Bound, DedicatedBounds};
 /// The settings of `tiermq-operator run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    /// Address of the HTTP server for /metrics (and /healthz, /readyz unless `--probe-addr`
+    /// is set). `127.0.0.1:8080` keeps the metrics inside the pod (for a sidecar such as
+    /// kube-rbac-proxy to serve them with authentication).
     #[arg(long, env = "TIERMQ_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+
+    /// Who may read /metrics: `none` (anyone who reaches it) or `kubernetes` (a bearer token
+    /// the API server accepts, whose user may `get` the non-resource URL `/metrics`; checked
+    /// with TokenReview and SubjectAccessReview).
+    #[arg(long, env = "TIERMQ_METRICS_AUTH", value_enum, default_value_t = MetricsAuth::None)]
+    pub metrics_auth: MetricsAuth,
+
+    /// Address of /healthz and /readyz on their own; unset: they are served on
+    /// `--metrics-addr`.
+    #[arg(long, env = "TIERMQ_PROBE_ADDR")]
+    pub probe_addr: Option<SocketAddr>,
+
+    /// Seconds the controllers' watches may keep failing, or one reconcile may run, before
+    /// /healthz reports the operator wedged (and the liveness probe restarts it).
+    #[arg(long, env = "TIERMQ_HEALTH_STALL_SECONDS", default_value_t = 300)]
+    pub health_stall_seconds: u64,
 
     /// Log format: `json` for log collectors, `pretty` for people.
     #[arg(long, env = "TIERMQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -56,6 +74,32 @@ pub struct RunArgs {
     /// long before it was taken. Lower it in tests for quick drains.
     #[arg(long, env = "TIERMQ_BROKER_STATS_INTERVAL_MS", default_value_t = crate::build::DEFAULT_STATS_INTERVAL_MS)]
     pub broker_stats_interval_ms: u32,
+
+    /// Give every broker cluster a NetworkPolicy (management API from the operator only,
+    /// inter-node ports from the cluster's own pods only). Turn off where the CNI does not
+    /// enforce NetworkPolicy; policies made before are then deleted.
+    #[arg(long, env = "TIERMQ_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub network_policies: bool,
+
+    /// Labels of the operator's pods (`k=v,k=v`), the only pods the NetworkPolicies let reach
+    /// the management API (in `--namespace`).
+    #[arg(long, env = "TIERMQ_OPERATOR_POD_LABELS", value_parser = parse_labels,
+          default_value = "app.kubernetes.io/name=tiermq,app.kubernetes.io/component=operator")]
+    pub operator_pod_labels: Labels,
+
+    /// Namespaces whose pods may open AMQP connections to the brokers (comma-separated); empty:
+    /// every namespace. The operator and other tiermq brokers (shovels) always may.
+    #[arg(long, env = "TIERMQ_AMQP_ALLOWED_NAMESPACES", value_delimiter = ',')]
+    pub amqp_allowed_namespaces: Vec<String>,
+
+    /// Namespaces whose pods may scrape the brokers' Prometheus port (comma-separated); empty:
+    /// every namespace.
+    #[arg(
+        long,
+        env = "TIERMQ_PROMETHEUS_ALLOWED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub prometheus_allowed_namespaces: Vec<String>,
 
     /// Namespaces the operator watches, comma-separated (namespaced mode: it then needs Roles
     /// in those namespaces only); empty watches every namespace. The SharedClusters' namespace
@@ -109,12 +153,32 @@ fn optional_count(s: &str) -> Result<Optional<i32>, String> {
     }
 }
 
+/// Pod labels as a flag value.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// `k=v,k=v` → labels.
+fn parse_labels(s: &str) -> Result<Labels, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("{p:?} is not a `key=value` label"))
+        })
+        .collect()
+}
+
 impl RunArgs {
     /// Defaults for in-process runs (tests, the demo): no leader election, pretty logs, brokers
     /// addressed by ClusterIP.
     pub fn local(namespace: &str) -> Self {
         Self {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe_addr: None,
+            metrics_auth: MetricsAuth::None,
+            health_stall_seconds: 300,
             log_format: LogFormat::Pretty,
             default_shared_cluster: None,
             shared_cluster_namespace: None,
@@ -125,12 +189,28 @@ impl RunArgs {
             broker_addressing: BrokerAddressing::ClusterIp,
             drain_poll_seconds: 2,
             broker_stats_interval_ms: crate::build::DEFAULT_STATS_INTERVAL_MS,
+            network_policies: true,
+            operator_pod_labels: crate::build::network_policy::default_operator_pod_labels(),
+            amqp_allowed_namespaces: Vec::new(),
+            prometheus_allowed_namespaces: Vec::new(),
             watch_namespaces: Vec::new(),
             dedicated_images: Vec::new(),
             dedicated_max_replicas: Optional(None),
             dedicated_max_cpu: Optional(None),
             dedicated_max_memory: Optional(None),
             dedicated_max_storage: Optional(None),
+        }
+    }
+
+    /// Who may reach the brokers, for the clusters' NetworkPolicies.
+    pub fn network_access(&self) -> crate::build::network_policy::NetworkAccess {
+        let nonempty = |v: &[String]| v.iter().filter(|n| !n.is_empty()).cloned().collect();
+        crate::build::network_policy::NetworkAccess {
+            enabled: self.network_policies,
+            operator_namespace: self.namespace.clone(),
+            operator_pod_labels: self.operator_pod_labels.clone(),
+            amqp_namespaces: nonempty(&self.amqp_allowed_namespaces),
+            prometheus_namespaces: nonempty(&self.prometheus_allowed_namespaces),
         }
     }
 
@@ -156,6 +236,15 @@ impl RunArgs {
             .as_deref()
             .unwrap_or(&self.namespace)
     }
+}
+
+/// Who may read `/metrics`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAuth {
+    /// Anyone who reaches it.
+    None,
+    /// Bearer tokens reviewed by the API server (TokenReview, SubjectAccessReview).
+    Kubernetes,
 }
 
 /// How the operator writes its logs.

@@ -7,7 +7,8 @@
 //! - [`rbac`]: the operator's RBAC rules, derived from what it manages (generated into the chart
 //!   and `deploy/`).
 //! - [`operator`]: `tiermq-operator run` — controllers under leader election, HTTP, shutdown.
-//! - [`config`], [`telemetry`], [`metrics`], [`http`], [`leader`]: the process around them.
+//! - [`config`], [`telemetry`], [`metrics`], [`http`], [`health`], [`leader`]: the process around
+//!   them.
 //! - [`policy`]: the admin's bounds on dedicated clusters (images, replicas, resources, storage).
 //! - [`fault`]: the crash tests' hook (inert unless its environment variable is set).
 
@@ -18,9 +19,11 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod fault;
+pub mod health;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_auth;
 pub mod operator;
 pub mod policy;
 pub mod rbac;

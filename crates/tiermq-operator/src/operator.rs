@@ -1,6 +1,8 @@
 //! `tiermq-operator run`: the process around the controllers.
 //!
-//! - serves `/metrics`, `/healthz`, `/readyz` on `--metrics-addr`;
+//! - serves `/metrics` on `--metrics-addr`, `/healthz` and `/readyz` on `--probe-addr` (or on
+//!   `--metrics-addr` too when that is unset); `/healthz` fails while the controllers are wedged
+//!   (see [`crate::health`]);
 //! - with `--leader-election` (default) takes part in the election on the Lease
 //!   `--lease-name` in `--namespace` ([`crate::leader`]) and runs the controllers only while it
 //!   leads; losing the lease (no renewal within the renew deadline) cancels in-flight reconciles
@@ -33,11 +35,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::config::RunArgs;
+use crate::config::{MetricsAuth, RunArgs};
 use crate::controller::run_controllers;
+use crate::health::Health;
 use crate::http::{self, HttpState};
 use crate::leader::{Leadership, Timings};
 use crate::metrics::Metrics;
+use crate::metrics_auth::MetricsAuthenticator;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -77,20 +81,43 @@ pub async fn run_with_client(
 ) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("bind the metrics address {}", args.metrics_addr))?;
-    let addr = listener.local_addr()?;
+    let health = Health::new(std::time::Duration::from_secs(args.health_stall_seconds));
     let state = HttpState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        health: health.clone(),
+        metrics_auth: (args.metrics_auth == MetricsAuth::Kubernetes)
+            .then(|| Arc::new(MetricsAuthenticator::new(client.clone()))),
     };
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, http::router(state)).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    });
+    let mut servers = Vec::new();
+    let routes = match args.probe_addr {
+        None => vec![(
+            args.metrics_addr,
+            http::router(state),
+            "/metrics, /healthz, /readyz",
+        )],
+        Some(probe) => vec![
+            (
+                args.metrics_addr,
+                http::metrics_router(state.clone()),
+                "/metrics",
+            ),
+            (probe, http::probe_router(state), "/healthz, /readyz"),
+        ],
+    };
+    for (at, router, what) in routes {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("bind {at} for {what}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving {what}");
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "HTTP server for {what} stopped");
+            }
+        }));
+    }
+    let server = Servers(servers);
 
     // One shutdown signal, observable by every task.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -110,6 +137,7 @@ pub async fn run_with_client(
             client,
             args,
             metrics.clone(),
+            health.clone(),
             None,
             shared_future(stopped(stop_rx)),
         )
@@ -151,6 +179,7 @@ pub async fn run_with_client(
         client.clone(),
         args.clone(),
         metrics.clone(),
+        health.clone(),
         Some(leadership.clone()),
         shared_future(stopped(stop_rx.clone())),
     );
@@ -171,6 +200,17 @@ pub async fn run_with_client(
     leadership.release().await;
     elector.abort();
     Ok(())
+}
+
+/// The HTTP servers' tasks.
+struct Servers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Servers {
+    fn abort(&self) {
+        for s in &self.0 {
+            s.abort();
+        }
+    }
 }
 
 /// A future that many controllers can await (kube-runtime wants `Clone + Sync`).

@@ -153,6 +153,25 @@ pub fn leader_election_rules() -> Vec<Rule> {
     )]
 }
 
+/// Extra ClusterRole rules with `--metrics-auth kubernetes` (the chart adds them only with
+/// `metrics.authentication: kubernetes`): reviewing `/metrics` callers' tokens and rights.
+pub fn metrics_auth_rules() -> Vec<Rule> {
+    vec![
+        rule(
+            "authentication.k8s.io",
+            &["tokenreviews"],
+            &["create"],
+            "/metrics with authentication: who a scraper's bearer token belongs to.",
+        ),
+        rule(
+            "authorization.k8s.io",
+            &["subjectaccessreviews"],
+            &["create"],
+            "/metrics with authentication: whether that user may get /metrics.",
+        ),
+    ]
+}
+
 /// Every kind the operator writes: a broker cluster's and an instance's own.
 fn managed_kinds() -> Vec<build::ManagedKind> {
     // The kinds do not depend on the cluster's settings; any cluster will do.
@@ -238,7 +257,9 @@ pub fn deploy_yaml() -> String {
 
 /// The chart's `templates/clusterrole.yaml`: a ClusterRole, or with
 /// `operator.watchNamespaces` (namespaced mode) the same rules as a Role in each of those
-/// namespaces (every rule is on namespaced resources).
+/// namespaces (every rule is on namespaced resources). With `metrics.authentication:
+/// kubernetes` the ClusterRole also has [`metrics_auth_rules`] (cluster-scoped reviews, which a
+/// Role cannot grant: the chart refuses that setting in namespaced mode).
 pub fn chart_cluster_role() -> String {
     format!(
         "# {GENERATED}\n{{{{- if .Values.rbac.create }}}}\n\
@@ -246,8 +267,11 @@ pub fn chart_cluster_role() -> String {
          apiVersion: rbac.authorization.k8s.io/v1\nkind: {{{{ if $ns }}}}Role{{{{ else }}}}ClusterRole{{{{ end }}}}\n\
          metadata:\n  name: {{{{ include \"tiermq.fullname\" $ }}}}\n  {{{{- if $ns }}}}\n  namespace: {{{{ $ns }}}}\n  {{{{- end }}}}\n\
          \x20 labels:\n    {{{{- include \"tiermq.labels\" $ | nindent 4 }}}}\n\
-         # Least privilege: no wildcards.\nrules:\n{}{{{{- end }}}}\n{{{{- end }}}}\n",
-        rules_yaml(&cluster_rules(), 2)
+         # Least privilege: no wildcards.\nrules:\n{}\
+         {{{{- if and (not $ns) (eq $.Values.metrics.authentication \"kubernetes\") }}}}\n{}{{{{- end }}}}\n\
+         {{{{- end }}}}\n{{{{- end }}}}\n",
+        rules_yaml(&cluster_rules(), 2),
+        rules_yaml(&metrics_auth_rules(), 2)
     )
 }
 

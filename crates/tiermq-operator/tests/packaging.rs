@@ -517,6 +517,7 @@ fn rbac_grants_what_the_operator_needs_and_no_more() {
         ("", "configmaps"),
         ("discovery.k8s.io", "endpointslices"),
         ("policy", "poddisruptionbudgets"),
+        ("networking.k8s.io", "networkpolicies"),
     ] {
         assert_eq!(verbs_for(&cr, g, r), owned, "{g}/{r}");
     }
@@ -559,7 +560,7 @@ fn rbac_grants_what_the_operator_needs_and_no_more() {
     }
     // Nothing beyond the listed resources.
     let resources: BTreeSet<String> = grants(&cr).into_iter().map(|(_, r, _)| r).collect();
-    assert_eq!(resources.len(), 14, "{resources:?}");
+    assert_eq!(resources.len(), 15, "{resources:?}");
 }
 
 #[test]

@@ -328,6 +328,11 @@ impl Authenticator {
         })
     }
 
+    /// The user of `token` now (a TokenReview); `None` when it is not a valid one.
+    pub(crate) fn review_token(&self, st: &State, token: &str) -> Option<UserInfo> {
+        self.validate(st, token.trim(), Utc::now())
+    }
+
     /// The user of a valid token at `now`; None when it is not one.
     fn validate(&self, st: &State, token: &str, now: DateTime<Utc>) -> Option<UserInfo> {
         let (signed, sig) = token.rsplit_once('.')?;

@@ -58,9 +58,10 @@
 //! - Built-in kinds: Namespace, Pod, Service, Endpoints, ConfigMap, Secret, ServiceAccount,
 //!   Event (core; events.k8s.io/v1 is a converted view of the same objects),
 //!   PersistentVolumeClaim, StatefulSet, Deployment and ReplicaSet (with `scale`), EndpointSlice,
-//!   PodDisruptionBudget, Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
+//!   PodDisruptionBudget, NetworkPolicy (stored and served, not enforced: kubesim has no CNI),
+//!   Lease, Role/RoleBinding/ClusterRole/ClusterRoleBinding,
 //!   CustomResourceDefinition; the create-only reviews SelfSubjectAccessReview,
-//!   SelfSubjectRulesReview, SubjectAccessReview and SelfSubjectReview, and the TokenRequest
+//!   SelfSubjectRulesReview, SubjectAccessReview, SelfSubjectReview and TokenReview, and the TokenRequest
 //!   subresource `serviceaccounts/{name}/token`. Namespaces `default`, `kube-system`, `kube-public`,
 //!   `kube-node-lease` exist from the start (the first three cannot be deleted).
 //! - CRDs are served as soon as they are created (Established/NamesAccepted conditions set):
@@ -102,7 +103,7 @@
 //! # Not served / limits
 //!
 //! - HTTP/1.1 only (ALPN offers no h2), so one client connection carries one request at a time.
-//! - No legacy ServiceAccount token Secrets, no TokenReview, no LocalSubjectAccessReview, no
+//! - No legacy ServiceAccount token Secrets, no LocalSubjectAccessReview, no
 //!   OIDC or webhook authentication; tokens are HS256 JWTs only this server can verify.
 //! - The default user-facing roles `admin`, `edit` and `view` are not created (see [`rbac`]).
 //! - No admission webhooks and no conversion webhooks: several CRD versions are served from one

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{
     admissionregistration::v1 as admissionregistration, apps::v1 as apps,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, policy::v1 as policy, rbac::v1 as rbac,
+    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use serde_json::{Value, json};
@@ -285,6 +285,16 @@ pub fn builtins() -> Vec<ResourceType> {
             &["pdb"],
             true,
             schema_of::<policy::PodDisruptionBudget>,
+        ),
+        builtin(
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "NetworkPolicy",
+            true,
+            &["netpol"],
+            false,
+            schema_of::<networking::NetworkPolicy>,
         ),
         builtin(
             "coordination.k8s.io",

@@ -33,6 +33,7 @@ pub mod deployment;
 pub mod endpointslice;
 pub mod error;
 pub mod images;
+pub mod init_steps;
 pub mod ipam;
 pub mod kubelet;
 pub mod kubeproxy;

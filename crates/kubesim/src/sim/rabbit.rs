@@ -25,9 +25,12 @@
 //!   `management.tcp.*`, `prometheus.tcp.*`) and `cluster_formation.*` lines and lets the launcher
 //!   bind AMQP, management and (with `rabbitmq_prometheus`) Prometheus to the pod IP (ports from those lines, else from the container ports named `amqp`
 //!   and `management`, else 5672/15672).
-//! - **Erlang cookie**: env `RABBITMQ_ERLANG_COOKIE` (usually `valueFrom.secretKeyRef`), else a
-//!   mounted `/var/lib/rabbitmq/.erlang.cookie`, else any mounted Secret key `.erlang.cookie`,
-//!   else one random cookie per owning StatefulSet (kept by the kubelet).
+//! - **Erlang cookie**: the file `/var/lib/rabbitmq/.erlang.cookie` as the pod's volumes and init
+//!   containers leave it (see `init_steps`: the usual init step copies it from a Secret volume
+//!   with mode 400), else any mounted `.erlang.cookie`; a file that group or others may read is
+//!   refused as Erlang refuses it (the container does not start). The deprecated env
+//!   `RABBITMQ_ERLANG_COOKIE`, if set, wins over the file, as it does in RabbitMQ. With neither,
+//!   one random cookie per owning StatefulSet (kept by the kubelet).
 //! - **Default user**: env `RABBITMQ_DEFAULT_USER`/`RABBITMQ_DEFAULT_PASS` become `default_user`,
 //!   `default_pass`, administrator tag and full permissions on `/`, as the official image does,
 //!   unless the configuration sets `default_user` itself. That user is what the readiness probe
@@ -171,6 +174,8 @@ pub struct BrokerInputs {
     pub env: BTreeMap<String, String>,
     /// A mounted `.erlang.cookie`, if any.
     pub cookie_file: Option<String>,
+    /// Its permission bits (Erlang refuses a cookie file others can read).
+    pub cookie_file_mode: Option<u32>,
 }
 
 /// Splits a `rabbitmq.conf` into (kept lines, amqp port, management port).
@@ -271,10 +276,20 @@ pub fn node_config(
             Credentials::new(u, p)
         }
     };
-    let cookie = inputs
-        .env
-        .get("RABBITMQ_ERLANG_COOKIE")
-        .cloned()
+    let from_env = inputs.env.get("RABBITMQ_ERLANG_COOKIE").cloned();
+    if let (None, Some(mode)) = (&from_env, inputs.cookie_file_mode)
+        && mode & 0o077 != 0
+    {
+        // What Erlang itself does with such a file: the node does not start.
+        return Err(SimError::PodSpec {
+            pod: key_of(pod),
+            message: format!(
+                "the Erlang cookie file has mode {mode:o}, but Erlang refuses one that is not \
+                 accessible by its owner only (copy it into the RabbitMQ home with mode 400 or 600)"
+            ),
+        });
+    }
+    let cookie = from_env
         .or_else(|| inputs.cookie_file.clone())
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty())
@@ -384,6 +399,12 @@ pub fn gather_inputs(
         plugins_text: read_opt(plugins_path),
         advanced_config: read_opt(advanced),
         env,
+        cookie_file_mode: cookie.as_ref().and_then(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o777)
+        }),
         cookie_file: read_opt(cookie),
     }
 }
@@ -578,6 +599,7 @@ mod tests {
             ]
             .into(),
             cookie_file: None,
+            cookie_file_mode: None,
         };
         let ip = Ipv4Addr::new(127, 30, 4, 2);
         let cfg = node_config(&pod, &c, &inputs, ip, ip, "/d".into(), "fallback").unwrap();
@@ -597,5 +619,32 @@ mod tests {
         assert!(cfg.config.contains("collect_statistics_interval = 500\n"));
         assert!(!cfg.config.contains("listeners.tcp"));
         assert_eq!(statefulset_peer(&pod), Some(("rmq-0".into(), 1)));
+    }
+
+    #[test]
+    fn a_cookie_file_others_can_read_is_refused_as_erlang_does() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "rmq-0", "namespace": "t"},
+            "spec": {"containers": [{"name": "rabbitmq", "image": "rabbitmq:3.10-management"}]}
+        }))
+        .unwrap();
+        let c = rabbit_container(&pod).unwrap().clone();
+        let inputs = |mode: u32| BrokerInputs {
+            config_text: String::new(),
+            plugins_text: None,
+            advanced_config: None,
+            env: BTreeMap::new(),
+            cookie_file: Some("FROMFILE\n".into()),
+            cookie_file_mode: Some(mode),
+        };
+        let ip = Ipv4Addr::new(127, 30, 4, 3);
+        let cfg = node_config(&pod, &c, &inputs(0o400), ip, ip, "/d".into(), "fallback").unwrap();
+        assert_eq!(cfg.erlang_cookie, "FROMFILE");
+        // A Secret volume with fsGroup: group-readable.
+        let Err(err) = node_config(&pod, &c, &inputs(0o440), ip, ip, "/d".into(), "fallback")
+        else {
+            panic!("a group-readable cookie file is refused");
+        };
+        assert!(err.to_string().contains("owner only"), "{err}");
     }
 }

@@ -1,5 +1,7 @@
 //! Pod volumes and environment as the kubelet sees them: ConfigMap, Secret and projected volumes
-//! written as files, PVCs and emptyDirs as folders, and `env` with `valueFrom` resolved.
+//! written as files (Secret files with their `defaultMode`/item mode, group-readable under
+//! `fsGroup` as the kubelet makes them), PVCs and emptyDirs as folders, and `env` with
+//! `valueFrom` resolved.
 //!
 //! Layout under the cluster dir: `pods/<ns>/<pod>-<uid>/volumes/<volume>/<key>` (gone with the
 //! pod) and `pvc/<ns>/<claim>/` (kept across pod restarts, like a PersistentVolume).
@@ -20,36 +22,55 @@ pub fn pvc_dir(root: &Path, ns: &str, claim: &str) -> PathBuf {
     root.join("pvc").join(ns).join(claim)
 }
 
-fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
+fn write_file(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| SimError::io("create", parent, e))?;
     }
+    // A Secret key written before (a restarted pod) may be read-only by now.
+    let _ = std::fs::remove_file(path);
     std::fs::write(path, bytes).map_err(|e| SimError::io("write", path, e))?;
-    if secret {
+    if let Some(mode) = mode {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| SimError::io("chmod", path, e))?;
     }
     Ok(())
 }
 
+/// The mode of a Secret volume's file as the kubelet sets it: the item's `mode`, else the
+/// volume's `defaultMode`, else 644; with the pod's `fsGroup`, group-readable as well (the kubelet
+/// gives the group read access to every file of such a volume).
+pub fn secret_file_mode(item: Option<i32>, default: Option<i32>, fs_group: bool) -> u32 {
+    let mode = item
+        .or(default)
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(0o644)
+        & 0o777;
+    if fs_group { mode | 0o440 } else { mode }
+}
+
+/// Writes `data` (or the `items` of it) into `dir`; `mode` is `None` for ConfigMaps (left as
+/// written) and Secret modes as `secret_file_mode` takes them (`defaultMode`, `fsGroup`).
 fn write_items(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
-    secret: bool,
+    mode: Option<(Option<i32>, bool)>,
 ) -> Result<()> {
+    let file_mode = |item: Option<i32>| {
+        mode.map(|(default, fs_group)| secret_file_mode(item, default, fs_group))
+    };
     match items {
         Some(items) => {
             for it in items {
                 if let Some(v) = data.get(&it.key) {
-                    write_file(&dir.join(&it.path), v, secret)?;
+                    write_file(&dir.join(&it.path), v, file_mode(it.mode))?;
                 }
             }
         }
         None => {
             for (k, v) in data {
-                write_file(&dir.join(k), v, secret)?;
+                write_file(&dir.join(k), v, file_mode(None))?;
             }
         }
     }
@@ -114,6 +135,11 @@ pub async fn materialise(
     pod_dir: &Path,
 ) -> Result<VolumePaths> {
     let ns = pod.namespace().unwrap_or_default();
+    let fs_group = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .is_some_and(|c| c.fs_group.is_some());
     let mut out = VolumePaths::new();
     for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let dir = pod_dir.join("volumes").join(&vol.name);
@@ -126,14 +152,19 @@ pub async fn materialise(
         std::fs::create_dir_all(&dir).map_err(|e| SimError::io("create", &dir, e))?;
         if let Some(cm) = &vol.config_map {
             match configmap_data(client, &ns, &cm.name).await? {
-                Some(data) => write_items(&dir, &data, cm.items.as_ref(), false)?,
+                Some(data) => write_items(&dir, &data, cm.items.as_ref(), None)?,
                 None if cm.optional == Some(true) => {}
                 None => return Err(missing(pod, &format!("ConfigMap {ns}/{}", cm.name))),
             }
         } else if let Some(sec) = &vol.secret {
             let name = sec.secret_name.clone().unwrap_or_default();
             match secret_data(client, &ns, &name).await? {
-                Some(data) => write_items(&dir, &data, sec.items.as_ref(), true)?,
+                Some(data) => write_items(
+                    &dir,
+                    &data,
+                    sec.items.as_ref(),
+                    Some((sec.default_mode, fs_group)),
+                )?,
                 None if sec.optional == Some(true) => {}
                 None => return Err(missing(pod, &format!("Secret {ns}/{name}"))),
             }
@@ -141,14 +172,19 @@ pub async fn materialise(
             for src in proj.sources.iter().flatten() {
                 if let Some(cm) = &src.config_map {
                     match configmap_data(client, &ns, &cm.name).await? {
-                        Some(data) => write_items(&dir, &data, cm.items.as_ref(), false)?,
+                        Some(data) => write_items(&dir, &data, cm.items.as_ref(), None)?,
                         None if cm.optional == Some(true) => {}
                         None => return Err(missing(pod, &format!("ConfigMap {ns}/{}", cm.name))),
                     }
                 }
                 if let Some(sec) = &src.secret {
                     match secret_data(client, &ns, &sec.name).await? {
-                        Some(data) => write_items(&dir, &data, sec.items.as_ref(), true)?,
+                        Some(data) => write_items(
+                            &dir,
+                            &data,
+                            sec.items.as_ref(),
+                            Some((proj.default_mode, fs_group)),
+                        )?,
                         None if sec.optional == Some(true) => {}
                         None => return Err(missing(pod, &format!("Secret {ns}/{}", sec.name))),
                     }
@@ -294,6 +330,18 @@ pub async fn resolve_env(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_files_get_their_mode_and_fs_group_read() {
+        assert_eq!(super::secret_file_mode(None, None, false), 0o644);
+        assert_eq!(super::secret_file_mode(None, Some(0o400), false), 0o400);
+        assert_eq!(
+            super::secret_file_mode(Some(0o600), Some(0o400), false),
+            0o600
+        );
+        // What makes a Secret mounted as the cookie unusable for Erlang under fsGroup.
+        assert_eq!(super::secret_file_mode(None, Some(0o400), true), 0o440);
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -23,6 +23,7 @@ const BOOT: Duration = Duration::from_secs(150);
 struct Broker {
     name: String,
     admin_pass: String,
+    cookie: String,
 }
 
 /// The objects the operator creates for a broker cluster, applied with server-side apply.
@@ -70,9 +71,22 @@ async fn apply_broker_objects(client: &Client, name: &str, replicas: i32, image:
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
+                    "securityContext": {"runAsUser": 999, "fsGroup": 999},
                     "volumes": [{"name": "config", "configMap": {"name": format!("{name}-config"),
                         "items": [{"key": "rabbitmq.conf", "path": "rabbitmq.conf"},
-                                  {"key": "enabled_plugins", "path": "enabled_plugins"}]}}],
+                                  {"key": "enabled_plugins", "path": "enabled_plugins"}]}},
+                                {"name": "cookie", "secret": {"secretName": format!("{name}-erlang-cookie"),
+                        "items": [{"key": "cookie", "path": ".erlang.cookie"}], "defaultMode": 0o400}}],
+                    // The cookie as a file, as the operator's pods get it: fsGroup makes the
+                    // Secret's file group-readable, so an init step copies it owner-only.
+                    "initContainers": [{
+                        "name": "setup-erlang-cookie", "image": image,
+                        "command": ["sh", "-c", "rm -f /var/lib/rabbitmq/.erlang.cookie && \
+                            cp /tmp/cookie/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie && \
+                            chmod 400 /var/lib/rabbitmq/.erlang.cookie"],
+                        "volumeMounts": [{"name": "cookie", "mountPath": "/tmp/cookie", "readOnly": true},
+                                         {"name": "data", "mountPath": "/var/lib/rabbitmq"}]
+                    }],
                     "containers": [{
                         "name": "rabbitmq", "image": image,
                         "ports": [{"name": "amqp", "containerPort": 5672},
@@ -83,7 +97,6 @@ async fn apply_broker_objects(client: &Client, name: &str, replicas: i32, image:
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                             {"name": "RABBITMQ_USE_LONGNAME", "value": "true"},
                             {"name": "RABBITMQ_NODENAME", "value": format!("rabbit@$(POD_NAME).{headless}.default.svc")},
-                            {"name": "RABBITMQ_ERLANG_COOKIE", "valueFrom": {"secretKeyRef": {"name": format!("{name}-erlang-cookie"), "key": "cookie"}}},
                             {"name": "RABBITMQ_DEFAULT_USER", "valueFrom": {"secretKeyRef": {"name": format!("{name}-admin"), "key": "username"}}},
                             {"name": "RABBITMQ_DEFAULT_PASS", "valueFrom": {"secretKeyRef": {"name": format!("{name}-admin"), "key": "password"}}}
                         ],
@@ -125,6 +138,7 @@ async fn apply_broker_objects(client: &Client, name: &str, replicas: i32, image:
     Broker {
         name: name.to_string(),
         admin_pass,
+        cookie,
     }
 }
 
@@ -443,7 +457,7 @@ fn unsafe_kill(pid: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_form_a_rabbitmq_cluster() {
-    let (c, _dir) = start_cluster().await;
+    let (c, dir) = start_cluster().await;
     let client = c.client();
     let result = tokio::time::timeout(Duration::from_secs(240), async {
         let b = apply_broker_objects(&client, "duo", 2, "rabbitmq:3.10-management").await;
@@ -476,6 +490,17 @@ async fn two_replicas_form_a_rabbitmq_cluster() {
         .unwrap();
         assert_eq!(nodes.as_array().unwrap().len(), 2);
         assert!(c.running_brokers() <= 3);
+        // Each node's cookie came from the Secret through the init step: an owner-only file in
+        // its data volume.
+        for i in 0..2 {
+            let f = dir
+                .path()
+                .join(format!("pvc/default/data-duo-{i}/.erlang.cookie"));
+            assert_eq!(std::fs::read_to_string(&f).unwrap(), b.cookie, "{f:?}");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o400, "{f:?}");
+        }
     })
     .await;
     c.shutdown().await;

@@ -83,6 +83,12 @@ pub struct SharedClusterSpec {
     /// setting them are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_config: Option<String>,
+    /// Namespaces whose pods may open AMQP connections to these brokers (their NetworkPolicy).
+    /// Narrows the operator's `--amqp-allowed-namespaces`: only namespaces in both lists (in
+    /// this one, when the operator allows every namespace). Unset: the operator's list. The
+    /// operator and other tiermq brokers (shovels) may always connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_allowed_namespaces: Option<Vec<String>>,
     /// Brokers the operator did not create and does not run ("bring your own cluster"). Set,
     /// the operator creates, changes and deletes no broker object for this SharedCluster
     /// (`replicas`, `image`, `resources`, `storage` and `additionalConfig` are ignored); it only

@@ -11,10 +11,12 @@ use tiermq_crd::{ClusterKind, RabbitMQInstance, SharedCluster, StorageSpec};
 
 use super::meta::{kind_label, namespace_of, object_meta, owner_reference};
 use super::names::{node_name, validate_cluster_name, validate_instance_name};
+use super::network_policy::NetworkAccess;
 use super::{
     BuildError, DEFAULT_STATS_INTERVAL_MS, LABEL_CLUSTER, LABEL_CLUSTER_KIND, LABEL_INSTANCE,
     LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, MANAGED_BY, Secret, admin_secret, cluster_service,
-    config_map, dedicated_cluster_name, erlang_cookie, headless_service, pdb, statefulset,
+    config_map, dedicated_cluster_name, erlang_cookie, headless_service, network_policy, pdb,
+    statefulset,
 };
 
 /// Everything the per-cluster builders need; one shape for a `SharedCluster`'s brokers and for a
@@ -41,6 +43,11 @@ pub struct BrokerCluster {
     pub stats_interval_ms: u32,
     /// Lines appended to `rabbitmq.conf` (a SharedCluster's `spec.additionalConfig`).
     pub additional_config: Option<String>,
+    /// Who may reach the brokers (the NetworkPolicy; operator-wide settings).
+    pub network: NetworkAccess,
+    /// The cluster's own narrowing of the AMQP namespaces (a SharedCluster's
+    /// `spec.amqpAllowedNamespaces`).
+    pub amqp_namespaces: Option<Vec<String>>,
 }
 
 impl BrokerCluster {
@@ -59,6 +66,8 @@ impl BrokerCluster {
             storage: sc.spec.storage.clone(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: checked_additional_config(sc)?,
+            network: NetworkAccess::default(),
+            amqp_namespaces: sc.spec.amqp_allowed_namespaces.clone(),
         })
     }
 
@@ -78,6 +87,8 @@ impl BrokerCluster {
             storage: d.storage.clone(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: None,
+            network: NetworkAccess::default(),
+            amqp_namespaces: None,
         })
     }
 
@@ -96,6 +107,8 @@ impl BrokerCluster {
             owner: OwnerReference::default(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: None,
+            network: NetworkAccess::default(),
+            amqp_namespaces: None,
         }
     }
 
@@ -136,6 +149,7 @@ impl BrokerCluster {
             service: cluster_service::build(self),
             statefulset: statefulset::build(self),
             pdb: pdb::build(self),
+            network_policy: network_policy::build(self),
         }
     }
 }
@@ -159,6 +173,9 @@ pub struct ClusterObjects {
     pub statefulset: k8s_openapi::api::apps::v1::StatefulSet,
     /// Keeps a voluntary disruption from taking more than one broker at a time.
     pub pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget,
+    /// Who may open which broker port; `None` when NetworkPolicies are turned off (apply then
+    /// deletes one made before).
+    pub network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
 impl ClusterObjects {
@@ -184,8 +201,11 @@ impl ClusterObjects {
             service,
             statefulset,
             pdb,
+            network_policy: _,
         } = self;
+        // Listed whether or not this cluster has one: turning policies off deletes old ones.
         dedup(vec![
+            ManagedKind::of::<k8s_openapi::api::networking::v1::NetworkPolicy>(Write::Apply),
             ManagedKind::like(statefulset, Write::Apply),
             ManagedKind::like(pdb, Write::Apply),
             ManagedKind::like(service, Write::Apply),

@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{BrokerCluster, erlang_cookie_secret_name};
 
-/// The Secret key holding the cookie (read by the pods through `RABBITMQ_ERLANG_COOKIE`).
+/// The Secret key holding the cookie (copied into each broker's `.erlang.cookie` by an init
+/// container, see [`super::statefulset`]).
 pub const KEY_COOKIE: &str = "cookie";
 
 /// The Opaque Secret `<cluster>-erlang-cookie` holding `cookie` under [`KEY_COOKIE`].

@@ -17,6 +17,7 @@
 //! | Erlang-cookie Secret (key `cookie`) | `c-erlang-cookie` | [`erlang_cookie_secret_name`] |
 //! | admin Secret (keys `username`, `password`) | `c-admin` | [`admin_secret_name`] |
 //! | PodDisruptionBudget | `c` | [`pdb_name`] |
+//! | NetworkPolicy | `c` | [`network_policy_name`] |
 //! | volume claim of pod `n` | `data-c-n` | [`VOLUME_DATA`] (StatefulSet naming) |
 //! | client Service of instance `i` (no selector) | `i` | [`instance_service_name`] |
 //! | EndpointSlice of `i` for serving cluster `c` | `i.c` | [`endpoint_slice_name`] |
@@ -49,6 +50,7 @@ pub mod endpoint_slice;
 pub mod erlang_cookie;
 pub mod headless_service;
 pub mod instance_service;
+pub mod network_policy;
 pub mod pdb;
 pub mod statefulset;
 
@@ -311,6 +313,7 @@ mod tests {
             &o.service.metadata,
             &o.statefulset.metadata,
             &o.pdb.metadata,
+            &o.network_policy.as_ref().unwrap().metadata,
         ];
         let names: Vec<&str> = metas.iter().map(|m| m.name.as_deref().unwrap()).collect();
         assert_eq!(
@@ -320,6 +323,7 @@ mod tests {
                 "orders-dedicated-admin",
                 "orders-dedicated-config",
                 "orders-dedicated-nodes",
+                "orders-dedicated",
                 "orders-dedicated",
                 "orders-dedicated",
                 "orders-dedicated"

@@ -27,6 +27,10 @@ pub fn admin_secret_name(cluster: &str) -> String {
 pub fn pdb_name(cluster: &str) -> String {
     cluster.to_string()
 }
+/// The cluster's NetworkPolicy.
+pub fn network_policy_name(cluster: &str) -> String {
+    cluster.to_string()
+}
 /// The instance's stable client Service.
 pub fn instance_service_name(instance: &str) -> String {
     instance.to_string()

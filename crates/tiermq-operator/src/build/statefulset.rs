@@ -1,9 +1,15 @@
 //! The cluster's broker StatefulSet.
 //!
 //! Pods start in order (pod 0 first, the classic peer-discovery seed), get a stable DNS name under
-//! the headless Service, read `rabbitmq.conf`/`enabled_plugins` from the ConfigMap and their
-//! secrets from env (`secretKeyRef`), keep data on a `data` volume claim, run as the image's
+//! the headless Service, read `rabbitmq.conf`/`enabled_plugins` from the ConfigMap and the
+//! admin login from env (`secretKeyRef`), keep data on a `data` volume claim, run as the image's
 //! `rabbitmq` user (uid 999) without privileges, and spread over nodes when possible.
+//!
+//! The Erlang cookie is a file, never an env var (env shows in `kubectl describe`-style
+//! dumps and process listings): the cookie Secret is mounted into an init container, which
+//! copies it to `/var/lib/rabbitmq/.erlang.cookie` with mode 400. Mounting the Secret there
+//! directly does not work: with the pod's `fsGroup` the kubelet makes Secret files
+//! group-readable, and Erlang refuses a cookie file that anyone but its owner can read.
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
@@ -13,9 +19,10 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     ExecAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction,
-    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -40,6 +47,14 @@ pub const DATA_MOUNT_PATH: &str = "/var/lib/rabbitmq";
 /// Where the ConfigMap is mounted (`rabbitmq.conf`, `enabled_plugins`).
 pub const CONFIG_MOUNT_PATH: &str = "/etc/rabbitmq/";
 const VOLUME_CONFIG: &str = "config";
+const VOLUME_COOKIE_SECRET: &str = "erlang-cookie-secret";
+/// Where the init container sees the cookie Secret.
+const COOKIE_SECRET_MOUNT_PATH: &str = "/tmp/erlang-cookie-secret";
+/// The cookie file the broker and its CLI tools read (`$HOME/.erlang.cookie` of the image's
+/// `rabbitmq` user).
+pub const COOKIE_FILE: &str = "/var/lib/rabbitmq/.erlang.cookie";
+/// The init container that puts the cookie file in place.
+pub const COOKIE_INIT_CONTAINER: &str = "setup-erlang-cookie";
 /// Time a broker gets to stop cleanly (sync queues, close connections).
 pub const TERMINATION_GRACE_SECONDS: i64 = 120;
 /// Time a broker of a multi-node cluster gets to stop: its pre-stop hook first waits until
@@ -120,27 +135,44 @@ fn volume_claim(c: &BrokerCluster) -> PersistentVolumeClaim {
 
 fn pod_spec(c: &BrokerCluster) -> PodSpec {
     PodSpec {
+        init_containers: Some(vec![cookie_init_container(c)]),
         containers: vec![container(c)],
-        volumes: Some(vec![Volume {
-            name: VOLUME_CONFIG.into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(&c.name),
-                items: Some(vec![
-                    KeyToPath {
-                        key: KEY_RABBITMQ_CONF.into(),
-                        path: KEY_RABBITMQ_CONF.into(),
+        volumes: Some(vec![
+            Volume {
+                name: VOLUME_COOKIE_SECRET.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(erlang_cookie_secret_name(&c.name)),
+                    items: Some(vec![KeyToPath {
+                        key: KEY_COOKIE.into(),
+                        path: ".erlang.cookie".into(),
                         ..KeyToPath::default()
-                    },
-                    KeyToPath {
-                        key: KEY_ENABLED_PLUGINS.into(),
-                        path: KEY_ENABLED_PLUGINS.into(),
-                        ..KeyToPath::default()
-                    },
-                ]),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+                    }]),
+                    default_mode: Some(0o400),
+                    optional: Some(false),
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: VOLUME_CONFIG.into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_map_name(&c.name),
+                    items: Some(vec![
+                        KeyToPath {
+                            key: KEY_RABBITMQ_CONF.into(),
+                            path: KEY_RABBITMQ_CONF.into(),
+                            ..KeyToPath::default()
+                        },
+                        KeyToPath {
+                            key: KEY_ENABLED_PLUGINS.into(),
+                            path: KEY_ENABLED_PLUGINS.into(),
+                            ..KeyToPath::default()
+                        },
+                    ]),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RABBITMQ_UID),
@@ -207,6 +239,62 @@ fn pre_stop(c: &BrokerCluster) -> Option<Lifecycle> {
     })
 }
 
+/// Copies the cookie from the Secret volume to [`COOKIE_FILE`], readable by the broker user
+/// only. The old file is removed first: it is read-only, and the data volume keeps it across
+/// restarts.
+fn cookie_init_container(c: &BrokerCluster) -> Container {
+    let from = format!("{COOKIE_SECRET_MOUNT_PATH}/.erlang.cookie");
+    Container {
+        name: COOKIE_INIT_CONTAINER.into(),
+        image: Some(c.image.clone()),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("rm -f {COOKIE_FILE} && cp {from} {COOKIE_FILE} && chmod 400 {COOKIE_FILE}"),
+        ]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: VOLUME_COOKIE_SECRET.into(),
+                mount_path: COOKIE_SECRET_MOUNT_PATH.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: VOLUME_DATA.into(),
+                mount_path: DATA_MOUNT_PATH.into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("10m".into())),
+                ("memory".to_string(), Quantity("16Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("64Mi".into()),
+            )])),
+            ..Default::default()
+        }),
+        security_context: Some(container_security_context()),
+        ..Container::default()
+    }
+}
+
+/// The broker user, no privileges, no capabilities.
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RABBITMQ_UID),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 fn container(c: &BrokerCluster) -> Container {
     let port = |name: &str, port: i32| ContainerPort {
         name: Some(name.into()),
@@ -268,16 +356,7 @@ fn container(c: &BrokerCluster) -> Container {
             ..Probe::default()
         }),
         lifecycle: pre_stop(c),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RABBITMQ_UID),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(container_security_context()),
         ..Container::default()
     }
 }
@@ -319,10 +398,6 @@ fn env(c: &BrokerCluster) -> Vec<EnvVar> {
                 "rabbit@$(POD_NAME).{}.$(POD_NAMESPACE).svc",
                 headless_service_name(&c.name)
             ),
-        ),
-        from(
-            "RABBITMQ_ERLANG_COOKIE",
-            secret(erlang_cookie_secret_name(&c.name), KEY_COOKIE),
         ),
         from(
             "RABBITMQ_DEFAULT_USER",
@@ -536,9 +611,12 @@ mod tests {
                 .unwrap();
             (r.name.clone(), r.key.clone())
         };
-        assert_eq!(
-            secret_ref("RABBITMQ_ERLANG_COOKIE"),
-            ("orders-dedicated-erlang-cookie".into(), "cookie".into())
+        assert!(
+            c.env
+                .iter()
+                .flatten()
+                .all(|e| e.name != "RABBITMQ_ERLANG_COOKIE"),
+            "the cookie is a file, not an env var"
         );
         assert_eq!(
             secret_ref("RABBITMQ_DEFAULT_USER"),
@@ -548,6 +626,64 @@ mod tests {
             secret_ref("RABBITMQ_DEFAULT_PASS"),
             ("orders-dedicated-admin".into(), "password".into())
         );
+    }
+
+    #[test]
+    fn the_cookie_is_copied_from_its_secret_into_an_owner_only_file() {
+        let sts = build(&dedicated());
+        let p = pod(&sts);
+        let vol = p
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == VOLUME_COOKIE_SECRET)
+            .unwrap();
+        let sec = vol.secret.as_ref().unwrap();
+        assert_eq!(
+            sec.secret_name.as_deref(),
+            Some("orders-dedicated-erlang-cookie")
+        );
+        assert_eq!(sec.items.as_ref().unwrap()[0].key, KEY_COOKIE);
+        assert_eq!(sec.default_mode, Some(0o400));
+        // The broker does not mount the Secret; the init container does, next to the data volume
+        // that holds the broker's home.
+        assert!(
+            broker(&sts)
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != VOLUME_COOKIE_SECRET)
+        );
+        let inits = p.init_containers.as_ref().unwrap();
+        assert_eq!(inits.len(), 1);
+        let init = &inits[0];
+        assert_eq!(init.name, COOKIE_INIT_CONTAINER);
+        assert_eq!(init.image, broker(&sts).image);
+        let script = &init.command.as_ref().unwrap()[2];
+        assert!(
+            script.ends_with("chmod 400 /var/lib/rabbitmq/.erlang.cookie"),
+            "{script}"
+        );
+        assert!(
+            script.starts_with("rm -f /var/lib/rabbitmq/.erlang.cookie && cp "),
+            "{script}"
+        );
+        let mounts: Vec<(&str, &str)> = init
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                (VOLUME_COOKIE_SECRET, COOKIE_SECRET_MOUNT_PATH),
+                (VOLUME_DATA, DATA_MOUNT_PATH)
+            ]
+        );
+        let sc = init.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(RABBITMQ_UID));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
     }
 
     #[test]
@@ -578,7 +714,12 @@ mod tests {
     fn config_map_is_mounted_at_etc_rabbitmq() {
         let sts = build(&shared());
         let p = pod(&sts);
-        let vol = &p.volumes.as_ref().unwrap()[0];
+        let vol = p
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == VOLUME_CONFIG)
+            .unwrap();
         let cm = vol.config_map.as_ref().unwrap();
         assert_eq!(cm.name, "main-config");
         let keys: Vec<&str> = cm.items.iter().flatten().map(|i| i.key.as_str()).collect();

@@ -59,6 +59,7 @@ pub async fn ensure_cluster(
         service,
         statefulset,
         pdb,
+        network_policy,
     } = c.objects(&cookie, &admin_password);
     // A generated Secret that is gone while the brokers exist is never made anew: the brokers
     // keep the cookie and admin password they booted with (on their volumes), and a new one
@@ -115,11 +116,38 @@ pub async fn ensure_cluster(
         }
     }
     apply(client, &pdb).await?;
+    match &network_policy {
+        Some(np) => {
+            apply(client, np).await?;
+        }
+        None => delete_own_network_policy(client, c).await?,
+    }
     match change {
         Some(ImageChange::Refused { problem, .. }) => Err(Error::UnsupportedUpgrade(problem)),
         Some(ImageChange::Rolling { note }) => Ok(Some(note)),
         None => Ok(None),
     }
+}
+
+/// With NetworkPolicies turned off, removes the one the operator made for `c` before (one that
+/// its owner does not control is left alone).
+async fn delete_own_network_policy(client: &kube::Client, c: &BrokerCluster) -> Result<()> {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let name = build::network_policy_name(&c.name);
+    let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), &c.namespace);
+    let live = api.get_opt(&name).await.map_err(kube_err(
+        "get",
+        format!("NetworkPolicy {}/{name}", c.namespace),
+    ))?;
+    let ours = live
+        .as_ref()
+        .and_then(|np| crate::controller::apply::controller(np))
+        .is_some_and(|r| r.uid == c.owner.uid);
+    if ours {
+        crate::controller::apply::delete_if_exists::<NetworkPolicy>(client, &c.namespace, &name)
+            .await?;
+    }
+    Ok(())
 }
 
 /// What happens to a running cluster whose spec names another image.
@@ -218,14 +246,23 @@ pub fn running_image(sts: &StatefulSet) -> Option<&str> {
         .as_deref()
 }
 
-/// Sets the broker container's image in a built StatefulSet.
+/// Sets the broker image in a built StatefulSet: the broker container's and the cookie init
+/// container's (both run the broker image; either one changed would roll the pods).
 fn set_broker_image(sts: &mut StatefulSet, image: &str) {
     let containers = sts
         .spec
         .iter_mut()
         .filter_map(|s| s.template.spec.as_mut())
-        .flat_map(|p| p.containers.iter_mut());
-    for c in containers.filter(|c| c.name == build::statefulset::CONTAINER_NAME) {
+        .flat_map(|p| {
+            p.containers
+                .iter_mut()
+                .chain(p.init_containers.iter_mut().flatten())
+        });
+    let ours = [
+        build::statefulset::CONTAINER_NAME,
+        build::statefulset::COOKIE_INIT_CONTAINER,
+    ];
+    for c in containers.filter(|c| ours.contains(&c.name.as_str())) {
         c.image = Some(image.to_string());
     }
 }
@@ -611,6 +648,14 @@ mod tests {
         assert_eq!(running_image(&sts), Some(c.image.as_str()));
         set_broker_image(&mut sts, "rabbitmq:3.10-management");
         assert_eq!(running_image(&sts), Some("rabbitmq:3.10-management"));
+        // The cookie init container runs the same image: the pod template stays as it runs.
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let inits = pod.init_containers.as_ref().unwrap();
+        assert!(
+            inits
+                .iter()
+                .all(|i| i.image.as_deref() == Some("rabbitmq:3.10-management"))
+        );
         let e = Error::during(crate::error::Stage::Apply)(Error::UnsupportedUpgrade("why".into()));
         assert_eq!(
             e.degraded_reason(),

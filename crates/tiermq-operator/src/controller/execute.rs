@@ -136,6 +136,7 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
         Step::EnsureDedicatedCluster { cluster } => {
             let mut c = BrokerCluster::for_dedicated(t.instance)?;
             c.stats_interval_ms = ctx.config.broker_stats_interval_ms;
+            c.network = ctx.config.network_access();
             debug_assert_eq!(c.name, cluster.name);
             clusters::ensure_cluster(&ctx.client, &ctx.config, &c)
                 .await

@@ -11,10 +11,13 @@
 //! - [`conditions`]: the one place that builds Kubernetes conditions.
 //!
 //! What triggers an instance reconcile: the instance itself; its owned objects (dedicated
-//! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap); broker pods of the clusters it
-//! is placed on (pod IPs and readiness feed its EndpointSlices; for an external SharedCluster,
-//! every RabbitMQ cluster operator broker pod of its namespace); its SharedCluster; and the
-//! requeue delay of the last plan.
+//! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap, NetworkPolicy); broker pods of
+//! the clusters it is placed on (pod IPs and readiness feed its EndpointSlices; for an external
+//! SharedCluster, every RabbitMQ cluster operator broker pod of its namespace); its
+//! SharedCluster; and the requeue delay of the last plan.
+//!
+//! Every controller reports to [`crate::health::Health`]: its watch errors, and each reconcile
+//! while it runs (`/healthz` fails when either stalls).
 
 pub mod apply;
 pub mod clusters;
@@ -36,6 +39,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::runtime::controller::Controller;
@@ -45,8 +49,10 @@ use tiermq_crd::{ClusterKind, RabbitMQInstance, SharedCluster};
 
 use crate::build::{LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_TIERMQ_INSTANCE, MANAGED_BY};
 use crate::config::RunArgs;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use context::Context;
+use kube::runtime::controller::Action;
 use scope::Scope;
 
 /// Hash of what should trigger an instance reconcile: generation (spec), finalizers, deletion,
@@ -260,10 +266,12 @@ fn routing_controller(
 }
 
 /// Runs the controllers until `shutdown` resolves (then they finish in-flight reconciles).
+/// Each controller's outcomes go to `health`: watch errors, and every reconcile while it runs.
 pub async fn run_controllers(
     client: kube::Client,
     config: RunArgs,
     metrics: Metrics,
+    health: Health,
     leadership: Option<crate::leader::Leadership>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
@@ -302,17 +310,18 @@ pub async fn run_controllers(
         // The operator never rewrites them; a deleted one is reported on the next pass.
         .owns_stream(scope.touched::<PodDisruptionBudget>(&client, managed.clone()))
         .owns_stream(scope.touched::<ConfigMap>(&client, managed.clone()))
+        .owns_stream(scope.touched::<NetworkPolicy>(&client, managed.clone()))
         .watches_stream(
             scope.touched::<SharedCluster>(&client, watcher::Config::default()),
             move |sc: SharedCluster| instances_for_shared(&sc_store, &sc_config, &sc),
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(instance::reconcile, instance::error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "instance controller event");
-            }
-        });
+        .run(
+            tracked(&health, instance::reconcile),
+            instance::error_policy,
+            ctx.clone(),
+        )
+        .for_each(outcomes(&health, "instance"));
 
     let (sc_reader, sc_writer) = reflector::store::<SharedCluster>();
     let sc_trigger = scope
@@ -341,25 +350,75 @@ pub async fn run_controllers(
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            shared_cluster::reconcile,
+            tracked(&health, shared_cluster::reconcile),
             shared_cluster::error_policy,
             ctx.clone(),
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "shared-cluster controller event");
-            }
-        });
+        .for_each(outcomes(&health, "shared-cluster"));
     let router = routing_controller(&client, &scope, shutdown)
-        .run(routing::reconcile, routing::error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "routing controller event");
-            }
-        });
+        .run(
+            tracked(&health, routing::reconcile),
+            routing::error_policy,
+            ctx,
+        )
+        .for_each(outcomes(&health, "routing"));
     tracing::info!("controllers started");
     futures::join!(instances, shared, router);
     tracing::info!("controllers stopped");
+}
+
+/// `reconcile`, counted in `health` as in flight while it runs.
+fn tracked<K, E, Fut>(
+    health: &Health,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, E>>
+where
+    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    let health = health.clone();
+    move |obj, ctx| {
+        let what = format!(
+            "{} {}/{}",
+            K::kind(&()),
+            obj.meta().namespace.as_deref().unwrap_or_default(),
+            obj.meta().name.as_deref().unwrap_or_default()
+        );
+        let guard = health.reconcile_started(what, std::time::Instant::now());
+        let fut = reconcile(obj, ctx);
+        Box::pin(async move {
+            let out = fut.await;
+            drop(guard);
+            out
+        })
+    }
+}
+
+/// One item of a controller's output stream.
+type Outcome<K, E> =
+    Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>;
+
+/// What a controller's output stream tells: watch errors go to `health`, the rest is logged.
+fn outcomes<K, E>(
+    health: &Health,
+    controller: &'static str,
+) -> impl FnMut(Outcome<K, E>) -> futures::future::Ready<()>
+where
+    K: kube::Resource,
+    E: std::error::Error + 'static,
+{
+    let health = health.clone();
+    move |r| {
+        match r {
+            Err(kube::runtime::controller::Error::QueueError(e)) => {
+                tracing::warn!(error = %e, controller, "watch failed");
+                health.watch_error(std::time::Instant::now(), &e.to_string());
+            }
+            Err(e) => tracing::debug!(error = %e, controller, "controller event"),
+            Ok(_) => {}
+        }
+        futures::future::ready(())
+    }
 }
 
 #[cfg(test)]

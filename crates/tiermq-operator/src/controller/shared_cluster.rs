@@ -283,6 +283,7 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
             .map_err(Error::from)
             .map_err(Error::during(Stage::Validate))?;
         cluster.stats_interval_ms = ctx.config.broker_stats_interval_ms;
+        cluster.network = ctx.config.network_access();
         clusters::ensure_cluster(&ctx.client, &ctx.config, &cluster)
             .await
             .map_err(Error::during(Stage::Apply))?

@@ -5,7 +5,10 @@
 //! - SelfSubjectRulesReview (`kubectl auth can-i --list`): every rule bound to the user in a
 //!   namespace;
 //! - SubjectAccessReview: the decision for any user and groups given in the spec;
-//! - SelfSubjectReview (`kubectl auth whoami`): who the request authenticated as.
+//! - SelfSubjectReview (`kubectl auth whoami`): who the request authenticated as;
+//! - TokenReview: who a bearer token (one this server issued) authenticates as, as a workload
+//!   that authenticates its own clients asks (e.g. the operator's `/metrics`). Only the API
+//!   server's own audience is served: a review asking for other audiences is unauthenticated.
 //!
 //! kubectl sends these as protobuf (see `authproto`); JSON and YAML are read too.
 
@@ -32,7 +35,7 @@ pub(super) fn is_review(rt: &ResourceType) -> bool {
         (
             AUTHZ,
             "selfsubjectaccessreviews" | "selfsubjectrulesreviews" | "subjectaccessreviews"
-        ) | (AUTHN, "selfsubjectreviews")
+        ) | (AUTHN, "selfsubjectreviews" | "tokenreviews")
     )
 }
 
@@ -84,6 +87,12 @@ pub(crate) fn review_types() -> Vec<ResourceType> {
             "SelfSubjectReview",
             schema_of::<authn_api::SelfSubjectReview>,
         ),
+        review_type(
+            AUTHN,
+            "tokenreviews",
+            "TokenReview",
+            schema_of::<authn_api::TokenReview>,
+        ),
     ]
 }
 
@@ -133,6 +142,7 @@ pub(super) fn answer(
             }
             rules_status(&st, user, ns)
         }
+        "tokenreviews" => token_review(app, &st, &spec),
         _ => json!({"userInfo": user.to_json()}),
     };
     Ok(json_response(StatusCode::CREATED, &review))
@@ -171,6 +181,24 @@ fn attributes(user: &UserInfo, spec: &Value) -> ApiResult<Attributes> {
 }
 
 /// The user a SubjectAccessReview asks about.
+/// A TokenReview's status: the token's user, or unauthenticated (never an error answer, as the
+/// API server does).
+fn token_review(app: &App, st: &store::State, spec: &Value) -> Value {
+    let audiences: Vec<&str> = spec["audiences"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let own = crate::apiserver::authn::API_AUDIENCE;
+    if audiences.iter().any(|a| *a != own) {
+        return json!({"authenticated": false, "error": "token audiences are not served"});
+    }
+    let token = spec["token"].as_str().unwrap_or("");
+    match app.auth.review_token(st, token) {
+        Some(user) => json!({"authenticated": true, "user": user.to_json(), "audiences": [own]}),
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    }
+}
+
 fn subject(spec: &Value) -> ApiResult<UserInfo> {
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()

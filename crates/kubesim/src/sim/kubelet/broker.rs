@@ -50,6 +50,7 @@ impl Kubelet {
     ) -> Result<tiermq_testkit::NodeConfig> {
         let pod_dir = self.pod_dir(pod);
         let vols = volumes::materialise(&self.client, &self.cfg.dir, pod, &pod_dir).await?;
+        crate::sim::init_steps::run(pod, &vols)?;
         let env = volumes::resolve_env(&self.client, pod, c, &ip.to_string()).await?;
         let inputs = rabbit::gather_inputs(c, &vols, env);
         let base = rabbit::data_dir(pod, c, &vols, &pod_dir.join("data"));

@@ -5,7 +5,8 @@
 //!   `SimConfig::fresh_pod_ips` a new one per pod object as a CNI would; see `ipam`);
 //! - for a RabbitMQ container (image contains `rabbitmq`): picks RabbitMQ 3.10 or 4.0 from the
 //!   image's tag (3.x or 4.x; any other tag waits with `ErrImagePull`, see `rabbit`), materialises
-//!   the pod's volumes, resolves its env, starts a real `rabbitmq-server`
+//!   the pod's volumes, runs its init containers' file steps (see `init_steps`), resolves its
+//!   env, starts a real `rabbitmq-server`
 //!   (`tiermq_testkit::RabbitNode`) bound to the pod IP, joins StatefulSet peers (see `rabbit`), evaluates readiness every second, restarts a
 //!   crashed broker per `restartPolicy` (Always/OnFailure: with back-off 1 s, 2 s, 4 s, then 5 s;
 //!   Never: the pod fails), and stops the broker when the pod is deleted; a broker that cannot
