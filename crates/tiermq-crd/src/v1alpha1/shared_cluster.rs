@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DEFAULT_IMAGE, StorageSpec};
+use super::common::{DEFAULT_IMAGE, StorageSpec, TlsSpec};
 
 /// Refused: a SharedCluster's storage changed.
 pub const SHARED_STORAGE_MESSAGE: &str = "spec.storage of a SharedCluster cannot change: a \
@@ -88,6 +88,10 @@ pub struct SharedClusterSpec {
     /// manages the tenants (vhost and user) placed on those brokers. Fixed once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalCluster>,
+    /// TLS for AMQP (AMQPS on 5671) and the management API (HTTPS on 15671). Ignored for an
+    /// external cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 /// Where the brokers of an external SharedCluster are.

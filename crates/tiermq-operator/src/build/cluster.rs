@@ -41,6 +41,8 @@ pub struct BrokerCluster {
     pub stats_interval_ms: u32,
     /// Lines appended to `rabbitmq.conf` (a SharedCluster's `spec.additionalConfig`).
     pub additional_config: Option<String>,
+    /// The TLS Secret's name when the brokers serve AMQPS and management HTTPS.
+    pub tls_secret: Option<String>,
 }
 
 impl BrokerCluster {
@@ -59,6 +61,7 @@ impl BrokerCluster {
             storage: sc.spec.storage.clone(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: checked_additional_config(sc)?,
+            tls_secret: sc.spec.tls.as_ref().map(|t| t.secret_name.clone()),
         })
     }
 
@@ -78,6 +81,7 @@ impl BrokerCluster {
             storage: d.storage.clone(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: None,
+            tls_secret: d.tls.as_ref().map(|t| t.secret_name.clone()),
         })
     }
 
@@ -96,6 +100,7 @@ impl BrokerCluster {
             owner: OwnerReference::default(),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             additional_config: None,
+            tls_secret: None,
         }
     }
 
@@ -242,11 +247,13 @@ pub fn instance_kinds() -> Vec<ManagedKind> {
 }
 
 /// Keys of `rabbitmq.conf` that belong to the operator: where the brokers listen (clients, the
-/// Service, kube-proxy, the operator and the chart's Prometheus monitors depend on it), who the administrator is, and how the
-/// cluster forms.
-const RESERVED_CONFIG_KEYS: [&str; 7] = [
+/// Service, kube-proxy, the operator and the chart's Prometheus monitors depend on it), their
+/// TLS (from `spec.tls`), who the administrator is, and how the cluster forms.
+const RESERVED_CONFIG_KEYS: [&str; 9] = [
     "listeners.",
     "management.tcp.",
+    "management.ssl.",
+    "ssl_options.",
     "prometheus.tcp.",
     "default_user",
     "default_pass",
