@@ -5,14 +5,11 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
 
 use common::{SERIAL, quick_retry};
 use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, Secret, ServerTls};
 use tiermq_testkit::tls::TestCa;
 use tiermq_testkit::{BrokerRuntime, NodeTls, RabbitNode, test_each_runtime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The name the broker's certificate is issued for, as a cluster Service's DNS name would be.
 const SERVER_NAME: &str = "main.tiermq.svc";
@@ -38,37 +35,12 @@ fn https_client(node: &RabbitNode, ca_pem: &str, server_name: &str) -> Managemen
     .unwrap()
 }
 
-/// Opens TLS to the AMQPS port (verifying `SERVER_NAME` against `ca_pem`), sends the AMQP 0-9-1
-/// protocol header and returns the first frame's type byte (1: a method frame, Connection.Start).
 async fn amqps_handshake(node: &RabbitNode, ca_pem: &str) -> Result<u8, String> {
-    let tls = ServerTls {
-        ca_pem: ca_pem.as_bytes().to_vec(),
-        server_name: SERVER_NAME.into(),
-    };
-    let config = tls.rustls_config()?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let addr = SocketAddr::new(
         IpAddr::V4(node.config().ip),
         node.config().tls.as_ref().unwrap().amqps_port,
     );
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).unwrap();
-    let mut stream = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    stream
-        .write_all(b"AMQP\x00\x00\x09\x01")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut frame_type = [0u8; 1];
-    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut frame_type))
-        .await
-        .map_err(|_| "no answer".to_string())?
-        .map_err(|e| e.to_string())?;
-    Ok(frame_type[0])
+    tiermq_testkit::tls::amqps_handshake(addr, ca_pem, SERVER_NAME).await
 }
 
 test_each_runtime!(a_tls_node_serves_amqps_and_https_only_to_clients_trusting_its_ca);

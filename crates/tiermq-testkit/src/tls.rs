@@ -111,3 +111,49 @@ impl TestCa {
         })
     }
 }
+
+/// Opens TLS to `addr`, trusting only `ca_pem` and verifying `server_name`, sends the AMQP 0-9-1
+/// protocol header and returns the type of the first frame the broker answers with (1, a method
+/// frame: Connection.Start). A TLS failure is an error starting with `TLS:`.
+pub async fn amqps_handshake(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    server_name: &str,
+) -> Result<u8, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let step = std::time::Duration::from_secs(10);
+    let tcp = tokio::time::timeout(step, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect to {addr}: timed out"))?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let mut stream = tokio::time::timeout(step, connector.connect(name, tcp))
+        .await
+        .map_err(|_| "TLS: handshake timed out".to_string())?
+        .map_err(|e| format!("TLS: {e}"))?;
+    stream
+        .write_all(b"AMQP\x00\x00\x09\x01")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut frame_type = [0u8; 1];
+    tokio::time::timeout(step, stream.read_exact(&mut frame_type))
+        .await
+        .map_err(|_| "no answer to the protocol header".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(frame_type[0])
+}

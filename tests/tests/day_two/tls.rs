@@ -1,0 +1,283 @@
+//! TLS clusters (`spec.tls`) on kubesim with the operator binary and real brokers: a test CA
+//! (rcgen) signs one certificate per cluster for its Service DNS name, stored in Secrets shaped
+//! as cert-manager writes them (`tls.crt`, `tls.key`, `ca.crt`). The brokers then serve AMQPS
+//! and management HTTPS (checked through the cluster Service with the CA and the Service name;
+//! a foreign CA is refused), the operator manages them over HTTPS only, and conversions under
+//! load lose nothing: a plain shared cluster → a TLS dedicated one, and TLS shared → TLS
+//! dedicated → TLS shared (RabbitMQ 4.0; with every plain management connection through a
+//! Service reset, so the operator provably manages TLS clusters over HTTPS only). The load's clients stay on the instance Service's plain port, which
+//! keeps working beside the TLS listeners.
+//!
+//! In the `matrix` module (about 1.5 to 3 minutes each): `cargo nextest run -p tiermq-tests
+//! --test rabbit_e2e_guards --profile full -E 'test(tls::)'`. Part of the `rabbit_e2e_guards`
+//! binary (one link fewer for CI on 2 cores).
+
+mod matrix {
+    use std::collections::BTreeMap;
+    use std::net::{IpAddr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    use kube::Api;
+    use kube::api::PostParams;
+    use tiermq_crd::Tier;
+    use tiermq_testkit::tls::{TestCa, amqps_handshake};
+    use tiermq_tests::harness::{
+        IMAGE_3_10, IMAGE_4_0, InstanceSpec, World, shared_cluster_yaml_with,
+    };
+    use tiermq_tests::load::Load;
+    use tiermq_tests::scenario::{self, NAME, NS};
+
+    use crate::common::{TENANT, cluster_of, load_config, wait_for_flow};
+
+    const SYSTEM: &str = "tiermq-system";
+
+    /// Writes Secret `ns/name` with a certificate `ca` signs for cluster Service `service`.
+    async fn tls_secret(world: &World, ca: &TestCa, ns: &str, name: &str, service: &str) {
+        let host = format!("{service}.{ns}.svc");
+        let cert = ca.issue(&[&host], &[]).unwrap();
+        let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(BTreeMap::from([
+                ("tls.crt".to_string(), bytes(&cert.cert_pem)),
+                ("tls.key".to_string(), bytes(&cert.key_pem)),
+                ("ca.crt".to_string(), bytes(ca.ca_pem())),
+            ])),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(world.cluster.client(), ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    async fn namespace(world: &World, ns: &str) {
+        world
+            .kubectl
+            .apply(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// The ClusterIP of Service `ns/name`.
+    async fn cluster_ip(world: &World, ns: &str, name: &str) -> IpAddr {
+        Api::<Service>::namespaced(world.cluster.client(), ns)
+            .get(name)
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// A management client for cluster `ns/cluster` over HTTPS through its Service, trusting
+    /// `ca_pem` and verifying the Service's DNS name (the admin login from its Secret).
+    async fn https(
+        world: &World,
+        ca_pem: &str,
+        ns: &str,
+        cluster: &str,
+    ) -> tiermq_broker::ManagementClient {
+        let ip = cluster_ip(world, ns, cluster).await;
+        // Only the login is taken from the harness's (plain) client; it sends nothing.
+        let admin = world
+            .management(ns, cluster)
+            .await
+            .unwrap()
+            .endpoint()
+            .clone();
+        tiermq_broker::ManagementClient::with_options(
+            tiermq_broker::ClusterEndpoint {
+                url: format!("https://{ip}:15671"),
+                ..admin
+            },
+            tiermq_broker::ClientOptions {
+                tls: Some(tiermq_broker::ServerTls {
+                    ca_pem: ca_pem.as_bytes().to_vec(),
+                    server_name: format!("{cluster}.{ns}.svc"),
+                }),
+                retry: tiermq_broker::RetryPolicy::none(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Checks cluster `ns/cluster` through its Service: HTTPS management verified with `ca`
+    /// under the Service's DNS name, AMQPS answering the protocol header, a foreign CA refused.
+    async fn serves_tls(world: &World, ca: &TestCa, ns: &str, cluster: &str) {
+        let ip = cluster_ip(world, ns, cluster).await;
+        let host = format!("{cluster}.{ns}.svc");
+        let health = https(world, ca.ca_pem(), ns, cluster)
+            .await
+            .health()
+            .await
+            .unwrap();
+        assert!(health.healthy(), "{ns}/{cluster} over HTTPS: {health:?}");
+        let other = TestCa::new("not the cluster's CA").unwrap();
+        let refused = https(world, other.ca_pem(), ns, cluster)
+            .await
+            .health()
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().to_lowercase().contains("certificate"),
+            "{refused}"
+        );
+        let amqps = SocketAddr::new(ip, 5671);
+        assert_eq!(
+            amqps_handshake(amqps, ca.ca_pem(), &host).await,
+            Ok(1),
+            "{ns}/{cluster} AMQPS"
+        );
+        let refused = amqps_handshake(amqps, other.ca_pem(), &host)
+            .await
+            .unwrap_err();
+        assert!(refused.starts_with("TLS:"), "{refused}");
+    }
+
+    /// Converts the instance to `to` under load and checks nothing was lost and the tenant is
+    /// on the destination (asked over HTTPS with `ca`: every destination here has TLS).
+    async fn convert_under_load(world: &mut World, ca: &TestCa, label: &str, to: Tier) {
+        let target = world.instance_target(NS, NAME).await.unwrap();
+        let load = Load::start(load_config(target)).await.unwrap();
+        wait_for_flow(&load).await;
+        let conversion = scenario::convert(
+            world,
+            NS,
+            NAME,
+            to,
+            &load,
+            Duration::from_secs(180),
+            Some(&mut |l: &str| println!("{l}")),
+        )
+        .await
+        .unwrap();
+        load.stop_publishing();
+        let report = load.finish(Duration::from_secs(60)).await;
+        println!(
+            "{label}: conversion to {to} took {:.1}s: {}",
+            conversion.duration.as_secs_f64(),
+            scenario::phase_table(&conversion)
+        );
+        println!("{label}: load {report}");
+        assert_eq!(
+            report.lost, 0,
+            "{label}: confirmed but never consumed: {:?}",
+            report.lost_sample
+        );
+        assert!(
+            report.stats.confirmed >= 200,
+            "{label}: the load ran through the conversion: {report}"
+        );
+        let (ns, cluster) = cluster_of(to);
+        let dst = https(world, ca.ca_pem(), ns, &cluster).await;
+        assert!(dst.get_vhost(TENANT).await.unwrap().is_some());
+    }
+
+    /// The world, a CA, SharedCluster `main` (with TLS when `shared_tls`) and instance `orders`
+    /// on the shared tier whose dedicated cluster has TLS, all running `image`; returns once the
+    /// instance is Ready.
+    async fn world_with_tls(label: &str, shared_tls: bool, image: &str) -> (World, TestCa) {
+        let mut world = World::start(label).await.unwrap();
+        let ca = TestCa::new("tiermq e2e CA").unwrap();
+        namespace(&world, SYSTEM).await;
+        namespace(&world, NS).await;
+        if shared_tls {
+            tls_secret(&world, &ca, SYSTEM, "main-tls", "main").await;
+        }
+        tls_secret(&world, &ca, NS, "orders-tls", &format!("{NAME}-dedicated")).await;
+        world.start_operator(&[]).unwrap();
+        let mut shared = shared_cluster_yaml_with("main", image, 10);
+        if shared_tls {
+            shared.push_str("  tls:\n    secretName: main-tls\n");
+        }
+        world.kubectl.apply(&shared).await.unwrap();
+        let spec = InstanceSpec {
+            namespace: NS,
+            name: NAME,
+            tier: "Shared",
+            drain_strategy: "Consume",
+            grace_period_seconds: 3,
+            connection_policy: None,
+        };
+        let instance = spec.yaml_with(image).replace(
+            "  dedicated:\n",
+            "  dedicated:\n    tls:\n      secretName: orders-tls\n",
+        );
+        world.kubectl.apply(&instance).await.unwrap();
+        world
+            .wait_ready(NS, NAME, Duration::from_secs(180))
+            .await
+            .unwrap();
+        (world, ca)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_plain_shared_instance_moves_to_a_tls_dedicated_cluster_under_load_and_loses_nothing()
+    {
+        let started = Instant::now();
+        let label = "tls-plain-to-tls";
+        let (mut world, ca) = world_with_tls(label, false, IMAGE_3_10).await;
+        println!(
+            "{label}: instance ready on a plain shared cluster after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        convert_under_load(&mut world, &ca, label, Tier::Dedicated).await;
+        serves_tls(&world, &ca, NS, &format!("{NAME}-dedicated")).await;
+        println!(
+            "{label}: done after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_instance_round_trips_between_tls_clusters_under_load_and_loses_nothing() {
+        let started = Instant::now();
+        let label = "tls-round-trip";
+        let (mut world, ca) = world_with_tls(label, true, IMAGE_4_0).await;
+        serves_tls(&world, &ca, SYSTEM, "main").await;
+        let version = https(&world, ca.ca_pem(), SYSTEM, "main")
+            .await
+            .overview()
+            .await
+            .unwrap()
+            .rabbitmq_version;
+        assert!(version.starts_with("4.0"), "{version}");
+        println!(
+            "{label}: instance ready on a TLS shared cluster after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        // From here on every plain management connection through a Service is reset: the
+        // operator manages TLS clusters over HTTPS only, so the conversions must not notice.
+        let faults = world
+            .cluster
+            .proxy_faults()
+            .expect("kubesim runs its controllers");
+        faults.set(15672, kubesim::sim::kubeproxy::ProxyFaultMode::Reset);
+        convert_under_load(&mut world, &ca, label, Tier::Dedicated).await;
+        serves_tls(&world, &ca, NS, &format!("{NAME}-dedicated")).await;
+        convert_under_load(&mut world, &ca, label, Tier::Shared).await;
+        faults.clear(15672);
+        assert_eq!(
+            faults.hits(),
+            0,
+            "nothing used a TLS cluster's plain management port"
+        );
+        println!(
+            "{label}: done after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
