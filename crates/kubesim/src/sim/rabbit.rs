@@ -24,7 +24,10 @@
 //!   `enabled_plugins`). The kubelet removes listener lines (`listeners.tcp.*`,
 //!   `management.tcp.*`, `prometheus.tcp.*`) and `cluster_formation.*` lines and lets the launcher
 //!   bind AMQP, management and (with `rabbitmq_prometheus`) Prometheus to the pod IP (ports from those lines, else from the container ports named `amqp`
-//!   and `management`, else 5672/15672).
+//!   and `management`, else 5672/15672). TLS lines (`listeners.ssl.*`, `management.ssl.port`,
+//!   the `ssl_options.*file` and `management.ssl.*file` paths) are taken out too: the files they
+//!   name are read from the pod's volumes and the launcher writes them into the node's folder and
+//!   binds AMQPS and management HTTPS to the pod IP (see [`strip_tls`]).
 //! - **Erlang cookie**: env `RABBITMQ_ERLANG_COOKIE` (usually `valueFrom.secretKeyRef`), else a
 //!   mounted `/var/lib/rabbitmq/.erlang.cookie`, else any mounted Secret key `.erlang.cookie`,
 //!   else one random cookie per owning StatefulSet (kept by the kubelet).
