@@ -666,8 +666,19 @@ mod tests {
                 pod_selector: "app.kubernetes.io/name=prod,app.kubernetes.io/component=rabbitmq"
                     .into(),
                 external: true,
+                tls_secret: None,
             }
         );
+        // spec.tls names the TLS Secret of an own cluster; an external one ignores it.
+        let tls = ClusterNames::for_shared_cluster(&shared_cluster(
+            serde_json::json!({"tls": {"secretName": "main-tls"}}),
+        ));
+        assert_eq!(tls.tls_secret.as_deref(), Some("main-tls"));
+        let byo_tls = ClusterNames::for_shared_cluster(&shared_cluster(serde_json::json!({
+            "external": {"rabbitmqClusterRef": {"name": "prod"}},
+            "tls": {"secretName": "prod-tls"}
+        })));
+        assert_eq!(byo_tls.tls_secret, None);
     }
 
     #[test]
