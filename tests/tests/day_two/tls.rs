@@ -33,10 +33,18 @@ mod matrix {
 
     const SYSTEM: &str = "tiermq-system";
 
-    /// Writes Secret `ns/name` with a certificate `ca` signs for cluster Service `service`.
-    async fn tls_secret(world: &World, ca: &TestCa, ns: &str, name: &str, service: &str) {
+    /// Writes Secret `ns/name` with a certificate `ca` signs for cluster Service `service` and
+    /// the instance Services it may serve (`also`, e.g. `*.team-a.svc`).
+    async fn tls_secret(
+        world: &World,
+        ca: &TestCa,
+        ns: &str,
+        name: &str,
+        service: &str,
+        also: &str,
+    ) {
         let host = format!("{service}.{ns}.svc");
-        let cert = ca.issue(&[&host], &[]).unwrap();
+        let cert = ca.issue(&[&host, also], &[]).unwrap();
         let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
@@ -147,6 +155,18 @@ mod matrix {
         assert!(refused.starts_with("TLS:"), "{refused}");
     }
 
+    /// AMQPS through the instance's own Service (the endpoint clients use on every tier),
+    /// verifying the instance Service's DNS name.
+    async fn instance_serves_amqps(world: &World, ca: &TestCa) {
+        let ip = cluster_ip(world, NS, NAME).await;
+        let host = format!("{NAME}.{NS}.svc");
+        assert_eq!(
+            amqps_handshake(SocketAddr::new(ip, 5671), ca.ca_pem(), &host).await,
+            Ok(1),
+            "AMQPS through the instance Service {host}"
+        );
+    }
+
     /// Converts the instance to `to` under load and checks nothing was lost and the tenant is
     /// on the destination (asked over HTTPS with `ca`: every destination here has TLS).
     async fn convert_under_load(world: &mut World, ca: &TestCa, label: &str, to: Tier) {
@@ -195,9 +215,20 @@ mod matrix {
         namespace(&world, SYSTEM).await;
         namespace(&world, NS).await;
         if shared_tls {
-            tls_secret(&world, &ca, SYSTEM, "main-tls", "main").await;
+            // A shared cluster serves many instance Services: a wildcard per tenant namespace.
+            tls_secret(
+                &world,
+                &ca,
+                SYSTEM,
+                "main-tls",
+                "main",
+                &format!("*.{NS}.svc"),
+            )
+            .await;
         }
-        tls_secret(&world, &ca, NS, "orders-tls", &format!("{NAME}-dedicated")).await;
+        let instance_host = format!("{NAME}.{NS}.svc");
+        let dedicated = format!("{NAME}-dedicated");
+        tls_secret(&world, &ca, NS, "orders-tls", &dedicated, &instance_host).await;
         world.start_operator(&[]).unwrap();
         let mut shared = shared_cluster_yaml_with("main", image, 10);
         if shared_tls {
@@ -236,6 +267,7 @@ mod matrix {
         );
         convert_under_load(&mut world, &ca, label, Tier::Dedicated).await;
         serves_tls(&world, &ca, NS, &format!("{NAME}-dedicated")).await;
+        instance_serves_amqps(&world, &ca).await;
         println!(
             "{label}: done after {:.1}s",
             started.elapsed().as_secs_f64()
@@ -248,6 +280,7 @@ mod matrix {
         let label = "tls-round-trip";
         let (mut world, ca) = world_with_tls(label, true, IMAGE_4_0).await;
         serves_tls(&world, &ca, SYSTEM, "main").await;
+        instance_serves_amqps(&world, &ca).await;
         let version = https(&world, ca.ca_pem(), SYSTEM, "main")
             .await
             .overview()
@@ -268,7 +301,9 @@ mod matrix {
         faults.set(15672, kubesim::sim::kubeproxy::ProxyFaultMode::Reset);
         convert_under_load(&mut world, &ca, label, Tier::Dedicated).await;
         serves_tls(&world, &ca, NS, &format!("{NAME}-dedicated")).await;
+        instance_serves_amqps(&world, &ca).await;
         convert_under_load(&mut world, &ca, label, Tier::Shared).await;
+        instance_serves_amqps(&world, &ca).await;
         faults.clear(15672);
         assert_eq!(
             faults.hits(),
