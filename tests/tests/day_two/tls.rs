@@ -8,7 +8,10 @@
 //! Service reset, so the operator provably manages TLS clusters over HTTPS only). The load's clients stay on the instance Service's plain port, which
 //! keeps working beside the TLS listeners.
 //!
-//! In the `matrix` module (about 1.5 to 3 minutes each): `cargo nextest run -p tiermq-tests
+//! Also: a missing, then incomplete, TLS Secret is reported (`SecretProblem`) and the instance
+//! starts once it is complete.
+//!
+//! In the `matrix` module (15 to 45 s each): `cargo nextest run -p tiermq-tests
 //! --test rabbit_e2e_guards --profile full -E 'test(tls::)'`. Part of the `rabbit_e2e_guards`
 //! binary (one link fewer for CI on 2 cores).
 
@@ -310,6 +313,134 @@ mod matrix {
             0,
             "nothing used a TLS cluster's plain management port"
         );
+        println!(
+            "{label}: done after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_missing_or_incomplete_tls_secret_is_reported_and_the_instance_starts_once_it_is_there()
+     {
+        let started = Instant::now();
+        let label = "tls-missing-secret";
+        let mut world = World::start(label).await.unwrap();
+        namespace(&world, SYSTEM).await;
+        namespace(&world, NS).await;
+        world.start_operator(&[]).unwrap();
+        world
+            .kubectl
+            .apply(&shared_cluster_yaml_with("main", IMAGE_3_10, 10))
+            .await
+            .unwrap();
+        let spec = InstanceSpec {
+            namespace: NS,
+            name: NAME,
+            tier: "Dedicated",
+            drain_strategy: "Consume",
+            grace_period_seconds: 3,
+            connection_policy: None,
+        };
+        let instance = spec.yaml_with(IMAGE_3_10).replace(
+            "  dedicated:\n",
+            "  dedicated:\n    tls:\n      secretName: orders-tls\n",
+        );
+        world.kubectl.apply(&instance).await.unwrap();
+        let degraded = |needle: &'static str| {
+            move |s: &tiermq_crd::RabbitMQInstanceStatus| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == tiermq_crd::conditions::DEGRADED
+                        && c.status == "True"
+                        && c.reason == "SecretProblem"
+                        && c.message.contains("orders-tls")
+                        && c.message.contains(needle)
+                })
+            }
+        };
+        let s = world
+            .wait_status(
+                NS,
+                NAME,
+                "Degraded SecretProblem naming the missing TLS Secret",
+                Duration::from_secs(60),
+                degraded("does not exist"),
+            )
+            .await
+            .unwrap();
+        println!(
+            "{label}: reported after {:.1}s: {:?}",
+            started.elapsed().as_secs_f64(),
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED)
+                .map(|c| &c.message)
+        );
+        // No broker pod is made for a cluster whose TLS Secret is missing.
+        assert!(
+            !world
+                .statefulset_exists(NS, &format!("{NAME}-dedicated"))
+                .await
+                .unwrap()
+        );
+        // A Secret without the CA is refused by name of the missing key; nothing is logged of
+        // its contents.
+        let ca = TestCa::new("tiermq e2e CA").unwrap();
+        let cert = ca
+            .issue(&[&format!("{NAME}-dedicated.{NS}.svc")], &[])
+            .unwrap();
+        let secrets = Api::<Secret>::namespaced(world.cluster.client(), NS);
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("orders-tls".into()),
+                namespace: Some(NS.into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                (
+                    "tls.crt".to_string(),
+                    ByteString(cert.cert_pem.clone().into_bytes()),
+                ),
+                (
+                    "tls.key".to_string(),
+                    ByteString(cert.key_pem.clone().into_bytes()),
+                ),
+            ])),
+            ..Secret::default()
+        };
+        let mut secret = secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        world
+            .wait_status(
+                NS,
+                NAME,
+                "Degraded SecretProblem naming the missing ca.crt",
+                Duration::from_secs(60),
+                degraded("ca.crt"),
+            )
+            .await
+            .unwrap();
+        let log = world.operator_log_tail(2000);
+        assert!(
+            !log.contains("PRIVATE KEY") && !log.contains("BEGIN CERTIFICATE"),
+            "the operator logged PEM contents"
+        );
+        // Complete, the instance comes up and serves TLS.
+        secret
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("ca.crt".into(), ByteString(ca.ca_pem().as_bytes().to_vec()));
+        secrets
+            .replace("orders-tls", &PostParams::default(), &secret)
+            .await
+            .unwrap();
+        world
+            .wait_ready(NS, NAME, Duration::from_secs(120))
+            .await
+            .unwrap();
+        serves_tls(&world, &ca, NS, &format!("{NAME}-dedicated")).await;
         println!(
             "{label}: done after {:.1}s",
             started.elapsed().as_secs_f64()
