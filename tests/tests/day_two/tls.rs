@@ -1,12 +1,12 @@
 //! TLS clusters (`spec.tls`) on kubesim with the operator binary and real brokers: a test CA
-//! (rcgen) signs one certificate per cluster for its Service DNS name, stored in Secrets shaped
-//! as cert-manager writes them (`tls.crt`, `tls.key`, `ca.crt`). The brokers then serve AMQPS
-//! and management HTTPS (checked through the cluster Service with the CA and the Service name;
-//! a foreign CA is refused), the operator manages them over HTTPS only, and conversions under
-//! load lose nothing: a plain shared cluster → a TLS dedicated one, and TLS shared → TLS
-//! dedicated → TLS shared (RabbitMQ 4.0; with every plain management connection through a
-//! Service reset, so the operator provably manages TLS clusters over HTTPS only). The load's clients stay on the instance Service's plain port, which
-//! keeps working beside the TLS listeners.
+//! (rcgen) signs one certificate per cluster for its Service DNS name (and the instance Services
+//! it may serve), stored in Secrets shaped as cert-manager writes them (`tls.crt`, `tls.key`,
+//! `ca.crt`). The brokers then serve AMQPS and management HTTPS (checked through the cluster
+//! Service with the CA and the Service name; a foreign CA is refused), AMQPS also answers through
+//! the instance Service, the operator manages TLS clusters over HTTPS only, and conversions under
+//! load lose nothing: a plain shared cluster → a TLS dedicated one (3.10), and TLS shared → TLS
+//! dedicated → TLS shared (4.0, with every plain management connection through a Service reset).
+//! The load's clients stay on the instance Service's plain port, which stays open beside TLS.
 //!
 //! Also: a missing, then incomplete, TLS Secret is reported (`SecretProblem`) and the instance
 //! starts once it is complete.
