@@ -492,4 +492,66 @@ mod tests {
         let client = ManagementClient::new(e).unwrap();
         assert!(!format!("{client:?}").contains("p4ssw0rd"));
     }
+
+    fn tls_options(ca_pem: &[u8]) -> ClientOptions {
+        ClientOptions {
+            tls: Some(ServerTls {
+                ca_pem: ca_pem.to_vec(),
+                server_name: "main.tiermq.svc".into(),
+            }),
+            ..ClientOptions::default()
+        }
+    }
+
+    fn endpoint(url: &str) -> ClusterEndpoint {
+        ClusterEndpoint {
+            cluster: "c".into(),
+            url: url.into(),
+            username: "admin".into(),
+            password: Secret::new("pw"),
+        }
+    }
+
+    #[test]
+    fn urls_split_into_scheme_path_authority_and_port() {
+        assert_eq!(
+            split_url("https://10.0.0.7:15671"),
+            Some(("https", "", "10.0.0.7:15671", 15671))
+        );
+        assert_eq!(
+            split_url("https://[fd00::7]:15671/x"),
+            Some(("https", "/x", "[fd00::7]:15671", 15671))
+        );
+        assert_eq!(split_url("https://main.tiermq.svc"), None);
+    }
+
+    #[test]
+    fn a_tls_client_needs_an_https_url_and_a_usable_ca() {
+        let err =
+            ManagementClient::with_options(endpoint("http://10.0.0.7:15672"), tls_options(b"x"))
+                .unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let err = ManagementClient::with_options(
+            endpoint("https://10.0.0.7:15671"),
+            tls_options(b"not a certificate"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("CA"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_client_connects_to_the_ip_but_verifies_the_server_name() {
+        let ca = tiermq_testkit::tls::TestCa::new("unit").unwrap();
+        let options = tls_options(ca.ca_pem().as_bytes());
+        let by_ip =
+            ManagementClient::with_options(endpoint("https://10.0.0.7:15671"), options.clone())
+                .unwrap();
+        assert_eq!(by_ip.base_url, "https://main.tiermq.svc:15671");
+        // The AMQP host for live counts stays the address the endpoint names.
+        assert_eq!(by_ip.host(), "10.0.0.7");
+        let by_name =
+            ManagementClient::with_options(endpoint("https://main.tiermq.svc:15671/"), options)
+                .unwrap();
+        assert_eq!(by_name.base_url, "https://main.tiermq.svc:15671");
+    }
 }
