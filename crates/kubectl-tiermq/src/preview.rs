@@ -555,6 +555,7 @@ mod tests {
                 live_ready: None,
             }),
             mirroring_policies: Vec::new(),
+            policy_keys: Default::default(),
         }
     }
 
@@ -587,6 +588,7 @@ mod tests {
             rabbitmq_major: Some(3),
             refuses_transient_queues: false,
             pod_problems: Vec::new(),
+            tenancy: None,
         };
         Observed {
             generation: 2,
@@ -604,6 +606,7 @@ mod tests {
                 rabbitmq_major: Some(3),
                 refuses_transient_queues: false,
                 pod_problems: Vec::new(),
+                tenancy: None,
             },
             service_routes: vec![ded],
         }

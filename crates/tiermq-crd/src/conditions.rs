@@ -72,6 +72,15 @@ pub mod reasons {
     pub const NO_CAPACITY: &str = "SharedClusterFull";
     /// `ConversionBlocked` / `InvalidSpec`: the SharedCluster does not exist (or none is named).
     pub const SHARED_CLUSTER_NOT_FOUND: &str = "SharedClusterNotFound";
+    /// `ConversionBlocked` / `InvalidSpec`: the SharedCluster's `spec.tenants.namespaces` does
+    /// not admit the instance's namespace.
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    /// `ConversionBlocked` / `InvalidSpec`: the SharedCluster's `spec.tenants.accessTypes` does
+    /// not admit the instance's `spec.access.serviceType`.
+    pub const ACCESS_TYPE_NOT_ALLOWED: &str = "AccessTypeNotAllowed";
+    /// `InvalidSpec`: `spec.dedicated` is outside the bounds the operator is configured with
+    /// (images, replicas, resources, storage).
+    pub const OUTSIDE_OPERATOR_POLICY: &str = "OutsideOperatorPolicy";
     /// `ConversionBlocked`: the SharedCluster exists but is not ready or not reachable.
     pub const SHARED_CLUSTER_NOT_READY: &str = "SharedClusterNotReady";
     /// `ConversionBlocked`: the destination cluster is not ready.

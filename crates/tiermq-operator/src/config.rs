@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use clap::{Args, ValueEnum};
 
+use crate::policy::{Bound, DedicatedBounds};
+
 /// The settings of `tiermq-operator run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -54,6 +56,57 @@ pub struct RunArgs {
     /// long before it was taken. Lower it in tests for quick drains.
     #[arg(long, env = "TIERMQ_BROKER_STATS_INTERVAL_MS", default_value_t = crate::build::DEFAULT_STATS_INTERVAL_MS)]
     pub broker_stats_interval_ms: u32,
+
+    /// Namespaces the operator watches, comma-separated (namespaced mode: it then needs Roles
+    /// in those namespaces only); empty watches every namespace. The SharedClusters' namespace
+    /// must be one of them.
+    #[arg(long, env = "TIERMQ_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// Image prefixes a dedicated cluster may run, comma-separated (e.g. `rabbitmq:`); empty
+    /// allows any image.
+    #[arg(long, env = "TIERMQ_DEDICATED_IMAGES", value_delimiter = ',')]
+    pub dedicated_images: Vec<String>,
+
+    /// Most broker nodes a dedicated cluster may have (empty: no bound).
+    #[arg(long, env = "TIERMQ_DEDICATED_MAX_REPLICAS", default_value = "", value_parser = optional_count)]
+    pub dedicated_max_replicas: Optional<i32>,
+
+    /// Most CPU per dedicated broker container (a quantity, e.g. `2`; empty: no bound);
+    /// requires CPU limits.
+    #[arg(long, env = "TIERMQ_DEDICATED_MAX_CPU", default_value = "", value_parser = optional_bound)]
+    pub dedicated_max_cpu: Optional<Bound>,
+
+    /// Most memory per dedicated broker container (e.g. `4Gi`; empty: no bound); requires
+    /// memory limits.
+    #[arg(long, env = "TIERMQ_DEDICATED_MAX_MEMORY", default_value = "", value_parser = optional_bound)]
+    pub dedicated_max_memory: Optional<Bound>,
+
+    /// Largest volume per dedicated broker node (e.g. `50Gi`; empty: no bound).
+    #[arg(long, env = "TIERMQ_DEDICATED_MAX_STORAGE", default_value = "", value_parser = optional_bound)]
+    pub dedicated_max_storage: Optional<Bound>,
+}
+
+/// A setting that may be left empty (the chart and `deploy/` always set the variable, empty
+/// when there is no bound).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Optional<T>(pub Option<T>);
+
+fn optional_bound(s: &str) -> Result<Optional<Bound>, String> {
+    match s.trim() {
+        "" => Ok(Optional(None)),
+        t => Bound::parse(t).map(|b| Optional(Some(b))),
+    }
+}
+
+fn optional_count(s: &str) -> Result<Optional<i32>, String> {
+    match s.trim() {
+        "" | "0" => Ok(Optional(None)),
+        t => match t.parse::<i32>() {
+            Ok(n) if n > 0 => Ok(Optional(Some(n))),
+            _ => Err(format!("{t:?} is not a positive whole number")),
+        },
+    }
 }
 
 impl RunArgs {
@@ -72,6 +125,28 @@ impl RunArgs {
             broker_addressing: BrokerAddressing::ClusterIp,
             drain_poll_seconds: 2,
             broker_stats_interval_ms: crate::build::DEFAULT_STATS_INTERVAL_MS,
+            watch_namespaces: Vec::new(),
+            dedicated_images: Vec::new(),
+            dedicated_max_replicas: Optional(None),
+            dedicated_max_cpu: Optional(None),
+            dedicated_max_memory: Optional(None),
+            dedicated_max_storage: Optional(None),
+        }
+    }
+
+    /// The operator's bounds on dedicated clusters.
+    pub fn dedicated_bounds(&self) -> DedicatedBounds {
+        DedicatedBounds {
+            images: self
+                .dedicated_images
+                .iter()
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .collect(),
+            max_replicas: self.dedicated_max_replicas.0,
+            max_cpu: self.dedicated_max_cpu.0.clone(),
+            max_memory: self.dedicated_max_memory.0.clone(),
+            max_storage: self.dedicated_max_storage.0.clone(),
         }
     }
 

@@ -101,8 +101,9 @@ pub enum Error {
     /// without its admin Secret); it will, so retry soon.
     #[error("not ready yet: {0}")]
     NotReady(String),
-    /// A shared instance cannot be placed (its SharedCluster is unknown or full); `reason` is the
-    /// condition/Event reason.
+    /// A refusal someone must lift: a shared instance cannot be placed (its SharedCluster is
+    /// unknown, full or does not admit it), or the spec is outside the SharedCluster's tenant
+    /// terms or the operator's policy; `reason` is the condition/Event reason.
     #[error("{message}")]
     Placement {
         /// The condition and Event reason.

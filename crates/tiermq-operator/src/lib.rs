@@ -8,6 +8,7 @@
 //!   and `deploy/`).
 //! - [`operator`]: `tiermq-operator run` — controllers under leader election, HTTP, shutdown.
 //! - [`config`], [`telemetry`], [`metrics`], [`http`], [`leader`]: the process around them.
+//! - [`policy`]: the admin's bounds on dedicated clusters (images, replicas, resources, storage).
 //! - [`fault`]: the crash tests' hook (inert unless its environment variable is set).
 
 #![warn(missing_docs)]
@@ -21,5 +22,6 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod policy;
 pub mod rbac;
 pub mod telemetry;

@@ -41,7 +41,9 @@ fn verbs_of(write: Write) -> &'static [&'static str] {
     match write {
         // get: read before deciding; list/watch: the controllers' `owns` watches.
         Write::Apply => &["get", "list", "watch", "create", "patch", "delete"],
-        Write::CreateOnce => &["get", "list", "watch", "create", "delete"],
+        // No list/watch: Secrets are read one by one, by name, and never watched, so the
+        // operator cannot read every Secret of the cluster.
+        Write::CreateOnce => &["get", "create", "delete"],
     }
 }
 
@@ -53,7 +55,7 @@ fn why_of(write: Write) -> &'static str {
         }
         Write::CreateOnce => {
             "Secrets (Erlang cookie, admin, instance credentials) are created once and never \
-             changed: no patch or update."
+             changed: no patch or update; read by name only, never listed or watched."
         }
     }
 }
@@ -234,12 +236,17 @@ pub fn deploy_yaml() -> String {
     )
 }
 
-/// The chart's `templates/clusterrole.yaml`.
+/// The chart's `templates/clusterrole.yaml`: a ClusterRole, or with
+/// `operator.watchNamespaces` (namespaced mode) the same rules as a Role in each of those
+/// namespaces (every rule is on namespaced resources).
 pub fn chart_cluster_role() -> String {
     format!(
-        "# {GENERATED}\n{{{{- if .Values.rbac.create }}}}\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
-         metadata:\n  name: {{{{ include \"tiermq.fullname\" . }}}}\n  labels:\n    {{{{- include \"tiermq.labels\" . | nindent 4 }}}}\n\
-         # Least privilege: no wildcards.\nrules:\n{}{{{{- end }}}}\n",
+        "# {GENERATED}\n{{{{- if .Values.rbac.create }}}}\n\
+         {{{{- range $ns := (.Values.operator.watchNamespaces | default (list \"\")) }}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: {{{{ if $ns }}}}Role{{{{ else }}}}ClusterRole{{{{ end }}}}\n\
+         metadata:\n  name: {{{{ include \"tiermq.fullname\" $ }}}}\n  {{{{- if $ns }}}}\n  namespace: {{{{ $ns }}}}\n  {{{{- end }}}}\n\
+         \x20 labels:\n    {{{{- include \"tiermq.labels\" $ | nindent 4 }}}}\n\
+         # Least privilege: no wildcards.\nrules:\n{}{{{{- end }}}}\n{{{{- end }}}}\n",
         rules_yaml(&cluster_rules(), 2)
     )
 }
@@ -254,10 +261,98 @@ pub fn chart_role() -> String {
     )
 }
 
+/// The managed kinds as `(API group, version, plural)`, each once, in first-seen order.
+fn managed_resources() -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for k in managed_kinds() {
+        let r = (k.resource.group, k.resource.version, k.resource.plural);
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// A ValidatingAdmissionPolicy and its binding that confine the operator's writes of the kinds
+/// it manages to objects labelled as its own. RBAC cannot say "only the EndpointSlices (or
+/// Secrets, Services...) I created": its create, patch and delete on those kinds are
+/// cluster-wide. With this policy, the operator's identity (`username`) can create only objects
+/// carrying `app.kubernetes.io/managed-by: tiermq-operator`, and change or delete only objects
+/// that already carry it; so it cannot rewrite another controller's EndpointSlices or delete
+/// a Secret it did not make. `name` names both objects; `header` and `footer` wrap them (the
+/// chart's condition and labels).
+fn admission_policy_yaml(
+    name: &str,
+    username: &str,
+    labels: &str,
+    header: &str,
+    footer: &str,
+) -> String {
+    let key = build::LABEL_MANAGED_BY;
+    let value = build::MANAGED_BY;
+    let managed = |o: &str| {
+        format!(
+            "has({o}.metadata.labels) && '{key}' in {o}.metadata.labels && \
+             {o}.metadata.labels['{key}'] == '{value}'"
+        )
+    };
+    let mut rules = String::new();
+    for (group, version, plural) in managed_resources() {
+        rules.push_str(&format!(
+            "      - apiGroups: [\"{group}\"]\n        apiVersions: [\"{version}\"]\n        \
+             operations: [\"CREATE\", \"UPDATE\", \"DELETE\"]\n        resources: [\"{plural}\"]\n"
+        ));
+    }
+    format!(
+        "# {GENERATED}\n{header}apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\n\
+         metadata:\n  name: {name}\n{labels}\
+         spec:\n  # {}\n  failurePolicy: Fail\n  matchConstraints:\n    resourceRules:\n{rules}\
+         \x20 matchConditions:\n    - name: tiermq-operator\n      expression: \"request.userInfo.username == '{username}'\"\n\
+         \x20 validations:\n\
+         \x20   - expression: \"request.operation == 'CREATE' || ({})\"\n\
+         \x20     message: \"the tiermq operator changes and deletes only objects labelled {key}={value}\"\n\
+         \x20   - expression: \"request.operation == 'DELETE' || ({})\"\n\
+         \x20     message: \"the tiermq operator writes only objects labelled {key}={value}\"\n\
+         ---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\n\
+         metadata:\n  name: {name}\n{labels}\
+         spec:\n  policyName: {name}\n  validationActions: [\"Deny\"]\n{footer}",
+        "RBAC grants the operator cluster-wide writes of these kinds; this confines them to its own objects.",
+        managed("oldObject"),
+        managed("object"),
+    )
+}
+
+/// The chart's `templates/admissionpolicy.yaml` (value `rbac.admissionPolicy`).
+pub fn chart_admission_policy() -> String {
+    admission_policy_yaml(
+        "{{ include \"tiermq.fullname\" . }}-managed-objects",
+        "system:serviceaccount:{{ .Release.Namespace }}:{{ include \"tiermq.serviceAccountName\" . }}",
+        "  labels:\n    {{- include \"tiermq.labels\" . | nindent 4 }}\n",
+        "{{- if and .Values.rbac.create .Values.rbac.admissionPolicy }}\n",
+        "{{- end }}\n",
+    )
+}
+
+/// `deploy/admission-policy.yaml`, for the ServiceAccount `tiermq-operator` in `tiermq-system`.
+pub fn deploy_admission_policy() -> String {
+    admission_policy_yaml(
+        "tiermq-operator-managed-objects",
+        "system:serviceaccount:tiermq-system:tiermq-operator",
+        "",
+        "",
+        "",
+    )
+}
+
 /// Every generated RBAC file as `(path relative to the repository, content)`.
 pub fn files() -> Vec<(&'static str, String)> {
     vec![
         ("deploy/rbac.yaml", deploy_yaml()),
+        ("deploy/admission-policy.yaml", deploy_admission_policy()),
+        (
+            "charts/tiermq/templates/admissionpolicy.yaml",
+            chart_admission_policy(),
+        ),
         (
             "charts/tiermq/templates/clusterrole.yaml",
             chart_cluster_role(),

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, events::v1 as events, policy::v1 as policy, rbac::v1 as rbac,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    events::v1 as events, policy::v1 as policy, rbac::v1 as rbac,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use serde_json::{Value, json};
@@ -334,6 +335,26 @@ pub fn builtins() -> Vec<ResourceType> {
             &[],
             false,
             schema_of::<rbac::ClusterRoleBinding>,
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicy",
+            false,
+            &[],
+            true,
+            schema_of::<admissionregistration::ValidatingAdmissionPolicy>,
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicybindings",
+            "ValidatingAdmissionPolicyBinding",
+            false,
+            &[],
+            false,
+            schema_of::<admissionregistration::ValidatingAdmissionPolicyBinding>,
         ),
         builtin(
             "apiextensions.k8s.io",

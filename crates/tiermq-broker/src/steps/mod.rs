@@ -34,8 +34,8 @@ pub use shovel::{
 };
 pub use tenant::{Tenant, ensure_tenant, ensure_tenant_with};
 pub use topology::{
-    MIRRORING_POLICY_KEYS, TopologyCopy, copy_topology, for_destination, mirroring_keys,
-    mirroring_only, missing_objects, tenant_topology,
+    MIRRORING_POLICY_KEYS, TopologyCopy, copy_topology, copy_topology_with, filter_policy_keys,
+    for_destination, mirroring_keys, mirroring_only, missing_objects, tenant_topology,
 };
 pub use transfers::{TRANSFER_COMPONENTS, copy_transfers, stop_transfers, tenant_transfers};
 

@@ -136,6 +136,47 @@ pub fn for_destination(
     (defs, notes)
 }
 
+/// Keeps only the policy keys `admits` accepts (a SharedCluster's `spec.tenants.policyKeys`
+/// on a copy onto shared brokers); a policy left with no key is not copied (pure). Returns the
+/// definitions and one readable line per policy changed.
+pub fn filter_policy_keys(
+    mut defs: Definitions,
+    admits: &dyn Fn(&str) -> bool,
+) -> (Definitions, Vec<String>) {
+    let mut notes = Vec::new();
+    defs.policies.retain_mut(|p| {
+        let name = p
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        let Some(d) = p.get_mut("definition").and_then(Value::as_object_mut) else {
+            return true;
+        };
+        let dropped: Vec<String> = d.keys().filter(|k| !admits(k)).cloned().collect();
+        if dropped.is_empty() {
+            return true;
+        }
+        d.retain(|k, _| admits(k));
+        let kept = !d.is_empty();
+        notes.push(if kept {
+            format!(
+                "policy {name:?}: {} dropped (not allowed on the destination's brokers), \
+                 its other keys copied",
+                dropped.join(", ")
+            )
+        } else {
+            format!(
+                "policy {name:?} not copied: it sets only {} (not allowed on the \
+                 destination's brokers)",
+                dropped.join(", ")
+            )
+        });
+        kept
+    });
+    (defs, notes)
+}
+
 /// Queues of `want` that are transient (not durable) and, as every exported queue, not
 /// exclusive: what a 4.x broker that does not permit them skips on import.
 fn transient_queues(want: &Definitions) -> Vec<String> {
@@ -249,9 +290,26 @@ pub async fn copy_topology(
     dst: &ManagementClient,
     dst_vhost: &str,
 ) -> Result<TopologyCopy, BrokerError> {
+    copy_topology_with(src, src_vhost, dst, dst_vhost, None).await
+}
+
+/// [`copy_topology`], keeping only the policy keys `admits` accepts (see
+/// [`filter_policy_keys`]); `None` copies policies whole. What was dropped is in
+/// [`TopologyCopy::translated`].
+pub async fn copy_topology_with(
+    src: &ManagementClient,
+    src_vhost: &str,
+    dst: &ManagementClient,
+    dst_vhost: &str,
+    admits: Option<&(dyn Fn(&str) -> bool + Sync)>,
+) -> Result<TopologyCopy, BrokerError> {
     let dst_version = dst.overview().await?.rabbitmq_version;
     let dst_major = major_version(&dst_version);
-    let exported = tenant_topology(src.export_definitions(src_vhost).await?);
+    let mut exported = tenant_topology(src.export_definitions(src_vhost).await?);
+    let mut filtered = Vec::new();
+    if let Some(admits) = admits {
+        (exported, filtered) = filter_policy_keys(exported, admits);
+    }
     let (want, translated) = if dst_major.is_some_and(|m| m >= 4) {
         let types: BTreeMap<String, String> = src
             .list_queues(src_vhost)
@@ -281,6 +339,7 @@ pub async fn copy_topology(
     } else {
         (exported, Vec::new())
     };
+    let translated = filtered.into_iter().chain(translated).collect::<Vec<_>>();
     dst.import_definitions(dst_vhost, &want).await?;
     let have = tenant_topology(dst.export_definitions(dst_vhost).await?);
     let missing = missing_objects(&want, &have);
@@ -344,6 +403,35 @@ mod tests {
 
     fn defs(v: Value) -> Definitions {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_allowed_policy_keys_are_copied_and_empty_policies_are_left_out() {
+        let d = defs(json!({"policies": [
+            {"name": "bounded", "pattern": ".*", "apply-to": "queues", "priority": 0,
+             "definition": {"max-length": 10, "ha-mode": "all"}},
+            {"name": "pinned", "pattern": "^p", "apply-to": "queues", "priority": 1,
+             "definition": {"queue-master-locator": "min-masters"}},
+            {"name": "ttl", "pattern": "^t", "apply-to": "queues", "priority": 2,
+             "definition": {"message-ttl": 5000}}
+        ]}));
+        let allowed = ["max-length", "message-ttl"];
+        let (out, notes) = filter_policy_keys(d, &|k| allowed.contains(&k));
+        let names: Vec<&str> = out
+            .policies
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["bounded", "ttl"]);
+        assert_eq!(out.policies[0]["definition"], json!({"max-length": 10}));
+        assert_eq!(out.policies[0]["pattern"], ".*");
+        assert_eq!(out.policies[1]["definition"], json!({"message-ttl": 5000}));
+        assert_eq!(notes.len(), 2);
+        assert!(
+            notes[0].contains("\"bounded\": ha-mode dropped"),
+            "{notes:?}"
+        );
+        assert!(notes[1].contains("\"pinned\" not copied"), "{notes:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DEFAULT_IMAGE, StorageSpec, TlsSpec};
+use super::instance::{Limits, ServiceType};
 
 /// Refused: a SharedCluster's storage changed.
 pub const SHARED_STORAGE_MESSAGE: &str = "spec.storage of a SharedCluster cannot change: a \
@@ -92,6 +93,101 @@ pub struct SharedClusterSpec {
     /// external cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// What tenants placed here may do: which namespaces may place instances, which Service
+    /// types they may expose the brokers with, the vhost limits of tenants that set none, and
+    /// which policy keys survive a downgrade onto these brokers.
+    #[serde(default)]
+    pub tenants: TenantTerms,
+}
+
+/// The bounds a SharedCluster sets for its tenants. A refusal is reported on the instance
+/// (placement refused, or a downgrade held with `ConversionBlocked`); tenants already placed
+/// stay when the namespaces narrow.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantTerms {
+    /// Namespaces whose instances may be placed here (new instances and downgrades); `"*"`
+    /// allows every namespace. Narrowing the list does not evict tenants already placed.
+    #[serde(default = "default_tenant_namespaces")]
+    pub namespaces: Vec<String>,
+    /// Service types (`spec.access.serviceType`) an instance may have while these brokers serve
+    /// it or it converts to or from them. `ClusterIP` only unless widened: a `LoadBalancer` or
+    /// `NodePort` would expose the shared brokers outside the cluster.
+    #[serde(default = "default_access_types")]
+    #[schemars(length(min = 1))]
+    pub access_types: Vec<ServiceType>,
+    /// Vhost limits for tenants whose `spec.limits` leaves one unset.
+    #[serde(default)]
+    pub default_limits: Limits,
+    /// Policy definition keys a tenant's policies keep when a downgrade copies them here from
+    /// its dedicated cluster; other keys are dropped (a policy left with none is not copied)
+    /// and the conversion's Warning Event lists them. Tenants cannot write policies on shared
+    /// brokers themselves, so this bounds every policy these brokers apply to a tenant.
+    #[serde(default = "default_policy_keys")]
+    pub policy_keys: Vec<String>,
+}
+
+impl Default for TenantTerms {
+    fn default() -> Self {
+        Self {
+            namespaces: default_tenant_namespaces(),
+            access_types: default_access_types(),
+            default_limits: Limits::default(),
+            policy_keys: default_policy_keys(),
+        }
+    }
+}
+
+impl TenantTerms {
+    /// Instances of `namespace` may be placed here.
+    pub fn admits_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|n| n == "*" || n == namespace)
+    }
+
+    /// An instance may have a Service of type `t` while on these brokers.
+    pub fn admits_access(&self, t: ServiceType) -> bool {
+        self.access_types.contains(&t)
+    }
+
+    /// A policy key survives a copy onto these brokers.
+    pub fn admits_policy_key(&self, key: &str) -> bool {
+        self.policy_keys.iter().any(|k| k == "*" || k == key)
+    }
+}
+
+/// The policy keys tenants keep on shared brokers unless a SharedCluster says otherwise: the
+/// per-queue bounds and routing a tenant needs, none that replicates or pins queues onto nodes
+/// (classic mirroring's `ha-*`, `queue-master-locator`, `queue-leader-locator`) or moves
+/// messages elsewhere (`federation-upstream*`): those spend the shared brokers' capacity on one
+/// tenant.
+pub const DEFAULT_TENANT_POLICY_KEYS: [&str; 14] = [
+    "alternate-exchange",
+    "dead-letter-exchange",
+    "dead-letter-routing-key",
+    "dead-letter-strategy",
+    "delivery-limit",
+    "expires",
+    "max-age",
+    "max-length",
+    "max-length-bytes",
+    "message-ttl",
+    "overflow",
+    "queue-mode",
+    "queue-version",
+    "stream-max-segment-size-bytes",
+];
+
+fn default_tenant_namespaces() -> Vec<String> {
+    vec!["*".to_string()]
+}
+fn default_access_types() -> Vec<ServiceType> {
+    vec![ServiceType::ClusterIP]
+}
+fn default_policy_keys() -> Vec<String> {
+    DEFAULT_TENANT_POLICY_KEYS
+        .iter()
+        .map(|k| k.to_string())
+        .collect()
 }
 
 /// Where the brokers of an external SharedCluster are.

@@ -167,9 +167,19 @@ pub struct ClusterObjects {
 }
 
 impl ClusterObjects {
+    /// The names of the objects written once ([`Write::CreateOnce`]: the Secrets). They are
+    /// found by name, never listed: the operator has no right to list Secrets.
+    pub fn created_once_names(&self) -> Vec<String> {
+        [&self.erlang_cookie, &self.admin_secret]
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect()
+    }
+
     /// The kinds of object a cluster consists of: those above, and the data volume claims its
     /// StatefulSet creates from [`VOLUME_DATA`](super::VOLUME_DATA). Deleting a cluster lists
-    /// each kind by the cluster's label; the operator's RBAC rules are generated from them.
+    /// each kind by the cluster's label (the Secrets by name, see
+    /// [`Self::created_once_names`]); the operator's RBAC rules are generated from them.
     pub fn kinds(&self) -> Vec<ManagedKind> {
         let ClusterObjects {
             erlang_cookie,

@@ -319,20 +319,33 @@ async fn recreate(client: &kube::Client, desired: &StatefulSet) -> Result<()> {
 /// nobody) is left alone. Returns how many objects were left to delete.
 pub async fn delete_cluster(client: &kube::Client, c: &BrokerCluster) -> Result<usize> {
     let placeholder = Secret::new("");
-    let kinds = c.objects(&placeholder, &placeholder).kinds();
+    let objects = c.objects(&placeholder, &placeholder);
     let selector = format!("{}={}", build::LABEL_CLUSTER, c.name);
     let mut deleted = 0;
-    for kind in &kinds {
+    for kind in &objects.kinds() {
         let ar = &kind.resource;
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &c.namespace, ar);
-        let list = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(kube_err(
-                "list",
-                format!("{} of cluster {}/{}", ar.plural, c.namespace, c.name),
-            ))?;
-        for obj in list.items {
+        let found = if kind.write == build::Write::CreateOnce {
+            // Secrets: by name; the operator may not list them.
+            let mut found = Vec::new();
+            for name in objects.created_once_names() {
+                let got = api.get_opt(&name).await.map_err(kube_err(
+                    "get",
+                    format!("{} {}/{name}", ar.kind, c.namespace),
+                ))?;
+                found.extend(got);
+            }
+            found
+        } else {
+            api.list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(kube_err(
+                    "list",
+                    format!("{} of cluster {}/{}", ar.plural, c.namespace, c.name),
+                ))?
+                .items
+        };
+        for obj in found {
             let name = obj.name_any();
             if !controlled_by(&obj, &c.owner.uid) {
                 tracing::warn!(kind = %ar.kind, object = %name, cluster = %c.name, "not deleting an object with the cluster's label that the cluster's owner does not control");

@@ -20,7 +20,7 @@ use serde_json::json;
 use tiermq_broker::ManagementClient;
 use tiermq_broker::model::{Permissions, VhostLimits};
 use tiermq_broker::steps::{self, DrainCriteria, Tenant};
-use tiermq_crd::{ClusterRef, RabbitMQInstance, Tier};
+use tiermq_crd::{ClusterKind, ClusterRef, Limits, RabbitMQInstance, SharedCluster, Tier};
 
 use crate::build::{self, BrokerCluster, Secret};
 use crate::controller::apply::merge_patch_params;
@@ -103,12 +103,31 @@ async fn tenant_broker(
     Ok(mc.get_vhost(tenant).await?.is_some().then_some(mc))
 }
 
-fn limits(i: &RabbitMQInstance) -> VhostLimits {
+/// The tenant's vhost limits: its own `spec.limits`, each unset one taken from `defaults` (a
+/// SharedCluster's `spec.tenants.defaultLimits`).
+fn limits(i: &RabbitMQInstance, defaults: &Limits) -> VhostLimits {
     let non_negative = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok());
+    let own = &i.spec.limits;
     VhostLimits {
-        max_connections: non_negative(i.spec.limits.max_connections),
-        max_queues: non_negative(i.spec.limits.max_queues),
+        max_connections: non_negative(own.max_connections.or(defaults.max_connections)),
+        max_queues: non_negative(own.max_queues.or(defaults.max_queues)),
     }
+}
+
+/// The default tenant limits of the cluster `r`: a SharedCluster's `spec.tenants.defaultLimits`
+/// (none when it is gone); none for a dedicated cluster.
+async fn default_limits(ctx: &Context, r: &ClusterRef) -> Result<Limits> {
+    if r.kind != ClusterKind::Shared {
+        return Ok(Limits::default());
+    }
+    let api: Api<SharedCluster> = Api::namespaced(ctx.client.clone(), &r.namespace);
+    let sc = api.get_opt(&r.name).await.map_err(kube_err(
+        "get",
+        format!("SharedCluster {}/{}", r.namespace, r.name),
+    ))?;
+    Ok(sc
+        .map(|sc| sc.spec.tenants.default_limits)
+        .unwrap_or_default())
 }
 
 async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
@@ -124,11 +143,12 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
         }
         Step::EnsureTenant { cluster, writable } => {
             let mc = broker(ctx, cluster).await?;
+            let defaults = default_limits(ctx, cluster).await?;
             let tenant = Tenant {
                 vhost: tenant.to_string(),
                 user: tenant.to_string(),
                 password: t.password()?.clone(),
-                limits: limits(t.instance),
+                limits: limits(t.instance, &defaults),
             };
             let perms = if *writable {
                 Permissions::full()
@@ -137,10 +157,23 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
             };
             Ok(steps::ensure_tenant_with(&mc, &tenant, &perms).await?)
         }
-        Step::CopyTopology { from, to } => {
+        Step::CopyTopology {
+            from,
+            to,
+            policy_keys,
+        } => {
             let src = broker(ctx, from).await?;
             let dst = broker(ctx, to).await?;
-            steps::copy_topology(&src, tenant, &dst, tenant).await?;
+            let admits = |k: &str| {
+                policy_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|a| a == "*" || a == k))
+            };
+            let copied =
+                steps::copy_topology_with(&src, tenant, &dst, tenant, Some(&admits)).await?;
+            if !copied.translated.is_empty() {
+                tracing::info!(changes = ?copied.translated, "topology adapted for the destination");
+            }
             Ok(())
         }
         Step::CopyTransfers { from, to } => {

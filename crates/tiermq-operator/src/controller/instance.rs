@@ -335,7 +335,10 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     let observed = observe::observe(ctx, i, &shared)
         .await
         .map_err(Error::during(Stage::Observe))?;
-    if let Some((reason, message)) = plan::new_instance_problem(&observed) {
+    if let Some((reason, message)) = plan::new_instance_problem(&observed)
+        .or_else(|| plan::tenancy_problem(&observed))
+        .or_else(|| policy_problem(i, &ctx.config))
+    {
         return Err(Error::during(Stage::Validate)(Error::Placement {
             reason,
             message,
@@ -397,6 +400,32 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         &p,
         ctx.config.drain_poll_seconds,
     )))
+}
+
+/// Why the instance's dedicated cluster is outside the operator's policy, if it is and the
+/// instance is (or is to be) on the dedicated tier: nothing is applied until it is within.
+fn policy_problem(
+    i: &RabbitMQInstance,
+    config: &crate::config::RunArgs,
+) -> Option<(&'static str, String)> {
+    if i.meta().deletion_timestamp.is_some() {
+        return None;
+    }
+    let on_dedicated = i.spec.tier == tiermq_crd::Tier::Dedicated
+        || i.status.as_ref().and_then(|s| s.tier) == Some(tiermq_crd::Tier::Dedicated);
+    if !on_dedicated {
+        return None;
+    }
+    let v = config.dedicated_bounds().violations(&i.spec.dedicated);
+    (!v.is_empty()).then(|| {
+        (
+            conditions::reasons::OUTSIDE_OPERATOR_POLICY,
+            format!(
+                "the dedicated cluster is outside the operator's policy: {}",
+                v.join("; ")
+            ),
+        )
+    })
 }
 
 /// A plan that newly places the instance on a SharedCluster (a new instance, or a downgrade's

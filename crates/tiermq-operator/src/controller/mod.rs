@@ -7,6 +7,7 @@
 //! - [`observe`], [`plan`], [`execute`], [`status`]: the pipeline's stages.
 //! - [`clusters`]: broker clusters as Kubernetes objects and how to reach their brokers.
 //! - [`apply`]: the one place that writes Kubernetes objects.
+//! - [`scope`]: which namespaces the controllers watch (all, or a configured set).
 //! - [`conditions`]: the one place that builds Kubernetes conditions.
 //!
 //! What triggers an instance reconcile: the instance itself; its owned objects (dedicated
@@ -24,6 +25,7 @@ pub mod instance;
 pub mod observe;
 pub mod plan;
 pub mod routing;
+pub mod scope;
 pub mod shared_cluster;
 pub mod status;
 
@@ -32,11 +34,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
@@ -46,6 +47,7 @@ use crate::build::{LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_TIERMQ_INSTANCE, MANAG
 use crate::config::RunArgs;
 use crate::metrics::Metrics;
 use context::Context;
+use scope::Scope;
 
 /// Hash of what should trigger an instance reconcile: generation (spec), finalizers, deletion,
 /// the pause annotation.
@@ -152,31 +154,31 @@ fn placement(i: &RabbitMQInstance) -> u64 {
 /// trigger. Status writes that change nothing else (every drain sample) do not reconcile the
 /// SharedCluster.
 fn placement_changes(
-    api: Api<RabbitMQInstance>,
+    events: impl futures::Stream<Item = Result<watcher::Event<RabbitMQInstance>, watcher::Error>>
+    + Send
+    + 'static,
 ) -> impl futures::Stream<Item = Result<RabbitMQInstance, watcher::Error>> + Send + 'static {
     let seen = std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new());
-    watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .flat_map(move |ev| {
-            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-            let key = |i: &RabbitMQInstance| i.uid().unwrap_or_else(|| i.name_any());
-            let out: Vec<Result<RabbitMQInstance, watcher::Error>> = match ev {
-                Ok(watcher::Event::Apply(i) | watcher::Event::InitApply(i)) => {
-                    let h = placement(&i);
-                    match seen.insert(key(&i), h) {
-                        Some(old) if old == h => vec![],
-                        _ => vec![Ok(i)],
-                    }
+    events.flat_map(move |ev| {
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let key = |i: &RabbitMQInstance| i.uid().unwrap_or_else(|| i.name_any());
+        let out: Vec<Result<RabbitMQInstance, watcher::Error>> = match ev {
+            Ok(watcher::Event::Apply(i) | watcher::Event::InitApply(i)) => {
+                let h = placement(&i);
+                match seen.insert(key(&i), h) {
+                    Some(old) if old == h => vec![],
+                    _ => vec![Ok(i)],
                 }
-                Ok(watcher::Event::Delete(i)) => {
-                    seen.remove(&key(&i));
-                    vec![Ok(i)]
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
-                Err(e) => vec![Err(e)],
-            };
-            futures::stream::iter(out)
-        })
+            }
+            Ok(watcher::Event::Delete(i)) => {
+                seen.remove(&key(&i));
+                vec![Ok(i)]
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(out)
+    })
 }
 
 /// What of an instance its routing depends on: the clusters it is recorded on and its generation
@@ -194,23 +196,20 @@ fn routing_inputs(i: &RabbitMQInstance) -> Option<u64> {
 /// instances it keeps.
 fn instance_controller(
     client: &kube::Client,
+    scope: &Scope,
     predicate: fn(&RabbitMQInstance) -> Option<u64>,
 ) -> (Controller<RabbitMQInstance>, Store<RabbitMQInstance>) {
     let (store, writer) = reflector::store::<RabbitMQInstance>();
-    let trigger = watcher::watcher(
-        Api::<RabbitMQInstance>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(predicate, PredicateConfig::default());
+    let trigger = scope
+        .events::<RabbitMQInstance>(client, watcher::Config::default())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicate, PredicateConfig::default());
     let pod_store = store.clone();
     let external_store = store.clone();
     let ctrl = Controller::for_stream(trigger, store.clone())
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(LABEL_CLUSTER),
+        .watches_stream(
+            scope.touched::<Pod>(client, watcher::Config::default().labels(LABEL_CLUSTER)),
             move |pod: Pod| {
                 let ns = pod.namespace().unwrap_or_default();
                 match pod.labels().get(LABEL_CLUSTER) {
@@ -221,9 +220,11 @@ fn instance_controller(
         )
         // Broker pods of external clusters (`SharedCluster.spec.external`) carry none of the
         // operator's labels, only the RabbitMQ cluster operator's.
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(clusters::RABBITMQ_CLUSTER_PODS),
+        .watches_stream(
+            scope.touched::<Pod>(
+                client,
+                watcher::Config::default().labels(clusters::RABBITMQ_CLUSTER_PODS),
+            ),
             move |pod: Pod| {
                 let ns = pod.namespace().unwrap_or_default();
                 instances_on_shared_in(&external_store.state(), &ns)
@@ -237,14 +238,17 @@ fn instance_controller(
 /// Kubernetes') and the instances' placement trigger it.
 fn routing_controller(
     client: &kube::Client,
+    scope: &Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Controller<RabbitMQInstance> {
-    let (ctrl, _) = instance_controller(client, routing_inputs);
-    ctrl.watches(
+    let (ctrl, _) = instance_controller(client, scope, routing_inputs);
+    ctrl.watches_stream(
         // Only instances' slices: the operator's carry the instance label, and Kubernetes'
         // copy it from the instance Service (other Services' slices are never cached).
-        Api::<EndpointSlice>::all(client.clone()),
-        watcher::Config::default().labels(LABEL_TIERMQ_INSTANCE),
+        scope.touched::<EndpointSlice>(
+            client,
+            watcher::Config::default().labels(LABEL_TIERMQ_INSTANCE),
+        ),
         |s: EndpointSlice| {
             let ns = s.namespace().unwrap_or_default();
             s.labels()
@@ -268,7 +272,18 @@ pub async fn run_controllers(
     // spec, finalizers or deletion trigger a reconcile: the operator's own status writes must
     // not, or a draining instance (whose status changes with every sample) would loop hot
     // instead of sampling at the requeue interval.
-    let (instance_ctrl, store) = instance_controller(&client, spec_or_lifecycle);
+    let scope = Scope::new(&config.watch_namespaces);
+    if !scope.namespaces.is_empty() {
+        tracing::info!(namespaces = ?scope.namespaces, "watching these namespaces only");
+        if !scope.covers(config.shared_namespace()) {
+            tracing::warn!(
+                namespace = config.shared_namespace(),
+                "the SharedClusters' namespace is not watched: SharedClusters there are not \
+                 reconciled and instances cannot use them; add it to --watch-namespaces"
+            );
+        }
+    }
+    let (instance_ctrl, store) = instance_controller(&client, &scope, spec_or_lifecycle);
     let ctx: Arc<Context> = Context::new(
         client.clone(),
         config.clone(),
@@ -280,18 +295,15 @@ pub async fn run_controllers(
     let sc_store = store.clone();
     let sc_config = config.clone();
     let instances = instance_ctrl
-        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-        .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .owns(Api::<EndpointSlice>::all(client.clone()), managed.clone())
-        .owns(Api::<Secret>::all(client.clone()), managed.clone())
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            managed.clone(),
-        )
-        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-        .watches(
-            Api::<SharedCluster>::all(client.clone()),
-            watcher::Config::default(),
+        .owns_stream(scope.touched::<StatefulSet>(&client, managed.clone()))
+        .owns_stream(scope.touched::<Service>(&client, managed.clone()))
+        .owns_stream(scope.touched::<EndpointSlice>(&client, managed.clone()))
+        // Secrets are not watched: that would need list/watch on every Secret of the cluster.
+        // The operator never rewrites them; a deleted one is reported on the next pass.
+        .owns_stream(scope.touched::<PodDisruptionBudget>(&client, managed.clone()))
+        .owns_stream(scope.touched::<ConfigMap>(&client, managed.clone()))
+        .watches_stream(
+            scope.touched::<SharedCluster>(&client, watcher::Config::default()),
             move |sc: SharedCluster| instances_for_shared(&sc_store, &sc_config, &sc),
         )
         .graceful_shutdown_on(shutdown.clone())
@@ -302,39 +314,43 @@ pub async fn run_controllers(
             }
         });
 
-    let shared = Controller::new(
-        Api::<SharedCluster>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-    .watches_stream(
-        placement_changes(Api::<RabbitMQInstance>::all(client.clone())),
-        |i: RabbitMQInstance| {
-            // Placement counts change with the instance's recorded clusters.
-            let Some(s) = i.status else { return Vec::new() };
-            let mut refs: Vec<_> = s.serving.into_iter().collect();
-            if let Some(m) = s.migration {
-                refs.push(m.source);
-                refs.push(m.destination);
+    let (sc_reader, sc_writer) = reflector::store::<SharedCluster>();
+    let sc_trigger = scope
+        .events::<SharedCluster>(&client, watcher::Config::default())
+        .reflect(sc_writer)
+        .applied_objects();
+    let shared = Controller::for_stream(sc_trigger, sc_reader)
+        .owns_stream(scope.touched::<StatefulSet>(&client, managed.clone()))
+        .watches_stream(
+            placement_changes(
+                scope.events::<RabbitMQInstance>(&client, watcher::Config::default()),
+            ),
+            |i: RabbitMQInstance| {
+                // Placement counts change with the instance's recorded clusters.
+                let Some(s) = i.status else { return Vec::new() };
+                let mut refs: Vec<_> = s.serving.into_iter().collect();
+                if let Some(m) = s.migration {
+                    refs.push(m.source);
+                    refs.push(m.destination);
+                }
+                refs.into_iter()
+                    .filter(|r| r.kind == ClusterKind::Shared)
+                    .map(|r| ObjectRef::<SharedCluster>::new(&r.name).within(&r.namespace))
+                    .collect()
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            shared_cluster::reconcile,
+            shared_cluster::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "shared-cluster controller event");
             }
-            refs.into_iter()
-                .filter(|r| r.kind == ClusterKind::Shared)
-                .map(|r| ObjectRef::<SharedCluster>::new(&r.name).within(&r.namespace))
-                .collect()
-        },
-    )
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        shared_cluster::reconcile,
-        shared_cluster::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "shared-cluster controller event");
-        }
-    });
-    let router = routing_controller(&client, shutdown)
+        });
+    let router = routing_controller(&client, &scope, shutdown)
         .run(routing::reconcile, routing::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {

@@ -12,7 +12,7 @@
 //! brokers' statistics interval as their timestamp: counts in the management API may be that
 //! old, so a sample only proves what was true that long before it was taken.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -161,6 +161,22 @@ pub fn topology_names(defs: &Definitions) -> BTreeSet<String> {
         out.insert(format!("policy/{}", s(p, "name")));
     }
     out
+}
+
+/// The policies of a tenant topology with the definition keys each sets, by name.
+pub fn policy_keys(defs: &Definitions) -> BTreeMap<String, Vec<String>> {
+    defs.policies
+        .iter()
+        .filter_map(|p| {
+            let name = p.get("name").and_then(Value::as_str)?;
+            let keys = p
+                .get("definition")
+                .and_then(Value::as_object)
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default();
+            Some((name.to_string(), keys))
+        })
+        .collect()
 }
 
 /// The policies of a tenant topology that set classic queue mirroring keys, as
@@ -389,6 +405,7 @@ pub async fn observe_tenant(
             federated,
             backlog: backlog_sample(&backlog, stats_lag, live_ready, vhost.publish_rate()),
             mirroring_policies: mirroring_policies(&defs),
+            policy_keys: policy_keys(&defs),
         }),
     })
 }
@@ -423,6 +440,7 @@ pub async fn observe_cluster(
         desired_replicas: desired,
         ready_replicas: ready,
         capacity: None,
+        tenancy: None,
         broker: None,
         rabbitmq_major: statefulset_major(&sts),
         refuses_transient_queues: false,
@@ -524,6 +542,7 @@ where
             .is_some_and(refuses_transient_queues);
         let placement = placement().await?;
         let count = placement.count as i32;
+        shared_obs.tenancy = Some(sc.spec.tenants.clone());
         shared_obs.capacity = Some(SharedCapacity {
             instance_count: count,
             max_instances: sc.spec.capacity.max_instances,

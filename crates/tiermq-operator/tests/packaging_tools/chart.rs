@@ -132,13 +132,30 @@ async fn helm_template_renders_what_each_values_file_asks_for() {
         if sa_create {
             expected.insert(format!("ServiceAccount/{sa_name}"));
         }
+        // Namespaced mode: a Role and RoleBinding in each watched namespace, no cluster role.
+        let watched: Vec<String> = v["operator"]["watchNamespaces"]
+            .as_array()
+            .map(|a| a.iter().map(|n| n.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        if rbac && v["rbac"]["admissionPolicy"].as_bool().unwrap() {
+            expected.extend([
+                format!("ValidatingAdmissionPolicy/{full}-managed-objects"),
+                format!("ValidatingAdmissionPolicyBinding/{full}-managed-objects"),
+            ]);
+        }
         if rbac {
             expected.extend([
-                format!("ClusterRole/{full}"),
-                format!("ClusterRoleBinding/{full}"),
                 format!("Role/{full}-leader-election"),
                 format!("RoleBinding/{full}-leader-election"),
             ]);
+            if watched.is_empty() {
+                expected.extend([
+                    format!("ClusterRole/{full}"),
+                    format!("ClusterRoleBinding/{full}"),
+                ]);
+            } else {
+                expected.extend([format!("Role/{full}"), format!("RoleBinding/{full}")]);
+            }
         }
         if service {
             expected.insert(format!("Service/{full}-metrics"));
@@ -187,17 +204,23 @@ async fn helm_template_renders_what_each_values_file_asks_for() {
             let labels = &d["metadata"]["labels"];
             assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm", "{id}");
             assert_eq!(labels["app.kubernetes.io/instance"], RELEASE, "{id}");
-            let cluster_scoped = d["kind"].as_str().unwrap().starts_with("Cluster");
+            let kind = d["kind"].as_str().unwrap();
+            let cluster_scoped =
+                kind.starts_with("Cluster") || kind.starts_with("ValidatingAdmissionPolicy");
             if d["kind"] == "ConfigMap" {
                 assert_eq!(
                     d["metadata"]["namespace"].as_str(),
                     dashboard_ns.as_deref(),
                     "{id}"
                 );
+            } else if !watched.is_empty() && d["metadata"]["name"] == full.as_str() {
+                // One Role and RoleBinding per watched namespace.
+                let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
+                assert!(watched.iter().any(|w| w == ns), "{id} in {ns}");
             } else if !cluster_scoped {
                 assert_eq!(d["metadata"]["namespace"], NAMESPACE, "{id}");
             }
-            if d["kind"].as_str().unwrap().ends_with("Binding") {
+            if kind.ends_with("RoleBinding") {
                 assert_eq!(
                     d["subjects"],
                     json!([{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}]),
@@ -317,8 +340,11 @@ async fn rendered_objects_pass_the_api_servers_validation() {
     server.write_kubeconfig(&kubeconfig).unwrap();
     let t = Tools::new(Some(helm), tools::MACHINE_KUBECTL.into(), Some(&kubeconfig));
     t.kubectl(&["create", "namespace", NAMESPACE]).await.ok();
-    // Where ci/monitoring-values.yaml puts the dashboard.
-    t.kubectl(&["create", "namespace", "monitoring"]).await.ok();
+    // Where ci/monitoring-values.yaml puts the dashboard, and ci/namespaced-values.yaml's
+    // watched namespaces.
+    for ns in ["monitoring", "team-a", "team-b"] {
+        t.kubectl(&["create", "namespace", ns]).await.ok();
+    }
     for file in values_files() {
         let what = label(&file);
         let docs: Vec<Value> = yaml_docs(&template(&t, &file, &["--include-crds"]).await)

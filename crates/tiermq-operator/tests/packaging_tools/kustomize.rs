@@ -13,12 +13,14 @@ fn ids(items: &[serde_json::Value]) -> BTreeSet<String> {
     items
         .iter()
         .map(|o| {
-            format!(
-                "{}/{}/{}",
-                o["kind"].as_str().unwrap(),
-                o["metadata"]["namespace"].as_str().unwrap_or(""),
-                o["metadata"]["name"].as_str().unwrap()
-            )
+            let kind = o["kind"].as_str().unwrap();
+            // Cluster-scoped kinds kubectl 1.32's kustomize does not know as such get the
+            // base's namespace, which the API server clears.
+            let ns = match kind.starts_with("ValidatingAdmissionPolicy") {
+                true => "",
+                false => o["metadata"]["namespace"].as_str().unwrap_or(""),
+            };
+            format!("{kind}/{ns}/{}", o["metadata"]["name"].as_str().unwrap())
         })
         .collect()
 }

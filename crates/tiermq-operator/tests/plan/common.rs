@@ -106,6 +106,7 @@ pub fn tenant(access: Access, backlog: Option<BacklogSample>) -> TenantObservati
         federated: false,
         backlog,
         mirroring_policies: Vec::new(),
+        policy_keys: Default::default(),
     }
 }
 
@@ -126,6 +127,7 @@ pub fn up(r: ClusterRef, tenant: Option<TenantObservation>) -> ClusterObservatio
         rabbitmq_major: Some(3),
         refuses_transient_queues: false,
         pod_problems: Vec::new(),
+        tenancy: None,
     }
 }
 
@@ -262,6 +264,7 @@ impl SimCluster {
                     sample_live(at, n, live)
                 }),
                 mirroring_policies: Vec::new(),
+                policy_keys: Default::default(),
             }),
         });
         ClusterObservation {
@@ -274,6 +277,7 @@ impl SimCluster {
             rabbitmq_major: Some(3),
             refuses_transient_queues: false,
             pod_problems: Vec::new(),
+            tenancy: None,
         }
     }
 }
@@ -652,7 +656,7 @@ impl World {
                     | Step::DeleteTenant { cluster }
                     | Step::DiscardTenant { cluster }
                     | Step::DeleteDedicatedCluster { cluster } => vec![cluster],
-                    Step::CopyTopology { from, to }
+                    Step::CopyTopology { from, to, .. }
                     | Step::CopyTransfers { from, to }
                     | Step::StartShovels { from, to } => vec![from, to],
                     Step::StopShovels { from } => vec![from],
@@ -738,7 +742,7 @@ impl World {
                 }
                 Ok(())
             }
-            Step::CopyTopology { from, to } => {
+            Step::CopyTopology { from, to, .. } => {
                 let src = self.cluster(from.kind);
                 if !src.reachable() {
                     return Err("source unreachable".into());

@@ -292,3 +292,176 @@ async fn a_statefulset_field_that_cannot_change_is_changed_by_recreating_it_keep
     );
     cluster.shutdown().await;
 }
+
+/// The generated ValidatingAdmissionPolicy (`deploy/admission-policy.yaml`), enforced by
+/// kubesim: the operator's ServiceAccount, which RBAC lets write every EndpointSlice and Secret
+/// of the cluster, creates, changes and deletes only objects labelled as its own. Others
+/// (admins, controllers) are not matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admission_policy_keeps_the_operator_to_objects_it_manages() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{DeleteParams, DynamicObject};
+    use kube::discovery::ApiResource;
+
+    const NS: &str = "tiermq-system";
+    let server = kubesim::apiserver::start(Default::default()).await.unwrap();
+    let admin = server.admin_client().unwrap();
+    let pp = PostParams::default();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(admin.clone())
+        .create(&pp, &ns)
+        .await
+        .unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "tiermq-operator", "namespace": NS}}))
+            .unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), NS)
+        .create(&pp, &sa)
+        .await
+        .unwrap();
+    let rules: Vec<serde_json::Value> = tiermq_operator::rbac::cluster_rules()
+        .into_iter()
+        .map(|r| json!({"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}))
+        .collect();
+    let role: ClusterRole =
+        serde_json::from_value(json!({"metadata": {"name": "tiermq-operator"}, "rules": rules}))
+            .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "tiermq-operator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tiermq-operator", "namespace": NS}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tiermq-operator"}
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+    for doc in tiermq_operator::rbac::deploy_admission_policy().split("\n---\n") {
+        let obj: DynamicObject = serde_yaml::from_str(doc).unwrap();
+        let kind = obj.types.as_ref().unwrap().kind.clone();
+        let plural = match kind.as_str() {
+            "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+            _ => "validatingadmissionpolicybindings",
+        };
+        let ar = ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind,
+            plural: plural.into(),
+        };
+        Api::<DynamicObject>::all_with(admin.clone(), &ar)
+            .create(&pp, &obj)
+            .await
+            .unwrap();
+    }
+    let token = server
+        .issue_token(NS, "tiermq-operator", std::time::Duration::from_secs(600))
+        .unwrap();
+    let operator = kube::Client::try_from(server.token_config(&token.token)).unwrap();
+
+    let slice = |name: &str, managed: bool| -> EndpointSlice {
+        let mut labels = json!({"kubernetes.io/service-name": "orders"});
+        if managed {
+            labels["app.kubernetes.io/managed-by"] = json!("tiermq-operator");
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "addressType": "IPv4", "endpoints": [], "ports": []
+        }))
+        .unwrap()
+    };
+    let denied = |r: Result<EndpointSlice, kube::Error>| match r {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            e.message
+        }
+        other => panic!("not refused: {other:?}"),
+    };
+    let as_operator = Api::<EndpointSlice>::namespaced(operator.clone(), "default");
+    let as_admin = Api::<EndpointSlice>::namespaced(admin.clone(), "default");
+
+    // Its own: created, changed and deleted.
+    as_operator.create(&pp, &slice("mine", true)).await.unwrap();
+    as_operator
+        .patch(
+            "mine",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    // Unlabelled: not created; a label removed: refused.
+    let msg = denied(as_operator.create(&pp, &slice("unlabelled", false)).await);
+    assert_eq!(
+        msg,
+        "ValidatingAdmissionPolicy 'tiermq-operator-managed-objects' with binding \
+         'tiermq-operator-managed-objects' denied request: the tiermq operator writes only \
+         objects labelled app.kubernetes.io/managed-by=tiermq-operator"
+    );
+    denied(
+        as_operator
+            .patch(
+                "mine",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}}),
+                ),
+            )
+            .await,
+    );
+    // Another controller's slice: neither changed nor deleted by the operator; the admin may.
+    as_admin.create(&pp, &slice("theirs", false)).await.unwrap();
+    let msg = denied(
+        as_operator
+            .patch(
+                "theirs",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"endpoints": [{"addresses": ["10.0.0.9"]}]})),
+            )
+            .await,
+    );
+    assert!(
+        msg.contains("changes and deletes only objects labelled"),
+        "{msg}"
+    );
+    match as_operator.delete("theirs", &DeleteParams::default()).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 422, "{e:?}"),
+        other => panic!("delete not refused: {other:?}"),
+    }
+    as_admin
+        .patch(
+            "theirs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    as_operator
+        .delete("mine", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // The same for Secrets: an admin's Secret cannot be deleted by the operator.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "backup", "namespace": "default"}, "stringData": {"k": "v"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), "default")
+        .create(&pp, &secret)
+        .await
+        .unwrap();
+    match Api::<Secret>::namespaced(operator.clone(), "default")
+        .delete("backup", &DeleteParams::default())
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 422, "{e:?}"),
+        other => panic!("delete not refused: {other:?}"),
+    }
+}

@@ -67,6 +67,15 @@ impl Env {
     /// [`Env::start_in`]; with `flags`, brokers boot enabling only those feature flags (like
     /// brokers upgraded from an older release).
     async fn start_with(private: bool, flags: Option<&str>) -> Env {
+        Self::start_configured(private, flags, |_| {}).await
+    }
+
+    /// [`Env::start_with`], the operator's settings changed by `configure` first.
+    async fn start_configured(
+        private: bool,
+        flags: Option<&str>,
+        configure: impl FnOnce(&mut RunArgs),
+    ) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn,kubesim=warn".into()),
@@ -100,6 +109,14 @@ impl Env {
         let metrics_addr = args.metrics_addr;
         args.broker_stats_interval_ms = 500;
         args.drain_poll_seconds = 1;
+        configure(&mut args);
+        // Namespaced mode runs as a ServiceAccount with the operator's rules as Roles in the
+        // watched namespaces only, so a request outside them is refused, not quietly allowed.
+        let client = if args.watch_namespaces.is_empty() {
+            client
+        } else {
+            namespaced_identity(&cluster, &args.watch_namespaces).await
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let op = tokio::spawn(tiermq_operator::operator::run_with_client(
             client,
@@ -144,6 +161,59 @@ impl Drop for Env {
         drop(self.cluster.take());
     }
 }
+
+/// The ServiceAccount `default/tiermq-operator` bound to the operator's generated rules as a
+/// Role in each of `namespaces` (created when missing); a client authenticated as it.
+async fn namespaced_identity(
+    cluster: &kubesim::cluster::Cluster,
+    namespaces: &[String],
+) -> kube::Client {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let admin = cluster.client();
+    let pp = PostParams::default();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": OPERATOR_SA, "namespace": NS}}))
+            .unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), NS)
+        .create(&pp, &sa)
+        .await
+        .unwrap();
+    let rules: Vec<serde_json::Value> = tiermq_operator::rbac::cluster_rules()
+        .into_iter()
+        .map(|r| json!({"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}))
+        .collect();
+    for ns in namespaces {
+        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        let _ = Api::<Namespace>::all(admin.clone()).create(&pp, &n).await;
+        let role: Role = serde_json::from_value(json!({
+            "metadata": {"name": "tiermq-operator", "namespace": ns}, "rules": rules
+        }))
+        .unwrap();
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .create(&pp, &role)
+            .await
+            .unwrap();
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "tiermq-operator", "namespace": ns},
+            "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": NS}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tiermq-operator"}
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&pp, &binding)
+            .await
+            .unwrap();
+    }
+    let token = cluster
+        .api()
+        .issue_token(NS, OPERATOR_SA, Duration::from_secs(3600))
+        .unwrap();
+    kube::Client::try_from(cluster.api().token_config(&token.token)).unwrap()
+}
+
+/// The ServiceAccount the namespaced-mode operator runs as.
+const OPERATOR_SA: &str = "tiermq-operator";
 
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
@@ -473,8 +543,35 @@ async fn a_shared_instance_gets_a_tenant_and_working_credentials_through_its_ser
         .delete("orders-credentials", &Default::default())
         .await
         .unwrap();
-    // The controller watches the Secrets it owns, so this is several reconciles' worth of time.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Secrets are not watched (that would take list/watch on every Secret): a spec change
+    // makes the next pass, which reports the missing Secret instead of replacing it.
+    let instances = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+    instances
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"limits": {"maxQueues": 500}}})),
+        )
+        .await
+        .unwrap();
+    let reported = eventually(
+        "the missing Secret is reported",
+        Duration::from_secs(60),
+        || async {
+            let st = instances.get("orders").await.ok()?.status?;
+            st.conditions.into_iter().find(|c| {
+                c.type_ == tiermq_crd::conditions::DEGRADED
+                    && c.status == "True"
+                    && c.reason == tiermq_crd::conditions::reasons::SECRET_PROBLEM
+            })
+        },
+    )
+    .await;
+    assert!(
+        reported.message.contains("restore the Secret"),
+        "{}",
+        reported.message
+    );
     assert!(
         secrets
             .get_opt("orders-credentials")
@@ -1460,6 +1557,310 @@ mod matrix {
             "{reasons:?}"
         );
         eprintln!("window opened {opens}, conversion started {started}");
+        env.shutdown().await;
+    }
+
+    /// Namespaced mode: the operator watches `default` and `team-b` with Roles there only
+    /// (no ClusterRole). An instance in `team-b` on the SharedCluster in `default` is served
+    /// and upgraded; an instance in `team-c` is left alone; the API server refused none of the
+    /// operator's requests and it made none outside those namespaces.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_namespaced_operator_serves_its_namespaces_with_roles_only() {
+        let _serial = SERIAL.lock().await;
+        let env = Env::start_configured(false, None, |a| {
+            a.watch_namespaces = vec![NS.to_string(), "team-b".to_string()];
+        })
+        .await;
+        let c = env.client();
+        create_shared_cluster(&c, "main").await;
+        let ns = |name: &str| {
+            serde_json::from_value::<k8s_openapi::api::core::v1::Namespace>(
+                json!({"metadata": {"name": name}}),
+            )
+            .unwrap()
+        };
+        let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(c.clone());
+        let _ = namespaces
+            .create(&PostParams::default(), &ns("team-c"))
+            .await;
+        for (name, in_ns) in [("orders", "team-b"), ("ignored", "team-c")] {
+            let i: RabbitMQInstance = serde_json::from_value(json!({
+                "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+                "metadata": {"name": name, "namespace": in_ns},
+                "spec": {
+                    "series": "Subscription", "tier": "Shared",
+                    "shared": {"clusterRef": {"name": "main", "namespace": NS}},
+                    "dedicated": {"replicas": 1, "image": IMAGE},
+                    "migration": {"drainStrategy": "Shovel", "gracePeriodSeconds": 2}
+                }
+            }))
+            .unwrap();
+            Api::<RabbitMQInstance>::namespaced(c.clone(), in_ns)
+                .create(&PostParams::default(), &i)
+                .await
+                .unwrap();
+        }
+        let team_b = Api::<RabbitMQInstance>::namespaced(c.clone(), "team-b");
+        eventually("orders Ready on the shared tier", BOOT, || async {
+            let st = team_b.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Shared) && st.phase == Some(tiermq_crd::InstancePhase::Ready))
+                .then_some(())
+        })
+        .await;
+        team_b
+            .patch(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+            )
+            .await
+            .unwrap();
+        eventually("the upgrade completes", BOOT, || async {
+            let st = team_b.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Dedicated)
+                && st.migration_phase == Some(MigrationPhase::Stable)
+                && !st.history.is_empty())
+            .then_some(())
+        })
+        .await;
+        let ignored = Api::<RabbitMQInstance>::namespaced(c.clone(), "team-c")
+            .get("ignored")
+            .await
+            .unwrap();
+        assert!(
+            ignored.status.is_none(),
+            "team-c is not watched: {:?}",
+            ignored.status
+        );
+        assert!(ignored.finalizers().is_empty());
+
+        let user = format!("system:serviceaccount:{NS}:{OPERATOR_SA}");
+        let records = env
+            .cluster
+            .as_ref()
+            .unwrap()
+            .api()
+            .request_log()
+            .records_of(&user);
+        assert!(
+            records.len() > 50,
+            "the operator's requests are logged: {}",
+            records.len()
+        );
+        let refused: Vec<String> = records
+            .iter()
+            .filter(|r| r.code == 403)
+            .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+            .collect();
+        assert!(refused.is_empty(), "refused: {refused:?}");
+        let outside: Vec<String> = records
+            .iter()
+            .filter(|r| r.namespace != NS && r.namespace != "team-b")
+            .map(|r| {
+                format!(
+                    "{} {} {:?}/{} ({})",
+                    r.verb, r.resource, r.namespace, r.name, r.uri
+                )
+            })
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "requests outside the watched namespaces: {outside:?}"
+        );
+        env.shutdown().await;
+    }
+
+    /// The bounds on tenants, with real brokers: the operator's policy refuses a dedicated
+    /// cluster larger than allowed (nothing applied); a SharedCluster that does not take the
+    /// instance's namespace holds its downgrade with the dedicated cluster serving; once it
+    /// does, the downgrade runs, the tenant gets the SharedCluster's default vhost limits, its
+    /// policies arrive without the keys the SharedCluster does not admit, and every message
+    /// arrives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tenant_terms_and_operator_policy_bound_what_an_instance_gets() {
+        use tiermq_broker::model::Policy;
+        use tiermq_crd::conditions::{INVALID_SPEC, reasons};
+
+        let _serial = SERIAL.lock().await;
+        let env = Env::start_configured(false, None, |a| {
+            a.dedicated_images = vec![IMAGE.to_string()];
+        })
+        .await;
+        let c = env.client();
+        let sc: SharedCluster = serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+            "metadata": {"name": "main", "namespace": NS},
+            "spec": {"replicas": 1, "image": IMAGE, "tenants": {
+                "namespaces": ["team-b"],
+                "defaultLimits": {"maxConnections": 7, "maxQueues": 11}
+            }}
+        }))
+        .unwrap();
+        let scs = Api::<SharedCluster>::namespaced(c.clone(), NS);
+        scs.create(&PostParams::default(), &sc).await.unwrap();
+        create_instance_on(&c, "orders", "Dedicated", "main", "Shovel").await;
+        let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+        eventually("instance Ready on its dedicated cluster", BOOT, || async {
+            let st = api.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Dedicated) && st.phase == Some(tiermq_crd::InstancePhase::Ready))
+                .then_some(())
+        })
+        .await;
+
+        // Operator policy: another image is refused; nothing of it reaches the StatefulSet.
+        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.clone(), NS);
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"dedicated": {"image": "rabbitmq:4.0-management"}}})),
+        )
+        .await
+        .unwrap();
+        let refused = eventually(
+            "the policy refusal is reported",
+            Duration::from_secs(60),
+            || async {
+                let st = api.get("orders").await.ok()?.status?;
+                st.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == INVALID_SPEC && c.status == "True")
+            },
+        )
+        .await;
+        assert_eq!(refused.reason, reasons::OUTSIDE_OPERATOR_POLICY);
+        assert!(
+            refused
+                .message
+                .contains("\"rabbitmq:4.0-management\" does not start with an allowed prefix"),
+            "{}",
+            refused.message
+        );
+        let replicas = sets
+            .get("orders-dedicated")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas;
+        assert_eq!(replicas, Some(1));
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"dedicated": {"image": IMAGE}}})),
+        )
+        .await
+        .unwrap();
+        eventually("the refusal clears", Duration::from_secs(60), || async {
+            let st = api.get("orders").await.ok()?.status?;
+            has(&st, INVALID_SPEC, "False").then_some(())
+        })
+        .await;
+
+        // A policy with a key shared brokers do not admit, and a backlog.
+        let ded = admin_client(&c, "orders-dedicated").await;
+        let (uri, secret) = instance_uri(&c, "orders").await;
+        let vhost = String::from_utf8(secret[credentials::KEY_VHOST].clone()).unwrap();
+        for (name, def) in [
+            (
+                "bounded",
+                json!({"max-length": 1000, "queue-master-locator": "min-masters"}),
+            ),
+            ("pinned", json!({"queue-master-locator": "client-local"})),
+        ] {
+            let p: Policy = serde_json::from_value(json!({
+                "name": name, "pattern": "^work$", "apply-to": "queues", "priority": 0,
+                "definition": def
+            }))
+            .unwrap();
+            ded.put_policy(&vhost, &p).await.unwrap();
+        }
+        const N: u64 = 120;
+        let conn = connect(&uri).await;
+        publish(&conn, "work", 0..N).await;
+        let _ = conn.close(200, "published".into()).await;
+
+        // The SharedCluster does not take namespace `default`: the downgrade is held.
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tier": "Shared"}})),
+        )
+        .await
+        .unwrap();
+        let held = eventually("the downgrade is held", Duration::from_secs(60), || async {
+            let st = api.get("orders").await.ok()?.status?;
+            (st.migration_phase == Some(MigrationPhase::Blocked)).then_some(st)
+        })
+        .await;
+        let c0 = held
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ConversionBlocked")
+            .unwrap();
+        assert_eq!(c0.reason, reasons::NAMESPACE_NOT_ALLOWED, "{}", c0.message);
+        assert_eq!(held.tier, Some(Tier::Dedicated));
+
+        scs.patch(
+            "main",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tenants": {"namespaces": ["team-b", NS]}}})),
+        )
+        .await
+        .unwrap();
+        let done = eventually("the downgrade completes", BOOT, || async {
+            let st = api.get("orders").await.ok()?.status?;
+            (st.tier == Some(Tier::Shared)
+                && st.migration_phase == Some(MigrationPhase::Stable)
+                && !st.history.is_empty())
+            .then_some(st)
+        })
+        .await;
+        assert_eq!(done.serving.as_ref().unwrap().name, "main");
+
+        let shared = admin_client(&c, "main").await;
+        let limits = shared.get_vhost_limits(&vhost).await.unwrap();
+        assert_eq!(
+            (limits.max_connections, limits.max_queues),
+            (Some(7), Some(11)),
+            "the SharedCluster's default limits"
+        );
+        let policies = shared.list_policies(&vhost).await.unwrap();
+        let mine: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = policies
+            .into_iter()
+            .filter(|p| !p.name.starts_with("tiermq"))
+            .map(|p| (p.name, p.definition))
+            .collect();
+        assert_eq!(
+            mine,
+            BTreeMap::from([(
+                "bounded".to_string(),
+                json!({"max-length": 1000}).as_object().unwrap().clone()
+            )]),
+            "only admitted keys arrive"
+        );
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), NS);
+        let notes: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("TranslatedForDestination"))
+            .filter_map(|e| e.note)
+            .collect();
+        assert!(
+            notes.iter().any(
+                |n| n.contains("bounded (queue-master-locator), pinned (queue-master-locator)")
+            ),
+            "{notes:?}"
+        );
+
+        let (uri, _) = instance_uri(&c, "orders").await;
+        let conn = connect(&uri).await;
+        let got = consume(&conn, "work", N as usize, Duration::from_secs(15)).await;
+        let lost: Vec<u64> = (0..N).filter(|id| !got.contains_key(id)).collect();
+        assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
+        let _ = conn.close(200, "done".into()).await;
         env.shutdown().await;
     }
 }

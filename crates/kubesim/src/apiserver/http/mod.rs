@@ -21,6 +21,7 @@ mod owner_refs;
 pub(crate) mod pod_log;
 mod resource;
 mod token;
+mod vap;
 mod watch;
 
 pub(crate) use access_review::review_types;

@@ -103,6 +103,19 @@ pub(super) fn serve(
     {
         super::owner_refs::check(app, caller.user, &rt, ns_for_write, path, &obj)?;
     }
+    if is_write && sub.is_none() {
+        let target = name.or(body_name.as_deref());
+        admit_policies(
+            app,
+            caller.user,
+            method,
+            &rt,
+            ns_for_write,
+            target,
+            (&content_type, &manager),
+            &body,
+        )?;
+    }
     let mut response = dispatch(
         app,
         caller,
@@ -124,6 +137,57 @@ pub(super) fn serve(
         }
     }
     Ok(response)
+}
+
+/// Runs the bound ValidatingAdmissionPolicies (see `vap`) on a write of `rt` named `name` in
+/// `ns`: the object it would store comes from the same store call in dry-run mode.
+#[allow(clippy::too_many_arguments)]
+fn admit_policies(
+    app: &App,
+    user: &UserInfo,
+    method: &Method,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: Option<&str>,
+    (content_type, manager): (&str, &str),
+    body: &Bytes,
+) -> ApiResult<()> {
+    let mut st = store::lock(&app.state);
+    if !super::vap::any_binding(&st) {
+        return Ok(());
+    }
+    // A deletecollection names no object; its deletes are not checked one by one here.
+    let Some(name) = name else { return Ok(()) };
+    let old = st.get(rt, ns, name).ok();
+    let opts = WriteOpts {
+        field_manager: manager.to_string(),
+        dry_run: true,
+        subresource: None,
+        force: false,
+    };
+    let object = match *method {
+        Method::DELETE => None,
+        Method::POST => Some(st.create(rt, ns, parse_body(body, content_type)?, &opts)?),
+        Method::PUT => Some(st.update(rt, ns, name, parse_body(body, content_type)?, &opts)?),
+        _ => Some(st.patch(rt, ns, name, content_type, body, &opts)?),
+    };
+    let operation = match (method, &old) {
+        (&Method::DELETE, _) => "DELETE",
+        (_, Some(_)) => "UPDATE",
+        (_, None) => "CREATE",
+    };
+    super::vap::check(
+        &st,
+        &super::vap::Write {
+            operation,
+            rt,
+            namespace: ns.unwrap_or(""),
+            name,
+            user,
+            object: object.as_ref(),
+            old: old.as_ref(),
+        },
+    )
 }
 
 /// `fieldValidation`: Strict refuses unknown fields, Warn (the default) answers with

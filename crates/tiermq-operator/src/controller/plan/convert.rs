@@ -13,8 +13,8 @@ use super::abort::start_abort;
 use super::observed::{Observed, TenantState};
 use super::output::{EventType, Step};
 use super::roles::{
-    backlog_note, describe, exists, federation_left, flipped_back, in_service, reachable, running,
-    tenant, tenant_of, topology_synced, writable,
+    backlog_note, copy_topology, describe, exists, federation_left, flipped_back, in_service,
+    reachable, running, tenant, tenant_of, topology_synced, writable,
 };
 use super::time::{from_time, to_time};
 use super::{Decision, SUBSCRIBER_SETTLE, drain, queues};
@@ -59,10 +59,7 @@ pub(super) fn preparing_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     steps.extend(destination_cluster(m));
     steps.extend(destination_read_only(o, m));
     if reachable(o, d) && matches!(tenant_of(o, s), TenantState::Present(_)) && reachable(o, s) {
-        steps.push(Step::CopyTopology {
-            from: s.clone(),
-            to: d.clone(),
-        });
+        steps.push(copy_topology(o, s, d));
     }
     steps
 }
@@ -116,10 +113,7 @@ pub(super) fn topology_refresh(o: &Observed, m: &MigrationStatus) -> Option<Step
     (both_up
         && matches!(tenant_of(o, &m.destination), TenantState::Present(_))
         && !topology_synced(o, m))
-    .then(|| Step::CopyTopology {
-        from: m.source.clone(),
-        to: m.destination.clone(),
-    })
+    .then(|| copy_topology(o, &m.source, &m.destination))
 }
 
 pub(super) fn dual_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {

@@ -8,7 +8,7 @@ use tiermq_crd::{MigrationPhase, Tier};
 use super::Decision;
 use super::observed::Observed;
 use super::output::{EventType, Step};
-use super::roles::{describe, new_migration, reachable, serving_ref};
+use super::roles::{describe, new_migration, reachable, refused_policy_keys, serving_ref};
 use super::window::{WindowState, describe_window, window_state};
 use super::{autotier, placement, queues};
 
@@ -83,10 +83,22 @@ pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -
             // owns it, so a crash plus a flip back can never leave an orphaned destination.
             let steps = steady(o, from, Stable).steps;
             let translated = queues::version_notes(o, &m.source);
+            let refused = refused_policy_keys(o, &m.source, &m.destination);
+            let refused_note = (!refused.is_empty()).then(|| {
+                format!(
+                    "{} admits only the policy keys in its spec.tenants.policyKeys: the copy \
+                     drops {} (a policy left with no key is not copied)",
+                    describe(&m.destination),
+                    refused.join(", ")
+                )
+            });
             let mut d = Decision::migrating(PreparingDestination, m, steps)
                 .event(EventType::Normal, events::CONVERSION_STARTED, note.clone())
                 .progress(note);
             if let Some(t) = translated {
+                d = d.event(EventType::Warning, events::TRANSLATED_FOR_DESTINATION, t);
+            }
+            if let Some(t) = refused_note {
                 d = d.event(EventType::Warning, events::TRANSLATED_FOR_DESTINATION, t);
             }
             d
@@ -206,6 +218,9 @@ pub(super) fn blocker(o: &Observed, from: Tier, to: Tier) -> Option<(&'static st
             ));
         }
         if let Some(problem) = placement::room_problem(dst) {
+            return held(problem);
+        }
+        if let Some(problem) = placement::terms_problem(o, dst) {
             return held(problem);
         }
     }

@@ -33,9 +33,10 @@
 //! - **R-blocked** (`idle()`): a flip while the instance is not in service (serving cluster not
 //!   ready, management API unreachable, tenant missing) → `Blocked` with condition
 //!   `ConversionBlocked` (reason `InstanceNotInService`) and a requeue; it proceeds once in service.
-//!   A downgrade onto a SharedCluster that is missing / not ready / at capacity is blocked with
-//!   `SharedClusterNotFound` / `SharedClusterNotReady` / `SharedClusterFull`. Withdrawing the flip
-//!   returns to `Stable`.
+//!   A downgrade onto a SharedCluster that is missing / not ready / at capacity / not taking the
+//!   instance's namespace or Service type (`spec.tenants`) is blocked with
+//!   `SharedClusterNotFound` / `SharedClusterNotReady` / `SharedClusterFull` /
+//!   `NamespaceNotAllowed` / `AccessTypeNotAllowed`. Withdrawing the flip returns to `Stable`.
 //! - **R-window** (`idle()`, module `window`): with `spec.migration.window`, a flip that passed
 //!   the R-blocked checks outside the window is held too (`Blocked`, `ConversionBlocked` with
 //!   reason `OutsideMaintenanceWindow`, `status.nextMaintenanceWindow`, one Normal Event) and
@@ -129,7 +130,7 @@ pub use observed::{
     SharedCapacity, ShovelObservation, TenantObservation, TenantState,
 };
 pub use output::{EventType, Plan, PlannedEvent, Step};
-pub use placement::new_instance_problem;
+pub use placement::{new_instance_problem, tenancy_problem};
 pub use queues::MIN_SAFE_TTL_SECONDS;
 pub use requeue::requeue_after;
 pub use roles::{describe, effective_policy};

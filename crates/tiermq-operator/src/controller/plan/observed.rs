@@ -2,10 +2,12 @@
 //! and from each broker's management API. No client types and no broker-crate types appear here,
 //! so the planner stays a pure function that tests can feed by hand.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstanceSpec, RabbitMQInstanceStatus};
+use tiermq_crd::{
+    ClusterKind, ClusterRef, RabbitMQInstanceSpec, RabbitMQInstanceStatus, TenantTerms,
+};
 
 /// Everything [`plan`](super::plan) decides from, gathered by one observe pass.
 ///
@@ -36,6 +38,11 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The instance's namespace (its dedicated cluster always lives there).
+    pub fn namespace(&self) -> &str {
+        &self.dedicated.cluster.namespace
+    }
+
     /// The observation of the cluster of `kind`.
     pub fn cluster(&self, kind: ClusterKind) -> &ClusterObservation {
         match kind {
@@ -82,6 +89,9 @@ pub struct ClusterObservation {
     pub ready_replicas: i32,
     /// For a SharedCluster: its placement capacity. `None` for a dedicated cluster, or when unknown.
     pub capacity: Option<SharedCapacity>,
+    /// For a SharedCluster: what it allows its tenants (`spec.tenants`). `None` for a dedicated
+    /// cluster, or when the SharedCluster object was not found.
+    pub tenancy: Option<TenantTerms>,
     /// What the management API said; `None` when it could not be reached (or was not asked because
     /// the cluster does not exist). The planner never treats an unreachable broker as empty.
     pub broker: Option<BrokerObservation>,
@@ -107,6 +117,7 @@ impl ClusterObservation {
             desired_replicas: 0,
             ready_replicas: 0,
             capacity: None,
+            tenancy: None,
             broker: None,
             rabbitmq_major: None,
             refuses_transient_queues: false,
@@ -210,6 +221,8 @@ pub struct TenantObservation {
     /// The tenant's policies that set classic queue mirroring keys (RabbitMQ 3.x), each as
     /// `name (key, key)`: a copy onto RabbitMQ 4.x drops those keys.
     pub mirroring_policies: Vec<String>,
+    /// The tenant's policies (as in `topology`) with the keys each sets, by name.
+    pub policy_keys: BTreeMap<String, Vec<String>>,
 }
 
 /// Permissions of the tenant's user on its vhost.

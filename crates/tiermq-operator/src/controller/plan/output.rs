@@ -70,6 +70,9 @@ pub enum Step {
         from: ClusterRef,
         /// The cluster that receives them.
         to: ClusterRef,
+        /// The policy keys `to` admits (a SharedCluster's `spec.tenants.policyKeys`); other
+        /// keys are dropped on the way. `None` copies policies whole.
+        policy_keys: Option<Vec<String>>,
     },
     /// The tenant's own shovels and federation upstreams on `from` exist on `to` too.
     CopyTransfers {

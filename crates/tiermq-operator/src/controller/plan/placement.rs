@@ -1,9 +1,12 @@
 //! Placement on a SharedCluster, the one rule for both ways onto one: a new shared instance
-//! ([`new_instance_problem`]) and a downgrade (the gate in `idle`). The SharedCluster must exist
-//! and have room; an instance already placed or migrating there counts as having room.
+//! ([`new_instance_problem`]) and a downgrade (the gate in `idle`). The SharedCluster must exist,
+//! have room and admit the instance (`spec.tenants`: its namespace and Service type); an
+//! instance already placed or migrating there counts as having room. While a SharedCluster
+//! serves the instance or a conversion moves it to or from one, the Service type must stay one
+//! the cluster admits ([`tenancy_problem`]).
 
 use tiermq_crd::conditions::reasons;
-use tiermq_crd::{ClusterRef, Tier};
+use tiermq_crd::{ClusterKind, ClusterRef, Tier};
 
 use super::observed::{ClusterObservation, Observed};
 use super::roles::describe;
@@ -39,6 +42,69 @@ pub(super) fn room_problem(c: &ClusterObservation) -> Option<(&'static str, Stri
     })
 }
 
+/// Why the SharedCluster observed as `c` does not admit this instance (its namespace or its
+/// Service type), if it does not. Unknown terms (the SharedCluster was not read) admit.
+pub(super) fn terms_problem(
+    o: &Observed,
+    c: &ClusterObservation,
+) -> Option<(&'static str, String)> {
+    let terms = c.tenancy.as_ref()?;
+    let ns = o.namespace();
+    if !terms.admits_namespace(ns) {
+        return Some((
+            reasons::NAMESPACE_NOT_ALLOWED,
+            format!(
+                "{} does not take instances of namespace {ns:?} (spec.tenants.namespaces: {}); \
+                 add the namespace there or pick another SharedCluster",
+                describe(&c.cluster),
+                terms.namespaces.join(", ")
+            ),
+        ));
+    }
+    access_problem(o, c)
+}
+
+/// Why the instance's Service type is not one the SharedCluster observed as `c` admits.
+fn access_problem(o: &Observed, c: &ClusterObservation) -> Option<(&'static str, String)> {
+    let terms = c.tenancy.as_ref()?;
+    let t = o.spec.access.service_type;
+    (!terms.admits_access(t)).then(|| {
+        let allowed: Vec<&str> = terms.access_types.iter().map(|a| a.as_str()).collect();
+        (
+            reasons::ACCESS_TYPE_NOT_ALLOWED,
+            format!(
+                "{} does not let its tenants expose it with a {} Service \
+                 (spec.tenants.accessTypes: {}); set spec.access.serviceType to one of \
+                 those, or convert to Dedicated first",
+                describe(&c.cluster),
+                t.as_str(),
+                allowed.join(", ")
+            ),
+        )
+    })
+}
+
+/// Why the instance cannot go on as it is while a SharedCluster serves it or a conversion moves
+/// it to or from one: its Service type is not one that SharedCluster admits (a changed
+/// `spec.access.serviceType`, or narrowed terms). Nothing is applied until it is fixed, so the
+/// Service keeps its current type.
+pub fn tenancy_problem(o: &Observed) -> Option<(&'static str, String)> {
+    if o.deletion_requested || o.shared.cluster.name.is_empty() {
+        return None;
+    }
+    let involved = |r: &ClusterRef| r.kind == ClusterKind::Shared && *r == o.shared.cluster;
+    let serving = o.status.serving.as_ref().is_some_and(involved);
+    let moving = o
+        .status
+        .migration
+        .as_ref()
+        .is_some_and(|m| involved(&m.source) || involved(&m.destination));
+    if !serving && !moving {
+        return None;
+    }
+    access_problem(o, &o.shared)
+}
+
 /// Why a new instance (not yet served anywhere) cannot be placed, if it cannot: on the shared
 /// tier it needs a named SharedCluster that exists and has room. A SharedCluster whose
 /// StatefulSet is still being created is provisioning, not a placement problem.
@@ -58,7 +124,7 @@ pub fn new_instance_problem(o: &Observed) -> Option<(&'static str, String)> {
                 .into(),
         ));
     }
-    room_problem(&o.shared)
+    room_problem(&o.shared).or_else(|| terms_problem(o, &o.shared))
 }
 
 #[cfg(test)]

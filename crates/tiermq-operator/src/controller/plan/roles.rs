@@ -97,12 +97,64 @@ pub(super) fn topology_synced(o: &Observed, m: &MigrationStatus) -> bool {
     holds_topology_of(o, &m.destination, &m.source)
 }
 
-/// `to`'s tenant holds every topology object `from`'s tenant holds (both observed).
+/// `to`'s tenant holds every topology object `from`'s tenant holds (both observed), but for
+/// policies `to` does not take at all (see [`admitted_policy_keys`]).
 pub(super) fn holds_topology_of(o: &Observed, to: &ClusterRef, from: &ClusterRef) -> bool {
     match (tenant_of(o, from), tenant_of(o, to)) {
-        (TenantState::Present(f), TenantState::Present(t)) => f.topology.is_subset(&t.topology),
+        (TenantState::Present(f), TenantState::Present(t)) => {
+            let terms = o.cluster_by_ref(to).and_then(|c| c.tenancy.as_ref());
+            f.topology.iter().all(|name| {
+                t.topology.contains(name)
+                    || name.strip_prefix("policy/").is_some_and(|p| {
+                        let keys = f.policy_keys.get(p).map(Vec::as_slice).unwrap_or(&[]);
+                        terms.is_some_and(|terms| {
+                            !keys.is_empty() && keys.iter().all(|k| !terms.admits_policy_key(k))
+                        })
+                    })
+            })
+        }
         _ => false,
     }
+}
+
+/// The policy keys the cluster `to` admits from a tenant: a SharedCluster's
+/// `spec.tenants.policyKeys`; `None` (everything) for a dedicated cluster or unknown terms.
+pub(super) fn admitted_policy_keys(o: &Observed, to: &ClusterRef) -> Option<Vec<String>> {
+    o.cluster_by_ref(to)
+        .filter(|c| c.cluster.kind == ClusterKind::Shared)
+        .and_then(|c| c.tenancy.as_ref())
+        .map(|t| t.policy_keys.clone())
+}
+
+/// The step that copies `from`'s topology onto `to`, within what `to` admits.
+pub(super) fn copy_topology(o: &Observed, from: &ClusterRef, to: &ClusterRef) -> Step {
+    Step::CopyTopology {
+        from: from.clone(),
+        to: to.clone(),
+        policy_keys: admitted_policy_keys(o, to),
+    }
+}
+
+/// The tenant's policy keys on `from` that `to` does not admit, one line per policy
+/// (`name (key, key)`); empty when all are admitted or nothing is known.
+pub(super) fn refused_policy_keys(o: &Observed, from: &ClusterRef, to: &ClusterRef) -> Vec<String> {
+    let (Some(t), Some(terms)) = (
+        tenant(o, from),
+        o.cluster_by_ref(to).and_then(|c| c.tenancy.as_ref()),
+    ) else {
+        return Vec::new();
+    };
+    t.policy_keys
+        .iter()
+        .filter_map(|(name, keys)| {
+            let refused: Vec<&str> = keys
+                .iter()
+                .filter(|k| !terms.admits_policy_key(k))
+                .map(String::as_str)
+                .collect();
+            (!refused.is_empty()).then(|| format!("{name} ({})", refused.join(", ")))
+        })
+        .collect()
 }
 
 /// The tenant on `r`, when it is observed present.
