@@ -7,6 +7,8 @@
 #[path = "day_two/byo.rs"]
 mod byo;
 mod common;
+#[path = "day_two/tls.rs"]
+mod tls;
 
 use std::time::{Duration, Instant};
 

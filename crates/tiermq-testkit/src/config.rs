@@ -75,7 +75,40 @@ pub struct NodeConfig {
     /// get a node with stable flags still disabled, like one that was upgraded from an older
     /// release.
     pub initial_feature_flags: Option<String>,
+    /// AMQPS and management HTTPS beside the plain listeners, with these PEM files.
+    pub tls: Option<NodeTls>,
 }
+
+/// A node's TLS: PEM contents (the launcher writes them into the node's folder, where a node in
+/// a chroot sees them too) and the TLS ports on the node's IP. `Debug` never shows the key.
+#[derive(Clone)]
+pub struct NodeTls {
+    /// CA certificate(s), PEM.
+    pub ca_pem: String,
+    /// The node's certificate (chain), PEM.
+    pub cert_pem: String,
+    /// The certificate's private key, PEM.
+    pub key_pem: String,
+    /// AMQPS port (5671 by convention).
+    pub amqps_port: u16,
+    /// Management HTTPS port (15671 by convention).
+    pub management_port: u16,
+    /// `rabbitmq.conf` lines for the TLS listeners beyond the files and ports, e.g.
+    /// `ssl_options.verify = verify_none`, kept as given.
+    pub extra_lines: String,
+}
+
+impl fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeTls")
+            .field("amqps_port", &self.amqps_port)
+            .field("management_port", &self.management_port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The folder below a node's `base_dir` that holds its TLS files.
+pub const TLS_DIR: &str = "tls";
 
 impl fmt::Debug for NodeConfig {
     // Hand-written: the config body may carry `default_pass` and the cookie is a secret too.
@@ -90,6 +123,7 @@ impl fmt::Debug for NodeConfig {
             .field("base_dir", &self.base_dir)
             .field("plugins", &self.plugins)
             .field("admin", &self.admin)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +176,7 @@ impl NodeConfig {
             plugins: TEST_PLUGINS.iter().map(|p| p.to_string()).collect(),
             admin,
             initial_feature_flags: None,
+            tls: None,
         }
     }
 
@@ -165,6 +200,32 @@ impl NodeConfig {
             amqp = self.amqp_port,
             mgmt = self.management_port,
         ));
+        if let Some(tls) = &self.tls {
+            let dir = self.base_dir.join(TLS_DIR);
+            let file = |name: &str| dir.join(name).display().to_string();
+            if !tls.extra_lines.is_empty() {
+                out.push_str(tls.extra_lines.trim_end());
+                out.push('\n');
+            }
+            out.push_str(&format!(
+                "# added by tiermq-testkit: TLS listeners on the node's own IP\n\
+                 listeners.ssl.1 = {ip}:{amqps}\n\
+                 ssl_options.cacertfile = {ca}\n\
+                 ssl_options.certfile = {cert}\n\
+                 ssl_options.keyfile = {key}\n\
+                 management.ssl.ip = {ip}\n\
+                 management.ssl.port = {mgmt}\n\
+                 management.ssl.cacertfile = {ca}\n\
+                 management.ssl.certfile = {cert}\n\
+                 management.ssl.keyfile = {key}\n",
+                ip = self.ip,
+                amqps = tls.amqps_port,
+                mgmt = tls.management_port,
+                ca = file("ca.crt"),
+                cert = file("tls.crt"),
+                key = file("tls.key"),
+            ));
+        }
         // Only with the plugin: without it RabbitMQ does not know the key and refuses to boot.
         if self.plugins.iter().any(|p| p == crate::PROMETHEUS_PLUGIN) {
             out.push_str(&format!("prometheus.tcp.ip = {}\n", self.ip));

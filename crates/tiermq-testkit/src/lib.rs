@@ -72,10 +72,12 @@ mod node;
 pub mod promql;
 mod runtime;
 mod sweep;
+pub mod tls;
 pub mod tools;
 
 pub use config::{
-    Credentials, NodeConfig, TEST_PLUGINS, TEST_SAMPLE_INCREMENT_SECS, TEST_STATS_INTERVAL_MS,
+    Credentials, NodeConfig, NodeTls, TEST_PLUGINS, TEST_SAMPLE_INCREMENT_SECS,
+    TEST_STATS_INTERVAL_MS, TLS_DIR,
 };
 pub use error::TestkitError;
 pub use ip::IpLease;

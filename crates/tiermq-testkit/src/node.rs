@@ -85,7 +85,25 @@ impl RabbitNode {
             fs::write(&path, text).map_err(TestkitError::io("write node file", &path))?;
             Ok(path)
         };
-        let conf = write("rabbitmq.conf", &config.rendered_config())?;
+        if let Some(tls) = &config.tls {
+            let dir = base.join(crate::config::TLS_DIR);
+            fs::create_dir_all(&dir).map_err(TestkitError::io("create node folder", &dir))?;
+            for (name, pem) in [
+                ("ca.crt", &tls.ca_pem),
+                ("tls.crt", &tls.cert_pem),
+                ("tls.key", &tls.key_pem),
+            ] {
+                let path = dir.join(name);
+                fs::write(&path, pem).map_err(TestkitError::io("write node file", &path))?;
+            }
+            set_mode(&dir.join("tls.key"), 0o400)?;
+        }
+        // File paths in the config must be the ones the node sees (the resolved folder).
+        let seen = NodeConfig {
+            base_dir: base.clone(),
+            ..config.clone()
+        };
+        let conf = write("rabbitmq.conf", &seen.rendered_config())?;
         let plugins = write("enabled_plugins", &config.rendered_plugins())?;
         let advanced = write(
             "advanced.config",
@@ -273,6 +291,7 @@ impl RabbitNode {
 
     /// One readiness probe: the management API answers an authenticated request.
     pub async fn probe(&self) -> Result<(), String> {
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(5))

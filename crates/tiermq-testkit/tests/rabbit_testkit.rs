@@ -27,10 +27,7 @@ async fn wait_gone(pid: u32) -> bool {
 
 /// The release the node's management API reports.
 async fn version(node: &RabbitNode) -> String {
-    let body: serde_json::Value = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    let body: serde_json::Value = tiermq_testkit::tls::http_client()
         .get(format!("{}/api/overview", node.management_url()))
         .basic_auth(&node.admin().username, Some(&node.admin().password))
         .send()

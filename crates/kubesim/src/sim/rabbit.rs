@@ -24,7 +24,10 @@
 //!   `enabled_plugins`). The kubelet removes listener lines (`listeners.tcp.*`,
 //!   `management.tcp.*`, `prometheus.tcp.*`) and `cluster_formation.*` lines and lets the launcher
 //!   bind AMQP, management and (with `rabbitmq_prometheus`) Prometheus to the pod IP (ports from those lines, else from the container ports named `amqp`
-//!   and `management`, else 5672/15672).
+//!   and `management`, else 5672/15672). TLS lines (`listeners.ssl.*`, `management.ssl.port`,
+//!   the `ssl_options.*file` and `management.ssl.*file` paths) are taken out too: the files they
+//!   name are read from the pod's volumes and the launcher writes them into the node's folder and
+//!   binds AMQPS and management HTTPS to the pod IP (see [`strip_tls`]).
 //! - **Erlang cookie**: the file `/var/lib/rabbitmq/.erlang.cookie` as the pod's volumes and init
 //!   containers leave it (see `init_steps`: the usual init step copies it from a Secret volume
 //!   with mode 400), else any mounted `.erlang.cookie`; a file that group or others may read is
@@ -68,7 +71,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
-use tiermq_testkit::{BrokerRuntime, Credentials, NodeConfig};
+use tiermq_testkit::{BrokerRuntime, Credentials, NodeConfig, NodeTls};
 
 use super::volumes::{VolumePaths, host_path};
 use super::{Result, SimError, key_of};
@@ -176,6 +179,63 @@ pub struct BrokerInputs {
     pub cookie_file: Option<String>,
     /// Its permission bits (Erlang refuses a cookie file others can read).
     pub cookie_file_mode: Option<u32>,
+    /// The PEM files `rabbitmq.conf`'s TLS lines name (CA, certificate, key), read from the
+    /// pod's volumes; `None` when the config has no TLS listener or a file is missing.
+    pub tls_files: Option<(String, String, String)>,
+}
+
+/// What `rabbitmq.conf` says about TLS listeners (kubesim binds them to the pod IP itself).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsLines {
+    /// The AMQPS port (`listeners.ssl.*`).
+    pub amqps_port: Option<u16>,
+    /// The management HTTPS port (`management.ssl.port`).
+    pub management_port: Option<u16>,
+    /// Container paths of the CA, certificate and key (`ssl_options.*file`).
+    pub files: [Option<String>; 3],
+}
+
+const TLS_FILE_KEYS: [&str; 3] = ["cacertfile", "certfile", "keyfile"];
+
+/// Splits a `rabbitmq.conf` into (kept lines, TLS listener settings). Removed: the TLS
+/// listeners, the management HTTPS port and address, and the certificate file lines of both
+/// (the launcher writes its own with the files' host paths). Kept: other `ssl_options.*`
+/// (verification settings) as they are.
+pub fn strip_tls(conf: &str) -> (String, Option<TlsLines>) {
+    let mut kept = String::new();
+    let mut tls = TlsLines::default();
+    for line in conf.lines() {
+        let t = line.trim();
+        let key = t.split('=').next().unwrap_or("").trim();
+        let value = t.split_once('=').map(|(_, v)| v.trim()).unwrap_or("");
+        let port = || value.rsplit(':').next().and_then(|p| p.trim().parse().ok());
+        if key.starts_with("listeners.ssl.") {
+            tls.amqps_port = tls.amqps_port.or_else(port);
+            continue;
+        }
+        if key == "management.ssl.port" {
+            tls.management_port = port();
+            continue;
+        }
+        if key == "management.ssl.ip" {
+            continue;
+        }
+        let file = TLS_FILE_KEYS.iter().position(|f| {
+            key.strip_prefix("ssl_options.")
+                .or_else(|| key.strip_prefix("management.ssl."))
+                == Some(f)
+        });
+        if let Some(i) = file {
+            if key.starts_with("ssl_options.") || tls.files[i].is_none() {
+                tls.files[i] = Some(value.to_string());
+            }
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    let any = tls.amqps_port.is_some() || tls.management_port.is_some();
+    (kept, any.then_some(tls))
 }
 
 /// Splits a `rabbitmq.conf` into (kept lines, amqp port, management port).
@@ -251,7 +311,26 @@ pub fn node_config(
     base_dir: PathBuf,
     fallback_cookie: &str,
 ) -> Result<NodeConfig> {
-    let (mut body, amqp, mgmt) = strip_listeners(&inputs.config_text);
+    let (body, amqp, mgmt) = strip_listeners(&inputs.config_text);
+    let (mut body, tls_lines) = strip_tls(&body);
+    let tls = match (tls_lines, &inputs.tls_files) {
+        (None, _) => None,
+        (Some(lines), Some((ca, cert, key))) => Some(NodeTls {
+            ca_pem: ca.clone(),
+            cert_pem: cert.clone(),
+            key_pem: key.clone(),
+            amqps_port: lines.amqps_port.unwrap_or(5671),
+            management_port: lines.management_port.unwrap_or(15671),
+            extra_lines: String::new(),
+        }),
+        (Some(_), None) => {
+            return Err(broker_error(
+                pod,
+                "rabbitmq.conf configures TLS listeners but the CA, certificate or key file it \
+                 names is not mounted",
+            ));
+        }
+    };
     let user = inputs.env.get("RABBITMQ_DEFAULT_USER");
     let pass = inputs.env.get("RABBITMQ_DEFAULT_PASS");
     let admin = match (
@@ -324,6 +403,7 @@ pub fn node_config(
         plugins,
         admin,
         initial_feature_flags: None,
+        tls,
     })
 }
 
@@ -394,6 +474,18 @@ pub fn gather_inputs(
     let cookie = host_path(container, vols, "/var/lib/rabbitmq/.erlang.cookie")
         .filter(|p| p.is_file())
         .or_else(|| any_mounted(container, vols, ".erlang.cookie"));
+    let tls_files = strip_tls(&config_text).1.and_then(|tls| {
+        let read = |p: &Option<String>| {
+            p.as_deref()
+                .and_then(|p| host_path(container, vols, p))
+                .and_then(|p| std::fs::read_to_string(p).ok())
+        };
+        Some((
+            read(&tls.files[0])?,
+            read(&tls.files[1])?,
+            read(&tls.files[2])?,
+        ))
+    });
     BrokerInputs {
         config_text,
         plugins_text: read_opt(plugins_path),
@@ -406,6 +498,7 @@ pub fn gather_inputs(
                 .map(|m| m.permissions().mode() & 0o777)
         }),
         cookie_file: read_opt(cookie),
+        tls_files,
     }
 }
 
@@ -502,6 +595,33 @@ mod tests {
     }
 
     #[test]
+    fn tls_listener_and_file_lines_are_taken_out_and_verification_kept() {
+        let conf = "listeners.ssl.default = 5671\nssl_options.cacertfile = /etc/t/ca.crt\n\
+                    ssl_options.certfile = /etc/t/tls.crt\nssl_options.keyfile = /etc/t/tls.key\n\
+                    ssl_options.verify = verify_none\nmanagement.ssl.port = 15671\n\
+                    management.ssl.certfile = /other/tls.crt\ncollect_statistics_interval = 500\n";
+        let (body, tls) = strip_tls(conf);
+        assert_eq!(
+            body,
+            "ssl_options.verify = verify_none\ncollect_statistics_interval = 500\n"
+        );
+        let tls = tls.unwrap();
+        assert_eq!(
+            (tls.amqps_port, tls.management_port),
+            (Some(5671), Some(15671))
+        );
+        assert_eq!(
+            tls.files,
+            [
+                Some("/etc/t/ca.crt".to_string()),
+                Some("/etc/t/tls.crt".to_string()),
+                Some("/etc/t/tls.key".to_string())
+            ]
+        );
+        assert_eq!(strip_tls("collect_statistics_interval = 500\n").1, None);
+    }
+
+    #[test]
     fn the_image_tag_picks_the_runtime_by_major_version() {
         for image in [
             "rabbitmq:3.10-management",
@@ -592,6 +712,7 @@ mod tests {
             config_text: "listeners.tcp.default = 5672\ncollect_statistics_interval = 500".into(),
             plugins_text: Some("[rabbitmq_management,rabbitmq_peer_discovery_k8s].".into()),
             advanced_config: None,
+            tls_files: None,
             env: [
                 ("RABBITMQ_DEFAULT_USER".to_string(), "admin".to_string()),
                 ("RABBITMQ_DEFAULT_PASS".to_string(), "s3cret".to_string()),
@@ -636,6 +757,7 @@ mod tests {
             env: BTreeMap::new(),
             cookie_file: Some("FROMFILE\n".into()),
             cookie_file_mode: Some(mode),
+            tls_files: None,
         };
         let ip = Ipv4Addr::new(127, 30, 4, 3);
         let cfg = node_config(&pod, &c, &inputs(0o400), ip, ip, "/d".into(), "fallback").unwrap();

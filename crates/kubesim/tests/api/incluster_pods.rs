@@ -102,7 +102,9 @@ async fn a_mapped_image_runs_in_cluster_under_its_service_account() {
     })
     .await
     .unwrap();
-    let body: Value = reqwest::get(format!("http://{ip}:8080/whoami"))
+    let body: Value = tiermq_testkit::tls::http_client()
+        .get(format!("http://{ip}:8080/whoami"))
+        .send()
         .await
         .unwrap()
         .json()

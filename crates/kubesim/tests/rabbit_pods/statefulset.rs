@@ -163,6 +163,7 @@ async fn wait_ready_replicas(client: &Client, name: &str, n: i32) {
 }
 
 fn http() -> reqwest::Client {
+    tiermq_testkit::tls::install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))

@@ -100,6 +100,52 @@ pub struct ClientOptions {
     /// The AMQP port on the management API's host, for live queue counts
     /// ([`crate::steps::live_counts`]).
     pub amqp_port: u16,
+    /// HTTPS to a TLS cluster: the CA to trust and the name to verify. `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
+}
+
+/// How the client verifies a TLS cluster's management API: only certificates signed by
+/// `ca_pem` and issued for `server_name` are accepted (no system roots, no opt-out).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The CA certificate(s), PEM (a cert-manager Secret's `ca.crt`).
+    pub ca_pem: Vec<u8>,
+    /// The name the certificate must be issued for (the cluster Service's DNS name). When the
+    /// endpoint's URL names an IP address, the client connects to that address and still
+    /// verifies (and sends as SNI) this name.
+    pub server_name: String,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// A rustls configuration trusting only this CA (ring, the workspace's one provider).
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let cert = cert.map_err(|e| format!("the CA is not valid PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("the CA holds no certificate".into());
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
 }
 
 impl Default for ClientOptions {
@@ -110,6 +156,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(60),
             max_definitions_bytes: 8 * 1024 * 1024,
             amqp_port: 5672,
+            tls: None,
         }
     }
 }
@@ -120,6 +167,17 @@ pub struct ManagementClient {
     endpoint: ClusterEndpoint,
     options: ClientOptions,
     http: reqwest::Client,
+    /// Where requests go: the endpoint's URL, with an IP host replaced by the TLS server name
+    /// (which the HTTP client resolves to that IP).
+    base_url: String,
+}
+
+/// `https://host:15671/x` → (`https`, `/x`, `host:15671`, 15671); `None` without a port.
+fn split_url(url: &str) -> Option<(&str, &str, &str, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    let port = authority.rsplit_once(':')?.1.parse().ok()?;
+    Some((scheme, path, authority, port))
 }
 
 /// One request: what it does (for errors and logs), where, and with which body.
@@ -167,23 +225,42 @@ impl ManagementClient {
         endpoint: ClusterEndpoint,
         options: ClientOptions,
     ) -> Result<Self, BrokerError> {
-        let http = reqwest::Client::builder()
+        let invalid = |reason: String| BrokerError {
+            cluster: endpoint.cluster.clone(),
+            operation: "build HTTP client".into(),
+            kind: ErrorKind::InvalidInput { reason },
+        };
+        // reqwest builds its TLS on the process's rustls provider, even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| BrokerError {
-                cluster: endpoint.cluster.clone(),
-                operation: "build HTTP client".into(),
-                kind: ErrorKind::InvalidInput {
-                    reason: e.to_string(),
-                },
-            })?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        let mut base_url = endpoint.url.trim_end_matches('/').to_string();
+        if let Some(tls) = &options.tls {
+            let (rest, authority, port) = split_url(&base_url)
+                .filter(|(scheme, ..)| *scheme == "https")
+                .map(|(_, rest, authority, port)| (rest, authority, port))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "a TLS cluster's management URL must be https://host:port, not {:?}",
+                        endpoint.url
+                    ))
+                })?;
+            let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                builder = builder.resolve(&tls.server_name, std::net::SocketAddr::new(ip, port));
+                base_url = format!("https://{}:{port}{rest}", tls.server_name);
+            }
+            builder = builder.tls_backend_preconfigured(tls.rustls_config().map_err(invalid)?);
+        }
+        let http = builder.build().map_err(|e| invalid(e.to_string()))?;
         Ok(ManagementClient {
             endpoint,
             options,
             http,
+            base_url,
         })
     }
 
@@ -232,11 +309,7 @@ impl ManagementClient {
 
     /// Sends a call, retrying transient failures; returns the body of a 2xx answer.
     async fn send(&self, call: Call<'_>) -> Result<bytes::Bytes, BrokerError> {
-        let url = format!(
-            "{}/api/{}",
-            self.endpoint.url.trim_end_matches('/'),
-            call.path
-        );
+        let url = format!("{}/api/{}", self.base_url, call.path);
         let mut secrets = call.secrets.clone();
         secrets.push(&self.endpoint.password);
         let mut attempt = 1;
@@ -418,5 +491,67 @@ mod tests {
         };
         let client = ManagementClient::new(e).unwrap();
         assert!(!format!("{client:?}").contains("p4ssw0rd"));
+    }
+
+    fn tls_options(ca_pem: &[u8]) -> ClientOptions {
+        ClientOptions {
+            tls: Some(ServerTls {
+                ca_pem: ca_pem.to_vec(),
+                server_name: "main.tiermq.svc".into(),
+            }),
+            ..ClientOptions::default()
+        }
+    }
+
+    fn endpoint(url: &str) -> ClusterEndpoint {
+        ClusterEndpoint {
+            cluster: "c".into(),
+            url: url.into(),
+            username: "admin".into(),
+            password: Secret::new("pw"),
+        }
+    }
+
+    #[test]
+    fn urls_split_into_scheme_path_authority_and_port() {
+        assert_eq!(
+            split_url("https://10.0.0.7:15671"),
+            Some(("https", "", "10.0.0.7:15671", 15671))
+        );
+        assert_eq!(
+            split_url("https://[fd00::7]:15671/x"),
+            Some(("https", "/x", "[fd00::7]:15671", 15671))
+        );
+        assert_eq!(split_url("https://main.tiermq.svc"), None);
+    }
+
+    #[test]
+    fn a_tls_client_needs_an_https_url_and_a_usable_ca() {
+        let err =
+            ManagementClient::with_options(endpoint("http://10.0.0.7:15672"), tls_options(b"x"))
+                .unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let err = ManagementClient::with_options(
+            endpoint("https://10.0.0.7:15671"),
+            tls_options(b"not a certificate"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("CA"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_client_connects_to_the_ip_but_verifies_the_server_name() {
+        let ca = tiermq_testkit::tls::TestCa::new("unit").unwrap();
+        let options = tls_options(ca.ca_pem().as_bytes());
+        let by_ip =
+            ManagementClient::with_options(endpoint("https://10.0.0.7:15671"), options.clone())
+                .unwrap();
+        assert_eq!(by_ip.base_url, "https://main.tiermq.svc:15671");
+        // The AMQP host for live counts stays the address the endpoint names.
+        assert_eq!(by_ip.host(), "10.0.0.7");
+        let by_name =
+            ManagementClient::with_options(endpoint("https://main.tiermq.svc:15671/"), options)
+                .unwrap();
+        assert_eq!(by_name.base_url, "https://main.tiermq.svc:15671");
     }
 }

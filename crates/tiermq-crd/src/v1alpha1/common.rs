@@ -51,3 +51,18 @@ pub struct ClusterRef {
     /// Namespace of that SharedCluster or StatefulSet.
     pub namespace: String,
 }
+
+/// TLS for a broker cluster's clients and management API.
+///
+/// The brokers add an AMQPS listener (5671) and a management HTTPS listener (15671) next to the
+/// plain ones, which stay on so clients can move to TLS at their own pace. The operator talks
+/// to the management API over HTTPS and verifies the brokers' certificate against `ca.crt`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret in the cluster's namespace with `tls.crt`, `tls.key` and `ca.crt` (the shape
+    /// cert-manager writes). The certificate must name the cluster's Service DNS name
+    /// (`<cluster>.<namespace>.svc`); `ca.crt` must sign it.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}

@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ClusterKind, ClusterRef, DEFAULT_IMAGE, StorageSpec};
+use super::common::{ClusterKind, ClusterRef, DEFAULT_IMAGE, StorageSpec, TlsSpec};
 
 /// The message users see when they try to change `spec.series`; it says what to do instead.
 pub const SERIES_IMMUTABLE_MESSAGE: &str = "spec.series is immutable: tier conversion only works \
@@ -203,6 +203,10 @@ pub struct DedicatedSpec {
     /// Persistent storage for each broker node.
     #[serde(default)]
     pub storage: StorageSpec,
+    /// TLS for AMQP (AMQPS on 5671) and the management API (HTTPS on 15671) of the dedicated
+    /// brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 impl Default for DedicatedSpec {
@@ -212,6 +216,7 @@ impl Default for DedicatedSpec {
             image: default_image(),
             resources: None,
             storage: StorageSpec::default(),
+            tls: None,
         }
     }
 }

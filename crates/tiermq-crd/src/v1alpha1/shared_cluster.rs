@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DEFAULT_IMAGE, StorageSpec};
+use super::common::{DEFAULT_IMAGE, StorageSpec, TlsSpec};
 use super::instance::{Limits, ServiceType};
 
 /// Refused: a SharedCluster's storage changed.
@@ -95,6 +95,10 @@ pub struct SharedClusterSpec {
     /// manages the tenants (vhost and user) placed on those brokers. Fixed once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalCluster>,
+    /// TLS for AMQP (AMQPS on 5671) and the management API (HTTPS on 15671). Ignored for an
+    /// external cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// What tenants placed here may do: which namespaces may place instances, which Service
     /// types they may expose the brokers with, the vhost limits of tenants that set none, and
     /// which policy keys survive a downgrade onto these brokers.

@@ -48,6 +48,8 @@ pub struct BrokerCluster {
     /// The cluster's own narrowing of the AMQP namespaces (a SharedCluster's
     /// `spec.amqpAllowedNamespaces`).
     pub amqp_namespaces: Option<Vec<String>>,
+    /// The TLS Secret's name when the brokers serve AMQPS and management HTTPS.
+    pub tls_secret: Option<String>,
 }
 
 impl BrokerCluster {
@@ -68,6 +70,7 @@ impl BrokerCluster {
             additional_config: checked_additional_config(sc)?,
             network: NetworkAccess::default(),
             amqp_namespaces: sc.spec.amqp_allowed_namespaces.clone(),
+            tls_secret: sc.spec.tls.as_ref().map(|t| t.secret_name.clone()),
         })
     }
 
@@ -89,6 +92,7 @@ impl BrokerCluster {
             additional_config: None,
             network: NetworkAccess::default(),
             amqp_namespaces: None,
+            tls_secret: d.tls.as_ref().map(|t| t.secret_name.clone()),
         })
     }
 
@@ -109,6 +113,7 @@ impl BrokerCluster {
             additional_config: None,
             network: NetworkAccess::default(),
             amqp_namespaces: None,
+            tls_secret: None,
         }
     }
 
@@ -272,11 +277,13 @@ pub fn instance_kinds() -> Vec<ManagedKind> {
 }
 
 /// Keys of `rabbitmq.conf` that belong to the operator: where the brokers listen (clients, the
-/// Service, kube-proxy, the operator and the chart's Prometheus monitors depend on it), who the administrator is, and how the
-/// cluster forms.
-const RESERVED_CONFIG_KEYS: [&str; 7] = [
+/// Service, kube-proxy, the operator and the chart's Prometheus monitors depend on it), their
+/// TLS (from `spec.tls`), who the administrator is, and how the cluster forms.
+const RESERVED_CONFIG_KEYS: [&str; 9] = [
     "listeners.",
     "management.tcp.",
+    "management.ssl.",
+    "ssl_options.",
     "prometheus.tcp.",
     "default_user",
     "default_pass",

@@ -6,11 +6,13 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    AMQP_PORT, BrokerCluster, MANAGEMENT_PORT, PORT_NAME_AMQP, PORT_NAME_MANAGEMENT,
-    PORT_NAME_PROMETHEUS, PROMETHEUS_PORT, cluster_service_name,
+    AMQP_PORT, AMQPS_PORT, BrokerCluster, MANAGEMENT_PORT, MANAGEMENT_TLS_PORT, PORT_NAME_AMQP,
+    PORT_NAME_AMQPS, PORT_NAME_MANAGEMENT, PORT_NAME_MANAGEMENT_TLS, PORT_NAME_PROMETHEUS,
+    PROMETHEUS_PORT, cluster_service_name,
 };
 
-/// The ClusterIP Service `<cluster>` with the AMQP and management ports.
+/// The ClusterIP Service `<cluster>` with the AMQP and management ports (and their TLS twins on
+/// a cluster with `spec.tls`).
 pub fn build(c: &BrokerCluster) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.into()),
@@ -19,16 +21,21 @@ pub fn build(c: &BrokerCluster) -> Service {
         protocol: Some("TCP".into()),
         ..ServicePort::default()
     };
+    let mut ports = vec![
+        port(PORT_NAME_AMQP, AMQP_PORT),
+        port(PORT_NAME_MANAGEMENT, MANAGEMENT_PORT),
+        port(PORT_NAME_PROMETHEUS, PROMETHEUS_PORT),
+    ];
+    if c.tls_secret.is_some() {
+        ports.push(port(PORT_NAME_AMQPS, AMQPS_PORT));
+        ports.push(port(PORT_NAME_MANAGEMENT_TLS, MANAGEMENT_TLS_PORT));
+    }
     Service {
         metadata: c.meta(cluster_service_name(&c.name)),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(c.selector_labels()),
-            ports: Some(vec![
-                port(PORT_NAME_AMQP, AMQP_PORT),
-                port(PORT_NAME_MANAGEMENT, MANAGEMENT_PORT),
-                port(PORT_NAME_PROMETHEUS, PROMETHEUS_PORT),
-            ]),
+            ports: Some(ports),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -72,6 +79,27 @@ mod tests {
         assert_eq!(
             (ports[2].name.as_deref(), ports[2].port),
             (Some("prometheus"), 15692)
+        );
+    }
+
+    #[test]
+    fn a_tls_cluster_service_adds_amqps_and_management_tls() {
+        let mut c = shared();
+        c.tls_secret = Some("main-tls".into());
+        let ports = build(&c).spec.unwrap().ports.unwrap();
+        let named: Vec<(&str, i32)> = ports
+            .iter()
+            .map(|p| (p.name.as_deref().unwrap(), p.port))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("amqp", 5672),
+                ("management", 15672),
+                ("prometheus", 15692),
+                ("amqps", 5671),
+                ("management-tls", 15671)
+            ]
         );
     }
 }

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{BrokerCluster, config_map_name};
+use super::{
+    AMQPS_PORT, BrokerCluster, KEY_TLS_CA, KEY_TLS_CERT, KEY_TLS_KEY, MANAGEMENT_TLS_PORT,
+    TLS_MOUNT_PATH, config_map_name,
+};
 
 /// The ConfigMap key holding `rabbitmq.conf`.
 pub const KEY_RABBITMQ_CONF: &str = "rabbitmq.conf";
@@ -73,12 +76,39 @@ pub fn rabbitmq_conf(c: &BrokerCluster) -> String {
             ));
         }
     }
+    if c.tls_secret.is_some() {
+        s.push_str(&tls_conf());
+    }
     if let Some(extra) = &c.additional_config {
         s.push_str("# From the SharedCluster's spec.additionalConfig:\n");
         s.push_str(extra.trim_end());
         s.push('\n');
     }
     s
+}
+
+/// The TLS lines of a cluster with `spec.tls`: AMQPS and management HTTPS beside the plain
+/// listeners (which stay on), with the mounted Secret's files. Clients are not asked for a
+/// certificate (`verify_none` on the server side means exactly that: the server does not verify
+/// clients; clients still verify the server).
+pub fn tls_conf() -> String {
+    let file = |key: &str| format!("{TLS_MOUNT_PATH}/{key}");
+    format!(
+        "# TLS from spec.tls (Secret mounted at {TLS_MOUNT_PATH})\n\
+         listeners.ssl.default = {AMQPS_PORT}\n\
+         ssl_options.cacertfile = {ca}\n\
+         ssl_options.certfile = {cert}\n\
+         ssl_options.keyfile = {key}\n\
+         ssl_options.verify = verify_none\n\
+         ssl_options.fail_if_no_peer_cert = false\n\
+         management.ssl.port = {MANAGEMENT_TLS_PORT}\n\
+         management.ssl.cacertfile = {ca}\n\
+         management.ssl.certfile = {cert}\n\
+         management.ssl.keyfile = {key}\n",
+        ca = file(KEY_TLS_CA),
+        cert = file(KEY_TLS_CERT),
+        key = file(KEY_TLS_KEY),
+    )
 }
 
 /// The ConfigMap `<cluster>-config` with [`rabbitmq_conf`] and [`enabled_plugins`].
@@ -175,6 +205,33 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_cluster_adds_amqps_and_https_beside_the_plain_listeners() {
+        let plain = conf_lines(&rabbitmq_conf(&dedicated()));
+        assert!(plain.keys().all(|k| !k.contains("ssl")), "{plain:?}");
+        let mut c = dedicated();
+        c.tls_secret = Some("orders-tls".into());
+        let conf = conf_lines(&rabbitmq_conf(&c));
+        assert_eq!(conf["listeners.ssl.default"], "5671");
+        assert_eq!(conf["management.ssl.port"], "15671");
+        for prefix in ["ssl_options", "management.ssl"] {
+            assert_eq!(
+                conf[&format!("{prefix}.cacertfile")],
+                "/etc/rabbitmq-tls/ca.crt"
+            );
+            assert_eq!(
+                conf[&format!("{prefix}.certfile")],
+                "/etc/rabbitmq-tls/tls.crt"
+            );
+            assert_eq!(
+                conf[&format!("{prefix}.keyfile")],
+                "/etc/rabbitmq-tls/tls.key"
+            );
+        }
+        // Plain listeners are left alone (RabbitMQ's defaults), so plain clients keep working.
+        assert!(!conf.contains_key("listeners.tcp.default"));
+    }
+
+    #[test]
     fn a_shared_clusters_additional_config_comes_last_and_cannot_take_the_operators_keys() {
         let mut sc = shared_cluster("main", "tiermq");
         sc.spec.additional_config =
@@ -191,6 +248,8 @@ mod tests {
             "listeners.tcp.1 = 0.0.0.0:5673",
             "management.tcp.port = 1",
             "prometheus.tcp.port = 9419",
+            "ssl_options.verify = verify_peer",
+            "management.ssl.port = 443",
             "default_pass = x",
             "cluster_formation.peer_discovery_backend = k8s",
             "management_agent.disable_metrics_collector = true",

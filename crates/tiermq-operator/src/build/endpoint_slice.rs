@@ -10,8 +10,8 @@ use kube::ResourceExt;
 use tiermq_crd::RabbitMQInstance;
 
 use super::{
-    AMQP_PORT, BuildError, InstanceTarget, LABEL_CLUSTER, MANAGED_BY, PORT_NAME_AMQP,
-    endpoint_slice_name, instance_service_name,
+    AMQP_PORT, AMQPS_PORT, BuildError, InstanceTarget, LABEL_CLUSTER, MANAGED_BY, PORT_NAME_AMQP,
+    PORT_NAME_AMQPS, endpoint_slice_name, instance_service_name,
 };
 
 /// The label that binds a slice to its Service.
@@ -56,12 +56,24 @@ pub fn pod_endpoints(pods: &[Pod]) -> Vec<PodEndpoint> {
 }
 
 /// The slice that sends the instance's clients to `cluster`'s pods. An empty `pods` gives a slice
-/// without endpoints (no new connections go there).
+/// without endpoints (no new connections go there). A TLS cluster's slice (`tls`) also carries
+/// the `amqps` port, so the Service's AMQPS port reaches only clusters that serve it.
 pub fn build(
     instance: &RabbitMQInstance,
     cluster: &str,
     pods: &[PodEndpoint],
+    tls: bool,
 ) -> Result<EndpointSlice, BuildError> {
+    let port = |name: &str, port: i32| EndpointPort {
+        name: Some(name.into()),
+        port: Some(port),
+        protocol: Some("TCP".into()),
+        ..EndpointPort::default()
+    };
+    let mut ports = vec![port(PORT_NAME_AMQP, AMQP_PORT)];
+    if tls {
+        ports.push(port(PORT_NAME_AMQPS, AMQPS_PORT));
+    }
     let target = InstanceTarget::of(instance)?;
     let service = instance_service_name(&target.name);
     let mut sorted: Vec<&PodEndpoint> = pods.iter().collect();
@@ -95,12 +107,7 @@ pub fn build(
                 ..Endpoint::default()
             })
             .collect(),
-        ports: Some(vec![EndpointPort {
-            name: Some(PORT_NAME_AMQP.into()),
-            port: Some(AMQP_PORT),
-            protocol: Some("TCP".into()),
-            ..EndpointPort::default()
-        }]),
+        ports: Some(ports),
     })
 }
 
@@ -125,7 +132,7 @@ mod tests {
             pod("main-1", [127, 30, 0, 2], false),
             pod("main-0", [127, 30, 0, 1], true),
         ];
-        let s = build(&i, "main", &pods).unwrap();
+        let s = build(&i, "main", &pods, false).unwrap();
         assert_eq!(s.metadata.name.as_deref(), Some("orders.main"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("team-a"));
         assert_owned(&s.metadata, "RabbitMQInstance", "orders");
@@ -196,8 +203,27 @@ mod tests {
     #[test]
     fn slice_without_pods_has_no_endpoints() {
         let i = instance("orders", "team-a");
-        let s = build(&i, "orders-dedicated", &[]).unwrap();
+        let s = build(&i, "orders-dedicated", &[], false).unwrap();
         assert_eq!(s.metadata.name.as_deref(), Some("orders.orders-dedicated"));
         assert!(s.endpoints.is_empty());
+    }
+
+    #[test]
+    fn a_tls_clusters_slice_also_carries_amqps() {
+        let i = instance("orders", "team-a");
+        let ports = |tls| {
+            build(&i, "orders-dedicated", &[], tls)
+                .unwrap()
+                .ports
+                .unwrap()
+                .into_iter()
+                .map(|p| (p.name.unwrap(), p.port.unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(false), [("amqp".to_string(), 5672)]);
+        assert_eq!(
+            ports(true),
+            [("amqp".to_string(), 5672), ("amqps".to_string(), 5671)]
+        );
     }
 }

@@ -73,6 +73,18 @@ use k8s_openapi::ByteString;
 pub const AMQP_PORT: i32 = 5672;
 /// RabbitMQ management HTTP API port.
 pub const MANAGEMENT_PORT: i32 = 15672;
+/// AMQP 0-9-1 over TLS (AMQPS), on clusters with `spec.tls`.
+pub const AMQPS_PORT: i32 = 5671;
+/// The management API over HTTPS, on clusters with `spec.tls`.
+pub const MANAGEMENT_TLS_PORT: i32 = 15671;
+/// Where a TLS cluster's brokers mount its TLS Secret (`tls.crt`, `tls.key`, `ca.crt`).
+pub const TLS_MOUNT_PATH: &str = "/etc/rabbitmq-tls";
+/// The TLS Secret's key holding the brokers' certificate (chain), PEM.
+pub const KEY_TLS_CERT: &str = "tls.crt";
+/// The TLS Secret's key holding the certificate's private key, PEM.
+pub const KEY_TLS_KEY: &str = "tls.key";
+/// The TLS Secret's key holding the CA that signs the brokers' certificate, PEM.
+pub const KEY_TLS_CA: &str = "ca.crt";
 /// `rabbitmq_prometheus`'s port (`/metrics`, `/metrics/per-object`, `/metrics/detailed`).
 pub const PROMETHEUS_PORT: i32 = 15692;
 /// Erlang distribution (inter-node) port.
@@ -84,6 +96,10 @@ pub const EPMD_PORT: i32 = 4369;
 pub const PORT_NAME_AMQP: &str = "amqp";
 /// Name of the management API port.
 pub const PORT_NAME_MANAGEMENT: &str = "management";
+/// Name of the AMQPS port.
+pub const PORT_NAME_AMQPS: &str = "amqps";
+/// Name of the management HTTPS port.
+pub const PORT_NAME_MANAGEMENT_TLS: &str = "management-tls";
 /// The broker's Prometheus endpoint; the chart's monitors select the port by this name.
 pub const PORT_NAME_PROMETHEUS: &str = "prometheus";
 /// Name of the Erlang distribution port.

@@ -32,10 +32,11 @@ use super::admin_secret::{KEY_PASSWORD, KEY_USERNAME};
 use super::config_map::{KEY_ENABLED_PLUGINS, KEY_RABBITMQ_CONF};
 use super::erlang_cookie::KEY_COOKIE;
 use super::{
-    AMQP_PORT, BrokerCluster, DIST_PORT, EPMD_PORT, MANAGEMENT_PORT, PORT_NAME_AMQP,
-    PORT_NAME_DIST, PORT_NAME_EPMD, PORT_NAME_MANAGEMENT, PORT_NAME_PROMETHEUS, PROMETHEUS_PORT,
-    VOLUME_DATA, admin_secret_name, config_map_name, erlang_cookie_secret_name,
-    headless_service_name,
+    AMQP_PORT, AMQPS_PORT, BrokerCluster, DIST_PORT, EPMD_PORT, KEY_TLS_CA, KEY_TLS_CERT,
+    KEY_TLS_KEY, MANAGEMENT_PORT, MANAGEMENT_TLS_PORT, PORT_NAME_AMQP, PORT_NAME_AMQPS,
+    PORT_NAME_DIST, PORT_NAME_EPMD, PORT_NAME_MANAGEMENT, PORT_NAME_MANAGEMENT_TLS,
+    PORT_NAME_PROMETHEUS, PROMETHEUS_PORT, TLS_MOUNT_PATH, VOLUME_DATA, admin_secret_name,
+    config_map_name, erlang_cookie_secret_name, headless_service_name,
 };
 
 /// The broker container's name.
@@ -55,6 +56,7 @@ const COOKIE_SECRET_MOUNT_PATH: &str = "/tmp/erlang-cookie-secret";
 pub const COOKIE_FILE: &str = "/var/lib/rabbitmq/.erlang.cookie";
 /// The init container that puts the cookie file in place.
 pub const COOKIE_INIT_CONTAINER: &str = "setup-erlang-cookie";
+const VOLUME_TLS: &str = "tls";
 /// Time a broker gets to stop cleanly (sync queues, close connections).
 pub const TERMINATION_GRACE_SECONDS: i64 = 120;
 /// Time a broker of a multi-node cluster gets to stop: its pre-stop hook first waits until
@@ -133,46 +135,78 @@ fn volume_claim(c: &BrokerCluster) -> PersistentVolumeClaim {
     }
 }
 
+/// The Erlang cookie Secret, owner-read-only, for the init container to copy.
+fn cookie_volume(c: &BrokerCluster) -> Volume {
+    Volume {
+        name: VOLUME_COOKIE_SECRET.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(erlang_cookie_secret_name(&c.name)),
+            items: Some(vec![KeyToPath {
+                key: KEY_COOKIE.into(),
+                path: ".erlang.cookie".into(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o400),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// `rabbitmq.conf` and `enabled_plugins` from the ConfigMap.
+fn config_volume(c: &BrokerCluster) -> Volume {
+    Volume {
+        name: VOLUME_CONFIG.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(&c.name),
+            items: Some(vec![
+                KeyToPath {
+                    key: KEY_RABBITMQ_CONF.into(),
+                    path: KEY_RABBITMQ_CONF.into(),
+                    ..KeyToPath::default()
+                },
+                KeyToPath {
+                    key: KEY_ENABLED_PLUGINS.into(),
+                    path: KEY_ENABLED_PLUGINS.into(),
+                    ..KeyToPath::default()
+                },
+            ]),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The TLS Secret as files (`spec.tls`); the `rabbitmq` group may read the key (`fsGroup`).
+fn tls_volume(secret: &str) -> Volume {
+    let item = |key: &str| KeyToPath {
+        key: key.into(),
+        path: key.into(),
+        ..KeyToPath::default()
+    };
+    Volume {
+        name: VOLUME_TLS.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: Some(vec![
+                item(KEY_TLS_CA),
+                item(KEY_TLS_CERT),
+                item(KEY_TLS_KEY),
+            ]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
 fn pod_spec(c: &BrokerCluster) -> PodSpec {
+    let mut volumes = vec![cookie_volume(c), config_volume(c)];
+    volumes.extend(c.tls_secret.as_deref().map(tls_volume));
     PodSpec {
         init_containers: Some(vec![cookie_init_container(c)]),
         containers: vec![container(c)],
-        volumes: Some(vec![
-            Volume {
-                name: VOLUME_COOKIE_SECRET.into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(erlang_cookie_secret_name(&c.name)),
-                    items: Some(vec![KeyToPath {
-                        key: KEY_COOKIE.into(),
-                        path: ".erlang.cookie".into(),
-                        ..KeyToPath::default()
-                    }]),
-                    default_mode: Some(0o400),
-                    optional: Some(false),
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: VOLUME_CONFIG.into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config_map_name(&c.name),
-                    items: Some(vec![
-                        KeyToPath {
-                            key: KEY_RABBITMQ_CONF.into(),
-                            path: KEY_RABBITMQ_CONF.into(),
-                            ..KeyToPath::default()
-                        },
-                        KeyToPath {
-                            key: KEY_ENABLED_PLUGINS.into(),
-                            path: KEY_ENABLED_PLUGINS.into(),
-                            ..KeyToPath::default()
-                        },
-                    ]),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(volumes),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RABBITMQ_UID),
@@ -302,31 +336,43 @@ fn container(c: &BrokerCluster) -> Container {
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     };
+    let mut ports = vec![
+        port(PORT_NAME_AMQP, AMQP_PORT),
+        port(PORT_NAME_MANAGEMENT, MANAGEMENT_PORT),
+        port(PORT_NAME_PROMETHEUS, PROMETHEUS_PORT),
+        port(PORT_NAME_DIST, DIST_PORT),
+        port(PORT_NAME_EPMD, EPMD_PORT),
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: VOLUME_CONFIG.into(),
+            mount_path: CONFIG_MOUNT_PATH.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: VOLUME_DATA.into(),
+            mount_path: DATA_MOUNT_PATH.into(),
+            ..VolumeMount::default()
+        },
+    ];
+    if c.tls_secret.is_some() {
+        ports.push(port(PORT_NAME_AMQPS, AMQPS_PORT));
+        ports.push(port(PORT_NAME_MANAGEMENT_TLS, MANAGEMENT_TLS_PORT));
+        mounts.push(VolumeMount {
+            name: VOLUME_TLS.into(),
+            mount_path: TLS_MOUNT_PATH.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     Container {
         name: CONTAINER_NAME.into(),
         image: Some(c.image.clone()),
-        ports: Some(vec![
-            port(PORT_NAME_AMQP, AMQP_PORT),
-            port(PORT_NAME_MANAGEMENT, MANAGEMENT_PORT),
-            port(PORT_NAME_PROMETHEUS, PROMETHEUS_PORT),
-            port(PORT_NAME_DIST, DIST_PORT),
-            port(PORT_NAME_EPMD, EPMD_PORT),
-        ]),
+        ports: Some(ports),
         env: Some(env(c)),
         resources: c.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: VOLUME_CONFIG.into(),
-                mount_path: CONFIG_MOUNT_PATH.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: VOLUME_DATA.into(),
-                mount_path: DATA_MOUNT_PATH.into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         // Ready once the AMQP listener accepts connections: the broker booted and joined.
         readiness_probe: Some(Probe {
             tcp_socket: Some(TCPSocketAction {
@@ -732,6 +778,46 @@ mod tests {
             .unwrap();
         assert_eq!(mount.mount_path, "/etc/rabbitmq/");
         assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
+    fn a_tls_cluster_mounts_its_secret_and_opens_the_tls_ports() {
+        let plain = build(&shared());
+        assert_eq!(pod(&plain).volumes.as_ref().unwrap().len(), 1);
+        let mut c = shared();
+        c.tls_secret = Some("main-tls".into());
+        let sts = build(&c);
+        let vol = &pod(&sts).volumes.as_ref().unwrap()[1];
+        let secret = vol.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("main-tls"));
+        assert_eq!(secret.optional, Some(false));
+        let keys: Vec<&str> = secret
+            .items
+            .iter()
+            .flatten()
+            .map(|i| i.key.as_str())
+            .collect();
+        assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+        let b = broker(&sts);
+        let mount = b
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == vol.name)
+            .unwrap();
+        assert_eq!(mount.mount_path, TLS_MOUNT_PATH);
+        let ports: Vec<(&str, i32)> = b
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+            .collect();
+        assert!(ports.contains(&("amqps", 5671)), "{ports:?}");
+        assert!(ports.contains(&("management-tls", 15671)), "{ports:?}");
+        // The config file names the files where they are mounted.
+        assert!(
+            super::super::config_map::tls_conf().contains(&format!("{TLS_MOUNT_PATH}/tls.key"))
+        );
     }
 
     #[test]

@@ -20,12 +20,12 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret as SecretObject, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
-use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy};
-use tiermq_crd::{ClusterKind, ClusterRef, SharedCluster};
+use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy, ServerTls};
+use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstance, SharedCluster};
 
 use crate::build::{
-    self, AMQP_PORT, BrokerCluster, ClusterObjects, MANAGEMENT_PORT, Secret, admin_secret,
-    generate_secret,
+    self, AMQP_PORT, BrokerCluster, ClusterObjects, KEY_TLS_CA, KEY_TLS_CERT, KEY_TLS_KEY,
+    MANAGEMENT_PORT, MANAGEMENT_TLS_PORT, Secret, admin_secret, generate_secret,
 };
 use crate::config::{BrokerAddressing, RunArgs};
 use crate::controller::apply::{apply, create_once};
@@ -45,6 +45,11 @@ pub async fn ensure_cluster(
     config: &RunArgs,
     c: &BrokerCluster,
 ) -> Result<Option<String>> {
+    // A TLS cluster whose Secret is missing or incomplete would leave its pods waiting for a
+    // volume: say so on the owner (condition and Event) instead of creating them.
+    if let Some(secret) = &c.tls_secret {
+        tls_ca(client, &c.namespace, secret).await?;
+    }
     // Fresh values are drawn every time but used only when the Secret does not exist yet.
     let (cookie, admin_password) = {
         let mut rng = rand::rng();
@@ -421,6 +426,8 @@ pub struct ClusterNames {
     pub pod_selector: String,
     /// The brokers are not the operator's: it never creates, changes or deletes them.
     pub external: bool,
+    /// The TLS Secret (`spec.tls`) when the brokers serve AMQPS and management HTTPS.
+    pub tls_secret: Option<String>,
 }
 
 impl ClusterNames {
@@ -432,6 +439,7 @@ impl ClusterNames {
             statefulset: name.to_string(),
             pod_selector: format!("{}={name}", build::LABEL_CLUSTER),
             external: false,
+            tls_secret: None,
         }
     }
 
@@ -447,6 +455,7 @@ impl ClusterNames {
                 "app.kubernetes.io/name={name},app.kubernetes.io/component=rabbitmq"
             ),
             external: true,
+            tls_secret: None,
         }
     }
 
@@ -454,7 +463,10 @@ impl ClusterNames {
     pub fn for_shared_cluster(sc: &SharedCluster) -> Self {
         match &sc.spec.external {
             Some(e) => Self::rabbitmq_cluster(&e.rabbitmq_cluster_ref.name),
-            None => Self::owned(&sc.name_any()),
+            None => Self {
+                tls_secret: sc.spec.tls.as_ref().map(|t| t.secret_name.clone()),
+                ..Self::owned(&sc.name_any())
+            },
         }
     }
 }
@@ -463,7 +475,26 @@ impl ClusterNames {
 /// SharedCluster is gone gets the names the operator would have given it.
 pub async fn names(client: &kube::Client, r: &ClusterRef) -> Result<ClusterNames> {
     if r.kind == ClusterKind::Dedicated {
-        return Ok(ClusterNames::owned(&r.name));
+        // A dedicated cluster's TLS is its instance's `spec.dedicated.tls`.
+        let instance = match r
+            .name
+            .strip_suffix(tiermq_crd::names::DEDICATED_CLUSTER_SUFFIX)
+        {
+            Some(i) => Api::<RabbitMQInstance>::namespaced(client.clone(), &r.namespace)
+                .get_opt(i)
+                .await
+                .map_err(kube_err(
+                    "get",
+                    format!("RabbitMQInstance {}/{i}", r.namespace),
+                ))?,
+            None => None,
+        };
+        return Ok(ClusterNames {
+            tls_secret: instance
+                .and_then(|i| i.spec.dedicated.tls)
+                .map(|t| t.secret_name),
+            ..ClusterNames::owned(&r.name)
+        });
     }
     let api: Api<SharedCluster> = Api::namespaced(client.clone(), &r.namespace);
     let sc = api.get_opt(&r.name).await.map_err(kube_err(
@@ -566,9 +597,21 @@ pub async fn management_client(
     let Some(host) = host(client, config, r).await? else {
         return Ok(None);
     };
+    // A TLS cluster is managed over HTTPS, trusting only its own CA, under its Service's name.
+    let tls = match &found.tls_secret {
+        Some(secret) => Some(ServerTls {
+            ca_pem: tls_ca(client, &r.namespace, secret).await?,
+            server_name: build::service_host(&found.service, &r.namespace),
+        }),
+        None => None,
+    };
+    let url = match tls {
+        Some(_) => format!("https://{host}:{MANAGEMENT_TLS_PORT}"),
+        None => format!("http://{host}:{MANAGEMENT_PORT}"),
+    };
     let endpoint = ClusterEndpoint {
         cluster: label(r),
-        url: format!("http://{host}:{MANAGEMENT_PORT}"),
+        url,
         username: admin.username,
         password: admin.password,
     };
@@ -580,9 +623,45 @@ pub async fn management_client(
         },
         connect_timeout: std::time::Duration::from_secs(2),
         request_timeout: std::time::Duration::from_secs(30),
+        tls,
         ..ClientOptions::default()
     };
     Ok(Some(ManagementClient::with_options(endpoint, options)?))
+}
+
+/// The `ca.crt` of TLS Secret `ns/name`, checked to hold the three keys the brokers mount. A
+/// missing Secret or key is an [`Error::Secret`] that says what to fix (the brokers cannot start
+/// without it either). Only the CA is returned; the key is never read into memory here.
+pub async fn tls_ca(client: &kube::Client, ns: &str, name: &str) -> Result<Vec<u8>> {
+    let api: Api<SecretObject> = Api::namespaced(client.clone(), ns);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err("get", format!("Secret {ns}/{name}")))?;
+    let problem = |problem: String| Error::Secret {
+        name: format!("{ns}/{name}"),
+        problem,
+    };
+    let Some(secret) = secret else {
+        return Err(problem(
+            "does not exist; spec.tls.secretName must name a Secret with tls.crt, tls.key and \
+             ca.crt in the cluster's namespace (cert-manager's Certificate writes that shape)"
+                .into(),
+        ));
+    };
+    let data = secret.data.unwrap_or_default();
+    let missing: Vec<&str> = [KEY_TLS_CERT, KEY_TLS_KEY, KEY_TLS_CA]
+        .into_iter()
+        .filter(|k| data.get(*k).is_none_or(|v| v.0.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(problem(format!(
+            "lacks {}: a TLS Secret needs tls.crt, tls.key and ca.crt (the CA the operator \
+             verifies the brokers with)",
+            missing.join(", ")
+        )));
+    }
+    Ok(data[KEY_TLS_CA].0.clone())
 }
 
 /// `amqp://user:pass@host:5672/vhost` for the tenant on cluster `r`, as brokers reach it (the
@@ -637,8 +716,19 @@ mod tests {
                 pod_selector: "app.kubernetes.io/name=prod,app.kubernetes.io/component=rabbitmq"
                     .into(),
                 external: true,
+                tls_secret: None,
             }
         );
+        // spec.tls names the TLS Secret of an own cluster; an external one ignores it.
+        let tls = ClusterNames::for_shared_cluster(&shared_cluster(
+            serde_json::json!({"tls": {"secretName": "main-tls"}}),
+        ));
+        assert_eq!(tls.tls_secret.as_deref(), Some("main-tls"));
+        let byo_tls = ClusterNames::for_shared_cluster(&shared_cluster(serde_json::json!({
+            "external": {"rabbitmqClusterRef": {"name": "prod"}},
+            "tls": {"secretName": "prod-tls"}
+        })));
+        assert_eq!(byo_tls.tls_secret, None);
     }
 
     #[test]

@@ -56,16 +56,27 @@ pub fn selected_cluster<'a>(i: &RabbitMQInstance, to: &'a [ClusterRef]) -> Optio
 /// written before the selector goes, so clients always have a route.
 pub async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef]) -> Result<()> {
     let select = selected_cluster(i, to).map(|c| c.name.as_str());
+    // Which routed clusters serve AMQPS: the Service offers 5671 when any does, and only their
+    // slices carry it.
+    let mut tls = Vec::with_capacity(to.len());
+    for c in to {
+        tls.push(clusters::names(&ctx.client, c).await?.tls_secret.is_some());
+    }
+    let any_tls = tls.iter().any(|t| *t);
     if select.is_some() {
         // The selector first: Kubernetes' slices can only follow once it is there.
-        apply(&ctx.client, &instance_service::build(i, select)?).await?;
+        apply(&ctx.client, &instance_service::build(i, select, any_tls)?).await?;
     }
-    for c in to {
+    for (c, tls) in to.iter().zip(tls) {
         let endpoints = slice_endpoints(&ctx.client, i, select, c).await?;
-        apply(&ctx.client, &endpoint_slice::build(i, &c.name, &endpoints)?).await?;
+        apply(
+            &ctx.client,
+            &endpoint_slice::build(i, &c.name, &endpoints, tls)?,
+        )
+        .await?;
     }
     if select.is_none() {
-        let svc = apply(&ctx.client, &instance_service::build(i, None)?).await?;
+        let svc = apply(&ctx.client, &instance_service::build(i, None, any_tls)?).await?;
         if svc.spec.as_ref().is_some_and(|s| s.selector.is_some()) {
             // Apply releases a selector it no longer sends, but a server may keep an empty map
             // behind (kubesim does); an explicit null removes it whatever was left.
@@ -214,7 +225,8 @@ pub async fn reconcile(i: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<Ac
             continue;
         };
         let want = slice_endpoints(&ctx.client, &i, select.as_deref(), &r).await?;
-        let built = endpoint_slice::build(&i, &cluster, &want)?;
+        // Only the addresses are compared and patched; the ports stay as the planner wrote them.
+        let built = endpoint_slice::build(&i, &cluster, &want, false)?;
         if endpoint_keys(&s.endpoints) == endpoint_keys(&built.endpoints) {
             continue;
         }

@@ -58,7 +58,9 @@ async fn helm_install_runs_the_operator_in_cluster_under_the_charts_rbac() {
     assert_eq!(st["restartCount"], 0, "{st}");
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
     // The operator's own endpoint on the pod's address.
-    let metrics = reqwest::get(format!("http://{ip}:8080/metrics"))
+    let metrics = tiermq_testkit::tls::http_client()
+        .get(format!("http://{ip}:8080/metrics"))
+        .send()
         .await
         .expect("the operator serves /metrics on its pod IP");
     assert!(metrics.status().is_success(), "{}", metrics.status());
@@ -112,7 +114,9 @@ async fn helm_install_runs_the_operator_in_cluster_under_the_charts_rbac() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        reqwest::get(format!("http://{ip}:8080/metrics"))
+        tiermq_testkit::tls::http_client()
+            .get(format!("http://{ip}:8080/metrics"))
+            .send()
             .await
             .is_err(),
         "the operator process outlived its pod"

@@ -124,7 +124,7 @@ async fn generated_config_map_boots_rabbitmq_with_the_migration_plugins(runtime:
     assert!(partition.contains("pause_minority"), "{partition}");
 
     // The management API answers for shovels and federation: their plugins run.
-    let http = reqwest::Client::new();
+    let http = tiermq_testkit::tls::http_client();
     for path in ["/api/overview", "/api/shovels", "/api/federation-links"] {
         let resp = http
             .get(format!("{}{path}", node.management_url()))

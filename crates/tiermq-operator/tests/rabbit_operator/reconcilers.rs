@@ -496,7 +496,11 @@ async fn a_shared_instance_gets_a_tenant_and_working_credentials_through_its_ser
     let http = |path: &'static str| {
         let url = format!("http://{}{path}", env.metrics_addr);
         async move {
-            let r = reqwest::get(&url).await.unwrap();
+            let r = tiermq_testkit::tls::http_client()
+                .get(&url)
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
