@@ -3,8 +3,9 @@
 //! | port | from |
 //! |---|---|
 //! | management (15672) | the operator's pods ([`NetworkAccess::operator_namespace`] and [`NetworkAccess::operator_pod_labels`]) |
+//! | management HTTPS (15671), on TLS clusters | as management |
 //! | epmd (4369), distribution (25672), CLI (35672–35682) | the same cluster's pods |
-//! | AMQP (5672) | pods of [`NetworkAccess::amqp_namespaces`] (all when empty) narrowed by the cluster's own list ([`BrokerCluster::amqp_namespaces`], see [`amqp_namespaces`]), the operator and every tiermq broker (shovels and federation run between clusters) |
+//! | AMQP (5672), and AMQPS (5671) on TLS clusters | pods of [`NetworkAccess::amqp_namespaces`] (all when empty) narrowed by the cluster's own list ([`BrokerCluster::amqp_namespaces`], see [`amqp_namespaces`]), the operator and every tiermq broker (shovels and federation run between clusters) |
 //! | Prometheus (15692) | pods of [`NetworkAccess::prometheus_namespaces`] (all when empty) |
 //!
 //! The policy only selects the cluster's broker pods and only restricts ingress. It takes effect
@@ -21,8 +22,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    AMQP_PORT, BrokerCluster, DIST_PORT, EPMD_PORT, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY,
-    MANAGEMENT_PORT, PROMETHEUS_PORT, network_policy_name,
+    AMQP_PORT, AMQPS_PORT, BrokerCluster, DIST_PORT, EPMD_PORT, LABEL_MANAGED_BY, LABEL_NAME,
+    MANAGED_BY, MANAGEMENT_PORT, MANAGEMENT_TLS_PORT, PROMETHEUS_PORT, network_policy_name,
 };
 
 /// First and last port of the range `rabbitmqctl` and the other CLI tools use to reach a node
@@ -143,13 +144,26 @@ pub fn build(c: &BrokerCluster) -> Option<NetworkPolicy> {
             from: Some(from),
             ports: Some(ports),
         };
+    // A TLS cluster (`spec.tls`) also listens on AMQPS and management HTTPS, for the same
+    // sources as their plain ports.
+    let tls = c.tls_secret.is_some();
+    let with_tls = |plain: i32, secure: i32| {
+        let mut ports = vec![port(plain)];
+        if tls {
+            ports.push(port(secure));
+        }
+        ports
+    };
     Some(NetworkPolicy {
         metadata: c.meta(network_policy_name(&c.name)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(labels(c.selector_labels())),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![
-                rule(vec![operator.clone()], vec![port(MANAGEMENT_PORT)]),
+                rule(
+                    vec![operator.clone()],
+                    with_tls(MANAGEMENT_PORT, MANAGEMENT_TLS_PORT),
+                ),
                 rule(
                     vec![peers],
                     vec![
@@ -167,7 +181,7 @@ pub fn build(c: &BrokerCluster) -> Option<NetworkPolicy> {
                         Some(list) if list.is_empty() => vec![operator, any_broker],
                         Some(list) => vec![namespaces(&list), operator, any_broker],
                     },
-                    vec![port(AMQP_PORT)],
+                    with_tls(AMQP_PORT, AMQPS_PORT),
                 ),
                 rule(
                     vec![namespaces(&a.prometheus_namespaces)],
@@ -244,6 +258,21 @@ mod tests {
                 assert!(![MANAGEMENT_PORT, EPMD_PORT, DIST_PORT].contains(&p), "{p}");
             }
         }
+    }
+
+    #[test]
+    fn a_tls_cluster_opens_amqps_and_management_https_to_the_same_sources() {
+        let mut c = shared();
+        c.tls_secret = Some("main-tls".into());
+        let rules = build(&c).unwrap().spec.unwrap().ingress.unwrap();
+        assert_eq!(
+            ports(&rules[0]),
+            [(MANAGEMENT_PORT, None), (MANAGEMENT_TLS_PORT, None)]
+        );
+        assert_eq!(ports(&rules[2]), [(AMQP_PORT, None), (AMQPS_PORT, None)]);
+        c.tls_secret = None;
+        let rules = build(&c).unwrap().spec.unwrap().ingress.unwrap();
+        assert_eq!(ports(&rules[0]), [(MANAGEMENT_PORT, None)]);
     }
 
     #[test]
