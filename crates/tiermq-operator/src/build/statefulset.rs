@@ -782,12 +782,13 @@ mod tests {
 
     #[test]
     fn a_tls_cluster_mounts_its_secret_and_opens_the_tls_ports() {
+        // Plain: the cookie Secret and the config; TLS adds the TLS Secret after them.
         let plain = build(&shared());
-        assert_eq!(pod(&plain).volumes.as_ref().unwrap().len(), 1);
+        assert_eq!(pod(&plain).volumes.as_ref().unwrap().len(), 2);
         let mut c = shared();
         c.tls_secret = Some("main-tls".into());
         let sts = build(&c);
-        let vol = &pod(&sts).volumes.as_ref().unwrap()[1];
+        let vol = &pod(&sts).volumes.as_ref().unwrap()[2];
         let secret = vol.secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("main-tls"));
         assert_eq!(secret.optional, Some(false));
