@@ -48,7 +48,7 @@ test-unit: ## Only the tests that start no broker (fast)
 	$(CARGO) nextest run --workspace -E 'not binary(/^rabbit_/)'
 
 .PHONY: test-faults
-test-faults: setup ## The fault and day-two matrix left out of `make test`: crash before every status write x both directions x both drains, crash loops, brokers killed mid-phase (also a shared broker under three converting tenants), broker pods moved to new IPs, API faults, steady-load reconciler combinations, kubesim brokers clustering after moving to new pod IPs, a flip waiting for a one-minute maintenance window, auto-tiering under load, a round trip on an external (bring-your-own) SharedCluster (~25 min)
+test-faults: setup ## The fault and day-two matrix left out of `make test`: crash before every status write x both directions x both drains, crash loops, brokers killed mid-phase (also a shared broker under three converting tenants), broker pods moved to new IPs, API faults, steady-load reconciler combinations, kubesim brokers clustering after moving to new pod IPs, a flip waiting for a one-minute maintenance window, auto-tiering under load, a round trip on an external (bring-your-own) SharedCluster, TLS conversions (plain -> TLS, TLS round trip, a missing TLS Secret), tenancy bounds and operator policy, a namespaced operator under Roles only (~29 min)
 	$(CARGO) build -p tiermq-operator --bin tiermq-operator
 	$(CARGO) nextest run --workspace --profile full -E 'test(/(^|::)matrix::/) or binary(rabbit_e2e_faults)'
 
