@@ -299,7 +299,7 @@ async fn a_statefulset_field_that_cannot_change_is_changed_by_recreating_it_keep
 /// (admins, controllers) are not matched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admission_policy_keeps_the_operator_to_objects_it_manages() {
-    use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     use kube::api::{DeleteParams, DynamicObject};
@@ -314,17 +314,7 @@ async fn the_admission_policy_keeps_the_operator_to_objects_it_manages() {
         .create(&pp, &ns)
         .await
         .unwrap();
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "tiermq-operator", "namespace": NS}}))
-            .unwrap();
-    Api::<ServiceAccount>::namespaced(admin.clone(), NS)
-        .create(&pp, &sa)
-        .await
-        .unwrap();
-    let rules: Vec<serde_json::Value> = tiermq_operator::rbac::cluster_rules()
-        .into_iter()
-        .map(|r| json!({"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}))
-        .collect();
+    let rules = crate::operator_identity(&admin, NS, "tiermq-operator").await;
     let role: ClusterRole =
         serde_json::from_value(json!({"metadata": {"name": "tiermq-operator"}, "rules": rules}))
             .unwrap();
@@ -397,7 +387,11 @@ async fn the_admission_policy_keeps_the_operator_to_objects_it_manages() {
         )
         .await
         .unwrap();
-    // Unlabelled: not created; a label removed: refused.
+    // Unlabelled: not created, also when the server picks the name; a label removed: refused.
+    let mut unnamed = slice("", false);
+    unnamed.metadata.name = None;
+    unnamed.metadata.generate_name = Some("orders-".into());
+    denied(as_operator.create(&pp, &unnamed).await);
     let msg = denied(as_operator.create(&pp, &slice("unlabelled", false)).await);
     assert_eq!(
         msg,

@@ -168,21 +168,11 @@ async fn namespaced_identity(
     cluster: &kubesim::cluster::Cluster,
     namespaces: &[String],
 ) -> kube::Client {
-    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::core::v1::Namespace;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let admin = cluster.client();
     let pp = PostParams::default();
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": OPERATOR_SA, "namespace": NS}}))
-            .unwrap();
-    Api::<ServiceAccount>::namespaced(admin.clone(), NS)
-        .create(&pp, &sa)
-        .await
-        .unwrap();
-    let rules: Vec<serde_json::Value> = tiermq_operator::rbac::cluster_rules()
-        .into_iter()
-        .map(|r| json!({"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}))
-        .collect();
+    let rules = crate::operator_identity(&admin, NS, OPERATOR_SA).await;
     for ns in namespaces {
         let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
         let _ = Api::<Namespace>::all(admin.clone()).create(&pp, &n).await;

@@ -156,9 +156,16 @@ fn admit_policies(
     if !super::vap::any_binding(&st) {
         return Ok(());
     }
-    // A deletecollection names no object; its deletes are not checked one by one here.
-    let Some(name) = name else { return Ok(()) };
-    let old = st.get(rt, ns, name).ok();
+    // A create may name no object (generateName); a deletecollection names none either, and
+    // its deletes are not checked one by one here.
+    let name = match (name, method) {
+        (Some(n), _) => n,
+        (None, &Method::POST) => "",
+        (None, _) => return Ok(()),
+    };
+    let old = (!name.is_empty())
+        .then(|| st.get(rt, ns, name).ok())
+        .flatten();
     let opts = WriteOpts {
         field_manager: manager.to_string(),
         dry_run: true,

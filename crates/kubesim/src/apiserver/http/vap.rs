@@ -13,7 +13,8 @@
 //! Simplifications, all documented here: `paramKind`, `namespaceSelector`, `objectSelector`,
 //! `excludeResourceRules`, `variables`, `auditAnnotations` and validation actions other than
 //! `Deny` are not supported (a binding using `paramRef` or a policy using `variables` refuses
-//! every write it matches, so nothing passes unchecked); subresources are not matched.
+//! every write it matches, so nothing passes unchecked); subresources are not matched, and a
+//! deletecollection is not checked object by object.
 
 use std::collections::HashMap;
 
