@@ -96,7 +96,10 @@ impl InstanceSpec<'_> {
 /// `<name>-server`, all labelled as that operator labels them. Its configuration is kubesim's
 /// way in: `default_user.conf` in `conf.d` makes `username` the broker's administrator, and
 /// `enabled_plugins` turns on what tiermq needs (as `spec.rabbitmq.additionalPlugins` would).
-/// The node's data is on the claim `persistence-<name>-server-0`, so it survives the pod.
+/// The node's data is on the claim `persistence-<name>-server-0`, so it survives the pod. The
+/// Erlang cookie is copied by an init container from the Secret into the RabbitMQ home (an
+/// emptyDir) and made owner-only, as that operator does: Erlang refuses a cookie file others
+/// can read, and a Secret volume's files are readable by others by default.
 pub fn rabbitmq_cluster_objects_yaml(
     name: &str,
     image: &str,
@@ -223,6 +226,18 @@ metadata:
     metadata:
       labels:
 {pod_labels}    spec:
+      initContainers:
+      - name: setup-container
+        image: {image}
+        command:
+        - sh
+        - -c
+        - cp /tmp/erlang-cookie-secret/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie && chmod 600 /var/lib/rabbitmq/.erlang.cookie
+        volumeMounts:
+        - name: erlang-cookie-secret
+          mountPath: /tmp/erlang-cookie-secret/
+        - name: rabbitmq-erlang-cookie
+          mountPath: /var/lib/rabbitmq/
       containers:
       - name: rabbitmq
         image: {image}
@@ -244,8 +259,8 @@ metadata:
           mountPath: /operator
         - name: rabbitmq-confd
           mountPath: /etc/rabbitmq/conf.d/
-        - name: erlang-cookie-secret
-          mountPath: /erlang-cookie-secret/
+        - name: rabbitmq-erlang-cookie
+          mountPath: /var/lib/rabbitmq/
         - name: persistence
           mountPath: /var/lib/rabbitmq/mnesia/
       volumes:
@@ -270,6 +285,8 @@ metadata:
       - name: erlang-cookie-secret
         secret:
           secretName: {name}-erlang-cookie
+      - name: rabbitmq-erlang-cookie
+        emptyDir: {{}}
   volumeClaimTemplates:
   - metadata:
       name: persistence
