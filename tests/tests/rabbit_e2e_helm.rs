@@ -16,6 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tiermq_crd::{MigrationPhase, Tier};
+use tiermq_testkit::tls::TestCa;
 use tiermq_testkit::tools::{self, Tool};
 use tiermq_tests::harness::{
     InstanceSpec, World, flip_tier, operator_binary, shared_cluster_yaml, workspace_root,
@@ -220,7 +221,34 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
         grace_period_seconds: 2,
         connection_policy: None,
     };
-    world.kubectl.apply(&spec.yaml()).await.unwrap();
+    // The dedicated cluster serves TLS (a test CA's certificate in a cert-manager-shaped Secret),
+    // so the conversion also moves the instance's credentials to AMQPS and back, under the
+    // chart's RBAC and admission policy.
+    let ca = TestCa::new("tiermq helm e2e CA").unwrap();
+    world
+        .kubectl
+        .apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n"
+        ))
+        .await
+        .unwrap();
+    let dedicated = format!("{NAME}-dedicated");
+    world
+        .create_tls_secret(
+            &ca,
+            NS,
+            "orders-tls",
+            &dedicated,
+            &format!("{NAME}.{NS}.svc"),
+        )
+        .await
+        .unwrap();
+    let instance = spec.yaml().replace(
+        "  dedicated:\n",
+        "  dedicated:\n    tls:\n      secretName: orders-tls\n",
+    );
+    assert!(instance.contains("orders-tls"), "{instance}");
+    world.kubectl.apply(&instance).await.unwrap();
     if let Err(e) = world.wait_ready(NS, NAME, Duration::from_secs(180)).await {
         panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
     }
@@ -249,6 +277,14 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
     if let Err(e) = done {
         panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
     }
+    let (uri, port, ca_key) = credentials(&world).await;
+    assert!(
+        uri.starts_with("amqps://") && uri.ends_with(&format!("@{NAME}.{NS}.svc:5671/{NS}.{NAME}")),
+        "the credentials name AMQPS on a TLS dedicated cluster: {}",
+        uri.split('@').next_back().unwrap_or_default()
+    );
+    assert_eq!(port, "5671");
+    assert_eq!(ca_key.as_deref(), Some(ca.ca_pem()));
 
     // And back: the dedicated cluster's objects are deleted under the same RBAC.
     flip_tier(&world.kubectl, NS, NAME, "Shared").await.unwrap();
@@ -268,6 +304,17 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
     if let Err(e) = done {
         panic!("{e}\noperator pod log:\n{}", operator_log(&world).await);
     }
+
+    let (uri, port, ca_key) = credentials(&world).await;
+    assert!(
+        uri.starts_with("amqp://"),
+        "plain AMQP again on the plain shared cluster"
+    );
+    assert_eq!(port, "5672");
+    assert_eq!(
+        ca_key, None,
+        "no CA while nothing serving the instance has TLS"
+    );
 
     load.stop_publishing();
     let report = load.finish(Duration::from_secs(60)).await;
@@ -357,4 +404,20 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
         &["uninstall", "tiermq", "-n", OPERATOR_NS, "--wait"],
     )
     .await;
+}
+
+/// The instance credentials' `uri`, `port` and `ca.crt` (if any), as the tenant's apps read them.
+async fn credentials(world: &World) -> (String, String, Option<String>) {
+    let secret =
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(world.cluster.client(), NS)
+            .get(&format!("{NAME}-credentials"))
+            .await
+            .unwrap();
+    let data = secret.data.unwrap_or_default();
+    let text = |k: &str| data.get(k).map(|v| String::from_utf8(v.0.clone()).unwrap());
+    (
+        text("uri").unwrap_or_default(),
+        text("port").unwrap_or_default(),
+        text("ca.crt"),
+    )
 }

@@ -42,8 +42,9 @@ fn verbs_of(write: Write) -> &'static [&'static str] {
         // get: read before deciding; list/watch: the controllers' `owns` watches.
         Write::Apply => &["get", "list", "watch", "create", "patch", "delete"],
         // No list/watch: Secrets are read one by one, by name, and never watched, so the
-        // operator cannot read every Secret of the cluster.
-        Write::CreateOnce => &["get", "create", "delete"],
+        // operator cannot read every Secret of the cluster. patch: only the instance credentials'
+        // `uri`/`port`/`ca.crt` follow TLS (the admission policy keeps it to the operator's own).
+        Write::CreateOnce => &["get", "create", "patch", "delete"],
     }
 }
 
@@ -54,8 +55,10 @@ fn why_of(write: Write) -> &'static str {
              watched, deleted with their owner."
         }
         Write::CreateOnce => {
-            "Secrets (Erlang cookie, admin, instance credentials) are created once and never \
-             changed: no patch or update; read by name only, never listed or watched."
+            "Secrets (Erlang cookie, admin, instance credentials) are created once, their \
+             generated values never changed; patch only makes an instance's credentials name \
+             AMQPS (uri, port, ca.crt) while TLS clusters serve it. Read by name only, never \
+             listed or watched."
         }
     }
 }

@@ -521,11 +521,12 @@ fn rbac_grants_what_the_operator_needs_and_no_more() {
     ] {
         assert_eq!(verbs_for(&cr, g, r), owned, "{g}/{r}");
     }
-    // Generated Secrets are created once and never changed, and read by name only: no
-    // list or watch, so the operator cannot read every Secret of the cluster.
+    // Generated Secrets are created once and read by name only: no list or watch, so the
+    // operator cannot read every Secret of the cluster; no update (patch only moves an
+    // instance's credentials between amqp and amqps).
     assert_eq!(
         verbs_for(&cr, "", "secrets"),
-        set(&["get", "create", "delete"])
+        set(&["get", "create", "patch", "delete"])
     );
     // Instances and SharedClusters are patched only for their finalizers (a SharedCluster's
     // keeps it while instances are placed on it); specs are never written.

@@ -226,6 +226,41 @@ impl World {
         .await
     }
 
+    /// Writes TLS Secret `ns/name` as cert-manager's `Certificate` would (`tls.crt`, `tls.key`,
+    /// `ca.crt`): a certificate `ca` signs for cluster Service `service` in `ns` and for `also`
+    /// (the instance Services it may serve, e.g. `orders.team-a.svc` or `*.team-a.svc`).
+    pub async fn create_tls_secret(
+        &self,
+        ca: &tiermq_testkit::tls::TestCa,
+        ns: &str,
+        name: &str,
+        service: &str,
+        also: &str,
+    ) -> anyhow::Result<()> {
+        let host = format!("{service}.{ns}.svc");
+        let cert = ca.issue(&[&host, also], &[])?;
+        let bytes = |s: &str| k8s_openapi::ByteString(s.as_bytes().to_vec());
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(BTreeMap::from([
+                ("tls.crt".to_string(), bytes(&cert.cert_pem)),
+                ("tls.key".to_string(), bytes(&cert.key_pem)),
+                ("ca.crt".to_string(), bytes(ca.ca_pem())),
+            ])),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(self.cluster.client(), ns)
+            .create(&Default::default(), &secret)
+            .await
+            .with_context(|| format!("create TLS Secret {ns}/{name}"))?;
+        Ok(())
+    }
+
     /// The instance's AMQP endpoint as a host process reaches it: the client Service's ClusterIP
     /// and the tenant login from the credentials Secret.
     pub async fn instance_target(&self, ns: &str, name: &str) -> anyhow::Result<AmqpTarget> {

@@ -36,8 +36,6 @@ mod matrix {
 
     const SYSTEM: &str = "tiermq-system";
 
-    /// Writes Secret `ns/name` with a certificate `ca` signs for cluster Service `service` and
-    /// the instance Services it may serve (`also`, e.g. `*.team-a.svc`).
     async fn tls_secret(
         world: &World,
         ca: &TestCa,
@@ -46,25 +44,8 @@ mod matrix {
         service: &str,
         also: &str,
     ) {
-        let host = format!("{service}.{ns}.svc");
-        let cert = ca.issue(&[&host, also], &[]).unwrap();
-        let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some(ns.into()),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(BTreeMap::from([
-                ("tls.crt".to_string(), bytes(&cert.cert_pem)),
-                ("tls.key".to_string(), bytes(&cert.key_pem)),
-                ("ca.crt".to_string(), bytes(ca.ca_pem())),
-            ])),
-            ..Secret::default()
-        };
-        Api::<Secret>::namespaced(world.cluster.client(), ns)
-            .create(&PostParams::default(), &secret)
+        world
+            .create_tls_secret(ca, ns, name, service, also)
             .await
             .unwrap();
     }

@@ -227,7 +227,8 @@ impl ClusterObjects {
 pub enum Write {
     /// Server-side applied (created and updated), watched, deleted with their cluster.
     Apply,
-    /// Created once and never changed (generated Secrets), watched, deleted with their cluster.
+    /// Created once, generated values never changed (Secrets), deleted with their cluster; an
+    /// instance's credentials are patched only to follow TLS (`uri`, `port`, `ca.crt`).
     CreateOnce,
 }
 

@@ -2,8 +2,10 @@
 //! (type `servicebinding.io/rabbitmq`), and the `status.endpoint` that points at it.
 //!
 //! The tenant (vhost and user `<namespace>.<instance>`) and its password are the same on both
-//! tiers, so this Secret never changes across a conversion. The password is generated once
-//! ([`super::generate_secret`]) and read back afterwards ([`read_password`]).
+//! tiers, so the login never changes across a conversion. The password is generated once
+//! ([`super::generate_secret`]) and read back afterwards ([`read_password`]). Only how to connect
+//! follows the clusters that serve the instance ([`transport_patch`]): `uri` and `port` say
+//! AMQPS, and `ca.crt` carries their CA, while every one of them has TLS.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use tiermq_crd::{EndpointStatus, RabbitMQInstance};
 
-use super::{AMQP_PORT, BuildError, InstanceTarget, credentials_secret_name};
+use super::{AMQP_PORT, AMQPS_PORT, BuildError, InstanceTarget, credentials_secret_name};
 
 /// The service-binding Secret type for RabbitMQ.
 pub const SECRET_TYPE: &str = "servicebinding.io/rabbitmq";
@@ -29,8 +31,11 @@ pub const KEY_VHOST: &str = "vhost";
 pub const KEY_USERNAME: &str = "username";
 /// Secret key: the tenant's password.
 pub const KEY_PASSWORD: &str = "password";
-/// Secret key: the full `amqp://` URI, credentials included.
+/// Secret key: the full `amqp://` (or `amqps://`) URI, credentials included.
 pub const KEY_URI: &str = "uri";
+/// Secret key: the PEM CA bundle the serving brokers' certificates chain to; present only while
+/// `uri` is `amqps://`.
+pub const KEY_CA: &str = "ca.crt";
 
 /// The credentials Secret `<instance>-credentials` for the instance's tenant and `password`.
 pub fn build(
@@ -75,10 +80,60 @@ pub fn endpoint_status(instance: &RabbitMQInstance) -> Result<EndpointStatus, Bu
     })
 }
 
+/// The merge patch that makes the Secret's `port`, `uri` and `ca.crt` say how to reach the
+/// instance now: AMQPS on 5671 trusting `ca_bundle` when given (every cluster the Service routes
+/// to has TLS), else plain AMQP on 5672 without `ca.crt`. `None` when the Secret already says so,
+/// so a steady instance writes nothing. The patch never carries the password or the user: a
+/// crash between reading and writing cannot change the login.
+pub fn transport_patch(
+    instance: &RabbitMQInstance,
+    secret: &Secret,
+    password: &tiermq_broker::Secret,
+    ca_bundle: Option<&[u8]>,
+) -> Result<Option<serde_json::Value>, BuildError> {
+    let t = InstanceTarget::of(instance)?;
+    let tenant = t.tenant();
+    let (uri, port) = match ca_bundle {
+        Some(_) => (
+            amqps_uri(&tenant, password.expose(), &t.host(), &tenant),
+            AMQPS_PORT,
+        ),
+        None => (
+            amqp_uri(&tenant, password.expose(), &t.host(), &tenant),
+            AMQP_PORT,
+        ),
+    };
+    let port = port.to_string();
+    let wanted: [(&str, Option<&[u8]>); 3] = [
+        (KEY_PORT, Some(port.as_bytes())),
+        (KEY_URI, Some(uri.as_bytes())),
+        (KEY_CA, ca_bundle),
+    ];
+    let data = secret.data.clone().unwrap_or_default();
+    let mut patch = serde_json::Map::new();
+    for (key, value) in wanted {
+        if data.get(key).map(|b| b.0.as_slice()) != value {
+            // Bytes serialize as base64 (cannot fail); `null` removes the key.
+            let value = value.map(|v| ByteString(v.to_vec()));
+            patch.insert(key.to_string(), serde_json::json!(value));
+        }
+    }
+    Ok((!patch.is_empty()).then(|| serde_json::json!({ "data": patch })))
+}
+
 /// `amqp://user:pass@host:5672/vhost` with user, password and vhost percent-encoded.
 pub fn amqp_uri(user: &str, password: &str, host: &str, vhost: &str) -> String {
+    uri("amqp", AMQP_PORT, user, password, host, vhost)
+}
+
+/// `amqps://user:pass@host:5671/vhost`, encoded as [`amqp_uri`].
+pub fn amqps_uri(user: &str, password: &str, host: &str, vhost: &str) -> String {
+    uri("amqps", AMQPS_PORT, user, password, host, vhost)
+}
+
+fn uri(scheme: &str, port: i32, user: &str, password: &str, host: &str, vhost: &str) -> String {
     format!(
-        "amqp://{}:{}@{host}:{AMQP_PORT}/{}",
+        "{scheme}://{}:{}@{host}:{port}/{}",
         percent_encode(user),
         percent_encode(password),
         percent_encode(vhost)
@@ -140,6 +195,39 @@ mod tests {
             "amqp://team-a.orders:Pw123@orders.team-a.svc:5672/team-a.orders"
         );
         assert_eq!(read_password(&s), Some(pw));
+    }
+
+    #[test]
+    fn the_secret_says_amqps_and_carries_the_ca_only_while_every_serving_cluster_has_tls() {
+        let i = instance("orders", "team-a");
+        let pw = tiermq_broker::Secret::new("Pw123");
+        let mut s = build(&i, &pw).unwrap();
+        // As created: plain, so nothing to change for a plain route.
+        assert_eq!(transport_patch(&i, &s, &pw, None).unwrap(), None);
+        let ca = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        let patch = transport_patch(&i, &s, &pw, Some(ca)).unwrap().unwrap();
+        let data = patch["data"].as_object().unwrap();
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        // Never the login.
+        assert_eq!(keys, ["ca.crt", "port", "uri"]);
+        // Apply it the way a merge patch would and ask again: nothing left to do.
+        let stored = s.data.as_mut().unwrap();
+        for (k, v) in data {
+            let v: ByteString = serde_json::from_value(v.clone()).unwrap();
+            stored.insert(k.clone(), v);
+        }
+        assert_eq!(text(&s, "port"), "5671");
+        assert_eq!(
+            text(&s, "uri"),
+            "amqps://team-a.orders:Pw123@orders.team-a.svc:5671/team-a.orders"
+        );
+        assert_eq!(text(&s, "ca.crt").as_bytes(), ca);
+        assert_eq!(transport_patch(&i, &s, &pw, Some(ca)).unwrap(), None);
+        // Back to a plain cluster: plain again, and the CA key removed (null).
+        let back = transport_patch(&i, &s, &pw, None).unwrap().unwrap();
+        assert_eq!(back["data"]["ca.crt"], serde_json::Value::Null);
+        let port: ByteString = serde_json::from_value(back["data"]["port"].clone()).unwrap();
+        assert_eq!(port.0, b"5672");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch};
@@ -58,10 +58,11 @@ pub async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef
     let select = selected_cluster(i, to).map(|c| c.name.as_str());
     // Which routed clusters serve AMQPS: the Service offers 5671 when any does, and only their
     // slices carry it.
-    let mut tls = Vec::with_capacity(to.len());
+    let mut tls_secrets = Vec::with_capacity(to.len());
     for c in to {
-        tls.push(clusters::names(&ctx.client, c).await?.tls_secret.is_some());
+        tls_secrets.push(clusters::names(&ctx.client, c).await?.tls_secret);
     }
+    let tls: Vec<bool> = tls_secrets.iter().map(Option::is_some).collect();
     let any_tls = tls.iter().any(|t| *t);
     if select.is_some() {
         // The selector first: Kubernetes' slices can only follow once it is there.
@@ -106,6 +107,67 @@ pub async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef
             delete_if_exists::<EndpointSlice>(&ctx.client, &ns, &s.name_any()).await?;
         }
     }
+    follow_credentials(ctx, i, to, &tls_secrets).await
+}
+
+/// The credentials Secret says AMQPS (`uri`, `port`, and the CAs in `ca.crt`) while every
+/// cluster the Service routes to has TLS, and plain AMQP otherwise: a client that follows the
+/// Secret reaches whichever side the Service picks. Written after the route, so the Service
+/// already offers what the Secret names. Only `port`, `uri` and `ca.crt` are patched, and only
+/// when they differ. A missing Secret is left to the credentials step, which reports it; one
+/// without the operator's label (restored by hand) is the user's, and is left as it is.
+async fn follow_credentials(
+    ctx: &Context,
+    i: &RabbitMQInstance,
+    to: &[ClusterRef],
+    tls_secrets: &[Option<String>],
+) -> Result<()> {
+    let ca_bundle = if !to.is_empty() && tls_secrets.iter().all(Option::is_some) {
+        let mut cas: Vec<Vec<u8>> = Vec::new();
+        for (c, secret) in to.iter().zip(tls_secrets.iter().flatten()) {
+            let mut pem = clusters::tls_ca(&ctx.client, &c.namespace, secret).await?;
+            if !pem.ends_with(b"\n") {
+                pem.push(b'\n');
+            }
+            if !cas.contains(&pem) {
+                cas.push(pem);
+            }
+        }
+        Some(cas.concat())
+    } else {
+        None
+    };
+    let ns = i.namespace().unwrap_or_default();
+    let name = build::credentials_secret_name(&i.name_any());
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(secret) = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_err("get", format!("Secret {ns}/{name}")))?
+    else {
+        return Ok(());
+    };
+    let ours = secret
+        .labels()
+        .get(build::LABEL_MANAGED_BY)
+        .map(String::as_str)
+        == Some(build::MANAGED_BY);
+    let Some(password) = build::credentials::read_password(&secret).filter(|_| ours) else {
+        return Ok(());
+    };
+    let Some(patch) =
+        build::credentials::transport_patch(i, &secret, &password, ca_bundle.as_deref())?
+    else {
+        return Ok(());
+    };
+    api.patch(&name, &merge_patch_params(), &Patch::Merge(patch))
+        .await
+        .map_err(kube_err("patch", format!("Secret {ns}/{name}")))?;
+    tracing::info!(
+        secret = %format!("{ns}/{name}"),
+        tls = ca_bundle.is_some(),
+        "credentials Secret now names the instance's current transport"
+    );
     Ok(())
 }
 

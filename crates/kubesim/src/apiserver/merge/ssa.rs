@@ -490,14 +490,17 @@ pub fn server_side_apply(
         })
         .flat_map(|e| e.fields.iter().cloned())
         .collect();
-    // Deepest first, so an item removed as a whole is not walked again.
-    let mut gone: Vec<&Path> = previous
+    let gone: BTreeSet<&Path> = previous
         .iter()
         .filter(|p| !new_fields.contains(*p) && !others.contains(*p))
         .collect();
-    gone.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in gone {
-        remove_at(&mut obj, p);
+    // A keyed item that goes is removed as a whole, not field by field: once its key fields
+    // were gone it could no longer be found, and a shell of its other fields would stay.
+    for p in &gone {
+        let within_gone = gone.iter().any(|q| q.len() < p.len() && is_prefix(q, p));
+        if !within_gone {
+            remove_at(&mut obj, p);
+        }
     }
     let mut body = applied_body.clone();
     if let Some(m) = body.as_object_mut() {
@@ -699,6 +702,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b["metadata"]["labels"], json!({"x": "1"}));
+    }
+
+    #[test]
+    fn apply_removes_a_keyed_item_the_manager_stopped_applying_as_a_whole() {
+        let port =
+            |n: &str, p: u16| json!({"name": n, "port": p, "protocol": "TCP", "targetPort": p});
+        let ssa = |live: &Value, ports: Vec<Value>| {
+            server_side_apply(
+                live,
+                &json!({"spec": {"ports": ports}}),
+                "m",
+                "v1",
+                "",
+                false,
+                "t",
+                Lists::ByName,
+            )
+            .unwrap()
+        };
+        let both = ssa(&json!({}), vec![port("amqp", 5672), port("amqps", 5671)]);
+        assert_eq!(both["spec"]["ports"].as_array().unwrap().len(), 2);
+        let one = ssa(&both, vec![port("amqp", 5672)]);
+        assert_eq!(one["spec"]["ports"], json!([port("amqp", 5672)]));
     }
 
     #[test]
