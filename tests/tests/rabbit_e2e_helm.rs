@@ -283,7 +283,8 @@ async fn helm_installed_operator_converts_an_instance_under_the_charts_rbac() {
         "the credentials name AMQPS on a TLS dedicated cluster: {}",
         uri.split('@').next_back().unwrap_or_default()
     );
-    assert_eq!(port, "5671");
+    // The plain port stays for clients that build from host and port (it is open on every tier).
+    assert_eq!(port, "5672");
     assert_eq!(ca_key.as_deref(), Some(ca.ca_pem()));
 
     // And back: the dedicated cluster's objects are deleted under the same RBAC.

@@ -57,7 +57,7 @@ fn why_of(write: Write) -> &'static str {
         Write::CreateOnce => {
             "Secrets (Erlang cookie, admin, instance credentials) are created once, their \
              generated values never changed; patch only makes an instance's credentials name \
-             AMQPS (uri, port, ca.crt) while TLS clusters serve it. Read by name only, never \
+             AMQPS (uri, ca.crt) while TLS clusters serve it. Read by name only, never \
              listed or watched."
         }
     }

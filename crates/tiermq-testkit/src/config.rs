@@ -96,6 +96,11 @@ pub struct NodeTls {
     /// `rabbitmq.conf` lines for the TLS listeners beyond the files and ports, e.g.
     /// `ssl_options.verify = verify_none`, kept as given.
     pub extra_lines: String,
+    /// Where the node also sees its TLS folder (`ca.crt`, `tls.crt`, `tls.key`), as a pod sees
+    /// its Secret volume (e.g. `/etc/rabbitmq-tls`): paths that something other than
+    /// `rabbitmq.conf` names, such as a shovel URI's `cacertfile`, then resolve. Bound in the
+    /// node's private mount namespace (the mount point is created if missing); needs root.
+    pub also_at: Option<PathBuf>,
 }
 
 impl fmt::Debug for NodeTls {
@@ -103,6 +108,7 @@ impl fmt::Debug for NodeTls {
         f.debug_struct("NodeTls")
             .field("amqps_port", &self.amqps_port)
             .field("management_port", &self.management_port)
+            .field("also_at", &self.also_at)
             .finish_non_exhaustive()
     }
 }

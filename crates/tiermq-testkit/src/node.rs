@@ -24,12 +24,27 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// folder to the same path inside the root, then becomes the node. `$1` is the root, `$2` the
 /// node's folder; the rest is the command. Nothing here is visible outside the namespace, and it
 /// all goes away with the node's last process.
+/// `$3`/`$4`, when not empty: a folder to bind at a second path inside the root too (the TLS
+/// files where a pod mounts them, see [`crate::NodeTls::also_at`]).
 const MOUNT_AND_EXEC: &str = r#"set -e
-root=$1; base=$2; shift 2
+root=$1; base=$2; extra=$3; at=$4; shift 4
 mount -t proc proc "$root/proc"
 mount --bind "$base" "$root$base"
+if [ -n "$at" ]; then mkdir -p "$root$at"; mount --bind "$extra" "$root$at"; fi
 exec "$@"
 "#;
+
+/// The same for a 3.10 node that needs its TLS folder at a second path: run by `unshare` as
+/// root, binds `$1` at `$2` (created if missing; the mount lives only in the node's namespace),
+/// then becomes the node through the rest of the command (`setpriv` drops to its user).
+const BIND_AND_EXEC: &str = r#"set -e
+extra=$1; at=$2; shift 2
+mkdir -p "$at"
+mount --bind "$extra" "$at"
+exec "$@"
+"#;
+
+const SETPRIV: &str = "/usr/bin/setpriv";
 
 /// One running `rabbitmq-server`. Dropping it kills the node's whole process group.
 #[derive(Debug)]
@@ -137,7 +152,35 @@ impl RabbitNode {
         let stderr = stdout
             .try_clone()
             .map_err(TestkitError::io("create log", &logs))?;
+        // The TLS folder at a pod's mount path too, when asked (see `NodeTls::also_at`).
+        let also_at = config
+            .tls
+            .as_ref()
+            .and_then(|t| t.also_at.as_ref())
+            .map(|at| (base.join(crate::config::TLS_DIR), at.clone()));
         let (mut cmd, program, mount_point) = match &root {
+            None if also_at.is_some() => {
+                let (extra, at) = also_at.clone().expect("checked");
+                let (uid, gid) = run_as.ok_or_else(|| {
+                    TestkitError::Config(format!(
+                        "showing the TLS files at {} needs root (a private mount namespace)",
+                        at.display()
+                    ))
+                })?;
+                let script = host_server_script();
+                let mut cmd = Command::new(UNSHARE);
+                cmd.args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+                    .arg(BIND_AND_EXEC)
+                    .arg("tiermq-node")
+                    .arg(&extra)
+                    .arg(&at)
+                    .arg(SETPRIV)
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg(&script);
+                (cmd, UNSHARE.to_string(), None)
+            }
             None => {
                 let script = host_server_script();
                 let mut cmd = Command::new(&script);
@@ -162,6 +205,18 @@ impl RabbitNode {
                     .arg("tiermq-node")
                     .arg(root)
                     .arg(base)
+                    .arg(
+                        also_at
+                            .as_ref()
+                            .map(|(e, _)| e.as_os_str())
+                            .unwrap_or_default(),
+                    )
+                    .arg(
+                        also_at
+                            .as_ref()
+                            .map(|(_, a)| a.as_os_str())
+                            .unwrap_or_default(),
+                    )
                     .arg(CHROOT)
                     .arg(format!("--userspec={uid}:{gid}"))
                     // Explicit, or chroot would look the uid up on the host (another user there).

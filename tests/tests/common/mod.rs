@@ -626,7 +626,8 @@ impl TenantShovel {
     }
 }
 
-async fn publish_to(conn: &lapin::Connection, queue: &str, n: u64) {
+/// Publishes `n` persistent messages to `queue` through `conn`, each confirmed.
+pub async fn publish_to(conn: &lapin::Connection, queue: &str, n: u64) {
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())

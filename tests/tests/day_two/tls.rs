@@ -32,7 +32,7 @@ mod matrix {
     use tiermq_tests::load::Load;
     use tiermq_tests::scenario::{self, NAME, NS};
 
-    use crate::common::{TENANT, cluster_of, load_config, wait_for_flow};
+    use crate::common::{TENANT, cluster_of, load_config, publish_to, wait_for_flow};
 
     const SYSTEM: &str = "tiermq-system";
 
@@ -190,6 +190,82 @@ mod matrix {
         assert!(dst.get_vhost(TENANT).await.unwrap().is_some());
     }
 
+    /// Messages parked in a queue no client consumes, so the conversion's drain has a backlog to
+    /// move (the work-queue load keeps its own queue near empty).
+    const PARKED: &str = "parked";
+    const PARKED_COUNT: u64 = 300;
+
+    /// Publishes [`PARKED_COUNT`] persistent messages, confirmed, to durable queue [`PARKED`]
+    /// through the instance Service.
+    async fn park_messages(world: &World) {
+        let target = world.instance_target(NS, NAME).await.unwrap();
+        let conn = tiermq_tests::load::probe_connection(&target, "park", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let durable = lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare(PARKED.into(), durable, Default::default())
+            .await
+            .unwrap();
+        publish_to(&conn, PARKED, PARKED_COUNT).await;
+        let _ = conn.close(200, "parked".into()).await;
+    }
+
+    /// Waits until cluster `ns/cluster` (asked over HTTPS) holds `want` parked messages.
+    async fn parked_arrived(world: &World, ca: &TestCa, ns: &str, cluster: &str, want: u64) {
+        let dst = https(world, ca.ca_pem(), ns, cluster).await;
+        let mut last = None;
+        for _ in 0..60 {
+            last = dst
+                .get_queue(TENANT, PARKED)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|q| q.messages_ready);
+            if last == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{ns}/{cluster} holds {last:?} of the {want} parked messages");
+    }
+
+    /// Resets every connection to the plain AMQP port (5672) of cluster Service `ns/cluster`,
+    /// from the moment the Service has a ClusterIP (at once if it has one): the drain shovels,
+    /// which reach the destination through its Service, must use AMQPS (5671) then. Clients
+    /// stay untouched: they use the instance's own Service.
+    fn reset_plain_amqp_of(
+        world: &World,
+        ns: &'static str,
+        cluster: String,
+    ) -> tokio::task::JoinHandle<IpAddr> {
+        let faults = world
+            .cluster
+            .proxy_faults()
+            .expect("kubesim runs its controllers");
+        let client = world.cluster.client();
+        tokio::spawn(async move {
+            for _ in 0..1200 {
+                let ip = Api::<Service>::namespaced(client.clone(), ns)
+                    .get_opt(&cluster)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.spec?.cluster_ip)
+                    .and_then(|ip| ip.parse::<IpAddr>().ok());
+                if let Some(ip) = ip {
+                    faults.set_at(ip, 5672, kubesim::sim::kubeproxy::ProxyFaultMode::Reset);
+                    return ip;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("Service {ns}/{cluster} got no ClusterIP in 120 s");
+        })
+    }
+
     /// The world, a CA, SharedCluster `main` (with TLS when `shared_tls`) and instance `orders`
     /// on the shared tier whose dedicated cluster has TLS, all running `image`; returns once the
     /// instance is Ready.
@@ -283,16 +359,48 @@ mod matrix {
             .proxy_faults()
             .expect("kubesim runs its controllers");
         faults.set(15672, kubesim::sim::kubeproxy::ProxyFaultMode::Reset);
+        // Both clusters have one CA, so the drain shovels cross over AMQPS: each direction
+        // drains a parked backlog with the Shovel strategy while the destination's plain AMQP
+        // port resets every connection through its Service.
+        world
+            .kubectl
+            .ok(
+                &[
+                    "-n",
+                    NS,
+                    "patch",
+                    "rmqi",
+                    NAME,
+                    "--type",
+                    "merge",
+                    "-p",
+                    r#"{"spec":{"migration":{"drainStrategy":"Shovel"}}}"#,
+                ],
+                None,
+            )
+            .await
+            .unwrap();
+        let dedicated = format!("{NAME}-dedicated");
+        park_messages(&world).await;
+        let fault = reset_plain_amqp_of(&world, NS, dedicated.clone());
         convert_under_load(&mut world, &ca, label, Tier::Dedicated).await;
-        serves_tls(&world, &ca, NS, &format!("{NAME}-dedicated")).await;
+        faults.clear_at(fault.await.unwrap(), 5672);
+        parked_arrived(&world, &ca, NS, &dedicated, PARKED_COUNT).await;
+        serves_tls(&world, &ca, NS, &dedicated).await;
         instance_serves_amqps(&world, &ca).await;
+        park_messages(&world).await;
+        let fault = reset_plain_amqp_of(&world, SYSTEM, "main".into());
         convert_under_load(&mut world, &ca, label, Tier::Shared).await;
+        faults.clear_at(fault.await.unwrap(), 5672);
+        // The second backlog joined the first (nothing consumes either).
+        parked_arrived(&world, &ca, SYSTEM, "main", 2 * PARKED_COUNT).await;
         instance_serves_amqps(&world, &ca).await;
         faults.clear(15672);
         assert_eq!(
             faults.hits(),
             0,
-            "nothing used a TLS cluster's plain management port"
+            "nothing used a TLS cluster's plain management port, nor the destination's plain \
+             AMQP port"
         );
         println!(
             "{label}: done after {:.1}s",

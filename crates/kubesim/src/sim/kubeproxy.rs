@@ -19,7 +19,8 @@
 //! The operator runs as a host process against kubesim and reaches brokers exactly as it would
 //! from inside a real cluster: through the Service's ClusterIP (`spec.clusterIP:port`).
 //!
-//! Fault injection for tests ([`ProxyFaults`]): new connections to a given service port can be
+//! Fault injection for tests ([`ProxyFaults`]): new connections to a given service port (on every
+//! ClusterIP, or on one Service's) can be
 //! answered `HTTP 500` without reaching the backend, left hanging, or reset; connections already
 //! forwarded to that port are closed when the fault starts (so pooled keep-alive connections meet
 //! it too).
@@ -74,10 +75,14 @@ pub enum ProxyFaultMode {
     Reset,
 }
 
-/// Faults by service port, shared by every forwarder of one cluster; see the module docs.
+/// Where a fault applies: `(None, port)` every ClusterIP, `(Some(ip), port)` that Service only.
+type FaultKey = (Option<IpAddr>, u16);
+
+/// Faults by service port (on every ClusterIP, or on one), shared by every forwarder of one
+/// cluster; see the module docs.
 #[derive(Clone)]
 pub struct ProxyFaults {
-    ports: Arc<RwLock<BTreeMap<u16, ProxyFaultMode>>>,
+    ports: Arc<RwLock<BTreeMap<FaultKey, ProxyFaultMode>>>,
     /// Bumped by every [`ProxyFaults::set`]: forwarded connections on a port that just got a
     /// fault are closed, so that pooled (keep-alive) connections meet the fault too.
     changed: Arc<watch::Sender<u64>>,
@@ -99,19 +104,37 @@ impl ProxyFaults {
     /// Connections to any ClusterIP on `port` get `mode` until [`ProxyFaults::clear`]; the ones
     /// already forwarded there are closed.
     pub fn set(&self, port: u16, mode: ProxyFaultMode) {
+        self.insert((None, port), mode);
+    }
+
+    /// Connections to `ip:port` only (one Service's ClusterIP) get `mode` until
+    /// [`ProxyFaults::clear_at`]; the ones already forwarded there are closed.
+    pub fn set_at(&self, ip: IpAddr, port: u16, mode: ProxyFaultMode) {
+        self.insert((Some(ip), port), mode);
+    }
+
+    fn insert(&self, key: FaultKey, mode: ProxyFaultMode) {
         self.ports
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(port, mode);
+            .insert(key, mode);
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// No more faults on `port`.
+    /// No more faults on `port` (set with [`ProxyFaults::set`]).
     pub fn clear(&self, port: u16) {
         self.ports
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&port);
+            .remove(&(None, port));
+    }
+
+    /// No more faults on `ip:port` (set with [`ProxyFaults::set_at`]).
+    pub fn clear_at(&self, ip: IpAddr, port: u16) {
+        self.ports
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(Some(ip), port));
     }
 
     /// How many new connections a fault has failed so far.
@@ -119,19 +142,19 @@ impl ProxyFaults {
         self.hits.load(Ordering::Relaxed)
     }
 
-    fn get(&self, port: u16) -> Option<ProxyFaultMode> {
-        self.ports
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&port)
+    fn get(&self, front: SocketAddr) -> Option<ProxyFaultMode> {
+        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+        ports
+            .get(&(Some(front.ip()), front.port()))
+            .or_else(|| ports.get(&(None, front.port())))
             .copied()
     }
 
-    /// Resolves once `port` gets a fault.
-    async fn faulted(&self, port: u16) {
+    /// Resolves once the service address `front` gets a fault.
+    async fn faulted(&self, front: SocketAddr) {
         let mut rx = self.changed.subscribe();
         loop {
-            if self.get(port).is_some() {
+            if self.get(front).is_some() {
                 return;
             }
             if rx.changed().await.is_err() {
@@ -341,15 +364,17 @@ async fn accept_loop(
     faults: ProxyFaults,
     stop: watch::Receiver<bool>,
 ) {
-    let port = listener.local_addr().map_or(0, |a| a.port());
+    let Ok(front) = listener.local_addr() else {
+        return;
+    };
     loop {
         let Ok((inbound, _peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if let Some(mode) = faults.get(port) {
+        if let Some(mode) = faults.get(front) {
             faults.hits.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(fail_connection(inbound, mode, faults.clone(), port));
+            tokio::spawn(fail_connection(inbound, mode, faults.clone(), front));
             continue;
         }
         let Some(target) = backends.pick() else {
@@ -378,7 +403,7 @@ async fn accept_loop(
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
                 _ = stop.wait_for(|s| *s) => {}
-                _ = faults.faulted(port) => {}
+                _ = faults.faulted(front) => {}
             }
         });
     }
@@ -390,7 +415,7 @@ async fn fail_connection(
     mut inbound: TcpStream,
     mode: ProxyFaultMode,
     faults: ProxyFaults,
-    port: u16,
+    front: SocketAddr,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     match mode {
@@ -410,7 +435,7 @@ async fn fail_connection(
         }
         ProxyFaultMode::Hang => {
             let until = std::time::Instant::now() + Duration::from_secs(300);
-            while faults.get(port) == Some(ProxyFaultMode::Hang)
+            while faults.get(front) == Some(ProxyFaultMode::Hang)
                 && std::time::Instant::now() < until
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;

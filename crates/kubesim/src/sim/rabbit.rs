@@ -27,7 +27,8 @@
 //!   and `management`, else 5672/15672). TLS lines (`listeners.ssl.*`, `management.ssl.port`,
 //!   the `ssl_options.*file` and `management.ssl.*file` paths) are taken out too: the files they
 //!   name are read from the pod's volumes and the launcher writes them into the node's folder and
-//!   binds AMQPS and management HTTPS to the pod IP (see [`strip_tls`]).
+//!   binds AMQPS and management HTTPS to the pod IP (see [`strip_tls`]); in the operator's layout
+//!   the node also sees them at their pod folder (see [`tls_folder`]), for shovel URIs.
 //! - **Erlang cookie**: the file `/var/lib/rabbitmq/.erlang.cookie` as the pod's volumes and init
 //!   containers leave it (see `init_steps`: the usual init step copies it from a Secret volume
 //!   with mode 400), else any mounted `.erlang.cookie`; a file that group or others may read is
@@ -197,6 +198,25 @@ pub struct TlsLines {
 
 const TLS_FILE_KEYS: [&str; 3] = ["cacertfile", "certfile", "keyfile"];
 
+/// The container folder the TLS files are mounted in, when they are `ca.crt`, `tls.crt` and
+/// `tls.key` of one folder (a `kubernetes.io/tls` Secret volume, as the operator mounts it): the
+/// node sees its copies there too, so a shovel URI's `cacertfile=<folder>/ca.crt` resolves as in
+/// a pod. `None` for other layouts (the node then sees the files only where `rabbitmq.conf` is
+/// rewritten to point).
+pub fn tls_folder(lines: &TlsLines) -> Option<PathBuf> {
+    let paths: Vec<&Path> = lines
+        .files
+        .iter()
+        .map(|f| f.as_deref().map(Path::new))
+        .collect::<Option<_>>()?;
+    let dir = paths[0].parent()?;
+    let named = ["ca.crt", "tls.crt", "tls.key"]
+        .iter()
+        .zip(&paths)
+        .all(|(n, p)| p.parent() == Some(dir) && p.file_name() == Some(std::ffi::OsStr::new(n)));
+    (named && dir.is_absolute() && dir != Path::new("/")).then(|| dir.to_path_buf())
+}
+
 /// Splits a `rabbitmq.conf` into (kept lines, TLS listener settings). Removed: the TLS
 /// listeners, the management HTTPS port and address, and the certificate file lines of both
 /// (the launcher writes its own with the files' host paths). Kept: other `ssl_options.*`
@@ -322,6 +342,7 @@ pub fn node_config(
             amqps_port: lines.amqps_port.unwrap_or(5671),
             management_port: lines.management_port.unwrap_or(15671),
             extra_lines: String::new(),
+            also_at: tls_folder(&lines),
         }),
         (Some(_), None) => {
             return Err(broker_error(
@@ -619,6 +640,16 @@ mod tests {
             ]
         );
         assert_eq!(strip_tls("collect_statistics_interval = 500\n").1, None);
+        // The operator's layout: one Secret folder; the node sees it there too.
+        let ours = "listeners.ssl.default = 5671\nssl_options.cacertfile = /etc/rabbitmq-tls/ca.crt\n\
+                    ssl_options.certfile = /etc/rabbitmq-tls/tls.crt\n\
+                    ssl_options.keyfile = /etc/rabbitmq-tls/tls.key\n";
+        assert_eq!(
+            tls_folder(&strip_tls(ours).1.unwrap()),
+            Some(PathBuf::from("/etc/rabbitmq-tls"))
+        );
+        // Files of several folders (the case above) have no one folder to show.
+        assert_eq!(tls_folder(&tls), None);
     }
 
     #[test]

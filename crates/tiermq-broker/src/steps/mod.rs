@@ -30,7 +30,8 @@ pub use federation::{
 pub use live::{LiveQueue, live_counts};
 pub use retire::{RetireOutcome, retire_tenant};
 pub use shovel::{
-    DRAIN_SHOVEL_PREFIX, ShovelDrain, drain_shovel_name, ensure_drain_shovels, remove_drain_shovels,
+    DRAIN_SHOVEL_PREFIX, ShovelDrain, drain_shovel_name, ensure_drain_shovels,
+    remove_drain_shovels, verified_tls_query,
 };
 pub use tenant::{Tenant, ensure_tenant, ensure_tenant_with};
 pub use topology::{

@@ -14,6 +14,22 @@ pub fn drain_shovel_name(queue: &str) -> String {
     format!("{DRAIN_SHOVEL_PREFIX}{queue}")
 }
 
+/// The query that makes an `amqps://` shovel (or federation) URI verify its peer: trust only the
+/// CA in `cacertfile` (a path on the broker that runs the link), check the certificate against
+/// `server_name` (also sent as SNI), whatever address the URI's host is. Without it the Erlang
+/// client would encrypt but accept any certificate. `None` when the path or the name could not
+/// be carried in a query unescaped.
+pub fn verified_tls_query(cacertfile: &str, server_name: &str) -> Option<String> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_'))
+    };
+    (plain(cacertfile) && plain(server_name)).then(|| {
+        format!("cacertfile={cacertfile}&verify=verify_peer&server_name_indication={server_name}")
+    })
+}
+
 /// What one pass of [`ensure_drain_shovels`] found and did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShovelDrain {
@@ -36,7 +52,8 @@ pub struct ShovelDrain {
 /// a later pass. After a crash a message may be delivered twice, never lost.
 ///
 /// `dest_uri` is the AMQP URI of the destination vhost with credentials (the tenant's own are
-/// enough); the source side is the local node (`amqp:///<vhost>`).
+/// enough), `amqps://…?`[`verified_tls_query`] where both sides have TLS; the source side is the
+/// local node (`amqp:///<vhost>`).
 pub async fn ensure_drain_shovels(
     src: &ManagementClient,
     backlog: &Backlog,

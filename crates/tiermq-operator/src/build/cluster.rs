@@ -228,7 +228,7 @@ pub enum Write {
     /// Server-side applied (created and updated), watched, deleted with their cluster.
     Apply,
     /// Created once, generated values never changed (Secrets), deleted with their cluster; an
-    /// instance's credentials are patched only to follow TLS (`uri`, `port`, `ca.crt`).
+    /// instance's credentials are patched only to follow TLS (`uri`, `ca.crt`).
     CreateOnce,
 }
 

@@ -3,9 +3,11 @@
 //!
 //! The tenant (vhost and user `<namespace>.<instance>`) and its password are the same on both
 //! tiers, so the login never changes across a conversion. The password is generated once
-//! ([`super::generate_secret`]) and read back afterwards ([`read_password`]). Only how to connect
-//! follows the clusters that serve the instance ([`transport_patch`]): `uri` and `port` say
-//! AMQPS, and `ca.crt` carries their CA, while every one of them has TLS.
+//! ([`super::generate_secret`]) and read back afterwards ([`read_password`]). Only the `uri`
+//! follows the clusters that serve the instance ([`transport_patch`]): it says AMQPS, and `ca.crt`
+//! carries their CA, while every one of them has TLS. `port` stays the plain AMQP port, open on
+//! every tier, so a client that builds its connection from host and port without TLS keeps
+//! working when a cluster gains TLS.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +25,7 @@ pub const KEY_TYPE: &str = "type";
 pub const KEY_PROVIDER: &str = "provider";
 /// Secret key: the client Service's DNS name.
 pub const KEY_HOST: &str = "host";
-/// Secret key: the AMQP port.
+/// Secret key: the plain AMQP port (5672), open on every tier; the `uri` may say AMQPS.
 pub const KEY_PORT: &str = "port";
 /// Secret key: the tenant's vhost.
 pub const KEY_VHOST: &str = "vhost";
@@ -80,11 +82,11 @@ pub fn endpoint_status(instance: &RabbitMQInstance) -> Result<EndpointStatus, Bu
     })
 }
 
-/// The merge patch that makes the Secret's `port`, `uri` and `ca.crt` say how to reach the
-/// instance now: AMQPS on 5671 trusting `ca_bundle` when given (every cluster the Service routes
-/// to has TLS), else plain AMQP on 5672 without `ca.crt`. `None` when the Secret already says so,
-/// so a steady instance writes nothing. The patch never carries the password or the user: a
-/// crash between reading and writing cannot change the login.
+/// The merge patch that makes the Secret's `uri` and `ca.crt` say how to reach the instance now:
+/// `amqps://…:5671` trusting `ca_bundle` when given (every cluster the Service routes to has
+/// TLS), else `amqp://…:5672` without `ca.crt`. `None` when the Secret already says so, so a
+/// steady instance writes nothing. The patch never carries the password or the user: a crash
+/// between reading and writing cannot change the login.
 pub fn transport_patch(
     instance: &RabbitMQInstance,
     secret: &Secret,
@@ -93,22 +95,11 @@ pub fn transport_patch(
 ) -> Result<Option<serde_json::Value>, BuildError> {
     let t = InstanceTarget::of(instance)?;
     let tenant = t.tenant();
-    let (uri, port) = match ca_bundle {
-        Some(_) => (
-            amqps_uri(&tenant, password.expose(), &t.host(), &tenant),
-            AMQPS_PORT,
-        ),
-        None => (
-            amqp_uri(&tenant, password.expose(), &t.host(), &tenant),
-            AMQP_PORT,
-        ),
+    let uri = match ca_bundle {
+        Some(_) => amqps_uri(&tenant, password.expose(), &t.host(), &tenant),
+        None => amqp_uri(&tenant, password.expose(), &t.host(), &tenant),
     };
-    let port = port.to_string();
-    let wanted: [(&str, Option<&[u8]>); 3] = [
-        (KEY_PORT, Some(port.as_bytes())),
-        (KEY_URI, Some(uri.as_bytes())),
-        (KEY_CA, ca_bundle),
-    ];
+    let wanted: [(&str, Option<&[u8]>); 2] = [(KEY_URI, Some(uri.as_bytes())), (KEY_CA, ca_bundle)];
     let data = secret.data.clone().unwrap_or_default();
     let mut patch = serde_json::Map::new();
     for (key, value) in wanted {
@@ -208,15 +199,15 @@ mod tests {
         let patch = transport_patch(&i, &s, &pw, Some(ca)).unwrap().unwrap();
         let data = patch["data"].as_object().unwrap();
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-        // Never the login.
-        assert_eq!(keys, ["ca.crt", "port", "uri"]);
+        // Never the login; the plain port stays for clients that build from host and port.
+        assert_eq!(keys, ["ca.crt", "uri"]);
         // Apply it the way a merge patch would and ask again: nothing left to do.
         let stored = s.data.as_mut().unwrap();
         for (k, v) in data {
             let v: ByteString = serde_json::from_value(v.clone()).unwrap();
             stored.insert(k.clone(), v);
         }
-        assert_eq!(text(&s, "port"), "5671");
+        assert_eq!(text(&s, "port"), "5672");
         assert_eq!(
             text(&s, "uri"),
             "amqps://team-a.orders:Pw123@orders.team-a.svc:5671/team-a.orders"
@@ -226,8 +217,8 @@ mod tests {
         // Back to a plain cluster: plain again, and the CA key removed (null).
         let back = transport_patch(&i, &s, &pw, None).unwrap().unwrap();
         assert_eq!(back["data"]["ca.crt"], serde_json::Value::Null);
-        let port: ByteString = serde_json::from_value(back["data"]["port"].clone()).unwrap();
-        assert_eq!(port.0, b"5672");
+        let uri: ByteString = serde_json::from_value(back["data"]["uri"].clone()).unwrap();
+        assert!(uri.0.starts_with(b"amqp://"));
     }
 
     #[test]

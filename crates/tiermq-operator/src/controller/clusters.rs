@@ -664,17 +664,46 @@ pub async fn tls_ca(client: &kube::Client, ns: &str, name: &str) -> Result<Vec<u
     Ok(data[KEY_TLS_CA].0.clone())
 }
 
-/// `amqp://user:pass@host:5672/vhost` for the tenant on cluster `r`, as brokers reach it (the
-/// destination of shovels, the upstream of federation).
+/// The URI of the tenant on cluster `to` as the brokers of cluster `from` reach it (the
+/// destination of `from`'s drain shovels), credentials included.
+///
+/// `amqps://…:5671?cacertfile=…&verify=verify_peer&server_name_indication=<to's Service name>`
+/// when both clusters have TLS and the same CA: a broker can only trust the CA mounted beside its
+/// own certificate (`/etc/rabbitmq-tls/ca.crt`). Otherwise `amqp://…:5672`, the plain listener
+/// every cluster keeps, so a link between clusters of different CAs still works (unencrypted).
 pub async fn tenant_amqp_uri(
     ctx: &Context,
-    r: &ClusterRef,
+    from: &ClusterRef,
+    to: &ClusterRef,
     tenant: &str,
     password: &str,
 ) -> Result<tiermq_broker::Secret> {
-    let host = host(&ctx.client, &ctx.config, r).await?.ok_or_else(|| {
-        Error::NotReady(format!("the Service of {} has no ClusterIP yet", label(r)))
+    let host = host(&ctx.client, &ctx.config, to).await?.ok_or_else(|| {
+        Error::NotReady(format!("the Service of {} has no ClusterIP yet", label(to)))
     })?;
+    let (local, remote) = (
+        names(&ctx.client, from).await?,
+        names(&ctx.client, to).await?,
+    );
+    if let (Some(local_tls), Some(remote_tls)) = (&local.tls_secret, &remote.tls_secret) {
+        let same_ca = tls_ca(&ctx.client, &from.namespace, local_tls).await?
+            == tls_ca(&ctx.client, &to.namespace, remote_tls).await?;
+        let query = tiermq_broker::steps::verified_tls_query(
+            &format!("{}/{}", build::TLS_MOUNT_PATH, KEY_TLS_CA),
+            &build::service_host(&remote.service, &to.namespace),
+        );
+        match query {
+            Some(q) if same_ca => {
+                let uri = build::credentials::amqps_uri(tenant, password, &host, tenant);
+                return Ok(tiermq_broker::Secret::new(format!("{uri}?{q}")));
+            }
+            _ => tracing::debug!(
+                from = %label(from),
+                to = %label(to),
+                "the clusters' CAs differ: the link uses the plain AMQP port"
+            ),
+        }
+    }
     debug_assert_eq!(AMQP_PORT, 5672);
     Ok(tiermq_broker::Secret::new(build::credentials::amqp_uri(
         tenant, password, &host, tenant,

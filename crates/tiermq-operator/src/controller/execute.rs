@@ -230,7 +230,8 @@ async fn run_step(ctx: &Context, t: &Target<'_>, step: &Step) -> Result<()> {
                     q.ready = q.ready.max(u64::from(live.ready.unwrap_or(0)));
                 }
             }
-            let uri = clusters::tenant_amqp_uri(ctx, to, tenant, t.password()?.expose()).await?;
+            let uri =
+                clusters::tenant_amqp_uri(ctx, from, to, tenant, t.password()?.expose()).await?;
             steps::ensure_drain_shovels(&src, &backlog, &uri).await?;
             Ok(())
         }
