@@ -648,8 +648,14 @@ mod tests {
             tls_folder(&strip_tls(ours).1.unwrap()),
             Some(PathBuf::from("/etc/rabbitmq-tls"))
         );
-        // Files of several folders (the case above) have no one folder to show.
-        assert_eq!(tls_folder(&tls), None);
+        assert_eq!(tls_folder(&tls), Some(PathBuf::from("/etc/t")));
+        // Files of several folders, or other names, have no one folder to show.
+        let mut spread = tls.clone();
+        spread.files[2] = Some("/other/tls.key".into());
+        assert_eq!(tls_folder(&spread), None);
+        let mut renamed = tls;
+        renamed.files[0] = Some("/etc/t/ca.pem".into());
+        assert_eq!(tls_folder(&renamed), None);
     }
 
     #[test]
