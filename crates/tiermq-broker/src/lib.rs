@@ -25,6 +25,8 @@ pub mod model;
 mod secret;
 pub mod steps;
 
-pub use client::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy, ServerTls};
+pub use client::{
+    ClientOptions, ClusterEndpoint, ManagementClient, RequestObserver, RetryPolicy, ServerTls,
+};
 pub use error::{BrokerError, ErrorKind, NotFoundExt};
 pub use secret::{GENERATED_LEN, Secret, generate_password, generate_secret, redact};

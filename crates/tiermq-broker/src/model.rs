@@ -128,6 +128,37 @@ pub struct User {
     /// Its tags (`administrator`, `management`, …).
     #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
+    /// The stored password hash, base64 of a 4-byte salt and the digest (read by administrators).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// How `password_hash` was made (`rabbit_password_hashing_sha256`, the default).
+    #[serde(default)]
+    pub hashing_algorithm: Option<String>,
+}
+
+impl User {
+    /// Whether `password` is the user's, judged from the stored hash without logging in;
+    /// `None` when the hash or its algorithm is not one this knows (SHA-256, SHA-512 and
+    /// RabbitMQ's salt scheme: the digest of salt ++ password).
+    pub fn password_is(&self, password: &str) -> Option<bool> {
+        use base64::Engine;
+        let algorithm = match self.hashing_algorithm.as_deref()? {
+            "rabbit_password_hashing_sha256" => &ring::digest::SHA256,
+            "rabbit_password_hashing_sha512" => &ring::digest::SHA512,
+            _ => return None,
+        };
+        let stored = base64::engine::general_purpose::STANDARD
+            .decode(self.password_hash.as_deref()?)
+            .ok()?;
+        if stored.len() != 4 + algorithm.output_len() {
+            return None;
+        }
+        let (salt, digest) = stored.split_at(4);
+        let mut ctx = ring::digest::Context::new(algorithm);
+        ctx.update(salt);
+        ctx.update(password.as_bytes());
+        Some(ctx.finish().as_ref() == digest)
+    }
 }
 
 // 3.10 answers tags as a list; older versions as a comma-separated string.

@@ -141,6 +141,16 @@ async fn a_drain_shovel_crosses_to_another_tls_node_over_verified_amqps(runtime:
     let t = tenant("drain", "drain-user");
     ensure_tenant(&src, &t).await.unwrap();
     ensure_tenant(&dst, &t).await.unwrap();
+    // The queue exists on both sides, as after the operator's topology copy.
+    let dconn = connect(&tenant_uri(&nodes[1], &t), "checker").await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let dch = dconn.create_channel().await.unwrap();
+    dch.queue_declare("orders".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
     let conn = connect(&tenant_uri(&nodes[0], &t), "producer").await;
     let ch = confirm_channel(&conn).await;
     ch.queue_declare(
@@ -191,13 +201,13 @@ async fn a_drain_shovel_crosses_to_another_tls_node_over_verified_amqps(runtime:
         50,
         "nothing moved to a peer whose certificate names someone else"
     );
+    assert_eq!(ready_now(&dconn, "orders").await, 0);
 
     // Under the right name (and the same CA file) the backlog crosses over AMQPS.
     let again = steps::ensure_drain_shovels(&src, &backlog, &amqps(names[1]))
         .await
         .unwrap();
     assert_eq!(again.started, ["orders"], "{again:?}");
-    let dconn = connect(&tenant_uri(&nodes[1], &t), "checker").await;
     eventually("the backlog to arrive", Duration::from_secs(60), || async {
         (ready_now(&dconn, "orders").await == 50).then_some(())
     })

@@ -129,6 +129,11 @@ pub struct RunArgs {
     /// Largest volume per dedicated broker node (e.g. `50Gi`; empty: no bound).
     #[arg(long, env = "TIERMQ_DEDICATED_MAX_STORAGE", default_value = "", value_parser = optional_bound)]
     pub dedicated_max_storage: Optional<Bound>,
+
+    /// Not a setting: set at start so every management client counts its requests in the
+    /// operator's metrics (the clients are made where only this configuration is at hand).
+    #[arg(skip)]
+    pub broker_observer: Option<tiermq_broker::RequestObserver>,
 }
 
 /// A setting that may be left empty (the chart and `deploy/` always set the variable, empty
@@ -199,6 +204,7 @@ impl RunArgs {
             dedicated_max_cpu: Optional(None),
             dedicated_max_memory: Optional(None),
             dedicated_max_storage: Optional(None),
+            broker_observer: None,
         }
     }
 

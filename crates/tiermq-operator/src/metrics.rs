@@ -89,6 +89,13 @@ struct VersionLabels {
     version: &'static str,
 }
 
+/// The HTTP method of a management-API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// `GET`, `PUT`, `POST` or `DELETE`.
+    pub method: String,
+}
+
 /// A gauge holding a float (rates, timestamps).
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -121,6 +128,8 @@ pub struct Metrics {
     pub drain_eta: Family<InstanceLabels, Gauge>,
     /// Finished conversions (counted by [`Metrics::conversion_finished`]).
     pub migrations_finished: Family<OutcomeLabels, Counter>,
+    /// Requests sent to brokers' management APIs, by method (see [`Metrics::broker_observer`]).
+    pub broker_requests: Family<MethodLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -207,6 +216,13 @@ impl Default for Metrics {
             "Conversions finished, by outcome and destination tier",
             migrations_finished.clone(),
         );
+        let broker_requests = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "broker_requests",
+            "Requests sent to brokers' management APIs (every attempt), by HTTP method: anything \
+             but GET changes a broker",
+            broker_requests.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             leader,
@@ -221,11 +237,24 @@ impl Default for Metrics {
             drain_rate,
             drain_eta,
             migrations_finished,
+            broker_requests,
         }
     }
 }
 
 impl Metrics {
+    /// A management-client observer counting each request in `tiermq_broker_requests_total`.
+    pub fn broker_observer(&self) -> tiermq_broker::RequestObserver {
+        let family = self.broker_requests.clone();
+        tiermq_broker::RequestObserver(Arc::new(move |method: &str| {
+            family
+                .get_or_create(&MethodLabels {
+                    method: method.to_string(),
+                })
+                .inc();
+        }))
+    }
+
     /// Text exposition format for `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();

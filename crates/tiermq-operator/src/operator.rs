@@ -76,10 +76,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// Runs the operator against `client` until `shutdown` resolves. Tests run it in-process.
 pub async fn run_with_client(
     client: kube::Client,
-    args: RunArgs,
+    mut args: RunArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::default();
+    args.broker_observer = Some(metrics.broker_observer());
     let ready = Arc::new(AtomicBool::new(false));
     let health = Health::new(std::time::Duration::from_secs(args.health_stall_seconds));
     let state = HttpState {

@@ -102,6 +102,19 @@ pub struct ClientOptions {
     pub amqp_port: u16,
     /// HTTPS to a TLS cluster: the CA to trust and the name to verify. `None`: plain HTTP.
     pub tls: Option<ServerTls>,
+    /// Told of every request sent (each attempt), e.g. to count them as a metric.
+    pub observer: Option<RequestObserver>,
+}
+
+/// A callback given each request's HTTP method (`GET`, `PUT`, `POST`, `DELETE`) as it is sent:
+/// how a caller counts management-API reads and writes without this crate knowing its metrics.
+#[derive(Clone)]
+pub struct RequestObserver(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl fmt::Debug for RequestObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestObserver")
+    }
 }
 
 /// How the client verifies a TLS cluster's management API: only certificates signed by
@@ -157,6 +170,7 @@ impl Default for ClientOptions {
             max_definitions_bytes: 8 * 1024 * 1024,
             amqp_port: 5672,
             tls: None,
+            observer: None,
         }
     }
 }
@@ -349,6 +363,9 @@ impl ManagementClient {
             req = req.json(body);
         }
         tracing::debug!(cluster = %self.endpoint.cluster, operation = %call.op, method = %call.method, "management API call");
+        if let Some(observe) = &self.options.observer {
+            (observe.0)(call.method.as_str());
+        }
         // The configured URL could carry user info; it is scrubbed like everything else.
         let unreachable = |e: reqwest::Error| ErrorKind::Unreachable {
             url: redact(&self.endpoint.url, secrets),

@@ -20,7 +20,8 @@ pub struct Tenant {
 
 /// Creates or updates the tenant: vhost, user (password set, no management tags), full
 /// permissions on its own vhost and nothing else, and exactly the given limits (a limit set to
-/// `None` is removed).
+/// `None` is removed). Reads first and writes only what differs, so a tenant already in shape
+/// costs GETs only (the operator calls this on every reconcile of a steady instance).
 ///
 /// Do not call this on a source whose writes were revoked: it grants full permissions again.
 pub async fn ensure_tenant(client: &ManagementClient, tenant: &Tenant) -> Result<(), BrokerError> {
@@ -36,8 +37,19 @@ pub async fn ensure_tenant_with(
     tenant: &Tenant,
     perms: &Permissions,
 ) -> Result<(), BrokerError> {
-    client.put_vhost(&tenant.vhost).await?;
-    client.put_user(&tenant.user, &tenant.password, &[]).await?;
+    let mut wrote = false;
+    if client.get_vhost(&tenant.vhost).await?.is_none() {
+        client.put_vhost(&tenant.vhost).await?;
+        wrote = true;
+    }
+    // The password is checked against the stored hash; an unknown hash scheme is rewritten.
+    let user_ok = client.get_user(&tenant.user).await?.is_some_and(|u| {
+        u.tags.is_empty() && u.password_is(tenant.password.expose()) == Some(true)
+    });
+    if !user_ok {
+        client.put_user(&tenant.user, &tenant.password, &[]).await?;
+        wrote = true;
+    }
     let admin = client.endpoint().username.clone();
     if admin != tenant.user
         && client
@@ -49,6 +61,7 @@ pub async fn ensure_tenant_with(
         client
             .put_permissions(&tenant.vhost, &admin, &Permissions::full())
             .await?;
+        wrote = true;
     }
     if client
         .get_permissions(&tenant.vhost, &tenant.user)
@@ -59,17 +72,29 @@ pub async fn ensure_tenant_with(
         client
             .put_permissions(&tenant.vhost, &tenant.user, perms)
             .await?;
+        wrote = true;
     }
-    client
-        .set_vhost_limit(
-            &tenant.vhost,
-            "max-connections",
-            tenant.limits.max_connections,
-        )
-        .await?;
-    client
-        .set_vhost_limit(&tenant.vhost, "max-queues", tenant.limits.max_queues)
-        .await?;
-    tracing::info!(cluster = client.cluster(), vhost = %tenant.vhost, user = %tenant.user, "tenant ensured");
+    let limits = client.get_vhost_limits(&tenant.vhost).await?;
+    if limits.max_connections != tenant.limits.max_connections {
+        client
+            .set_vhost_limit(
+                &tenant.vhost,
+                "max-connections",
+                tenant.limits.max_connections,
+            )
+            .await?;
+        wrote = true;
+    }
+    if limits.max_queues != tenant.limits.max_queues {
+        client
+            .set_vhost_limit(&tenant.vhost, "max-queues", tenant.limits.max_queues)
+            .await?;
+        wrote = true;
+    }
+    if wrote {
+        tracing::info!(cluster = client.cluster(), vhost = %tenant.vhost, user = %tenant.user, "tenant ensured");
+    } else {
+        tracing::debug!(cluster = client.cluster(), vhost = %tenant.vhost, "tenant already in shape");
+    }
     Ok(())
 }

@@ -33,7 +33,16 @@ fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
+/// The annotation holding a digest of the configuration the operator last applied to an object.
+pub const ANNOTATION_APPLIED: &str = "tiermq.io/applied-digest";
+
 /// Server-side apply `obj` (namespaced) and return what the server stored.
+///
+/// Unchanged objects are not written: when the live object carries the digest of this very
+/// configuration ([`ANNOTATION_APPLIED`]) and still holds every field of it, the apply is skipped
+/// and the live object returned. So a steady reconcile sends GETs only, and what the operator
+/// stops setting is still removed (the configuration, and with it the digest, changed), while a
+/// field someone else changed is set back (it no longer matches).
 pub async fn apply<K>(client: &kube::Client, obj: &K) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -44,25 +53,71 @@ where
 {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
-    if let Some(ours) = controller_uid(obj) {
-        let existing = api
-            .get_metadata_opt(&obj.name_any())
-            .await
-            .map_err(kube_err("get", describe(obj)))?;
-        if let Some(existing) = existing {
+    let mut obj = obj.clone();
+    let digest = format!("{:016x}", fnv1a(&serde_json::to_vec(&obj)?));
+    obj.annotations_mut()
+        .insert(ANNOTATION_APPLIED.into(), digest.clone());
+    let existing = api
+        .get_opt(&obj.name_any())
+        .await
+        .map_err(kube_err("get", describe(&obj)))?;
+    if let Some(existing) = existing {
+        if let Some(ours) = controller_uid(&obj) {
             match controller(&existing) {
                 Some(r) if r.uid == ours => {}
-                theirs => return Err(not_owned(obj, theirs)),
+                theirs => return Err(not_owned(&obj, theirs)),
             }
+        }
+        if existing.annotations().get(ANNOTATION_APPLIED) == Some(&digest)
+            && contained(
+                &serde_json::to_value(&obj)?,
+                &serde_json::to_value(&existing)?,
+            )
+        {
+            return Ok(existing);
         }
     }
     api.patch(
         &obj.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
+        &Patch::Apply(&obj),
     )
     .await
-    .map_err(kube_err("apply", describe(obj)))
+    .map_err(kube_err("apply", describe(&obj)))
+}
+
+/// 64-bit FNV-1a: a stable digest (the same on every build and platform), enough to notice a
+/// changed configuration; not a security measure.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Whether `have` holds every field `want` sets, with the same value. Fields the server adds
+/// (defaults, status, metadata) do not matter; a list must have the same items in the same
+/// order; a field `want` leaves empty (null, `{}`, `[]`) may be absent.
+fn contained(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    fn empty(v: &Value) -> bool {
+        match v {
+            Value::Null => true,
+            Value::Object(m) => m.values().all(empty),
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        }
+    }
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| match h.get(k) {
+            Some(hv) => contained(v, hv),
+            None => empty(v),
+        }),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| contained(a, b))
+        }
+        (Value::Null, _) => true,
+        (w, h) => w == h,
+    }
 }
 
 /// Create `obj` unless an object of that name exists; never overwrite. Used for Secrets holding
@@ -150,5 +205,29 @@ where
             "delete",
             format!("{} {namespace}/{name}", K::kind(&())),
         )(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn server_additions_do_not_count_but_changed_or_missing_fields_and_items_do() {
+        let want = json!({"spec": {"ports": [{"port": 5672, "name": "amqp"}], "selector": null,
+                          "extra": {}}, "metadata": {"labels": {"a": "1"}}});
+        let live = json!({"spec": {"ports": [{"port": 5672, "name": "amqp", "protocol": "TCP"}],
+                          "clusterIP": "10.0.0.1"}, "metadata": {"labels": {"a": "1"}, "uid": "u"}});
+        assert!(contained(&want, &live));
+        let changed = json!({"spec": {"ports": [{"port": 5673, "name": "amqp"}]},
+                             "metadata": {"labels": {"a": "1"}}});
+        assert!(!contained(&changed, &live));
+        let more = json!({"spec": {"ports": [{"port": 5672}, {"port": 5671}]}});
+        assert!(!contained(&more, &live));
+        let label = json!({"metadata": {"labels": {"b": "2"}}});
+        assert!(!contained(&label, &live));
+        assert_ne!(fnv1a(b"a"), fnv1a(b"b"));
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
     }
 }

@@ -624,6 +624,7 @@ pub async fn management_client(
         connect_timeout: std::time::Duration::from_secs(2),
         request_timeout: std::time::Duration::from_secs(30),
         tls,
+        observer: config.broker_observer.clone(),
         ..ClientOptions::default()
     };
     Ok(Some(ManagementClient::with_options(endpoint, options)?))

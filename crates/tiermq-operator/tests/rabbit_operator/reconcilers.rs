@@ -50,6 +50,9 @@ struct Env {
     /// Where the operator serves /metrics, /healthz, /readyz.
     metrics_addr: std::net::SocketAddr,
     operator: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The operator's client and settings, to start it again ([`Env::restart_operator`]).
+    op_client: kube::Client,
+    args: RunArgs,
     _dir: tempfile::TempDir,
 }
 
@@ -102,10 +105,7 @@ impl Env {
             crds.create(&PostParams::default(), &crd).await.unwrap();
         }
         let mut args = RunArgs::local(NS);
-        args.metrics_addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        args.metrics_addr = free_addr();
         let metrics_addr = args.metrics_addr;
         args.broker_stats_interval_ms = 500;
         args.drain_poll_seconds = 1;
@@ -117,21 +117,33 @@ impl Env {
         } else {
             namespaced_identity(&cluster, &args.watch_namespaces).await
         };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let op = tokio::spawn(tiermq_operator::operator::run_with_client(
-            client,
-            args,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let (tx, op) = spawn_operator(client.clone(), args.clone());
         Env {
             cluster: Some(cluster),
             stop: Some(tx),
             metrics_addr,
             operator: Some(op),
+            op_client: client,
+            args,
             _dir: dir,
         }
+    }
+
+    /// Stops the operator cleanly and starts a fresh one (new metrics, empty caches) with the
+    /// same client and settings, serving /metrics on a new port.
+    async fn restart_operator(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(op) = self.operator.take() {
+            let r = tokio::time::timeout(Duration::from_secs(30), op).await;
+            assert!(matches!(r, Ok(Ok(Ok(())))), "operator stops cleanly: {r:?}");
+        }
+        self.args.metrics_addr = free_addr();
+        self.metrics_addr = self.args.metrics_addr;
+        let (tx, op) = spawn_operator(self.op_client.clone(), self.args.clone());
+        self.stop = Some(tx);
+        self.operator = Some(op);
     }
 
     fn client(&self) -> kube::Client {
@@ -160,6 +172,30 @@ impl Drop for Env {
         // Cluster's own Drop kills the brokers.
         drop(self.cluster.take());
     }
+}
+
+/// A loopback address with a free port.
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+type OperatorTask = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Runs the operator in-process until the returned sender fires (or is dropped).
+fn spawn_operator(
+    client: kube::Client,
+    args: RunArgs,
+) -> (tokio::sync::oneshot::Sender<()>, OperatorTask) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let op = tokio::spawn(tiermq_operator::operator::run_with_client(
+        client,
+        args,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    (tx, op)
 }
 
 /// The ServiceAccount `default/tiermq-operator` bound to the operator's generated rules as a
@@ -440,6 +476,97 @@ async fn wait_ready_shared(c: &kube::Client, name: &str) -> RabbitMQInstance {
         },
     )
     .await
+}
+
+/// The sum of the samples of `metric` in a Prometheus text page whose labels contain `labels`.
+fn metric_sum(page: &str, metric: &str, labels: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(env: &Env) -> String {
+    let url = format!("http://{}/metrics", env.metrics_addr);
+    for _ in 0..50 {
+        if let Ok(r) = tiermq_testkit::tls::http_client().get(&url).send().await {
+            return r.text().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no /metrics at {url}");
+}
+
+/// An operator restarted over a steady SharedCluster and instance reconciles both and changes
+/// nothing: no write to the Kubernetes API, no write to the broker (issue 14's "0 writes while
+/// idle"; a steady instance is also looked at again every 5 minutes, the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_operator_reconciles_a_steady_instance_without_writing_anything() {
+    let _serial = SERIAL.lock().await;
+    // As its own ServiceAccount (namespaced mode), so its requests are told from the test's.
+    let mut env =
+        Env::start_configured(false, None, |a| a.watch_namespaces = vec![NS.into()]).await;
+    let c = env.client();
+    create_shared_cluster(&c, "main").await;
+    create_instance(&c, "orders", "main").await;
+    wait_ready_shared(&c, "orders").await;
+    // Let the first reconciles' follow-ups (status, routing) settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    env.restart_operator().await;
+    let user = format!("system:serviceaccount:{NS}:{OPERATOR_SA}");
+    let log = env.cluster.as_ref().unwrap().api().request_log();
+    let mark = log.records_of(&user).len();
+    // Wait until the new operator reconciled the SharedCluster and the instance, then a while.
+    eventually(
+        "the restarted operator's first reconciles",
+        Duration::from_secs(60),
+        || async {
+            let page = scrape(&env).await;
+            let done = |c: &str| {
+                metric_sum(
+                    &page,
+                    "tiermq_reconciles_total",
+                    &format!("controller=\"{c}\""),
+                ) >= 1.0
+            };
+            (done("instance") && done("sharedcluster")).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let page = scrape(&env).await;
+    let after = log.records_of(&user);
+    let writes: Vec<String> = after[mark..]
+        .iter()
+        .filter(|r| !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .map(|r| format!("{} {}/{} {}", r.verb, r.resource, r.name, r.code))
+        .collect();
+    let reads = after.len() - mark - writes.len();
+    let broker = |m: &str| {
+        metric_sum(
+            &page,
+            "tiermq_broker_requests_total",
+            &format!("method=\"{m}\""),
+        )
+    };
+    println!(
+        "after restart: {reads} API reads, {} API writes; broker GET {}, PUT {}, POST {}, DELETE {}",
+        writes.len(),
+        broker("GET"),
+        broker("PUT"),
+        broker("POST"),
+        broker("DELETE")
+    );
+    assert!(
+        writes.is_empty(),
+        "the operator wrote to the API: {writes:#?}"
+    );
+    assert!(broker("GET") > 0.0, "the operator looked at the broker");
+    for m in ["PUT", "POST", "DELETE"] {
+        assert_eq!(broker(m), 0.0, "{m} requests to the broker");
+    }
+    env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
