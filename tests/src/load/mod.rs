@@ -107,4 +107,4 @@ pub use patterns::Pattern;
 pub use report::{LoadReport, LoadStats, PatternReport, UnitReport, WorkloadReport};
 pub use single::{Load, declare_queue};
 pub use target::{AmqpTarget, LoadError};
-pub use workload::{LoadView, Workload};
+pub use workload::{ConsumerResume, LoadView, Workload};

@@ -58,6 +58,12 @@ impl Load {
         self.inner.interruptions()
     }
 
+    /// Consumer outages and how long each took to consume again (see
+    /// [`Workload::consumer_resumes`]).
+    pub fn consumer_resumes(&self) -> Vec<super::workload::ConsumerResume> {
+        self.inner.consumer_resumes()
+    }
+
     /// True when every publisher has finished (all its messages confirmed, or stopped).
     pub fn publishing_done(&self) -> bool {
         self.inner.publishing_done()

@@ -23,6 +23,17 @@ pub trait LoadView {
     fn stats(&self) -> LoadStats;
 }
 
+/// One consumer outage: from a close the client saw until its next delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsumerResume {
+    /// The consumer's connection name.
+    pub client: String,
+    /// When the client saw its connection or channel close (since the load started).
+    pub closed_at: Duration,
+    /// Until its next delivery; `None`: no delivery followed.
+    pub resumed_after: Option<Duration>,
+}
+
 /// One running pattern.
 struct PatternRun {
     ledger: Arc<Ledger>,
@@ -292,6 +303,71 @@ impl Workload {
         for h in self.patterns.iter_mut().flat_map(|p| p.consumers.drain(..)) {
             let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
         }
+    }
+
+    /// For every time a work-queue consumer lost its connection or channel (as the client saw
+    /// it): how long until that consumer's next delivery. Interruptions with no delivery in
+    /// between (e.g. a refused reconnect) form one outage, timed from the first of them; an
+    /// outage without a later delivery is `None`.
+    pub fn consumer_resumes(&self) -> Vec<ConsumerResume> {
+        let interruptions = self.interruptions();
+        let mut out = Vec::new();
+        for p in &self.patterns {
+            let clients = format!("{}-con-", p.clients);
+            let logs: Vec<_> = p
+                .ledger
+                .units()
+                .iter()
+                .filter(|u| u.queue.is_some())
+                .flat_map(|u| u.log())
+                .collect();
+            let mut by_consumer: std::collections::BTreeMap<u32, Vec<Duration>> =
+                Default::default();
+            for i in interruptions
+                .iter()
+                .filter(|i| i.role == Role::Consumer && i.pattern == p.ledger.pattern)
+            {
+                if let Some(index) = i
+                    .client
+                    .strip_prefix(&clients)
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    by_consumer.entry(index).or_default().push(i.after);
+                }
+            }
+            for (index, mut closes) in by_consumer {
+                closes.sort();
+                let mut received: Vec<Duration> = logs
+                    .iter()
+                    .filter(|d| d.consumer == index)
+                    .map(|d| d.received_at)
+                    .collect();
+                received.sort();
+                let mut outage_start: Option<Duration> = None;
+                for (k, at) in closes.iter().enumerate() {
+                    let start = *outage_start.get_or_insert(*at);
+                    let next = received.iter().find(|r| **r > *at).copied();
+                    let next_close = closes.get(k + 1);
+                    // The outage goes on while the next close comes before any delivery.
+                    if let (Some(nc), Some(n)) = (next_close, next)
+                        && *nc < n
+                    {
+                        continue;
+                    }
+                    if next.is_none() && next_close.is_some() {
+                        continue;
+                    }
+                    out.push(ConsumerResume {
+                        client: format!("{clients}{index}"),
+                        closed_at: start,
+                        resumed_after: next.map(|n| n.saturating_sub(start)),
+                    });
+                    outage_start = None;
+                }
+            }
+        }
+        out.sort_by_key(|r| r.closed_at);
+        out
     }
 
     /// The account so far (final after [`Workload::finish`]).
