@@ -27,6 +27,8 @@ pub struct BenchResults {
     pub load: String,
     pub conversions: Vec<ConversionRun>,
     pub baselines: Baselines,
+    /// Publish throughput per cluster (1 publisher, 64 in flight, 5 s; msg/s).
+    pub publish_throughput: Vec<(String, f64)>,
     /// Figure name → how it was measured.
     pub methods: Vec<(String, String)>,
     /// Anything the run could not measure, with the reason.
@@ -292,69 +294,100 @@ pub fn goals(r: &BenchResults) -> Vec<Goal> {
     out
 }
 
-/// Where the seconds of a phase went, from the operator's JSON log lines (already cut to the
-/// run's instance). `window` is the phase's interval and `log` its lines as (s since the flip,
-/// message, step). A `running step` line starts a step that lasts until the next line of the
-/// log; the rest of the window is "waiting (requeue / broker not answering / grace period)".
-pub fn attribute_phase(
-    phase: &str,
-    window: (f64, f64),
-    log: &[(f64, String, Option<String>)],
-) -> Vec<Attribution> {
-    let (start, end) = window;
-    let mut per: Vec<(String, f64)> = Vec::new();
-    let mut busy = 0.0;
-    for (i, (t, _msg, step)) in log.iter().enumerate() {
-        let Some(step) = step else { continue };
-        if *t < start || *t >= end {
-            continue;
-        }
-        let next = log.get(i + 1).map_or(end, |n| n.0).min(end);
-        let d = (next - t).max(0.0);
-        busy += d;
-        match per.iter_mut().find(|(s, _)| s == step) {
-            Some(e) => e.1 += d,
-            None => per.push((step.clone(), d)),
-        }
-    }
-    let failed = log
-        .iter()
-        .filter(|(t, m, _)| *t >= start && *t < end && m.contains("step failed"))
-        .count();
-    per.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut out: Vec<Attribution> = per
-        .into_iter()
-        .map(|(s, d)| Attribution {
-            phase: phase.into(),
-            what: format!("step {s}"),
-            seconds: d,
-        })
-        .collect();
-    out.push(Attribution {
-        phase: phase.into(),
-        what: format!(
-            "between passes (requeue interval, waiting for the broker{})",
-            if failed > 0 {
-                format!("; {failed} pass(es) stopped at a failed step")
-            } else {
-                String::new()
-            }
-        ),
-        seconds: ((end - start) - busy).max(0.0),
-    });
-    out
+/// One line of the operator's JSON log, as the attribution needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLine {
+    /// Seconds since the flip (UTC time before [`LogLine::at`] shifts it).
+    pub t: f64,
+    pub message: String,
+    /// The executor step of a `running step` line.
+    pub step: Option<String>,
+    /// The requeue delay of a `pass done` line (ms).
+    pub requeue_ms: Option<u64>,
 }
 
-/// Parses one operator JSON log line into (UTC time, message, executor step name).
-pub fn parse_operator_line(
-    line: &str,
-) -> Option<(chrono::DateTime<chrono::Utc>, String, Option<String>)> {
+/// What the operator was doing after a log line, until the next line that starts something
+/// else; `None`: the line continues what was going on (e.g. a broker call's own log line).
+fn activity(lines: &[LogLine], i: usize) -> Option<String> {
+    let l = &lines[i];
+    let m = l.message.as_str();
+    Some(match m {
+        "pass started" => "observe (reads from the API server and the management APIs)".into(),
+        "planned" => "plan and placement".into(),
+        "running step" => format!("step {}", l.step.as_deref().unwrap_or("?")),
+        "status recorded" => "status write, Events, metrics".into(),
+        "pass done" => {
+            let next = lines[i + 1..]
+                .iter()
+                .find(|n| n.message == "pass started")
+                .map(|n| n.t);
+            let req = l.requeue_ms.unwrap_or(0) as f64 / 1000.0;
+            match next {
+                Some(n) if n - l.t < 0.9 * req => {
+                    "between passes: woken early by a watch event".into()
+                }
+                _ => format!("between passes: requeue interval ({req:.0} s)"),
+            }
+        }
+        _ if m.starts_with("step failed") || m == "reconcile failed" => {
+            "after a failed pass: error backoff until the next pass".into()
+        }
+        _ => return None,
+    })
+}
+
+/// Where the seconds of a phase went, from the operator's log lines about the instance (sorted
+/// by time, `t` in s since the flip). Each pass logs `pass started`, `planned` (observed),
+/// `running step` per step, `status recorded` (when it wrote) and `pass done` with its requeue
+/// delay; the time from one of these lines to the next is the activity the first one began.
+/// `window` is the phase's interval (from the watch); time before the first line is "unknown".
+pub fn attribute_phase(phase: &str, window: (f64, f64), lines: &[LogLine]) -> Vec<Attribution> {
+    let (start, end) = window;
+    let mut per: Vec<(String, f64)> = Vec::new();
+    let mut add = |what: String, d: f64| {
+        if d <= 0.0 {
+            return;
+        }
+        match per.iter_mut().find(|(w, _)| *w == what) {
+            Some(e) => e.1 += d,
+            None => per.push((what, d)),
+        }
+    };
+    // Segments: (from, activity) at each line that starts one.
+    let mut segments: Vec<(f64, String)> = Vec::new();
+    for i in 0..lines.len() {
+        if let Some(a) = activity(lines, i) {
+            segments.push((lines[i].t, a));
+        }
+    }
+    let first = segments.first().map_or(end, |s| s.0);
+    add(
+        "unknown (before the first log line)".into(),
+        first.min(end) - start,
+    );
+    for (k, (from, what)) in segments.iter().enumerate() {
+        let to = segments.get(k + 1).map_or(f64::INFINITY, |n| n.0);
+        let (a, b) = (from.max(start), to.min(end));
+        add(what.clone(), b - a);
+    }
+    per.sort_by(|a, b| b.1.total_cmp(&a.1));
+    per.into_iter()
+        .map(|(what, seconds)| Attribution {
+            phase: phase.into(),
+            what,
+            seconds,
+        })
+        .collect()
+}
+
+/// Parses one operator JSON log line; `t` is the line's UTC time in seconds since `epoch`.
+pub fn parse_operator_line(line: &str, epoch: chrono::DateTime<chrono::Utc>) -> Option<LogLine> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let ts = v.get("timestamp")?.as_str()?;
     let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?.to_utc();
     let fields = v.get("fields")?;
-    let msg = fields.get("message")?.as_str()?.to_string();
-    let step = (msg == "running step")
+    let message = fields.get("message")?.as_str()?.to_string();
+    let step = (message == "running step")
         .then(|| {
             fields
                 .get("step")
@@ -362,7 +395,12 @@ pub fn parse_operator_line(
                 .map(String::from)
         })
         .flatten();
-    Some((t, msg, step))
+    Some(LogLine {
+        t: (t - epoch).as_seconds_f64(),
+        message,
+        step,
+        requeue_ms: fields.get("requeue_ms").and_then(|r| r.as_u64()),
+    })
 }
 
 fn f1(x: f64) -> String {
@@ -548,14 +586,29 @@ backlog {} at the cutover, confirmed {}, received {}, **lost {}**, duplicates {}
         }
     }
 
+    if !r.publish_throughput.is_empty() {
+        let tp: Vec<String> = r
+            .publish_throughput
+            .iter()
+            .map(|(c, t)| format!("{c} {t:.0} msg/s"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "- Publish throughput (1 publisher, 64 unconfirmed in flight, 5 s; both clusters share this machine): {}.",
+            tp.join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "\n## Where the seconds of PreparingDestination and DestinationOnly go\n"
     );
     let _ = writeln!(
         s,
-        "From the operator's own log (JSON, `tiermq_operator::controller::execute=debug`): a step lasts from its \
-`running step` line to the next log line; the rest of the phase is time between reconcile passes.\n"
+        "From the operator's own log (JSON, debug level for `tiermq_operator::controller`): each reconcile pass logs \
+`pass started`, `planned` (observed), `running step` per step, `status recorded` and `pass done` with its requeue delay; \
+the time from one of these lines to the next is the activity the first began, cut to the phase's window as the watch saw it. \
+A requeue wait shorter than its delay was cut short by a watch event. The grace period is spent in `DestinationOnly` \
+between passes.\n"
     );
     for c in &r.conversions {
         let rows: Vec<&Attribution> = c
@@ -616,6 +669,9 @@ pub fn render_json(r: &BenchResults) -> String {
     })
     .unwrap_or_default()
 }
+
+/// Reads one series' value from a sample.
+type Pick = Box<dyn Fn(&Sample) -> Option<f64>>;
 
 /// An SVG of publish rate, consume rate and source backlog over time with the phases marked.
 pub fn render_svg(c: &ConversionRun) -> Result<String, String> {
@@ -682,7 +738,7 @@ pub fn render_svg(c: &ConversionRun) -> Result<String, String> {
                 )))
                 .map_err(|e| e.to_string())?;
         }
-        let series: [(&str, RGBColor, Box<dyn Fn(&Sample) -> Option<f64>>); 3] = [
+        let series: [(&str, RGBColor, Pick); 3] = [
             (
                 "publish rate (confirmed msg/s)",
                 BLUE,
@@ -775,10 +831,13 @@ mod tests {
                 "PreparingDestination",
                 (0.0, 8.0),
                 &[
-                    (1.0, "running step".into(), Some("EnsureCluster".into())),
-                    (1.5, "status recorded".into(), None),
-                    (7.0, "running step".into(), Some("CopyTopology".into())),
-                    (7.2, "status recorded".into(), None),
+                    line(0.5, "pass started", None, None),
+                    line(0.7, "planned", None, None),
+                    line(1.0, "running step", Some("EnsureDedicatedCluster"), None),
+                    line(1.5, "pass done", None, Some(1000)),
+                    line(7.0, "pass started", None, None),
+                    line(7.2, "status recorded", None, None),
+                    line(7.3, "pass done", None, Some(1000)),
                 ],
             ),
             samples: (0..80)
@@ -815,8 +874,18 @@ mod tests {
                 }),
                 raw_consumer: None,
             },
+            publish_throughput: vec![("shared".into(), 4000.0)],
             methods: vec![("lost".into(), "the ledger".into())],
             notes: vec![],
+        }
+    }
+
+    fn line(t: f64, m: &str, step: Option<&str>, requeue_ms: Option<u64>) -> LogLine {
+        LogLine {
+            t,
+            message: m.into(),
+            step: step.map(String::from),
+            requeue_ms,
         }
     }
 
@@ -824,35 +893,59 @@ mod tests {
     fn attribution_covers_the_phase_window() {
         let a = attribute_phase(
             "P",
-            (0.0, 10.0),
+            (1.0, 10.0),
             &[
-                (1.0, "running step".into(), Some("A".into())),
-                (3.0, "running step".into(), Some("B".into())),
-                (3.5, "status recorded".into(), None),
-                (6.0, "running step".into(), Some("A".into())),
-                (
-                    6.5,
-                    "step failed; nothing recorded, will retry".into(),
-                    None,
-                ),
-                (12.0, "running step".into(), Some("C".into())),
+                line(0.0, "pass started", None, None),
+                line(0.5, "planned", None, None),
+                line(2.0, "running step", Some("A"), None),
+                line(2.5, "tenant ensured", None, None),
+                line(3.0, "running step", Some("B"), None),
+                line(3.5, "status recorded", None, None),
+                line(4.0, "pass done", None, Some(1000)),
+                line(5.0, "pass started", None, None),
+                line(5.5, "running step", Some("A"), None),
+                line(6.0, "step failed; nothing recorded, will retry", None, None),
+                line(7.0, "pass started", None, None),
+                line(7.5, "pass done", None, Some(5000)),
+                line(8.0, "pass started", None, None),
+                line(12.0, "running step", Some("C"), None),
             ],
         );
         let total: f64 = a.iter().map(|x| x.seconds).sum();
-        assert!((total - 10.0).abs() < 1e-9, "{a:?}");
-        assert_eq!(a[0].what, "step A");
-        assert!((a[0].seconds - 2.5).abs() < 1e-9);
-        assert!(a.last().unwrap().what.contains("1 pass(es) stopped"));
+        assert!((total - 9.0).abs() < 1e-9, "{a:?}");
+        let get = |w: &str| a.iter().find(|x| x.what == w).map(|x| x.seconds);
+        assert_eq!(get("step A"), Some(1.5));
+        assert_eq!(get("step B"), Some(0.5));
+        assert_eq!(get("between passes: requeue interval (1 s)"), Some(1.0));
+        assert_eq!(
+            get("between passes: woken early by a watch event"),
+            Some(0.5)
+        );
+        assert_eq!(
+            get("after a failed pass: error backoff until the next pass"),
+            Some(1.0)
+        );
+        assert_eq!(
+            get("observe (reads from the API server and the management APIs)"),
+            Some(0.5 + 0.5 + 2.0)
+        );
+        assert_eq!(get("plan and placement"), Some(1.0));
     }
 
     #[test]
     fn parses_an_operator_log_line() {
-        let l = r#"{"timestamp":"2026-12-01T13:29:15.112498Z","level":"DEBUG","fields":{"message":"running step","step":"CopyTopology"},"target":"tiermq_operator::controller::execute"}"#;
-        let (t, m, s) = parse_operator_line(l).unwrap();
-        assert_eq!(t.timestamp(), 1_796_131_755);
-        assert_eq!(m, "running step");
-        assert_eq!(s.as_deref(), Some("CopyTopology"));
-        assert!(parse_operator_line("not json").is_none());
+        let epoch = chrono::DateTime::parse_from_rfc3339("2026-12-01T13:29:15Z")
+            .unwrap()
+            .to_utc();
+        let l = r#"{"timestamp":"2026-12-01T13:29:15.5Z","level":"DEBUG","fields":{"message":"running step","step":"CopyTopology"},"target":"tiermq_operator::controller::execute"}"#;
+        let got = parse_operator_line(l, epoch).unwrap();
+        assert_eq!(got, line(0.5, "running step", Some("CopyTopology"), None));
+        let l = r#"{"timestamp":"2026-12-01T13:29:14Z","level":"DEBUG","fields":{"message":"pass done","phase":"Stable","requeue_ms":1000}}"#;
+        assert_eq!(
+            parse_operator_line(l, epoch).unwrap(),
+            line(-1.0, "pass done", None, Some(1000))
+        );
+        assert!(parse_operator_line("not json", epoch).is_none());
     }
 
     /// The CI smoke of `make bench`: a synthetic run renders to Markdown, JSON that parses back
