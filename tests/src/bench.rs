@@ -413,6 +413,63 @@ fn activity(lines: &[LogLine], i: usize) -> Option<String> {
     })
 }
 
+/// Statements the figures support, with their numbers (for the report's reader).
+pub fn observations(r: &BenchResults) -> Vec<String> {
+    let mut out = Vec::new();
+    let gap = r.conversions.iter().max_by(|a, b| {
+        a.longest_delivery_gap_s
+            .total_cmp(&b.longest_delivery_gap_s)
+    });
+    let resume = r
+        .conversions
+        .iter()
+        .filter_map(|c| c.max_consumer_resume_s())
+        .reduce(f64::max);
+    if let (Some(g), Some(res)) = (gap, resume)
+        && g.longest_delivery_gap_s > 2.0 * res
+    {
+        out.push(format!(
+            "A forced close costs a consumer at most {res:.2} s, yet consumers got no deliveries for up to {:.1} s ({} {}): \
+once the source is empty they stay on it until the operator has seen it empty twice (1 s polls) and moved to DestinationOnly, \
+which closes them; meanwhile new messages wait on the destination. The reconnect goal counts only the first part.",
+            g.longest_delivery_gap_s,
+            g.drain,
+            g.direction()
+        ));
+    }
+    let dual: Vec<f64> = r
+        .conversions
+        .iter()
+        .map(|c| c.phase_s("DualWriteDualRead"))
+        .filter(|d| *d > 0.0)
+        .collect();
+    if !dual.is_empty() {
+        let work = r
+            .conversions
+            .iter()
+            .map(|c| c.wait_and_work(Some("DualWriteDualRead")).1)
+            .fold(0.0, f64::max);
+        out.push(format!(
+            "Every recorded phase change is followed by a 1 s requeue before the operator acts on the new phase \
+(`requeue()` in crates/tiermq-operator/src/controller/plan/requeue.rs returns 1 s whenever the planned phase differs from the recorded one): \
+DualWriteDualRead, which needs one pass of at most {work:.1} s work, lasted {} s. With ~6 phase changes per conversion this is most of the overhead; \
+requeueing at once after a phase change would cut it (not changed here: it alters every conversion's timing).",
+            dual.iter()
+                .map(|d| format!("{d:.1}"))
+                .collect::<Vec<_>>()
+                .join("/")
+        ));
+    }
+    if let Some(n) = &r.baselines.naive_cutover {
+        let lost: u64 = r.conversions.iter().map(|c| c.lost).sum();
+        out.push(format!(
+            "The naive cutover lost {} of the {} messages waiting at the cutover; the four operator conversions with the same load and backlog lost {lost}.",
+            n.lost, n.backlog_at_cutover
+        ));
+    }
+    out
+}
+
 /// Where the seconds of a phase went, from the operator's log lines about the instance (sorted
 /// by time, `t` in s since the flip). Each pass logs `pass started`, `planned` (observed),
 /// `running step` per step, `status recorded` (when it wrote) and `pass done` with its requeue
@@ -455,6 +512,35 @@ pub fn attribute_phase(phase: &str, window: (f64, f64), lines: &[LogLine]) -> Ve
             seconds,
         })
         .collect()
+}
+
+/// [`attribute_phase`] for consecutive parts of a phase: `parts` are (start, label) in time order,
+/// each running until the next one (the last until the window's end); each part's rows are
+/// prefixed with its label. Parts outside the window are cut away.
+pub fn attribute_parts(
+    phase: &str,
+    window: (f64, f64),
+    parts: &[(f64, &str)],
+    lines: &[LogLine],
+) -> Vec<Attribution> {
+    let mut out = Vec::new();
+    for (k, (from, label)) in parts.iter().enumerate() {
+        let to = parts.get(k + 1).map_or(window.1, |n| n.0);
+        let (a, b) = (from.max(window.0), to.min(window.1));
+        if b <= a {
+            continue;
+        }
+        out.extend(
+            attribute_phase(phase, (a, b), lines)
+                .into_iter()
+                .filter(|x| x.seconds > 0.0)
+                .map(|mut x| {
+                    x.what = format!("{label}: {}", x.what);
+                    x
+                }),
+        );
+    }
+    out
 }
 
 /// Parses one operator JSON log line; `t` is the line's UTC time in seconds since `epoch`.
@@ -535,6 +621,14 @@ pub fn render_markdown(r: &BenchResults, svgs: &[String]) -> String {
             met(g.met),
             g.why
         );
+    }
+
+    let obs = observations(r);
+    if !obs.is_empty() {
+        let _ = writeln!(s, "\nObservations from the figures below:\n");
+        for o in obs {
+            let _ = writeln!(s, "- {o}");
+        }
     }
 
     let _ = writeln!(s, "\n## Per direction and drain strategy\n");
@@ -919,9 +1013,14 @@ mod tests {
                     seconds: 8.0,
                 },
                 PhaseTime {
-                    phase: "DrainingSource".into(),
+                    phase: "DualWriteDualRead".into(),
                     start_s: 8.0,
-                    seconds: 4.0,
+                    seconds: 1.0,
+                },
+                PhaseTime {
+                    phase: "DrainingSource".into(),
+                    start_s: 9.0,
+                    seconds: 3.0,
                 },
                 PhaseTime {
                     phase: "DestinationOnly".into(),
@@ -1040,6 +1139,33 @@ mod tests {
     }
 
     #[test]
+    fn parts_split_a_phase_and_keep_its_total() {
+        let lines = [
+            line(0.0, "pass started", None, None),
+            line(0.5, "running step", Some("RevokeAll"), None),
+            line(0.7, "pass done", None, Some(1000)),
+            line(1.7, "pass started", None, None),
+            line(1.9, "pass done", None, Some(1000)),
+        ];
+        let a = attribute_parts(
+            "DestinationOnly",
+            (0.0, 3.0),
+            &[(0.0, "before"), (0.5, "grace")],
+            &lines,
+        );
+        let total: f64 = a.iter().map(|x| x.seconds).sum();
+        assert!((total - 3.0).abs() < 1e-9, "{a:?}");
+        assert_eq!(
+            a[0].what,
+            "before: observe (reads from the API server and the management APIs)"
+        );
+        assert!(
+            a.iter()
+                .any(|x| x.what == "grace: step RevokeAll" && (x.seconds - 0.2).abs() < 1e-9)
+        );
+    }
+
+    #[test]
     fn parses_an_operator_log_line() {
         let epoch = chrono::DateTime::parse_from_rfc3339("2026-12-01T13:29:15Z")
             .unwrap()
@@ -1067,6 +1193,8 @@ mod tests {
             "the Shovel ratio 75/1600 must be short:\n{md}"
         );
         assert!(md.contains("lost 790"));
+        assert!(md.contains("The naive cutover lost 790"), "{md}");
+        assert!(md.contains("1 s requeue"), "{md}");
         assert!(md.contains("![Shared -> Dedicated Consume](docs/bench/a.svg)"));
         let json = render_json(&r);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();

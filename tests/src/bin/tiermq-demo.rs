@@ -745,9 +745,47 @@ async fn bench_conversion(
         .filter(|l| l.t >= -30.0 && l.t <= c.duration.as_secs_f64() + 30.0)
         .collect();
     log.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let grace_s = (GRACE_SECONDS as f64).max(2.0 * sampled.stats_lag_max.unwrap_or(0) as f64);
+    let broker_up = sampled
+        .dest_up_at
+        .filter(|_| !sampled.dest_up_at_first_probe)
+        .map(|t| t - flip);
     let attribution = phases
         .iter()
-        .flat_map(|p| bench::attribute_phase(&p.phase, (p.start_s, p.start_s + p.seconds), &log))
+        .flat_map(|p| {
+            let window = (p.start_s, p.start_s + p.seconds);
+            // Preparing an upgrade: before and after the new broker first answered. The last
+            // phase before the end: before the source's access was revoked, the grace period
+            // from there, and after it.
+            let revoked = log
+                .iter()
+                .find(|l| {
+                    l.step.as_deref() == Some("RevokeAll") && l.t >= window.0 && l.t < window.1
+                })
+                .map(|l| l.t);
+            match (p.phase.as_str(), broker_up, revoked) {
+                ("PreparingDestination", Some(up), _) => bench::attribute_parts(
+                    &p.phase,
+                    window,
+                    &[
+                        (window.0, "destination broker not answering yet"),
+                        (up, "destination broker answering"),
+                    ],
+                    &log,
+                ),
+                ("DestinationOnly", _, Some(r)) => bench::attribute_parts(
+                    &p.phase,
+                    window,
+                    &[
+                        (window.0, "before revoking the source"),
+                        (r, "grace period"),
+                        (r + grace_s, "after the grace period"),
+                    ],
+                    &log,
+                ),
+                _ => bench::attribute_phase(&p.phase, window, &log),
+            }
+        })
         .collect();
     let drain_start = phases
         .iter()
@@ -776,7 +814,6 @@ async fn bench_conversion(
         None => 0.0,
     };
     let drain_s = phase_secs(&c, MigrationPhase::DrainingSource);
-    let grace_s = (GRACE_SECONDS as f64).max(2.0 * sampled.stats_lag_max.unwrap_or(0) as f64);
     let total_s = c.duration.as_secs_f64();
     let resumed: Vec<f64> = resumes
         .iter()
