@@ -148,9 +148,10 @@ impl ConversionRun {
             .iter()
             .filter(|a| phase.is_none_or(|p| a.phase == p))
         {
-            if a.what.starts_with("between passes") || a.what.starts_with("after a failed") {
+            // Rows of a split phase carry a "<part>: " prefix.
+            if a.what.contains("between passes") || a.what.contains("after a failed") {
                 out.0 += a.seconds;
-            } else if !a.what.starts_with("unknown") {
+            } else if !a.what.contains("unknown (") {
                 out.1 += a.seconds;
             }
         }
@@ -1162,6 +1163,15 @@ mod tests {
         assert!(
             a.iter()
                 .any(|x| x.what == "grace: step RevokeAll" && (x.seconds - 0.2).abs() < 1e-9)
+        );
+        let run = ConversionRun {
+            attribution: a,
+            ..Default::default()
+        };
+        let (wait, work) = run.wait_and_work(Some("DestinationOnly"));
+        assert!(
+            (wait - 2.1).abs() < 1e-9 && (work - 0.9).abs() < 1e-9,
+            "{wait} {work}"
         );
     }
 

@@ -148,8 +148,15 @@ async fn main() -> anyhow::Result<()> {
             Cmd::BenchRender { json, out, svg_dir } => {
                 let text = std::fs::read_to_string(&json)
                     .with_context(|| format!("read {}", json.display()))?;
-                let results: bench::BenchResults = serde_json::from_str(&text)
+                let mut results: bench::BenchResults = serde_json::from_str(&text)
                     .with_context(|| format!("parse {}", json.display()))?;
+                let note = format!(
+                    "rendered again from its JSON by `tiermq-demo bench-render` at commit {}; every figure is from the run at {}",
+                    git(&["rev-parse", "--short", "HEAD"]),
+                    results.commit
+                );
+                results.notes.retain(|n| !n.starts_with("rendered again"));
+                results.notes.push(note);
                 write_bench(
                     &results,
                     &BenchOut {
