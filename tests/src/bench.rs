@@ -41,6 +41,12 @@ pub struct Machine {
     pub cpu_model: String,
     pub cores: usize,
     pub ram_gib: f64,
+    /// `/proc/loadavg` (1, 5, 15 min) when the run started and when it ended: other work on the
+    /// machine (with 2 cores, a load above 2 means the bench shared them).
+    #[serde(default)]
+    pub load_at_start: String,
+    #[serde(default)]
+    pub load_at_end: String,
 }
 
 impl Machine {
@@ -67,8 +73,20 @@ impl Machine {
             cpu_model,
             cores,
             ram_gib: ram_kib / 1024.0 / 1024.0,
+            load_at_start: load_average(),
+            load_at_end: String::new(),
         }
     }
+}
+
+/// The 1, 5 and 15 minute load averages (Linux), e.g. `0.52 0.58 0.59`; empty elsewhere.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One conversion under load.
@@ -596,6 +614,11 @@ pub fn render_markdown(r: &BenchResults, svgs: &[String]) -> String {
         s,
         "| machine | {} cores, {:.1} GiB RAM, {} |",
         r.machine.cores, r.machine.ram_gib, r.machine.cpu_model
+    );
+    let _ = writeln!(
+        s,
+        "| load average (1/5/15 min) | {} at the start, {} at the end |",
+        r.machine.load_at_start, r.machine.load_at_end
     );
     let _ = writeln!(
         s,

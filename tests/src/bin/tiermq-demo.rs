@@ -1258,6 +1258,7 @@ async fn bench(common: &Common, out: &BenchOut) -> anyhow::Result<()> {
         }
     }
     results.methods = bench_methods();
+    results.machine.load_at_end = bench::load_average();
     write_bench(&results, out)?;
     step(
         t0,
