@@ -358,6 +358,7 @@ so each of the ~6 phase changes costs about a second on top of the work (see the
         },
     });
     let raw = r.baselines.raw_shovel.as_ref().map(RawDrain::rate);
+    let loaded = busy_machine(&r.machine);
     let shovel = r
         .conversions
         .iter()
@@ -387,7 +388,28 @@ and the source counts as drained only after two consecutive fresh samples show i
             _ => String::new(),
         },
     });
+    if let Some(note) = loaded {
+        for g in out.iter_mut().filter(|g| g.met == Some(false)) {
+            g.why = format!("{}; {note}", g.why);
+        }
+    }
     out
+}
+
+/// A note when other work shared the machine during the run (a 1-minute load average above
+/// the core count at its start or end), which stretches every timing.
+fn busy_machine(m: &Machine) -> Option<String> {
+    let first = |l: &str| l.split_whitespace().next()?.parse::<f64>().ok();
+    let worst = [first(&m.load_at_start), first(&m.load_at_end)]
+        .into_iter()
+        .flatten()
+        .reduce(f64::max)?;
+    (m.cores > 0 && worst > m.cores as f64).then(|| {
+        format!(
+            "this run shared the machine with other work (load average up to {worst:.1} on {} cores), which stretches these timings",
+            m.cores
+        )
+    })
 }
 
 /// One line of the operator's JSON log, as the attribution needs it.
@@ -1082,7 +1104,13 @@ mod tests {
         BenchResults {
             date: "2026-12-01 21:00 UTC".into(),
             commit: "abc1234".into(),
-            machine: Machine::detect(),
+            machine: Machine {
+                cpu_model: "test cpu".into(),
+                cores: 2,
+                ram_gib: 4.0,
+                load_at_start: "0.50 0.40 0.30".into(),
+                load_at_end: "1.00 0.50 0.40".into(),
+            },
             rabbitmq: "3.10.x".into(),
             profile: "debug".into(),
             load: "synthetic".into(),
@@ -1227,6 +1255,14 @@ mod tests {
         );
         assert!(md.contains("lost 790"));
         assert!(md.contains("The naive cutover lost 790"), "{md}");
+        assert!(!md.contains("shared the machine"), "{md}");
+        let mut busy = r.clone();
+        busy.machine.load_at_start = "3.10 2.00 1.00".into();
+        let busy_md = render_markdown(&busy, &[]);
+        assert!(
+            busy_md.contains("load average up to 3.1 on 2 cores"),
+            "{busy_md}"
+        );
         assert!(md.contains("1 s requeue"), "{md}");
         assert!(md.contains("![Shared -> Dedicated Consume](docs/bench/a.svg)"));
         let json = render_json(&r);
