@@ -68,9 +68,10 @@ test-matrix: setup ## Opt-in, ~10 min: every end-to-end conversion on RabbitMQ 3
 	$(CARGO) nextest run --workspace --profile matrix
 
 .PHONY: bench
-bench: setup ## Consume vs Shovel and shared vs dedicated throughput side by side on RabbitMQ 3.10 (comparable with earlier reports); writes target/bench-report.md (~5 min)
-	$(CARGO) build --release -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
-	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/release/tiermq-operator ./target/release/tiermq-demo bench --image rabbitmq:3.10-management --dir .tiermq/bench --out target/bench-report.md
+BENCH_PROFILE ?= debug
+bench: setup ## Opt-in, ~6 min: every conversion (both directions x Consume/Shovel) under load with the naive-cutover, raw-shovel and raw-consumer baselines in the same run on RabbitMQ 3.10; writes BENCHMARKS.md, docs/bench/bench.json and docs/bench/*.svg (debug build; BENCH_PROFILE=release for optimised binaries)
+	$(CARGO) build $(if $(filter release,$(BENCH_PROFILE)),--release) -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
+	TIERMQ_OPERATOR_LOG=info,tiermq_operator::controller=debug TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo bench --image rabbitmq:3.10-management --dir .tiermq/bench --out BENCHMARKS.md --json docs/bench/bench.json --svg-dir docs/bench --profile $(BENCH_PROFILE)
 
 .PHONY: kind-e2e
 kind-e2e: ## The same scenario on kind/minikube with the Helm chart (needs docker, kind, helm; cannot run on this project's machines)

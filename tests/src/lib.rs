@@ -3,8 +3,10 @@
 //! - [`load`]: the AMQP load generator and loss checker (publisher confirms, manual acks, unique
 //!   ids, reconnecting clients);
 //! - [`harness`]: a kubesim cluster with the CRDs, the real operator binary as a child process,
-//!   kubectl, and watchers of an instance's migration phases.
+//!   kubectl, and watchers of an instance's migration phases;
+//! - [`bench`]: the bench's figures and how they are rendered (Markdown, JSON, SVG plots).
 
+pub mod bench;
 pub mod harness;
 pub mod load;
 pub mod scenario;

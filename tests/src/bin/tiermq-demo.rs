@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tiermq_crd::{MigrationPhase, Tier};
+use tiermq_tests::bench;
 use tiermq_tests::harness::{InstanceSpec, World, shared_cluster_yaml_with};
-use tiermq_tests::load::{
-    Load, LoadConfig, LoadReport, Pattern, Workload, WorkloadConfig, WorkloadReport,
-};
+use tiermq_tests::load::{Load, LoadConfig, Pattern, Workload, WorkloadConfig, WorkloadReport};
 use tiermq_tests::scenario::{self, Conversion, NAME, NS};
 
 #[derive(Parser)]
@@ -93,11 +92,33 @@ enum Cmd {
         #[arg(long, default_value_t = 180)]
         seconds: u64,
     },
-    /// Consume vs Shovel and shared vs dedicated throughput, side by side; writes a report.
+    /// Renders the Markdown report and the SVG timelines again from a bench JSON file (no
+    /// brokers): for changes of the report's layout.
+    BenchRender {
+        /// The bench's JSON file.
+        #[arg(long, default_value = "docs/bench/bench.json")]
+        json: PathBuf,
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        #[arg(long, default_value = "docs/bench")]
+        svg_dir: PathBuf,
+    },
+    /// Every conversion (both directions x Consume and Shovel) under load, measured, with the
+    /// baselines (naive cutover, raw shovel, raw consumer) in the same run; writes a Markdown
+    /// report, a JSON file with every figure and one SVG timeline per conversion.
     Bench {
         /// Report file (Markdown).
-        #[arg(long, default_value = "target/bench-report.md")]
+        #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// Every figure and how it was measured (JSON).
+        #[arg(long, default_value = "docs/bench/bench.json")]
+        json: PathBuf,
+        /// Folder of the SVG timelines.
+        #[arg(long, default_value = "docs/bench")]
+        svg_dir: PathBuf,
+        /// Build profile of the binaries, for the report.
+        #[arg(long, default_value = "debug")]
+        profile: String,
     },
 }
 
@@ -105,8 +126,9 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,lapin=off,tiermq_broker::client=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -123,7 +145,45 @@ async fn main() -> anyhow::Result<()> {
                 drain,
                 patterns,
             } => demo(&common, rate, &drain, &patterns).await,
-            Cmd::Bench { out } => bench(&common, &out).await,
+            Cmd::BenchRender { json, out, svg_dir } => {
+                let text = std::fs::read_to_string(&json)
+                    .with_context(|| format!("read {}", json.display()))?;
+                let mut results: bench::BenchResults = serde_json::from_str(&text)
+                    .with_context(|| format!("parse {}", json.display()))?;
+                let note = format!(
+                    "rendered again from its JSON by `tiermq-demo bench-render` at commit {}; every figure is from the run at {}",
+                    git(&["rev-parse", "--short", "HEAD"]),
+                    results.commit
+                );
+                results.notes.retain(|n| !n.starts_with("rendered again"));
+                results.notes.push(note);
+                write_bench(
+                    &results,
+                    &BenchOut {
+                        out,
+                        json,
+                        svg_dir,
+                        profile: results.profile.clone(),
+                    },
+                )
+            }
+            Cmd::Bench {
+                out,
+                json,
+                svg_dir,
+                profile,
+            } => {
+                bench(
+                    &common,
+                    &BenchOut {
+                        out,
+                        json,
+                        svg_dir,
+                        profile,
+                    },
+                )
+                .await
+            }
             Cmd::Load {
                 host,
                 port,
@@ -238,7 +298,7 @@ async fn bring_up(common: &Common, drain: &str, t0: Instant) -> anyhow::Result<W
         name: NAME,
         tier: "Shared",
         drain_strategy: drain,
-        grace_period_seconds: 5,
+        grace_period_seconds: GRACE_SECONDS,
         connection_policy: None,
     }
     .yaml_with(&common.image);
@@ -497,27 +557,627 @@ fn print_summary(rows: &[(Conversion, WorkloadReport)]) {
     }
 }
 
-/// One measured conversion for the bench.
-struct BenchRow {
-    drain: String,
-    conversion: Conversion,
-    report: LoadReport,
-    backlog_at_flip: u64,
+/// Where the operator runs a tier's cluster in the bench: (namespace, cluster name).
+fn tier_cluster(t: Tier) -> (&'static str, &'static str) {
+    match t {
+        Tier::Shared => ("tiermq-system", "main"),
+        Tier::Dedicated => (NS, "orders-dedicated"),
+    }
 }
 
-async fn bench(common: &Common, out: &Path) -> anyhow::Result<()> {
+/// Consumers per load, and how long each spends on a message: slower than a bare consumer, so
+/// part of the backlog is still on the source at the write cutover and the drain has work.
+const BENCH_CONSUMERS: u32 = 2;
+const BENCH_CONSUMER_DELAY: Duration = Duration::from_millis(20);
+const BENCH_RATE: f64 = 40.0;
+const BENCH_BACKLOG_SECS: u64 = 10;
+
+/// The load of every bench conversion and of the naive cutover: 2 publishers at
+/// [`BENCH_RATE`] msg/s with confirms; consumers are added later.
+fn bench_load(target: &tiermq_tests::load::AmqpTarget, name: &str) -> LoadConfig {
+    let mut cfg = LoadConfig::steady(target.clone(), "orders", 100_000, BENCH_RATE);
+    cfg.name = name.into();
+    cfg.consumers = 0;
+    cfg.prefetch = 10;
+    cfg.consumer_delay = BENCH_CONSUMER_DELAY;
+    cfg.max_duration = Duration::from_secs(240);
+    cfg.backoff_max = Duration::from_secs(1);
+    cfg
+}
+
+/// What the sampler saw during one conversion (times: since the load started).
+#[derive(Default)]
+struct Sampled {
+    samples: Vec<(f64, f64, f64, Option<u64>)>,
+    dest_up_at: Option<f64>,
+    dest_up_at_first_probe: bool,
+    stats_lag_max: Option<i64>,
+}
+
+/// Samples load rates, the source queue's depth and the destination's readiness every 250 ms
+/// until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn sample_conversion(
+    load: &Load,
+    stop: &std::sync::atomic::AtomicBool,
+    kube: kube::Client,
+    src: tiermq_broker::ManagementClient,
+    dst: (&str, &str),
+    vhost: &str,
+    instances: kube::Api<tiermq_crd::RabbitMQInstance>,
+) -> Sampled {
+    use std::sync::atomic::Ordering;
+    let mut out = Sampled::default();
+    let mut dst_mc: Option<tiermq_broker::ManagementClient> = None;
+    let mut prev = (load.elapsed().as_secs_f64(), load.stats());
+    let mut first_probe = true;
+    let quick = Duration::from_millis(400);
+    while !stop.load(Ordering::Relaxed) {
+        let tick = tokio::time::sleep(Duration::from_millis(250));
+        let t = load.elapsed().as_secs_f64();
+        let s = load.stats();
+        let dt = (t - prev.0).max(1e-3);
+        let backlog = match tokio::time::timeout(quick, src.get_queue(vhost, "orders")).await {
+            Ok(Ok(Some(q))) => q.messages,
+            _ => None,
+        };
+        out.samples.push((
+            t,
+            (s.confirmed.saturating_sub(prev.1.confirmed)) as f64 / dt,
+            (s.received.saturating_sub(prev.1.received)) as f64 / dt,
+            backlog,
+        ));
+        prev = (t, s);
+        if out.dest_up_at.is_none() {
+            if dst_mc.is_none() {
+                dst_mc = tokio::time::timeout(
+                    quick,
+                    tiermq_tests::harness::management_client(&kube, dst.0, dst.1),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok);
+            }
+            if let Some(mc) = &dst_mc
+                && let Ok(Ok(_)) = tokio::time::timeout(quick, mc.overview()).await
+            {
+                out.dest_up_at = Some(load.elapsed().as_secs_f64());
+                out.dest_up_at_first_probe = first_probe;
+            }
+            first_probe = false;
+        }
+        if let Ok(Ok(Some(i))) = tokio::time::timeout(quick, instances.get_opt(NAME)).await
+            && let Some(lag) = i
+                .status
+                .and_then(|s| s.migration)
+                .and_then(|m| m.stats_lag_seconds)
+        {
+            out.stats_lag_max = Some(out.stats_lag_max.unwrap_or(0).max(lag));
+        }
+        tick.await;
+    }
+    out
+}
+
+/// The operator log's lines about the bench instance, times in s since `epoch`.
+fn operator_log(world: &World, epoch: chrono::DateTime<chrono::Utc>) -> Vec<bench::LogLine> {
+    let Some(op) = world.operator.as_ref() else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(op.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("orders.team-a"))
+        .filter_map(|l| bench::parse_operator_line(l, epoch))
+        .collect()
+}
+
+/// One conversion under the bench load, measured.
+async fn bench_conversion(
+    world: &mut World,
+    target: &tiermq_tests::load::AmqpTarget,
+    drain: &str,
+    to: Tier,
+    t0: Instant,
+) -> anyhow::Result<bench::ConversionRun> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let from = if to == Tier::Dedicated {
+        Tier::Shared
+    } else {
+        Tier::Dedicated
+    };
+    let kube = world.cluster.client();
+    let (sns, sname) = tier_cluster(from);
+    let src = world.management(sns, sname).await?;
+    let vhost = world
+        .credentials(NS, NAME)
+        .await?
+        .get("vhost")
+        .cloned()
+        .context("no vhost in the credentials")?;
+    let mut load = Load::start(bench_load(target, &format!("bench-{drain}-{to}"))).await?;
+    let load_start_wall = chrono::Utc::now() - chrono::Duration::from_std(load.elapsed())?;
+    tokio::time::sleep(Duration::from_secs(BENCH_BACKLOG_SECS)).await;
+    let backlog_at_flip = load.stats().unconsumed;
+    load.add_consumers(BENCH_CONSUMERS);
+    step(
+        t0,
+        &format!("{drain}: converting to {to} with ~{backlog_at_flip} messages waiting"),
+    );
+    let stop = AtomicBool::new(false);
+    let instances = world.instances(NS);
+    let mut print = |l: &str| println!("   {l}");
+    let (converted, sampled) = tokio::join!(
+        async {
+            let r = scenario::convert(
+                world,
+                NS,
+                NAME,
+                to,
+                &load,
+                Duration::from_secs(240),
+                Some(&mut print),
+            )
+            .await;
+            stop.store(true, Ordering::Relaxed);
+            r
+        },
+        sample_conversion(&load, &stop, kube, src, tier_cluster(to), &vhost, instances)
+    );
+    let c = converted?;
+    load.stop_publishing();
+    let resumes = load.consumer_resumes();
+    let report = load.finish(Duration::from_secs(120)).await;
+    step(
+        t0,
+        &format!(
+            "{drain} -> {to}: {:.1}s, {report}",
+            c.duration.as_secs_f64()
+        ),
+    );
+    let flip = c.flipped_at.as_secs_f64();
+    let phases: Vec<bench::PhaseTime> = c
+        .phase_times
+        .iter()
+        .zip(&c.phase_seen_at)
+        .map(|((p, d), (_, at))| bench::PhaseTime {
+            phase: p.as_str().into(),
+            start_s: at.as_secs_f64() - flip,
+            seconds: d.as_secs_f64(),
+        })
+        .collect();
+    let flip_wall = load_start_wall + chrono::Duration::from_std(c.flipped_at)?;
+    let mut log: Vec<bench::LogLine> = operator_log(world, flip_wall)
+        .into_iter()
+        .filter(|l| l.t >= -30.0 && l.t <= c.duration.as_secs_f64() + 30.0)
+        .collect();
+    log.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let grace_s = (GRACE_SECONDS as f64).max(2.0 * sampled.stats_lag_max.unwrap_or(0) as f64);
+    let broker_up = sampled
+        .dest_up_at
+        .filter(|_| !sampled.dest_up_at_first_probe)
+        .map(|t| t - flip);
+    let attribution = phases
+        .iter()
+        .flat_map(|p| {
+            let window = (p.start_s, p.start_s + p.seconds);
+            // Preparing an upgrade: before and after the new broker first answered. The last
+            // phase before the end: before the source's access was revoked, the grace period
+            // from there, and after it.
+            let revoked = log
+                .iter()
+                .find(|l| {
+                    l.step.as_deref() == Some("RevokeAll") && l.t >= window.0 && l.t < window.1
+                })
+                .map(|l| l.t);
+            match (p.phase.as_str(), broker_up, revoked) {
+                ("PreparingDestination", Some(up), _) => bench::attribute_parts(
+                    &p.phase,
+                    window,
+                    &[
+                        (window.0, "destination broker not answering yet"),
+                        (up, "destination broker answering"),
+                    ],
+                    &log,
+                ),
+                ("DestinationOnly", _, Some(r)) => bench::attribute_parts(
+                    &p.phase,
+                    window,
+                    &[
+                        (window.0, "before revoking the source"),
+                        (r, "grace period"),
+                        (r + grace_s, "after the grace period"),
+                    ],
+                    &log,
+                ),
+                _ => bench::attribute_phase(&p.phase, window, &log),
+            }
+        })
+        .collect();
+    let drain_start = phases
+        .iter()
+        .find(|p| p.phase == MigrationPhase::DrainingSource.as_str())
+        .map(|p| p.start_s);
+    let samples: Vec<bench::Sample> = sampled
+        .samples
+        .iter()
+        .map(|(t, p, r, b)| bench::Sample {
+            t: t - flip,
+            publish_rate: *p,
+            consume_rate: *r,
+            source_backlog: *b,
+        })
+        .collect();
+    let backlog_at_drain_start = drain_start.and_then(|d| {
+        samples
+            .iter()
+            .filter(|s| s.t <= d)
+            .filter_map(|s| s.source_backlog)
+            .next_back()
+    });
+    let provisioning_s = match sampled.dest_up_at {
+        Some(_) if sampled.dest_up_at_first_probe => 0.0,
+        Some(t) => (t - flip).max(0.0),
+        None => 0.0,
+    };
+    let drain_s = phase_secs(&c, MigrationPhase::DrainingSource);
+    let total_s = c.duration.as_secs_f64();
+    let resumed: Vec<f64> = resumes
+        .iter()
+        .filter_map(|r| r.resumed_after.map(|d| d.as_secs_f64()))
+        .collect();
+    let mut run = bench::ConversionRun {
+        from: from.as_str().into(),
+        to: to.as_str().into(),
+        drain: drain.into(),
+        backlog_at_flip,
+        backlog_at_drain_start,
+        sent: report.stats.sent,
+        confirmed: report.stats.confirmed,
+        received: report.stats.received,
+        lost: report.lost,
+        duplicates: report.duplicates,
+        reconnects: report.stats.reconnects,
+        max_write_gap_s: report.stats.max_confirm_gap.as_secs_f64(),
+        consumer_never_resumed: (resumes.len() - resumed.len()) as u64,
+        consumer_resumes_s: resumed,
+        total_s,
+        phases,
+        provisioning_s,
+        drain_s,
+        grace_s,
+        overhead_s: total_s - provisioning_s - drain_s - grace_s,
+        drain_throughput: match backlog_at_drain_start {
+            Some(b) if drain_s > 0.0 => Some(b as f64 / drain_s),
+            _ => None,
+        },
+        attribution,
+        samples,
+        longest_delivery_gap_s: 0.0,
+    };
+    run.longest_delivery_gap_s = run.delivery_gap_from_samples();
+    Ok(run)
+}
+
+/// The instances' grace period in the bench.
+const GRACE_SECONDS: u32 = 5;
+
+/// A vhost with a `bench` user on a broker, for the baselines.
+async fn baseline_vhost(
+    mc: &tiermq_broker::ManagementClient,
+    vhost: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    mc.put_vhost(vhost).await?;
+    mc.put_user("bench", &tiermq_broker::Secret::new(password), &[])
+        .await?;
+    mc.put_permissions(
+        vhost,
+        "bench",
+        &tiermq_broker::model::Permissions {
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A cluster Service's ClusterIP.
+async fn cluster_ip(world: &World, ns: &str, svc: &str) -> anyhow::Result<String> {
+    let ip = world
+        .kubectl
+        .ok(
+            &[
+                "-n",
+                ns,
+                "get",
+                "svc",
+                svc,
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ],
+            None,
+        )
+        .await?;
+    Ok(ip.trim().to_string())
+}
+
+/// Fills `queue` in `target` with `n` confirmed messages (2 publishers, as fast as confirms
+/// allow, no consumers) and returns the load, still holding its ledger.
+async fn fill(
+    target: &tiermq_tests::load::AmqpTarget,
+    queue: &str,
+    n: u64,
+) -> anyhow::Result<Load> {
+    let mut cfg = LoadConfig::steady(target.clone(), queue, n.div_ceil(2), 1.0);
+    cfg.name = format!("bench-fill-{queue}");
+    cfg.queue = queue.into();
+    cfg.consumers = 0;
+    cfg.prefetch = 10;
+    cfg.consumer_delay = BENCH_CONSUMER_DELAY;
+    cfg.publish_interval = Duration::ZERO;
+    cfg.confirm_window = 64;
+    cfg.max_duration = Duration::from_secs(120);
+    let load = Load::start(cfg).await?;
+    let until = Instant::now() + Duration::from_secs(60);
+    while !load.publishing_done() {
+        if Instant::now() > until {
+            bail!("filling {queue} took over 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(load)
+}
+
+/// Baseline (b): a dynamic shovel declared directly on the shared broker, moving `n` messages
+/// to the dedicated broker with the operator's settings (on-confirm, prefetch 1000, delete after
+/// queue-length). Timed from the declaration until the destination queue holds all of them
+/// (passive declares every 20 ms).
+async fn raw_shovel(
+    world: &World,
+    src: &tiermq_broker::ManagementClient,
+    dst: &tiermq_broker::ManagementClient,
+    n: u64,
+) -> anyhow::Result<bench::RawDrain> {
+    let (vhost, pw) = ("bench-raw", "bench-baseline-pw");
+    baseline_vhost(src, vhost, pw).await?;
+    baseline_vhost(dst, vhost, pw).await?;
+    let src_ip = cluster_ip(world, "tiermq-system", "main").await?;
+    let dst_ip = cluster_ip(world, NS, "orders-dedicated").await?;
+    let src_t = tiermq_tests::load::AmqpTarget::from_parts(&src_ip, 5672, vhost, "bench", pw)?;
+    let dst_t = tiermq_tests::load::AmqpTarget::from_parts(&dst_ip, 5672, vhost, "bench", pw)?;
+    let filled = fill(&src_t, "raw-shovel", n).await?;
+    let messages = filled.stats().confirmed;
+    drop(filled);
+    tiermq_tests::load::declare_queue(&dst_t, "raw-shovel").await?;
+    let probe = tiermq_tests::load::QueueProbe::open(&dst_t).await?;
+    let spec = tiermq_broker::model::ShovelSpec {
+        src_uri: tiermq_broker::Secret::new(format!("amqp:///{vhost}")),
+        src_queue: "raw-shovel".into(),
+        dest_uri: tiermq_broker::Secret::new(format!("amqp://bench:{pw}@{dst_ip}:5672/{vhost}")),
+        dest_queue: "raw-shovel".into(),
+        ack_mode: "on-confirm".into(),
+        src_delete_after: Some("queue-length".into()),
+        prefetch: Some(1000),
+    };
+    let started = Instant::now();
+    src.put_shovel(vhost, "raw-shovel", &spec).await?;
+    loop {
+        if u64::from(probe.ready("raw-shovel").await?) >= messages {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("the raw shovel did not move {messages} messages within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    probe.close().await;
+    let _ = src.delete_vhost(vhost).await;
+    let _ = dst.delete_vhost(vhost).await;
+    Ok(bench::RawDrain { messages, seconds })
+}
+
+/// Baseline (c): the bench's consumers (same count, prefetch and per-message time) draining a
+/// backlog of `n` on the shared broker with no publisher and no operator; timed from their
+/// start until every message was consumed and acknowledged.
+async fn raw_consumer(
+    world: &World,
+    src: &tiermq_broker::ManagementClient,
+    n: u64,
+) -> anyhow::Result<bench::RawDrain> {
+    let (vhost, pw) = ("bench-raw-consume", "bench-baseline-pw");
+    baseline_vhost(src, vhost, pw).await?;
+    let ip = cluster_ip(world, "tiermq-system", "main").await?;
+    let t = tiermq_tests::load::AmqpTarget::from_parts(&ip, 5672, vhost, "bench", pw)?;
+    let mut load = fill(&t, "raw-consume", n).await?;
+    let messages = load.stats().confirmed;
+    let started = Instant::now();
+    load.add_consumers(BENCH_CONSUMERS);
+    while load.stats().received < messages {
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("the raw consumers did not drain {messages} messages within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let report = load.finish(Duration::from_secs(10)).await;
+    if report.lost > 0 {
+        bail!("the raw consumer baseline lost {} messages", report.lost);
+    }
+    let _ = src.delete_vhost(vhost).await;
+    Ok(bench::RawDrain { messages, seconds })
+}
+
+/// The `bench-naive` Service and its EndpointSlice pointing at the broker pods of `cluster`.
+async fn naive_route(world: &World, ns: &str, cluster: &str) -> anyhow::Result<()> {
+    let ips = world
+        .kubectl
+        .ok(
+            &[
+                "-n",
+                ns,
+                "get",
+                "pods",
+                "-l",
+                &format!("tiermq.io/cluster={cluster}"),
+                "-o",
+                "jsonpath={.items[*].status.podIP}",
+            ],
+            None,
+        )
+        .await?;
+    let endpoints: String = ips
+        .split_whitespace()
+        .map(|ip| {
+            format!("- addresses: [\"{ip}\"]\n  conditions: {{ready: true, serving: true, terminating: false}}\n")
+        })
+        .collect();
+    if endpoints.is_empty() {
+        bail!("no pod of cluster {ns}/{cluster} has an address");
+    }
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: bench-naive\n  namespace: {NS}\nspec:\n  ports:\n  - name: amqp\n    port: 5672\n    protocol: TCP\n---\n\
+apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: bench-naive-1\n  namespace: {NS}\n  labels:\n    kubernetes.io/service-name: bench-naive\naddressType: IPv4\nports:\n- name: amqp\n  port: 5672\n  protocol: TCP\nendpoints:\n{endpoints}"
+    );
+    world.kubectl.apply(&yaml).await?;
+    Ok(())
+}
+
+/// Baseline (a): the naive cutover. The bench load runs through a Service of its own
+/// (`bench-naive`) to a vhost on the shared broker; after the same backlog time the consumers
+/// start, and one second later the Service is repointed to the dedicated broker (whose vhost and
+/// queue already exist: the topology was "copied") and the source vhost is deleted, backlog and
+/// all, without draining. The ledger counts what that loses.
+async fn naive_cutover(
+    world: &World,
+    src: &tiermq_broker::ManagementClient,
+    dst: &tiermq_broker::ManagementClient,
+) -> anyhow::Result<bench::NaiveCutover> {
+    let (vhost, pw) = ("bench-naive", "bench-baseline-pw");
+    baseline_vhost(src, vhost, pw).await?;
+    baseline_vhost(dst, vhost, pw).await?;
+    let dst_ip = cluster_ip(world, NS, "orders-dedicated").await?;
+    let dst_t = tiermq_tests::load::AmqpTarget::from_parts(&dst_ip, 5672, vhost, "bench", pw)?;
+    tiermq_tests::load::declare_queue(&dst_t, "orders").await?;
+    naive_route(world, "tiermq-system", "main").await?;
+    let ip = cluster_ip(world, NS, "bench-naive").await?;
+    let t = tiermq_tests::load::AmqpTarget::from_parts(&ip, 5672, vhost, "bench", pw)?;
+    // kube-proxy picks the new Service up asynchronously.
+    let until = Instant::now() + Duration::from_secs(20);
+    while tiermq_tests::load::declare_queue(&t, "orders")
+        .await
+        .is_err()
+    {
+        if Instant::now() > until {
+            bail!("the bench-naive Service did not route within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut load = Load::start(bench_load(&t, "bench-naive")).await?;
+    tokio::time::sleep(Duration::from_secs(BENCH_BACKLOG_SECS)).await;
+    load.add_consumers(BENCH_CONSUMERS);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let backlog_at_cutover = load.stats().unconsumed;
+    naive_route(world, NS, "orders-dedicated").await?;
+    src.delete_vhost(vhost).await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    load.stop_publishing();
+    // What was deleted with the source never comes; the rest arrives within seconds.
+    let report = load.finish(Duration::from_secs(30)).await;
+    let _ = world
+        .kubectl
+        .ok(
+            &[
+                "-n",
+                NS,
+                "delete",
+                "svc",
+                "bench-naive",
+                "--ignore-not-found",
+            ],
+            None,
+        )
+        .await;
+    let _ = world
+        .kubectl
+        .ok(
+            &[
+                "-n",
+                NS,
+                "delete",
+                "endpointslice",
+                "bench-naive-1",
+                "--ignore-not-found",
+            ],
+            None,
+        )
+        .await;
+    let _ = dst.delete_vhost(vhost).await;
+    Ok(bench::NaiveCutover {
+        backlog_at_cutover,
+        confirmed: report.stats.confirmed,
+        received: report.stats.received,
+        lost: report.lost,
+        duplicates: report.duplicates,
+        max_write_gap_s: report.stats.max_confirm_gap.as_secs_f64(),
+    })
+}
+
+fn git(args: &[&str]) -> String {
+    std::process::Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn bench(common: &Common, out: &BenchOut) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    if std::env::var("TIERMQ_OPERATOR_LOG").is_err() {
+        eprintln!(
+            "note: TIERMQ_OPERATOR_LOG is not set; the phase attribution needs the controller's debug lines (make bench sets TIERMQ_OPERATOR_LOG=info,tiermq_operator::controller=debug)"
+        );
+    }
     let mut world = bring_up(common, "Consume", t0).await?;
     let target = world.instance_target(NS, NAME).await?;
-
+    let shared_mc = world.management("tiermq-system", "main").await?;
+    let rabbitmq = shared_mc
+        .overview()
+        .await
+        .map(|o| o.rabbitmq_version)
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let mut results = bench::BenchResults {
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        commit: {
+            let c = git(&["rev-parse", "--short", "HEAD"]);
+            if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+                c
+            } else {
+                format!("{c}-dirty")
+            }
+        },
+        machine: bench::Machine::detect(),
+        rabbitmq,
+        profile: out.profile.clone(),
+        load: format!(
+            "per conversion: 2 publishers x {BENCH_RATE} msg/s with confirms (64-byte messages) through the instance Service; {BENCH_CONSUMERS} consumers (prefetch 10, manual acks, {} ms per message) start with the flip, after {BENCH_BACKLOG_SECS} s of publishing without them (the backlog); grace period {GRACE_SECONDS} s, operator drain poll 1 s, broker statistics every 500 ms",
+            BENCH_CONSUMER_DELAY.as_millis()
+        ),
+        ..Default::default()
+    };
     let shared_tp = throughput(&target, "bench-shared").await?;
+    results
+        .publish_throughput
+        .push(("shared".into(), shared_tp));
     step(
         t0,
         &format!("publish throughput on the shared cluster: {shared_tp:.0} msg/s"),
     );
-
-    let mut rows = Vec::new();
-    let mut dedicated_tp = None;
     for drain in ["Consume", "Shovel"] {
         world
             .kubectl
@@ -537,72 +1197,157 @@ async fn bench(common: &Common, out: &Path) -> anyhow::Result<()> {
             )
             .await?;
         for to in [Tier::Dedicated, Tier::Shared] {
-            // A backlog waits on the source at the flip (consumers start only then), which is
-            // where the drain strategies differ; afterwards consumers are faster than publishers.
-            let mut cfg = LoadConfig::steady(target.clone(), "orders", 100_000, 40.0);
-            cfg.name = format!("bench-{drain}-{to}");
-            cfg.consumers = 0;
-            cfg.prefetch = 10;
-            cfg.consumer_delay = Duration::from_millis(5);
-            cfg.max_duration = Duration::from_secs(200);
-            cfg.backoff_max = Duration::from_secs(1);
-            let mut load = Load::start(cfg).await?;
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let backlog_at_flip = load.stats().unconsumed;
-            load.add_consumers(2);
-            step(
-                t0,
-                &format!("{drain}: converting to {to} with ~{backlog_at_flip} messages waiting"),
-            );
-            let mut print = |l: &str| println!("   {l}");
-            let c = scenario::convert(
-                &mut world,
-                NS,
-                NAME,
-                to,
-                &load,
-                Duration::from_secs(180),
-                Some(&mut print),
-            )
-            .await?;
-            load.stop_publishing();
-            let report = load.finish(Duration::from_secs(120)).await;
-            step(
-                t0,
-                &format!(
-                    "{drain} -> {to}: {:.1}s, {report}",
-                    c.duration.as_secs_f64()
-                ),
-            );
-            if to == Tier::Dedicated && dedicated_tp.is_none() {
+            let run = bench_conversion(&mut world, &target, drain, to, t0).await?;
+            let backlog = run.backlog_at_flip;
+            results.conversions.push(run);
+            if to == Tier::Dedicated && drain == "Consume" {
+                // Both brokers run now: the throughput of the dedicated one and the baselines.
                 let tp = throughput(&target, "bench-dedicated").await?;
+                results.publish_throughput.push(("dedicated".into(), tp));
                 step(
                     t0,
                     &format!("publish throughput on the dedicated cluster: {tp:.0} msg/s"),
                 );
-                dedicated_tp = Some(tp);
+                let dedicated_mc = world.management(NS, "orders-dedicated").await?;
+                match naive_cutover(&world, &shared_mc, &dedicated_mc).await {
+                    Ok(n) => {
+                        step(
+                            t0,
+                            &format!(
+                                "baseline naive cutover: backlog {} at the cutover, lost {}",
+                                n.backlog_at_cutover, n.lost
+                            ),
+                        );
+                        results.baselines.naive_cutover = Some(n);
+                    }
+                    Err(e) => results
+                        .notes
+                        .push(format!("naive cutover not measured: {e:#}")),
+                }
+                match raw_shovel(&world, &shared_mc, &dedicated_mc, backlog).await {
+                    Ok(r) => {
+                        step(
+                            t0,
+                            &format!(
+                                "baseline raw shovel: {} messages in {:.2}s",
+                                r.messages, r.seconds
+                            ),
+                        );
+                        results.baselines.raw_shovel = Some(r);
+                    }
+                    Err(e) => results
+                        .notes
+                        .push(format!("raw shovel not measured: {e:#}")),
+                }
+                match raw_consumer(&world, &shared_mc, backlog).await {
+                    Ok(r) => {
+                        step(
+                            t0,
+                            &format!(
+                                "baseline raw consumer: {} messages in {:.2}s",
+                                r.messages, r.seconds
+                            ),
+                        );
+                        results.baselines.raw_consumer = Some(r);
+                    }
+                    Err(e) => results
+                        .notes
+                        .push(format!("raw consumer not measured: {e:#}")),
+                }
             }
-            rows.push(BenchRow {
-                drain: drain.into(),
-                conversion: c,
-                report,
-                backlog_at_flip,
-            });
         }
     }
-    let text = bench_report(&rows, shared_tp, dedicated_tp.unwrap_or(0.0));
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(out, &text).with_context(|| format!("write {}", out.display()))?;
-    println!("{text}");
-    step(t0, &format!("report written to {}", out.display()));
+    results.methods = bench_methods();
+    results.machine.load_at_end = bench::load_average();
+    write_bench(&results, out)?;
+    step(
+        t0,
+        &format!(
+            "report written to {}, {} and {}",
+            out.out.display(),
+            out.json.display(),
+            out.svg_dir.display()
+        ),
+    );
     let World {
         operator, cluster, ..
     } = world;
     drop(operator);
     cluster.shutdown().await;
     Ok(())
+}
+
+/// Writes the report, the JSON file and the plots.
+fn write_bench(results: &bench::BenchResults, out: &BenchOut) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&out.svg_dir)?;
+    let mut svgs = Vec::new();
+    for c in &results.conversions {
+        let name = format!(
+            "{}-{}-to-{}.svg",
+            c.drain.to_lowercase(),
+            c.from.to_lowercase(),
+            c.to.to_lowercase()
+        );
+        let path = out.svg_dir.join(&name);
+        let svg = bench::render_svg(c).map_err(|e| anyhow::anyhow!("plot {name}: {e}"))?;
+        std::fs::write(&path, svg).with_context(|| format!("write {}", path.display()))?;
+        // Linked relative to the report's folder when the plot is below it.
+        let base = out.out.parent().unwrap_or(Path::new(""));
+        let link = if base.as_os_str().is_empty() {
+            path.clone()
+        } else {
+            path.strip_prefix(base)
+                .map(Path::to_path_buf)
+                .unwrap_or(path.clone())
+        };
+        svgs.push(link.display().to_string());
+    }
+    let text = bench::render_markdown(results, &svgs);
+    for (path, body) in [
+        (&out.out, text.clone()),
+        (&out.json, bench::render_json(results)),
+    ] {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, body).with_context(|| format!("write {}", path.display()))?;
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// How each figure of the bench is measured (goes into the report and the JSON).
+fn bench_methods() -> Vec<(String, String)> {
+    [
+        ("lost, duplicates", "the load's ledger: every message has a unique id; lost = confirmed by the broker and never consumed (acked) by the end of the run (consumers get up to 120 s after publishing stops); duplicates = deliveries of an id consumed before"),
+        ("longest write gap", "the longest time between two consecutive publisher confirms (any publisher) during the load"),
+        ("consumer close -> consuming", "per consumer outage: from the moment the client saw its connection or channel closed (connection error event or failed operation) until that consumer's next delivery; closes with no delivery in between count as one outage from the first"),
+        ("longest time without deliveries", "from the timeline: the longest stretch from the last 250 ms sample with deliveries to the next one with deliveries, once consuming had started (e.g. consumers left on an emptied source while the Shovel drain runs)"),
+        ("time per phase, total", "a watch on the RabbitMQInstance records when each status.migrationPhase was first seen; total = flip (kubectl patch) until Stable on the new tier with the conversion in status.history"),
+        ("provisioning", "flip until the destination broker's management API first answered (overview call, probed every 250 ms with the admin login from the cluster's Secret); 0 when it answered at the first probe (the shared cluster on a downgrade)"),
+        ("drain", "time in DrainingSource"),
+        ("grace", "the grace period the operator applies: max(spec.migration.gracePeriodSeconds, 2 x status.migration.statsLagSeconds as sampled during the conversion)"),
+        ("overhead", "total - provisioning - drain - grace: operator passes, requeue intervals, topology copy, cutover, settle times"),
+        ("drain throughput", "source queue depth (management API, last sample before DrainingSource) / DrainingSource time"),
+        ("attribution", "the operator's JSON log at debug level for tiermq_operator::controller: each pass logs `pass started`, `planned`, `running step` per step, `status recorded`, `pass done` (with its requeue delay); the time from one such line to the next is the activity the first began, cut to the phase window the watch saw"),
+        ("raw shovel", "a dynamic shovel declared with the management API on the shared broker with the operator's settings, moving the same backlog (as many messages as the Consume upgrade had at its flip) to the dedicated broker; from the declaration until a passive queue.declare on the destination counts them all (polled every 20 ms)"),
+        ("raw consumer", "the bench's consumers (same count, prefetch, per-message time) draining the same backlog on the shared broker without publishers or operator; from their start until all were acked"),
+        ("naive cutover", "the same load through a Service of the bench's own; at the point the conversions flip, consumers start and 1 s later the Service's EndpointSlice is repointed to the dedicated broker (vhost and queue already there) and the source vhost is deleted; clients reconnect through the Service; lost counted by the ledger"),
+        ("timeline", "every 250 ms: confirms/s and acked deliveries/s from the load's counters, the source queue's depth from the management API (broker statistics every 500 ms, so it lags by up to that)"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Where the bench writes.
+struct BenchOut {
+    out: PathBuf,
+    json: PathBuf,
+    svg_dir: PathBuf,
+    profile: String,
 }
 
 /// Confirmed messages per second of one publisher with 64 messages in flight, 5 s.
@@ -633,68 +1378,4 @@ fn phase_secs(c: &Conversion, p: MigrationPhase) -> f64 {
         .filter(|(q, _)| *q == p)
         .map(|(_, d)| d.as_secs_f64())
         .sum()
-}
-
-fn bench_report(rows: &[BenchRow], shared_tp: f64, dedicated_tp: f64) -> String {
-    let mut s = String::new();
-    s.push_str("# tiermq bench: Consume vs Shovel drain, shared vs dedicated throughput\n\n");
-    s.push_str(&format!(
-        "Measured side by side in one run on kubesim ({}), one broker per cluster, debug builds. \
-Load per conversion: 2 publishers x 40 msg/s with confirms for 10 s without consumers (the backlog at the flip), \
-then 2 consumers (prefetch 10, 5 ms per message) start together with the flip.\n\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    ));
-    s.push_str("| drain | conversion | backlog at flip | total | DrainingSource | DestinationOnly | reconnects | longest publish stall | lost | duplicates |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in rows {
-        let c = &r.conversion;
-        s.push_str(&format!(
-            "| {} | {} -> {} | {} | {:.1}s | {:.1}s | {:.1}s | {} | {:.1}s | {} | {} |\n",
-            r.drain,
-            c.from,
-            c.to,
-            r.backlog_at_flip,
-            c.duration.as_secs_f64(),
-            phase_secs(c, MigrationPhase::DrainingSource),
-            phase_secs(c, MigrationPhase::DestinationOnly),
-            r.report.stats.reconnects,
-            r.report.stats.max_confirm_gap.as_secs_f64(),
-            r.report.lost,
-            r.report.duplicates
-        ));
-    }
-    s.push_str("\n## Ratios (Shovel / Consume, same direction)\n\n");
-    for to in [Tier::Dedicated, Tier::Shared] {
-        let find = |d: &str| rows.iter().find(|r| r.drain == d && r.conversion.to == to);
-        if let (Some(c), Some(sv)) = (find("Consume"), find("Shovel")) {
-            let ratio = |a: f64, b: f64| {
-                if b > 0.0 {
-                    format!("{:.2}", a / b)
-                } else {
-                    "n/a".into()
-                }
-            };
-            s.push_str(&format!(
-                "- to {to}: total time {} , drain phase {}, longest publish stall {}\n",
-                ratio(
-                    sv.conversion.duration.as_secs_f64(),
-                    c.conversion.duration.as_secs_f64()
-                ),
-                ratio(
-                    phase_secs(&sv.conversion, MigrationPhase::DrainingSource),
-                    phase_secs(&c.conversion, MigrationPhase::DrainingSource)
-                ),
-                ratio(
-                    sv.report.stats.max_confirm_gap.as_secs_f64(),
-                    c.report.stats.max_confirm_gap.as_secs_f64()
-                ),
-            ));
-        }
-    }
-    s.push_str(&format!(
-        "\n## Publish throughput (1 publisher, 64 in flight, 5 s)\n\n- shared: {shared_tp:.0} msg/s\n- dedicated: {dedicated_tp:.0} msg/s\n- dedicated / shared: {}\n",
-        if shared_tp > 0.0 { format!("{:.2}", dedicated_tp / shared_tp) } else { "n/a".into() }
-    ));
-    s.push_str("\nBoth clusters run on the same 2-core machine, so throughput differences reflect broker and proxy overhead, not isolation from other tenants.\n");
-    s
 }

@@ -105,6 +105,6 @@ pub use client::{Interruption, Role, probe_connection};
 pub use config::{LoadConfig, PatternKnobs, WorkloadConfig};
 pub use patterns::Pattern;
 pub use report::{LoadReport, LoadStats, PatternReport, UnitReport, WorkloadReport};
-pub use single::{Load, declare_queue};
+pub use single::{Load, QueueProbe, declare_queue};
 pub use target::{AmqpTarget, LoadError};
-pub use workload::{LoadView, Workload};
+pub use workload::{ConsumerResume, LoadView, Workload};

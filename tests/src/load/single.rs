@@ -58,6 +58,12 @@ impl Load {
         self.inner.interruptions()
     }
 
+    /// Consumer outages and how long each took to consume again (see
+    /// [`Workload::consumer_resumes`]).
+    pub fn consumer_resumes(&self) -> Vec<super::workload::ConsumerResume> {
+        self.inner.consumer_resumes()
+    }
+
     /// True when every publisher has finished (all its messages confirmed, or stopped).
     pub fn publishing_done(&self) -> bool {
         self.inner.publishing_done()
@@ -138,4 +144,68 @@ pub async fn declare_queue(target: &AmqpTarget, queue: &str) -> Result<(), LoadE
     .map_err(|e| err(e.to_string()))?;
     let _ = conn.close(200, "setup done".into()).await;
     Ok(())
+}
+
+/// Reads a queue's length as the broker counts it at this moment (a passive declare, so without
+/// the management statistics' lag). One connection, kept open.
+pub struct QueueProbe {
+    conn: Connection,
+    ch: lapin::Channel,
+    target: String,
+}
+
+impl QueueProbe {
+    /// Opens the probe's connection through `target`.
+    pub async fn open(target: &AmqpTarget) -> Result<QueueProbe, LoadError> {
+        let err = |reason: String| LoadError::Declare {
+            queue: "-".into(),
+            target: target.to_string(),
+            reason,
+        };
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            Connection::connect(
+                target.uri(),
+                ConnectionProperties::default().with_connection_name("load-probe".into()),
+            ),
+        )
+        .await
+        .map_err(|_| err("connect timed out".into()))?
+        .map_err(|e| err(e.to_string()))?;
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(QueueProbe {
+            conn,
+            ch,
+            target: target.to_string(),
+        })
+    }
+
+    /// Ready messages in `queue` now.
+    pub async fn ready(&self, queue: &str) -> Result<u32, LoadError> {
+        let q = self
+            .ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| LoadError::Declare {
+                queue: queue.to_string(),
+                target: self.target.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(q.message_count())
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "probe done".into()).await;
+    }
 }

@@ -23,6 +23,43 @@ pub trait LoadView {
     fn stats(&self) -> LoadStats;
 }
 
+/// One consumer's outages from the closes it saw and the times of its deliveries: (first close
+/// of the outage, time until the next delivery). Closes with no delivery in between are one
+/// outage.
+fn outages(
+    mut closes: Vec<Duration>,
+    mut received: Vec<Duration>,
+) -> Vec<(Duration, Option<Duration>)> {
+    closes.sort();
+    received.sort();
+    let mut out = Vec::new();
+    let mut outage_start: Option<Duration> = None;
+    for (k, at) in closes.iter().enumerate() {
+        let start = *outage_start.get_or_insert(*at);
+        let next = received.iter().find(|r| **r > *at).copied();
+        // The outage goes on while the next close comes before the next delivery.
+        match (closes.get(k + 1), next) {
+            (Some(nc), Some(n)) if *nc < n => continue,
+            (Some(_), None) => continue,
+            _ => {}
+        }
+        out.push((start, next.map(|n| n.saturating_sub(start))));
+        outage_start = None;
+    }
+    out
+}
+
+/// One consumer outage: from a close the client saw until its next delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsumerResume {
+    /// The consumer's connection name.
+    pub client: String,
+    /// When the client saw its connection or channel close (since the load started).
+    pub closed_at: Duration,
+    /// Until its next delivery; `None`: no delivery followed.
+    pub resumed_after: Option<Duration>,
+}
+
 /// One running pattern.
 struct PatternRun {
     ledger: Arc<Ledger>,
@@ -294,6 +331,55 @@ impl Workload {
         }
     }
 
+    /// For every time a work-queue consumer lost its connection or channel (as the client saw
+    /// it): how long until that consumer's next delivery. Interruptions with no delivery in
+    /// between (e.g. a refused reconnect) form one outage, timed from the first of them; an
+    /// outage without a later delivery is `None`.
+    pub fn consumer_resumes(&self) -> Vec<ConsumerResume> {
+        let interruptions = self.interruptions();
+        let mut out = Vec::new();
+        for p in &self.patterns {
+            let clients = format!("{}-con-", p.clients);
+            let logs: Vec<_> = p
+                .ledger
+                .units()
+                .iter()
+                .filter(|u| u.queue.is_some())
+                .flat_map(|u| u.log())
+                .collect();
+            let mut by_consumer: std::collections::BTreeMap<u32, Vec<Duration>> =
+                Default::default();
+            for i in interruptions
+                .iter()
+                .filter(|i| i.role == Role::Consumer && i.pattern == p.ledger.pattern)
+            {
+                if let Some(index) = i
+                    .client
+                    .strip_prefix(&clients)
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    by_consumer.entry(index).or_default().push(i.after);
+                }
+            }
+            for (index, closes) in by_consumer {
+                let received: Vec<Duration> = logs
+                    .iter()
+                    .filter(|d| d.consumer == index)
+                    .map(|d| d.received_at)
+                    .collect();
+                out.extend(outages(closes, received).into_iter().map(
+                    |(closed_at, resumed_after)| ConsumerResume {
+                        client: format!("{clients}{index}"),
+                        closed_at,
+                        resumed_after,
+                    },
+                ));
+            }
+        }
+        out.sort_by_key(|r| r.closed_at);
+        out
+    }
+
     /// The account so far (final after [`Workload::finish`]).
     pub fn report(&self) -> WorkloadReport {
         WorkloadReport {
@@ -342,4 +428,30 @@ fn plans(cfg: &WorkloadConfig) -> Vec<Plan> {
         })
         .map(|p| patterns::plan(*p, &cfg.load, &cfg.knobs))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|m| Duration::from_millis(*m)).collect()
+    }
+
+    #[test]
+    fn an_outage_runs_from_the_first_close_to_the_next_delivery() {
+        // Closed at 1.0 s, refused again at 1.2 s, consuming at 1.5 s; closed at 3.0 s for good.
+        let got = outages(ms(&[3000, 1200, 1000]), ms(&[500, 1500, 1600]));
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Duration::from_millis(1000),
+                    Some(Duration::from_millis(500))
+                ),
+                (Duration::from_millis(3000), None),
+            ]
+        );
+        assert!(outages(Vec::new(), ms(&[1])).is_empty());
+    }
 }

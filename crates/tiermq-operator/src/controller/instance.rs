@@ -279,6 +279,8 @@ async fn report_permanent(ctx: &Context, i: &RabbitMQInstance, e: &Error) -> Res
 }
 
 async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Action> {
+    // With the `planned` and `pass done` lines these time a pass (the bench reads them).
+    tracing::debug!("pass started");
     // Plan from the latest stored state: the cache may not hold this operator's own last status
     // write yet, and planning from an older status would redo a transition.
     let api: kube::Api<RabbitMQInstance> =
@@ -402,10 +404,9 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     }
     status::emit(ctx, i, &p.events).await;
     record_metrics(ctx, i, &new);
-    Ok(Action::requeue(plan::requeue_after(
-        &p,
-        ctx.config.drain_poll_seconds,
-    )))
+    let after = plan::requeue_after(&p, ctx.config.drain_poll_seconds);
+    tracing::debug!(phase = ?p.phase, requeue_ms = after.as_millis() as u64, "pass done");
+    Ok(Action::requeue(after))
 }
 
 /// The instance's client Service exists with the type `spec.access.serviceType` asks for.
