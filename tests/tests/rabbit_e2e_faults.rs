@@ -583,10 +583,12 @@ mod matrix {
             tokio::spawn(async move {
                 let reached = reached_phase(api, NAME, &[MigrationPhase::DualWriteDualRead]).await;
                 if reached {
-                    faults.fail_writes(
+                    // A dual pass writes nothing but reads the source's slice first: while
+                    // that read fails, no dual pass completes and the conversion stays dual.
+                    faults.fail_reads(
                         "discovery.k8s.io",
                         "endpointslices",
-                        Some(&format!("{NAME}.main")),
+                        &format!("{NAME}.main"),
                         10_000,
                         500,
                     );

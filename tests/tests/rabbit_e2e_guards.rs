@@ -295,8 +295,9 @@ async fn flip_back_before_the_write_cutover_aborts_and_loses_nothing() {
 }
 
 /// Holds the conversion in DualWriteDualRead the way a transient API failure would: as soon as
-/// the phase is recorded, writes to the source's EndpointSlice fail (kubesim fault injection), so
-/// no pass of the dual phase completes and the cutover is never recorded. New clients connect
+/// the phase is recorded, reads of the source's EndpointSlice fail (kubesim fault injection;
+/// a dual pass has nothing to write, but it reads the slice before deciding that), so no pass of
+/// the dual phase completes and the cutover is never recorded. New clients connect
 /// meanwhile; none of them may reach the destination (it is not routed and refuses writes), so
 /// the flip back discards it without a drain back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -323,10 +324,10 @@ async fn flip_back_during_dual_write_dual_read_aborts_and_loses_nothing() {
         tokio::spawn(async move {
             let reached = reached_phase(api, NAME, &[MigrationPhase::DualWriteDualRead]).await;
             if reached {
-                faults.fail_writes(
+                faults.fail_reads(
                     "discovery.k8s.io",
                     "endpointslices",
-                    Some(&format!("{NAME}.main")),
+                    &format!("{NAME}.main"),
                     10_000,
                     500,
                 );

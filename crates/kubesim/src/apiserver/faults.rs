@@ -1,4 +1,4 @@
-//! Fault injection for tests: failing writes, slow answers, dropped watches.
+//! Fault injection for tests: failing writes or reads, slow answers, dropped watches.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +12,8 @@ struct WriteFault {
     name: Option<String>,
     remaining: u32,
     code: u16,
+    /// Fails GETs of the object instead of writes.
+    reads: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +59,25 @@ impl FaultInjector {
                 name: name.map(str::to_string),
                 remaining: count,
                 code,
+                reads: false,
+            });
+    }
+
+    /// The next `count` GETs of object `name` of `group`/`resource` fail with `code` (an
+    /// InternalError Status): a read that keeps failing, e.g. to hold a reconcile that has
+    /// nothing to write. Lists and watches are not affected.
+    pub fn fail_reads(&self, group: &str, resource: &str, name: &str, count: u32, code: u16) {
+        self.inner
+            .lock()
+            .expect("fault lock")
+            .writes
+            .push(WriteFault {
+                group: group.into(),
+                resource: resource.into(),
+                name: Some(name.into()),
+                remaining: count,
+                code,
+                reads: true,
             });
     }
 
@@ -85,9 +106,11 @@ impl FaultInjector {
         self.end_watches.subscribe()
     }
 
-    /// Consumes one injected failure matching this write, if any.
-    pub(crate) fn take_write_fault(
+    /// Consumes one injected failure matching this write (or, with `read`, this GET of one
+    /// object), if any.
+    pub(crate) fn take_fault(
         &self,
+        read: bool,
         group: &str,
         resource: &str,
         name: Option<&str>,
@@ -95,6 +118,7 @@ impl FaultInjector {
         let mut f = self.inner.lock().expect("fault lock");
         let hit = f.writes.iter_mut().find(|w| {
             w.remaining > 0
+                && w.reads == read
                 && w.group == group
                 && w.resource == resource
                 && (w.name.is_none() || w.name.as_deref() == name)
@@ -115,7 +139,8 @@ impl FaultInjector {
                 code,
                 "InternalError",
                 format!(
-                    "Internal error occurred: injected failure writing {resource} {n:?} (kubesim fault injection)"
+                    "Internal error occurred: injected failure {} {resource} {n:?} (kubesim fault injection)",
+                    if read { "reading" } else { "writing" }
                 ),
             )
         })

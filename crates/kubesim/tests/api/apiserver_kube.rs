@@ -536,7 +536,7 @@ async fn status_subresource_and_generation_follow_kubernetes_rules() {
 }
 
 #[tokio::test]
-async fn injected_faults_fail_writes_and_delay_answers() {
+async fn injected_faults_fail_writes_and_reads_and_delay_answers() {
     let s = server().await;
     let api: Api<ConfigMap> = Api::namespaced(client(&s), "default");
     s.faults()
@@ -562,6 +562,14 @@ async fn injected_faults_fail_writes_and_delay_answers() {
         matches!(err, kube::Error::Api(ref e) if e.code == 409),
         "{err:?}"
     );
+    // A read fault fails GETs of that object only, not lists, not other objects.
+    s.faults().fail_reads("", "configmaps", "flaky", 1, 500);
+    api.list(&Default::default()).await.unwrap();
+    match api.get("flaky").await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 500),
+        other => panic!("expected an injected 500, got {other:?}"),
+    }
+    api.get("flaky").await.unwrap();
     s.faults().set_delay(Duration::from_millis(300));
     let t = std::time::Instant::now();
     api.get("flaky").await.unwrap();

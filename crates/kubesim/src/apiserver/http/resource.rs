@@ -74,7 +74,13 @@ pub(super) fn serve(
     if is_write
         && let Some(err) =
             app.faults
-                .take_write_fault(&rt.group, &rt.plural, name.or(body_name.as_deref()))
+                .take_fault(false, &rt.group, &rt.plural, name.or(body_name.as_deref()))
+    {
+        return Err(err);
+    }
+    if *method == Method::GET
+        && name.is_some()
+        && let Some(err) = app.faults.take_fault(true, &rt.group, &rt.plural, name)
     {
         return Err(err);
     }
