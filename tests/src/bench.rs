@@ -415,7 +415,7 @@ fn busy_machine(m: &Machine) -> Option<String> {
 /// One line of the operator's JSON log, as the attribution needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogLine {
-    /// Seconds since the flip (UTC time before [`LogLine::at`] shifts it).
+    /// Seconds since the flip (the log time minus the epoch [`parse_operator_line`] is given).
     pub t: f64,
     pub message: String,
     /// The executor step of a `running step` line.

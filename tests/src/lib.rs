@@ -4,7 +4,7 @@
 //!   ids, reconnecting clients);
 //! - [`harness`]: a kubesim cluster with the CRDs, the real operator binary as a child process,
 //!   kubectl, and watchers of an instance's migration phases;
-//! - [`bench`]: the bench's figures and how they are rendered (Markdown, JSON, SVG plots).
+//! - [`mod@bench`]: the bench's figures and how they are rendered (Markdown, JSON, SVG plots).
 
 pub mod bench;
 pub mod harness;

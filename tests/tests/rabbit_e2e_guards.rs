@@ -577,24 +577,14 @@ async fn queues_that_cannot_move_hold_the_flip_and_name_the_queue() {
     let _ = conn.close(200, "done".into()).await;
 
     // The tenant accepts drops by its limits: the conversion runs.
-    world
-        .kubectl
-        .ok(
-            &[
-                "-n",
-                NS,
-                "patch",
-                "rmqi",
-                NAME,
-                "--type",
-                "merge",
-                "-p",
-                r#"{"spec":{"migration":{"allowLimitDrops":true}}}"#,
-            ],
-            None,
-        )
-        .await
-        .unwrap();
+    tiermq_tests::harness::patch_instance(
+        &world.kubectl,
+        NS,
+        NAME,
+        r#"{"spec":{"migration":{"allowLimitDrops":true}}}"#,
+    )
+    .await
+    .unwrap();
     let done = world
         .wait_status(
             NS,
@@ -631,14 +621,9 @@ mod matrix {
             .unwrap();
         let k = world.kubectl.clone();
         let auto = r#"{"spec":{"autoTiering":{"upgrade":{"publishRate":10,"forSeconds":15},"cooldownSeconds":0}}}"#;
-        k.ok(
-            &[
-                "-n", NS, "patch", "rmqi", NAME, "--type", "merge", "-p", auto,
-            ],
-            None,
-        )
-        .await
-        .unwrap();
+        tiermq_tests::harness::patch_instance(&k, NS, NAME, auto)
+            .await
+            .unwrap();
         // Idle for longer than the sustain time: nothing changes.
         let idle_until = Instant::now() + Duration::from_secs(25);
         while Instant::now() < idle_until {

@@ -199,24 +199,14 @@ async fn a_tenant_moves_from_3_10_shared_to_4_0_dedicated_to_4_0_shared_under_lo
     );
 
     // 2. dedicated 4.0 -> the 4.0 SharedCluster, whose brokers default to quorum queues.
-    world
-        .kubectl
-        .ok(
-            &[
-                "-n",
-                NS,
-                "patch",
-                "rmqi",
-                NAME,
-                "--type",
-                "merge",
-                "-p",
-                &format!(r#"{{"spec":{{"shared":{{"clusterRef":{{"name":"{SHARED_4}"}}}}}}}}"#),
-            ],
-            None,
-        )
-        .await
-        .unwrap();
+    tiermq_tests::harness::patch_instance(
+        &world.kubectl,
+        NS,
+        NAME,
+        &format!(r#"{{"spec":{{"shared":{{"clusterRef":{{"name":"{SHARED_4}"}}}}}}}}"#),
+    )
+    .await
+    .unwrap();
     let down = scenario::convert(
         &mut world,
         NS,

@@ -70,6 +70,26 @@ async fn unusual_names_limits_and_health_round_trip(runtime: BrokerRuntime) {
         ensure_tenant(&c, &t).await.unwrap();
         assert_eq!(c.get_vhost_limits(vhost).await.unwrap(), t.limits);
 
+        // The stored hash says whether the password is the user's (so an unchanged tenant is
+        // not rewritten), and a new password is set: it logs in, the old one no longer does.
+        let user = c.get_user(&t.user).await.unwrap().unwrap();
+        assert_eq!(
+            user.password_is(t.password.expose()),
+            Some(true),
+            "{runtime}"
+        );
+        assert_eq!(user.password_is("not the password"), Some(false));
+        let old = t.clone();
+        t.password = tiermq_broker::generate_password();
+        ensure_tenant(&c, &t).await.unwrap();
+        connect(&tenant_uri(&node, &t), "new password").await;
+        let refused = lapin::Connection::connect(
+            &tenant_uri(&node, &old),
+            lapin::ConnectionProperties::default(),
+        )
+        .await;
+        assert!(refused.is_err(), "the old password still logs in");
+
         if vhost != "/" {
             assert!(c.delete_vhost(vhost).await.unwrap());
             assert!(

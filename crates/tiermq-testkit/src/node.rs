@@ -22,10 +22,10 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Run by `unshare` in the 4.0 node's private mount namespace: mounts `proc` into the root (the
 /// node's memory monitor reads it; without it the node stops during boot) and binds the node's
 /// folder to the same path inside the root, then becomes the node. `$1` is the root, `$2` the
-/// node's folder; the rest is the command. Nothing here is visible outside the namespace, and it
-/// all goes away with the node's last process.
-/// `$3`/`$4`, when not empty: a folder to bind at a second path inside the root too (the TLS
-/// files where a pod mounts them, see [`crate::NodeTls::also_at`]).
+/// node's folder, `$3`/`$4` (when not empty) a folder to bind at a second path inside the root
+/// too (the TLS files where a pod mounts them, see [`crate::NodeTls::also_at`]); the rest is the
+/// command. Nothing here is visible outside the namespace, and it all goes away with the node's
+/// last process.
 const MOUNT_AND_EXEC: &str = r#"set -e
 root=$1; base=$2; extra=$3; at=$4; shift 4
 mount -t proc proc "$root/proc"

@@ -1179,23 +1179,13 @@ async fn bench(common: &Common, out: &BenchOut) -> anyhow::Result<()> {
         &format!("publish throughput on the shared cluster: {shared_tp:.0} msg/s"),
     );
     for drain in ["Consume", "Shovel"] {
-        world
-            .kubectl
-            .ok(
-                &[
-                    "-n",
-                    NS,
-                    "patch",
-                    "rmqi",
-                    NAME,
-                    "--type",
-                    "merge",
-                    "-p",
-                    &format!("{{\"spec\":{{\"migration\":{{\"drainStrategy\":\"{drain}\"}}}}}}"),
-                ],
-                None,
-            )
-            .await?;
+        tiermq_tests::harness::patch_instance(
+            &world.kubectl,
+            NS,
+            NAME,
+            &format!("{{\"spec\":{{\"migration\":{{\"drainStrategy\":\"{drain}\"}}}}}}"),
+        )
+        .await?;
         for to in [Tier::Dedicated, Tier::Shared] {
             let run = bench_conversion(&mut world, &target, drain, to, t0).await?;
             let backlog = run.backlog_at_flip;

@@ -84,23 +84,32 @@ impl Kubectl {
     }
 }
 
-/// `kubectl patch` of `spec.tier`.
-pub async fn flip_tier(kubectl: &Kubectl, ns: &str, name: &str, tier: &str) -> anyhow::Result<()> {
+/// `kubectl patch --type merge` of RabbitMQInstance `ns/name` with the JSON `patch`, as a user
+/// would change an instance.
+pub async fn patch_instance(
+    kubectl: &Kubectl,
+    ns: &str,
+    name: &str,
+    patch: &str,
+) -> anyhow::Result<()> {
     kubectl
         .ok(
             &[
-                "-n",
-                ns,
-                "patch",
-                "rmqi",
-                name,
-                "--type",
-                "merge",
-                "-p",
-                &format!("{{\"spec\":{{\"tier\":\"{tier}\"}}}}"),
+                "-n", ns, "patch", "rmqi", name, "--type", "merge", "-p", patch,
             ],
             None,
         )
         .await
         .map(|_| ())
+}
+
+/// `kubectl patch` of `spec.tier`.
+pub async fn flip_tier(kubectl: &Kubectl, ns: &str, name: &str, tier: &str) -> anyhow::Result<()> {
+    patch_instance(
+        kubectl,
+        ns,
+        name,
+        &format!("{{\"spec\":{{\"tier\":\"{tier}\"}}}}"),
+    )
+    .await
 }

@@ -13,7 +13,7 @@ mod phases;
 mod world;
 
 pub use binary::{operator_binary, workspace_root};
-pub use kubectl::{Kubectl, KubectlOutput, flip_tier};
+pub use kubectl::{Kubectl, KubectlOutput, flip_tier, patch_instance};
 pub use manifests::{
     IMAGE_3_10, IMAGE_4_0, InstanceSpec, external_shared_cluster_yaml,
     rabbitmq_cluster_objects_yaml, shared_cluster_yaml, shared_cluster_yaml_with,

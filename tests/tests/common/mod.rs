@@ -152,24 +152,14 @@ pub async fn convert_under_load_opts(
     if patterns.contains(&Pattern::MaxLength) {
         // Its drop-head queue would hold the flip (QueueCannotMove); the test accepts drops by
         // the limit and then checks that none happened at this load.
-        world
-            .kubectl
-            .ok(
-                &[
-                    "-n",
-                    NS,
-                    "patch",
-                    "rmqi",
-                    NAME,
-                    "--type",
-                    "merge",
-                    "-p",
-                    r#"{"spec":{"migration":{"allowLimitDrops":true}}}"#,
-                ],
-                None,
-            )
-            .await
-            .unwrap();
+        tiermq_tests::harness::patch_instance(
+            &world.kubectl,
+            NS,
+            NAME,
+            r#"{"spec":{"migration":{"allowLimitDrops":true}}}"#,
+        )
+        .await
+        .unwrap();
     }
     let creds_before = world.credentials(NS, NAME).await.unwrap();
     let target = world.instance_target(NS, NAME).await.unwrap();

@@ -362,24 +362,14 @@ mod matrix {
         // Both clusters have one CA, so the drain shovels cross over AMQPS: each direction
         // drains a parked backlog with the Shovel strategy while the destination's plain AMQP
         // port resets every connection through its Service.
-        world
-            .kubectl
-            .ok(
-                &[
-                    "-n",
-                    NS,
-                    "patch",
-                    "rmqi",
-                    NAME,
-                    "--type",
-                    "merge",
-                    "-p",
-                    r#"{"spec":{"migration":{"drainStrategy":"Shovel"}}}"#,
-                ],
-                None,
-            )
-            .await
-            .unwrap();
+        tiermq_tests::harness::patch_instance(
+            &world.kubectl,
+            NS,
+            NAME,
+            r#"{"spec":{"migration":{"drainStrategy":"Shovel"}}}"#,
+        )
+        .await
+        .unwrap();
         let dedicated = format!("{NAME}-dedicated");
         park_messages(&world).await;
         let fault = reset_plain_amqp_of(&world, NS, dedicated.clone());

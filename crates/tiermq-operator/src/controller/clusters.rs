@@ -701,7 +701,8 @@ pub async fn tenant_amqp_uri(
             _ => tracing::debug!(
                 from = %label(from),
                 to = %label(to),
-                "the clusters' CAs differ: the link uses the plain AMQP port"
+                "the clusters' CAs differ (or a name cannot go in a URI): the link uses the \
+                 plain AMQP port"
             ),
         }
     }

@@ -113,8 +113,9 @@ pub async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef
 /// The credentials Secret's `uri` says AMQPS (with the CAs in `ca.crt`) while every cluster the
 /// Service routes to has TLS, and plain AMQP otherwise: a client that follows the `uri` reaches
 /// whichever side the Service picks. Written after the route, so the Service already offers
-/// what the Secret names. Only `uri` and `ca.crt` are patched, and only when they differ. A missing Secret is left to the credentials step, which reports it; one
-/// without the operator's label (restored by hand) is the user's, and is left as it is.
+/// what the Secret names. Only `uri` and `ca.crt` are patched, and only when they differ. A
+/// missing Secret is left to the credentials step, which reports it; one without the operator's
+/// label (restored by hand) is the user's, and is left as it is.
 async fn follow_credentials(
     ctx: &Context,
     i: &RabbitMQInstance,
