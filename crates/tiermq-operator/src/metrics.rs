@@ -405,6 +405,7 @@ impl Metrics {
         m.drain_rate.get_or_create(&example).set(0.0);
         m.drain_eta.get_or_create(&example).set(0);
         m.conversion_finished(MigrationOutcome::Completed, Tier::Dedicated);
+        (m.broker_observer().0)("GET");
         m
     }
 }
