@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::error::ApiError;
 
 #[derive(Debug, Clone)]
-struct WriteFault {
+struct Fault {
     group: String,
     resource: String,
     name: Option<String>,
@@ -18,7 +18,7 @@ struct WriteFault {
 
 #[derive(Debug, Default)]
 struct Faults {
-    writes: Vec<WriteFault>,
+    faults: Vec<Fault>,
     delay: Duration,
 }
 
@@ -49,36 +49,33 @@ impl FaultInjector {
         count: u32,
         code: u16,
     ) {
-        self.inner
-            .lock()
-            .expect("fault lock")
-            .writes
-            .push(WriteFault {
-                group: group.into(),
-                resource: resource.into(),
-                name: name.map(str::to_string),
-                remaining: count,
-                code,
-                reads: false,
-            });
+        self.push(false, group, resource, name, count, code);
     }
 
     /// The next `count` GETs of object `name` of `group`/`resource` fail with `code` (an
     /// InternalError Status): a read that keeps failing, e.g. to hold a reconcile that has
     /// nothing to write. Lists and watches are not affected.
     pub fn fail_reads(&self, group: &str, resource: &str, name: &str, count: u32, code: u16) {
-        self.inner
-            .lock()
-            .expect("fault lock")
-            .writes
-            .push(WriteFault {
-                group: group.into(),
-                resource: resource.into(),
-                name: Some(name.into()),
-                remaining: count,
-                code,
-                reads: true,
-            });
+        self.push(true, group, resource, Some(name), count, code);
+    }
+
+    fn push(
+        &self,
+        reads: bool,
+        group: &str,
+        resource: &str,
+        name: Option<&str>,
+        count: u32,
+        code: u16,
+    ) {
+        self.inner.lock().expect("fault lock").faults.push(Fault {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.map(str::to_string),
+            remaining: count,
+            code,
+            reads,
+        });
     }
 
     /// Every answer is delayed by `delay` (Duration::ZERO turns it off).
@@ -94,7 +91,7 @@ impl FaultInjector {
     /// Removes all pending faults and the delay.
     pub fn clear(&self) {
         let mut f = self.inner.lock().expect("fault lock");
-        f.writes.clear();
+        f.faults.clear();
         f.delay = Duration::ZERO;
     }
 
@@ -116,7 +113,7 @@ impl FaultInjector {
         name: Option<&str>,
     ) -> Option<ApiError> {
         let mut f = self.inner.lock().expect("fault lock");
-        let hit = f.writes.iter_mut().find(|w| {
+        let hit = f.faults.iter_mut().find(|w| {
             w.remaining > 0
                 && w.reads == read
                 && w.group == group
@@ -125,7 +122,7 @@ impl FaultInjector {
         })?;
         hit.remaining -= 1;
         let code = hit.code;
-        f.writes.retain(|w| w.remaining > 0);
+        f.faults.retain(|w| w.remaining > 0);
         let n = name.unwrap_or("");
         Some(if code == 409 {
             ApiError::conflict(
