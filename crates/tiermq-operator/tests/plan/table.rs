@@ -876,7 +876,7 @@ fn blocked_reasons_name_the_cause() {
             ("True", reason),
             "{kind:?} {dir:?}"
         );
-        assert!(p.requeue_after.as_secs() > 0);
+        assert!(!p.requeue_after.is_zero());
         assert_eq!(p.events.len(), 1, "one Warning on entering Blocked");
         assert_eq!(p.events[0].type_, EventType::Warning);
     }

@@ -14,6 +14,9 @@ use super::time::from_time;
 
 use MigrationPhase::*;
 
+/// Delay after a pass that recorded a new phase (milliseconds).
+pub(super) const PHASE_CHANGE_MS: u64 = 100;
+
 /// The planner's delay for decision `d` taken from the recorded phase `recorded`.
 pub(super) fn requeue(
     o: &Observed,
@@ -27,8 +30,11 @@ pub(super) fn requeue(
     if d.deleting {
         return secs(5);
     }
+    // A recorded phase change is acted on at once: the next pass reads the instance fresh
+    // (never the cache), so nothing needs to settle first. A short floor, not zero, so a planner
+    // bug that flips between two phases cannot spin the API server.
     if d.phase != recorded {
-        return secs(1);
+        return Duration::from_millis(PHASE_CHANGE_MS);
     }
     match d.phase {
         Stable if serving_ok => d.look_again.map_or(secs(300), |l| l.min(secs(300))),
