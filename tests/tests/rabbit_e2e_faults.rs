@@ -230,163 +230,6 @@ async fn conversion_with_a_broker_killed(
     conversion_through_faults(name, from, to, drain, opts).await;
 }
 
-/// The fault matrix, opt-in (`make test-faults`).
-/// Clients keep reaching a Stable instance whose broker pod comes back with a new IP, both while
-/// the operator is stopped and while its reconciles keep failing. kubesim gives a recreated pod a
-/// new IP (`with_fresh_pod_ips`), as a real cluster's network does.
-/// - Dedicated, operator stopped: the Service selects the dedicated pods, so Kubernetes' own
-///   EndpointSlice follows the new IP (without the selector the operator's slice would keep the
-///   old one and every reconnect would fail).
-/// - Converted to the shared tier (SharedCluster in another namespace, routed by the operator's
-///   slice only), then the credentials Secret is deleted, so each reconcile fails before it
-///   plans: the router, which waits for no step, moves the slice to the new IP.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn clients_follow_a_broker_pod_to_its_new_ip_while_the_operator_is_down_or_failing() {
-    let name = "route-new-ip";
-    let started = std::time::Instant::now();
-    let mut world = tiermq_tests::scenario::world_with_instances_on(
-        World::start_configured(name, |c| c.with_fresh_pod_ips())
-            .await
-            .unwrap(),
-        &[NAME],
-        Tier::Dedicated,
-        "Consume",
-        3,
-        tiermq_tests::harness::IMAGE_3_10,
-    )
-    .await
-    .unwrap();
-    println!(
-        "{name}: instance ready on Dedicated after {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    let target = world.instance_target(NS, NAME).await.unwrap();
-    let load = tiermq_tests::load::Load::start(load_config(target))
-        .await
-        .unwrap();
-    wait_for_flow(&load).await;
-    let c = world.cluster.client();
-    let theirs = wait_until(Duration::from_secs(15), || async {
-        !kubernetes_slices(&c).await.is_empty()
-    })
-    .await;
-    assert!(
-        theirs,
-        "Kubernetes keeps a slice for the Service's selector"
-    );
-    // ... and the operator's slice steps back to a record of the route, so no stale copy of
-    // the address outlives the operator.
-    let slices = Api::<EndpointSlice>::namespaced(c.clone(), NS);
-    let record = format!("{NAME}.{}", dedicated());
-    let emptied = wait_until(Duration::from_secs(15), || async {
-        slices
-            .get_opt(&record)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.endpoints.is_empty())
-    })
-    .await;
-    assert!(emptied, "the operator's slice {record} is emptied");
-
-    // 1. The operator is stopped; the dedicated broker pod moves.
-    world
-        .operator
-        .as_mut()
-        .unwrap()
-        .stop(Duration::from_secs(5));
-    let pod = format!("{}-0", dedicated());
-    let (old, new) = move_broker_pod(&world, NS, &pod).await;
-    let since = load.stats();
-    let resumed = flowing_again(&load, since, 50, Duration::from_secs(60)).await;
-    println!(
-        "{name}: operator stopped, {pod} moved {old} -> {new}; clients flowing again after {resumed:?}"
-    );
-    assert!(
-        resumed.is_some(),
-        "clients reach the moved broker with the operator stopped: {:?} {:?}",
-        load.stats(),
-        load.interruptions().last()
-    );
-
-    // 2. The operator is back; the instance moves to the shared tier under the same load.
-    world.start_operator(&[]).unwrap();
-    let conversion = tiermq_tests::scenario::convert(
-        &mut world,
-        NS,
-        NAME,
-        Tier::Shared,
-        &load,
-        Duration::from_secs(150),
-        Some(&mut |l: &str| println!("{l}")),
-    )
-    .await
-    .unwrap();
-    println!(
-        "{name}: converted to Shared in {:.1}s",
-        conversion.duration.as_secs_f64()
-    );
-    assert_nothing_duplicated_or_orphaned(&world, Tier::Shared).await;
-
-    // 3. The credentials Secret is deleted, so every reconcile fails before it plans (a missing
-    //    Secret is reported, never regenerated); the shared broker pod moves.
-    world
-        .kubectl
-        .ok(
-            &["-n", NS, "delete", "secret", &format!("{NAME}-credentials")],
-            None,
-        )
-        .await
-        .unwrap();
-    let secret_problem = |s: &tiermq_crd::RabbitMQInstanceStatus| {
-        s.conditions.iter().any(|c| {
-            c.status == "True" && c.reason == tiermq_crd::conditions::reasons::SECRET_PROBLEM
-        })
-    };
-    let failing = wait_until(Duration::from_secs(60), || async {
-        world
-            .status(NS, NAME)
-            .await
-            .is_ok_and(|s| secret_problem(&s))
-    })
-    .await;
-    assert!(
-        failing,
-        "the instance reports the missing Secret: {:?}",
-        world.status(NS, NAME).await.map(|s| s.conditions)
-    );
-    let (old, new) = move_broker_pod(&world, "tiermq-system", "main-0").await;
-    let since = load.stats();
-    let resumed = flowing_again(&load, since, 50, Duration::from_secs(60)).await;
-    println!(
-        "{name}: reconciles failing (missing Secret), main-0 moved {old} -> {new}; clients flowing again after {resumed:?}"
-    );
-    assert!(
-        resumed.is_some(),
-        "clients reach the moved shared broker while reconciles fail: {:?} {:?}\n{}",
-        load.stats(),
-        load.interruptions().last(),
-        world.operator_log_tail(30)
-    );
-    let still = world
-        .status(NS, NAME)
-        .await
-        .is_ok_and(|s| secret_problem(&s));
-    assert!(still, "the reconciles were failing all along");
-
-    load.stop_publishing();
-    let report = load.finish(Duration::from_secs(60)).await;
-    println!(
-        "{name}: load {report}; whole test {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    assert_eq!(
-        report.lost, 0,
-        "confirmed but never consumed: {:?}",
-        report.lost_sample
-    );
-}
-
 mod matrix {
     use super::*;
 
@@ -766,159 +609,316 @@ mod matrix {
         )
         .await;
     }
-}
 
-/// Split brain: two operator processes under leader election; in the middle of a conversion
-/// the leader is cut off from the API server (its requests hang; the brokers stay reachable),
-/// and the partition heals 30 s later. The cut-off leader gives up within its renew deadline
-/// (10 s) and exits; the other replica takes the Lease once it expired (15 s) and finishes the
-/// conversion with nothing lost; the request log shows the old leader wrote nothing after its
-/// deadline, also after the partition healed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_cut_off_from_the_api_server_steps_down_and_the_other_replica_finishes() {
-    use kubesim::apiserver::{ClientFaultMode, ClientSelector};
-    use tiermq_tests::harness::{
-        InstanceSpec, OperatorProcess, operator_binary, shared_cluster_yaml,
-    };
-    use tiermq_tests::load::Load;
-
-    const RENEW_DEADLINE: Duration = Duration::from_secs(10);
-    let mut world = World::start("split-brain").await.unwrap();
-    world.kubectl.apply(&shared_cluster_yaml(10)).await.unwrap();
-    let requests = world.cluster.api().request_log();
-    let client_faults = world.cluster.api().client_faults();
-    let bin = operator_binary().unwrap();
-    let ids = ["operator-a", "operator-b"];
-    let mut ops = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let kubeconfig = world.dir.join(format!("{id}.kubeconfig"));
-        world
-            .cluster
-            .api()
-            .write_kubeconfig_for_user(&kubeconfig, id, &["system:masters".to_string()])
-            .unwrap();
-        let metrics = format!("127.19.{}.{}:8080", world.cluster.slot(), 3 + i);
-        ops.push(
-            OperatorProcess::spawn_as(
-                &bin,
-                &kubeconfig,
-                &world.dir.join(format!("{id}.log")),
-                &metrics,
-                &[],
-                Some(id),
-            )
-            .unwrap(),
+    /// The fault matrix, opt-in (`make test-faults`).
+    /// Clients keep reaching a Stable instance whose broker pod comes back with a new IP, both while
+    /// the operator is stopped and while its reconciles keep failing. kubesim gives a recreated pod a
+    /// new IP (`with_fresh_pod_ips`), as a real cluster's network does.
+    /// - Dedicated, operator stopped: the Service selects the dedicated pods, so Kubernetes' own
+    ///   EndpointSlice follows the new IP (without the selector the operator's slice would keep the
+    ///   old one and every reconnect would fail).
+    /// - Converted to the shared tier (SharedCluster in another namespace, routed by the operator's
+    ///   slice only), then the credentials Secret is deleted, so each reconcile fails before it
+    ///   plans: the router, which waits for no step, moves the slice to the new IP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn clients_follow_a_broker_pod_to_its_new_ip_while_the_operator_is_down_or_failing() {
+        let name = "route-new-ip";
+        let started = std::time::Instant::now();
+        let mut world = tiermq_tests::scenario::world_with_instances_on(
+            World::start_configured(name, |c| c.with_fresh_pod_ips())
+                .await
+                .unwrap(),
+            &[NAME],
+            Tier::Dedicated,
+            "Consume",
+            3,
+            tiermq_tests::harness::IMAGE_3_10,
+        )
+        .await
+        .unwrap();
+        println!(
+            "{name}: instance ready on Dedicated after {:.1}s",
+            started.elapsed().as_secs_f64()
         );
-    }
-    let spec = InstanceSpec {
-        namespace: NS,
-        name: NAME,
-        tier: "Shared",
-        drain_strategy: "Consume",
-        grace_period_seconds: 3,
-        connection_policy: None,
-    };
-    world.kubectl.apply(&spec.yaml()).await.unwrap();
-    world
-        .wait_ready(NS, NAME, Duration::from_secs(120))
-        .await
-        .unwrap();
-    let lease = |c: kube::Client| async move {
-        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c, "tiermq-system")
-            .get("tiermq-operator")
+        let target = world.instance_target(NS, NAME).await.unwrap();
+        let load = tiermq_tests::load::Load::start(load_config(target))
             .await
-            .ok()
-            .and_then(|l| l.spec?.holder_identity)
-    };
-    let leader = lease(world.cluster.client())
-        .await
-        .expect("a leader holds the Lease");
-    let (old, new) = if leader == ids[0] { (0, 1) } else { (1, 0) };
-    println!("split-brain: {leader} leads");
-
-    let target = world.instance_target(NS, NAME).await.unwrap();
-    let load = Load::start(load_config(target)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
-    // Cut the leader off once the conversion is in its dual phase.
-    let cutter = {
-        let instances = world.instances(NS);
-        let faults = client_faults.clone();
-        let leader = leader.clone();
-        tokio::spawn(async move {
-            use tiermq_crd::MigrationPhase::{DualWriteDualRead, SingleWriteDualRead};
-            let dual = [DualWriteDualRead, SingleWriteDualRead];
-            if !tiermq_tests::harness::reached_phase(instances, NAME, &dual).await {
-                return None;
-            }
-            let at = chrono::Utc::now();
-            faults.start(
-                ClientSelector::user(leader.clone()),
-                ClientFaultMode::Hang,
-                Some(Duration::from_secs(30)),
-            );
-            Some((at, std::time::Instant::now()))
+            .unwrap();
+        wait_for_flow(&load).await;
+        let c = world.cluster.client();
+        let theirs = wait_until(Duration::from_secs(15), || async {
+            !kubernetes_slices(&c).await.is_empty()
         })
-    };
-    tiermq_tests::harness::flip_tier(&world.kubectl, NS, NAME, "Dedicated")
-        .await
-        .unwrap();
-    let (cut_at, cut) = tokio::time::timeout(Duration::from_secs(90), cutter)
-        .await
-        .expect("the dual phase is reached")
-        .unwrap()
-        .expect("the watch saw it");
-    // The old leader exits by itself.
-    let mut exited = None;
-    while cut.elapsed() < RENEW_DEADLINE + Duration::from_secs(20) {
-        if let Some(status) = ops[old].exited() {
-            exited = Some((cut.elapsed(), status));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (after, status) = exited.expect("the cut-off leader exits");
-    println!("split-brain: {leader} exited {after:?} after the cut ({status})");
-    let done = world
-        .wait_status(
+        .await;
+        assert!(
+            theirs,
+            "Kubernetes keeps a slice for the Service's selector"
+        );
+        // ... and the operator's slice steps back to a record of the route, so no stale copy of
+        // the address outlives the operator.
+        let slices = Api::<EndpointSlice>::namespaced(c.clone(), NS);
+        let record = format!("{NAME}.{}", dedicated());
+        let emptied = wait_until(Duration::from_secs(15), || async {
+            slices
+                .get_opt(&record)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.endpoints.is_empty())
+        })
+        .await;
+        assert!(emptied, "the operator's slice {record} is emptied");
+
+        // 1. The operator is stopped; the dedicated broker pod moves.
+        world
+            .operator
+            .as_mut()
+            .unwrap()
+            .stop(Duration::from_secs(5));
+        let pod = format!("{}-0", dedicated());
+        let (old, new) = move_broker_pod(&world, NS, &pod).await;
+        let since = load.stats();
+        let resumed = flowing_again(&load, since, 50, Duration::from_secs(60)).await;
+        println!(
+            "{name}: operator stopped, {pod} moved {old} -> {new}; clients flowing again after {resumed:?}"
+        );
+        assert!(
+            resumed.is_some(),
+            "clients reach the moved broker with the operator stopped: {:?} {:?}",
+            load.stats(),
+            load.interruptions().last()
+        );
+
+        // 2. The operator is back; the instance moves to the shared tier under the same load.
+        world.start_operator(&[]).unwrap();
+        let conversion = tiermq_tests::scenario::convert(
+            &mut world,
             NS,
             NAME,
-            "the other replica finishes",
-            Duration::from_secs(240),
-            |s| {
-                s.tier == Some(Tier::Dedicated)
-                    && s.migration_phase == Some(tiermq_crd::MigrationPhase::Stable)
-            },
+            Tier::Shared,
+            &load,
+            Duration::from_secs(150),
+            Some(&mut |l: &str| println!("{l}")),
         )
+        .await
+        .unwrap();
+        println!(
+            "{name}: converted to Shared in {:.1}s",
+            conversion.duration.as_secs_f64()
+        );
+        assert_nothing_duplicated_or_orphaned(&world, Tier::Shared).await;
+
+        // 3. The credentials Secret is deleted, so every reconcile fails before it plans (a missing
+        //    Secret is reported, never regenerated); the shared broker pod moves.
+        world
+            .kubectl
+            .ok(
+                &["-n", NS, "delete", "secret", &format!("{NAME}-credentials")],
+                None,
+            )
+            .await
+            .unwrap();
+        let secret_problem = |s: &tiermq_crd::RabbitMQInstanceStatus| {
+            s.conditions.iter().any(|c| {
+                c.status == "True" && c.reason == tiermq_crd::conditions::reasons::SECRET_PROBLEM
+            })
+        };
+        let failing = wait_until(Duration::from_secs(60), || async {
+            world
+                .status(NS, NAME)
+                .await
+                .is_ok_and(|s| secret_problem(&s))
+        })
         .await;
-    if let Err(e) = &done {
-        panic!("{e}\n{} log:\n{}", ids[new], ops[new].log_tail(40));
+        assert!(
+            failing,
+            "the instance reports the missing Secret: {:?}",
+            world.status(NS, NAME).await.map(|s| s.conditions)
+        );
+        let (old, new) = move_broker_pod(&world, "tiermq-system", "main-0").await;
+        let since = load.stats();
+        let resumed = flowing_again(&load, since, 50, Duration::from_secs(60)).await;
+        println!(
+            "{name}: reconciles failing (missing Secret), main-0 moved {old} -> {new}; clients flowing again after {resumed:?}"
+        );
+        assert!(
+            resumed.is_some(),
+            "clients reach the moved shared broker while reconciles fail: {:?} {:?}\n{}",
+            load.stats(),
+            load.interruptions().last(),
+            world.operator_log_tail(30)
+        );
+        let still = world
+            .status(NS, NAME)
+            .await
+            .is_ok_and(|s| secret_problem(&s));
+        assert!(still, "the reconciles were failing all along");
+
+        load.stop_publishing();
+        let report = load.finish(Duration::from_secs(60)).await;
+        println!(
+            "{name}: load {report}; whole test {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            report.lost, 0,
+            "confirmed but never consumed: {:?}",
+            report.lost_sample
+        );
     }
-    let holder = lease(world.cluster.client()).await;
-    assert_eq!(holder.as_deref(), Some(ids[new]), "the other replica leads");
-    load.stop_publishing();
-    let report = load.finish(Duration::from_secs(60)).await;
-    println!("split-brain: load {report}");
-    assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
-    // Let the partition heal (30 s after the cut) and a little more: the old leader must not
-    // come back with stale writes.
-    let heal = Duration::from_secs(35).saturating_sub(cut.elapsed());
-    tokio::time::sleep(heal).await;
-    let deadline = cut_at + chrono::Duration::from_std(RENEW_DEADLINE).unwrap();
-    let late: Vec<_> = requests
-        .records_of(&leader)
-        .into_iter()
-        .filter(|r| r.is_write() && r.time > deadline && (200..300).contains(&r.code))
-        .collect();
-    let writes_before = requests
-        .records_of(&leader)
-        .into_iter()
-        .filter(|r| r.is_write() && (200..300).contains(&r.code))
-        .count();
-    println!(
-        "split-brain: {leader} made {writes_before} successful writes in all, {} after its renew deadline",
-        late.len()
-    );
-    assert!(writes_before > 0, "the log holds the old leader's writes");
-    assert!(late.is_empty(), "writes after the deadline: {late:?}");
+
+    /// Split brain: two operator processes under leader election; in the middle of a conversion
+    /// the leader is cut off from the API server (its requests hang; the brokers stay reachable),
+    /// and the partition heals 30 s later. The cut-off leader gives up within its renew deadline
+    /// (10 s) and exits; the other replica takes the Lease once it expired (15 s) and finishes the
+    /// conversion with nothing lost; the request log shows the old leader wrote nothing after its
+    /// deadline, also after the partition healed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_leader_cut_off_from_the_api_server_steps_down_and_the_other_replica_finishes() {
+        use kubesim::apiserver::{ClientFaultMode, ClientSelector};
+        use tiermq_tests::harness::{
+            InstanceSpec, OperatorProcess, operator_binary, shared_cluster_yaml,
+        };
+        use tiermq_tests::load::Load;
+
+        const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+        let mut world = World::start("split-brain").await.unwrap();
+        world.kubectl.apply(&shared_cluster_yaml(10)).await.unwrap();
+        let requests = world.cluster.api().request_log();
+        let client_faults = world.cluster.api().client_faults();
+        let bin = operator_binary().unwrap();
+        let ids = ["operator-a", "operator-b"];
+        let mut ops = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let kubeconfig = world.dir.join(format!("{id}.kubeconfig"));
+            world
+                .cluster
+                .api()
+                .write_kubeconfig_for_user(&kubeconfig, id, &["system:masters".to_string()])
+                .unwrap();
+            let metrics = format!("127.19.{}.{}:8080", world.cluster.slot(), 3 + i);
+            ops.push(
+                OperatorProcess::spawn_as(
+                    &bin,
+                    &kubeconfig,
+                    &world.dir.join(format!("{id}.log")),
+                    &metrics,
+                    &[],
+                    Some(id),
+                )
+                .unwrap(),
+            );
+        }
+        let spec = InstanceSpec {
+            namespace: NS,
+            name: NAME,
+            tier: "Shared",
+            drain_strategy: "Consume",
+            grace_period_seconds: 3,
+            connection_policy: None,
+        };
+        world.kubectl.apply(&spec.yaml()).await.unwrap();
+        world
+            .wait_ready(NS, NAME, Duration::from_secs(120))
+            .await
+            .unwrap();
+        let lease = |c: kube::Client| async move {
+            Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c, "tiermq-system")
+                .get("tiermq-operator")
+                .await
+                .ok()
+                .and_then(|l| l.spec?.holder_identity)
+        };
+        let leader = lease(world.cluster.client())
+            .await
+            .expect("a leader holds the Lease");
+        let (old, new) = if leader == ids[0] { (0, 1) } else { (1, 0) };
+        println!("split-brain: {leader} leads");
+
+        let target = world.instance_target(NS, NAME).await.unwrap();
+        let load = Load::start(load_config(target)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        // Cut the leader off once the conversion is in its dual phase.
+        let cutter = {
+            let instances = world.instances(NS);
+            let faults = client_faults.clone();
+            let leader = leader.clone();
+            tokio::spawn(async move {
+                use tiermq_crd::MigrationPhase::{DualWriteDualRead, SingleWriteDualRead};
+                let dual = [DualWriteDualRead, SingleWriteDualRead];
+                if !tiermq_tests::harness::reached_phase(instances, NAME, &dual).await {
+                    return None;
+                }
+                let at = chrono::Utc::now();
+                faults.start(
+                    ClientSelector::user(leader.clone()),
+                    ClientFaultMode::Hang,
+                    Some(Duration::from_secs(30)),
+                );
+                Some((at, std::time::Instant::now()))
+            })
+        };
+        tiermq_tests::harness::flip_tier(&world.kubectl, NS, NAME, "Dedicated")
+            .await
+            .unwrap();
+        let (cut_at, cut) = tokio::time::timeout(Duration::from_secs(90), cutter)
+            .await
+            .expect("the dual phase is reached")
+            .unwrap()
+            .expect("the watch saw it");
+        // The old leader exits by itself.
+        let mut exited = None;
+        while cut.elapsed() < RENEW_DEADLINE + Duration::from_secs(20) {
+            if let Some(status) = ops[old].exited() {
+                exited = Some((cut.elapsed(), status));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (after, status) = exited.expect("the cut-off leader exits");
+        println!("split-brain: {leader} exited {after:?} after the cut ({status})");
+        let done = world
+            .wait_status(
+                NS,
+                NAME,
+                "the other replica finishes",
+                Duration::from_secs(240),
+                |s| {
+                    s.tier == Some(Tier::Dedicated)
+                        && s.migration_phase == Some(tiermq_crd::MigrationPhase::Stable)
+                },
+            )
+            .await;
+        if let Err(e) = &done {
+            panic!("{e}\n{} log:\n{}", ids[new], ops[new].log_tail(40));
+        }
+        let holder = lease(world.cluster.client()).await;
+        assert_eq!(holder.as_deref(), Some(ids[new]), "the other replica leads");
+        load.stop_publishing();
+        let report = load.finish(Duration::from_secs(60)).await;
+        println!("split-brain: load {report}");
+        assert_eq!(report.lost, 0, "lost: {:?}", report.lost_sample);
+        // Let the partition heal (30 s after the cut) and a little more: the old leader must not
+        // come back with stale writes.
+        let heal = Duration::from_secs(35).saturating_sub(cut.elapsed());
+        tokio::time::sleep(heal).await;
+        let deadline = cut_at + chrono::Duration::from_std(RENEW_DEADLINE).unwrap();
+        let late: Vec<_> = requests
+            .records_of(&leader)
+            .into_iter()
+            .filter(|r| r.is_write() && r.time > deadline && (200..300).contains(&r.code))
+            .collect();
+        let writes_before = requests
+            .records_of(&leader)
+            .into_iter()
+            .filter(|r| r.is_write() && (200..300).contains(&r.code))
+            .count();
+        println!(
+            "split-brain: {leader} made {writes_before} successful writes in all, {} after its renew deadline",
+            late.len()
+        );
+        assert!(writes_before > 0, "the log holds the old leader's writes");
+        assert!(late.is_empty(), "writes after the deadline: {late:?}");
+    }
 }

@@ -19,200 +19,6 @@ use tiermq_tests::load::Load;
 use tiermq_tests::scenario::{self, NAME, NS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn flip_while_not_in_service_is_held_then_proceeds_and_kubectl_shows_it() {
-    let mut world = scenario::world_with_instance("held-flip", Tier::Shared, "Consume", 2)
-        .await
-        .unwrap();
-    let k = world.kubectl.clone();
-
-    // A series change is refused at admission with the CEL rule's message.
-    let out = k
-        .run(
-            &[
-                "-n",
-                NS,
-                "patch",
-                "rmqi",
-                NAME,
-                "--type",
-                "merge",
-                "-p",
-                r#"{"spec":{"series":"Serverless"}}"#,
-            ],
-            None,
-        )
-        .await
-        .unwrap();
-    assert!(!out.success, "series change accepted: {}", out.stdout);
-    assert!(
-        out.stderr.contains(SERIES_IMMUTABLE_MESSAGE),
-        "CEL message shown: {}",
-        out.stderr
-    );
-    let mut spec = tiermq_tests::harness::InstanceSpec {
-        namespace: NS,
-        name: NAME,
-        tier: "Shared",
-        drain_strategy: "Consume",
-        grace_period_seconds: 2,
-        connection_policy: None,
-    }
-    .yaml();
-    spec = spec.replace("series: Subscription", "series: Serverless");
-    let out = k.run(&["apply", "-f", "-"], Some(&spec)).await.unwrap();
-    assert!(
-        !out.success && out.stderr.contains(SERIES_IMMUTABLE_MESSAGE),
-        "kubectl apply of a series change refused with the CEL message: {}",
-        out.stderr
-    );
-    println!("series change refused: {}", out.stderr.trim());
-
-    // Take the shared broker down: its pod is deleted and comes back after a broker start.
-    let recorder = PhaseRecorder::start(world.instances(NS), NAME);
-    k.ok(
-        &[
-            "-n",
-            "tiermq-system",
-            "delete",
-            "pod",
-            "main-0",
-            "--wait=false",
-        ],
-        None,
-    )
-    .await
-    .unwrap();
-    let down = wait_until(Duration::from_secs(20), || async {
-        let r = k
-            .ok(
-                &[
-                    "-n",
-                    "tiermq-system",
-                    "get",
-                    "statefulset",
-                    "main",
-                    "-o",
-                    "jsonpath={.status.readyReplicas}",
-                ],
-                None,
-            )
-            .await
-            .unwrap_or_default();
-        r.trim().is_empty() || r.trim() == "0"
-    })
-    .await;
-    assert!(
-        down,
-        "the shared cluster's StatefulSet reports no ready replica"
-    );
-    let flipped = Instant::now();
-    flip_tier(&k, NS, NAME, "Dedicated").await.unwrap();
-
-    let held = world
-        .wait_status(
-            NS,
-            NAME,
-            "the flip held with ConversionBlocked",
-            Duration::from_secs(20),
-            |s| {
-                s.migration_phase == Some(MigrationPhase::Blocked)
-                    && s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "ConversionBlocked" && c.status == "True")
-            },
-        )
-        .await
-        .unwrap();
-    let cond = held
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "ConversionBlocked")
-        .unwrap();
-    println!(
-        "held after {:.1}s: {} - {}",
-        flipped.elapsed().as_secs_f64(),
-        cond.reason,
-        cond.message
-    );
-    assert_eq!(cond.reason, "InstanceNotInService");
-    assert!(
-        cond.message.contains("held") && cond.message.contains("not in service"),
-        "clear message: {}",
-        cond.message
-    );
-
-    // `kubectl get rmqi` shows the tier, phase and migration columns while it is held.
-    let table = k.ok(&["-n", NS, "get", "rmqi"], None).await.unwrap();
-    println!("{table}");
-    let header = table.lines().next().unwrap_or_default();
-    for col in ["NAME", "TIER", "PHASE", "MIGRATION", "AGE"] {
-        assert!(header.contains(col), "column {col} in {header}");
-    }
-    assert!(table.contains("Blocked"), "{table}");
-
-    // Once the broker is back the conversion proceeds on its own and completes.
-    let done = world
-        .wait_status(
-            NS,
-            NAME,
-            "the held conversion completes",
-            Duration::from_secs(150),
-            |s| {
-                s.tier == Some(Tier::Dedicated)
-                    && s.migration_phase == Some(MigrationPhase::Stable)
-                    && !s.history.is_empty()
-            },
-        )
-        .await
-        .unwrap();
-    let seq = conversion_sequence(&recorder.phases());
-    println!(
-        "phases after the flip: {seq:?} in {:.1}s",
-        flipped.elapsed().as_secs_f64()
-    );
-    assert_eq!(seq.first(), Some(&MigrationPhase::Blocked));
-    assert_eq!(
-        tiermq_tests::harness::collapse_drain_retries(&seq[1..]),
-        tiermq_tests::harness::CONVERSION_PHASES,
-        "proceeds through every phase once in service"
-    );
-    assert_eq!(
-        done.history.last().unwrap().outcome,
-        MigrationOutcome::Completed
-    );
-    assert!(
-        !done
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "ConversionBlocked" && c.status == "True"),
-        "the block is lifted"
-    );
-
-    let table = k.ok(&["-n", NS, "get", "rmqi", NAME], None).await.unwrap();
-    println!("{table}");
-    let row = table.lines().nth(1).unwrap_or_default();
-    assert!(
-        row.contains("Dedicated") && row.contains("Ready") && row.contains("Stable"),
-        "{row}"
-    );
-    // `kubectl describe` shows the Events of the conversion.
-    let described = k
-        .ok(&["-n", NS, "describe", "rmqi", NAME], None)
-        .await
-        .unwrap();
-    let events = described.split("Events:").nth(1).unwrap_or_default();
-    println!("Events:{events}");
-    assert!(
-        events
-            .lines()
-            .filter(|l| l.contains("Normal") || l.contains("Warning"))
-            .count()
-            >= 3,
-        "Events listed: {events}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flip_back_before_the_write_cutover_aborts_and_loses_nothing() {
     let mut world = scenario::world_with_instance("abort", Tier::Shared, "Consume", 2)
         .await
@@ -716,6 +522,200 @@ mod matrix {
             i.spec.tier,
             Tier::Dedicated,
             "never downgraded unless opted in"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn flip_while_not_in_service_is_held_then_proceeds_and_kubectl_shows_it() {
+        let mut world = scenario::world_with_instance("held-flip", Tier::Shared, "Consume", 2)
+            .await
+            .unwrap();
+        let k = world.kubectl.clone();
+
+        // A series change is refused at admission with the CEL rule's message.
+        let out = k
+            .run(
+                &[
+                    "-n",
+                    NS,
+                    "patch",
+                    "rmqi",
+                    NAME,
+                    "--type",
+                    "merge",
+                    "-p",
+                    r#"{"spec":{"series":"Serverless"}}"#,
+                ],
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(!out.success, "series change accepted: {}", out.stdout);
+        assert!(
+            out.stderr.contains(SERIES_IMMUTABLE_MESSAGE),
+            "CEL message shown: {}",
+            out.stderr
+        );
+        let mut spec = tiermq_tests::harness::InstanceSpec {
+            namespace: NS,
+            name: NAME,
+            tier: "Shared",
+            drain_strategy: "Consume",
+            grace_period_seconds: 2,
+            connection_policy: None,
+        }
+        .yaml();
+        spec = spec.replace("series: Subscription", "series: Serverless");
+        let out = k.run(&["apply", "-f", "-"], Some(&spec)).await.unwrap();
+        assert!(
+            !out.success && out.stderr.contains(SERIES_IMMUTABLE_MESSAGE),
+            "kubectl apply of a series change refused with the CEL message: {}",
+            out.stderr
+        );
+        println!("series change refused: {}", out.stderr.trim());
+
+        // Take the shared broker down: its pod is deleted and comes back after a broker start.
+        let recorder = PhaseRecorder::start(world.instances(NS), NAME);
+        k.ok(
+            &[
+                "-n",
+                "tiermq-system",
+                "delete",
+                "pod",
+                "main-0",
+                "--wait=false",
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+        let down = wait_until(Duration::from_secs(20), || async {
+            let r = k
+                .ok(
+                    &[
+                        "-n",
+                        "tiermq-system",
+                        "get",
+                        "statefulset",
+                        "main",
+                        "-o",
+                        "jsonpath={.status.readyReplicas}",
+                    ],
+                    None,
+                )
+                .await
+                .unwrap_or_default();
+            r.trim().is_empty() || r.trim() == "0"
+        })
+        .await;
+        assert!(
+            down,
+            "the shared cluster's StatefulSet reports no ready replica"
+        );
+        let flipped = Instant::now();
+        flip_tier(&k, NS, NAME, "Dedicated").await.unwrap();
+
+        let held = world
+            .wait_status(
+                NS,
+                NAME,
+                "the flip held with ConversionBlocked",
+                Duration::from_secs(20),
+                |s| {
+                    s.migration_phase == Some(MigrationPhase::Blocked)
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "ConversionBlocked" && c.status == "True")
+                },
+            )
+            .await
+            .unwrap();
+        let cond = held
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ConversionBlocked")
+            .unwrap();
+        println!(
+            "held after {:.1}s: {} - {}",
+            flipped.elapsed().as_secs_f64(),
+            cond.reason,
+            cond.message
+        );
+        assert_eq!(cond.reason, "InstanceNotInService");
+        assert!(
+            cond.message.contains("held") && cond.message.contains("not in service"),
+            "clear message: {}",
+            cond.message
+        );
+
+        // `kubectl get rmqi` shows the tier, phase and migration columns while it is held.
+        let table = k.ok(&["-n", NS, "get", "rmqi"], None).await.unwrap();
+        println!("{table}");
+        let header = table.lines().next().unwrap_or_default();
+        for col in ["NAME", "TIER", "PHASE", "MIGRATION", "AGE"] {
+            assert!(header.contains(col), "column {col} in {header}");
+        }
+        assert!(table.contains("Blocked"), "{table}");
+
+        // Once the broker is back the conversion proceeds on its own and completes.
+        let done = world
+            .wait_status(
+                NS,
+                NAME,
+                "the held conversion completes",
+                Duration::from_secs(150),
+                |s| {
+                    s.tier == Some(Tier::Dedicated)
+                        && s.migration_phase == Some(MigrationPhase::Stable)
+                        && !s.history.is_empty()
+                },
+            )
+            .await
+            .unwrap();
+        let seq = conversion_sequence(&recorder.phases());
+        println!(
+            "phases after the flip: {seq:?} in {:.1}s",
+            flipped.elapsed().as_secs_f64()
+        );
+        assert_eq!(seq.first(), Some(&MigrationPhase::Blocked));
+        assert_eq!(
+            tiermq_tests::harness::collapse_drain_retries(&seq[1..]),
+            tiermq_tests::harness::CONVERSION_PHASES,
+            "proceeds through every phase once in service"
+        );
+        assert_eq!(
+            done.history.last().unwrap().outcome,
+            MigrationOutcome::Completed
+        );
+        assert!(
+            !done
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "ConversionBlocked" && c.status == "True"),
+            "the block is lifted"
+        );
+
+        let table = k.ok(&["-n", NS, "get", "rmqi", NAME], None).await.unwrap();
+        println!("{table}");
+        let row = table.lines().nth(1).unwrap_or_default();
+        assert!(
+            row.contains("Dedicated") && row.contains("Ready") && row.contains("Stable"),
+            "{row}"
+        );
+        // `kubectl describe` shows the Events of the conversion.
+        let described = k
+            .ok(&["-n", NS, "describe", "rmqi", NAME], None)
+            .await
+            .unwrap();
+        let events = described.split("Events:").nth(1).unwrap_or_default();
+        println!("Events:{events}");
+        assert!(
+            events
+                .lines()
+                .filter(|l| l.contains("Normal") || l.contains("Warning"))
+                .count()
+                >= 3,
+            "Events listed: {events}"
         );
     }
 }

@@ -733,79 +733,6 @@ async fn a_shared_instance_gets_a_tenant_and_working_credentials_through_its_ser
     env.shutdown().await;
 }
 
-/// The drain proof rests on what the queues hold, not on the statistics: the SharedCluster's
-/// brokers emit statistics every 15 s while the operator believes 500 ms, the grace period is 0,
-/// and messages are published right before the cutover. Nothing is deleted while a message
-/// exists: every one of them arrives on the dedicated cluster. (Before the drain asked the
-/// queues, stale statistics showed the source empty and it was retired with its messages.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stale_statistics_and_no_grace_period_never_delete_a_message() {
-    let _serial = SERIAL.lock().await;
-    let env = Env::start().await;
-    let c = env.client();
-    let sc: SharedCluster = serde_json::from_value(json!({
-        "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
-        "metadata": {"name": "main", "namespace": NS},
-        "spec": {"replicas": 1, "image": IMAGE, "capacity": {"maxInstances": 5},
-                 "additionalConfig": "collect_statistics_interval = 15000\n"}
-    }))
-    .unwrap();
-    Api::<SharedCluster>::namespaced(c.clone(), NS)
-        .create(&PostParams::default(), &sc)
-        .await
-        .unwrap();
-    let i: RabbitMQInstance = serde_json::from_value(json!({
-        "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
-        "metadata": {"name": "orders", "namespace": NS},
-        "spec": {
-            "series": "Subscription", "tier": "Shared",
-            "shared": {"clusterRef": {"name": "main"}},
-            "dedicated": {"image": IMAGE},
-            "migration": {"drainStrategy": "Shovel", "gracePeriodSeconds": 0}
-        }
-    }))
-    .unwrap();
-    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
-    api.create(&PostParams::default(), &i).await.unwrap();
-    wait_ready_shared(&c, "orders").await;
-    let (uri, _) = instance_uri(&c, "orders").await;
-    let conn = connect(&uri).await;
-    publish(&conn, "work", 0..100).await;
-    api.patch(
-        "orders",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
-    )
-    .await
-    .unwrap();
-    // Right before the cutover: more messages, which the 15 s statistics do not show for a
-    // while.
-    publish(&conn, "work", 100..200).await;
-    let _ = conn.close(200, "done".into()).await;
-    eventually(
-        "the upgrade completes",
-        BOOT + Duration::from_secs(180),
-        || {
-            let api = api.clone();
-            async move {
-                let st = api.get("orders").await.ok()?.status?;
-                (st.tier == Some(Tier::Dedicated)
-                    && st.migration_phase == Some(MigrationPhase::Stable)
-                    && !st.history.is_empty())
-                .then_some(())
-            }
-        },
-    )
-    .await;
-    let (uri_after, _) = instance_uri(&c, "orders").await;
-    let conn = connect(&uri_after).await;
-    let got = consume(&conn, "work", 200, Duration::from_secs(15)).await;
-    let lost: Vec<u64> = (0..200).filter(|id| !got.contains_key(id)).collect();
-    assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
-    let _ = conn.close(200, "done".into()).await;
-    env.shutdown().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleting_an_instance_mid_conversion_removes_its_state_on_both_clusters() {
     let _serial = SERIAL.lock().await;
@@ -2069,87 +1996,331 @@ mod matrix {
         assert_eq!(svc_type().await, "NodePort", "the Service keeps its type");
         env.shutdown().await;
     }
-}
 
-/// A step that keeps failing is reported on the instance (condition `Degraded` naming the step
-/// and the cause, one Warning Event), not only logged; the conversion goes on once the fault is
-/// gone, and the condition turns False.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_step_that_keeps_failing_is_reported_on_the_instance_and_cleared_after() {
-    use k8s_openapi::api::core::v1::Event;
-    let _serial = SERIAL.lock().await;
-    let env = Env::start().await;
-    let c = env.client();
-    create_shared_cluster(&c, "main").await;
-    create_instance(&c, "orders", "main").await;
-    wait_ready_shared(&c, "orders").await;
-    // The dedicated StatefulSet cannot be written for the next three tries.
-    env.cluster.as_ref().unwrap().api().faults().fail_writes(
-        "apps",
-        "statefulsets",
-        Some("orders-dedicated"),
-        3,
-        500,
-    );
-    let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
-    api.patch(
-        "orders",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
-    )
-    .await
-    .unwrap();
-    let degraded = eventually("Degraded True", Duration::from_secs(60), || {
-        let api = api.clone();
-        async move {
-            let st = api.get("orders").await.ok()?.status?;
-            st.conditions
-                .into_iter()
-                .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "True")
-        }
-    })
-    .await;
-    println!("degraded: {} — {}", degraded.reason, degraded.message);
-    assert_eq!(
-        degraded.reason,
-        tiermq_crd::conditions::reasons::KUBERNETES_API_ERROR
-    );
-    assert!(
-        degraded.message.contains("EnsureDedicatedCluster")
-            && degraded.message.contains("orders-dedicated"),
-        "{}",
-        degraded.message
-    );
-    let warnings = Api::<Event>::namespaced(c.clone(), NS)
-        .list(&Default::default())
+    /// The drain proof rests on what the queues hold, not on the statistics: the SharedCluster's
+    /// brokers emit statistics every 15 s while the operator believes 500 ms, the grace period is 0,
+    /// and messages are published right before the cutover. Nothing is deleted while a message
+    /// exists: every one of them arrives on the dedicated cluster. (Before the drain asked the
+    /// queues, stale statistics showed the source empty and it was retired with its messages.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stale_statistics_and_no_grace_period_never_delete_a_message() {
+        let _serial = SERIAL.lock().await;
+        let env = Env::start().await;
+        let c = env.client();
+        let sc: SharedCluster = serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "SharedCluster",
+            "metadata": {"name": "main", "namespace": NS},
+            "spec": {"replicas": 1, "image": IMAGE, "capacity": {"maxInstances": 5},
+                     "additionalConfig": "collect_statistics_interval = 15000\n"}
+        }))
+        .unwrap();
+        Api::<SharedCluster>::namespaced(c.clone(), NS)
+            .create(&PostParams::default(), &sc)
+            .await
+            .unwrap();
+        let i: RabbitMQInstance = serde_json::from_value(json!({
+            "apiVersion": "tiermq.io/v1alpha1", "kind": "RabbitMQInstance",
+            "metadata": {"name": "orders", "namespace": NS},
+            "spec": {
+                "series": "Subscription", "tier": "Shared",
+                "shared": {"clusterRef": {"name": "main"}},
+                "dedicated": {"image": IMAGE},
+                "migration": {"drainStrategy": "Shovel", "gracePeriodSeconds": 0}
+            }
+        }))
+        .unwrap();
+        let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+        api.create(&PostParams::default(), &i).await.unwrap();
+        wait_ready_shared(&c, "orders").await;
+        let (uri, _) = instance_uri(&c, "orders").await;
+        let conn = connect(&uri).await;
+        publish(&conn, "work", 0..100).await;
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+        )
         .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(tiermq_crd::conditions::events::RECONCILE_FAILING))
-        .count();
-    assert!(warnings >= 1, "a Warning Event says it too");
-    let done = eventually(
-        "the upgrade completes once writes go through",
-        BOOT + Duration::from_secs(120),
-        || {
+        .unwrap();
+        // Right before the cutover: more messages, which the 15 s statistics do not show for a
+        // while.
+        publish(&conn, "work", 100..200).await;
+        let _ = conn.close(200, "done".into()).await;
+        eventually(
+            "the upgrade completes",
+            BOOT + Duration::from_secs(180),
+            || {
+                let api = api.clone();
+                async move {
+                    let st = api.get("orders").await.ok()?.status?;
+                    (st.tier == Some(Tier::Dedicated)
+                        && st.migration_phase == Some(MigrationPhase::Stable)
+                        && !st.history.is_empty())
+                    .then_some(())
+                }
+            },
+        )
+        .await;
+        let (uri_after, _) = instance_uri(&c, "orders").await;
+        let conn = connect(&uri_after).await;
+        let got = consume(&conn, "work", 200, Duration::from_secs(15)).await;
+        let lost: Vec<u64> = (0..200).filter(|id| !got.contains_key(id)).collect();
+        assert!(lost.is_empty(), "lost {} messages: {lost:?}", lost.len());
+        let _ = conn.close(200, "done".into()).await;
+        env.shutdown().await;
+    }
+
+    /// A step that keeps failing is reported on the instance (condition `Degraded` naming the step
+    /// and the cause, one Warning Event), not only logged; the conversion goes on once the fault is
+    /// gone, and the condition turns False.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_step_that_keeps_failing_is_reported_on_the_instance_and_cleared_after() {
+        use k8s_openapi::api::core::v1::Event;
+        let _serial = SERIAL.lock().await;
+        let env = Env::start().await;
+        let c = env.client();
+        create_shared_cluster(&c, "main").await;
+        create_instance(&c, "orders", "main").await;
+        wait_ready_shared(&c, "orders").await;
+        // The dedicated StatefulSet cannot be written for the next three tries.
+        env.cluster.as_ref().unwrap().api().faults().fail_writes(
+            "apps",
+            "statefulsets",
+            Some("orders-dedicated"),
+            3,
+            500,
+        );
+        let api = Api::<RabbitMQInstance>::namespaced(c.clone(), NS);
+        api.patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+        )
+        .await
+        .unwrap();
+        let degraded = eventually("Degraded True", Duration::from_secs(60), || {
             let api = api.clone();
             async move {
                 let st = api.get("orders").await.ok()?.status?;
-                (st.tier == Some(Tier::Dedicated)
-                    && st.migration_phase == Some(MigrationPhase::Stable))
-                .then_some(st)
+                st.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED && c.status == "True")
             }
-        },
-    )
-    .await;
-    let c = done
-        .conditions
-        .iter()
-        .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED)
-        .unwrap();
-    assert_eq!(c.status, "False", "{c:?}");
-    env.shutdown().await;
+        })
+        .await;
+        println!("degraded: {} — {}", degraded.reason, degraded.message);
+        assert_eq!(
+            degraded.reason,
+            tiermq_crd::conditions::reasons::KUBERNETES_API_ERROR
+        );
+        assert!(
+            degraded.message.contains("EnsureDedicatedCluster")
+                && degraded.message.contains("orders-dedicated"),
+            "{}",
+            degraded.message
+        );
+        let warnings = Api::<Event>::namespaced(c.clone(), NS)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some(tiermq_crd::conditions::events::RECONCILE_FAILING)
+            })
+            .count();
+        assert!(warnings >= 1, "a Warning Event says it too");
+        let done = eventually(
+            "the upgrade completes once writes go through",
+            BOOT + Duration::from_secs(120),
+            || {
+                let api = api.clone();
+                async move {
+                    let st = api.get("orders").await.ok()?.status?;
+                    (st.tier == Some(Tier::Dedicated)
+                        && st.migration_phase == Some(MigrationPhase::Stable))
+                    .then_some(st)
+                }
+            },
+        )
+        .await;
+        let c = done
+            .conditions
+            .iter()
+            .find(|c| c.type_ == tiermq_crd::conditions::DEGRADED)
+            .unwrap();
+        assert_eq!(c.status, "False", "{c:?}");
+        env.shutdown().await;
+    }
+
+    /// An image change of a running SharedCluster is an in-place upgrade. A jump RabbitMQ cannot
+    /// take in place (3.10 → 4.0) leaves the StatefulSet's image alone and is reported on the
+    /// SharedCluster (`Degraded`, UnsupportedUpgrade, the way there in the message) with a Warning
+    /// Event; an allowed change (a 3.10 patch tag, which kubesim runs with the same 3.10) first
+    /// enables the stable feature flags the brokers booted without (the Normal Event names them),
+    /// then rolls the brokers, and a
+    /// persistent message published before the roll is still on the tenant's durable queue after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_shared_cluster_image_change_is_refused_or_rolled_with_feature_flags_first() {
+        use k8s_openapi::api::core::v1::{Event, Pod};
+        let _serial = SERIAL.lock().await;
+        // The brokers boot like ones upgraded from an older release: some stable flags disabled.
+        let env = Env::start_with(
+            false,
+            Some("quorum_queue,virtual_host_metadata,user_limits,implicit_default_bindings"),
+        )
+        .await;
+        let c = env.client();
+        create_shared_cluster(&c, "main").await;
+        create_instance(&c, "orders", "main").await;
+        wait_ready_shared(&c, "orders").await;
+        let disabled_before: Vec<String> = admin_client(&c, "main")
+            .await
+            .list_feature_flags()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.is_stable() && f.state == "disabled")
+            .map(|f| f.name)
+            .collect();
+        assert!(
+            disabled_before.iter().any(|f| f == "stream_queue"),
+            "{disabled_before:?}"
+        );
+        let (uri, _) = instance_uri(&c, "orders").await;
+        let conn = connect(&uri).await;
+        publish(&conn, "kept", 0..3).await;
+        let _ = conn.close(200, "done".into()).await;
+        let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
+        let first_pod = pods.get("main-0").await.unwrap().metadata.uid;
+        let scs = Api::<SharedCluster>::namespaced(c.clone(), NS);
+        let set_image = |image: &'static str| {
+            let scs = scs.clone();
+            async move {
+                scs.patch(
+                    "main",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"image": image}})),
+                )
+                .await
+                .unwrap();
+            }
+        };
+
+        // Refused: 3.10 → 4.0 skips 3.11 … 3.13.
+        set_image("rabbitmq:4.0-management").await;
+        let degraded = poke_until_degraded_is(
+            &scs,
+            "main",
+            "True",
+            "Degraded UnsupportedUpgrade",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            degraded.reason,
+            tiermq_crd::conditions::reasons::UNSUPPORTED_UPGRADE,
+            "{degraded:?}"
+        );
+        assert!(
+            degraded.message.contains("upgrade to 3.13 first")
+                && degraded.message.contains("tier conversion per instance"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(statefulset_image(&c, "main").await.as_deref(), Some(IMAGE));
+        let events = || async {
+            Api::<Event>::namespaced(c.clone(), NS)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some("main"))
+                .map(|e| {
+                    (
+                        e.type_.unwrap_or_default(),
+                        e.reason.unwrap_or_default(),
+                        e.message.unwrap_or_default(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let warned = events().await;
+        assert!(
+            warned
+                .iter()
+                .any(|(t, _, m)| t == "Warning" && m.contains("upgrade to 3.13 first")),
+            "{warned:?}"
+        );
+        assert_eq!(pods.get("main-0").await.unwrap().metadata.uid, first_pod);
+
+        // Allowed: a patch tag of the same release; feature flags first, then the roll.
+        const PATCH: &str = "rabbitmq:3.10.7-management";
+        set_image(PATCH).await;
+        eventually("the StatefulSet rolled to the patch tag", BOOT, || async {
+            (statefulset_image(&c, "main").await.as_deref() == Some(PATCH)).then_some(())
+        })
+        .await;
+        let upgrading = eventually(
+            "the UpgradingImage Event",
+            Duration::from_secs(30),
+            || async {
+                events().await.into_iter().find(|(t, r, _)| {
+                    t == "Normal" && r == tiermq_crd::conditions::events::UPGRADING_IMAGE
+                })
+            },
+        )
+        .await;
+        assert!(
+            upgrading.2.contains(&format!(
+                "enabled {} stable feature flag(s)",
+                disabled_before.len()
+            )) && upgrading.2.contains("stream_queue")
+                && upgrading.2.contains(PATCH),
+            "{upgrading:?}"
+        );
+        eventually("a new broker pod ready on the patch tag", BOOT, || async {
+            let p = pods.get("main-0").await.ok()?;
+            let image = p.spec.as_ref()?.containers.first()?.image.clone();
+            let ready = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (p.metadata.uid != first_pod && image.as_deref() == Some(PATCH) && ready).then_some(())
+        })
+        .await;
+        poke_until_degraded_is(
+            &scs,
+            "main",
+            "False",
+            "Degraded cleared after the roll",
+            Duration::from_secs(60),
+        )
+        .await;
+        let admin = admin_client(&c, "main").await;
+        let flags = eventually("the broker answers after the roll", BOOT, || async {
+            admin.list_feature_flags().await.ok()
+        })
+        .await;
+        let disabled: Vec<_> = flags
+            .iter()
+            .filter(|f| f.is_stable() && f.state != "enabled")
+            .collect();
+        assert!(disabled.is_empty(), "{disabled:?}");
+        let conn = connect(&uri).await;
+        let seen = consume(&conn, "kept", 3, Duration::from_secs(10)).await;
+        assert_eq!(
+            seen.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1, 2],
+            "the persistent messages survived the roll"
+        );
+        let _ = conn.close(200, "done".into()).await;
+        env.shutdown().await;
+    }
 }
 
 /// SharedCluster lifecycle: a deleted admin Secret is not generated anew against brokers that
@@ -2506,175 +2677,6 @@ async fn statefulset_image(c: &kube::Client, name: &str) -> Option<String> {
         .await
         .ok()?;
     tiermq_operator::controller::clusters::running_image(&sts).map(str::to_string)
-}
-
-/// An image change of a running SharedCluster is an in-place upgrade. A jump RabbitMQ cannot
-/// take in place (3.10 → 4.0) leaves the StatefulSet's image alone and is reported on the
-/// SharedCluster (`Degraded`, UnsupportedUpgrade, the way there in the message) with a Warning
-/// Event; an allowed change (a 3.10 patch tag, which kubesim runs with the same 3.10) first
-/// enables the stable feature flags the brokers booted without (the Normal Event names them),
-/// then rolls the brokers, and a
-/// persistent message published before the roll is still on the tenant's durable queue after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_shared_cluster_image_change_is_refused_or_rolled_with_feature_flags_first() {
-    use k8s_openapi::api::core::v1::{Event, Pod};
-    let _serial = SERIAL.lock().await;
-    // The brokers boot like ones upgraded from an older release: some stable flags disabled.
-    let env = Env::start_with(
-        false,
-        Some("quorum_queue,virtual_host_metadata,user_limits,implicit_default_bindings"),
-    )
-    .await;
-    let c = env.client();
-    create_shared_cluster(&c, "main").await;
-    create_instance(&c, "orders", "main").await;
-    wait_ready_shared(&c, "orders").await;
-    let disabled_before: Vec<String> = admin_client(&c, "main")
-        .await
-        .list_feature_flags()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|f| f.is_stable() && f.state == "disabled")
-        .map(|f| f.name)
-        .collect();
-    assert!(
-        disabled_before.iter().any(|f| f == "stream_queue"),
-        "{disabled_before:?}"
-    );
-    let (uri, _) = instance_uri(&c, "orders").await;
-    let conn = connect(&uri).await;
-    publish(&conn, "kept", 0..3).await;
-    let _ = conn.close(200, "done".into()).await;
-    let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
-    let first_pod = pods.get("main-0").await.unwrap().metadata.uid;
-    let scs = Api::<SharedCluster>::namespaced(c.clone(), NS);
-    let set_image = |image: &'static str| {
-        let scs = scs.clone();
-        async move {
-            scs.patch(
-                "main",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"image": image}})),
-            )
-            .await
-            .unwrap();
-        }
-    };
-
-    // Refused: 3.10 → 4.0 skips 3.11 … 3.13.
-    set_image("rabbitmq:4.0-management").await;
-    let degraded = poke_until_degraded_is(
-        &scs,
-        "main",
-        "True",
-        "Degraded UnsupportedUpgrade",
-        Duration::from_secs(30),
-    )
-    .await;
-    assert_eq!(
-        degraded.reason,
-        tiermq_crd::conditions::reasons::UNSUPPORTED_UPGRADE,
-        "{degraded:?}"
-    );
-    assert!(
-        degraded.message.contains("upgrade to 3.13 first")
-            && degraded.message.contains("tier conversion per instance"),
-        "{}",
-        degraded.message
-    );
-    assert_eq!(statefulset_image(&c, "main").await.as_deref(), Some(IMAGE));
-    let events = || async {
-        Api::<Event>::namespaced(c.clone(), NS)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.involved_object.name.as_deref() == Some("main"))
-            .map(|e| {
-                (
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.message.unwrap_or_default(),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    let warned = events().await;
-    assert!(
-        warned
-            .iter()
-            .any(|(t, _, m)| t == "Warning" && m.contains("upgrade to 3.13 first")),
-        "{warned:?}"
-    );
-    assert_eq!(pods.get("main-0").await.unwrap().metadata.uid, first_pod);
-
-    // Allowed: a patch tag of the same release; feature flags first, then the roll.
-    const PATCH: &str = "rabbitmq:3.10.7-management";
-    set_image(PATCH).await;
-    eventually("the StatefulSet rolled to the patch tag", BOOT, || async {
-        (statefulset_image(&c, "main").await.as_deref() == Some(PATCH)).then_some(())
-    })
-    .await;
-    let upgrading = eventually(
-        "the UpgradingImage Event",
-        Duration::from_secs(30),
-        || async {
-            events().await.into_iter().find(|(t, r, _)| {
-                t == "Normal" && r == tiermq_crd::conditions::events::UPGRADING_IMAGE
-            })
-        },
-    )
-    .await;
-    assert!(
-        upgrading.2.contains(&format!(
-            "enabled {} stable feature flag(s)",
-            disabled_before.len()
-        )) && upgrading.2.contains("stream_queue")
-            && upgrading.2.contains(PATCH),
-        "{upgrading:?}"
-    );
-    eventually("a new broker pod ready on the patch tag", BOOT, || async {
-        let p = pods.get("main-0").await.ok()?;
-        let image = p.spec.as_ref()?.containers.first()?.image.clone();
-        let ready = p
-            .status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        (p.metadata.uid != first_pod && image.as_deref() == Some(PATCH) && ready).then_some(())
-    })
-    .await;
-    poke_until_degraded_is(
-        &scs,
-        "main",
-        "False",
-        "Degraded cleared after the roll",
-        Duration::from_secs(60),
-    )
-    .await;
-    let admin = admin_client(&c, "main").await;
-    let flags = eventually("the broker answers after the roll", BOOT, || async {
-        admin.list_feature_flags().await.ok()
-    })
-    .await;
-    let disabled: Vec<_> = flags
-        .iter()
-        .filter(|f| f.is_stable() && f.state != "enabled")
-        .collect();
-    assert!(disabled.is_empty(), "{disabled:?}");
-    let conn = connect(&uri).await;
-    let seen = consume(&conn, "kept", 3, Duration::from_secs(10)).await;
-    assert_eq!(
-        seen.keys().copied().collect::<Vec<_>>(),
-        vec![0, 1, 2],
-        "the persistent messages survived the roll"
-    );
-    let _ = conn.close(200, "done".into()).await;
-    env.shutdown().await;
 }
 
 /// A dedicated instance's image change goes by the same rule: 3.10 → 4.0 leaves its
