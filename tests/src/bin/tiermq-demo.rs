@@ -571,6 +571,9 @@ const BENCH_CONSUMERS: u32 = 2;
 const BENCH_CONSUMER_DELAY: Duration = Duration::from_millis(20);
 const BENCH_RATE: f64 = 40.0;
 const BENCH_BACKLOG_SECS: u64 = 10;
+/// Messages parked on the source for the Shovel throughput comparison: enough that the transfer,
+/// not the phase's fixed ~2 s, dominates DrainingSource.
+const BENCH_PARKED: u64 = 100_000;
 
 /// The load of every bench conversion and of the naive cutover: 2 publishers at
 /// [`BENCH_RATE`] msg/s with confirms; consumers are added later.
@@ -859,6 +862,71 @@ async fn bench_conversion(
     Ok(run)
 }
 
+/// [`BENCH_PARKED`] messages parked on the shared broker (no publisher, no consumer), moved by a
+/// Shovel upgrade, counted on the destination; then as many moved by a raw shovel between the
+/// same two brokers.
+async fn parked_drain(
+    world: &mut World,
+    target: &tiermq_tests::load::AmqpTarget,
+    shared_mc: &tiermq_broker::ManagementClient,
+    t0: Instant,
+) -> anyhow::Result<bench::ParkedDrain> {
+    let filled = fill(target, "parked", BENCH_PARKED).await?;
+    let messages = filled.stats().confirmed;
+    step(
+        t0,
+        &format!("Shovel: converting to Dedicated with {messages} messages parked"),
+    );
+    let c = scenario::convert(
+        world,
+        NS,
+        NAME,
+        Tier::Dedicated,
+        &filled,
+        Duration::from_secs(300),
+        None,
+    )
+    .await?;
+    drop(filled);
+    let probe = tiermq_tests::load::QueueProbe::open(target).await?;
+    let at_destination = u64::from(probe.ready("parked").await?);
+    probe.close().await;
+    let drain_s = phase_secs(&c, MigrationPhase::DrainingSource);
+    step(
+        t0,
+        &format!(
+            "parked backlog: DrainingSource {drain_s:.2}s, {at_destination} of {messages} on the destination"
+        ),
+    );
+    let dedicated_mc = world.management(NS, "orders-dedicated").await?;
+    let raw = match raw_shovel(world, shared_mc, &dedicated_mc, BENCH_PARKED).await {
+        Ok(r) => {
+            step(
+                t0,
+                &format!(
+                    "baseline raw shovel: {} messages in {:.2}s",
+                    r.messages, r.seconds
+                ),
+            );
+            Some(r)
+        }
+        Err(e) => {
+            step(
+                t0,
+                &format!("raw shovel with the parked backlog failed: {e:#}"),
+            );
+            None
+        }
+    };
+    Ok(bench::ParkedDrain {
+        messages,
+        at_destination,
+        drain_s,
+        total_s: c.duration.as_secs_f64(),
+        raw,
+    })
+}
+
 /// The instances' grace period in the bench.
 const GRACE_SECONDS: u32 = 5;
 
@@ -919,12 +987,14 @@ async fn fill(
     cfg.consumer_delay = BENCH_CONSUMER_DELAY;
     cfg.publish_interval = Duration::ZERO;
     cfg.confirm_window = 64;
-    cfg.max_duration = Duration::from_secs(120);
+    cfg.max_duration = Duration::from_secs(120 + n / 500);
     let load = Load::start(cfg).await?;
-    let until = Instant::now() + Duration::from_secs(60);
+    // At least 1,000 msg/s, which a debug build on a busy 2-core machine still reaches.
+    let limit = Duration::from_secs(60 + n / 1000);
+    let until = Instant::now() + limit;
     while !load.publishing_done() {
         if Instant::now() > until {
-            bail!("filling {queue} took over 60 s");
+            bail!("filling {queue} took over {} s", limit.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1247,6 +1317,13 @@ async fn bench(common: &Common, out: &BenchOut) -> anyhow::Result<()> {
             }
         }
     }
+    // The instance is on the shared tier again, draining by Shovel.
+    match parked_drain(&mut world, &target, &shared_mc, t0).await {
+        Ok(p) => results.parked = Some(p),
+        Err(e) => results
+            .notes
+            .push(format!("parked backlog not measured: {e:#}")),
+    }
     results.methods = bench_methods();
     results.machine.load_at_end = bench::load_average();
     write_bench(&results, out)?;
@@ -1323,6 +1400,7 @@ fn bench_methods() -> Vec<(String, String)> {
         ("drain throughput", "source queue depth (management API, last sample before DrainingSource) / DrainingSource time"),
         ("attribution", "the operator's JSON log at debug level for tiermq_operator::controller: each pass logs `pass started`, `planned`, `running step` per step, `status recorded`, `pass done` (with its requeue delay); the time from one such line to the next is the activity the first began, cut to the phase window the watch saw"),
         ("raw shovel", "a dynamic shovel declared with the management API on the shared broker with the operator's settings, moving the same backlog (as many messages as the Consume upgrade had at its flip) to the dedicated broker; from the declaration until a passive queue.declare on the destination counts them all (polled every 20 ms)"),
+        ("parked backlog", "after the four conversions: 100,000 confirmed 64-byte messages published through the instance Service into a queue with no consumer, then a Shovel upgrade with no load; DrainingSource as the watch saw it, the destination queue counted by a passive queue.declare through the Service once Stable; then a raw shovel (as above) with as many messages between the same two brokers. Shovel drain / raw shovel = (messages / DrainingSource) / (messages / raw shovel time)"),
         ("raw consumer", "the bench's consumers (same count, prefetch, per-message time) draining the same backlog on the shared broker without publishers or operator; from their start until all were acked"),
         ("naive cutover", "the same load through a Service of the bench's own; at the point the conversions flip, consumers start and 1 s later the Service's EndpointSlice is repointed to the dedicated broker (vhost and queue already there) and the source vhost is deleted; clients reconnect through the Service; lost counted by the ledger"),
         ("timeline", "every 250 ms: confirms/s and acked deliveries/s from the load's counters, the source queue's depth from the management API (broker statistics every 500 ms, so it lags by up to that)"),
