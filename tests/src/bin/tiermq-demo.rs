@@ -899,17 +899,8 @@ async fn parked_drain(
         ),
     );
     let dedicated_mc = world.management(NS, "orders-dedicated").await?;
-    let raw = match raw_shovel(world, shared_mc, &dedicated_mc, BENCH_PARKED).await {
-        Ok(r) => {
-            step(
-                t0,
-                &format!(
-                    "baseline raw shovel: {} messages in {:.2}s",
-                    r.messages, r.seconds
-                ),
-            );
-            Some(r)
-        }
+    let raw = match raw_shovel(world, shared_mc, &dedicated_mc, BENCH_PARKED, t0).await {
+        Ok(r) => Some(r),
         Err(e) => {
             step(
                 t0,
@@ -1010,6 +1001,7 @@ async fn raw_shovel(
     src: &tiermq_broker::ManagementClient,
     dst: &tiermq_broker::ManagementClient,
     n: u64,
+    t0: Instant,
 ) -> anyhow::Result<bench::RawDrain> {
     let (vhost, pw) = ("bench-raw", "bench-baseline-pw");
     baseline_vhost(src, vhost, pw).await?;
@@ -1047,6 +1039,10 @@ async fn raw_shovel(
     probe.close().await;
     let _ = src.delete_vhost(vhost).await;
     let _ = dst.delete_vhost(vhost).await;
+    step(
+        t0,
+        &format!("baseline raw shovel: {messages} messages in {seconds:.2}s"),
+    );
     Ok(bench::RawDrain { messages, seconds })
 }
 
@@ -1284,17 +1280,8 @@ async fn bench(common: &Common, out: &BenchOut) -> anyhow::Result<()> {
                         .notes
                         .push(format!("naive cutover not measured: {e:#}")),
                 }
-                match raw_shovel(&world, &shared_mc, &dedicated_mc, backlog).await {
-                    Ok(r) => {
-                        step(
-                            t0,
-                            &format!(
-                                "baseline raw shovel: {} messages in {:.2}s",
-                                r.messages, r.seconds
-                            ),
-                        );
-                        results.baselines.raw_shovel = Some(r);
-                    }
+                match raw_shovel(&world, &shared_mc, &dedicated_mc, backlog, t0).await {
+                    Ok(r) => results.baselines.raw_shovel = Some(r),
                     Err(e) => results
                         .notes
                         .push(format!("raw shovel not measured: {e:#}")),
