@@ -1030,8 +1030,12 @@ async fn raw_shovel(
         if u64::from(probe.ready("raw-shovel").await?) >= messages {
             break;
         }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("the raw shovel did not move {messages} messages within 60 s");
+        let limit = Duration::from_secs(60 + n / 1000);
+        if started.elapsed() > limit {
+            bail!(
+                "the raw shovel did not move {messages} messages within {} s",
+                limit.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
