@@ -69,7 +69,7 @@ test-matrix: setup ## Opt-in, ~10 min: every end-to-end conversion on RabbitMQ 3
 
 .PHONY: bench
 BENCH_PROFILE ?= debug
-bench: setup ## Opt-in, ~6 min: every conversion (both directions x Consume/Shovel) under load with the naive-cutover, raw-shovel and raw-consumer baselines in the same run on RabbitMQ 3.10; writes BENCHMARKS.md, docs/bench/bench.json and docs/bench/*.svg (debug build; BENCH_PROFILE=release for optimised binaries)
+bench: setup ## Opt-in, ~6 min: every conversion (both directions x Consume/Shovel) under load with the naive-cutover, raw-shovel and raw-consumer baselines in the same run on RabbitMQ 3.10, and 100,000 parked messages moved by a Shovel upgrade and a raw shovel; writes BENCHMARKS.md, docs/bench/bench.json and docs/bench/*.svg (debug build; BENCH_PROFILE=release for optimised binaries)
 	$(CARGO) build $(if $(filter release,$(BENCH_PROFILE)),--release) -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
 	TIERMQ_OPERATOR_LOG=info,tiermq_operator::controller=debug TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo bench --image rabbitmq:3.10-management --dir .tiermq/bench --out BENCHMARKS.md --json docs/bench/bench.json --svg-dir docs/bench --profile $(BENCH_PROFILE)
 
