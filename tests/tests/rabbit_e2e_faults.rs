@@ -718,6 +718,25 @@ mod matrix {
             )
             .await
             .unwrap();
+        // Secrets are not watched (that takes list/watch on every Secret), so the next pass
+        // reports it; a change to the instance's Service, which the operator owns, brings that
+        // pass now rather than at the steady 300 s requeue.
+        world
+            .kubectl
+            .ok(
+                &[
+                    "-n",
+                    NS,
+                    "annotate",
+                    "svc",
+                    NAME,
+                    "test/poke=1",
+                    "--overwrite",
+                ],
+                None,
+            )
+            .await
+            .unwrap();
         let secret_problem = |s: &tiermq_crd::RabbitMQInstanceStatus| {
             s.conditions.iter().any(|c| {
                 c.status == "True" && c.reason == tiermq_crd::conditions::reasons::SECRET_PROBLEM
