@@ -1409,9 +1409,16 @@ fn write_bench(results: &bench::BenchResults, out: &BenchOut) -> anyhow::Result<
 }
 
 /// Writes the scale report and its JSON file.
-fn write_scale(r: &tiermq_tests::scale::ScaleResults, out: &Path, json: &Path) -> anyhow::Result<()> {
+fn write_scale(
+    r: &tiermq_tests::scale::ScaleResults,
+    out: &Path,
+    json: &Path,
+) -> anyhow::Result<()> {
     let text = tiermq_tests::scale::render_markdown(r);
-    for (path, body) in [(out, text.clone()), (json, tiermq_tests::scale::render_json(r))] {
+    for (path, body) in [
+        (out, text.clone()),
+        (json, tiermq_tests::scale::render_json(r)),
+    ] {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {

@@ -61,6 +61,10 @@ pub struct Converge {
     pub ready: usize,
     /// Load average (1/5/15 min) when every instance was ready.
     pub load_at_end: String,
+    /// While waiting, about every 5 s: (seconds since the first create, instances ready,
+    /// operator VmRSS MiB).
+    #[serde(default)]
+    pub timeline: Vec<(f64, usize, f64)>,
 }
 
 /// Requests during one idle minute after convergence.
@@ -68,7 +72,7 @@ pub struct Converge {
 pub struct IdleMinute {
     /// Seconds of the window (60 unless cut short).
     pub seconds: f64,
-    /// API requests by `user verb` (kubesim's request log).
+    /// API requests by `client verb resource` (kubesim's request log).
     pub api_by_user_verb: BTreeMap<String, u64>,
     pub api_reads: u64,
     pub api_writes: u64,
@@ -77,8 +81,8 @@ pub struct IdleMinute {
     /// Operator management API requests by HTTP method (delta of
     /// `tiermq_broker_requests_total`).
     pub broker_by_method: BTreeMap<String, f64>,
-    /// Instance reconciles in the window (delta of `tiermq_reconciles_total{controller="instance"}`).
-    pub instance_reconciles: f64,
+    /// Reconciles in the window by controller (delta of `tiermq_reconciles_total`).
+    pub reconciles: BTreeMap<String, f64>,
     /// Seconds waited for quiet before the window (no operator API write for 10 s).
     pub quiet_wait_s: f64,
 }
@@ -98,6 +102,9 @@ pub struct LatencyPoint {
     pub count: f64,
     pub p50_s: Option<f64>,
     pub p99_s: Option<f64>,
+    /// The p99 rank lies in the `+Inf` bucket: p99 is only known to be at least `p99_s`.
+    #[serde(default)]
+    pub p99_above_buckets: bool,
 }
 
 /// Conversions shared -> dedicated started at once.
@@ -218,17 +225,19 @@ pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     if buckets[i].0.is_infinite() {
         return buckets.get(i.checked_sub(1)?).map(|b| b.0);
     }
-    let (lower, below) = if i == 0 {
-        (0.0, 0.0)
-    } else {
-        buckets[i - 1]
-    };
+    let (lower, below) = if i == 0 { (0.0, 0.0) } else { buckets[i - 1] };
     let (upper, count) = buckets[i];
     let in_bucket = count - below;
     if in_bucket <= 0.0 {
         return Some(upper);
     }
     Some(lower + (upper - lower) * (rank - below) / in_bucket)
+}
+
+/// Whether the `q` quantile of `buckets` lies in the `+Inf` bucket (above every finite bound).
+pub fn above_buckets(q: f64, buckets: &[(f64, f64)]) -> bool {
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    buckets.len() >= 2 && total > 0.0 && buckets[buckets.len() - 2].1 < q * total
 }
 
 /// Sum of counter `metric` per value of label `label`, over series whose labels contain
@@ -363,7 +372,8 @@ fn mib(v: f64) -> String {
 }
 
 fn opt_s(v: Option<f64>) -> String {
-    v.map(|v| format!("{:.3} s", v)).unwrap_or_else(|| "–".into())
+    v.map(|v| format!("{:.3} s", v))
+        .unwrap_or_else(|| "–".into())
 }
 
 /// The goals of issue 14 item 3 against what was measured: (goal, measured, met).
@@ -487,13 +497,40 @@ was measured is also in [scale.json](scale.json). One run on a shared 2-core mac
         "| per instance, first create -> Ready: p50 / p99 | {:.1} s / {:.1} s |",
         c.ready_p50_s, c.ready_p99_s
     );
+    if !c.timeline.is_empty() {
+        // About ten points of the timeline.
+        let every = c.timeline.len().div_ceil(10).max(1);
+        let points: Vec<String> = c
+            .timeline
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| n % every == 0 || *n == c.timeline.len() - 1)
+            .map(|(_, (t, ready, rss))| format!("{t:.0} s: {ready} ready, {rss:.0} MiB"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| operator RSS while converging | {} |",
+            points.join("; ")
+        );
+    }
 
     let i = &r.idle;
     let _ = writeln!(s, "\n## Idle minute\n");
+    let reconciles: Vec<String> = i
+        .reconciles
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect();
     let _ = writeln!(
         s,
-        "After convergence and {:.0} s of waiting for quiet, over {:.0} s ({} instance reconciles in the window):\n",
-        i.quiet_wait_s, i.seconds, i.instance_reconciles
+        "After convergence and {:.0} s of waiting for quiet, over {:.0} s (reconciles in the window by controller: {}):\n",
+        i.quiet_wait_s,
+        i.seconds,
+        if reconciles.is_empty() {
+            "none".to_string()
+        } else {
+            reconciles.join(", ")
+        }
     );
     let per_min = |v: f64| {
         if i.seconds > 0.0 {
@@ -551,7 +588,11 @@ was measured is also in [scale.json](scale.json). One run on a shared 2-core mac
             l.when,
             l.count,
             opt_s(l.p50_s),
-            opt_s(l.p99_s)
+            if l.p99_above_buckets {
+                format!(">= {} (above the highest bucket)", opt_s(l.p99_s))
+            } else {
+                opt_s(l.p99_s)
+            }
         );
     }
 
@@ -676,10 +717,19 @@ tiermq_reconciles_total{controller="instance",result="error"} 10
 
     #[test]
     fn quantiles_interpolate_linearly_within_the_bucket_as_prometheus_does() {
-        let b = histogram_buckets(PAGE, "tiermq_reconcile_duration_seconds", "controller=\"instance\"");
+        let b = histogram_buckets(
+            PAGE,
+            "tiermq_reconcile_duration_seconds",
+            "controller=\"instance\"",
+        );
         assert_eq!(
             b,
-            vec![(0.01, 10.0), (0.1, 60.0), (1.0, 100.0), (f64::INFINITY, 100.0)]
+            vec![
+                (0.01, 10.0),
+                (0.1, 60.0),
+                (1.0, 100.0),
+                (f64::INFINITY, 100.0)
+            ]
         );
         // rank 50 is 40 of the 50 in (0.01, 0.1]: 0.01 + 0.09 * 40/50
         let p50 = histogram_quantile(0.5, &b).unwrap();
@@ -696,7 +746,12 @@ tiermq_reconciles_total{controller="instance",result="error"} 10
     fn a_rank_in_the_inf_bucket_gives_the_highest_finite_bound_and_empty_gives_none() {
         let b = vec![(0.1, 1.0), (1.0, 2.0), (f64::INFINITY, 10.0)];
         assert_eq!(histogram_quantile(0.99, &b), Some(1.0));
-        assert_eq!(histogram_quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 0.0)]), None);
+        assert!(above_buckets(0.99, &b));
+        assert!(!above_buckets(0.2, &b));
+        assert_eq!(
+            histogram_quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 0.0)]),
+            None
+        );
         assert_eq!(histogram_quantile(0.5, &[]), None);
         // without a +Inf bucket the histogram is malformed
         assert_eq!(histogram_quantile(0.5, &[(1.0, 3.0)]), None);
@@ -727,7 +782,8 @@ tiermq_reconciles_total{controller="instance",result="error"} 10
         let status = "Name:\ttiermq-operator\nVmHWM:\t   81920 kB\nVmRSS:\t   40960 kB\n";
         assert_eq!(parse_proc_status(status), Some((40.0, 80.0)));
         assert_eq!(parse_proc_status("Name: x\n"), None);
-        let stat = "1234 (tokio (rt) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1 1 1";
+        let stat =
+            "1234 (tokio (rt) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1 1 1";
         assert_eq!(parse_proc_stat_ticks(stat), Some(300));
         // this process has a status and a stat file
         let me = std::process::id();
@@ -752,9 +808,13 @@ tiermq_reconciles_total{controller="instance",result="error"} 10
             ("scale-19".into(), "i0999".into(), "a")
         );
         assert_eq!(placement(52, 50, &clusters).2, "b");
-        let i: tiermq_crd::RabbitMQInstance =
-            serde_yaml::from_str(&instance_yaml("scale-01", "i0051", "b", "rabbitmq:3.10-management"))
-                .unwrap();
+        let i: tiermq_crd::RabbitMQInstance = serde_yaml::from_str(&instance_yaml(
+            "scale-01",
+            "i0051",
+            "b",
+            "rabbitmq:3.10-management",
+        ))
+        .unwrap();
         assert_eq!(i.spec.shared.cluster_ref.unwrap().name, "b");
     }
 

@@ -90,6 +90,7 @@ fn latency_point(page: &str, when: &str) -> LatencyPoint {
         count: b.last().map(|x| x.1).unwrap_or(0.0),
         p50_s: histogram_quantile(0.5, &b),
         p99_s: histogram_quantile(0.99, &b),
+        p99_above_buckets: above_buckets(0.99, &b),
     }
 }
 
@@ -322,6 +323,9 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
         if last_print.elapsed() >= Duration::from_secs(5) || ready_at.len() == o.instances {
             last_print = Instant::now();
             let rss = memory_of(op_pid, "").map(|m| m.vm_rss_mib).unwrap_or(0.0);
+            r.converge
+                .timeline
+                .push((t_apply.elapsed().as_secs_f64(), ready_at.len(), rss));
             step(
                 t0,
                 &format!(
@@ -369,7 +373,10 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
         cpu_seconds_of(me).unwrap_or(0.0) - cpu_before,
     ));
     for (kind, n) in [
-        ("RabbitMQInstance", all.list(&ListParams::default()).await?.items.len()),
+        (
+            "RabbitMQInstance",
+            all.list(&ListParams::default()).await?.items.len(),
+        ),
         (
             "Service",
             Api::<Service>::all(client.clone())
@@ -452,7 +459,7 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
         };
         *r.idle
             .api_by_user_verb
-            .entry(format!("{who} {}", x.verb))
+            .entry(format!("{who} {} {}", x.verb, x.resource))
             .or_insert(0) += 1;
         if x.is_write() {
             r.idle.api_writes += 1;
@@ -468,19 +475,11 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
     }
     let methods_of = |p: &str| counter_by_label(p, "tiermq_broker_requests_total", "method", "");
     r.idle.broker_by_method = delta(&methods_of(&page_a), &methods_of(&page_b));
-    let rec = |p: &str| {
-        counter_by_label(
-            p,
-            "tiermq_reconciles_total",
-            "controller",
-            "controller=\"instance\"",
-        )
-        .get("instance")
-        .copied()
-        .unwrap_or(0.0)
-    };
-    r.idle.instance_reconciles = rec(&page_b) - rec(&page_a);
-    r.kubesim.cpu_s.push(("during the idle minute".into(), cpu_b - cpu_a));
+    let rec = |p: &str| counter_by_label(p, "tiermq_reconciles_total", "controller", "");
+    r.idle.reconciles = delta(&rec(&page_a), &rec(&page_b));
+    r.kubesim
+        .cpu_s
+        .push(("during the idle minute".into(), cpu_b - cpu_a));
     r.operator_memory
         .extend(memory_of(op_pid, "after the idle minute"));
     step(
@@ -694,7 +693,11 @@ async fn convert(
     cv.brokers_rss_mib = rss.iter().sum();
     cv.broker_rss_median_mib = quantile(&rss, 0.5);
     // Why the unfinished did not finish: their status and their pods' state.
-    for i in last.iter().filter(|i| !done_at.contains_key(&key(i))).take(5) {
+    for i in last
+        .iter()
+        .filter(|i| !done_at.contains_key(&key(i)))
+        .take(5)
+    {
         let s = i.status.clone().unwrap_or_default();
         let ns = i.metadata.namespace.clone().unwrap_or_default();
         let pods = Api::<Pod>::namespaced(client.clone(), &ns)

@@ -142,7 +142,11 @@ fn upgrade_under_consume_walks_all_phases_in_order() {
             );
         }
     }
-    assert!(plans.iter().any(|p| p.requeue_after >= std::time::Duration::from_secs(1)));
+    assert!(
+        plans
+            .iter()
+            .any(|p| p.requeue_after >= std::time::Duration::from_secs(1))
+    );
 }
 
 #[test]

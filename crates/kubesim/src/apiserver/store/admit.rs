@@ -241,7 +241,13 @@ mod service_range_tests {
         for n in [0, 1, 253, 254, 999, SERVICE_IPS - 1] {
             assert_eq!(service_ip_index(p, service_ip(p, n)), Some(n));
         }
-        for ip in ["127.30.3.1", "127.20.4.1", "127.20.3.0", "127.20.3.255", "10.20.3.1"] {
+        for ip in [
+            "127.30.3.1",
+            "127.20.4.1",
+            "127.20.3.0",
+            "127.20.3.255",
+            "10.20.3.1",
+        ] {
             assert_eq!(service_ip_index(p, ip.parse().unwrap()), None, "{ip}");
         }
     }
