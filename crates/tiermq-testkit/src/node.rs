@@ -254,8 +254,7 @@ impl RabbitNode {
                     ip[3],
                     config.extra_erl_args.as_deref().unwrap_or_default()
                 )
-                .trim_end()
-                .to_string(),
+                .trim_end(),
             )
             // Makes the start script exec the Erlang VM instead of keeping a shell in between,
             // so the child we hold is the node itself (for 4.0, unshare, sh and chroot exec too).

@@ -347,7 +347,7 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 
 /// Where instance `i` of `n` goes: namespace `scale-NN` (`per_ns` instances each), name `iNNNN`,
 /// SharedCluster `clusters[i % clusters.len()]`.
-pub fn placement<'a>(i: usize, per_ns: usize, clusters: &'a [String]) -> (String, String, &'a str) {
+pub fn placement(i: usize, per_ns: usize, clusters: &[String]) -> (String, String, &str) {
     (
         format!("scale-{:02}", i / per_ns.max(1)),
         format!("i{i:04}"),
