@@ -37,6 +37,9 @@ pub struct ScaleResults {
     pub idle: IdleMinute,
     /// Operator memory after convergence, after the idle minute and at the end.
     pub operator_memory: Vec<MemoryPoint>,
+    /// Operator CPU seconds (user + system, `/proc/<pid>/stat`) per stretch of the run.
+    #[serde(default)]
+    pub operator_cpu_s: Vec<(String, f64)>,
     /// Reconcile latency of the instance controller after convergence and at the end.
     pub reconcile_latency: Vec<LatencyPoint>,
     pub conversions: Option<Conversions>,
@@ -576,6 +579,9 @@ was measured is also in [scale.json](scale.json). One run on a shared 2-core mac
             mib(m.vm_rss_mib),
             mib(m.vm_hwm_mib)
         );
+    }
+    for (when, v) in &r.operator_cpu_s {
+        let _ = writeln!(s, "| CPU {when} | {v:.1} s | |");
     }
     let _ = writeln!(
         s,

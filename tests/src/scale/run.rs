@@ -22,8 +22,9 @@ use crate::bench::load_average;
 use crate::harness::{World, shared_cluster_yaml_with};
 use crate::load::{Load, LoadConfig, LoadReport};
 
-/// Erlang VM flags for many mostly idle nodes on a small machine: one scheduler per node and no
-/// busy-waiting of the schedulers (RabbitMQ's defaults spin a little after each piece of work).
+/// Erlang VM flags for many mostly idle nodes on a small machine: one scheduler per node (the
+/// default is one per core) and no busy-waiting of the schedulers (RabbitMQ 3.10's start script
+/// already passes the three `+sbwt*` flags, so there only `+S 1:1` changes anything).
 pub const LEAN_ERL_ARGS: &str = "+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none";
 
 /// What `tiermq-demo scale` was asked to do.
@@ -277,6 +278,7 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
         nss.create(&PostParams::default(), &ns).await?;
     }
     let cpu_before = cpu_seconds_of(me).unwrap_or(0.0);
+    let op_cpu_before = cpu_seconds_of(op_pid).unwrap_or(0.0);
     let t_apply = Instant::now();
     let created: Vec<anyhow::Result<()>> = futures::stream::iter(0..o.instances)
         .map(|i| {
@@ -365,12 +367,17 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
             .process_rss_mib
             .push(("after convergence".into(), m.vm_rss_mib));
     }
+    let converging = format!(
+        "from the first create until all ready ({:.0} s)",
+        r.converge.all_ready_s
+    );
     r.kubesim.cpu_s.push((
-        format!(
-            "from the first create until all ready ({:.0} s)",
-            r.converge.all_ready_s
-        ),
+        converging.clone(),
         cpu_seconds_of(me).unwrap_or(0.0) - cpu_before,
+    ));
+    r.operator_cpu_s.push((
+        converging,
+        cpu_seconds_of(op_pid).unwrap_or(0.0) - op_cpu_before,
     ));
     for (kind, n) in [
         (
@@ -443,12 +450,16 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
     );
     let page_a = scrape(&metrics_addr).await?;
     let cpu_a = cpu_seconds_of(me).unwrap_or(0.0);
+    let op_cpu_a = cpu_seconds_of(op_pid).unwrap_or(0.0);
     let ta = chrono::Utc::now();
     let t_idle = Instant::now();
     tokio::time::sleep(o.idle).await;
     let tb = chrono::Utc::now();
     r.idle.seconds = t_idle.elapsed().as_secs_f64();
     let cpu_b = cpu_seconds_of(me).unwrap_or(0.0);
+    let op_cpu_b = cpu_seconds_of(op_pid).unwrap_or(0.0);
+    r.operator_cpu_s
+        .push(("during the idle minute".into(), op_cpu_b - op_cpu_a));
     let page_b = scrape(&metrics_addr).await?;
     world.operator.as_mut().map(|p| p.tend()).transpose()?;
     for x in log.records().iter().filter(|x| x.time >= ta && x.time < tb) {
@@ -508,7 +519,17 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
     r.kubesim.list_all_ms = quantile(&lists, 0.5);
 
     if o.conversions > 0 {
+        let (me_c, op_c) = (
+            cpu_seconds_of(me).unwrap_or(0.0),
+            cpu_seconds_of(op_pid).unwrap_or(0.0),
+        );
         r.conversions = Some(convert(&mut world, o, &clusters, mgmts, t0).await?);
+        let what = "during the conversions (with their load)".to_string();
+        r.kubesim
+            .cpu_s
+            .push((what.clone(), cpu_seconds_of(me).unwrap_or(0.0) - me_c));
+        r.operator_cpu_s
+            .push((what, cpu_seconds_of(op_pid).unwrap_or(0.0) - op_c));
     }
 
     let page = scrape(&metrics_addr).await?;
@@ -781,6 +802,7 @@ pub fn methods() -> Vec<(String, String)> {
         ("convergence", "instances are created through the API (16 creates in flight) after the SharedClusters' brokers are ready; every 2 s the bench lists all RabbitMQInstances and notes when each was first seen with status.phase Ready, migrationPhase Stable (or unset) and tier Shared; times count from the first create"),
         ("idle minute", "after convergence the bench waits until no client but kubesim's own controllers wrote to the API for 10 s (at most 180 s), then sends no request for the window; API requests are counted from kubesim's in-memory request log by user and verb (writes: create, update, patch, delete, deletecollection); 'operator' is every client other than kubesim's controllers (the bench is silent meanwhile); broker management calls are the delta of the operator's tiermq_broker_requests_total by method (anything but GET writes)"),
         ("operator RSS", "VmRSS and VmHWM (peak resident set) from /proc/<operator pid>/status"),
+        ("operator CPU", "user + system seconds from /proc/<operator pid>/stat over each stretch (100 ticks per second)"),
         ("reconcile latency", "histogram_quantile over the cumulative buckets of tiermq_reconcile_duration_seconds{controller=\"instance\"} scraped from the operator's /metrics, linear within the bucket as Prometheus computes it; cumulative since the operator started"),
         ("conversions", "the picked instances (spread over namespaces and SharedClusters) get spec.tier Dedicated by merge patch, 8 in flight; every 3 s the bench lists all instances and notes when each was first seen Ready, Stable and tier Dedicated; times count from the first patch; bounded by the limit"),
         ("load on converting instances", "per loaded instance: 2 publishers with confirms and 2 consumers with manual acks through the instance Service (ClusterIP), every message with a unique id; lost = confirmed and never consumed by 60 s after publishing stopped; duplicates = ids delivered again"),
