@@ -580,8 +580,14 @@ was measured is also in [scale.json](scale.json). One run on a shared 2-core mac
             mib(m.vm_hwm_mib)
         );
     }
-    for (when, v) in &r.operator_cpu_s {
-        let _ = writeln!(s, "| CPU {when} | {v:.1} s | |");
+    if !r.operator_cpu_s.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n| operator CPU (user + system) | seconds |\n|---|---:|"
+        );
+        for (when, v) in &r.operator_cpu_s {
+            let _ = writeln!(s, "| {when} | {v:.1} |");
+        }
     }
     let _ = writeln!(
         s,
