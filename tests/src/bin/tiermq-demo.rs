@@ -140,6 +140,9 @@ enum Cmd {
         /// Length of the idle window, seconds.
         #[arg(long, default_value_t = 60)]
         idle_seconds: u64,
+        /// Skip killing and restarting the operator over the steady instances.
+        #[arg(long)]
+        no_restart: bool,
         /// Report file (Markdown).
         #[arg(long, default_value = "docs/bench/SCALE.md")]
         out: PathBuf,
@@ -249,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
                 converge_limit,
                 convert_limit,
                 idle_seconds,
+                no_restart,
                 out,
                 json,
                 profile,
@@ -268,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
                     convert_limit: Duration::from_secs(convert_limit),
                     idle: Duration::from_secs(idle_seconds),
                     load_rate,
+                    restart: !no_restart,
                 };
                 let results = tiermq_tests::scale::run::run(&opts).await?;
                 write_scale(&results, &out, &json)?;

@@ -42,6 +42,9 @@ pub struct ScaleResults {
     pub operator_cpu_s: Vec<(String, f64)>,
     /// Reconcile latency of the instance controller after convergence and at the end.
     pub reconcile_latency: Vec<LatencyPoint>,
+    /// The operator killed and started again over the steady instances.
+    #[serde(default)]
+    pub restart: Option<Restart>,
     pub conversions: Option<Conversions>,
     pub kubesim: KubesimCost,
     /// Figure name → how it was measured.
@@ -108,6 +111,24 @@ pub struct LatencyPoint {
     /// The p99 rank lies in the `+Inf` bucket: p99 is only known to be at least `p99_s`.
     #[serde(default)]
     pub p99_above_buckets: bool,
+}
+
+/// A fresh operator over instances that are already Ready: until it reconciled every one once.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Restart {
+    /// Seconds from the start until `tiermq_reconciles_total{controller="instance"}` reached
+    /// the number of instances (or the limit).
+    pub all_reconciled_s: f64,
+    pub instance_reconciles: f64,
+    /// API requests of the operator from its start until then (plus 5 s).
+    pub api_reads: u64,
+    pub api_writes: u64,
+    pub api_write_sample: Vec<String>,
+    /// Its management API calls by method in that time.
+    pub broker_by_method: BTreeMap<String, f64>,
+    /// Its memory then.
+    pub vm_rss_mib: f64,
+    pub vm_hwm_mib: f64,
 }
 
 /// Conversions shared -> dedicated started at once.
@@ -606,6 +627,40 @@ was measured is also in [scale.json](scale.json). One run on a shared 2-core mac
                 opt_s(l.p99_s)
             }
         );
+    }
+
+    if let Some(rs) = &r.restart {
+        let _ = writeln!(s, "\n## Operator restarted over the steady instances\n");
+        let _ = writeln!(s, "| figure | value |\n|---|---|");
+        let _ = writeln!(
+            s,
+            "| until every instance was reconciled once | {:.1} s ({:.0} instance reconciles) |",
+            rs.all_reconciled_s, rs.instance_reconciles
+        );
+        let _ = writeln!(
+            s,
+            "| API requests meanwhile | {} reads, {} writes |",
+            rs.api_reads, rs.api_writes
+        );
+        let broker: Vec<String> = rs
+            .broker_by_method
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| broker management calls meanwhile | {} |",
+            broker.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "| operator memory then | VmRSS {}, VmHWM {} |",
+            mib(rs.vm_rss_mib),
+            mib(rs.vm_hwm_mib)
+        );
+        if !rs.api_write_sample.is_empty() {
+            let _ = writeln!(s, "\nWrites seen: {}", rs.api_write_sample.join("; "));
+        }
     }
 
     if let Some(cv) = &r.conversions {

@@ -47,6 +47,8 @@ pub struct ScaleOptions {
     pub idle: Duration,
     /// Messages per second per publisher on each loaded instance (2 publishers).
     pub load_rate: f64,
+    /// Kill and start the operator again over the steady instances before the conversions.
+    pub restart: bool,
 }
 
 fn step(t0: Instant, what: &str) {
@@ -201,7 +203,7 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
     })
     .await?;
     world.start_operator_bin(&o.operator_bin, &[])?;
-    let op_pid = world
+    let mut op_pid = world
         .operator
         .as_ref()
         .and_then(|p| p.pid())
@@ -518,6 +520,12 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
     r.kubesim.get_ms = quantile(&gets, 0.5);
     r.kubesim.list_all_ms = quantile(&lists, 0.5);
 
+    if o.restart {
+        let (rs, pid) = restart_over_steady(&mut world, o, &metrics_addr, t0).await?;
+        op_pid = pid;
+        r.restart = Some(rs);
+    }
+
     if o.conversions > 0 {
         let (me_c, op_c) = (
             cpu_seconds_of(me).unwrap_or(0.0),
@@ -548,6 +556,85 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
     drop(operator);
     cluster.shutdown().await;
     Ok(r)
+}
+
+/// Kills the operator and starts it again; waits (at most 300 s) until it reconciled every
+/// instance once, then 5 s more; counts its API requests and broker calls meanwhile. Returns the
+/// figures and the new process's id.
+async fn restart_over_steady(
+    world: &mut World,
+    o: &ScaleOptions,
+    metrics_addr: &str,
+    t0: Instant,
+) -> anyhow::Result<(Restart, u32)> {
+    let log = world.cluster.api().request_log();
+    let since = chrono::Utc::now();
+    let start = Instant::now();
+    let op = world.operator.as_mut().context("operator")?;
+    op.restart_with(crate::harness::Supervision::default())?;
+    let pid = op.pid().context("operator pid")?;
+    step(
+        t0,
+        "operator killed and started again over the steady instances",
+    );
+    let mut rs = Restart::default();
+    let reconciled = |p: &str| {
+        counter_by_label(p, "tiermq_reconciles_total", "controller", "")
+            .get("instance")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    loop {
+        world.operator.as_mut().map(|p| p.tend()).transpose()?;
+        if let Ok(page) = scrape(metrics_addr).await
+            && reconciled(&page) >= o.instances as f64
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    rs.all_reconciled_s = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let page = scrape(metrics_addr).await?;
+    rs.instance_reconciles = reconciled(&page);
+    rs.broker_by_method = counter_by_label(&page, "tiermq_broker_requests_total", "method", "");
+    for x in log
+        .records()
+        .iter()
+        .filter(|x| x.time >= since && x.user != "system:kubesim-controllers")
+    {
+        if x.is_write() {
+            rs.api_writes += 1;
+            if rs.api_write_sample.len() < 20 {
+                rs.api_write_sample.push(format!(
+                    "{} {} {}/{} {}",
+                    x.verb, x.resource, x.namespace, x.name, x.code
+                ));
+            }
+        } else {
+            rs.api_reads += 1;
+        }
+    }
+    if let Some(m) = memory_of(pid, "") {
+        rs.vm_rss_mib = m.vm_rss_mib;
+        rs.vm_hwm_mib = m.vm_hwm_mib;
+    }
+    step(
+        t0,
+        &format!(
+            "restarted operator reconciled {:.0} instances in {:.1}s: {} API reads, {} API writes, broker {:?}, RSS {:.0} MiB",
+            rs.instance_reconciles,
+            rs.all_reconciled_s,
+            rs.api_reads,
+            rs.api_writes,
+            rs.broker_by_method,
+            rs.vm_rss_mib
+        ),
+    );
+    Ok((rs, pid))
 }
 
 async fn convert(
@@ -804,6 +891,7 @@ pub fn methods() -> Vec<(String, String)> {
         ("operator RSS", "VmRSS and VmHWM (peak resident set) from /proc/<operator pid>/status"),
         ("operator CPU", "user + system seconds from /proc/<operator pid>/stat over each stretch (100 ticks per second)"),
         ("reconcile latency", "histogram_quantile over the cumulative buckets of tiermq_reconcile_duration_seconds{controller=\"instance\"} scraped from the operator's /metrics, linear within the bucket as Prometheus computes it; cumulative since the operator started; the operator's buckets are 5 ms x 2^k up to 40.96 s, so a quantile is only as fine as its bucket (a factor of 2)"),
+        ("restart", "the operator is SIGKILLed and started again (same flags) over the Ready instances; the bench scrapes its /metrics every 500 ms until tiermq_reconciles_total{controller=\"instance\"} reaches the number of instances (at most 300 s), waits 5 s, then counts the API requests of every client but kubesim's controllers since the restart (the bench only scrapes metrics meanwhile) and the broker calls by method from the fresh counters; its VmRSS/VmHWM then"),
         ("conversions", "the picked instances (spread over namespaces and SharedClusters) get spec.tier Dedicated by merge patch, 8 in flight; every 3 s the bench lists all instances and notes when each was first seen Ready, Stable and tier Dedicated; times count from the first patch; bounded by the limit"),
         ("load on converting instances", "per loaded instance: 2 publishers with confirms and 2 consumers with manual acks through the instance Service (ClusterIP), every message with a unique id; lost = confirmed and never consumed by 60 s after publishing stopped; duplicates = ids delivered again"),
         ("statistics lag", "every second, GET /api/overview on each shared broker (admin login, through its Service); the maximum of statistics_db_event_queue (events the management statistics have not processed yet)"),
