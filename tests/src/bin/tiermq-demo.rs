@@ -132,10 +132,10 @@ enum Cmd {
         #[arg(long)]
         default_erl_flags: bool,
         /// Limit for all instances to become Ready, seconds.
-        #[arg(long, default_value_t = 1200)]
+        #[arg(long, default_value_t = 900)]
         converge_limit: u64,
         /// Limit for the conversions, seconds.
-        #[arg(long, default_value_t = 900)]
+        #[arg(long, default_value_t = 720)]
         convert_limit: u64,
         /// Length of the idle window, seconds.
         #[arg(long, default_value_t = 60)]
