@@ -273,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
                     idle: Duration::from_secs(idle_seconds),
                     load_rate,
                     restart: !no_restart,
+                    partial_out: Some((out.clone(), json.clone())),
                 };
                 let results = tiermq_tests::scale::run::run(&opts).await?;
                 write_scale(&results, &out, &json)?;

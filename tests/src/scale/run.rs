@@ -49,6 +49,30 @@ pub struct ScaleOptions {
     pub load_rate: f64,
     /// Kill and start the operator again over the steady instances before the conversions.
     pub restart: bool,
+    /// (Markdown, JSON): where the results so far are written after each stage, so a run cut
+    /// short still leaves its figures (with a note saying where it stopped).
+    pub partial_out: Option<(PathBuf, PathBuf)>,
+}
+
+/// Writes the results so far to `o.partial_out` with a note naming the last stage done.
+fn write_partial(o: &ScaleOptions, r: &ScaleResults, stage: &str) {
+    let Some((md, json)) = &o.partial_out else {
+        return;
+    };
+    let mut partial = r.clone();
+    partial.machine.load_at_end = load_average();
+    partial.notes.push(format!(
+        "partial results: the run had finished up to {stage} when this was written"
+    ));
+    for (path, body) in [
+        (md, render_markdown(&partial)),
+        (json, render_json(&partial)),
+    ] {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(path, body);
+    }
 }
 
 fn step(t0: Instant, what: &str) {
@@ -520,10 +544,12 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
     r.kubesim.get_ms = quantile(&gets, 0.5);
     r.kubesim.list_all_ms = quantile(&lists, 0.5);
 
+    write_partial(o, &r, "the idle minute");
     if o.restart {
         let (rs, pid) = restart_over_steady(&mut world, o, &metrics_addr, t0).await?;
         op_pid = pid;
         r.restart = Some(rs);
+        write_partial(o, &r, "the operator restart");
     }
 
     if o.conversions > 0 {
