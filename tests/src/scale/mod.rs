@@ -126,6 +126,9 @@ pub struct Restart {
     pub api_write_sample: Vec<String>,
     /// Its management API calls by method in that time.
     pub broker_by_method: BTreeMap<String, f64>,
+    /// Scrapes of its /metrics (10 s timeout each) that got no answer while it caught up.
+    #[serde(default)]
+    pub metrics_timeouts: u32,
     /// Its memory then.
     pub vm_rss_mib: f64,
     pub vm_hwm_mib: f64,
@@ -641,6 +644,11 @@ was measured is also in [scale.json](scale.json). One run on a shared 2-core mac
             s,
             "| API requests meanwhile | {} reads, {} writes |",
             rs.api_reads, rs.api_writes
+        );
+        let _ = writeln!(
+            s,
+            "| /metrics scrapes (10 s timeout) unanswered after it caught up | {} |",
+            rs.metrics_timeouts
         );
         let broker: Vec<String> = rs
             .broker_by_method

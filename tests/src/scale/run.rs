@@ -566,7 +566,7 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
             .push((what, cpu_seconds_of(op_pid).unwrap_or(0.0) - op_c));
     }
 
-    let page = scrape(&metrics_addr).await?;
+    let page = scrape(&metrics_addr).await.unwrap_or_default();
     r.reconcile_latency.push(latency_point(&page, "at the end"));
     r.operator_memory.extend(memory_of(op_pid, "at the end"));
     if let Some(m) = memory_of(me, "") {
@@ -624,7 +624,20 @@ async fn restart_over_steady(
     }
     rs.all_reconciled_s = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let page = scrape(metrics_addr).await?;
+    // A busy operator may answer /metrics late: a few tries, then an empty page.
+    let mut page = String::new();
+    for _ in 0..6 {
+        match scrape(metrics_addr).await {
+            Ok(p) => {
+                page = p;
+                break;
+            }
+            Err(e) => {
+                step(t0, &format!("/metrics did not answer: {e:#}"));
+                rs.metrics_timeouts += 1;
+            }
+        }
+    }
     rs.instance_reconciles = reconciled(&page);
     rs.broker_by_method = counter_by_label(&page, "tiermq_broker_requests_total", "method", "");
     for x in log
