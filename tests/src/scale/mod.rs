@@ -443,8 +443,12 @@ pub fn goals(r: &ScaleResults) -> Vec<(String, String, bool)> {
         let lost: u64 = c.loaded.iter().map(|l| l.lost).sum();
         g.push((
             "0 lost on the converting instances under load".into(),
-            format!("{lost} lost over {} loaded instances", c.loaded.len()),
-            lost == 0 && !c.loaded.is_empty(),
+            format!(
+                "{lost} lost over {} loaded instances, {} of which converted",
+                c.loaded.len(),
+                c.loaded.iter().filter(|l| l.converted).count()
+            ),
+            lost == 0 && c.loaded.iter().any(|l| l.converted),
         ));
         g.push((
             format!("{} conversions at once all finish", c.started),
