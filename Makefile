@@ -69,9 +69,16 @@ test-matrix: setup ## Opt-in, ~10 min: every end-to-end conversion on RabbitMQ 3
 
 .PHONY: bench
 BENCH_PROFILE ?= debug
-bench: setup ## Opt-in, ~6 min: every conversion (both directions x Consume/Shovel) under load with the naive-cutover, raw-shovel and raw-consumer baselines in the same run on RabbitMQ 3.10, and 100,000 parked messages moved by a Shovel upgrade and a raw shovel; writes BENCHMARKS.md, docs/bench/bench.json and docs/bench/*.svg (debug build; BENCH_PROFILE=release for optimised binaries)
+bench: setup ## Opt-in, ~6 min + bench-scale: every conversion (both directions x Consume/Shovel) under load with the naive-cutover, raw-shovel and raw-consumer baselines in the same run on RabbitMQ 3.10, and 100,000 parked messages moved by a Shovel upgrade and a raw shovel; writes BENCHMARKS.md, docs/bench/bench.json and docs/bench/*.svg (debug build; BENCH_PROFILE=release for optimised binaries)
 	$(CARGO) build $(if $(filter release,$(BENCH_PROFILE)),--release) -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
 	TIERMQ_OPERATOR_LOG=info,tiermq_operator::controller=debug TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo bench --image rabbitmq:3.10-management --dir .tiermq/bench --out BENCHMARKS.md --json docs/bench/bench.json --svg-dir docs/bench --profile $(BENCH_PROFILE)
+	$(MAKE) --no-print-directory bench-scale
+
+.PHONY: bench-scale
+SCALE_FLAGS ?=
+bench-scale: setup ## Opt-in, ~15-20 min (limits: 900 s to converge, 720 s for the conversions), also run by bench: 1,000 shared-tier instances over 3 SharedClusters on one operator (time to converge, API/broker requests in an idle minute, operator RSS, reconcile p50/p99, a restarted operator's requests), then 50 conversions at once with AMQP load on 5; writes docs/bench/SCALE.md and docs/bench/scale.json (state in /tmp/tiermq-scale, removed after; SCALE_FLAGS e.g. "--instances 100 --conversions 5")
+	$(CARGO) build $(if $(filter release,$(BENCH_PROFILE)),--release) -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
+	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo scale --image rabbitmq:3.10-management --dir /tmp/tiermq-scale --out docs/bench/SCALE.md --json docs/bench/scale.json --profile $(BENCH_PROFILE) $(SCALE_FLAGS)
 
 .PHONY: kind-e2e
 kind-e2e: ## The same scenario on kind/minikube with the Helm chart (needs docker, kind, helm; cannot run on this project's machines)

@@ -711,6 +711,11 @@ pub fn render_markdown(r: &BenchResults, svgs: &[String]) -> String {
         "Written by `make bench` (`tiermq-demo bench`); every figure with how it was measured is also in \
 [docs/bench/bench.json](docs/bench/bench.json). Numbers from one run on a shared 2-core machine: expect noise.\n"
     );
+    let _ = writeln!(
+        s,
+        "Many instances on one operator (1,000 shared-tier instances, then 50 conversions at once) are measured by \
+`make bench-scale`: [docs/bench/SCALE.md](docs/bench/SCALE.md).\n"
+    );
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(s, "| date | {} |", r.date);
     let _ = writeln!(s, "| commit | `{}` |", r.commit);

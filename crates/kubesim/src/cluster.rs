@@ -39,7 +39,7 @@ use crate::sim::{self, Sim, SimConfig};
 
 /// API server address: `127.19.<slot>.1`.
 pub const API_OCTET: u8 = 19;
-/// Service ClusterIPs: `127.20.<slot>.x`.
+/// Service ClusterIPs: `127.20.<slot>.x`, then `127.21.<slot>.x` ... `127.29.<slot>.x`.
 pub const SERVICE_OCTET: u8 = 20;
 /// Pod IPs: `127.30.<slot>.x`.
 pub const POD_OCTET: u8 = 30;
@@ -66,6 +66,9 @@ pub struct ClusterConfig {
     /// Re-created pods get new IPs (see [`ClusterConfig::with_fresh_pod_ips`]); `false`: a pod
     /// name keeps its IP for the life of the cluster.
     pub fresh_pod_ips: bool,
+    /// Extra Erlang VM flags of every broker node (see
+    /// [`ClusterConfig::with_broker_erl_args`]); `None`: RabbitMQ's defaults.
+    pub broker_erl_args: Option<String>,
 }
 
 impl ClusterConfig {
@@ -79,6 +82,7 @@ impl ClusterConfig {
             image_binaries: sim::images::ImageBinaries::new(),
             initial_feature_flags: None,
             fresh_pod_ips: false,
+            broker_erl_args: None,
         }
     }
 
@@ -99,6 +103,21 @@ impl ClusterConfig {
     /// on the current pod IP. Without this a pod name keeps its IP for the life of the cluster.
     pub fn with_fresh_pod_ips(mut self) -> Self {
         self.fresh_pod_ips = true;
+        self
+    }
+
+    /// Starts every broker node with these extra Erlang VM flags (appended to
+    /// `RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS`), e.g. `+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio
+    /// none`: one scheduler that does not busy-wait, so many idle nodes fit on a small machine.
+    /// Opt-in (the scale bench uses it); brokers otherwise run with RabbitMQ's defaults.
+    pub fn with_broker_erl_args(mut self, args: impl Into<String>) -> Self {
+        self.broker_erl_args = Some(args.into());
+        self
+    }
+
+    /// At most `n` broker processes at once (default 3; further broker pods stay Pending).
+    pub fn with_max_brokers(mut self, n: usize) -> Self {
+        self.max_brokers = n;
         self
     }
 
@@ -205,6 +224,7 @@ pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
             image_binaries: cfg.image_binaries.clone(),
             initial_feature_flags: cfg.initial_feature_flags.clone(),
             fresh_pod_ips: cfg.fresh_pod_ips,
+            broker_erl_args: cfg.broker_erl_args.clone(),
             api_server: Some(sim::InClusterApi {
                 addr: api.addr(),
                 ca_pem: api.ca_pem().to_string(),

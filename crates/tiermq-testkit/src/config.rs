@@ -75,6 +75,9 @@ pub struct NodeConfig {
     /// get a node with stable flags still disabled, like one that was upgraded from an older
     /// release.
     pub initial_feature_flags: Option<String>,
+    /// Extra Erlang VM flags appended to `RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS` (e.g. `+S 1:1
+    /// +sbwt none` for a node that idles with less CPU). `None`: RabbitMQ's defaults.
+    pub extra_erl_args: Option<String>,
     /// AMQPS and management HTTPS beside the plain listeners, with these PEM files.
     pub tls: Option<NodeTls>,
 }
@@ -182,6 +185,7 @@ impl NodeConfig {
             plugins: TEST_PLUGINS.iter().map(|p| p.to_string()).collect(),
             admin,
             initial_feature_flags: None,
+            extra_erl_args: None,
             tls: None,
         }
     }

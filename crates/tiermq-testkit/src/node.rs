@@ -247,9 +247,14 @@ impl RabbitNode {
             .env(
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
                 format!(
-                    "-kernel inet_dist_use_interface {{{},{},{},{}}}",
-                    ip[0], ip[1], ip[2], ip[3]
-                ),
+                    "-kernel inet_dist_use_interface {{{},{},{},{}}} {}",
+                    ip[0],
+                    ip[1],
+                    ip[2],
+                    ip[3],
+                    config.extra_erl_args.as_deref().unwrap_or_default()
+                )
+                .trim_end(),
             )
             // Makes the start script exec the Erlang VM instead of keeping a shell in between,
             // so the child we hold is the node itself (for 4.0, unshare, sh and chroot exec too).

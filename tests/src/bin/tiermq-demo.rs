@@ -5,7 +5,8 @@
 //! AMQP load of several client patterns (by default a work queue and fanout pub/sub) through the
 //! instance Service and converts the instance shared → dedicated → shared, printing live progress,
 //! a per-pattern table (sent, confirmed, received, lost, duplicates) and a summary. `tiermq-demo bench` measures Consume vs Shovel
-//! drains and shared vs dedicated publish throughput side by side and writes a report.
+//! drains and shared vs dedicated publish throughput side by side and writes a report;
+//! `tiermq-demo scale` puts 1,000 shared-tier instances on one operator (see `tiermq_tests::scale`).
 //!
 //! It builds nothing: the operator binary must exist (`cargo build -p tiermq-operator`; by default
 //! it is looked up next to this executable). Everything it starts — brokers, the operator, the
@@ -103,6 +104,62 @@ enum Cmd {
         #[arg(long, default_value = "docs/bench")]
         svg_dir: PathBuf,
     },
+    /// Many shared-tier instances on one operator (issue 14 item 3): time to converge, API and
+    /// broker requests in an idle minute, operator RSS and reconcile latency, then many
+    /// conversions shared -> dedicated at once with AMQP load on a few; writes a Markdown report
+    /// and a JSON file with every figure.
+    Scale {
+        /// Shared-tier instances.
+        #[arg(long, default_value_t = 1000)]
+        instances: usize,
+        /// SharedClusters (one broker each) the instances are spread over.
+        #[arg(long, default_value_t = 3)]
+        shared_clusters: usize,
+        /// Instances per namespace.
+        #[arg(long, default_value_t = 50)]
+        per_namespace: usize,
+        /// Conversions to Dedicated started at once (each starts a broker node); 0: none.
+        #[arg(long, default_value_t = 50)]
+        conversions: usize,
+        /// Converting instances that run AMQP load through their Service.
+        #[arg(long, default_value_t = 5)]
+        loaded: usize,
+        /// Messages per second per publisher on a loaded instance (2 publishers).
+        #[arg(long, default_value_t = 5.0)]
+        load_rate: f64,
+        /// Start brokers with RabbitMQ's default Erlang VM flags instead of lean ones (one
+        /// scheduler, no busy-waiting).
+        #[arg(long)]
+        default_erl_flags: bool,
+        /// Limit for all instances to become Ready, seconds.
+        #[arg(long, default_value_t = 900)]
+        converge_limit: u64,
+        /// Limit for the conversions, seconds.
+        #[arg(long, default_value_t = 720)]
+        convert_limit: u64,
+        /// Length of the idle window, seconds.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+        /// Skip killing and restarting the operator over the steady instances.
+        #[arg(long)]
+        no_restart: bool,
+        /// Report file (Markdown).
+        #[arg(long, default_value = "docs/bench/SCALE.md")]
+        out: PathBuf,
+        /// Every figure and how it was measured (JSON).
+        #[arg(long, default_value = "docs/bench/scale.json")]
+        json: PathBuf,
+        /// Build profile of the operator, for the report.
+        #[arg(long, default_value = "debug")]
+        profile: String,
+    },
+    /// Renders the scale report again from its JSON file (no brokers).
+    ScaleRender {
+        #[arg(long, default_value = "docs/bench/scale.json")]
+        json: PathBuf,
+        #[arg(long, default_value = "docs/bench/SCALE.md")]
+        out: PathBuf,
+    },
     /// Every conversion (both directions x Consume and Shovel) under load, measured, with the
     /// baselines (naive cutover, raw shovel, raw consumer) in the same run; writes a Markdown
     /// report, a JSON file with every figure and one SVG timeline per conversion.
@@ -183,6 +240,55 @@ async fn main() -> anyhow::Result<()> {
                     },
                 )
                 .await
+            }
+            Cmd::Scale {
+                instances,
+                shared_clusters,
+                per_namespace,
+                conversions,
+                loaded,
+                load_rate,
+                default_erl_flags,
+                converge_limit,
+                convert_limit,
+                idle_seconds,
+                no_restart,
+                out,
+                json,
+                profile,
+            } => {
+                let opts = tiermq_tests::scale::run::ScaleOptions {
+                    dir: fresh_dir(&common.dir)?,
+                    operator_bin: operator_bin(&common)?,
+                    image: common.image.clone(),
+                    profile,
+                    instances,
+                    shared_clusters: shared_clusters.max(1),
+                    per_namespace,
+                    conversions,
+                    loaded,
+                    lean_brokers: !default_erl_flags,
+                    converge_limit: Duration::from_secs(converge_limit),
+                    convert_limit: Duration::from_secs(convert_limit),
+                    idle: Duration::from_secs(idle_seconds),
+                    load_rate,
+                    restart: !no_restart,
+                    partial_out: Some((out.clone(), json.clone())),
+                };
+                let results = tiermq_tests::scale::run::run(&opts).await?;
+                write_scale(&results, &out, &json)?;
+                // Remove the state folder (broker data of every node) unless asked to keep it.
+                if std::env::var_os("TIERMQ_KEEP_SCALE_DIR").is_none() {
+                    let _ = std::fs::remove_dir_all(&opts.dir);
+                }
+                Ok(())
+            }
+            Cmd::ScaleRender { json, out } => {
+                let text = std::fs::read_to_string(&json)
+                    .with_context(|| format!("read {}", json.display()))?;
+                let results: tiermq_tests::scale::ScaleResults = serde_json::from_str(&text)
+                    .with_context(|| format!("parse {}", json.display()))?;
+                write_scale(&results, &out, &json)
             }
             Cmd::Load {
                 host,
@@ -1364,6 +1470,28 @@ fn write_bench(results: &bench::BenchResults, out: &BenchOut) -> anyhow::Result<
     for (path, body) in [
         (&out.out, text.clone()),
         (&out.json, bench::render_json(results)),
+    ] {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, body).with_context(|| format!("write {}", path.display()))?;
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// Writes the scale report and its JSON file.
+fn write_scale(
+    r: &tiermq_tests::scale::ScaleResults,
+    out: &Path,
+    json: &Path,
+) -> anyhow::Result<()> {
+    let text = tiermq_tests::scale::render_markdown(r);
+    for (path, body) in [
+        (out, text.clone()),
+        (json, tiermq_tests::scale::render_json(r)),
     ] {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()

@@ -200,6 +200,11 @@ impl OperatorProcess {
         Ok(())
     }
 
+    /// The running process's id (`None` while it is not running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

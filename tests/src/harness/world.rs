@@ -108,6 +108,14 @@ impl World {
         Self::start_in_with(dir, |c| c).await
     }
 
+    /// [`World::start_in`] with kubesim's configuration changed by `configure`.
+    pub async fn start_in_configured(
+        dir: &Path,
+        configure: impl FnOnce(kubesim::cluster::ClusterConfig) -> kubesim::cluster::ClusterConfig,
+    ) -> anyhow::Result<World> {
+        Self::start_in_with(dir, configure).await
+    }
+
     async fn start_in_with(
         dir: &Path,
         configure: impl FnOnce(kubesim::cluster::ClusterConfig) -> kubesim::cluster::ClusterConfig,

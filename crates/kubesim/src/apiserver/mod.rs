@@ -84,8 +84,9 @@
 //!   pods go at once.
 //! - `metadata.generation` moves on changes outside metadata and status only; the main resource
 //!   ignores status when a status subresource exists, `/status` ignores everything but status.
-//! - Services get a ClusterIP from `service_ip_prefix` (`clusterIP: None` stays headless; a
-//!   given IP in the range is reserved; the IP is immutable and freed on delete).
+//! - Services get a ClusterIP from `service_ip_prefix` and the nine /24s after it in the second
+//!   octet, 2,540 addresses (`clusterIP: None` stays headless; a given IP in the range is
+//!   reserved; the IP is immutable and freed on delete).
 //! - Built-in validation of what operators most often get wrong (see [`validate`]): names per
 //!   kind, label keys/values, workload selectors that must match template labels, containers,
 //!   Service ports, data keys, EndpointSlice addresses; Secret `stringData` is merged into `data`.
@@ -157,7 +158,8 @@ pub use http::pod_log::log_file as container_log_file;
 pub struct ApiServerConfig {
     /// Listen address; port 0 picks a free port. Default 127.0.0.1:0.
     pub bind: SocketAddr,
-    /// ClusterIPs are allocated as `prefix.1` ..= `prefix.254`.
+    /// ClusterIPs are allocated from `prefix.1` ..= `prefix.254`, then the same in the next nine
+    /// second octets (2,540 addresses).
     pub service_ip_prefix: [u8; 3],
     /// Append the request log to this file (JSON lines, see [`audit`]); it is always kept in
     /// memory too.

@@ -99,6 +99,9 @@ pub struct SimConfig {
     /// a pod name keeps its IP for the life of the cluster. A broker keeps its node name either
     /// way (see `rabbit`).
     pub fresh_pod_ips: bool,
+    /// Extra Erlang VM flags for every broker node (see
+    /// `tiermq_testkit::NodeConfig::extra_erl_args`); `None`: RabbitMQ's defaults.
+    pub broker_erl_args: Option<String>,
 }
 
 /// How a pod's processes reach the API server: its address and the CA that signed its serving
@@ -124,6 +127,7 @@ impl SimConfig {
             api_server: None,
             initial_feature_flags: None,
             fresh_pod_ips: false,
+            broker_erl_args: None,
         }
     }
 }

@@ -424,6 +424,7 @@ pub fn node_config(
         plugins,
         admin,
         initial_feature_flags: None,
+        extra_erl_args: None,
         tls,
     })
 }

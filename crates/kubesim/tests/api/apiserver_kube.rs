@@ -1023,3 +1023,37 @@ async fn metadata_only_gets_lists_and_watches() {
     );
     w.abort();
 }
+
+/// More Services than one /24 holds (1,000 shared instances each have one): the range goes on in
+/// the next second octets, every ClusterIP is distinct, and a deleted Service's IP is free again.
+#[tokio::test]
+async fn more_than_254_services_get_distinct_cluster_ips() {
+    let s = server().await;
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client(&s), "default");
+    let mut ips = Vec::new();
+    for n in 0..300 {
+        let svc = serde_json::from_value(
+            json!({"metadata": {"name": format!("s{n}")}, "spec": {"ports": [{"port": 5672}]}}),
+        )
+        .unwrap();
+        let created = svcs.create(&PostParams::default(), &svc).await.unwrap();
+        ips.push(created.spec.unwrap().cluster_ip.unwrap());
+    }
+    let distinct: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), 300, "distinct ClusterIPs");
+    assert!(ips[0].starts_with("127.20.7."), "{}", ips[0]);
+    assert!(ips[299].starts_with("127.21.7."), "{}", ips[299]);
+    svcs.delete("s3", &DeleteParams::default()).await.unwrap();
+    let again = svcs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "again"}, "spec": {"ports": [{"port": 5672}]}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // The lowest free address: the one s3 had.
+    assert_eq!(again.spec.unwrap().cluster_ip.as_ref(), Some(&ips[3]));
+}

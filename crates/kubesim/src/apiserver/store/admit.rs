@@ -60,18 +60,16 @@ impl State {
     }
 
     fn allocate_ip(&mut self) -> ApiResult<String> {
-        let n = (1u8..=254)
+        let n = (0..SERVICE_IPS)
             .find(|n| !self.used_ips.contains(n))
             .ok_or_else(|| ApiError::internal("no free ClusterIP left in the service range"))?;
         self.used_ips.insert(n);
-        let [a, b, c] = self.ip_prefix;
-        Ok(format!("{a}.{b}.{c}.{n}"))
+        Ok(service_ip(self.ip_prefix, n).to_string())
     }
 
-    pub(super) fn ip_octet(&self, ip: &str) -> Option<u8> {
-        let [a, b, c] = self.ip_prefix;
-        ip.strip_prefix(&format!("{a}.{b}.{c}."))
-            .and_then(|n| n.parse().ok())
+    /// The index of `ip` in the service range, if it is in it.
+    pub(super) fn ip_index(&self, ip: &str) -> Option<u16> {
+        service_ip_index(self.ip_prefix, ip.parse().ok()?)
     }
 
     /// Kind-specific defaults on create.
@@ -111,7 +109,7 @@ impl State {
                         Some("None") => spec["clusterIPs"] = json!(["None"]),
                         Some(ip) if !ip.is_empty() => {
                             let ip = ip.to_string();
-                            if let Some(n) = self.ip_octet(&ip)
+                            if let Some(n) = self.ip_index(&ip)
                                 && !self.used_ips.insert(n)
                             {
                                 {
@@ -205,6 +203,52 @@ impl State {
             for t in types {
                 self.registry.insert(t);
             }
+        }
+    }
+}
+
+/// How many /24 blocks the service range spans: `a.b.c.x`, `a.(b+1).c.x`, ... (the slot `c`
+/// stays), so one cluster holds a few thousand Services (1,000 shared instances each have one).
+pub const SERVICE_BLOCKS: u8 = 10;
+/// ClusterIPs in the service range (254 per block).
+pub const SERVICE_IPS: u16 = SERVICE_BLOCKS as u16 * 254;
+
+/// The `n`th address of the service range of `prefix` (block `n / 254`, host `1 + n % 254`).
+pub fn service_ip(prefix: [u8; 3], n: u16) -> std::net::Ipv4Addr {
+    let [a, b, c] = prefix;
+    std::net::Ipv4Addr::new(a, b + (n / 254) as u8, c, 1 + (n % 254) as u8)
+}
+
+/// The index of `ip` in the service range of `prefix` ([`service_ip`]'s inverse).
+pub fn service_ip_index(prefix: [u8; 3], ip: std::net::Ipv4Addr) -> Option<u16> {
+    let [a, b, c, d] = ip.octets();
+    let block = b.checked_sub(prefix[1])?;
+    (a == prefix[0] && c == prefix[2] && block < SERVICE_BLOCKS && (1..=254).contains(&d))
+        .then(|| u16::from(block) * 254 + u16::from(d - 1))
+}
+
+#[cfg(test)]
+mod service_range_tests {
+    use super::*;
+
+    #[test]
+    fn the_service_range_spans_ten_blocks_and_maps_back() {
+        let p = [127, 20, 3];
+        assert_eq!(service_ip(p, 0).to_string(), "127.20.3.1");
+        assert_eq!(service_ip(p, 253).to_string(), "127.20.3.254");
+        assert_eq!(service_ip(p, 254).to_string(), "127.21.3.1");
+        assert_eq!(service_ip(p, SERVICE_IPS - 1).to_string(), "127.29.3.254");
+        for n in [0, 1, 253, 254, 999, SERVICE_IPS - 1] {
+            assert_eq!(service_ip_index(p, service_ip(p, n)), Some(n));
+        }
+        for ip in [
+            "127.30.3.1",
+            "127.20.4.1",
+            "127.20.3.0",
+            "127.20.3.255",
+            "10.20.3.1",
+        ] {
+            assert_eq!(service_ip_index(p, ip.parse().unwrap()), None, "{ip}");
         }
     }
 }

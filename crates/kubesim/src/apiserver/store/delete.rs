@@ -52,7 +52,7 @@ impl State {
         if key.0.is_empty()
             && key.1 == "services"
             && let Some(ip) = last["spec"]["clusterIP"].as_str()
-            && let Some(n) = self.ip_octet(ip)
+            && let Some(n) = self.ip_index(ip)
         {
             self.used_ips.remove(&n);
         }

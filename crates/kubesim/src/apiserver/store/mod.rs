@@ -55,9 +55,10 @@ pub struct State {
     /// Highest resourceVersion dropped from the history: watches from before it get 410.
     compacted: u64,
     tx: broadcast::Sender<Arc<WatchEvent>>,
-    /// Services get ClusterIPs `ip_prefix.1` ..= `ip_prefix.254`; `used_ips` are taken.
+    /// Services get ClusterIPs from the range of `ip_prefix` (see `admit::service_ip`);
+    /// `used_ips` are the indexes taken.
     ip_prefix: [u8; 3],
-    used_ips: BTreeSet<u8>,
+    used_ips: BTreeSet<u16>,
 }
 
 /// Locks the state. A panic while it was held (a bug) must not take the whole server down

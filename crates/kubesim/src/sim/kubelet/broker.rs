@@ -66,6 +66,7 @@ impl Kubelet {
         let mut config =
             rabbit::node_config(pod, c, &inputs, ip, name_host, base, &self.cookie_for(pod))?;
         config.initial_feature_flags = self.cfg.initial_feature_flags.clone();
+        config.extra_erl_args = self.cfg.broker_erl_args.clone();
         Ok(config)
     }
 
