@@ -69,6 +69,13 @@ pub struct RunArgs {
     #[arg(long, env = "TIERMQ_DRAIN_POLL_SECONDS", default_value_t = 2)]
     pub drain_poll_seconds: u64,
 
+    /// Instances reconciled at once (each instance is still reconciled by one pass at a time).
+    /// Without a bound, a fleet that starts together (1,000 instances in the scale bench) opens
+    /// a connection to the API server and the brokers per instance and holds every pass's
+    /// memory at once. 0: unbounded.
+    #[arg(long, env = "TIERMQ_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    pub max_concurrent_reconciles: u16,
+
     /// `collect_statistics_interval` of the brokers the operator creates, in milliseconds. Message
     /// counts lag by this much, so the drain check treats a sample as describing the state this
     /// long before it was taken. Lower it in tests for quick drains.
@@ -193,6 +200,7 @@ impl RunArgs {
             identity: None,
             broker_addressing: BrokerAddressing::ClusterIp,
             drain_poll_seconds: 2,
+            max_concurrent_reconciles: 16,
             broker_stats_interval_ms: crate::build::DEFAULT_STATS_INTERVAL_MS,
             network_policies: true,
             operator_pod_labels: crate::build::network_policy::default_operator_pod_labels(),

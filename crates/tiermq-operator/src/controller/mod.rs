@@ -204,6 +204,8 @@ fn instance_controller(
     client: &kube::Client,
     scope: &Scope,
     predicate: fn(&RabbitMQInstance) -> Option<u64>,
+    // Instances reconciled at once; 0 is unbounded.
+    concurrency: u16,
 ) -> (Controller<RabbitMQInstance>, Store<RabbitMQInstance>) {
     let (store, writer) = reflector::store::<RabbitMQInstance>();
     let trigger = scope
@@ -214,6 +216,7 @@ fn instance_controller(
     let pod_store = store.clone();
     let external_store = store.clone();
     let ctrl = Controller::for_stream(trigger, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches_stream(
             scope.touched::<Pod>(client, watcher::Config::default().labels(LABEL_CLUSTER)),
             move |pod: Pod| {
@@ -247,7 +250,9 @@ fn routing_controller(
     scope: &Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Controller<RabbitMQInstance> {
-    let (ctrl, _) = instance_controller(client, scope, routing_inputs);
+    // Unbounded (0): a pass only compares and writes EndpointSlices, and pods that moved must be
+    // routed again at once, whatever else runs.
+    let (ctrl, _) = instance_controller(client, scope, routing_inputs, 0);
     ctrl.watches_stream(
         // Only instances' slices: the operator's carry the instance label, and Kubernetes'
         // copy it from the instance Service (other Services' slices are never cached).
@@ -291,7 +296,12 @@ pub async fn run_controllers(
             );
         }
     }
-    let (instance_ctrl, store) = instance_controller(&client, &scope, spec_or_lifecycle);
+    let (instance_ctrl, store) = instance_controller(
+        &client,
+        &scope,
+        spec_or_lifecycle,
+        config.max_concurrent_reconciles,
+    );
     let ctx: Arc<Context> = Context::new(
         client.clone(),
         config.clone(),
