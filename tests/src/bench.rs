@@ -291,11 +291,11 @@ pub struct ParkedDrain {
 impl ParkedDrain {
     /// The operator's Shovel drain in msg/s (messages / `DrainingSource`).
     pub fn rate(&self) -> f64 {
-        if self.drain_s > 0.0 {
-            self.messages as f64 / self.drain_s
-        } else {
-            0.0
+        RawDrain {
+            messages: self.messages,
+            seconds: self.drain_s,
         }
+        .rate()
     }
 
     /// Operator Shovel drain / raw shovel throughput.
