@@ -38,6 +38,26 @@ pub struct BenchResults {
     pub notes: Vec<String>,
 }
 
+/// `git rev-parse --short HEAD`, with `-dirty` when tracked files differ from it: the code a
+/// run measured (empty outside a git checkout).
+pub fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let c = git(&["rev-parse", "--short", "HEAD"]);
+    if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        c
+    } else {
+        format!("{c}-dirty")
+    }
+}
+
 /// The machine the run used.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Machine {

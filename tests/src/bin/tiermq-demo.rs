@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("parse {}", json.display()))?;
                 let note = format!(
                     "rendered again from its JSON by `tiermq-demo bench-render` at commit {}; every figure is from the run at {}",
-                    git(&["rev-parse", "--short", "HEAD"]),
+                    bench::commit(),
                     results.commit
                 );
                 results.notes.retain(|n| !n.starts_with("rendered again"));
@@ -1302,16 +1302,6 @@ async fn naive_cutover(
     })
 }
 
-fn git(args: &[&str]) -> String {
-    std::process::Command::new("git")
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 async fn bench(common: &Common, out: &BenchOut) -> anyhow::Result<()> {
     let t0 = Instant::now();
     if std::env::var("TIERMQ_OPERATOR_LOG").is_err() {
@@ -1329,14 +1319,7 @@ async fn bench(common: &Common, out: &BenchOut) -> anyhow::Result<()> {
         .unwrap_or_else(|e| format!("unknown ({e})"));
     let mut results = bench::BenchResults {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        commit: {
-            let c = git(&["rev-parse", "--short", "HEAD"]);
-            if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
-                c
-            } else {
-                format!("{c}-dirty")
-            }
-        },
+        commit: bench::commit(),
         machine: bench::Machine::detect(),
         rabbitmq,
         profile: out.profile.clone(),

@@ -174,30 +174,13 @@ fn load1() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn git(args: &[&str]) -> String {
-    std::process::Command::new("git")
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Runs the whole scale bench; the caller writes the results.
 pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
     let t0 = Instant::now();
     let me = std::process::id();
     let mut r = ScaleResults {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        commit: {
-            let c = git(&["rev-parse", "--short", "HEAD"]);
-            if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
-                c
-            } else {
-                format!("{c}-dirty")
-            }
-        },
+        commit: crate::bench::commit(),
         machine: Machine::detect(),
         profile: o.profile.clone(),
         instances: o.instances,
