@@ -58,6 +58,18 @@ pub fn commit() -> String {
     }
 }
 
+/// The head of a report's run table: date, commit and machine (the bench and the scale bench).
+pub fn run_rows(s: &mut String, date: &str, commit: &str, m: &Machine) {
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(s, "| date | {date} |");
+    let _ = writeln!(s, "| commit | `{commit}` |");
+    let _ = writeln!(
+        s,
+        "| machine | {} cores, {:.1} GiB RAM, {} |",
+        m.cores, m.ram_gib, m.cpu_model
+    );
+}
+
 /// The machine the run used.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Machine {
@@ -736,14 +748,7 @@ pub fn render_markdown(r: &BenchResults, svgs: &[String]) -> String {
         "Many instances on one operator (1,000 shared-tier instances, then 50 conversions at once) are measured by \
 `make bench-scale`: [docs/bench/SCALE.md](docs/bench/SCALE.md).\n"
     );
-    let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(s, "| date | {} |", r.date);
-    let _ = writeln!(s, "| commit | `{}` |", r.commit);
-    let _ = writeln!(
-        s,
-        "| machine | {} cores, {:.1} GiB RAM, {} |",
-        r.machine.cores, r.machine.ram_gib, r.machine.cpu_model
-    );
+    run_rows(&mut s, &r.date, &r.commit, &r.machine);
     let _ = writeln!(
         s,
         "| load average (1/5/15 min) | {} at the start, {} at the end |",

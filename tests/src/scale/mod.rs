@@ -468,14 +468,7 @@ pub fn render_markdown(r: &ScaleResults) -> String {
         "Written by `make bench-scale` (`tiermq-demo scale`, also run by `make bench`); every figure with how it \
 was measured is also in [scale.json](scale.json). One run on a shared 2-core machine: expect noise.\n"
     );
-    let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(s, "| date | {} |", r.date);
-    let _ = writeln!(s, "| commit | `{}` |", r.commit);
-    let _ = writeln!(
-        s,
-        "| machine | {} cores, {:.1} GiB RAM, {} |",
-        r.machine.cores, r.machine.ram_gib, r.machine.cpu_model
-    );
+    crate::bench::run_rows(&mut s, &r.date, &r.commit, &r.machine);
     let _ = writeln!(
         s,
         "| load average (1/5/15 min) | {} at the start, {} when all were ready, {} at the end |",
