@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -635,7 +635,9 @@ impl std::fmt::Display for MigrationPhase {
 }
 
 /// The running conversion (cleared when it ends; `history` keeps the record). While `Aborting`,
-/// the drain fields describe the destination being drained back onto the source.
+/// the drain fields describe the destination being drained back onto the source. The instants
+/// the operator measures waits from are kept to the microsecond (`MicroTime`); the others to
+/// the second.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationStatus {
@@ -673,15 +675,15 @@ pub struct MigrationStatus {
     /// interval); a later sample is "fresh". Set when counting starts (writes refused, federation
     /// gone), so samples from before never count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sample: Option<Time>,
+    pub last_sample: Option<MicroTime>,
     /// When the source tenant was left without permissions (grace period starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_revoked_at: Option<Time>,
+    pub source_revoked_at: Option<MicroTime>,
     /// When the source's last connections were closed for its retirement (after the grace
     /// period). It is deleted once it shows no connection and a sample taken after this shows
     /// it empty. Recorded so that each pass of the retirement is short and survives a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_closed_at: Option<Time>,
+    pub source_closed_at: Option<MicroTime>,
     /// Set when a flip back arrived after the write cutover: the conversion completes first and a
     /// new conversion back starts right after.
     #[serde(default)]
@@ -689,11 +691,11 @@ pub struct MigrationStatus {
     /// When the source was first seen refusing writes at the cutover; subscribers move once
     /// nothing published before can still be on its way to them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_frozen_at: Option<Time>,
+    pub source_frozen_at: Option<MicroTime>,
     /// Since when the source's statistics disagree with the counts its queues give directly
     /// (the statistics are behind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats_behind_since: Option<Time>,
+    pub stats_behind_since: Option<MicroTime>,
     /// The longest time the source's statistics were seen behind its queues during this
     /// conversion; the grace period is at least twice this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
