@@ -404,7 +404,11 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     }
     status::emit(ctx, i, &p.events).await;
     record_metrics(ctx, i, &new);
-    let after = plan::requeue_after(&p, ctx.config.drain_poll_seconds);
+    let after = plan::requeue_after(
+        &p,
+        ctx.config.drain_poll_seconds,
+        ctx.config.broker_stats_interval_ms,
+    );
     tracing::debug!(phase = ?p.phase, requeue_ms = after.as_millis() as u64, "pass done");
     Ok(Action::requeue(after))
 }

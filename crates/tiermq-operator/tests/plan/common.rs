@@ -504,7 +504,12 @@ impl World {
     }
 
     pub fn tick(&mut self, secs: i64) {
-        self.now += Duration::seconds(secs);
+        self.tick_ms(secs * 1000);
+    }
+
+    /// [`World::tick`] by milliseconds (a conversion paced by its own requeue delays).
+    pub fn tick_ms(&mut self, ms: i64) {
+        self.now += Duration::milliseconds(ms);
         self.resubscribe();
         // Federation: a federated (downstream) vhost pulls a few messages from the other cluster.
         for (down, up) in [

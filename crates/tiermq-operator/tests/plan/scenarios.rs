@@ -6,7 +6,9 @@ use tiermq_crd::conditions;
 use tiermq_crd::{
     ClusterKind, ConnectionPolicy, DrainStrategy, MigrationOutcome, MigrationPhase, Tier,
 };
-use tiermq_operator::controller::plan::{Access, EventType, Plan, RETIRE_REASON, Step, plan};
+use tiermq_operator::controller::plan::{
+    Access, EventType, Plan, RETIRE_REASON, Step, plan, requeue_after,
+};
 
 use MigrationPhase::*;
 
@@ -147,6 +149,76 @@ fn upgrade_under_consume_walks_all_phases_in_order() {
             .iter()
             .any(|p| p.requeue_after >= std::time::Duration::from_secs(1))
     );
+}
+
+/// Paced only by its own requeue delays (drain poll 1 s, statistics every 500 ms, a fresh
+/// sample at every pass), a conversion waits for nothing it need not: the grace period to the
+/// millisecond, the subscriber settle, and a statistics interval per confirming sample; a pass
+/// that ran the steps its phase waits for is followed within a fraction of a second. The bench's
+/// operator overhead came from whole-second polls between such passes.
+#[test]
+fn a_conversion_paced_by_its_own_requeues_waits_only_for_what_it_must() {
+    for drain in [DrainStrategy::Consume, DrainStrategy::Shovel] {
+        let mut w = World::new(Tier::Dedicated);
+        w.spec.migration.drain_strategy = drain;
+        w.spec.migration.grace_period_seconds = 5;
+        w.publish_via_service(30);
+        w.set_tier(Tier::Shared);
+        let grace = w.spec.migration.grace_period_seconds;
+        let start = w.now;
+        let mut passes = Vec::new();
+        let mut next = std::time::Duration::ZERO;
+        for _ in 0..200 {
+            w.tick_ms(next.as_millis() as i64);
+            // The source's consumers keep taking messages until they are moved.
+            w.consume(ClusterKind::Dedicated, 10);
+            w.consume(ClusterKind::Shared, 10);
+            for k in BOTH {
+                w.sample(k);
+            }
+            let p = w.reconcile();
+            next = requeue_after(&p, 1, 500);
+            let remaining = p
+                .status
+                .migration
+                .as_ref()
+                .and_then(|m| m.remaining_messages);
+            passes.push((w.now, p.phase, next, remaining));
+            if stable_on(Tier::Shared)(&w) {
+                break;
+            }
+        }
+        assert_eq!(
+            w.phases,
+            ALL_PHASES_IN_ORDER,
+            "{drain:?}: {:?}",
+            &passes[passes.len().saturating_sub(8)..]
+        );
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        assert!(w.balance_ok(), "messages lost");
+        let entered = |phase| passes.iter().find(|(_, p, ..)| *p == phase).unwrap().0;
+        let ms = |d: chrono::TimeDelta| d.num_milliseconds();
+        let destination_only = ms(entered(Completed) - entered(DestinationOnly));
+        // The grace period, then the retirement's close and one sample after it.
+        assert!(
+            (grace * 1000..grace * 1000 + 700).contains(&destination_only),
+            "{drain:?}: DestinationOnly lasted {destination_only} ms with a {grace} s grace period"
+        );
+        let total = ms(w.now - start);
+        assert!(
+            total - grace * 1000 < 4_000,
+            "{drain:?}: {total} ms from the flip to Stable, {grace} s of it grace: {passes:?}"
+        );
+        // Once a sample showed the source empty, the next is awaited a statistics interval.
+        for (at, phase, wait, remaining) in &passes {
+            if *phase == DrainingSource && *remaining == Some(0) {
+                assert!(
+                    *wait <= std::time::Duration::from_millis(500),
+                    "{drain:?}: a drain pass at {at} waits {wait:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

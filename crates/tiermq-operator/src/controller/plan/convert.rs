@@ -17,7 +17,7 @@ use super::roles::{
     reachable, running, tenant, tenant_of, topology_synced, writable,
 };
 use super::time::{from_time, to_time};
-use super::{Decision, SUBSCRIBER_SETTLE, drain, queues};
+use super::{Decision, SUBSCRIBER_SETTLE, drain, queues, requeue};
 
 use tiermq_crd::MigrationPhase::*;
 
@@ -102,8 +102,14 @@ pub(super) fn preparing(o: &Observed, now: DateTime<Utc>) -> Decision {
         Some(_) => "creating the tenant and copying the topology".to_string(),
         None => format!("{} is not observed", describe(&m.destination)),
     };
+    // With the destination answering, this pass's steps are what the phase waits for.
+    let answering = o
+        .cluster_by_ref(&m.destination)
+        .is_some_and(|c| c.ready() && c.reachable());
     let steps = preparing_steps(o, &m);
-    Decision::migrating(PreparingDestination, m, steps).progress(waiting)
+    let soon = requeue::soon(&m, now);
+    let d = Decision::migrating(PreparingDestination, m, steps).progress(waiting);
+    if answering { d.look_again(soon) } else { d }
 }
 
 /// Copy the source's topology again when both tenants answer and the destination lacks some
@@ -145,7 +151,10 @@ pub(super) fn dual(o: &Observed, now: DateTime<Utc>) -> Decision {
             "waiting for {} to hold the tenant and the topology",
             describe(&m.destination)
         );
-        return Decision::migrating(DualWriteDualRead, m, steps).progress(note);
+        let soon = requeue::soon(&m, now);
+        return Decision::migrating(DualWriteDualRead, m, steps)
+            .progress(note)
+            .look_again(soon);
     }
     // What cannot move is judged from a complete sample: a queue whose statistics are not in
     // yet could be a stream with history.
@@ -242,9 +251,13 @@ pub(super) fn single_write(o: &Observed, now: DateTime<Utc>) -> Decision {
         m.source_frozen_at = None;
         let mut steps = cutover_steps(o, &m);
         steps.extend(destination_read_only(o, &m));
-        let d = Decision::migrating(SingleWriteDualRead, m, steps).progress(
-            "moving new connections to the destination; the source stops taking writes".to_string(),
-        );
+        let soon = requeue::soon(&m, now);
+        let d = Decision::migrating(SingleWriteDualRead, m, steps)
+            .progress(
+                "moving new connections to the destination; the source stops taking writes"
+                    .to_string(),
+            )
+            .look_again(soon);
         return note_reverse(d, was);
     }
     let since = m
@@ -254,7 +267,9 @@ pub(super) fn single_write(o: &Observed, now: DateTime<Utc>) -> Decision {
     // Nothing can be routed to a subscriber's queue once the source refuses writes; the settle
     // lets what was routed before reach the subscriber before its connection (and queue) go.
     let no_subscribers = tenant(o, &s).is_some_and(|t| t.subscribers == 0);
-    let settled = no_subscribers || now - from_time(&since) >= SUBSCRIBER_SETTLE;
+    let settles_at = from_time(&since) + SUBSCRIBER_SETTLE;
+    let settled = no_subscribers || now >= settles_at;
+    let soon = requeue::soon(&m, now);
     let moved = tenant(o, &s).is_some_and(|t| t.subscribers == 0 && t.transfers == 0)
         && writable(o, &m.destination) == Some(true);
     let d = if moved {
@@ -284,14 +299,21 @@ pub(super) fn single_write(o: &Observed, now: DateTime<Utc>) -> Decision {
         Decision::migrating(SingleWriteDualRead, m, steps)
             .event(EventType::Normal, events::SUBSCRIBERS_MOVED, note.clone())
             .progress(note)
+            .look_again(soon)
     } else {
         let mut steps = cutover_steps(o, &m);
         steps.extend(destination_read_only(o, &m));
-        Decision::migrating(SingleWriteDualRead, m, steps).progress(
-            "the source refuses writes; subscribers move once what was published for them has \
-             reached them"
-                .to_string(),
-        )
+        Decision::migrating(SingleWriteDualRead, m, steps)
+            .progress(
+                "the source refuses writes; subscribers move once what was published for them \
+                 has reached them"
+                    .to_string(),
+            )
+            .look_again(requeue::until(
+                settles_at,
+                now,
+                std::time::Duration::from_secs(1),
+            ))
     };
     note_reverse(d, was)
 }
@@ -462,9 +484,11 @@ pub(super) fn destination_only(o: &Observed, now: DateTime<Utc>) -> Decision {
         let revoked_at = m.source_revoked_at.as_ref().map_or(now, from_time);
         m.source_revoked_at = Some(to_time(revoked_at));
         let grace = drain::grace_seconds(o.spec.migration.grace_period_seconds, &m);
-        let left = grace - (now - revoked_at).num_seconds();
+        // To the millisecond: the requeue wakes the pass that retires the source right then.
+        let left_ms = (revoked_at + chrono::TimeDelta::seconds(grace) - now).num_milliseconds();
         let mut steps = destination_only_steps(o, &m);
-        if left > 0 {
+        if left_ms > 0 {
+            let left = (left_ms + 999) / 1000;
             let conns = match tenant_of(o, &m.source) {
                 TenantState::Present(t) => format!(", {} source connections open", t.connections),
                 _ => String::new(),

@@ -238,6 +238,12 @@ impl Decision {
         self
     }
 
+    /// Look again no later than `after` (see `requeue::soon` and `requeue::until`).
+    fn look_again(mut self, after: std::time::Duration) -> Self {
+        self.look_again = Some(self.look_again.map_or(after, |l| l.min(after)));
+        self
+    }
+
     fn progress(mut self, msg: String) -> Self {
         self.progress = msg;
         self
