@@ -55,6 +55,27 @@ struct InFlight {
     confirm: ConfirmWatch,
 }
 
+/// Records the broker's ack of `f`, which arrived at `confirmed_at`; true for the first ack of
+/// its id.
+fn acked(
+    ledger: &Ledger,
+    publisher: u32,
+    f: &InFlight,
+    first_sent: &mut HashMap<u64, Duration>,
+    confirmed_at: Duration,
+    now: Duration,
+) -> bool {
+    let p = Published {
+        publisher,
+        seq: f.seq,
+        route: f.route,
+        sent_at: f.sent_at,
+        first_sent_at: first_sent.remove(&f.seq).unwrap_or(f.sent_at),
+        confirmed_at: Some(confirmed_at),
+    };
+    ledger.confirmed(format!("p{publisher}-{}", f.seq), p, now)
+}
+
 /// Runs until `messages_per_publisher` messages are confirmed (written, without confirms), the
 /// publishers are stopped, or the run's deadline.
 pub(crate) async fn publisher(run: Arc<Run>, ledger: Arc<Ledger>, spec: PublisherSpec) {
@@ -181,15 +202,14 @@ pub(crate) async fn publisher(run: Arc<Run>, ledger: Arc<Ledger>, spec: Publishe
             let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, &mut f.confirm).await;
             match outcome {
                 Ok(Ok(Some((Ok(Confirmation::Ack(None)), at)))) => {
-                    let p = Published {
-                        publisher: spec.index,
-                        seq: f.seq,
-                        route: f.route,
-                        sent_at: f.sent_at,
-                        first_sent_at: first_sent.remove(&f.seq).unwrap_or(f.sent_at),
-                        confirmed_at: Some(run.at(at)),
-                    };
-                    if ledger.confirmed(format!("p{}-{}", spec.index, f.seq), p, run.now()) {
+                    if acked(
+                        &ledger,
+                        spec.index,
+                        &f,
+                        &mut first_sent,
+                        run.at(at),
+                        run.now(),
+                    ) {
                         done += 1;
                     }
                 }
@@ -225,15 +245,29 @@ pub(crate) async fn publisher(run: Arc<Run>, ledger: Arc<Ledger>, spec: Publishe
         };
         match failure {
             Some(e) => {
-                // Everything still in flight is unconfirmed: send it again on the next connection.
-                ledger
-                    .counters
-                    .refused
-                    .fetch_add(in_flight.len() as u64, Ordering::Relaxed);
-                resend.extend(in_flight.drain(..).map(|f| {
+                // A confirm that arrived before the failure counts (the loop reads confirms only
+                // when its window is full, so up to a window of them wait here); sending those
+                // again would store a second copy. The rest is sent again on the next connection.
+                for mut f in in_flight.drain(..) {
+                    if f.confirm.is_finished()
+                        && let Ok(Some((Ok(Confirmation::Ack(None)), at))) = (&mut f.confirm).await
+                    {
+                        if acked(
+                            &ledger,
+                            spec.index,
+                            &f,
+                            &mut first_sent,
+                            run.at(at),
+                            run.now(),
+                        ) {
+                            done += 1;
+                        }
+                        continue;
+                    }
                     f.confirm.abort();
-                    f.seq
-                }));
+                    ledger.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    resend.push_back(f.seq);
+                }
                 let mut r: Vec<u64> = resend.drain(..).collect();
                 r.sort_unstable();
                 resend.extend(r);
