@@ -419,8 +419,9 @@ pub fn goals(r: &BenchResults) -> Vec<Goal> {
                 let (wait, work) = c.wait_and_work(None);
                 format!(
                     "of that conversion's {:.1} s, {wait:.1} s were waits between reconcile passes and {work:.1} s work inside them: \
-the operator acts on a recorded phase change after 100 ms, but it polls the drain and the grace period every 1 s \
-and waits for two fresh empty samples before leaving DrainingSource (see the table of work and waits per phase)",
+the operator looks again 100-200 ms after a phase change or after the steps its phase waits for, and a statistics \
+interval after a sample that found the source empty, but a draining backlog is polled at the drain poll \
+(see the table of work and waits per phase)",
                     c.total_s
                 )
             }
@@ -449,8 +450,9 @@ and waits for two fresh empty samples before leaving DrainingSource (see the tab
     let floor = || {
         format!(
             "with the load's small backlog the raw shovel needed {:.2} s, while DrainingSource lasted {} s: \
-the source counts as drained only after two consecutive fresh samples show it empty, polled every 1 s, a floor of about 2 s \
-that the shovel's speed does not change",
+the source counts as drained only after two consecutive fresh samples show it empty (the first drain poll after the \
+write cutover still finds the backlog, the next finds it moved, a statistics interval later the second confirms it), \
+a floor the shovel's speed does not change",
             r.baselines.raw_shovel.as_ref().map_or(0.0, |b| b.seconds),
             r.conversions
                 .iter()
@@ -586,8 +588,8 @@ pub fn observations(r: &BenchResults) -> Vec<String> {
     {
         out.push(format!(
             "A forced close costs a consumer at most {res:.2} s, yet consumers got no deliveries for up to {:.1} s ({} {}): \
-once the source is empty they stay on it until the operator has seen it empty twice (1 s polls) and moved to DestinationOnly, \
-which closes them; meanwhile new messages wait on the destination. The reconnect goal counts only the first part.",
+once the source is empty they stay on it until the operator has seen it empty in two fresh samples (a drain poll and a \
+statistics interval apart) and moved to DestinationOnly, which closes them; meanwhile new messages wait on the destination. The reconnect goal counts only the first part.",
             g.longest_delivery_gap_s,
             g.drain,
             g.direction()
@@ -608,7 +610,7 @@ which closes them; meanwhile new messages wait on the destination. The reconnect
         out.push(format!(
             "DualWriteDualRead, which needs one pass of at most {work:.1} s work, lasted {} s; the operator acts on a recorded \
 phase change after 100 ms (`requeue()` in crates/tiermq-operator/src/controller/plan/requeue.rs), so the rest of each phase is \
-the broker's own time and the 1 s polls of the drain and the grace period.",
+the broker's own time, the drain's samples and the grace period.",
             dual.iter()
                 .map(|d| format!("{d:.1}"))
                 .collect::<Vec<_>>()
@@ -618,7 +620,8 @@ the broker's own time and the 1 s polls of the drain and the grace period.",
     if let Some(n) = &r.baselines.naive_cutover {
         let lost: u64 = r.conversions.iter().map(|c| c.lost).sum();
         out.push(format!(
-            "The naive cutover lost {} of the {} messages waiting at the cutover; the four operator conversions with the same load and backlog lost {lost}.",
+            "The naive cutover lost {} confirmed messages ({} waited on the source at the cutover, the rest were confirmed there \
+until the publishers reconnected); the four operator conversions with the same load and backlog lost {lost}.",
             n.lost, n.backlog_at_cutover
         ));
     }
