@@ -34,10 +34,11 @@ pub(crate) async fn run(client: Client, cfg: SimConfig, mut stop: watch::Receive
         spawn_trigger::<Pod>(client.clone(), notify.clone(), stop.clone()),
     ];
     loop {
+        let started = std::time::Instant::now();
         if let Err(e) = reconcile_all(&client).await {
             tracing::warn!(error = %e, "endpointslice controller pass failed");
         }
-        if !wait_next(&notify, &mut stop, cfg.resync).await {
+        if !wait_next(&notify, &mut stop, cfg.resync, started).await {
             break;
         }
     }

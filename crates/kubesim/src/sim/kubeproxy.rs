@@ -177,10 +177,11 @@ pub(crate) async fn run(
     ];
     let mut forwarders: BTreeMap<SocketAddr, Forwarder> = BTreeMap::new();
     loop {
+        let started = std::time::Instant::now();
         if let Err(e) = reconcile(&client, &mut forwarders, &faults, &stop).await {
             tracing::warn!(error = %e, "kube-proxy pass failed");
         }
-        if !wait_next(&notify, &mut stop, cfg.resync).await {
+        if !wait_next(&notify, &mut stop, cfg.resync, started).await {
             break;
         }
     }

@@ -275,20 +275,32 @@ where
     })
 }
 
+/// The longest a controller coalesces events after a slow pass (see [`wait_next`]).
+const MAX_COALESCE: Duration = Duration::from_secs(1);
+
 /// Waits until a trigger fires or `resync` passes; returns false when the controller must stop.
+///
+/// `pass_started` is when the pass that just ended began. A burst of events is coalesced for
+/// 30 ms, or for as long as that pass took (at most [`MAX_COALESCE`]): the controllers relist
+/// every object each pass, so with many objects (the scale bench's 1,000 Services) passes run
+/// back to back on every event and take a core; this keeps each to at most about half.
 pub(crate) async fn wait_next(
     notify: &Notify,
     stop: &mut watch::Receiver<bool>,
     resync: Duration,
+    pass_started: std::time::Instant,
 ) -> bool {
     if *stop.borrow() {
         return false;
     }
+    let coalesce = pass_started
+        .elapsed()
+        .clamp(Duration::from_millis(30), MAX_COALESCE);
     tokio::select! {
         _ = stop.changed() => false,
         _ = notify.notified() => {
             // Coalesce bursts of events into one pass.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(coalesce).await;
             !*stop.borrow()
         }
         _ = tokio::time::sleep(resync) => !*stop.borrow(),

@@ -115,10 +115,11 @@ pub(crate) async fn run(k: Arc<Kubelet>, mut stop: watch::Receiver<bool>) {
     let notify = Arc::new(Notify::new());
     let trigger = spawn_trigger::<Pod>(k.client.clone(), notify.clone(), stop.clone());
     loop {
+        let started = std::time::Instant::now();
         if let Err(e) = k.sync().await {
             tracing::warn!(error = %e, "kubelet pass failed");
         }
-        if !wait_next(&notify, &mut stop, k.cfg.resync).await {
+        if !wait_next(&notify, &mut stop, k.cfg.resync, started).await {
             break;
         }
     }
