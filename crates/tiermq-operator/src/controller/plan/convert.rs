@@ -481,11 +481,12 @@ pub(super) fn destination_only(o: &Observed, now: DateTime<Utc>) -> Decision {
             .event(EventType::Warning, events::BACKLOG_REAPPEARED, note.clone())
             .progress(note)
     } else {
-        let revoked_at = m.source_revoked_at.as_ref().map_or(now, from_time);
-        m.source_revoked_at = Some(to_time(revoked_at));
-        let grace = drain::grace_seconds(o.spec.migration.grace_period_seconds, &m);
+        if m.source_revoked_at.is_none() {
+            m.source_revoked_at = Some(to_time(now));
+        }
         // To the millisecond: the requeue wakes the pass that retires the source right then.
-        let left_ms = (revoked_at + chrono::TimeDelta::seconds(grace) - now).num_milliseconds();
+        let left_ms =
+            requeue::grace_ends(o, Some(&m)).map_or(0, |ends| (ends - now).num_milliseconds());
         let mut steps = destination_only_steps(o, &m);
         if left_ms > 0 {
             let left = (left_ms + 999) / 1000;
