@@ -55,15 +55,14 @@ struct InFlight {
     confirm: ConfirmWatch,
 }
 
-/// Records the broker's ack of `f`, which arrived at `confirmed_at`; true for the first ack of
-/// its id.
+/// Records the broker's ack of `f`, which arrived at `at`; true for the first ack of its id.
 fn acked(
     ledger: &Ledger,
+    run: &Run,
     publisher: u32,
     f: &InFlight,
     first_sent: &mut HashMap<u64, Duration>,
-    confirmed_at: Duration,
-    now: Duration,
+    at: Instant,
 ) -> bool {
     let p = Published {
         publisher,
@@ -71,9 +70,9 @@ fn acked(
         route: f.route,
         sent_at: f.sent_at,
         first_sent_at: first_sent.remove(&f.seq).unwrap_or(f.sent_at),
-        confirmed_at: Some(confirmed_at),
+        confirmed_at: Some(run.at(at)),
     };
-    ledger.confirmed(format!("p{publisher}-{}", f.seq), p, now)
+    ledger.confirmed(format!("p{publisher}-{}", f.seq), p, run.now())
 }
 
 /// Runs until `messages_per_publisher` messages are confirmed (written, without confirms), the
@@ -202,14 +201,7 @@ pub(crate) async fn publisher(run: Arc<Run>, ledger: Arc<Ledger>, spec: Publishe
             let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, &mut f.confirm).await;
             match outcome {
                 Ok(Ok(Some((Ok(Confirmation::Ack(None)), at)))) => {
-                    if acked(
-                        &ledger,
-                        spec.index,
-                        &f,
-                        &mut first_sent,
-                        run.at(at),
-                        run.now(),
-                    ) {
+                    if acked(&ledger, &run, spec.index, &f, &mut first_sent, at) {
                         done += 1;
                     }
                 }
@@ -252,14 +244,7 @@ pub(crate) async fn publisher(run: Arc<Run>, ledger: Arc<Ledger>, spec: Publishe
                     if f.confirm.is_finished()
                         && let Ok(Some((Ok(Confirmation::Ack(None)), at))) = (&mut f.confirm).await
                     {
-                        if acked(
-                            &ledger,
-                            spec.index,
-                            &f,
-                            &mut first_sent,
-                            run.at(at),
-                            run.now(),
-                        ) {
+                        if acked(&ledger, &run, spec.index, &f, &mut first_sent, at) {
                             done += 1;
                         }
                         continue;
