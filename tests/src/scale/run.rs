@@ -535,7 +535,19 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
         write_partial(o, &r, "the operator restart");
     }
 
-    if o.conversions > 0 {
+    // Conversions of instances that never became Ready measure nothing (and the loaded ones
+    // have no credentials yet): the report says why they were left out.
+    let converged = r.converge.ready >= o.instances;
+    if o.conversions > 0 && !converged {
+        r.notes.push(format!(
+            "the {} conversions were not started: only {} of {} instances were Ready within the {} s limit",
+            o.conversions,
+            r.converge.ready,
+            o.instances,
+            o.converge_limit.as_secs()
+        ));
+    }
+    if o.conversions > 0 && converged {
         let (me_c, op_c) = (
             cpu_seconds_of(me).unwrap_or(0.0),
             cpu_seconds_of(op_pid).unwrap_or(0.0),
