@@ -151,6 +151,47 @@ fn upgrade_under_consume_walks_all_phases_in_order() {
     );
 }
 
+/// A `Consume` drain whose source loses its consumers after the cutover (its broker restarted
+/// and they reconnected through the Service, which routes to the destination) with messages
+/// left: none can come back, so the rest is shovelled and the conversion completes.
+#[test]
+fn a_consume_drain_left_without_consumers_shovels_the_rest() {
+    let mut w = World::new(Tier::Shared);
+    w.spec.migration.grace_period_seconds = 5;
+    w.publish_via_service(40);
+    w.set_tier(Tier::Dedicated);
+    let mut plans = Vec::new();
+    for _ in 0..100 {
+        if w.dedicated.exists {
+            w.dedicated.ready = true;
+        }
+        if w.phase() == DrainingSource {
+            // The consumers are gone from the source, and with them all consuming there.
+            w.shared.tenant.as_mut().unwrap().connections = 0;
+        } else if !w.phase().past_write_cutover() {
+            w.consume(ClusterKind::Shared, 2);
+        }
+        w.tick(1);
+        for k in BOTH {
+            w.sample(k);
+        }
+        plans.push(w.reconcile());
+        if stable_on(Tier::Dedicated)(&w) {
+            break;
+        }
+    }
+    assert_eq!(w.phases, ALL_PHASES_IN_ORDER, "events {:?}", events(&plans));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    assert!(w.balance_ok(), "messages lost");
+    let shovelled_while_draining = plans.iter().any(|p| {
+        p.phase == DrainingSource
+            && p.steps
+                .iter()
+                .any(|s| matches!(s, Step::StartShovels { .. }))
+    });
+    assert!(shovelled_while_draining, "no shovel while draining");
+}
+
 /// Paced only by its own requeue delays (drain poll 1 s, statistics every 500 ms, a fresh
 /// sample at every pass), a conversion waits for nothing it need not: the grace period to the
 /// millisecond, the subscriber settle, and a statistics interval per confirming sample; a pass

@@ -358,13 +358,25 @@ pub(super) fn draining_steps(o: &Observed, m: &MigrationStatus) -> Vec<Step> {
     // ones, returned when it moved) have no consumer left there to take them: they are
     // shovelled over whatever the strategy.
     let consumers_moved = m.phases.iter().any(|p| p.phase == DestinationOnly);
-    if m.drain_strategy == DrainStrategy::Shovel || consumers_moved {
+    if m.drain_strategy == DrainStrategy::Shovel || consumers_moved || no_consumer_left(o, m) {
         steps.push(Step::StartShovels {
             from: s.clone(),
             to: d.clone(),
         });
     }
     steps
+}
+
+/// A `Consume` drain whose source has messages but no consumer left: its consumers were
+/// disconnected after the cutover (the source broker restarted, say) and reconnected through the
+/// Service, which routes to the destination now, so none can come back and the backlog would
+/// wait forever. It is shovelled instead (and stays so once shovels run).
+fn no_consumer_left(o: &Observed, m: &MigrationStatus) -> bool {
+    m.drain_strategy == DrainStrategy::Consume
+        && tenant(o, &m.source).is_some_and(|t| {
+            t.consumers == 0
+                && (m.remaining_messages.is_some_and(|n| n > 0) || t.shovels.running > 0)
+        })
 }
 
 /// When the current stay in `DrainingSource` began.
@@ -402,17 +414,15 @@ pub(super) fn draining(o: &Observed, now: DateTime<Utc>) -> Decision {
                 describe(&m.source),
                 backlog_note(&m)
             );
-            if m.drain_strategy == DrainStrategy::Consume
-                && tenant(o, &m.source).is_some_and(|t| t.consumers == 0)
-            {
-                msg.push_str(
-                    "; no consumer is left on the source to drain it: set \
-                     spec.migration.drainStrategy to Shovel to move the backlog",
-                );
+            if no_consumer_left(o, &m) {
+                msg.push_str("; no consumer is left on the source: shovels move the rest");
             }
             msg
         });
         let mut progress = format!("draining {}: {}", describe(&m.source), backlog_note(&m));
+        if no_consumer_left(o, &m) {
+            progress.push_str("; no consumer is left on the source, so shovels move the rest");
+        }
         if let TenantState::Present(t) = tenant_of(o, &m.source)
             && t.shovels.failed > 0
         {

@@ -65,13 +65,14 @@
 //!   [`SUBSCRIBER_SETTLE`] (or has no subscriber), subscribers are closed, the tenant's own shovels
 //!   and federation upstreams move, and the destination opens for writes. Draining starts once
 //!   that is observed.
-//! - **R-drain** (`draining()`, module `drain`): `Consume` waits for clients; `Shovel` moves the
-//!   backlog with shovels. "Drained" = 2 consecutive fresh samples empty by the statistics and
+//! - **R-drain** (`draining()`, module `drain`): `Consume` waits for clients (and shovels what
+//!   is left once no consumer is on the source: none can come back); `Shovel` moves the backlog
+//!   with shovels. "Drained" = 2 consecutive fresh samples empty by the statistics and
 //!   by the queues themselves (see the `drain` module); status shows remaining messages, rate
 //!   and ETA.
 //! - **R-timeout** (`draining()`): after `drainTimeoutSeconds` in `DrainingSource` the condition
-//!   `DrainTimedOut` turns True and one Warning Event is emitted (naming Shovel as the way out
-//!   when no consumer is left); nothing is deleted, the drain goes on.
+//!   `DrainTimedOut` turns True and one Warning Event is emitted; nothing is deleted, the drain
+//!   goes on.
 //! - **R-retire** (`destination_only()`): the source's consumers move (`Close`: every connection
 //!   is closed with a reason; `Keep`: connections with consumers), all source permissions are
 //!   revoked, and after the grace period (at least twice the statistics lag measured during the
