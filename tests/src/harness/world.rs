@@ -184,6 +184,28 @@ impl World {
         Ok(i.status.unwrap_or_default())
     }
 
+    /// Brings a reconcile of instance `ns/name` now by annotating its Service (which the
+    /// operator owns and watches). For changes the operator does not watch, such as a deleted
+    /// credentials Secret (watching Secrets takes list/watch on every Secret): otherwise the
+    /// next pass of a Stable instance is up to 5 minutes away.
+    pub async fn poke_instance(&self, ns: &str, name: &str) -> anyhow::Result<()> {
+        self.kubectl
+            .ok(
+                &[
+                    "-n",
+                    ns,
+                    "annotate",
+                    "svc",
+                    name,
+                    "test/poke=1",
+                    "--overwrite",
+                ],
+                None,
+            )
+            .await
+            .map(|_| ())
+    }
+
     /// Waits until `check` accepts the instance's status; fails with the last status and the
     /// operator's log tail.
     pub async fn wait_status<F>(

@@ -218,6 +218,8 @@ mod matrix {
             .delete(&creds_name, &Default::default())
             .await
             .unwrap();
+        // Secrets are not watched, so the next pass reports it: brought now.
+        world.poke_instance(NS, NAME).await.unwrap();
         eventually(
             "the instance reports the missing Secret",
             Duration::from_secs(60),
