@@ -63,7 +63,7 @@ e2e: setup ## Only the end-to-end scenarios (operator binary on kubesim, real br
 	$(CARGO) nextest run -p tiermq-tests
 
 .PHONY: test-matrix
-test-matrix: setup ## Opt-in, ~10 min: every end-to-end conversion on RabbitMQ 3.10 and 4.0 (both directions x both drains x both versions) the per-tenant 3.10 -> 4.0 moves, every drain test on both versions, the broker and testkit tests on 4.0, the flip back during DualWriteDualRead and kubesim's two-replica cluster (nextest profile `matrix`)
+test-matrix: setup ## Opt-in, ~15 min: every end-to-end conversion on RabbitMQ 3.10 and 4.0 (both directions x both drains x both versions) the per-tenant 3.10 -> 4.0 moves, every drain test on both versions, the broker and testkit tests on 4.0, the flip back during DualWriteDualRead and kubesim's two-replica cluster (nextest profile `matrix`)
 	$(CARGO) build -p tiermq-operator --bin tiermq-operator
 	$(CARGO) nextest run --workspace --profile matrix
 
