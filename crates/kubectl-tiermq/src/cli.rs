@@ -12,6 +12,7 @@ use kube::config::KubeConfigOptions;
 use kube::{Api, ResourceExt};
 use tiermq_crd::{RabbitMQInstance, Tier};
 use tiermq_operator::config::{BrokerAddressing, RunArgs};
+use tiermq_operator::controller::clusters::Lookup;
 use tiermq_operator::controller::observe;
 
 /// kubectl plugin for tiermq RabbitMQInstances: conversion status, a preview of a tier flip,
@@ -238,12 +239,13 @@ pub async fn execute(
                     reserved: false,
                 })
             };
-            let observed = observe::observe_with(&client, &config, &flipped, &shared, placement)
-                .await
-                .context(
-                    "observe the instance as the operator does (StatefulSets, Services, the \
+            let observed =
+                observe::observe_with(Lookup::api(&client), &config, &flipped, &shared, placement)
+                    .await
+                    .context(
+                        "observe the instance as the operator does (StatefulSets, Services, the \
                      clusters' admin Secrets, EndpointSlices)",
-                )?;
+                    )?;
             let ctx = crate::preview::Context {
                 notes: vec![note],
                 addressing: match config.broker_addressing {

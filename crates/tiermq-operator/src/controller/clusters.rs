@@ -17,12 +17,14 @@
 //! so it never touches an object the cluster's owner does not control.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret as SecretObject, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use tiermq_broker::{ClientOptions, ClusterEndpoint, ManagementClient, RetryPolicy, ServerTls};
 use tiermq_crd::{ClusterKind, ClusterRef, RabbitMQInstance, SharedCluster};
 
@@ -198,7 +200,8 @@ async fn image_change(
         namespace: c.namespace.clone(),
     };
     let enabled = async {
-        let mc = management_client(client, config, &r)
+        // Rare (an image change): read from the API.
+        let mc = management_client(Lookup::api(client), config, &r)
             .await?
             .ok_or_else(|| {
                 Error::NotReady(format!(
@@ -474,36 +477,104 @@ impl ClusterNames {
     }
 }
 
+/// Where the objects a cluster's names depend on are read: the operator's caches (its
+/// SharedClusters and instances, which every pass needs several times over) or, outside the
+/// operator and on a cache miss, the API. A miss is not trusted as absence: a cache that has not
+/// listed yet, or that has not seen an object created a moment ago, is empty, and taking that for
+/// "the SharedCluster is gone" would plan from a cluster that is there.
+#[derive(Clone, Copy)]
+pub struct Lookup<'a> {
+    /// The API client every other read and write goes through.
+    pub client: &'a kube::Client,
+    caches: Option<Caches<'a>>,
+}
+
+/// The operator's caches a [`Lookup`] reads through.
+#[derive(Clone, Copy)]
+struct Caches<'a> {
+    shared: &'a Store<SharedCluster>,
+    instances: &'a Store<RabbitMQInstance>,
+    clients: &'a ClientCache,
+}
+
+impl<'a> Lookup<'a> {
+    /// Every read from the API (the kubectl plugin's preview).
+    pub fn api(client: &'a kube::Client) -> Self {
+        Self {
+            client,
+            caches: None,
+        }
+    }
+
+    /// SharedClusters and instances from the operator's reflector stores, management clients
+    /// from `clients`, the rest from the API.
+    pub fn cached(
+        client: &'a kube::Client,
+        shared: &'a Store<SharedCluster>,
+        instances: &'a Store<RabbitMQInstance>,
+        clients: &'a ClientCache,
+    ) -> Self {
+        Self {
+            client,
+            caches: Some(Caches {
+                shared,
+                instances,
+                clients,
+            }),
+        }
+    }
+
+    /// SharedCluster `ns/name`, if it exists.
+    pub async fn shared_cluster(&self, ns: &str, name: &str) -> Result<Option<Arc<SharedCluster>>> {
+        if let Some(c) = self.caches
+            && let Some(sc) = c.shared.get(&ObjectRef::new(name).within(ns))
+        {
+            return Ok(Some(sc));
+        }
+        let api: Api<SharedCluster> = Api::namespaced(self.client.clone(), ns);
+        let got = api
+            .get_opt(name)
+            .await
+            .map_err(kube_err("get", format!("SharedCluster {ns}/{name}")))?;
+        Ok(got.map(Arc::new))
+    }
+
+    /// RabbitMQInstance `ns/name`, if it exists.
+    pub async fn instance(&self, ns: &str, name: &str) -> Result<Option<Arc<RabbitMQInstance>>> {
+        if let Some(c) = self.caches
+            && let Some(i) = c.instances.get(&ObjectRef::new(name).within(ns))
+        {
+            return Ok(Some(i));
+        }
+        let api: Api<RabbitMQInstance> = Api::namespaced(self.client.clone(), ns);
+        let got = api
+            .get_opt(name)
+            .await
+            .map_err(kube_err("get", format!("RabbitMQInstance {ns}/{name}")))?;
+        Ok(got.map(Arc::new))
+    }
+}
+
 /// The names of cluster `r`. A shared one is looked up (it may be external); one whose
 /// SharedCluster is gone gets the names the operator would have given it.
-pub async fn names(client: &kube::Client, r: &ClusterRef) -> Result<ClusterNames> {
+pub async fn names(lookup: Lookup<'_>, r: &ClusterRef) -> Result<ClusterNames> {
     if r.kind == ClusterKind::Dedicated {
         // A dedicated cluster's TLS is its instance's `spec.dedicated.tls`.
         let instance = match r
             .name
             .strip_suffix(tiermq_crd::names::DEDICATED_CLUSTER_SUFFIX)
         {
-            Some(i) => Api::<RabbitMQInstance>::namespaced(client.clone(), &r.namespace)
-                .get_opt(i)
-                .await
-                .map_err(kube_err(
-                    "get",
-                    format!("RabbitMQInstance {}/{i}", r.namespace),
-                ))?,
+            Some(i) => lookup.instance(&r.namespace, i).await?,
             None => None,
         };
         return Ok(ClusterNames {
             tls_secret: instance
-                .and_then(|i| i.spec.dedicated.tls)
+                .and_then(|i| i.spec.dedicated.tls.clone())
                 .map(|t| t.secret_name),
             ..ClusterNames::owned(&r.name)
         });
     }
-    let api: Api<SharedCluster> = Api::namespaced(client.clone(), &r.namespace);
-    let sc = api.get_opt(&r.name).await.map_err(kube_err(
-        "get",
-        format!("SharedCluster {}/{}", r.namespace, r.name),
-    ))?;
+    let sc = lookup.shared_cluster(&r.namespace, &r.name).await?;
     Ok(sc.map_or_else(
         || ClusterNames::owned(&r.name),
         |sc| ClusterNames::for_shared_cluster(&sc),
@@ -511,9 +582,9 @@ pub async fn names(client: &kube::Client, r: &ClusterRef) -> Result<ClusterNames
 }
 
 /// The cluster's StatefulSet, if it exists.
-pub async fn statefulset(client: &kube::Client, r: &ClusterRef) -> Result<Option<StatefulSet>> {
-    let name = names(client, r).await?.statefulset;
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &r.namespace);
+pub async fn statefulset(lookup: Lookup<'_>, r: &ClusterRef) -> Result<Option<StatefulSet>> {
+    let name = names(lookup, r).await?.statefulset;
+    let api: Api<StatefulSet> = Api::namespaced(lookup.client.clone(), &r.namespace);
     api.get_opt(&name).await.map_err(kube_err(
         "get",
         format!("StatefulSet {}/{name}", r.namespace),
@@ -521,9 +592,9 @@ pub async fn statefulset(client: &kube::Client, r: &ClusterRef) -> Result<Option
 }
 
 /// The cluster's pods (for EndpointSlices).
-pub async fn pods(client: &kube::Client, r: &ClusterRef) -> Result<Vec<Pod>> {
-    let selector = names(client, r).await?.pod_selector;
-    let api: Api<Pod> = Api::namespaced(client.clone(), &r.namespace);
+pub async fn pods(lookup: Lookup<'_>, r: &ClusterRef) -> Result<Vec<Pod>> {
+    let selector = names(lookup, r).await?.pod_selector;
+    let api: Api<Pod> = Api::namespaced(lookup.client.clone(), &r.namespace);
     let lp = ListParams::default().labels(&selector);
     Ok(api
         .list(&lp)
@@ -537,16 +608,12 @@ pub async fn pods(client: &kube::Client, r: &ClusterRef) -> Result<Vec<Pod>> {
 
 /// Host (no port) under which the operator and other brokers reach cluster `r`; `None` when the
 /// cluster Service has no ClusterIP yet (cluster-ip addressing).
-pub async fn host(
-    client: &kube::Client,
-    config: &RunArgs,
-    r: &ClusterRef,
-) -> Result<Option<String>> {
-    let name = names(client, r).await?.service;
+pub async fn host(lookup: Lookup<'_>, config: &RunArgs, r: &ClusterRef) -> Result<Option<String>> {
+    let name = names(lookup, r).await?.service;
     match config.broker_addressing {
         BrokerAddressing::ServiceDns => Ok(Some(build::service_host(&name, &r.namespace))),
         BrokerAddressing::ClusterIp => {
-            let api: Api<Service> = Api::namespaced(client.clone(), &r.namespace);
+            let api: Api<Service> = Api::namespaced(lookup.client.clone(), &r.namespace);
             let svc = api
                 .get_opt(&name)
                 .await
@@ -571,12 +638,16 @@ pub fn label(r: &ClusterRef) -> String {
 /// A management-API client for cluster `r`, logged in with its admin Secret. `None` when the
 /// Secret or the address does not exist yet.
 pub async fn management_client(
-    client: &kube::Client,
+    lookup: Lookup<'_>,
     config: &RunArgs,
     r: &ClusterRef,
 ) -> Result<Option<ManagementClient>> {
-    let found = names(client, r).await?;
-    let secrets: Api<SecretObject> = Api::namespaced(client.clone(), &r.namespace);
+    let clients = lookup.caches.map(|c| c.clients);
+    if let Some(mc) = clients.and_then(|c| c.recent(&label(r))) {
+        return Ok(Some(mc));
+    }
+    let found = names(lookup, r).await?;
+    let secrets: Api<SecretObject> = Api::namespaced(lookup.client.clone(), &r.namespace);
     let name = found.admin_secret;
     let Some(secret) = secrets
         .get_opt(&name)
@@ -597,13 +668,13 @@ pub async fn management_client(
                 .into()
         },
     })?;
-    let Some(host) = host(client, config, r).await? else {
+    let Some(host) = host(lookup, config, r).await? else {
         return Ok(None);
     };
     // A TLS cluster is managed over HTTPS, trusting only its own CA, under its Service's name.
     let tls = match &found.tls_secret {
         Some(secret) => Some(ServerTls {
-            ca_pem: tls_ca(client, &r.namespace, secret).await?,
+            ca_pem: tls_ca(lookup.client, &r.namespace, secret).await?,
             server_name: build::service_host(&found.service, &r.namespace),
         }),
         None => None,
@@ -628,7 +699,7 @@ pub async fn management_client(
             .as_ref()
             .map(|o| std::sync::Arc::as_ptr(&o.0) as *const () as usize),
     };
-    if let Some(mc) = CLIENTS.get(&endpoint.cluster, &built) {
+    if let Some(mc) = clients.and_then(|c| c.get(&endpoint.cluster, &built)) {
         return Ok(Some(mc));
     }
     // A reconcile should not hang on one broker: few, short retries; the controller requeues.
@@ -645,7 +716,9 @@ pub async fn management_client(
     };
     let cluster = endpoint.cluster.clone();
     let mc = ManagementClient::with_options(endpoint, options)?;
-    CLIENTS.put(cluster, built, mc.clone());
+    if let Some(c) = clients {
+        c.put(cluster, built, mc.clone());
+    }
     Ok(Some(mc))
 }
 
@@ -661,33 +734,71 @@ struct Built {
     observer: Option<usize>,
 }
 
-/// Management clients by cluster, shared by every pass of every instance. Each holds its own
-/// HTTP connection pool, so one built per pass opened connections per pass: the scale bench
-/// (1,000 instances on three SharedClusters) saw 409 connections to the brokers at once. The
-/// pool keeps idle connections 30 s; an entry not asked for in [`CLIENT_IDLE`] is dropped.
-struct ClientCache(std::sync::Mutex<HashMap<String, (Built, ManagementClient, Instant)>>);
+/// Management clients by cluster, shared by every pass of every instance (one per operator
+/// run, in its [`Context`]).
+///
+/// Each client holds its own HTTP connection pool, so one built per pass opened connections per
+/// pass: the scale bench (1,000 instances on three SharedClusters) saw 409 connections to the
+/// brokers at once. And what a client is built from (the cluster's names, admin Secret and
+/// Service) took three to four API reads per use, several uses a pass. A client whose inputs were
+/// read less than [`CLIENT_FRESH`] ago is handed out as it is; after that they are read again
+/// and a change (a rotated admin password, a new address or CA) builds a new client. The pool
+/// keeps idle connections 30 s; an entry not asked for in [`CLIENT_IDLE`] is dropped.
+#[derive(Default)]
+pub struct ClientCache(std::sync::Mutex<HashMap<String, CachedClient>>);
+
+struct CachedClient {
+    built: Built,
+    client: ManagementClient,
+    /// When `built` was last read from the API and found unchanged.
+    checked: Instant,
+    used: Instant,
+}
+
+/// How long a cached client is used without reading what it was built from again: at most this
+/// long after a password rotation or a Service change, calls fail and are retried.
+pub const CLIENT_FRESH: Duration = Duration::from_secs(5);
 
 /// How long a cached client stands unused (a deleted cluster's is dropped after this).
 const CLIENT_IDLE: Duration = Duration::from_secs(600);
 
-static CLIENTS: std::sync::LazyLock<ClientCache> =
-    std::sync::LazyLock::new(|| ClientCache(std::sync::Mutex::new(HashMap::new())));
-
 impl ClientCache {
-    fn get(&self, cluster: &str, built: &Built) -> Option<ManagementClient> {
+    /// The client of `cluster` if its inputs were read within [`CLIENT_FRESH`].
+    fn recent(&self, cluster: &str) -> Option<ManagementClient> {
+        let now = Instant::now();
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (b, mc, used) = m.get_mut(cluster)?;
-        (b == built).then(|| {
-            *used = Instant::now();
-            mc.clone()
+        let e = m.get_mut(cluster)?;
+        (now.duration_since(e.checked) < CLIENT_FRESH).then(|| {
+            e.used = now;
+            e.client.clone()
         })
     }
 
-    fn put(&self, cluster: String, built: Built, mc: ManagementClient) {
+    /// The client of `cluster` if it was built from `built` (just read again).
+    fn get(&self, cluster: &str, built: &Built) -> Option<ManagementClient> {
         let now = Instant::now();
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, (.., used)| now.duration_since(*used) < CLIENT_IDLE);
-        m.insert(cluster, (built, mc, now));
+        let e = m.get_mut(cluster)?;
+        (e.built == *built).then(|| {
+            e.checked = now;
+            e.used = now;
+            e.client.clone()
+        })
+    }
+
+    fn put(&self, cluster: String, built: Built, client: ManagementClient) {
+        let now = Instant::now();
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, e| now.duration_since(e.used) < CLIENT_IDLE);
+        m.insert(
+            cluster,
+            CachedClient {
+                built,
+                client,
+                checked: now,
+                used: now,
+            },
+        );
     }
 }
 
@@ -740,12 +851,12 @@ pub async fn tenant_amqp_uri(
     tenant: &str,
     password: &str,
 ) -> Result<tiermq_broker::Secret> {
-    let host = host(&ctx.client, &ctx.config, to).await?.ok_or_else(|| {
+    let host = host(ctx.lookup(), &ctx.config, to).await?.ok_or_else(|| {
         Error::NotReady(format!("the Service of {} has no ClusterIP yet", label(to)))
     })?;
     let (local, remote) = (
-        names(&ctx.client, from).await?,
-        names(&ctx.client, to).await?,
+        names(ctx.lookup(), from).await?,
+        names(ctx.lookup(), to).await?,
     );
     if let (Some(local_tls), Some(remote_tls)) = (&local.tls_secret, &remote.tls_secret) {
         let same_ca = tls_ca(&ctx.client, &from.namespace, local_tls).await?
@@ -850,7 +961,7 @@ mod tests {
     /// (or a new address) gets a new one.
     #[test]
     fn a_cached_client_is_reused_until_its_credentials_or_address_change() {
-        let cache = ClientCache(std::sync::Mutex::new(HashMap::new()));
+        let cache = ClientCache::default();
         let built = |url: &str, password: &str| Built {
             url: url.into(),
             username: "admin".into(),
@@ -876,5 +987,19 @@ mod tests {
                 .is_none()
         );
         assert!(cache.get("shared/ns/other", &built(here, "one")).is_none());
+        // Read a moment ago: handed out without reading its inputs again.
+        assert!(cache.recent("shared/ns/main").is_some());
+        assert!(cache.recent("shared/ns/other").is_none());
+        // Read longer ago: its inputs are read again first.
+        cache
+            .0
+            .lock()
+            .unwrap()
+            .get_mut("shared/ns/main")
+            .unwrap()
+            .checked -= CLIENT_FRESH;
+        assert!(cache.recent("shared/ns/main").is_none());
+        assert!(cache.get("shared/ns/main", &built(here, "one")).is_some());
+        assert!(cache.recent("shared/ns/main").is_some());
     }
 }

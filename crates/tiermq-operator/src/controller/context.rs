@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use tiermq_crd::RabbitMQInstance;
+use tiermq_crd::{RabbitMQInstance, SharedCluster};
 
 use crate::config::RunArgs;
+use crate::controller::clusters::ClientCache;
 use crate::metrics::Metrics;
 
 /// Shared state of the controllers; cheap to clone behind an `Arc`.
@@ -24,6 +25,11 @@ pub struct Context {
     pub recorder: Recorder,
     /// Every RabbitMQInstance as the instance controller's reflector sees it.
     pub instances: Store<RabbitMQInstance>,
+    /// Every SharedCluster as the instance controller's SharedCluster watch sees it (an instance
+    /// that watch wakes is reconciled with the SharedCluster it was woken for already here).
+    pub shared_clusters: Store<SharedCluster>,
+    /// Management clients by cluster (see [`ClientCache`]).
+    clients: ClientCache,
     /// This replica's part in leader election (`None` without it): destructive steps confirm
     /// leadership right before they run.
     pub leadership: Option<crate::leader::Leadership>,
@@ -51,6 +57,7 @@ impl Context {
         config: RunArgs,
         metrics: Metrics,
         instances: Store<RabbitMQInstance>,
+        shared_clusters: Store<SharedCluster>,
         leadership: Option<crate::leader::Leadership>,
     ) -> Arc<Self> {
         let reporter = Reporter {
@@ -63,6 +70,8 @@ impl Context {
             config,
             metrics,
             instances,
+            shared_clusters,
+            clients: ClientCache::default(),
             leadership,
             failures: Mutex::new(HashMap::new()),
             placing: Mutex::new(HashMap::new()),
@@ -76,6 +85,16 @@ impl Context {
             crate::error::Error::NotReady("the RabbitMQInstance cache stopped".into())
         })?;
         Ok(self.instances.state())
+    }
+
+    /// Reads of SharedClusters and instances from the caches, the rest from the API.
+    pub fn lookup(&self) -> crate::controller::clusters::Lookup<'_> {
+        crate::controller::clusters::Lookup::cached(
+            &self.client,
+            &self.shared_clusters,
+            &self.instances,
+            &self.clients,
+        )
     }
 
     /// Records one more consecutive failure of `obj` and returns the delay before the next try.

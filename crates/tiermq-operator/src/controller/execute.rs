@@ -82,7 +82,7 @@ pub async fn run(ctx: &Context, t: &Target<'_>, steps: &[Step]) -> Result<()> {
 }
 
 async fn broker(ctx: &Context, r: &ClusterRef) -> Result<ManagementClient> {
-    clusters::management_client(&ctx.client, &ctx.config, r)
+    clusters::management_client(ctx.lookup(), &ctx.config, r)
         .await?
         .ok_or_else(|| {
             Error::NotReady(format!(

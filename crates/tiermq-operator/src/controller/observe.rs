@@ -25,11 +25,11 @@ use serde_json::Value;
 use tiermq_broker::model::{DENY_ALL, Definitions, Permissions, ShovelStatus};
 use tiermq_broker::steps::{self, Backlog, DRAIN_SHOVEL_PREFIX, FEDERATION_UPSTREAM};
 use tiermq_broker::{BrokerError, ManagementClient};
-use tiermq_crd::{ClusterKind, ClusterRef, MigrationPhase, RabbitMQInstance, SharedCluster};
+use tiermq_crd::{ClusterKind, ClusterRef, MigrationPhase, RabbitMQInstance};
 
 use crate::build::{self, LABEL_CLUSTER, LABEL_TIERMQ_INSTANCE};
 use crate::config::RunArgs;
-use crate::controller::clusters;
+use crate::controller::clusters::{self, Lookup};
 use crate::controller::context::Context;
 use crate::controller::plan::{
     Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, QueueMessages,
@@ -413,7 +413,7 @@ pub async fn observe_tenant(
 /// One cluster: its StatefulSet, and (when a pod is ready) its broker. `parent_exists` is false
 /// for a SharedCluster whose object is gone (its StatefulSet is then being deleted too).
 pub async fn observe_cluster(
-    client: &kube::Client,
+    lookup: Lookup<'_>,
     config: &RunArgs,
     r: &ClusterRef,
     parent_exists: bool,
@@ -421,7 +421,7 @@ pub async fn observe_cluster(
     live: bool,
 ) -> Result<ClusterObservation> {
     let sts = if parent_exists && !r.name.is_empty() {
-        clusters::statefulset(client, r).await?
+        clusters::statefulset(lookup, r).await?
     } else {
         None
     };
@@ -447,10 +447,10 @@ pub async fn observe_cluster(
         pod_problems: Vec::new(),
     };
     if ready < desired {
-        obs.pod_problems = broker_pod_problems(client, &sts).await;
+        obs.pod_problems = broker_pod_problems(lookup.client, &sts).await;
     }
     if ready > 0
-        && let Some(mc) = clusters::management_client(client, config, r).await?
+        && let Some(mc) = clusters::management_client(lookup, config, r).await?
     {
         let lag = Duration::from_millis(u64::from(config.broker_stats_interval_ms));
         match observe_tenant(&mc, tenant, lag, live).await {
@@ -473,7 +473,7 @@ pub async fn observe(ctx: &Context, i: &RabbitMQInstance, shared: &ClusterRef) -
             reserved: ctx.holds_reservation(&key, &instance_key(i)),
         })
     };
-    observe_with(&ctx.client, &ctx.config, i, shared, placement).await
+    observe_with(ctx.lookup(), &ctx.config, i, shared, placement).await
 }
 
 /// How full the SharedCluster being observed is, as the planner's capacity check counts it.
@@ -489,7 +489,7 @@ pub struct Placement {
 /// operator's settings, and how full the SharedCluster is (asked only when it exists; outside
 /// the operator there are no reservations, only placed instances).
 pub async fn observe_with<F, Fut>(
-    client: &kube::Client,
+    lookup: Lookup<'_>,
     config: &RunArgs,
     i: &RabbitMQInstance,
     shared: &ClusterRef,
@@ -504,11 +504,9 @@ where
     let sc = if shared.name.is_empty() {
         None
     } else {
-        let api: Api<SharedCluster> = Api::namespaced(client.clone(), &shared.namespace);
-        api.get_opt(&shared.name).await.map_err(kube_err(
-            "get",
-            format!("SharedCluster {}/{}", shared.namespace, shared.name),
-        ))?
+        lookup
+            .shared_cluster(&shared.namespace, &shared.name)
+            .await?
     };
     // The queues of a draining source are also asked directly (see the planner's drain rule).
     let draining = |r: &ClusterRef| {
@@ -526,7 +524,7 @@ where
             })
     };
     let mut shared_obs = observe_cluster(
-        client,
+        lookup,
         config,
         shared,
         sc.is_some(),
@@ -551,7 +549,7 @@ where
         });
     }
     let dedicated_obs = observe_cluster(
-        client,
+        lookup,
         config,
         &dedicated,
         true,
@@ -559,7 +557,7 @@ where
         draining(&dedicated),
     )
     .await?;
-    let slices = instance_slices(client, i).await?;
+    let slices = instance_slices(lookup.client, i).await?;
     Ok(Observed {
         generation: i.metadata.generation.unwrap_or(0),
         deletion_requested: i.metadata.deletion_timestamp.is_some(),

@@ -33,7 +33,7 @@ use crate::build::{
     self, LABEL_CLUSTER, endpoint_slice, endpoint_slice::PodEndpoint, instance_service,
 };
 use crate::controller::apply::{apply, delete_if_exists, merge_patch_params};
-use crate::controller::clusters;
+use crate::controller::clusters::{self, Lookup};
 use crate::controller::context::Context;
 use crate::controller::observe;
 use crate::error::{Error, Result, kube_err};
@@ -60,7 +60,7 @@ pub async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef
     // slices carry it.
     let mut tls_secrets = Vec::with_capacity(to.len());
     for c in to {
-        tls_secrets.push(clusters::names(&ctx.client, c).await?.tls_secret);
+        tls_secrets.push(clusters::names(ctx.lookup(), c).await?.tls_secret);
     }
     let tls: Vec<bool> = tls_secrets.iter().map(Option::is_some).collect();
     let any_tls = tls.iter().any(|t| *t);
@@ -69,7 +69,7 @@ pub async fn route_service(ctx: &Context, i: &RabbitMQInstance, to: &[ClusterRef
         apply(&ctx.client, &instance_service::build(i, select, any_tls)?).await?;
     }
     for (c, tls) in to.iter().zip(tls) {
-        let endpoints = slice_endpoints(&ctx.client, i, select, c).await?;
+        let endpoints = slice_endpoints(ctx.lookup(), i, select, c).await?;
         apply(
             &ctx.client,
             &endpoint_slice::build(i, &c.name, &endpoints, tls)?,
@@ -174,16 +174,16 @@ async fn follow_credentials(
 /// The addresses the operator's slice for cluster `c` should carry: the cluster's pods; none when
 /// the Service selects `c` (`select`) and Kubernetes' slices already carry every ready pod.
 async fn slice_endpoints(
-    client: &kube::Client,
+    lookup: Lookup<'_>,
     i: &RabbitMQInstance,
     select: Option<&str>,
     c: &ClusterRef,
 ) -> Result<Vec<PodEndpoint>> {
-    let pods = endpoint_slice::pod_endpoints(&clusters::pods(client, c).await?);
+    let pods = endpoint_slice::pod_endpoints(&clusters::pods(lookup, c).await?);
     if select != Some(c.name.as_str()) {
         return Ok(pods);
     }
-    let served = served_by_kubernetes(&kubernetes_slices(client, i).await?);
+    let served = served_by_kubernetes(&kubernetes_slices(lookup.client, i).await?);
     let covered = pods
         .iter()
         .filter(|p| p.ready)
@@ -286,7 +286,7 @@ pub async fn reconcile(i: Arc<RabbitMQInstance>, ctx: Arc<Context>) -> Result<Ac
         let Some(r) = slice_cluster(&i, &ctx, &cluster) else {
             continue;
         };
-        let want = slice_endpoints(&ctx.client, &i, select.as_deref(), &r).await?;
+        let want = slice_endpoints(ctx.lookup(), &i, select.as_deref(), &r).await?;
         // Only the addresses are compared and patched; the ports stay as the planner wrote them.
         let built = endpoint_slice::build(&i, &cluster, &want, false)?;
         if endpoint_keys(&s.endpoints) == endpoint_keys(&built.endpoints) {

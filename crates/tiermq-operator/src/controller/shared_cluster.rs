@@ -300,7 +300,7 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    let sts = clusters::statefulset(&ctx.client, &me)
+    let sts = clusters::statefulset(ctx.lookup(), &me)
         .await
         .map_err(Error::during(Stage::Observe))?;
     let unreachable = if sc.spec.external.is_some() {
@@ -342,8 +342,8 @@ async fn reconcile_inner(sc: &SharedCluster, ctx: &Context) -> Result<Action> {
 /// Why the management API of external cluster `me` cannot be used (no admin Secret or address
 /// yet, or it does not answer with those credentials); `None` when it answers.
 async fn management_problem(ctx: &Context, me: &ClusterRef) -> Result<Option<String>> {
-    let Some(mc) = clusters::management_client(&ctx.client, &ctx.config, me).await? else {
-        let names = clusters::names(&ctx.client, me).await?;
+    let Some(mc) = clusters::management_client(ctx.lookup(), &ctx.config, me).await? else {
+        let names = clusters::names(ctx.lookup(), me).await?;
         return Ok(Some(format!(
             "no management address yet: Secret {} or Service {} is missing (or the Service has \
              no ClusterIP)",

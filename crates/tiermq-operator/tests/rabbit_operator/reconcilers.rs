@@ -2467,6 +2467,34 @@ async fn two_instances_placed_at_once_onto_the_last_slot_get_exactly_one_placeme
         .status
         .map(|s| s.instance_count);
     assert_eq!(count, Some(1));
+
+    // The slot freed by deleting the placed one goes to the held one, without a change of its
+    // own (the SharedCluster no longer being full wakes it; its 30 s retry would too).
+    let mut placed = None;
+    for n in ["first", "second"] {
+        if api
+            .get(n)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.serving)
+            .is_some()
+        {
+            placed = Some(n);
+        }
+    }
+    let placed = placed.expect("one was placed");
+    let held = if placed == "first" { "second" } else { "first" };
+    api.delete(placed, &Default::default()).await.unwrap();
+    eventually("the held instance takes the freed slot", BOOT, || {
+        let api = api.clone();
+        async move {
+            let st = api.get(held).await.ok()?.status?;
+            (st.serving.is_some() && st.phase == Some(tiermq_crd::InstancePhase::Ready))
+                .then_some(())
+        }
+    })
+    .await;
     env.shutdown().await;
 }
 
