@@ -2,6 +2,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
+# CI builds once from scratch, where incremental compilation only adds work (caches written and
+# never read again); a developer's rebuilds keep it.
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
