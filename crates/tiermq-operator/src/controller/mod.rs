@@ -42,6 +42,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
+// Watches that only wake an owner (by owner reference, labels or name) ask for metadata only:
+// at 1,000 instances the full objects' initial lists were most of a restarted operator's memory.
+use kube::core::PartialObjectMeta as Meta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
@@ -71,6 +74,12 @@ pub fn spec_or_lifecycle(i: &RabbitMQInstance) -> Option<u64> {
         .map(|t| t.0.as_nanosecond())
         .hash(&mut h);
     Some(h.finish())
+}
+
+/// Cached objects keep no `managedFields`: nothing reads them, and with server-side apply they
+/// can be as large as the rest of the object.
+fn drop_managed_fields<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
 }
 
 /// Instances placed on (or migrating onto/off) the cluster `name` in `ns`, plus the instance whose
@@ -265,6 +274,7 @@ fn instance_controller(
     let (store, writer) = reflector::store::<RabbitMQInstance>();
     let trigger = scope
         .events::<RabbitMQInstance>(client, watcher::Config::default())
+        .modify(drop_managed_fields)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicate, PredicateConfig::default());
@@ -273,8 +283,8 @@ fn instance_controller(
     let ctrl = Controller::for_stream(trigger, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches_stream(
-            scope.touched::<Pod>(client, watcher::Config::default().labels(LABEL_CLUSTER)),
-            move |pod: Pod| {
+            scope.touched::<Meta<Pod>>(client, watcher::Config::default().labels(LABEL_CLUSTER)),
+            move |pod: Meta<Pod>| {
                 let ns = pod.namespace().unwrap_or_default();
                 match pod.labels().get(LABEL_CLUSTER) {
                     Some(c) => instances_on(&pod_store, &ns, c),
@@ -285,11 +295,11 @@ fn instance_controller(
         // Broker pods of external clusters (`SharedCluster.spec.external`) carry none of the
         // operator's labels, only the RabbitMQ cluster operator's.
         .watches_stream(
-            scope.touched::<Pod>(
+            scope.touched::<Meta<Pod>>(
                 client,
                 watcher::Config::default().labels(clusters::RABBITMQ_CLUSTER_PODS),
             ),
-            move |pod: Pod| {
+            move |pod: Meta<Pod>| {
                 let ns = pod.namespace().unwrap_or_default();
                 instances_on_shared_in(&external_store.state(), &ns)
             },
@@ -311,11 +321,11 @@ fn routing_controller(
     ctrl.watches_stream(
         // Only instances' slices: the operator's carry the instance label, and Kubernetes'
         // copy it from the instance Service (other Services' slices are never cached).
-        scope.touched::<EndpointSlice>(
+        scope.touched::<Meta<EndpointSlice>>(
             client,
             watcher::Config::default().labels(LABEL_TIERMQ_INSTANCE),
         ),
-        |s: EndpointSlice| {
+        |s: Meta<EndpointSlice>| {
             let ns = s.namespace().unwrap_or_default();
             s.labels()
                 .get(LABEL_TIERMQ_INSTANCE)
@@ -372,18 +382,19 @@ pub async fn run_controllers(
     let sc_store = store.clone();
     let sc_config = config.clone();
     let instances = instance_ctrl
-        .owns_stream(scope.touched::<StatefulSet>(&client, managed.clone()))
-        .owns_stream(scope.touched::<Service>(&client, managed.clone()))
-        .owns_stream(scope.touched::<EndpointSlice>(&client, managed.clone()))
+        .owns_stream(scope.touched::<Meta<StatefulSet>>(&client, managed.clone()))
+        .owns_stream(scope.touched::<Meta<Service>>(&client, managed.clone()))
+        .owns_stream(scope.touched::<Meta<EndpointSlice>>(&client, managed.clone()))
         // Secrets are not watched: that would need list/watch on every Secret of the cluster.
         // The operator never rewrites them; a deleted one is reported on the next pass.
-        .owns_stream(scope.touched::<PodDisruptionBudget>(&client, managed.clone()))
-        .owns_stream(scope.touched::<ConfigMap>(&client, managed.clone()))
-        .owns_stream(scope.touched::<NetworkPolicy>(&client, managed.clone()))
+        .owns_stream(scope.touched::<Meta<PodDisruptionBudget>>(&client, managed.clone()))
+        .owns_stream(scope.touched::<Meta<ConfigMap>>(&client, managed.clone()))
+        .owns_stream(scope.touched::<Meta<NetworkPolicy>>(&client, managed.clone()))
         .watches_stream(
             shared_cluster_changes(
                 scope
                     .events::<SharedCluster>(&client, watcher::Config::default())
+                    .modify(drop_managed_fields)
                     .reflect(shared_cache_writer),
             ),
             move |sc: SharedCluster| instances_for_shared(&sc_store, &sc_config, &sc),
@@ -402,7 +413,7 @@ pub async fn run_controllers(
         .reflect(sc_writer)
         .applied_objects();
     let shared = Controller::for_stream(sc_trigger, sc_reader)
-        .owns_stream(scope.touched::<StatefulSet>(&client, managed.clone()))
+        .owns_stream(scope.touched::<Meta<StatefulSet>>(&client, managed.clone()))
         .watches_stream(
             placement_changes(
                 scope.events::<RabbitMQInstance>(&client, watcher::Config::default()),
@@ -514,7 +525,11 @@ mod tests {
             .unwrap()
         };
         let h = |s: SharedCluster| shared_cluster_inputs(&s);
-        assert_eq!(h(sc(1, true, 0)), h(sc(1, true, 2)), "a count below capacity");
+        assert_eq!(
+            h(sc(1, true, 0)),
+            h(sc(1, true, 2)),
+            "a count below capacity"
+        );
         assert_ne!(h(sc(1, true, 2)), h(sc(1, true, 3)), "full");
         assert_eq!(h(sc(1, true, 3)), h(sc(1, true, 4)), "still full");
         assert_ne!(h(sc(1, true, 1)), h(sc(2, true, 1)), "a spec change");
