@@ -72,7 +72,8 @@ pub struct RunArgs {
     /// Instances reconciled at once (each instance is still reconciled by one pass at a time).
     /// Without a bound, a fleet that starts together (1,000 instances in the scale bench) opens
     /// a connection to the API server and the brokers per instance and holds every pass's
-    /// memory at once. 0: unbounded.
+    /// memory at once. The router's short passes (EndpointSlices) may run four times as many.
+    /// 0: unbounded.
     #[arg(long, env = "TIERMQ_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
     pub max_concurrent_reconciles: u16,
 

@@ -313,11 +313,11 @@ fn instance_controller(
 fn routing_controller(
     client: &kube::Client,
     scope: &Scope,
+    // Instances routed at once; 0 is unbounded.
+    concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Controller<RabbitMQInstance> {
-    // Unbounded (0): a pass only compares and writes EndpointSlices, and pods that moved must be
-    // routed again at once, whatever else runs.
-    let (ctrl, _) = instance_controller(client, scope, routing_inputs, 0);
+    let (ctrl, _) = instance_controller(client, scope, routing_inputs, concurrency);
     ctrl.watches_stream(
         // Only instances' slices: the operator's carry the instance label, and Kubernetes'
         // copy it from the instance Service (other Services' slices are never cached).
@@ -439,7 +439,12 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(outcomes(&health, "shared-cluster"));
-    let router = routing_controller(&client, &scope, shutdown)
+    // A routing pass only compares and writes EndpointSlices and pods that moved must be routed
+    // again at once, whatever else runs: four times the instances' bound. Unbounded, a restart
+    // over 1,000 instances ran 1,000 passes at once (the scale bench's operator peaked at
+    // 158 MiB against 49 MiB after converging the same fleet).
+    let routing_concurrency = config.max_concurrent_reconciles.saturating_mul(4);
+    let router = routing_controller(&client, &scope, routing_concurrency, shutdown)
         .run(
             tracked(&health, routing::reconcile),
             routing::error_policy,
