@@ -526,33 +526,37 @@ impl<'a> Lookup<'a> {
 
     /// SharedCluster `ns/name`, if it exists.
     pub async fn shared_cluster(&self, ns: &str, name: &str) -> Result<Option<Arc<SharedCluster>>> {
-        if let Some(c) = self.caches
-            && let Some(sc) = c.shared.get(&ObjectRef::new(name).within(ns))
-        {
-            return Ok(Some(sc));
-        }
-        let api: Api<SharedCluster> = Api::namespaced(self.client.clone(), ns);
-        let got = api
-            .get_opt(name)
-            .await
-            .map_err(kube_err("get", format!("SharedCluster {ns}/{name}")))?;
-        Ok(got.map(Arc::new))
+        cached_or_get(self.client, self.caches.map(|c| c.shared), ns, name).await
     }
 
     /// RabbitMQInstance `ns/name`, if it exists.
     pub async fn instance(&self, ns: &str, name: &str) -> Result<Option<Arc<RabbitMQInstance>>> {
-        if let Some(c) = self.caches
-            && let Some(i) = c.instances.get(&ObjectRef::new(name).within(ns))
-        {
-            return Ok(Some(i));
-        }
-        let api: Api<RabbitMQInstance> = Api::namespaced(self.client.clone(), ns);
-        let got = api
-            .get_opt(name)
-            .await
-            .map_err(kube_err("get", format!("RabbitMQInstance {ns}/{name}")))?;
-        Ok(got.map(Arc::new))
+        cached_or_get(self.client, self.caches.map(|c| c.instances), ns, name).await
     }
+}
+
+/// Object `ns/name` from `cache` when it holds it, else from the API.
+async fn cached_or_get<K>(
+    client: &kube::Client,
+    cache: Option<&Store<K>>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Arc<K>>>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if let Some(o) = cache.and_then(|c| c.get(&ObjectRef::new(name).within(ns))) {
+        return Ok(Some(o));
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let got = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err("get", format!("{} {ns}/{name}", K::kind(&()))))?;
+    Ok(got.map(Arc::new))
 }
 
 /// The names of cluster `r`. A shared one is looked up (it may be external); one whose

@@ -173,21 +173,35 @@ fn placement_changes(
     + Send
     + 'static,
 ) -> impl futures::Stream<Item = Result<RabbitMQInstance, watcher::Error>> + Send + 'static {
+    changes_of(events, placement)
+}
+
+/// The objects of `events` whose `inputs` hash differs from the last one seen of them (or that
+/// were first seen, or deleted): a trigger that ignores changes nothing downstream reads.
+/// kube-runtime's `predicate_filter` is not used for this because it drops deletions whose
+/// object hashes as before.
+fn changes_of<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    inputs: fn(&K) -> u64,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Send + 'static,
+{
     let seen = std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new());
     events.flat_map(move |ev| {
         let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        let key = |i: &RabbitMQInstance| i.uid().unwrap_or_else(|| i.name_any());
-        let out: Vec<Result<RabbitMQInstance, watcher::Error>> = match ev {
-            Ok(watcher::Event::Apply(i) | watcher::Event::InitApply(i)) => {
-                let h = placement(&i);
-                match seen.insert(key(&i), h) {
+        let key = |o: &K| o.uid().unwrap_or_else(|| o.name_any());
+        let out: Vec<Result<K, watcher::Error>> = match ev {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let h = inputs(&o);
+                match seen.insert(key(&o), h) {
                     Some(old) if old == h => vec![],
-                    _ => vec![Ok(i)],
+                    _ => vec![Ok(o)],
                 }
             }
-            Ok(watcher::Event::Delete(i)) => {
-                seen.remove(&key(&i));
-                vec![Ok(i)]
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&key(&o));
+                vec![Ok(o)]
             }
             Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
             Err(e) => vec![Err(e)],
@@ -228,27 +242,7 @@ fn shared_cluster_changes(
     + Send
     + 'static,
 ) -> impl futures::Stream<Item = Result<SharedCluster, watcher::Error>> + Send + 'static {
-    let seen = std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new());
-    events.flat_map(move |ev| {
-        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        let key = |sc: &SharedCluster| sc.uid().unwrap_or_else(|| sc.name_any());
-        let out: Vec<Result<SharedCluster, watcher::Error>> = match ev {
-            Ok(watcher::Event::Apply(sc) | watcher::Event::InitApply(sc)) => {
-                let h = shared_cluster_inputs(&sc);
-                match seen.insert(key(&sc), h) {
-                    Some(old) if old == h => vec![],
-                    _ => vec![Ok(sc)],
-                }
-            }
-            Ok(watcher::Event::Delete(sc)) => {
-                seen.remove(&key(&sc));
-                vec![Ok(sc)]
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
-            Err(e) => vec![Err(e)],
-        };
-        futures::stream::iter(out)
-    })
+    changes_of(events, shared_cluster_inputs)
 }
 
 /// What of an instance its routing depends on: the clusters it is recorded on and its generation
