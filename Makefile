@@ -82,7 +82,7 @@ bench: setup ## Opt-in, ~6 min + bench-scale: every conversion (both directions 
 
 .PHONY: bench-scale
 SCALE_FLAGS ?=
-bench-scale: setup ## Opt-in, ~15-20 min (limits: 900 s to converge, 720 s for the conversions), also run by bench: 1,000 shared-tier instances over 3 SharedClusters on one operator (time to converge, API/broker requests in an idle minute, operator RSS, reconcile p50/p99, a restarted operator's requests), then 50 conversions at once with AMQP load on 5; writes docs/bench/SCALE.md and docs/bench/scale.json (state in /tmp/tiermq-scale, removed after; SCALE_FLAGS e.g. "--instances 100 --conversions 5")
+bench-scale: setup ## Opt-in, ~8 min with 16 conversions on 2 cores (limits: 900 s to converge, 720 s for the conversions), also run by bench: 1,000 shared-tier instances over 3 SharedClusters on one operator (time to converge, API/broker requests in an idle minute, operator RSS, reconcile p50/p99, a restarted operator's requests), then 50 conversions at once with AMQP load on 5; writes docs/bench/SCALE.md and docs/bench/scale.json (state in /tmp/tiermq-scale, removed after; SCALE_FLAGS e.g. "--instances 100 --conversions 5")
 	$(CARGO) build $(if $(filter release,$(BENCH_PROFILE)),--release) -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
 	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo scale --image rabbitmq:3.10-management --dir /tmp/tiermq-scale --out docs/bench/SCALE.md --json docs/bench/scale.json --profile $(BENCH_PROFILE) $(SCALE_FLAGS)
 

@@ -764,7 +764,7 @@ struct CachedClient {
 pub const CLIENT_FRESH: Duration = Duration::from_secs(5);
 
 /// How long a cached client stands unused (a deleted cluster's is dropped after this).
-const CLIENT_IDLE: Duration = Duration::from_secs(600);
+pub const CLIENT_IDLE: Duration = Duration::from_secs(600);
 
 impl ClientCache {
     /// The client of `cluster` if its inputs were read within [`CLIENT_FRESH`].
