@@ -661,8 +661,19 @@ async fn ready_in(conn: &lapin::Connection, queue: &str) -> u64 {
     }
 }
 
+/// The pause before fault window `n` (counted from 0): the first comes 1 s after the flip, the
+/// next 2 s after each 3 s window, so a conversion of about 10 s (a downgrade with a small backlog)
+/// still runs through two windows.
+fn chaos_gap(n: u32) -> Duration {
+    if n == 0 {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(2)
+    }
+}
+
 /// Kubernetes API faults aimed at the operator alone: it runs as its own user, and while the
-/// conversion runs its requests fail in turns for 3 s each with 4 s between — answered 500,
+/// conversion runs its requests fail in turns for 3 s each with 2 s between — answered 500,
 /// 409, 503 and 429, refused (connection reset), and left hanging until the window ends — and
 /// its open watches break at the start of each window. The test's own clients are unaffected.
 pub struct ApiChaos {
@@ -706,9 +717,9 @@ impl ApiChaos {
                     ClientFaultMode::Error(429),
                 ];
                 let mut windows = 0;
-                // Bounded: at most 60 windows (7 minutes), fewer when the conversion ends.
+                // Bounded: at most 60 windows (5 minutes), fewer when the conversion ends.
                 for mode in modes.iter().cycle().take(60) {
-                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    tokio::time::sleep(chaos_gap(windows)).await;
                     if stop.load(std::sync::atomic::Ordering::SeqCst) {
                         break;
                     }
@@ -744,7 +755,7 @@ impl ApiChaos {
 }
 
 /// Every broker's management API (Service port 15672, through kubesim's kube-proxy) fails in
-/// turns while the conversion runs: for 3 s with 4 s between, new connections are answered
+/// turns while the conversion runs: for 3 s with 2 s between, new connections are answered
 /// `500`, left hanging until the window ends, or reset, and the connections open at the start of
 /// a window are closed. AMQP is untouched.
 pub struct ManagementChaos {
@@ -773,9 +784,9 @@ impl ManagementChaos {
                     ProxyFaultMode::Reset,
                 ];
                 let mut windows = 0;
-                // Bounded: at most 60 windows (7 minutes), fewer when the conversion ends.
+                // Bounded: at most 60 windows (5 minutes), fewer when the conversion ends.
                 for mode in modes.iter().cycle().take(60) {
-                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    tokio::time::sleep(chaos_gap(windows)).await;
                     if stop.load(std::sync::atomic::Ordering::SeqCst) {
                         break;
                     }
