@@ -73,6 +73,7 @@ pub struct RunArgs {
     /// Without a bound, a fleet that starts together (1,000 instances in the scale bench) opens
     /// a connection to the API server and the brokers per instance and holds every pass's
     /// memory at once. The router's short passes (EndpointSlices) may run four times as many.
+    /// Passes waiting for a slot start in the order they fell due (see `controller::gate`).
     /// 0: unbounded.
     #[arg(long, env = "TIERMQ_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
     pub max_concurrent_reconciles: u16,

@@ -9,6 +9,7 @@
 //! - [`apply`]: the one place that writes Kubernetes objects.
 //! - [`scope`]: which namespaces the controllers watch (all, or a configured set).
 //! - [`conditions`]: the one place that builds Kubernetes conditions.
+//! - [`gate`]: the fair bound on passes at once (kube-runtime's own lets some objects starve).
 //!
 //! What triggers an instance reconcile: the instance itself; its owned objects (dedicated
 //! StatefulSet, Services, EndpointSlices, Secrets, PDB, ConfigMap, NetworkPolicy); broker pods of
@@ -24,6 +25,7 @@ pub mod clusters;
 pub mod conditions;
 pub mod context;
 pub mod execute;
+pub mod gate;
 pub mod instance;
 pub mod observe;
 pub mod plan;
@@ -55,6 +57,7 @@ use crate::config::RunArgs;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use context::Context;
+use gate::{Gate, tracked};
 use kube::runtime::controller::Action;
 use scope::Scope;
 
@@ -165,17 +168,6 @@ fn placement(i: &RabbitMQInstance) -> u64 {
     h.finish()
 }
 
-/// Instances whose placement changed (first seen, moved, deleted): the SharedCluster controller's
-/// trigger. Status writes that change nothing else (every drain sample) do not reconcile the
-/// SharedCluster.
-fn placement_changes(
-    events: impl futures::Stream<Item = Result<watcher::Event<RabbitMQInstance>, watcher::Error>>
-    + Send
-    + 'static,
-) -> impl futures::Stream<Item = Result<RabbitMQInstance, watcher::Error>> + Send + 'static {
-    changes_of(events, placement)
-}
-
 /// The objects of `events` whose `inputs` hash differs from the last one seen of them (or that
 /// were first seen, or deleted): a trigger that ignores changes nothing downstream reads.
 /// kube-runtime's `predicate_filter` is not used for this because it drops deletions whose
@@ -235,16 +227,6 @@ fn shared_cluster_inputs(sc: &SharedCluster) -> u64 {
     h.finish()
 }
 
-/// SharedClusters whose [`shared_cluster_inputs`] changed (first seen, changed, deleted): what
-/// wakes their instances.
-fn shared_cluster_changes(
-    events: impl futures::Stream<Item = Result<watcher::Event<SharedCluster>, watcher::Error>>
-    + Send
-    + 'static,
-) -> impl futures::Stream<Item = Result<SharedCluster, watcher::Error>> + Send + 'static {
-    changes_of(events, shared_cluster_inputs)
-}
-
 /// What of an instance its routing depends on: the clusters it is recorded on and its generation
 /// (not the drain samples its status gets every few seconds).
 fn routing_inputs(i: &RabbitMQInstance) -> Option<u64> {
@@ -262,8 +244,6 @@ fn instance_controller(
     client: &kube::Client,
     scope: &Scope,
     predicate: fn(&RabbitMQInstance) -> Option<u64>,
-    // Instances reconciled at once; 0 is unbounded.
-    concurrency: u16,
 ) -> (Controller<RabbitMQInstance>, Store<RabbitMQInstance>) {
     let (store, writer) = reflector::store::<RabbitMQInstance>();
     let trigger = scope
@@ -274,8 +254,8 @@ fn instance_controller(
         .predicate_filter(predicate, PredicateConfig::default());
     let pod_store = store.clone();
     let external_store = store.clone();
+    // Unbounded here: the bound is the pass's [`Gate`].
     let ctrl = Controller::for_stream(trigger, store.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches_stream(
             scope.touched::<Meta<Pod>>(client, watcher::Config::default().labels(LABEL_CLUSTER)),
             move |pod: Meta<Pod>| {
@@ -307,26 +287,26 @@ fn instance_controller(
 fn routing_controller(
     client: &kube::Client,
     scope: &Scope,
-    // Instances routed at once; 0 is unbounded.
-    concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Controller<RabbitMQInstance> {
-    let (ctrl, _) = instance_controller(client, scope, routing_inputs, concurrency);
-    ctrl.watches_stream(
-        // Only instances' slices: the operator's carry the instance label, and Kubernetes'
-        // copy it from the instance Service (other Services' slices are never cached).
-        scope.touched::<Meta<EndpointSlice>>(
-            client,
-            watcher::Config::default().labels(LABEL_TIERMQ_INSTANCE),
-        ),
-        |s: Meta<EndpointSlice>| {
-            let ns = s.namespace().unwrap_or_default();
-            s.labels()
-                .get(LABEL_TIERMQ_INSTANCE)
-                .map(|name| ObjectRef::new(name).within(&ns))
-        },
-    )
-    .graceful_shutdown_on(shutdown)
+) -> (Controller<RabbitMQInstance>, Store<RabbitMQInstance>) {
+    let (ctrl, store) = instance_controller(client, scope, routing_inputs);
+    let ctrl = ctrl
+        .watches_stream(
+            // Only instances' slices: the operator's carry the instance label, and Kubernetes'
+            // copy it from the instance Service (other Services' slices are never cached).
+            scope.touched::<Meta<EndpointSlice>>(
+                client,
+                watcher::Config::default().labels(LABEL_TIERMQ_INSTANCE),
+            ),
+            |s: Meta<EndpointSlice>| {
+                let ns = s.namespace().unwrap_or_default();
+                s.labels()
+                    .get(LABEL_TIERMQ_INSTANCE)
+                    .map(|name| ObjectRef::new(name).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(shutdown);
+    (ctrl, store)
 }
 
 /// Runs the controllers until `shutdown` resolves (then they finish in-flight reconciles).
@@ -355,12 +335,8 @@ pub async fn run_controllers(
             );
         }
     }
-    let (instance_ctrl, store) = instance_controller(
-        &client,
-        &scope,
-        spec_or_lifecycle,
-        config.max_concurrent_reconciles,
-    );
+    let (instance_ctrl, store) = instance_controller(&client, &scope, spec_or_lifecycle);
+    let instance_gate = Gate::new(config.max_concurrent_reconciles, store.clone());
     // The instance controller's SharedCluster watch fills the cache passes read SharedClusters
     // from (see `clusters::Lookup`): an instance it wakes finds that SharedCluster there.
     let (shared_cache, shared_cache_writer) = reflector::store::<SharedCluster>();
@@ -385,17 +361,19 @@ pub async fn run_controllers(
         .owns_stream(scope.touched::<Meta<ConfigMap>>(&client, managed.clone()))
         .owns_stream(scope.touched::<Meta<NetworkPolicy>>(&client, managed.clone()))
         .watches_stream(
-            shared_cluster_changes(
+            // What wakes instances: their SharedCluster's inputs changed (not its count).
+            changes_of(
                 scope
                     .events::<SharedCluster>(&client, watcher::Config::default())
                     .modify(drop_managed_fields)
                     .reflect(shared_cache_writer),
+                shared_cluster_inputs,
             ),
             move |sc: SharedCluster| instances_for_shared(&sc_store, &sc_config, &sc),
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            tracked(&health, instance::reconcile),
+            tracked(&health, instance_gate, instance::reconcile),
             instance::error_policy,
             ctx.clone(),
         )
@@ -406,11 +384,16 @@ pub async fn run_controllers(
         .events::<SharedCluster>(&client, watcher::Config::default())
         .reflect(sc_writer)
         .applied_objects();
+    // Few objects, short passes: unbounded (the gate only reads the object again).
+    let shared_gate = Gate::new(0, sc_reader.clone());
     let shared = Controller::for_stream(sc_trigger, sc_reader)
         .owns_stream(scope.touched::<Meta<StatefulSet>>(&client, managed.clone()))
         .watches_stream(
-            placement_changes(
+            // Instances whose placement changed (first seen, moved, deleted): status writes that
+            // change nothing else (every drain sample) do not reconcile the SharedCluster.
+            changes_of(
                 scope.events::<RabbitMQInstance>(&client, watcher::Config::default()),
+                placement,
             ),
             |i: RabbitMQInstance| {
                 // Placement counts change with the instance's recorded clusters.
@@ -428,7 +411,7 @@ pub async fn run_controllers(
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            tracked(&health, shared_cluster::reconcile),
+            tracked(&health, shared_gate, shared_cluster::reconcile),
             shared_cluster::error_policy,
             ctx.clone(),
         )
@@ -437,10 +420,14 @@ pub async fn run_controllers(
     // again at once, whatever else runs: four times the instances' bound. Unbounded, a restart
     // over 1,000 instances ran 1,000 passes at once (the scale bench's operator peaked at
     // 158 MiB against 49 MiB after converging the same fleet).
-    let routing_concurrency = config.max_concurrent_reconciles.saturating_mul(4);
-    let router = routing_controller(&client, &scope, routing_concurrency, shutdown)
+    let (router, routing_cache) = routing_controller(&client, &scope, shutdown);
+    let routing_gate = Gate::new(
+        config.max_concurrent_reconciles.saturating_mul(4),
+        routing_cache,
+    );
+    let router = router
         .run(
-            tracked(&health, routing::reconcile),
+            tracked(&health, routing_gate, routing::reconcile),
             routing::error_policy,
             ctx,
         )
@@ -448,33 +435,6 @@ pub async fn run_controllers(
     tracing::info!("controllers started");
     futures::join!(instances, shared, router);
     tracing::info!("controllers stopped");
-}
-
-/// `reconcile`, counted in `health` as in flight while it runs.
-fn tracked<K, E, Fut>(
-    health: &Health,
-    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
-) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, E>>
-where
-    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
-    Fut: Future<Output = Result<Action, E>> + Send + 'static,
-{
-    let health = health.clone();
-    move |obj, ctx| {
-        let what = format!(
-            "{} {}/{}",
-            K::kind(&()),
-            obj.meta().namespace.as_deref().unwrap_or_default(),
-            obj.meta().name.as_deref().unwrap_or_default()
-        );
-        let guard = health.reconcile_started(what, std::time::Instant::now());
-        let fut = reconcile(obj, ctx);
-        Box::pin(async move {
-            let out = fut.await;
-            drop(guard);
-            out
-        })
-    }
 }
 
 /// One item of a controller's output stream.
