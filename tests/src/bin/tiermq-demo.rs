@@ -1471,7 +1471,7 @@ fn write_scale(
     out: &Path,
     json: &Path,
 ) -> anyhow::Result<()> {
-    let text = tiermq_tests::scale::render_markdown(r);
+    let text = tiermq_tests::scale::render_markdown(r, &tiermq_tests::scale::run::file_name(json));
     for (path, body) in [
         (out, text.clone()),
         (json, tiermq_tests::scale::render_json(r)),

@@ -460,13 +460,15 @@ pub fn goals(r: &ScaleResults) -> Vec<(String, String, bool)> {
 }
 
 /// `docs/bench/SCALE.md`.
-pub fn render_markdown(r: &ScaleResults) -> String {
+/// `json_name`: the JSON file of the same run, linked from the report (they sit side by side).
+pub fn render_markdown(r: &ScaleResults, json_name: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# tiermq scale bench\n");
     let _ = writeln!(
         s,
-        "Written by `make bench-scale` (`tiermq-demo scale`, also run by `make bench`); every figure with how it \
-was measured is also in [scale.json](scale.json). One run on a shared 2-core machine: expect noise.\n"
+        "Written by `make bench-scale` or `make bench-scale-50` (`tiermq-demo scale`; the first also runs in \
+`make bench`); every figure with how it was measured is also in [{json_name}]({json_name}). One run on a \
+shared 2-core machine: expect noise.\n"
     );
     crate::bench::run_rows(&mut s, &r.date, &r.commit, &r.machine);
     let _ = writeln!(
@@ -922,7 +924,7 @@ tiermq_reconciles_total{controller="instance",result="error"} 10
         assert!(!g[0].2, "120 MiB peak is over 100 MB");
         assert!(!g[1].2, "an API write while idle");
         assert!(g[2].2 && g[3].2);
-        let md = render_markdown(&r);
+        let md = render_markdown(&r, "scale.json");
         for part in [
             "## Goals",
             "## Convergence",

@@ -54,6 +54,13 @@ pub struct ScaleOptions {
     pub partial_out: Option<(PathBuf, PathBuf)>,
 }
 
+/// The last component of `p`, for a link between files side by side.
+pub fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Writes the results so far to `o.partial_out` with a note naming the last stage done.
 fn write_partial(o: &ScaleOptions, r: &ScaleResults, stage: &str) {
     let Some((md, json)) = &o.partial_out else {
@@ -65,7 +72,7 @@ fn write_partial(o: &ScaleOptions, r: &ScaleResults, stage: &str) {
         "partial results: the run had finished up to {stage} when this was written"
     ));
     for (path, body) in [
-        (md, render_markdown(&partial)),
+        (md, render_markdown(&partial, &file_name(json))),
         (json, render_json(&partial)),
     ] {
         if let Some(dir) = path.parent() {
