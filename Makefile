@@ -82,13 +82,14 @@ bench: setup ## Opt-in, ~6 min + bench-scale: every conversion (both directions 
 
 .PHONY: bench-scale bench-scale-50
 SCALE_FLAGS ?= --conversions 16
+SCALE_REPORT ?= docs/bench/SCALE.md
+SCALE_JSON ?= docs/bench/scale.json
 bench-scale: setup ## Opt-in, ~8 min on 2 cores (limits: 900 s to converge, 720 s for the conversions), also run by bench: 1,000 shared-tier instances over 3 SharedClusters on one operator (time to converge, API/broker requests in an idle minute, operator RSS, reconcile p50/p99, a restarted operator's requests), then 16 conversions at once with AMQP load on 5; writes docs/bench/SCALE.md and docs/bench/scale.json (state in /tmp/tiermq-scale, removed after; SCALE_FLAGS e.g. "--instances 100 --conversions 5")
 	$(CARGO) build $(if $(filter release,$(BENCH_PROFILE)),--release) -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
-	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo scale --image rabbitmq:3.10-management --dir /tmp/tiermq-scale --out docs/bench/SCALE.md --json docs/bench/scale.json --profile $(BENCH_PROFILE) $(SCALE_FLAGS)
+	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo scale --image rabbitmq:3.10-management --dir /tmp/tiermq-scale --out $(SCALE_REPORT) --json $(SCALE_JSON) --profile $(BENCH_PROFILE) $(SCALE_FLAGS)
 
 bench-scale-50: setup ## Opt-in, ~20 min on 2 cores (53 broker nodes, ~7 GiB): the same fleet, then 50 conversions at once (issue 14's figure; limit 1,500 s, no restart step); writes docs/bench/SCALE-50.md and docs/bench/scale-50.json
-	$(CARGO) build $(if $(filter release,$(BENCH_PROFILE)),--release) -p tiermq-operator -p tiermq-tests --bin tiermq-operator --bin tiermq-demo
-	TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo scale --image rabbitmq:3.10-management --dir /tmp/tiermq-scale --out docs/bench/SCALE-50.md --json docs/bench/scale-50.json --profile $(BENCH_PROFILE) --conversions 50 --convert-limit 1500 --no-restart
+	$(MAKE) --no-print-directory bench-scale SCALE_REPORT=docs/bench/SCALE-50.md SCALE_JSON=docs/bench/scale-50.json SCALE_FLAGS="--conversions 50 --convert-limit 1500 --no-restart"
 
 .PHONY: kind-e2e
 kind-e2e: ## The same scenario on kind/minikube with the Helm chart (needs docker, kind, helm; cannot run on this project's machines)
