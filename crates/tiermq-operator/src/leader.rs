@@ -19,6 +19,7 @@
 //! up leadership at a renew deadline shorter than the lease (the guarantee split-brain safety
 //! rests on) or offer a per-action confirmation.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,11 @@ struct Inner {
     timings: Timings,
     leading: watch::Sender<bool>,
     state: Mutex<State>,
+    /// Set by [`Leadership::release`]: no further round may take the Lease back.
+    released: AtomicBool,
+    /// Held for each acquire-or-renew round and by the release, so a round already under way
+    /// cannot read the released record and take it again.
+    round: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -94,6 +100,8 @@ impl Leadership {
                 timings,
                 leading,
                 state: Mutex::new(State::default()),
+                released: AtomicBool::new(false),
+                round: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -148,6 +156,11 @@ impl Leadership {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let t = self.inner.timings;
         loop {
+            // Held until the outcome is acted on: a release waits for it, then wins.
+            let round = self.inner.round.lock().await;
+            if self.inner.released.load(Ordering::SeqCst) {
+                return;
+            }
             let attempt = tokio::time::timeout(t.retry_period, self.try_acquire_or_renew()).await;
             let leading = *self.inner.leading.borrow();
             match attempt {
@@ -184,6 +197,7 @@ impl Leadership {
                 let _ = self.inner.leading.send(false);
                 return;
             }
+            drop(round);
             tokio::select! {
                 _ = tokio::time::sleep(t.retry_period) => {}
                 _ = stop.wait_for(|s| *s) => return,
@@ -192,8 +206,11 @@ impl Leadership {
     }
 
     /// On a clean shutdown: hands the Lease back (empty holder, 1 s duration) so another
-    /// replica takes over at once instead of after the lease duration.
+    /// replica takes over at once instead of after the lease duration. Ends [`Self::run`] for
+    /// good: it waits for a round under way, so the elector cannot take the released Lease back.
     pub async fn release(&self) {
+        self.inner.released.store(true, Ordering::SeqCst);
+        let _round = self.inner.round.lock().await;
         if !*self.inner.leading.borrow() {
             return;
         }

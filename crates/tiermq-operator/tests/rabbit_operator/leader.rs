@@ -93,3 +93,54 @@ async fn one_leader_at_a_time_a_release_hands_over_and_a_cut_off_leader_steps_do
     let _ = tb.await;
     cluster.shutdown().await;
 }
+
+/// A release is final, also when it lands while the elector is mid-round (here rounds run every
+/// 40 ms and the elector is still running): it may not read the emptied record and take the
+/// Lease straight back. CI once saw that race in the test above: b waited a whole lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_is_final_even_while_the_elector_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let client = cluster.client();
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).unwrap(),
+        )
+        .await;
+    let busy = Timings {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(40),
+    };
+    let leases = Api::<Lease>::namespaced(client.clone(), NS);
+    for round in 0..10 {
+        let name = format!("{LEASE}-{round}");
+        let (stop_tx, stop) = watch::channel(false);
+        let a = Leadership::new(client.clone(), NS, &name, "a", busy);
+        let ra = a.subscribe();
+        let ta = tokio::spawn(a.clone().run(stop));
+        until("a leads", Duration::from_secs(5), || *ra.borrow()).await;
+        // Let a few renewals pass so the release lands at a different point of a round each time.
+        tokio::time::sleep(Duration::from_millis(20 + 7 * round)).await;
+        a.release().await;
+        // Rounds would have run many times over in this while.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let holder = leases
+            .get(&name)
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.holder_identity);
+        assert_eq!(
+            holder, None,
+            "attempt {round}: the released Lease stays free"
+        );
+        assert!(!*ra.borrow(), "attempt {round}: a no longer leads");
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), ta).await;
+    }
+    cluster.shutdown().await;
+}
