@@ -434,6 +434,58 @@ async fn deleting_an_owner_collects_its_dependents() {
     assert!(kept.owner_references().is_empty());
 }
 
+/// An object written for an owner that is already gone (a controller acting on a stale cache
+/// re-creates a pod after its StatefulSet was deleted) is collected, as the real garbage
+/// collector removes dependents whose owners all dangle; a live owner keeps it.
+#[tokio::test]
+async fn an_object_whose_owners_are_already_gone_is_collected() {
+    let s = server().await;
+    let c = client(&s);
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let owner = cms
+        .create(&PostParams::default(), &cm("owner", json!({})))
+        .await
+        .unwrap();
+    let gone_uid = owner.uid().unwrap();
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    let dangling = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": gone_uid, "controller": true}]);
+    let late: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "late", "ownerReferences": dangling}}))
+            .unwrap();
+    cms.create(&PostParams::default(), &late).await.unwrap();
+    assert!(
+        cms.get_opt("late").await.unwrap().is_none(),
+        "created for a gone owner: collected"
+    );
+
+    let live = cms
+        .create(&PostParams::default(), &cm("live", json!({})))
+        .await
+        .unwrap();
+    let lref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "live", "uid": live.uid().unwrap()}]);
+    let kept: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "kept", "ownerReferences": lref}}))
+            .unwrap();
+    cms.create(&PostParams::default(), &kept).await.unwrap();
+    assert!(
+        cms.get_opt("kept").await.unwrap().is_some(),
+        "a live owner keeps it"
+    );
+    cms.patch(
+        "kept",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"ownerReferences": dangling}})),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cms.get_opt("kept").await.unwrap().is_none(),
+        "moved to a gone owner: collected"
+    );
+}
+
 #[tokio::test]
 async fn status_subresource_and_generation_follow_kubernetes_rules() {
     let s = server().await;

@@ -24,6 +24,17 @@ fn owner_uids(o: &Value) -> Vec<String> {
 }
 
 impl State {
+    /// `obj` names owners and none of them exists: a dependent for the collector. Checked after
+    /// a create or an owner change, since a delete is what otherwise starts a collection.
+    pub(super) fn all_owners_gone(&self, obj: &Value) -> bool {
+        let owners = owner_uids(obj);
+        !owners.is_empty()
+            && !self
+                .objects
+                .values()
+                .any(|o| meta_str(o, "uid").is_some_and(|u| owners.iter().any(|w| w == u)))
+    }
+
     /// Garbage collection until nothing changes: orphaning, foreground deletion, dependents of
     /// deleted owners, and terminating namespaces that became empty.
     pub(super) fn gc(&mut self) {

@@ -161,6 +161,11 @@ impl State {
         }
         self.objects.insert(key.clone(), obj.clone());
         self.emit("ADDED", &rt.group, &rt.plural, &key.2, obj.clone());
+        if self.all_owners_gone(&obj) {
+            // Created for an owner that is already gone (say by a controller acting on a stale
+            // cache): the garbage collector removes it, as the real one does.
+            self.gc();
+        }
         Ok(obj)
     }
 
@@ -550,6 +555,8 @@ impl State {
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             self.register_crd(&new);
         }
+        let owners_changed =
+            old["metadata"]["ownerReferences"] != new["metadata"]["ownerReferences"];
         self.objects.insert(key.clone(), new.clone());
         self.emit_change(
             "MODIFIED",
@@ -559,6 +566,9 @@ impl State {
             new.clone(),
             Some(old),
         );
+        if owners_changed && self.all_owners_gone(&new) {
+            self.gc();
+        }
         Ok(new)
     }
 }
