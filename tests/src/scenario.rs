@@ -227,14 +227,36 @@ pub async fn world_with_instance_on(
 /// `names` in [`NS`] on `tier`, all clusters running `image`; returns once every instance is
 /// Ready.
 pub async fn world_with_instances_on(
-    mut world: World,
+    world: World,
     names: &[&str],
     tier: Tier,
     drain_strategy: &str,
     grace_period_seconds: u32,
     image: &str,
 ) -> anyhow::Result<World> {
-    world.start_operator(&[])?;
+    world_with_instances_run_with(
+        world,
+        names,
+        tier,
+        drain_strategy,
+        grace_period_seconds,
+        image,
+        &[],
+    )
+    .await
+}
+
+/// [`world_with_instances_on`] with `operator_args` added to the operator's command line.
+pub async fn world_with_instances_run_with(
+    mut world: World,
+    names: &[&str],
+    tier: Tier,
+    drain_strategy: &str,
+    grace_period_seconds: u32,
+    image: &str,
+    operator_args: &[&str],
+) -> anyhow::Result<World> {
+    world.start_operator(operator_args)?;
     world
         .kubectl
         .apply(&crate::harness::shared_cluster_yaml_with("main", image, 10))

@@ -719,3 +719,88 @@ mod matrix {
         );
     }
 }
+
+/// `--max-concurrent-conversions 1` with two instances flipped at once: never two conversions at
+/// the same time; the second is held (`ConversionBlocked`, `ConversionLimitReached`, next in
+/// line) and starts once the first ends, woken by it rather than by its 30 s requeue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversion_limit_holds_the_second_flip_until_the_first_ends() {
+    let names = ["orders", "billing"];
+    let world = scenario::world_with_instances_run_with(
+        tiermq_tests::harness::World::start("conversion-limit")
+            .await
+            .unwrap(),
+        &names,
+        Tier::Shared,
+        "Shovel",
+        1,
+        tiermq_tests::harness::IMAGE_3_10,
+        &["--max-concurrent-conversions", "1"],
+    )
+    .await
+    .unwrap();
+    for name in names {
+        flip_tier(&world.kubectl, NS, name, "Dedicated")
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    let mut held_seen = None;
+    let mut ended = Vec::new();
+    let mut started: Vec<(&str, Duration)> = Vec::new();
+    while ended.len() < names.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(420),
+            "conversions did not finish: started {started:?}, ended {ended:?}\n{}",
+            world.operator_log_tail(30)
+        );
+        let mut running = Vec::new();
+        for name in names {
+            let s = world.status(NS, name).await.unwrap();
+            if s.migration.is_some() {
+                running.push(name);
+                if !started.iter().any(|(n, _)| *n == name) {
+                    started.push((name, start.elapsed()));
+                }
+            }
+            if let Some(c) = s.conditions.iter().find(|c| {
+                c.type_ == "ConversionBlocked"
+                    && c.status == "True"
+                    && c.reason == "ConversionLimitReached"
+            }) {
+                held_seen.get_or_insert((name, c.message.clone()));
+            }
+            let done = s.tier == Some(Tier::Dedicated)
+                && s.migration_phase == Some(MigrationPhase::Stable)
+                && s.migration.is_none();
+            if done && !ended.iter().any(|(n, _)| *n == name) {
+                ended.push((name, start.elapsed()));
+            }
+        }
+        assert!(
+            running.len() <= 1,
+            "two conversions at once: {running:?} (limit 1)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("started {started:?}; ended {ended:?}; held {held_seen:?}");
+    let (held, msg) = held_seen.expect("the second flip was held for a slot");
+    assert!(
+        msg.contains("1 of at most 1 run at once") && msg.contains("it is next"),
+        "{msg}"
+    );
+    let (first, first_end) = ended[0];
+    assert_ne!(held, first, "the held flip is not the one that ran first");
+    let second_start = started
+        .iter()
+        .find(|(n, _)| *n == held)
+        .map(|(_, t)| *t)
+        .expect("the held conversion started");
+    let waited = second_start.saturating_sub(first_end);
+    println!("the held flip started {waited:?} after the first conversion ended");
+    // Woken by the end of the first (its fallback requeue would be 30 s).
+    assert!(
+        waited < Duration::from_secs(20),
+        "the held flip waited {waited:?} after a slot freed"
+    );
+}

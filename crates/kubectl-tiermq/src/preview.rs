@@ -609,6 +609,7 @@ mod tests {
                 tenancy: None,
             },
             service_routes: vec![ded],
+            conversions: Default::default(),
         }
     }
 

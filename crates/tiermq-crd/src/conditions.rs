@@ -98,6 +98,10 @@ pub mod reasons {
     /// `ConversionBlocked`: `spec.migration.window` cannot be read (a time that is not `HH:MM`,
     /// or a start equal to the end); the flip waits until it is fixed or removed.
     pub const INVALID_MAINTENANCE_WINDOW: &str = "InvalidMaintenanceWindow";
+    /// `ConversionBlocked`: as many conversions as the operator's
+    /// `--max-concurrent-conversions` allows are running; held flips start in the order they were
+    /// held as conversions end (the message says how many run and how many wait ahead).
+    pub const CONVERSION_LIMIT_REACHED: &str = "ConversionLimitReached";
     /// `ConversionBlocked` False: no flip is held.
     pub const NOT_BLOCKED: &str = "NotBlocked";
     /// `DrainTimedOut` True: the source still holds messages after the drain timeout.
@@ -179,6 +183,8 @@ pub mod events {
     pub const AUTO_TIERED: &str = "AutoTiered";
     /// A flip waits for its maintenance window (the note says when it opens).
     pub const WAITING_FOR_WINDOW: &str = "WaitingForMaintenanceWindow";
+    /// A flip waits for one of the operator's conversion slots (`--max-concurrent-conversions`).
+    pub const WAITING_FOR_CONVERSION_SLOT: &str = "WaitingForConversionSlot";
     /// A held flip was withdrawn.
     pub const CONVERSION_WITHDRAWN: &str = "ConversionWithdrawn";
     /// A conversion started (`PreparingDestination`).

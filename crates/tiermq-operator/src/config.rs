@@ -78,6 +78,14 @@ pub struct RunArgs {
     #[arg(long, env = "TIERMQ_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
     pub max_concurrent_reconciles: u16,
 
+    /// Conversions running at once, across every instance. A conversion boots a broker
+    /// (upgrade) or loads a SharedCluster (downgrade); flips beyond the bound are held
+    /// (`ConversionBlocked`, reason `ConversionLimitReached`) and start in the order they were
+    /// held as conversions end. Running conversions, aborts and deletions are never held.
+    /// 0: unbounded.
+    #[arg(long, env = "TIERMQ_MAX_CONCURRENT_CONVERSIONS", default_value_t = 0)]
+    pub max_concurrent_conversions: u16,
+
     /// `collect_statistics_interval` of the brokers the operator creates, in milliseconds. Message
     /// counts lag by this much, so the drain check treats a sample as describing the state this
     /// long before it was taken. Lower it in tests for quick drains.
@@ -203,6 +211,7 @@ impl RunArgs {
             broker_addressing: BrokerAddressing::ClusterIp,
             drain_poll_seconds: 2,
             max_concurrent_reconciles: 16,
+            max_concurrent_conversions: 0,
             broker_stats_interval_ms: crate::build::DEFAULT_STATS_INTERVAL_MS,
             network_policies: true,
             operator_pod_labels: crate::build::network_policy::default_operator_pod_labels(),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tiermq_crd::{RabbitMQInstance, SharedCluster};
@@ -38,6 +39,11 @@ pub struct Context {
     /// Placements onto SharedClusters decided but maybe not yet in the instance cache:
     /// cluster → instance → when (see [`Self::reserve`]).
     placing: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    /// Conversions started and ended here that the cache may not show yet (see
+    /// [`crate::controller::slots`]).
+    slots: Mutex<crate::controller::slots::Book>,
+    /// Wakes held flips when a conversion slot frees (the instance controller watches it).
+    wake: Option<tokio::sync::mpsc::UnboundedSender<RabbitMQInstance>>,
 }
 
 /// How long a placement reservation stands without the cache showing the placement.
@@ -59,6 +65,7 @@ impl Context {
         instances: Store<RabbitMQInstance>,
         shared_clusters: Store<SharedCluster>,
         leadership: Option<crate::leader::Leadership>,
+        wake: Option<tokio::sync::mpsc::UnboundedSender<RabbitMQInstance>>,
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: crate::controller::apply::FIELD_MANAGER.into(),
@@ -75,7 +82,65 @@ impl Context {
             leadership,
             failures: Mutex::new(HashMap::new()),
             placing: Mutex::new(HashMap::new()),
+            slots: Mutex::default(),
+            wake,
         })
+    }
+
+    /// `--max-concurrent-conversions`, if set.
+    fn conversion_limit(&self) -> Option<u32> {
+        (self.config.max_concurrent_conversions > 0)
+            .then_some(u32::from(self.config.max_concurrent_conversions))
+    }
+
+    /// The conversion slots as `i` sees them (unbounded without a limit).
+    pub async fn conversion_slots(
+        &self,
+        i: &RabbitMQInstance,
+    ) -> crate::error::Result<crate::controller::plan::ConversionSlots> {
+        let Some(limit) = self.conversion_limit() else {
+            return Ok(Default::default());
+        };
+        let all = self.all_instances().await?;
+        let mut book = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(book.slots_for(&all, i, limit, Instant::now()))
+    }
+
+    /// Takes a conversion slot for `i` (always granted without a limit); see
+    /// [`crate::controller::slots::Book::reserve`].
+    pub async fn reserve_conversion(&self, i: &RabbitMQInstance) -> crate::error::Result<bool> {
+        let Some(limit) = self.conversion_limit() else {
+            return Ok(true);
+        };
+        let all = self.all_instances().await?;
+        let mut book = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(book.reserve(&all, i, limit, Instant::now()))
+    }
+
+    /// `i`'s conversion (as `i` shows it) ended in this pass: its slot goes to the flips held
+    /// longest, which are woken.
+    pub async fn conversion_ended(&self, i: &RabbitMQInstance) {
+        let Some(limit) = self.conversion_limit() else {
+            return;
+        };
+        let Ok(all) = self.all_instances().await else {
+            return;
+        };
+        let next = {
+            let mut book = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            book.ended(i, Instant::now());
+            book.to_wake(&all, limit, Instant::now())
+        };
+        let Some(wake) = &self.wake else { return };
+        for k in next {
+            if let Some(o) = all
+                .iter()
+                .find(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()) == k)
+            {
+                tracing::debug!(instance = %k, "a conversion slot is free: waking a held flip");
+                let _ = wake.send(o.as_ref().clone());
+            }
+        }
     }
 
     /// Every instance, once the cache holds the initial list (placement counts must not be

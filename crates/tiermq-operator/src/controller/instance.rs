@@ -334,9 +334,15 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
         name: String::new(),
         namespace: ctx.config.shared_namespace().to_string(),
     });
-    let observed = observe::observe(ctx, i, &shared)
+    let mut observed = observe::observe(ctx, i, &shared)
         .await
         .map_err(Error::during(Stage::Observe))?;
+    if flip_waits_to_start(i) {
+        observed.conversions = ctx
+            .conversion_slots(i)
+            .await
+            .map_err(Error::during(Stage::Observe))?;
+    }
     // A Service type the SharedCluster does not admit is refused when it is a change; one the
     // Service already has (admitted before the terms narrowed) stays, as placed tenants do.
     let tenancy = match plan::tenancy_problem(&observed) {
@@ -355,6 +361,7 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
 
     let p = plan(&observed, Utc::now());
     reserve_placement(ctx, i, &observed, &p).await?;
+    reserve_conversion(ctx, i, &observed, &p).await?;
     tracing::debug!(phase = ?p.phase, steps = ?p.steps.iter().map(|s| s.name()).collect::<Vec<_>>(), "planned");
     let t = Target {
         instance: i,
@@ -367,8 +374,12 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     let respecced = t.updated.into_inner().unwrap_or_else(|e| e.into_inner());
     let i = respecced.as_ref().unwrap_or(i);
 
+    let was_converting = i.status.as_ref().is_some_and(|s| s.migration.is_some());
     if deleting {
         // The finalizer is gone (last step): the object may be gone too; nothing to record.
+        if was_converting {
+            ctx.conversion_ended(i).await;
+        }
         status::emit(ctx, i, &p.events).await;
         forget_metrics(ctx, i);
         return Ok(Action::await_change());
@@ -392,6 +403,9 @@ async fn reconcile_inner(cached: &RabbitMQInstance, ctx: &Context) -> Result<Act
     .map_err(Error::during(Stage::Status))?;
     if wrote {
         tracing::info!(phase = ?p.phase, tier = ?new.tier, "status recorded");
+        if was_converting && new.migration.is_none() {
+            ctx.conversion_ended(i).await;
+        }
         // Counted here, once: a conversion ends when its record is written (the write is a
         // compare-and-swap, so a rerun after a crash plans from the stored history).
         if let Some(record) = &p.finished {
@@ -500,6 +514,40 @@ async fn reserve_placement(
          planning again",
         c.namespace, c.name
     ))))
+}
+
+/// A tier flip that has not started a conversion yet (what the conversion slots hold).
+fn flip_waits_to_start(i: &RabbitMQInstance) -> bool {
+    let Some(st) = &i.status else { return false };
+    i.metadata.deletion_timestamp.is_none()
+        && st.migration.is_none()
+        && st.tier.is_some_and(|t| t != i.spec.tier)
+}
+
+/// A plan that starts a conversion first takes a conversion slot (with
+/// `--max-concurrent-conversions`): the plan saw one free, and the check and the reservation
+/// are one step, so two flips at once never both take the last. The one that loses plans again.
+async fn reserve_conversion(
+    ctx: &Context,
+    i: &RabbitMQInstance,
+    o: &plan::Observed,
+    p: &Plan,
+) -> Result<()> {
+    if o.status.migration.is_some() || p.status.migration.is_none() || o.deletion_requested {
+        return Ok(());
+    }
+    if ctx
+        .reserve_conversion(i)
+        .await
+        .map_err(Error::during(Stage::Observe))?
+    {
+        return Ok(());
+    }
+    Err(Error::during(Stage::Validate)(Error::NotReady(
+        "another instance took the last conversion slot (--max-concurrent-conversions): \
+         planning again"
+            .into(),
+    )))
 }
 
 /// The plan's status plus what the executor knows: the endpoint, and `InvalidSpec` and

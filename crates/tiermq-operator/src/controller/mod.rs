@@ -32,6 +32,7 @@ pub mod plan;
 pub mod routing;
 pub mod scope;
 pub mod shared_cluster;
+pub mod slots;
 pub mod status;
 
 use std::future::Future;
@@ -340,6 +341,8 @@ pub async fn run_controllers(
     // The instance controller's SharedCluster watch fills the cache passes read SharedClusters
     // from (see `clusters::Lookup`): an instance it wakes finds that SharedCluster there.
     let (shared_cache, shared_cache_writer) = reflector::store::<SharedCluster>();
+    // Held flips woken when a conversion slot frees (`--max-concurrent-conversions`).
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<RabbitMQInstance>();
     let ctx: Arc<Context> = Context::new(
         client.clone(),
         config.clone(),
@@ -347,6 +350,7 @@ pub async fn run_controllers(
         store.clone(),
         shared_cache,
         leadership,
+        Some(wake_tx),
     );
 
     let sc_store = store.clone();
@@ -370,6 +374,12 @@ pub async fn run_controllers(
                 shared_cluster_inputs,
             ),
             move |sc: SharedCluster| instances_for_shared(&sc_store, &sc_config, &sc),
+        )
+        .watches_stream(
+            futures::stream::unfold(wake_rx, |mut rx| async move {
+                rx.recv().await.map(|i| (Ok(i), rx))
+            }),
+            |i: RabbitMQInstance| Some(ObjectRef::from_obj(&i)),
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(

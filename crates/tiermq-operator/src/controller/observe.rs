@@ -566,6 +566,8 @@ where
         shared: shared_obs,
         dedicated: dedicated_obs,
         service_routes: routes_from_slices(&slices, shared, &dedicated),
+        // Filled in by the pass when a flip waits to start (see `Context::conversion_slots`).
+        conversions: Default::default(),
     })
 }
 

@@ -13,8 +13,8 @@ use tiermq_crd::{
     ClusterKind, ClusterRef, MigrationPhase, RabbitMQInstanceSpec, RabbitMQInstanceStatus, Tier,
 };
 use tiermq_operator::controller::plan::{
-    Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, Plan, QueueMessages,
-    SharedCapacity, ShovelObservation, Step, TenantObservation, is_allowed, plan,
+    Access, BacklogSample, BrokerObservation, ClusterObservation, ConversionSlots, Observed, Plan,
+    QueueMessages, SharedCapacity, ShovelObservation, Step, TenantObservation, is_allowed, plan,
 };
 
 pub const NS: &str = "team-a";
@@ -166,6 +166,7 @@ pub fn stable_observed(tier: Tier) -> Observed {
         shared,
         dedicated,
         service_routes: vec![cluster_ref(tier.cluster_kind())],
+        conversions: Default::default(),
     }
 }
 
@@ -295,6 +296,8 @@ pub struct World {
     pub shared: SimCluster,
     pub dedicated: SimCluster,
     pub routes: Vec<ClusterRef>,
+    /// The operator's conversion slots as the instance sees them (unbounded by default).
+    pub conversions: ConversionSlots,
     pub violations: Vec<String>,
     /// Recorded phases, in order (only changes).
     pub phases: Vec<MigrationPhase>,
@@ -348,6 +351,7 @@ impl World {
             shared,
             dedicated,
             routes: vec![cluster_ref(tier.cluster_kind())],
+            conversions: ConversionSlots::default(),
             violations: Vec::new(),
             phases: vec![MigrationPhase::Stable],
             published: 0,
@@ -558,6 +562,7 @@ impl World {
             shared: self.shared.observe(self.subscriber),
             dedicated: self.dedicated.observe(self.subscriber),
             service_routes: self.routes.clone(),
+            conversions: self.conversions.clone(),
         }
     }
 

@@ -1,5 +1,5 @@
-//! R-stable, R-blocked and R-window: an instance without a running conversion, and the gates a
-//! tier flip passes before a conversion starts.
+//! R-stable, R-blocked, R-window and R-limit: an instance without a running conversion, and the
+//! gates a tier flip passes before a conversion starts.
 
 use chrono::{DateTime, Utc};
 use tiermq_crd::conditions::{self as types, events, reasons};
@@ -14,7 +14,7 @@ use super::{autotier, placement, queues};
 
 use MigrationPhase::*;
 
-/// R-stable, R-blocked, R-window.
+/// R-stable, R-blocked, R-window, R-limit.
 pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -> Decision {
     // The reason the flip was held for in the previous pass, if it was.
     let held_for = (recorded == Blocked)
@@ -32,8 +32,12 @@ pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -
             if let Some((reason, msg)) = blocker(o, from, to) {
                 let mut d = steady(o, from, Blocked);
                 // A Warning when the flip starts being held by a problem (also right after
-                // waiting for the window: that wait was no problem).
-                if recorded != Blocked || held_for == Some(reasons::OUTSIDE_MAINTENANCE_WINDOW) {
+                // waiting for the window or a conversion slot: those waits were no problem).
+                let waited = matches!(
+                    held_for,
+                    Some(reasons::OUTSIDE_MAINTENANCE_WINDOW | reasons::CONVERSION_LIMIT_REACHED)
+                );
+                if recorded != Blocked || waited {
                     d = d.event(EventType::Warning, events::CONVERSION_BLOCKED, msg.clone());
                 }
                 d.blocked = Some((reason, msg));
@@ -72,6 +76,31 @@ pub(super) fn idle(o: &Observed, recorded: MigrationPhase, now: DateTime<Utc>) -
                         return d;
                     }
                 }
+            }
+            if !o.conversions.free() {
+                let reason = reasons::CONVERSION_LIMIT_REACHED;
+                let c = &o.conversions;
+                let ahead = match c.ahead {
+                    0 => "it is next".to_string(),
+                    1 => "1 held flip starts before it".to_string(),
+                    n => format!("{n} held flips start before it"),
+                };
+                let msg = format!(
+                    "conversion to {to} waits for a conversion slot: {} of at most {} run at once \
+                     (the operator's --max-concurrent-conversions); {ahead}",
+                    c.running,
+                    c.limit.unwrap_or_default()
+                );
+                let mut d = steady(o, from, Blocked);
+                if held_for != Some(reason) {
+                    d = d.event(
+                        EventType::Normal,
+                        events::WAITING_FOR_CONVERSION_SLOT,
+                        msg.clone(),
+                    );
+                }
+                d.blocked = Some((reason, msg));
+                return d;
             }
             let m = new_migration(o, from, to, now);
             let note = format!(

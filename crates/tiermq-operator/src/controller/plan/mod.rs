@@ -44,6 +44,11 @@
 //!   conversion, its abort, a deletion and in-tier changes go on whatever the time, and a
 //!   conversion is never interrupted when the window closes. An unreadable window holds the flip
 //!   (`InvalidMaintenanceWindow`).
+//! - **R-limit** (`idle()`): with the operator's `--max-concurrent-conversions`, a flip that
+//!   passed the checks above while that many conversions run (or while flips held before it wait
+//!   for the free slots) is held too (`Blocked`, `ConversionBlocked` with reason
+//!   `ConversionLimitReached`, one Normal Event). Held flips start in the order they were held,
+//!   as conversions end; running conversions are never held.
 //! - **R-write-ahead** (`idle()`): the pass that starts a conversion only records it (source
 //!   kept as is); destination state is created from the next pass on, so everything on the
 //!   destination is owned by a recorded migration and an abort or deletion finds it.
@@ -127,8 +132,8 @@ pub use convert::{CUTOVER_REASON, RETIRE_REASON, cutover_hold};
 pub use drain::DRAINED_AFTER;
 pub use edges::{EDGES, is_allowed};
 pub use observed::{
-    Access, BacklogSample, BrokerObservation, ClusterObservation, Observed, QueueMessages,
-    SharedCapacity, ShovelObservation, TenantObservation, TenantState,
+    Access, BacklogSample, BrokerObservation, ClusterObservation, ConversionSlots, Observed,
+    QueueMessages, SharedCapacity, ShovelObservation, TenantObservation, TenantState,
 };
 pub use output::{EventType, Plan, PlannedEvent, Step};
 pub use placement::{new_instance_problem, tenancy_problem};

@@ -35,6 +35,28 @@ pub struct Observed {
     pub dedicated: ClusterObservation,
     /// Clusters the instance's client Service currently routes to (from its EndpointSlices).
     pub service_routes: Vec<ClusterRef>,
+    /// The operator's conversion slots, as seen when a flip waits to start (unbounded otherwise).
+    pub conversions: ConversionSlots,
+}
+
+/// The operator-wide bound on conversions running at once (`--max-concurrent-conversions`), as
+/// seen by an instance whose flip would start one. The default is unbounded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConversionSlots {
+    /// At most this many conversions at once; `None`: no bound.
+    pub limit: Option<u32>,
+    /// Conversions of other instances running now (recorded, or just started by this replica).
+    pub running: u32,
+    /// Flips held for a slot since before this one: they start first.
+    pub ahead: u32,
+}
+
+impl ConversionSlots {
+    /// A conversion may start now: a slot is free once every flip held before this one has one.
+    pub fn free(&self) -> bool {
+        self.limit
+            .is_none_or(|l| self.running.saturating_add(self.ahead) < l)
+    }
 }
 
 impl Observed {

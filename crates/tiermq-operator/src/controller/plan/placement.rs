@@ -158,6 +158,7 @@ mod tests {
                 namespace: "team-a".into(),
             }),
             service_routes: Vec::new(),
+            conversions: Default::default(),
         }
     }
 
