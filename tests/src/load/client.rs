@@ -155,7 +155,7 @@ pub(crate) async fn open(
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
         Connection::connect(
-            target.uri(),
+            &target.uri_small_frames(),
             ConnectionProperties::default().with_connection_name(name.into()),
         ),
     )
@@ -194,7 +194,7 @@ pub async fn probe_connection(
         let r = tokio::time::timeout(
             Duration::from_secs(5),
             Connection::connect(
-                target.uri(),
+                &target.uri_small_frames(),
                 ConnectionProperties::default().with_connection_name(name.into()),
             ),
         )

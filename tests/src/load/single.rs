@@ -121,7 +121,7 @@ pub async fn declare_queue(target: &AmqpTarget, queue: &str) -> Result<(), LoadE
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
         Connection::connect(
-            target.uri(),
+            &target.uri_small_frames(),
             ConnectionProperties::default().with_connection_name("load-setup".into()),
         ),
     )
@@ -165,7 +165,7 @@ impl QueueProbe {
         let conn = tokio::time::timeout(
             Duration::from_secs(10),
             Connection::connect(
-                target.uri(),
+                &target.uri_small_frames(),
                 ConnectionProperties::default().with_connection_name("load-probe".into()),
             ),
         )
