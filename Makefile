@@ -80,7 +80,7 @@ bench: setup ## Opt-in, ~6 min + bench-scale: every conversion (both directions 
 	TIERMQ_OPERATOR_LOG=info,tiermq_operator::controller=debug TIERMQ_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/tiermq-operator ./target/$(BENCH_PROFILE)/tiermq-demo bench --image rabbitmq:3.10-management --dir .tiermq/bench --out BENCHMARKS.md --json docs/bench/bench.json --svg-dir docs/bench --profile $(BENCH_PROFILE)
 	$(MAKE) --no-print-directory bench-scale
 
-.PHONY: bench-scale bench-scale-50
+.PHONY: bench-scale bench-scale-50 bench-scale-50-bounded
 SCALE_FLAGS ?= --conversions 16
 SCALE_REPORT ?= docs/bench/SCALE.md
 SCALE_JSON ?= docs/bench/scale.json
@@ -90,6 +90,9 @@ bench-scale: setup ## Opt-in, ~8 min on 2 cores (limits: 900 s to converge, 720 
 
 bench-scale-50: setup ## Opt-in, ~20 min on 2 cores (53 broker nodes, ~7 GiB): the same fleet, then 50 conversions at once (issue 14's figure; limit 1,500 s, no restart step); writes docs/bench/SCALE-50.md and docs/bench/scale-50.json
 	$(MAKE) --no-print-directory bench-scale SCALE_REPORT=docs/bench/SCALE-50.md SCALE_JSON=docs/bench/scale-50.json SCALE_FLAGS="--conversions 50 --convert-limit 1500 --no-restart"
+
+bench-scale-50-bounded: setup ## Opt-in, ~15 min: bench-scale-50 with the operator's --max-concurrent-conversions 16 (held flips start in flip order as conversions end); writes docs/bench/SCALE-50-BOUNDED.md and docs/bench/scale-50-bounded.json
+	$(MAKE) --no-print-directory bench-scale SCALE_REPORT=docs/bench/SCALE-50-BOUNDED.md SCALE_JSON=docs/bench/scale-50-bounded.json SCALE_FLAGS="--conversions 50 --convert-limit 1500 --no-restart --max-concurrent-conversions 16"
 
 .PHONY: kind-e2e
 kind-e2e: ## The same scenario on kind/minikube with the Helm chart (needs docker, kind, helm; cannot run on this project's machines)

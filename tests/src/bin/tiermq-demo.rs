@@ -143,6 +143,9 @@ enum Cmd {
         /// Skip killing and restarting the operator over the steady instances.
         #[arg(long)]
         no_restart: bool,
+        /// The operator's `--max-concurrent-conversions` (0: unbounded, its default).
+        #[arg(long, default_value_t = 0)]
+        max_concurrent_conversions: u16,
         /// Report file (Markdown).
         #[arg(long, default_value = "docs/bench/SCALE.md")]
         out: PathBuf,
@@ -253,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
                 convert_limit,
                 idle_seconds,
                 no_restart,
+                max_concurrent_conversions,
                 out,
                 json,
                 profile,
@@ -273,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
                     idle: Duration::from_secs(idle_seconds),
                     load_rate,
                     restart: !no_restart,
+                    max_concurrent_conversions,
                     partial_out: Some((out.clone(), json.clone())),
                 };
                 let results = tiermq_tests::scale::run::run(&opts).await?;

@@ -146,6 +146,15 @@ pub struct Conversions {
     /// Per finished conversion: seconds from the flips until it was seen Stable.
     pub done_p50_s: f64,
     pub done_max_s: f64,
+    /// Seconds from the flips until the first was seen Stable on Dedicated.
+    #[serde(default)]
+    pub first_done_s: f64,
+    /// The operator's `--max-concurrent-conversions` (`None`: unbounded).
+    #[serde(default)]
+    pub max_at_once: Option<u16>,
+    /// Most of the flipped instances seen with a recorded conversion at one look (every 3 s).
+    #[serde(default)]
+    pub most_running: usize,
     /// The time limit.
     pub limit_s: f64,
     /// Instances that ran AMQP load through their Service during the conversion.
@@ -680,8 +689,15 @@ shared 2-core machine: expect noise.\n"
         );
         let _ = writeln!(
             s,
-            "| finished (Stable on Dedicated) | {} in {:.1} s; per conversion p50 {:.1} s, max {:.1} s |",
-            cv.finished, cv.all_done_s, cv.done_p50_s, cv.done_max_s
+            "| operator's --max-concurrent-conversions | {}; most seen running at one look: {} |",
+            cv.max_at_once
+                .map_or("unbounded".to_string(), |n| n.to_string()),
+            cv.most_running
+        );
+        let _ = writeln!(
+            s,
+            "| finished (Stable on Dedicated) | {} in {:.1} s; first {:.1} s; per conversion p50 {:.1} s, max {:.1} s |",
+            cv.finished, cv.all_done_s, cv.first_done_s, cv.done_p50_s, cv.done_max_s
         );
         let _ = writeln!(
             s,

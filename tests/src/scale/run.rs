@@ -49,6 +49,8 @@ pub struct ScaleOptions {
     pub load_rate: f64,
     /// Kill and start the operator again over the steady instances before the conversions.
     pub restart: bool,
+    /// The operator's `--max-concurrent-conversions` (0: unbounded).
+    pub max_concurrent_conversions: u16,
     /// (Markdown, JSON): where the results so far are written after each stage, so a run cut
     /// short still leaves its figures (with a note saying where it stopped).
     pub partial_out: Option<(PathBuf, PathBuf)>,
@@ -216,7 +218,11 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<ScaleResults> {
         }
     })
     .await?;
-    world.start_operator_bin(&o.operator_bin, &[])?;
+    let limit = o.max_concurrent_conversions.to_string();
+    world.start_operator_bin(
+        &o.operator_bin,
+        &["--max-concurrent-conversions", limit.as_str()],
+    )?;
     let mut op_pid = world
         .operator
         .as_ref()
@@ -794,6 +800,11 @@ async fn convert(
                 done_at.entry(key(i)).or_insert(now);
             }
         }
+        let running = last
+            .iter()
+            .filter(|i| i.status.as_ref().is_some_and(|s| s.migration.is_some()))
+            .count();
+        cv.most_running = cv.most_running.max(running);
         if last_print.elapsed() >= Duration::from_secs(5) || done_at.len() == k {
             last_print = Instant::now();
             let mut phases: BTreeMap<String, usize> = BTreeMap::new();
@@ -831,6 +842,11 @@ async fn convert(
         t_flip.elapsed().as_secs_f64()
     };
     cv.done_p50_s = quantile(&times, 0.5);
+    cv.first_done_s = times.iter().copied().fold(f64::INFINITY, f64::min);
+    if !cv.first_done_s.is_finite() {
+        cv.first_done_s = 0.0;
+    }
+    cv.max_at_once = (o.max_concurrent_conversions > 0).then_some(o.max_concurrent_conversions);
     cv.done_max_s = times.iter().copied().fold(0.0, f64::max);
     // Brokers: how many run and what they hold in memory.
     let pids = world.cluster.broker_pids();
