@@ -25,14 +25,42 @@ fn owner_uids(o: &Value) -> Vec<String> {
 
 impl State {
     /// `obj` names owners and none of them exists: a dependent for the collector. Checked after
-    /// a create or an owner change, since a delete is what otherwise starts a collection.
+    /// a create or an owner change, since a delete is what otherwise starts a collection. Each
+    /// owner is looked up by its reference (kind, name, the dependent's namespace for a namespaced
+    /// kind) and matched by uid, so a write costs no scan of the store; an owner of a kind not
+    /// served counts as present, as the real collector leaves such dependents alone.
     pub(super) fn all_owners_gone(&self, obj: &Value) -> bool {
-        let owners = owner_uids(obj);
-        !owners.is_empty()
-            && !self
-                .objects
-                .values()
-                .any(|o| meta_str(o, "uid").is_some_and(|u| owners.iter().any(|w| w == u)))
+        let Some(refs) = obj["metadata"]["ownerReferences"].as_array() else {
+            return false;
+        };
+        let ns = meta_str(obj, "namespace").unwrap_or_default();
+        !refs.is_empty()
+            && refs.iter().all(|r| {
+                let api_version = r["apiVersion"].as_str().unwrap_or_default();
+                let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+                let kind = r["kind"].as_str().unwrap_or_default();
+                let Some(rt) = self
+                    .registry
+                    .types
+                    .values()
+                    .find(|rt| rt.group == group && rt.kind == kind)
+                else {
+                    return false;
+                };
+                let key: Key = (
+                    rt.group.clone(),
+                    rt.plural.clone(),
+                    if rt.namespaced {
+                        ns.to_string()
+                    } else {
+                        String::new()
+                    },
+                    r["name"].as_str().unwrap_or_default().to_string(),
+                );
+                self.objects
+                    .get(&key)
+                    .is_none_or(|o| meta_str(o, "uid") != r["uid"].as_str())
+            })
     }
 
     /// Garbage collection until nothing changes: orphaning, foreground deletion, dependents of
