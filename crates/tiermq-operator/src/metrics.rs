@@ -111,6 +111,10 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Seconds per reconcile, per controller (observed when a [`ReconcileTimer`] drops).
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    /// Passes due but waiting for the controller's bound (see `controller::gate`).
+    pub reconciles_waiting: Family<ControllerLabels, Gauge>,
+    /// Seconds a pass waited for the controller's bound before it started.
+    pub reconcile_wait: Family<ControllerLabels, Histogram>,
     /// Instances by tier and phase; recounted from scratch by [`Metrics::record_fleet`].
     pub instances: Family<TierPhaseLabels, Gauge>,
     /// Instances whose condition of each type is True, every known type present (0 if none).
@@ -164,6 +168,21 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Time spent in one reconcile",
             reconcile_duration.clone(),
+        );
+        let reconciles_waiting = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
+            "reconciles_waiting",
+            "Passes that fell due and wait for the controller's bound on passes at once \
+             (--max-concurrent-reconciles); they start first come, first served",
+            reconciles_waiting.clone(),
+        );
+        let reconcile_wait = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "reconcile_wait_seconds",
+            "Time a pass waited for the controller's bound on passes at once before it started",
+            reconcile_wait.clone(),
         );
         let instances = Family::<TierPhaseLabels, Gauge>::default();
         registry.register(
@@ -229,6 +248,8 @@ impl Default for Metrics {
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            reconciles_waiting,
+            reconcile_wait,
             instances,
             instances_with_condition,
             phase_oldest_start,
@@ -385,6 +406,11 @@ impl Metrics {
         let m = Self::default();
         m.leader.set(1);
         drop(m.reconcile_timer("instance"));
+        let instance = ControllerLabels {
+            controller: "instance",
+        };
+        m.reconciles_waiting.get_or_create(&instance).set(0);
+        m.reconcile_wait.get_or_create(&instance).observe(0.0);
         m.reconcile_failed(
             "instance",
             &crate::error::Error::at("CopyTopology")(crate::error::Error::NotReady(

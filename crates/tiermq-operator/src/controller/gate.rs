@@ -22,6 +22,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::Semaphore;
 
 use crate::health::Health;
+use crate::metrics::{ControllerLabels, Metrics};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Admits a controller's passes, at most `bound` at once, first come first served.
 pub struct Gate<K: kube::Resource<DynamicType = ()> + 'static> {
@@ -29,6 +32,8 @@ pub struct Gate<K: kube::Resource<DynamicType = ()> + 'static> {
     permits: Option<Arc<Semaphore>>,
     /// The controller's cache, read again once a pass is admitted.
     cache: Store<K>,
+    /// Where waiting passes are counted (`tiermq_reconciles_waiting`, `..._wait_seconds`).
+    waits: Option<(Gauge, Histogram)>,
 }
 
 impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Gate<K> {
@@ -37,6 +42,28 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Gate<K> {
         Self {
             permits: (bound > 0).then(|| Arc::new(Semaphore::new(usize::from(bound)))),
             cache,
+            waits: None,
+        }
+    }
+
+    /// Counts the passes waiting for this gate, and how long each waited, as `controller`'s.
+    pub fn metered(mut self, metrics: &Metrics, controller: &'static str) -> Self {
+        let labels = ControllerLabels { controller };
+        self.waits = Some((
+            metrics.reconciles_waiting.get_or_create(&labels).clone(),
+            metrics.reconcile_wait.get_or_create(&labels).clone(),
+        ));
+        self
+    }
+}
+
+/// Counts one pass as waiting until it is dropped (admitted, or cancelled while waiting).
+struct Waiting(Option<Gauge>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.dec();
         }
     }
 }
@@ -59,10 +86,23 @@ where
         let health = health.clone();
         let permits = gate.permits.clone();
         let cache = gate.cache.clone();
+        let waits = gate.waits.clone();
         async move {
             // A closed semaphore (never closed here) would admit everyone rather than no one.
             let _permit = match permits {
-                Some(p) => p.acquire_owned().await.ok(),
+                Some(p) => {
+                    let asked = std::time::Instant::now();
+                    let waiting = Waiting(waits.as_ref().map(|(g, _)| {
+                        g.inc();
+                        g.clone()
+                    }));
+                    let permit = p.acquire_owned().await.ok();
+                    drop(waiting);
+                    if let Some((_, h)) = &waits {
+                        h.observe(asked.elapsed().as_secs_f64());
+                    }
+                    permit
+                }
                 None => None,
             };
             let Some(obj) = cache.get(&ObjectRef::from_obj(&*obj)) else {
@@ -134,18 +174,27 @@ mod tests {
             futures::stream::iter(objects.into_iter().map(Ok)).chain(futures::stream::pending());
         let passes: Arc<Passes> = Arc::default();
         let health = Health::new(Duration::from_secs(60));
+        let metrics = Metrics::default();
+        let labels = ControllerLabels { controller: "test" };
+        let waiting = metrics.reconciles_waiting.get_or_create(&labels).clone();
         let run = Controller::for_stream(trigger, reader.clone())
             .with_config(Config::default().concurrency(0))
             .run(
-                tracked(&health, Gate::new(4, reader), pass),
+                tracked(
+                    &health,
+                    Gate::new(4, reader).metered(&metrics, "test"),
+                    pass,
+                ),
                 |_, _, _| Action::requeue(Duration::from_millis(1)),
                 passes.clone(),
             )
             .for_each(|_| futures::future::ready(()));
         // Stop after 320 passes (a slow machine only takes longer), at most after 30 s.
         let total = |p: &Passes| p.lock().unwrap().values().sum::<u32>();
+        let most_waiting = std::sync::atomic::AtomicI64::new(0);
         let enough = async {
             while total(&passes) < 320 {
+                most_waiting.fetch_max(waiting.get(), std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -158,7 +207,7 @@ mod tests {
         .await;
 
         let total = total(&passes);
-        let passes = passes.lock().unwrap();
+        let passes = passes.lock().unwrap().clone();
         let fewest = (0..40)
             .map(|n| passes.get(&format!("cm{n:02}")).copied().unwrap_or(0))
             .min()
@@ -168,5 +217,28 @@ mod tests {
             fewest >= 2,
             "an object had {fewest} passes while {total} ran: {passes:?}"
         );
+        // The waiting passes were counted (40 due, 4 running), and each one's wait observed.
+        let most = most_waiting.into_inner();
+        assert!(most >= 20, "at most {most} passes seen waiting");
+        // kube-runtime aborts the spawned passes of a dropped controller; an aborted pass that
+        // was waiting is uncounted when its task is dropped, a moment later.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while waiting.get() != 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            waiting.get(),
+            0,
+            "passes cancelled while waiting are uncounted"
+        );
+        let text = metrics.encode();
+        let waits: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"tiermq_reconcile_wait_seconds_count{controller="test"} "#)
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_default();
+        assert!(waits >= 320, "{waits} waits observed for {total} passes");
     }
 }

@@ -337,7 +337,8 @@ pub async fn run_controllers(
         }
     }
     let (instance_ctrl, store) = instance_controller(&client, &scope, spec_or_lifecycle);
-    let instance_gate = Gate::new(config.max_concurrent_reconciles, store.clone());
+    let instance_gate = Gate::new(config.max_concurrent_reconciles, store.clone())
+        .metered(&metrics, instance::CONTROLLER);
     // The instance controller's SharedCluster watch fills the cache passes read SharedClusters
     // from (see `clusters::Lookup`): an instance it wakes finds that SharedCluster there.
     let (shared_cache, shared_cache_writer) = reflector::store::<SharedCluster>();
@@ -434,7 +435,8 @@ pub async fn run_controllers(
     let routing_gate = Gate::new(
         config.max_concurrent_reconciles.saturating_mul(4),
         routing_cache,
-    );
+    )
+    .metered(&ctx.metrics, routing::CONTROLLER);
     let router = router
         .run(
             tracked(&health, routing_gate, routing::reconcile),
