@@ -117,6 +117,15 @@ impl Context {
         Ok(book.reserve(&all, i, limit, Instant::now()))
     }
 
+    /// Gives back a conversion slot `i` took but did not use (see
+    /// [`crate::controller::slots::Book::release`]).
+    pub fn release_conversion(&self, i: &RabbitMQInstance) {
+        if self.conversion_limit().is_some() {
+            let mut book = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            book.release(i);
+        }
+    }
+
     /// `i`'s conversion (as `i` shows it) ended in this pass: its slot goes to the flips held
     /// longest, which are woken.
     pub async fn conversion_ended(&self, i: &RabbitMQInstance) {

@@ -533,7 +533,14 @@ async fn reserve_conversion(
     o: &plan::Observed,
     p: &Plan,
 ) -> Result<()> {
-    if o.status.migration.is_some() || p.status.migration.is_none() || o.deletion_requested {
+    if o.status.migration.is_some() {
+        return Ok(());
+    }
+    if p.status.migration.is_none() || o.deletion_requested {
+        // Read fresh, the instance converts neither now nor from this pass on: a slot it took
+        // in an earlier pass whose status was never recorded (a conflict, a flip withdrawn
+        // since) goes back at once instead of after the reservation's TTL.
+        ctx.release_conversion(i);
         return Ok(());
     }
     if ctx

@@ -144,6 +144,12 @@ impl Book {
         true
     }
 
+    /// `i` took a slot but its conversion did not start (its status was not recorded, or the
+    /// flip was withdrawn): the slot is free again.
+    pub fn release(&mut self, i: &RabbitMQInstance) {
+        self.started.remove(&key(i));
+    }
+
     /// `i`'s conversion (as `i` shows it) has just been ended here.
     pub fn ended(&mut self, i: &RabbitMQInstance, now: Instant) {
         if let Some(s) = migration_start(i) {
@@ -260,6 +266,16 @@ mod tests {
         fleet[0] = converting("x", "2026-12-01T10:02:00Z");
         assert_eq!(book.fleet(&fleet, now).running.len(), 1);
         assert!(book.started.is_empty());
+        // A slot taken by a pass whose status was never written goes back when released.
+        let mut book = Book::default();
+        let fleet = vec![stable("z"), stable("w")];
+        assert!(book.reserve(&fleet, &fleet[0], 1, now));
+        assert!(!book.reserve(&fleet, &fleet[1], 1, now));
+        book.release(&fleet[0]);
+        assert!(
+            book.reserve(&fleet, &fleet[1], 1, now),
+            "released, the slot is free"
+        );
         // A note the cache never confirms lapses.
         let mut book = Book::default();
         let fleet = vec![stable("z")];
