@@ -1000,3 +1000,11 @@ pub fn slot(kind: ClusterKind) -> usize {
         ClusterKind::Dedicated => 1,
     }
 }
+
+/// The plan's `ConversionBlocked` condition: (status, reason, message).
+pub fn blocked(p: &Plan) -> (String, String, String) {
+    let c = p
+        .condition(tiermq_crd::conditions::CONVERSION_BLOCKED)
+        .unwrap();
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}

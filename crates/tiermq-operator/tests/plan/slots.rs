@@ -18,11 +18,6 @@ fn slots(limit: u32, running: u32, ahead: u32) -> ConversionSlots {
     }
 }
 
-fn blocked(p: &Plan) -> (String, String, String) {
-    let c = p.condition(conditions::CONVERSION_BLOCKED).unwrap();
-    (c.status.clone(), c.reason.clone(), c.message.clone())
-}
-
 fn event_reasons(p: &Plan) -> Vec<(EventType, &'static str)> {
     p.events.iter().map(|e| (e.type_, e.reason)).collect()
 }

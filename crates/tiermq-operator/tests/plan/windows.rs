@@ -5,7 +5,7 @@
 use chrono::{Duration, TimeZone, Utc};
 use tiermq_crd::conditions::{self, events, reasons};
 use tiermq_crd::{MaintenanceWindow, MigrationPhase, Tier, Weekday};
-use tiermq_operator::controller::plan::{EventType, Plan, from_time, plan};
+use tiermq_operator::controller::plan::{EventType, from_time, plan};
 
 use crate::common::*;
 
@@ -17,11 +17,6 @@ fn window(days: &[Weekday], start: &str, end: &str) -> Option<MaintenanceWindow>
         start_time: start.into(),
         end_time: end.into(),
     })
-}
-
-fn blocked(p: &Plan) -> (String, String, String) {
-    let c = p.condition(conditions::CONVERSION_BLOCKED).unwrap();
-    (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
 /// Reconciles with the dedicated cluster coming up as soon as it exists and clients consuming,

@@ -30,19 +30,25 @@ async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Dur
     start.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_leader_at_a_time_a_release_hands_over_and_a_cut_off_leader_steps_down_in_time() {
+/// A kubesim cluster (no broker) with the Lease's namespace; keep the folder while it runs.
+async fn cluster_with_namespace() -> (kubesim::cluster::Cluster, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(dir.path()))
         .await
         .unwrap();
-    let client = cluster.client();
-    let _ = Api::<Namespace>::all(client.clone())
+    let _ = Api::<Namespace>::all(cluster.client())
         .create(
             &PostParams::default(),
             &serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).unwrap(),
         )
         .await;
+    (cluster, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_leader_at_a_time_a_release_hands_over_and_a_cut_off_leader_steps_down_in_time() {
+    let (cluster, _dir) = cluster_with_namespace().await;
+    let client = cluster.client();
     let (stop_tx, stop) = watch::channel(false);
     let a = Leadership::new(client.clone(), NS, LEASE, "a", fast());
     let b = Leadership::new(client.clone(), NS, LEASE, "b", fast());
@@ -99,17 +105,8 @@ async fn one_leader_at_a_time_a_release_hands_over_and_a_cut_off_leader_steps_do
 /// Lease straight back. CI once saw that race in the test above: b waited a whole lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_release_is_final_even_while_the_elector_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = kubesim::cluster::start(kubesim::cluster::ClusterConfig::new(dir.path()))
-        .await
-        .unwrap();
+    let (cluster, _dir) = cluster_with_namespace().await;
     let client = cluster.client();
-    let _ = Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await;
     let busy = Timings {
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
