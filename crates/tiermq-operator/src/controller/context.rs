@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tiermq_crd::{RabbitMQInstance, SharedCluster};
@@ -43,7 +42,7 @@ pub struct Context {
     /// [`crate::controller::slots`]).
     slots: Mutex<crate::controller::slots::Book>,
     /// Wakes held flips when a conversion slot frees (the instance controller watches it).
-    wake: Option<tokio::sync::mpsc::UnboundedSender<RabbitMQInstance>>,
+    wake: tokio::sync::mpsc::UnboundedSender<RabbitMQInstance>,
 }
 
 /// How long a placement reservation stands without the cache showing the placement.
@@ -65,7 +64,7 @@ impl Context {
         instances: Store<RabbitMQInstance>,
         shared_clusters: Store<SharedCluster>,
         leadership: Option<crate::leader::Leadership>,
-        wake: Option<tokio::sync::mpsc::UnboundedSender<RabbitMQInstance>>,
+        wake: tokio::sync::mpsc::UnboundedSender<RabbitMQInstance>,
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: crate::controller::apply::FIELD_MANAGER.into(),
@@ -140,14 +139,13 @@ impl Context {
             book.ended(i, Instant::now());
             book.to_wake(&all, limit, Instant::now())
         };
-        let Some(wake) = &self.wake else { return };
         for k in next {
             if let Some(o) = all
                 .iter()
-                .find(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()) == k)
+                .find(|o| crate::controller::observe::instance_key(o) == k)
             {
                 tracing::debug!(instance = %k, "a conversion slot is free: waking a held flip");
-                let _ = wake.send(o.as_ref().clone());
+                let _ = self.wake.send(o.as_ref().clone());
             }
         }
     }

@@ -351,7 +351,7 @@ pub async fn run_controllers(
         store.clone(),
         shared_cache,
         leadership,
-        Some(wake_tx),
+        wake_tx,
     );
 
     let sc_store = store.clone();

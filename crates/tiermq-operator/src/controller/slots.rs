@@ -14,10 +14,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
 use tiermq_crd::conditions::{CONVERSION_BLOCKED, reasons};
 use tiermq_crd::{MigrationPhase, RabbitMQInstance};
 
+use super::observe::instance_key as key;
 use super::plan::ConversionSlots;
 
 /// How long this replica's own start or end of a conversion stands without the cache showing it.
@@ -39,10 +39,6 @@ pub struct Fleet {
     pub running: BTreeSet<String>,
     /// Flips held for a slot, first held first.
     pub waiting: Vec<String>,
-}
-
-fn key(i: &RabbitMQInstance) -> String {
-    format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any())
 }
 
 fn migration_start(i: &RabbitMQInstance) -> Option<String> {
