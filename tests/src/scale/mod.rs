@@ -146,15 +146,17 @@ pub struct Conversions {
     /// Per finished conversion: seconds from the flips until it was seen Stable.
     pub done_p50_s: f64,
     pub done_max_s: f64,
-    /// Seconds from the flips until the first was seen Stable on Dedicated.
+    /// Seconds from the flips until the first was seen Stable on Dedicated (`None`: none
+    /// finished, or a report written before this was recorded).
     #[serde(default)]
-    pub first_done_s: f64,
+    pub first_done_s: Option<f64>,
     /// The operator's `--max-concurrent-conversions` (`None`: unbounded).
     #[serde(default)]
     pub max_at_once: Option<u16>,
-    /// Most of the flipped instances seen with a recorded conversion at one look (every 3 s).
+    /// Most of the flipped instances seen with a recorded conversion at one look (every 3 s;
+    /// `None` in reports written before this was recorded).
     #[serde(default)]
-    pub most_running: usize,
+    pub most_running: Option<usize>,
     /// The time limit.
     pub limit_s: f64,
     /// Instances that ran AMQP load through their Service during the conversion.
@@ -460,7 +462,10 @@ pub fn goals(r: &ScaleResults) -> Vec<(String, String, bool)> {
             lost == 0 && c.loaded.iter().any(|l| l.converted),
         ));
         g.push((
-            format!("{} conversions at once all finish", c.started),
+            format!(
+                "{} conversions at once all finish (within the limit)",
+                c.started
+            ),
             format!("{} of {} in {:.0} s", c.finished, c.started, c.all_done_s),
             c.finished == c.started && c.started > 0,
         ));
@@ -475,8 +480,8 @@ pub fn render_markdown(r: &ScaleResults, json_name: &str) -> String {
     let _ = writeln!(s, "# tiermq scale bench\n");
     let _ = writeln!(
         s,
-        "Written by `make bench-scale` or `make bench-scale-50` (`tiermq-demo scale`; the first also runs in \
-`make bench`); every figure with how it was measured is also in [{json_name}]({json_name}). One run on a \
+        "Written by `make bench-scale`, `make bench-scale-50` or `make bench-scale-50-bounded` (`tiermq-demo \
+scale`; the first also runs in `make bench`); every figure with how it was measured is also in [{json_name}]({json_name}). One run on a \
 shared 2-core machine: expect noise.\n"
     );
     crate::bench::run_rows(&mut s, &r.date, &r.commit, &r.machine);
@@ -693,11 +698,17 @@ shared 2-core machine: expect noise.\n"
             cv.max_at_once
                 .map_or("unbounded".to_string(), |n| n.to_string()),
             cv.most_running
+                .map_or("not recorded".to_string(), |n| n.to_string())
         );
         let _ = writeln!(
             s,
-            "| finished (Stable on Dedicated) | {} in {:.1} s; first {:.1} s; per conversion p50 {:.1} s, max {:.1} s |",
-            cv.finished, cv.all_done_s, cv.first_done_s, cv.done_p50_s, cv.done_max_s
+            "| finished (Stable on Dedicated) | {} in {:.1} s; first {}; per conversion p50 {:.1} s, max {:.1} s |",
+            cv.finished,
+            cv.all_done_s,
+            cv.first_done_s
+                .map_or("not recorded".to_string(), |t| format!("{t:.1} s")),
+            cv.done_p50_s,
+            cv.done_max_s
         );
         let _ = writeln!(
             s,

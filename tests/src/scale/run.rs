@@ -804,7 +804,7 @@ async fn convert(
             .iter()
             .filter(|i| i.status.as_ref().is_some_and(|s| s.migration.is_some()))
             .count();
-        cv.most_running = cv.most_running.max(running);
+        cv.most_running = Some(cv.most_running.unwrap_or(0).max(running));
         if last_print.elapsed() >= Duration::from_secs(5) || done_at.len() == k {
             last_print = Instant::now();
             let mut phases: BTreeMap<String, usize> = BTreeMap::new();
@@ -842,10 +842,7 @@ async fn convert(
         t_flip.elapsed().as_secs_f64()
     };
     cv.done_p50_s = quantile(&times, 0.5);
-    cv.first_done_s = times.iter().copied().fold(f64::INFINITY, f64::min);
-    if !cv.first_done_s.is_finite() {
-        cv.first_done_s = 0.0;
-    }
+    cv.first_done_s = times.iter().copied().reduce(f64::min);
     cv.max_at_once = (o.max_concurrent_conversions > 0).then_some(o.max_concurrent_conversions);
     cv.done_max_s = times.iter().copied().fold(0.0, f64::max);
     // Brokers: how many run and what they hold in memory.
