@@ -705,8 +705,11 @@ shared 2-core machine: expect noise.\n"
             "| finished (Stable on Dedicated) | {} in {:.1} s; first {}; per conversion p50 {:.1} s, max {:.1} s |",
             cv.finished,
             cv.all_done_s,
-            cv.first_done_s
-                .map_or("not recorded".to_string(), |t| format!("{t:.1} s")),
+            match cv.first_done_s {
+                Some(t) => format!("{t:.1} s"),
+                None if cv.finished == 0 => "none".to_string(),
+                None => "not recorded".to_string(),
+            },
             cv.done_p50_s,
             cv.done_max_s
         );
